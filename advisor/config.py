@@ -1,0 +1,336 @@
+"""One source of truth for configuration: typed dataclasses, YAML files and ``--set`` overrides.
+
+Defaults live in the dataclasses below (each field says why it has its value); a YAML file
+(``configs/*.yaml``, read with ``yaml.safe_load``) and ``--set section.key=value`` overrides land
+in the same object. Unknown keys, wrong types and impossible values are collected, and all of them
+are reported at once in one :class:`~advisor.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from advisor.errors import ConfigError
+from advisor.types import AcceptanceCriteria
+
+#: folder holding the YAML a user copies (shipped inside the package so installs find it)
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    #: built-in dataset name (see ``advise datasets``), a CSV/TSV/JSON/JSONL/Parquet file, a
+    #: ``save_to_disk`` folder, or a hub id (online only). The default is the embedded demo.
+    source: str = "uncertainty"
+    #: column holding the text; detected when unset
+    text_column: str | None = None
+    #: column holding the label; detected when unset
+    label_column: str | None = None
+    #: share of rows held out for validation when the data has no validation split
+    validation_fraction: float = 0.15
+    #: share of rows held out for the final test when the data has no test split
+    test_fraction: float = 0.15
+    #: seed of the stratified split, fixed so reruns see the same rows
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    #: name of a ladder in configs/ladders/ (offline, hub) or a path to a ladder YAML
+    name: str = "offline"
+    #: restrict the climb to these rung names (all rungs when empty)
+    rungs: list[str] = field(default_factory=list)
+    #: where fetched offline checkpoints are kept (defaults to ~/.cache/greenladder/models)
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    #: the cheap, good default trial: small pre-trained encoders on a few thousand examples
+    #: converge in ~3 epochs at this rate (measured on the built-in datasets)
+    learning_rate: float = 1e-4
+    epochs: float = 3.0
+    batch_size: int = 32
+    #: sentences and short documents fit; longer texts are truncated, not rejected
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    #: the word-embedding matrix (30k x H) dominates the step cost at short lengths on CPU;
+    #: freezing it cuts that cost with little accuracy change on small datasets
+    freeze_embeddings: bool = True
+    #: bf16 autocast; off unless a benchmark on the device at hand shows it faster at equal accuracy
+    bf16: bool = False
+    torch_compile: bool = False
+    #: evaluations on the validation split per epoch (feeds health rules and pruning)
+    evals_per_epoch: int = 2
+    seed: int = 0
+    #: pickled .bin weights are refused unless this is set (then loaded with weights_only=True)
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    #: trials per rung; the first is always the TrainConfig default, so a rung that passes at once
+    #: costs one training
+    trials_per_rung: int = 2
+    #: "tpe" (Bayesian) or "random" (for comparison)
+    sampler: str = "tpe"
+    #: stop trials that fall behind on intermediate evaluations (median pruner)
+    pruning: bool = True
+    #: fraction of the training data for the small experiment run before a full rung (0 disables)
+    small_fraction: float = 0.0
+    #: search space: learning rate range (log scale)
+    lr_min: float = 2e-5
+    lr_max: float = 3e-4
+    #: search space: epochs range
+    epochs_min: float = 1.0
+    epochs_max: float = 4.0
+    #: search space: warm-up ratio choices
+    warmup_choices: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    #: optuna storage URL shared by several workers; default: the run directory's SQLite ledger
+    storage: str | None = None
+    #: trials run at once on this machine
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class MeteringConfig:
+    enabled: bool = True
+    #: use codecarbon's offline tracker for energy; when off, energy is reported as not measured
+    codecarbon: bool = True
+    #: grid whose carbon intensity converts kWh to gCO2e (ISO 3166 alpha-3)
+    country_iso_code: str = "USA"
+    #: cloud provider and region, used instead of the country when both are set
+    cloud_provider: str | None = None
+    cloud_region: str | None = None
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Training-health rules; defaults follow the built-in rules of cloud training debuggers."""
+
+    enabled: bool = True
+    #: loss not decreasing: compare mean loss over windows of this many steps
+    loss_window: int = 20
+    #: relative improvement below which the loss counts as not decreasing
+    loss_min_delta: float = 0.001
+    #: overfitting: evaluations in a row with rising validation loss and falling training loss
+    overfit_patience: int = 2
+    #: vanishing gradients: global gradient norm below this for loss_window steps
+    vanishing_grad_norm: float = 1e-7
+    #: stalled job: seconds without a training step
+    stall_seconds: float = 600.0
+    #: low utilisation (GPU only): average utilisation percent below which the rule fires
+    low_gpu_util_percent: float = 10.0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    #: run directory: ledger, reports, recommended model, logs
+    out: str = "runs/advise"
+    #: keep checkpoints of rungs that were not recommended (deleted by default: storing
+    #: artifacts nobody needs costs energy too)
+    keep_checkpoints: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    task: str = "text-classification"
+    data: DataConfig = field(default_factory=DataConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    criteria: AcceptanceCriteria = field(default_factory=AcceptanceCriteria)
+    metering: MeteringConfig = field(default_factory=MeteringConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SUPPORTED_TASKS = ("text-classification",)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``; raise ConfigError naming the file on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {p} does not exist. Pass a YAML file, e.g. configs/demo.yaml.")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"Config file {p} is not valid YAML ({first}). Fix the syntax and retry.") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"Config file {p} must hold a mapping of sections, not a {type(loaded).__name__}.")
+    return loaded
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=c`` into (["a", "b"], value); the value is parsed as YAML (1e-4, true, [1, 2])."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"The --set value must look like section.key=value. Got {text!r} instead.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (arg,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, arg) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _accepts_float(hint: Any) -> bool:
+    if hint is float:
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and float in typing.get_args(hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean {prefix}{close[0]}?" if close else f" Valid keys: {', '.join(names)}."
+            problems.append(f"Unknown config key {dotted}.{hint}")
+            continue
+        hint_type = hints[key]
+        if isinstance(value, str) and _accepts_float(hint_type):
+            # YAML 1.1 reads "3e-4" (no dot) as a string; a float field takes it as the number it is
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if dataclasses.is_dataclass(hint_type):
+            if not isinstance(value, Mapping):
+                problems.append(f"The config key {dotted} must be a mapping of settings. Got {value!r} instead.")
+                continue
+            kwargs[key] = _build(hint_type, value, f"{dotted}.", problems)  # type: ignore[arg-type]
+        elif not _type_ok(value, hint_type):
+            problems.append(f"The config key {dotted} must be {_type_name(hint_type)}. Got {value!r} instead.")
+        else:
+            if _accepts_float(hint_type) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{prefix.rstrip('.') or 'config'}: {exc}")
+        return cls()
+
+
+def build_config(
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve the configuration: dataclass defaults < YAML files (in order) < ``extra`` < overrides.
+
+    Args:
+        files: YAML files, later ones win.
+        overrides: ``section.key=value`` strings as typed after ``--set``.
+        extra: a nested mapping from CLI flags (``--target``, ``--data`` ...), already in sections.
+
+    Raises:
+        ConfigError: listing every problem found, not just the first.
+    """
+    merged: dict[str, Any] = {}
+    for f in files:
+        merged = _deep_merge(merged, read_yaml(f))
+    if extra:
+        merged = _deep_merge(merged, extra)
+    for text in overrides:
+        path, value = parse_override(text)
+        node: dict[str, Any] = {}
+        cursor = node
+        for part in path[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[path[-1]] = value
+        merged = _deep_merge(merged, node)
+    problems: list[str] = []
+    config: Config = _build(Config, merged, "", problems)
+    if config.task not in SUPPORTED_TASKS:
+        problems.append(f"The task must be one of {', '.join(SUPPORTED_TASKS)}. Got {config.task!r} instead.")
+    problems.extend(config.criteria.problems())
+    problems.extend(_range_problems(config))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
+
+
+def _range_problems(config: Config) -> list[str]:
+    out = []
+    d, t, u = config.data, config.train, config.tuning
+    if not (0 < d.validation_fraction < 1 and 0 < d.test_fraction < 1 and d.validation_fraction + d.test_fraction < 1):
+        out.append("data.validation_fraction and data.test_fraction must each be in (0, 1) and sum to less than 1.")
+    for name in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch"):
+        if getattr(t, name) <= 0:
+            out.append(f"The config key train.{name} must be positive. Got {getattr(t, name)} instead.")
+    if u.trials_per_rung < 1:
+        out.append(f"The config key tuning.trials_per_rung must be at least 1. Got {u.trials_per_rung} instead.")
+    if u.sampler not in ("tpe", "random"):
+        out.append(f"The config key tuning.sampler must be 'tpe' or 'random'. Got {u.sampler!r} instead.")
+    if not 0 <= u.small_fraction < 1:
+        out.append(f"The config key tuning.small_fraction must be in [0, 1). Got {u.small_fraction} instead.")
+    if not 0 < u.lr_min <= u.lr_max:
+        out.append("tuning.lr_min must be positive and no larger than tuning.lr_max.")
+    if not 0 < u.epochs_min <= u.epochs_max:
+        out.append("tuning.epochs_min must be positive and no larger than tuning.epochs_max.")
+    return out
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config beside a result, as YAML that ``build_config`` reads back."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

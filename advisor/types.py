@@ -1,0 +1,363 @@
+"""The frozen records passed between modules.
+
+Data flows one way: a :class:`Candidate` is trained (metered into a :class:`Cost`) into a
+:class:`RunResult`, judged against :class:`AcceptanceCriteria` into a :class:`Verdict`, and all of
+it is gathered into a :class:`Report`. Records check their own invariants on construction, so an
+inconsistent one cannot exist, and each converts to and from plain JSON-able dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: Where a figure came from. ``measured``: hardware counters (RAPL, NVML) or a clock;
+#: ``estimated``: a power model from TDP and load; ``analytic``: a formula from the model shape and
+#: the tokens processed; ``not_applicable``: the figure has no meaning for this work (FLOPs of a
+#: TF-IDF fit); ``not_measured``: it could have been measured but was not (metering disabled).
+Provenance = Literal["measured", "estimated", "analytic", "not_applicable", "not_measured"]
+PROVENANCES: tuple[str, ...] = ("measured", "estimated", "analytic", "not_applicable", "not_measured")
+
+RunStatus = Literal["ok", "stopped", "failed", "skipped"]
+CandidateKind = Literal["baseline", "finetune", "incremental", "distilled"]
+
+# The figures of a Cost that are summed when costs are added.
+_SUMMED = (
+    "wall_s",
+    "cpu_s",
+    "train_flops",
+    "eval_flops",
+    "inference_flops",
+    "padding_flops",
+    "tokens",
+    "padded_tokens",
+    "energy_cpu_kwh",
+    "energy_gpu_kwh",
+    "energy_ram_kwh",
+    "emissions_g",
+)
+# The figures of a Cost for which the sum of two costs keeps the larger value.
+_MAXED = ("peak_rss_mb", "peak_gpu_mem_mb")
+
+
+def _merge_provenance(a: str, b: str) -> str:
+    """Provenance of a sum: the same label if both agree, else both labels joined by '+'."""
+    if a == b:
+        return a
+    parts = sorted(set(a.split("+")) | set(b.split("+")))
+    return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one piece of work cost, and where every figure came from.
+
+    Costs add up (``a + b``): times, FLOPs, tokens, energy and emissions are summed, peaks keep the
+    larger value, and provenance labels are merged ("analytic+not_applicable" when a FLOPs total
+    mixes a formula with a baseline that has no FLOPs).
+    """
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    train_flops: float = 0.0
+    eval_flops: float = 0.0
+    inference_flops: float = 0.0
+    #: FLOPs spent on padding tokens (already included in the three FLOPs figures above)
+    padding_flops: float = 0.0
+    #: real (non-padding) tokens processed
+    tokens: int = 0
+    #: padding tokens processed
+    padded_tokens: int = 0
+    energy_cpu_kwh: float = 0.0
+    energy_gpu_kwh: float = 0.0
+    energy_ram_kwh: float = 0.0
+    emissions_g: float = 0.0
+    peak_rss_mb: float = 0.0
+    peak_gpu_mem_mb: float = 0.0
+    #: mean GPU utilisation in percent, None where no GPU was used
+    gpu_util_avg: float | None = None
+    #: e.g. "cpu (2 threads)" or "cuda:0 NVIDIA H100"
+    device: str = ""
+    #: grid location the emissions were computed for (ISO country code or cloud region)
+    location: str = ""
+    #: figure group -> provenance; groups are "time", "flops", "energy", "emissions", "memory"
+    provenance: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in _SUMMED + _MAXED:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+                raise ValueError(f"Cost.{name} must be a non-negative number. Got {value!r} instead.")
+        for group, label in self.provenance.items():
+            if any(part not in PROVENANCES for part in label.split("+")):
+                raise ValueError(f"Cost.provenance[{group!r}] must be made of {PROVENANCES}. Got {label!r}.")
+        object.__setattr__(self, "provenance", dict(self.provenance))
+
+    @property
+    def flops(self) -> float:
+        """All FLOPs: training + evaluation + inference."""
+        return self.train_flops + self.eval_flops + self.inference_flops
+
+    @property
+    def energy_kwh(self) -> float:
+        """All energy: CPU + GPU + RAM."""
+        return self.energy_cpu_kwh + self.energy_gpu_kwh + self.energy_ram_kwh
+
+    def __add__(self, other: Cost) -> Cost:
+        if not isinstance(other, Cost):
+            return NotImplemented
+        values: dict[str, Any] = {n: getattr(self, n) + getattr(other, n) for n in _SUMMED}
+        values.update({n: max(getattr(self, n), getattr(other, n)) for n in _MAXED})
+        utils = [u for u in (self.gpu_util_avg, other.gpu_util_avg) if u is not None]
+        values["gpu_util_avg"] = sum(utils) / len(utils) if utils else None
+        values["device"] = self.device if self.device == other.device else ", ".join(
+            d for d in dict.fromkeys((self.device, other.device)) if d
+        )
+        values["location"] = self.location or other.location
+        prov = dict(self.provenance)
+        for group, label in other.provenance.items():
+            prov[group] = _merge_provenance(prov[group], label) if group in prov else label
+        values["provenance"] = prov
+        return Cost(**values)
+
+    def __radd__(self, other: object) -> Cost:
+        # lets sum(costs) start from 0
+        if other == 0:
+            return self
+        return NotImplemented  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["flops"] = self.flops
+        d["energy_kwh"] = self.energy_kwh
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Cost:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What to train: one rung of a ladder, the baseline, or a student.
+
+    ``source`` is a local folder or a hub id; the baseline has source "tfidf".
+    """
+
+    name: str
+    kind: CandidateKind
+    source: str
+    params_total: int | None = None
+    params_non_embedding: int | None = None
+    layers: int | None = None
+    hidden: int | None = None
+    #: the run this candidate continues from (incremental training, distillation teacher)
+    parent_run: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("Candidate.name must be a non-empty string.")
+        if self.kind not in ("baseline", "finetune", "incremental", "distilled"):
+            raise ValueError(f"Candidate.kind must be baseline/finetune/incremental/distilled. Got {self.kind!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
+        return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One finished piece of training work and everything known about it.
+
+    Invariants: an ``ok`` run has validation metrics; a ``failed`` or ``skipped`` run has none and
+    says why in ``message``; a ``stopped`` run (a health rule or budget fired) names the reason in
+    ``message`` and may carry the metrics measured before it stopped.
+    """
+
+    run_id: str
+    candidate: Candidate
+    hyperparameters: Mapping[str, Any]
+    status: RunStatus
+    #: validation metrics, e.g. {"accuracy": 0.91, "macro_f1": 0.90}
+    metrics: Mapping[str, float]
+    cost: Cost
+    #: path of the saved model, relative to the run directory, or None
+    artifact: str | None = None
+    message: str | None = None
+    #: test metrics: only for the baseline and the recommendation, never used for choices
+    test_metrics: Mapping[str, float] = field(default_factory=dict)
+    #: free-form extras: rule that fired and its numbers, forecasts, warm-start origin, size on disk ...
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            raise ValueError("RunResult.run_id must be a non-empty string.")
+        if self.status not in ("ok", "stopped", "failed", "skipped"):
+            raise ValueError(f"RunResult.status must be ok/stopped/failed/skipped. Got {self.status!r}.")
+        if self.status == "ok" and not self.metrics:
+            raise ValueError(f"RunResult {self.run_id}: an 'ok' run must have metrics.")
+        if self.status in ("failed", "skipped"):
+            if self.metrics:
+                raise ValueError(f"RunResult {self.run_id}: a {self.status!r} run cannot have metrics.")
+            if not self.message:
+                raise ValueError(f"RunResult {self.run_id}: a {self.status!r} run must say why in message.")
+        if self.status == "stopped" and not self.message:
+            raise ValueError(f"RunResult {self.run_id}: a 'stopped' run must name the reason in message.")
+        for name, value in {**self.metrics, **self.test_metrics}.items():
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise ValueError(f"RunResult {self.run_id}: metric {name!r} must be a number. Got {value!r}.")
+        object.__setattr__(self, "hyperparameters", dict(self.hyperparameters))
+        object.__setattr__(self, "metrics", dict(self.metrics))
+        object.__setattr__(self, "test_metrics", dict(self.test_metrics))
+        object.__setattr__(self, "details", dict(self.details))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "candidate": self.candidate.to_dict(),
+            "hyperparameters": dict(self.hyperparameters),
+            "status": self.status,
+            "metrics": dict(self.metrics),
+            "test_metrics": dict(self.test_metrics),
+            "cost": self.cost.to_dict(),
+            "artifact": self.artifact,
+            "message": self.message,
+            "details": dict(self.details),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        return cls(
+            run_id=d["run_id"],
+            candidate=Candidate.from_dict(d["candidate"]),
+            hyperparameters=d.get("hyperparameters", {}),
+            status=d["status"],
+            metrics=d.get("metrics", {}),
+            cost=Cost.from_dict(d.get("cost", {})),
+            artifact=d.get("artifact"),
+            message=d.get("message"),
+            test_metrics=d.get("test_metrics", {}),
+            details=d.get("details", {}),
+        )
+
+
+@dataclass(frozen=True)
+class AcceptanceCriteria:
+    """The bar a model must clear, and what the search may spend to find it.
+
+    Attributes:
+        metric: validation metric the floor applies to ("accuracy", "macro_f1", "f1", ...).
+        floor: the metric value a model must reach.
+        max_params: ceiling on total parameters.
+        max_size_mb: ceiling on the saved model's size on disk.
+        max_latency_ms: ceiling on p95 CPU latency at batch 1, in milliseconds.
+        budget_kwh: total energy the whole search may use.
+        budget_pflops: total compute the whole search may use, in PFLOPs (1e15 FLOPs).
+        budget_seconds: total wall time the whole search may use.
+        min_gain_per_pflop: metric points (0-100 scale) gained per PFLOP below which the next rung
+            is not worth climbing.
+    """
+
+    metric: str = "accuracy"
+    floor: float = 0.0
+    max_params: int | None = None
+    max_size_mb: float | None = None
+    max_latency_ms: float | None = None
+    budget_kwh: float | None = None
+    budget_pflops: float | None = None
+    budget_seconds: float | None = None
+    min_gain_per_pflop: float | None = None
+
+    def problems(self) -> list[str]:
+        """Every reason these criteria cannot be met by construction (empty when fine)."""
+        out = []
+        if not 0.0 <= self.floor <= 1.0:
+            out.append(f"The metric floor must be between 0 and 1. Got {self.floor} instead.")
+        for name in ("max_params", "max_size_mb", "max_latency_ms", "budget_kwh", "budget_pflops", "budget_seconds"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                out.append(f"The criterion {name} must be positive (or left unset). Got {value} instead.")
+        if self.min_gain_per_pflop is not None and self.min_gain_per_pflop < 0:
+            out.append(f"The criterion min_gain_per_pflop must be >= 0. Got {self.min_gain_per_pflop} instead.")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one run meets the criteria, with one human-readable reason per criterion checked.
+
+    ``failed`` names the criteria that were not met; ``shortfall`` is how far the metric is below
+    the floor (0 when it meets it), used to say which run came closest.
+    """
+
+    run_id: str
+    passed: bool
+    reasons: tuple[str, ...]
+    failed: tuple[str, ...] = ()
+    shortfall: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.passed and self.failed:
+            raise ValueError(f"Verdict {self.run_id}: a passing verdict cannot list failed criteria.")
+        if not self.passed and not self.failed:
+            raise ValueError(f"Verdict {self.run_id}: a failing verdict must list the failed criteria.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "failed": list(self.failed),
+            "shortfall": self.shortfall,
+        }
+
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one ``advise`` produced: the input to every report format.
+
+    ``recommendation`` is the run_id of the recommended run, or None when no run met the criteria;
+    ``stop_reason`` says in words why the climb stopped.
+    """
+
+    task: str
+    dataset: Mapping[str, Any]
+    criteria: AcceptanceCriteria
+    baseline: RunResult | None
+    runs: tuple[RunResult, ...]
+    verdicts: Mapping[str, Verdict]
+    recommendation: str | None
+    stop_reason: str
+    total_cost: Cost
+    config: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ids = {r.run_id for r in self.runs}
+        if self.baseline is not None:
+            ids.add(self.baseline.run_id)
+        if self.recommendation is not None and self.recommendation not in ids:
+            raise ValueError(f"Report: recommendation {self.recommendation!r} is not one of its runs.")
+
+    def run(self, run_id: str) -> RunResult:
+        for r in ((self.baseline,) if self.baseline else ()) + tuple(self.runs):
+            if r.run_id == run_id:
+                return r
+        raise KeyError(run_id)
+
+    @property
+    def recommended(self) -> RunResult | None:
+        return self.run(self.recommendation) if self.recommendation else None
