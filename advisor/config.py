@@ -87,8 +87,6 @@ class TuningConfig:
     sampler: str = "tpe"
     #: stop trials that fall behind on intermediate evaluations (median pruner)
     pruning: bool = True
-    #: fraction of the training data for the small experiment run before a full rung (0 disables)
-    small_fraction: float = 0.0
     #: search space: learning rate range (log scale)
     lr_min: float = 2e-5
     lr_max: float = 3e-4
@@ -97,10 +95,6 @@ class TuningConfig:
     epochs_max: float = 4.0
     #: search space: warm-up ratio choices
     warmup_choices: list[float] = field(default_factory=lambda: [0.0, 0.1])
-    #: optuna storage URL shared by several workers; default: the run directory's SQLite ledger
-    storage: str | None = None
-    #: trials run at once on this machine
-    n_jobs: int = 1
 
 
 @dataclass(frozen=True)
@@ -322,8 +316,6 @@ def _range_problems(config: Config) -> list[str]:
         out.append(f"The config key tuning.trials_per_rung must be at least 1. Got {u.trials_per_rung} instead.")
     if u.sampler not in ("tpe", "random"):
         out.append(f"The config key tuning.sampler must be 'tpe' or 'random'. Got {u.sampler!r} instead.")
-    if not 0 <= u.small_fraction < 1:
-        out.append(f"The config key tuning.small_fraction must be in [0, 1). Got {u.small_fraction} instead.")
     if not 0 < u.lr_min <= u.lr_max:
         out.append("tuning.lr_min must be positive and no larger than tuning.lr_max.")
     if not 0 < u.epochs_min <= u.epochs_max:

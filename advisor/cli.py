@@ -1,0 +1,171 @@
+"""`advise`: parse, call, print. The only place in the advisor that prints or exits.
+
+Exit codes: 0 a recommendation meets the criteria; 1 no model met them (the report says which
+criterion failed closest); 2 bad input (config, data, model, run directory); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from advisor.config import CONFIG_DIR, build_config
+from advisor.errors import ConfigError, GreenladderError
+
+EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
+
+EXAMPLES = """examples:
+  advise --task text-classification
+      the embedded demo: CoNLL-2010 uncertainty sentences, criteria in configs/demo.yaml
+  advise --task text-classification --data reviews.csv --text-column review --label-column stars --target macro_f1=0.8
+  advise --data bbc-news --target accuracy=0.95 --budget-kwh 0.05 --out runs/bbc
+  advise --data expanded.csv --from runs/bbc --out runs/bbc-v2      (incremental training)
+  advise --list-rungs --ladder offline        advise --list-datasets        advise --fetch-models
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="advise",
+        description="Find the smallest model that meets your bar: a TF-IDF baseline first, then a ladder of "
+        "pre-trained models smallest first, stopping at the first that meets the acceptance criteria.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", default="text-classification", help="the task (text-classification)")
+    p.add_argument("--data", help="built-in dataset name, a CSV/TSV/JSON/JSONL/Parquet file, a save_to_disk folder or a hub id")
+    p.add_argument("--text-column", help="column holding the text (detected when omitted)")
+    p.add_argument("--label-column", help="column holding the label (detected when omitted)")
+    p.add_argument("--ladder", help="ladder name in configs/ladders (offline, hub) or a YAML path")
+    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
+                   help="metric floor on the validation split, e.g. accuracy=0.9 or macro_f1=0.8")
+    p.add_argument("--budget-kwh", type=float, help="energy budget for the whole search (kWh)")
+    p.add_argument("--budget-pflops", type=float, help="compute budget for the whole search (PFLOPs)")
+    p.add_argument("--budget-seconds", type=float, help="wall-time budget for the whole search (s)")
+    p.add_argument("--max-latency-ms", type=float, help="ceiling on p95 CPU latency at batch 1 (ms)")
+    p.add_argument("--max-params", type=int, help="ceiling on total parameters")
+    p.add_argument("--max-size-mb", type=float, help="ceiling on model size on disk (MB)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable; later wins)")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.learning_rate=5e-5")
+    p.add_argument("--out", help="run directory (ledger, reports, recommended model)")
+    p.add_argument("--from", dest="from_run", metavar="RUN_DIR",
+                   help="continue from that run's recommended model on the (expanded) --data")
+    p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
+    p.add_argument("--list-rungs", action="store_true", help="list the ladder's rungs and exit")
+    p.add_argument("--list-datasets", action="store_true", help="list the built-in datasets and exit")
+    p.add_argument("--fetch-models", action="store_true", help="materialise the ladder's offline rungs and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (or set GREENLADDER_DEBUG=1)")
+    return p
+
+
+def _extra(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as a nested config mapping (they sit between YAML files and --set overrides)."""
+    extra: dict[str, Any] = {"task": args.task}
+    data: dict[str, Any] = {}
+    if args.data:
+        data["source"] = args.data
+    if args.text_column:
+        data["text_column"] = args.text_column
+    if args.label_column:
+        data["label_column"] = args.label_column
+    if data:
+        extra["data"] = data
+    if args.ladder:
+        extra["ladder"] = {"name": args.ladder}
+    crit: dict[str, Any] = {}
+    for t in args.target:
+        name, sep, value = t.partition("=")
+        if not sep:
+            raise ConfigError(f"The --target value must look like metric=value, e.g. accuracy=0.9. Got {t!r} instead.")
+        try:
+            crit.update(metric=name.strip(), floor=float(value))
+        except ValueError:
+            raise ConfigError(f"The --target value {value!r} is not a number. Use e.g. accuracy=0.9.") from None
+    for flag, key in (("budget_kwh", "budget_kwh"), ("budget_pflops", "budget_pflops"), ("budget_seconds", "budget_seconds"),
+                      ("max_latency_ms", "max_latency_ms"), ("max_params", "max_params"), ("max_size_mb", "max_size_mb")):
+        if getattr(args, flag) is not None:
+            crit[key] = getattr(args, flag)
+    if crit:
+        extra["criteria"] = crit
+    if args.out:
+        extra["output"] = {"out": args.out}
+    return extra
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    files = list(args.config)
+    if not files and not args.data and not args.from_run and DEMO_CONFIG.is_file():
+        files = [DEMO_CONFIG]  # the embedded default: demo dataset and demo criteria
+    config = build_config(files, args.overrides, _extra(args))
+    from advisor.criteria import validate_metric_name
+
+    validate_metric_name(config.criteria.metric)
+    if args.list_datasets:
+        from advisor.builtin_data import builtin_table
+
+        print(builtin_table())
+        return EXIT_OK
+    if args.list_rungs or args.fetch_models:
+        from advisor.models import ladder_table, load_ladder, materialise
+
+        rungs = load_ladder(config.ladder.name)
+        if args.fetch_models:
+            for rung in rungs:
+                if rung.optional and rung.name not in config.ladder.rungs:
+                    _progress(f"{rung.name}: optional, not fetched (add --set 'ladder.rungs=[{rung.name}]')")
+                    continue
+                path = materialise(rung, config.ladder.cache_dir, progress=_progress)
+                _progress(f"{rung.name}: ready at {path}")
+        print(ladder_table(rungs, config.ladder.cache_dir))
+        return EXIT_OK
+    from advisor.advise import advise
+    from advisor.report import to_json, to_table
+
+    _progress(f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
+              f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}")
+    report = advise(config, from_run=args.from_run, progress=_progress)
+    if args.json:
+        print(json.dumps(to_json(report), indent=2))
+    else:
+        print(to_table(report))
+        print(f"\nstop: {report.stop_reason}")
+        if report.recommendation:
+            rec = report.recommended
+            where = Path(config.output.out) / "model"
+            print(f"recommended: {rec.candidate.name if rec else report.recommendation} -> {where}")
+        else:
+            print("recommended: none met the criteria")
+        print(f"reports: {Path(config.output.out) / 'report.html'}")
+    return EXIT_OK if report.recommendation and report.verdicts[report.recommendation].passed else EXIT_NOT_MET
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("GREENLADDER_DEBUG") == "1"
+    try:
+        return run(argv)
+    except GreenladderError as exc:
+        if debug:
+            raise
+        print(f"advise: error: {exc}", file=sys.stderr)
+        print("(set GREENLADDER_DEBUG=1 or pass --debug for the traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("advise: interrupted; finished runs are in the ledger and a rerun resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The run directory's embedded store: write-once run records in SQLite, and the directory lock.
+
+Every finished run is written at once, in one transaction, so a crash leaves either the whole
+record or nothing. Re-running the same command reads finished runs back instead of repeating
+them. A second ``advise`` on the same run directory stops with a clear message (file lock).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from advisor.errors import RunDirError
+from advisor.types import RunResult
+
+LEDGER_NAME = "ledger.sqlite"
+LOCK_NAME = ".advise.lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    rung TEXT NOT NULL,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock; a second process gets a RunDirError at once."""
+    lock = FileLock(str(run_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirError(
+            f"Another advise process is using {run_dir}. Wait for it to finish, or pass a different --out."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class Ledger:
+    """Finished runs of one run directory, keyed by run id, never overwritten."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LEDGER_NAME
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise RunDirError(
+                f"The ledger {self.path} cannot be opened ({exc}). Move it away to start afresh, or use another --out."
+            ) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, run_id: str) -> RunResult | None:
+        row = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return RunResult.from_dict(json.loads(row[0])) if row else None
+
+    def all(self) -> list[RunResult]:
+        rows = self._db.execute("SELECT record FROM runs ORDER BY created, rowid").fetchall()
+        return [RunResult.from_dict(json.loads(r[0])) for r in rows]
+
+    def add(self, run: RunResult) -> None:
+        """Write one finished run; a run id already present is an error (records are write-once)."""
+        record = json.dumps(run.to_dict(), sort_keys=True)
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO runs (run_id, rung, status, record, created) VALUES (?, ?, ?, ?, ?)",
+                    (run.run_id, run.candidate.name, run.status, record, time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"run {run.run_id!r} is already in the ledger; records are write-once") from None
+        except sqlite3.OperationalError as exc:
+            raise RunDirError(f"Could not write to the ledger {self.path} ({exc}). Free disk space and rerun.") from None
+
+    def get_meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")

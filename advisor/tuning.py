@@ -1,0 +1,127 @@
+"""Frugal search per rung: the cheap default first, then TPE, warm-started, with median pruning.
+
+A rung's study is an optuna study driven with ask/tell, so the advisor stays in charge of the
+order of work and can stop the moment a trial meets the criteria. Trials already in the ledger
+(a resumed or repeated ``advise``) are told to the study before it asks for anything new, and the
+best settings of the rung below are tried second, right after the known-good default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+from transformers import TrainerCallback
+
+from advisor.config import Config
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def search_space(config: Config) -> dict[str, optuna.distributions.BaseDistribution]:
+    """At most three hyperparameters, ranges from ``config.tuning``: lr (log), epochs, warm-up."""
+    u = config.tuning
+    return {
+        "learning_rate": optuna.distributions.FloatDistribution(u.lr_min, u.lr_max, log=True),
+        "epochs": optuna.distributions.FloatDistribution(u.epochs_min, u.epochs_max, step=1.0),
+        "warmup_ratio": optuna.distributions.CategoricalDistribution(tuple(u.warmup_choices)),
+    }
+
+
+def default_trial(config: Config) -> dict[str, Any]:
+    """The known cheap, good default: ``config.train``'s values, clipped into the search space."""
+    t, u = config.train, config.tuning
+    warm = t.warmup_ratio if t.warmup_ratio in u.warmup_choices else u.warmup_choices[0]
+    return {
+        "learning_rate": min(max(t.learning_rate, u.lr_min), u.lr_max),
+        "epochs": float(min(max(round(t.epochs), u.epochs_min), u.epochs_max)),
+        "warmup_ratio": warm,
+    }
+
+
+class RungTuner:
+    """Proposes hyperparameters for one rung.
+
+    Args:
+        config: resolved configuration (tuning section).
+        previous: (hyperparameters, objective) of trials of this rung already finished (resume).
+        warm_start: best hyperparameters of the rung below, tried right after the default.
+        seed: sampler seed; the same seed gives the same trials.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        previous: Sequence[tuple[Mapping[str, Any], float | None]] = (),
+        warm_start: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.space = search_space(config)
+        sampler: optuna.samplers.BaseSampler
+        if config.tuning.sampler == "random":
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        else:
+            # few startup trials: budgets here are a handful of trials per rung
+            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=2)
+        pruner = (
+            optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+            if config.tuning.pruning
+            else optuna.pruners.NopPruner()
+        )
+        self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+        for params, value in previous:
+            self._tell_known(params, value)
+        queued = [default_trial(config)]
+        if warm_start:
+            ws = {k: warm_start[k] for k in self.space if k in warm_start}
+            if ws and ws != queued[0] and all(self.space[k]._contains(self.space[k].to_internal_repr(v)) for k, v in ws.items()):
+                queued.append(ws)
+        done = [dict(p) for p, _ in previous]
+        self.origins: list[str] = []
+        for i, q in enumerate(queued):
+            if i < len(done):
+                continue  # already run in an earlier invocation
+            self.study.enqueue_trial(q)
+            self.origins.append("default" if i == 0 else "warm start from rung below")
+
+    def _tell_known(self, params: Mapping[str, Any], value: float | None) -> None:
+        known = {k: v for k, v in params.items() if k in self.space}
+        if len(known) != len(self.space):
+            return
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.PRUNED
+        self.study.add_trial(
+            optuna.trial.create_trial(params=known, distributions=self.space, value=value, state=state)
+        )
+
+    def ask(self) -> tuple[optuna.trial.Trial, dict[str, Any], str]:
+        """Next trial, its hyperparameters, and where they came from (default / warm start / TPE)."""
+        trial = self.study.ask(self.space)
+        origin = self.origins.pop(0) if self.origins else f"{type(self.study.sampler).__name__}"
+        return trial, dict(trial.params), origin
+
+    def tell(self, trial: optuna.trial.Trial, value: float | None, pruned: bool = False) -> None:
+        if pruned or value is None:
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(trial, value)
+
+
+class PruningCallback(TrainerCallback):
+    """Reports each intermediate validation metric to the trial and stops it when the pruner says so."""
+
+    def __init__(self, trial: optuna.trial.Trial, metric: str) -> None:
+        self.trial = trial
+        self.key = f"eval_{metric}"
+        self.stop_message: str | None = None
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None, **kw: Any) -> None:
+        if not metrics or self.key not in metrics:
+            return
+        self.trial.report(float(metrics[self.key]), step=state.global_step)
+        if self.trial.should_prune():
+            self.stop_message = (
+                f"pruned at step {state.global_step}: {self.key[5:]} {metrics[self.key]:.3f} below the median of "
+                "earlier trials at the same step"
+            )
+            control.should_training_stop = True
