@@ -1,0 +1,285 @@
+"""Pure functions that judge runs: verdicts, gains, gain per unit of compute, budgets, metrics.
+
+Nothing here reads files, prints or trains: every function takes records and returns values, so
+the climb (``advisor.advise``) and the reports (``advisor.report``) agree on the numbers.
+
+Gains are in *points* on a 0-100 scale (0.874 -> 0.901 is a gain of 2.7 points). Gain per unit
+of compute always divides by the run's own training FLOPs or energy; where that denominator is
+zero, not applicable (the TF-IDF baseline has no FLOPs) or was not measured, the ratio is None
+rather than a misleading infinity.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from advisor.errors import ConfigError
+from advisor.types import AcceptanceCriteria, Cost, RunResult, Verdict
+
+#: metric name -> what it is; every name here is a key of :func:`compute_metrics`' result
+SUPPORTED_METRICS: dict[str, str] = {
+    "accuracy": "share of correct predictions",
+    "macro_f1": "F1 averaged over classes, each class counting equally",
+    "micro_f1": "F1 over all decisions pooled (equals accuracy for single-label data)",
+    "weighted_f1": "F1 averaged over classes, weighted by class support",
+    "f1": "F1 of the positive class (binary tasks only)",
+    "precision": "precision of the positive class (binary tasks only)",
+    "recall": "recall of the positive class (binary tasks only)",
+    "macro_precision": "precision averaged over classes",
+    "macro_recall": "recall averaged over classes",
+    "balanced_accuracy": "recall averaged over classes (robust to class imbalance)",
+    "mcc": "Matthews correlation coefficient (-1..1)",
+}
+#: metrics defined for two classes only; the positive class is the second label
+BINARY_ONLY = ("f1", "precision", "recall")
+
+PFLOP = 1e15
+#: figures whose provenance makes a ratio meaningless
+_NO_VALUE = ("not_applicable", "not_measured")
+
+
+# ----------------------------------------------------------------------------- number formatting
+
+
+def fmt_num(x: float) -> str:
+    """At most three significant figures, no scientific notation for everyday magnitudes (41, 87.4, 0.0123)."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if abs(x) >= 1e6 or abs(x) < 1e-4:
+        return f"{x:.3g}"
+    digits = max(0, 2 - math.floor(math.log10(abs(x))))
+    text = f"{x:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def fmt_count(n: float) -> str:
+    """A parameter count the way papers write it: 22.7M, 30M, 110M, 1.2k."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def judge(run: RunResult, criteria: AcceptanceCriteria) -> Verdict:
+    """Check one run against every criterion that applies to a single model.
+
+    The metric floor, ``max_params``, ``max_size_mb`` and ``max_latency_ms`` are checked; budgets and
+    ``min_gain_per_pflop`` concern the whole climb and are not part of a run's verdict. A ceiling
+    that is set but whose measurement is missing (latency not measured) fails, since nobody can say
+    the model meets it. A run whose status is not "ok" fails on its status alone.
+
+    Reasons come failing ones first, so ``reasons[0]`` of a failing verdict is the first failure.
+    ``failed`` names the criteria by their config key (``floor``, ``max_params``, ``max_size_mb``,
+    ``max_latency_ms``, ``status``).
+    """
+    metric = criteria.metric
+    value = run.metrics.get(metric)
+    shortfall = max(0.0, criteria.floor - value) if value is not None else criteria.floor
+    if run.status != "ok":
+        why = f": {run.message}" if run.message else ""
+        return Verdict(run.run_id, False, (f"run {run.status}{why}",), ("status",), shortfall)
+
+    passing: list[str] = []
+    failing: list[tuple[str, str]] = []
+
+    def check(key: str, ok: bool, reason: str) -> None:
+        if ok:
+            passing.append(reason)
+        else:
+            failing.append((key, reason))
+
+    if value is None:
+        check("floor", False, f"{metric} not measured")
+    else:
+        ok = value >= criteria.floor
+        check("floor", ok, f"{metric} {value:.3f} {'>=' if ok else '<'} {criteria.floor:.3f}")
+
+    if criteria.max_params is not None:
+        params = run.candidate.params_total
+        if params is None:
+            params = run.details.get("params")
+        if params is None:
+            check("max_params", False, f"params not measured (ceiling {fmt_count(criteria.max_params)})")
+        else:
+            ok = params <= criteria.max_params
+            check(
+                "max_params", ok, f"params {fmt_count(params)} {'<=' if ok else '>'} {fmt_count(criteria.max_params)}"
+            )
+
+    ceilings = (
+        ("max_size_mb", "size", "size_mb", criteria.max_size_mb, "MB"),
+        ("max_latency_ms", "p95 latency", "latency_ms_p95", criteria.max_latency_ms, "ms"),
+    )
+    for key, label, detail, limit, unit in ceilings:
+        if limit is None:
+            continue
+        measured = run.details.get(detail)
+        if measured is None:
+            check(key, False, f"{label} not measured (ceiling {fmt_num(limit)} {unit})")
+        else:
+            ok = float(measured) <= limit
+            check(key, ok, f"{label} {fmt_num(float(measured))} {unit} {'<=' if ok else '>'} {fmt_num(limit)} {unit}")
+
+    reasons = tuple(r for _, r in failing) + tuple(passing)
+    return Verdict(run.run_id, not failing, reasons, tuple(k for k, _ in failing), shortfall)
+
+
+def closest_failure(verdicts: Mapping[str, Verdict] | Iterable[Verdict]) -> str:
+    """Say which run came closest to passing and what it missed, for "none passed" messages.
+
+    Closest means: a run that trained (not failed/stopped) before one that did not, then the fewest
+    criteria missed, then the smallest metric shortfall.
+    """
+    items = list(verdicts.values()) if isinstance(verdicts, Mapping) else list(verdicts)
+    if not items:
+        return "no run was judged"
+    passed = [v for v in items if v.passed]
+    if passed:
+        return f"{passed[0].run_id} passed"
+    best = min(items, key=lambda v: ("status" in v.failed, len(v.failed), v.shortfall))
+    missed = "; ".join(best.reasons[: len(best.failed)])
+    return f"closest was {best.run_id}: {missed}"
+
+
+# ----------------------------------------------------------------------------- gains
+
+
+def gain(a: RunResult, b: RunResult | None, metric: str) -> float | None:
+    """Points (0-100 scale) that run ``a`` gains over run ``b`` on ``metric``; None if either lacks it."""
+    if b is None:
+        return None
+    va, vb = a.metrics.get(metric), b.metrics.get(metric)
+    if va is None or vb is None:
+        return None
+    return (va - vb) * 100.0
+
+
+def _ratio(points: float | None, denominator: float, provenance: str | None) -> float | None:
+    if points is None or denominator <= 0:
+        return None
+    if provenance is not None and all(p in _NO_VALUE for p in provenance.split("+")):
+        return None
+    return points / denominator
+
+
+def gain_per_pflop(gain_points: float | None, cost: Cost) -> float | None:
+    """Gain in points per PFLOP of *training* compute (``cost.train_flops``); None when not applicable."""
+    return _ratio(gain_points, cost.train_flops / PFLOP, cost.provenance.get("flops"))
+
+
+def gain_per_kwh(gain_points: float | None, cost: Cost) -> float | None:
+    """Gain in points per kWh of energy (``cost.energy_kwh``, all devices); None when not measured."""
+    return _ratio(gain_points, cost.energy_kwh, cost.provenance.get("energy"))
+
+
+# ----------------------------------------------------------------------------- budgets
+
+# budget field, label, unit, how much of it a cost spends
+_BUDGETS = (
+    ("budget_kwh", "energy", "kWh", lambda c: c.energy_kwh),
+    ("budget_pflops", "compute", "PFLOPs", lambda c: c.flops / PFLOP),
+    ("budget_seconds", "wall time", "s", lambda c: c.wall_s),
+)
+
+
+def budget_left(criteria: AcceptanceCriteria, spent: Cost) -> dict[str, float | None]:
+    """What is left of each budget after ``spent`` (negative when overspent; None when unset).
+
+    Keys: ``kwh``, ``pflops`` (all FLOPs: training, evaluation, inference), ``seconds``.
+    """
+    out: dict[str, float | None] = {}
+    for name, _label, _unit, used in _BUDGETS:
+        limit = getattr(criteria, name)
+        out[name.removeprefix("budget_")] = None if limit is None else limit - used(spent)
+    return out
+
+
+def would_exceed_budget(criteria: AcceptanceCriteria, spent: Cost, forecast: Cost) -> str | None:
+    """Why running work forecast to cost ``forecast`` would break a budget, or None if it fits."""
+    for name, label, unit, used in _BUDGETS:
+        limit = getattr(criteria, name)
+        if limit is None:
+            continue
+        now, then = used(spent), used(spent + forecast)
+        if now >= limit:
+            return f"{label} budget of {fmt_num(limit)} {unit} already spent ({fmt_num(now)} {unit})"
+        if then > limit:
+            return (
+                f"forecast {fmt_num(then - now)} {unit} would bring {label} to {fmt_num(then)} {unit}, "
+                f"above the {fmt_num(limit)} {unit} budget"
+            )
+    return None
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def validate_metric_name(name: str, num_labels: int | None = None) -> None:
+    """Raise ConfigError unless ``name`` is a supported metric (and fits ``num_labels`` classes)."""
+    if name not in SUPPORTED_METRICS:
+        close = difflib.get_close_matches(name, list(SUPPORTED_METRICS), n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"The criteria.metric must be one of {', '.join(SUPPORTED_METRICS)}. Got {name!r} instead.{hint}"
+        )
+    if name in BINARY_ONLY and num_labels is not None and num_labels != 2:
+        raise ConfigError(
+            f"The metric {name!r} is defined for two classes, but the data has {num_labels}. "
+            f"Use macro_{name} (or macro_f1) instead."
+        )
+
+
+def _as_ids(values: Sequence[Any], label_names: Sequence[str]) -> list[int]:
+    index = {name: i for i, name in enumerate(label_names)}
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            if v not in index:
+                raise ValueError(f"label {v!r} is not one of {list(label_names)}")
+            out.append(index[v])
+        else:
+            out.append(int(v))
+    return out
+
+
+def compute_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], label_names: Sequence[str]) -> dict[str, float]:
+    """Every supported metric for one set of predictions (scikit-learn, no hub).
+
+    Args:
+        y_true: gold labels, as ids indexing ``label_names`` or as the names themselves.
+        y_pred: predicted labels, same form and length.
+        label_names: class names; with two classes the second is the positive class of f1,
+            precision and recall, which are left out for more than two classes.
+    """
+    from sklearn import metrics as skm
+
+    t, p = _as_ids(y_true, label_names), _as_ids(y_pred, label_names)
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
+    if not t:
+        raise ValueError("cannot compute metrics on zero examples")
+    labels = list(range(len(label_names)))
+    # zero_division=0: a class never predicted scores 0 rather than raising a warning per call
+    common: dict[str, Any] = {"labels": labels, "zero_division": 0}
+    out = {
+        "accuracy": skm.accuracy_score(t, p),
+        "macro_f1": skm.f1_score(t, p, average="macro", **common),
+        "micro_f1": skm.f1_score(t, p, average="micro", **common),
+        "weighted_f1": skm.f1_score(t, p, average="weighted", **common),
+        "macro_precision": skm.precision_score(t, p, average="macro", **common),
+        "macro_recall": skm.recall_score(t, p, average="macro", **common),
+        # with one class present balanced accuracy is that class's recall, i.e. accuracy (and sklearn warns)
+        "balanced_accuracy": skm.balanced_accuracy_score(t, p) if len(set(t)) > 1 else skm.accuracy_score(t, p),
+        "mcc": skm.matthews_corrcoef(t, p),
+    }
+    if len(label_names) == 2:
+        out["f1"] = skm.f1_score(t, p, average="binary", pos_label=1, zero_division=0)
+        out["precision"] = skm.precision_score(t, p, average="binary", pos_label=1, zero_division=0)
+        out["recall"] = skm.recall_score(t, p, average="binary", pos_label=1, zero_division=0)
+    return {k: float(v) for k, v in out.items()}
