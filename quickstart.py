@@ -28,7 +28,7 @@ def sh(*cmd: str | os.PathLike[str]) -> None:
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before the venv exists
         sys.exit(f"greenladder needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
     if not PY.exists():
         print(f"creating virtual environment {VENV}", flush=True)

@@ -35,8 +35,19 @@ Progress = Callable[[str], None]
 def _fingerprint(config: Config) -> str:
     """What must not change for a run directory to be resumed: the task, the data and its split."""
     d = config.data
-    key = json.dumps([config.task, d.source, d.text_column, d.label_column, d.validation_fraction,
-                      d.test_fraction, d.split_seed, config.train.max_length, config.train.seed])
+    key = json.dumps(
+        [
+            config.task,
+            d.source,
+            d.text_column,
+            d.label_column,
+            d.validation_fraction,
+            d.test_fraction,
+            d.split_seed,
+            config.train.max_length,
+            config.train.seed,
+        ]
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -46,7 +57,9 @@ def prepare_run_dir(path: str | Path) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"Cannot create the run directory {run_dir} ({exc.strerror}). Pass a writable --out.") from None
+        raise RunDirError(
+            f"Cannot create the run directory {run_dir} ({exc.strerror}). Pass a writable --out."
+        ) from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunDirError(f"The run directory {run_dir} is not writable. Pass a writable --out.")
     return run_dir
@@ -195,8 +208,10 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 g = gain(previous_best, baseline, metric)
                 gpp = gain_per_pflop(g, previous_best.cost) if g is not None else None
                 if gpp is not None and gpp < criteria.min_gain_per_pflop:
-                    stop_reason = (f"stopped before {rung.name}: the last rung gained {gpp:.3g} points per PFLOP, "
-                                   f"below the minimum {criteria.min_gain_per_pflop:g}")
+                    stop_reason = (
+                        f"stopped before {rung.name}: the last rung gained {gpp:.3g} points per PFLOP, "
+                        f"below the minimum {criteria.min_gain_per_pflop:g}"
+                    )
                     break
             source = str(materialise(rung, config.ladder.cache_dir, progress=say))
             done = [r for r in ledger.all() if r.candidate.name == rung.name and r.run_id.startswith(f"{rung.name}-t")]
@@ -216,11 +231,23 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                     trial, hp, origin = tuner.ask()
                     pruner = PruningCallback(trial, metric)
                     hp = {**hp, "batch_size": config.train.batch_size}
-                    run = train_run(candidate_for(rung), source, data, config, run_dir, run_id, hp,
-                                    extra_callbacks=[pruner], progress=say)
+                    run = train_run(
+                        candidate_for(rung),
+                        source,
+                        data,
+                        config,
+                        run_dir,
+                        run_id,
+                        hp,
+                        extra_callbacks=[pruner],
+                        progress=say,
+                    )
                     run = dataclasses.replace(run, details={**run.details, "trial_origin": origin})
-                    tuner.tell(trial, run.metrics.get(metric) if run.status == "ok" else None,
-                               pruned=pruner.stop_message is not None)
+                    tuner.tell(
+                        trial,
+                        run.metrics.get(metric) if run.status == "ok" else None,
+                        pruned=pruner.stop_message is not None,
+                    )
                     _record(ledger, run)
                 runs.append(run)
                 rung_runs.append(run)
@@ -291,7 +318,9 @@ def _finish(
     return report
 
 
-def _incremental(config: Config, from_dir: Path, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress) -> Report:
+def _incremental(
+    config: Config, from_dir: Path, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress
+) -> Report:
     """Continue the earlier run's recommended model on the (expanded) data instead of climbing again."""
     prev_report_path = from_dir / "report.json"
     if not prev_report_path.is_file():
@@ -317,8 +346,10 @@ def _incremental(config: Config, from_dir: Path, data: TaskData, run_dir: Path, 
     verdicts = {"baseline": judge(baseline, criteria)}
     cand_info = rec["candidate"]
     if cand_info["kind"] == "baseline":
-        raise RunDirError(f"The recommendation in {from_dir} is the TF-IDF baseline; incremental training needs a transformer. "
-                          "Run advise without --from.")
+        raise RunDirError(
+            f"The recommendation in {from_dir} is the TF-IDF baseline; incremental training needs a transformer. "
+            "Run advise without --from."
+        )
     source = from_dir / "model"
     if not (source / "config.json").is_file():
         raise RunDirError(f"{source} does not hold the recommended model (was it deleted?). Run advise without --from.")
@@ -338,8 +369,7 @@ def _incremental(config: Config, from_dir: Path, data: TaskData, run_dir: Path, 
         }
     }
     recommendation = run_id if verdicts[run_id].passed else ("baseline" if verdicts["baseline"].passed else None)
-    stop_reason = (
-        f"incremental training of {cand_info['name']} from {from_dir}: "
-        + ("meets every criterion" if verdicts[run_id].passed else f"fails ({'; '.join(verdicts[run_id].failed)})")
+    stop_reason = f"incremental training of {cand_info['name']} from {from_dir}: " + (
+        "meets every criterion" if verdicts[run_id].passed else f"fails ({'; '.join(verdicts[run_id].failed)})"
     )
     return _finish(config, data, run_dir, ledger, baseline, [run], verdicts, recommendation, stop_reason, say, details)

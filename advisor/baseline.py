@@ -76,7 +76,9 @@ def fit_baseline(
         assert best is not None
         _, c, pipe = best
         metrics = compute_metrics(val_y, pipe.predict(val_x), data.label_names)
-        test_metrics = compute_metrics(list(data.test["label"]), pipe.predict(list(data.test["text"])), data.label_names)
+        test_metrics = compute_metrics(
+            list(data.test["label"]), pipe.predict(list(data.test["text"])), data.label_names
+        )
     out = run_dir / "runs" / "baseline"
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "model.skops"
@@ -88,7 +90,11 @@ def fit_baseline(
     n_features = len(pipe.named_steps["tfidf"].vocabulary_)
     n_params = int(pipe.named_steps["clf"].coef_.size + pipe.named_steps["clf"].intercept_.size)
     candidate = Candidate(
-        name=BASELINE.name, kind="baseline", source=BASELINE.source, params_total=n_params, params_non_embedding=n_params
+        name=BASELINE.name,
+        kind="baseline",
+        source=BASELINE.source,
+        params_total=n_params,
+        params_non_embedding=n_params,
     )
     say(f"baseline: validation {config.criteria.metric} {metrics[config.criteria.metric]:.3f} (C={c:g})")
     return RunResult(
@@ -114,5 +120,7 @@ def load_baseline(path: str | Path) -> Pipeline:
         from advisor.errors import ModelError
 
         bad = sorted(set(untrusted) - set(allowed))
-        raise ModelError(f"{path} contains types that are not scikit-learn's ({', '.join(bad[:3])}); refusing to load it.")
+        raise ModelError(
+            f"{path} contains types that are not scikit-learn's ({', '.join(bad[:3])}); refusing to load it."
+        )
     return sio.load(path, trusted=allowed)

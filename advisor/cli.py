@@ -40,12 +40,19 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", default="text-classification", help="the task (text-classification)")
-    p.add_argument("--data", help="built-in dataset name, a CSV/TSV/JSON/JSONL/Parquet file, a save_to_disk folder or a hub id")
+    p.add_argument(
+        "--data", help="built-in dataset name, a CSV/TSV/JSON/JSONL/Parquet file, a save_to_disk folder or a hub id"
+    )
     p.add_argument("--text-column", help="column holding the text (detected when omitted)")
     p.add_argument("--label-column", help="column holding the label (detected when omitted)")
     p.add_argument("--ladder", help="ladder name in configs/ladders (offline, hub) or a YAML path")
-    p.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
-                   help="metric floor on the validation split, e.g. accuracy=0.9 or macro_f1=0.8")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="metric floor on the validation split, e.g. accuracy=0.9 or macro_f1=0.8",
+    )
     p.add_argument("--budget-kwh", type=float, help="energy budget for the whole search (kWh)")
     p.add_argument("--budget-pflops", type=float, help="compute budget for the whole search (PFLOPs)")
     p.add_argument("--budget-seconds", type=float, help="wall-time budget for the whole search (s)")
@@ -53,11 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=int, help="ceiling on total parameters")
     p.add_argument("--max-size-mb", type=float, help="ceiling on model size on disk (MB)")
     p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable; later wins)")
-    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set train.learning_rate=5e-5")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.learning_rate=5e-5",
+    )
     p.add_argument("--out", help="run directory (ledger, reports, recommended model)")
-    p.add_argument("--from", dest="from_run", metavar="RUN_DIR",
-                   help="continue from that run's recommended model on the (expanded) --data")
+    p.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN_DIR",
+        help="continue from that run's recommended model on the (expanded) --data",
+    )
     p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
     p.add_argument("--list-rungs", action="store_true", help="list the ladder's rungs and exit")
     p.add_argument("--list-datasets", action="store_true", help="list the built-in datasets and exit")
@@ -89,8 +106,14 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
             crit.update(metric=name.strip(), floor=float(value))
         except ValueError:
             raise ConfigError(f"The --target value {value!r} is not a number. Use e.g. accuracy=0.9.") from None
-    for flag, key in (("budget_kwh", "budget_kwh"), ("budget_pflops", "budget_pflops"), ("budget_seconds", "budget_seconds"),
-                      ("max_latency_ms", "max_latency_ms"), ("max_params", "max_params"), ("max_size_mb", "max_size_mb")):
+    for flag, key in (
+        ("budget_kwh", "budget_kwh"),
+        ("budget_pflops", "budget_pflops"),
+        ("budget_seconds", "budget_seconds"),
+        ("max_latency_ms", "max_latency_ms"),
+        ("max_params", "max_params"),
+        ("max_size_mb", "max_size_mb"),
+    ):
         if getattr(args, flag) is not None:
             crit[key] = getattr(args, flag)
     if crit:
@@ -134,8 +157,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     from advisor.advise import advise
     from advisor.report import to_json, to_table
 
-    _progress(f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
-              f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}")
+    _progress(
+        f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
+        f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
+    )
     report = advise(config, from_run=args.from_run, progress=_progress)
     if args.json:
         print(json.dumps(to_json(report), indent=2))

@@ -8,6 +8,7 @@ are reported at once in one :class:`~advisor.errors.ConfigError`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -243,10 +244,8 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, problems: list[str
         hint_type = hints[key]
         if isinstance(value, str) and _accepts_float(hint_type):
             # YAML 1.1 reads "3e-4" (no dot) as a string; a float field takes it as the number it is
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if dataclasses.is_dataclass(hint_type):
             if not isinstance(value, Mapping):
                 problems.append(f"The config key {dotted} must be a mapping of settings. Got {value!r} instead.")

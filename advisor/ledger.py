@@ -93,7 +93,9 @@ class Ledger:
         except sqlite3.IntegrityError:
             raise ValueError(f"run {run.run_id!r} is already in the ledger; records are write-once") from None
         except sqlite3.OperationalError as exc:
-            raise RunDirError(f"Could not write to the ledger {self.path} ({exc}). Free disk space and rerun.") from None
+            raise RunDirError(
+                f"Could not write to the ledger {self.path} ({exc}). Free disk space and rerun."
+            ) from None
 
     def get_meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -87,7 +87,11 @@ def tokenize(dataset: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) 
 
 
 def predict_labels(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, batch_size: int = 64
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
 ) -> np.ndarray:
     """Predicted label ids for ``texts``, batched and padded per batch, in ``inference_mode``."""
     model.eval()
@@ -97,7 +101,9 @@ def predict_labels(
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            enc = tokenizer(
+                [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            )
             logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
             preds.append(logits.argmax(-1).cpu().numpy())
     flat = np.concatenate(preds) if preds else np.zeros(0, dtype=int)
@@ -204,8 +210,10 @@ def train_run(
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_QuietProgress())
-        say(f"{run_id}: fine-tuning {candidate.name} ({total_steps} steps, lr {hp['learning_rate']:.2g}, "
-            f"{hp['epochs']:g} epochs, {len(train_ds)} examples)")
+        say(
+            f"{run_id}: fine-tuning {candidate.name} ({total_steps} steps, lr {hp['learning_rate']:.2g}, "
+            f"{hp['epochs']:g} epochs, {len(train_ds)} examples)"
+        )
         try:
             trainer.train()
         except GreenladderError:
@@ -213,7 +221,9 @@ def train_run(
         except Exception as exc:  # a crash in one run must not end the climb; record it
             status, message = "failed", f"training raised {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         firing = first_firing(rules)
-        stopped_by = next((getattr(cb, "stop_message", None) for cb in extra_callbacks if getattr(cb, "stop_message", None)), None)
+        stopped_by = next(
+            (getattr(cb, "stop_message", None) for cb in extra_callbacks if getattr(cb, "stop_message", None)), None
+        )
         if status == "ok" and firing is not None:
             status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
             details["rule"] = {"rule": firing.rule, "step": firing.step, "numbers": dict(firing.numbers)}

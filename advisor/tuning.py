@@ -75,7 +75,7 @@ class RungTuner:
         queued = [default_trial(config)]
         if warm_start:
             ws = {k: warm_start[k] for k in self.space if k in warm_start}
-            if ws and ws != queued[0] and all(self.space[k]._contains(self.space[k].to_internal_repr(v)) for k, v in ws.items()):
+            if ws and ws != queued[0]:
                 queued.append(ws)
         done = [dict(p) for p, _ in previous]
         self.origins: list[str] = []
@@ -115,7 +115,9 @@ class PruningCallback(TrainerCallback):
         self.key = f"eval_{metric}"
         self.stop_message: str | None = None
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None, **kw: Any) -> None:
+    def on_evaluate(
+        self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None, **kw: Any
+    ) -> None:
         if not metrics or self.key not in metrics:
             return
         self.trial.report(float(metrics[self.key]), step=state.global_step)

@@ -113,8 +113,10 @@ class Cost:
         values.update({n: max(getattr(self, n), getattr(other, n)) for n in _MAXED})
         utils = [u for u in (self.gpu_util_avg, other.gpu_util_avg) if u is not None]
         values["gpu_util_avg"] = sum(utils) / len(utils) if utils else None
-        values["device"] = self.device if self.device == other.device else ", ".join(
-            d for d in dict.fromkeys((self.device, other.device)) if d
+        values["device"] = (
+            self.device
+            if self.device == other.device
+            else ", ".join(d for d in dict.fromkeys((self.device, other.device)) if d)
         )
         values["location"] = self.location or other.location
         prov = dict(self.provenance)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advisor.errors import RunDirError
+from advisor.ledger import Ledger, locked
+from advisor.types import Candidate, Cost, RunResult
+
+
+def _run(run_id: str, acc: float = 0.8) -> RunResult:
+    return RunResult(
+        run_id, Candidate("tiny", "finetune", "x"), {"learning_rate": 1e-4}, "ok", {"accuracy": acc}, Cost(wall_s=1.0)
+    )
+
+
+def test_runs_are_read_back_after_reopening(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as led:
+        led.add(_run("a"))
+        led.add(_run("b", 0.9))
+        led.set_meta("k", {"x": 1})
+    with Ledger(tmp_path) as led:
+        assert [r.run_id for r in led.all()] == ["a", "b"]
+        assert led.get("b") == _run("b", 0.9)
+        assert led.get("missing") is None
+        assert led.get_meta("k") == {"x": 1}
+
+
+def test_records_are_write_once(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as led:
+        led.add(_run("a"))
+        with pytest.raises(ValueError, match="write-once"):
+            led.add(_run("a", 0.1))
+        assert led.get("a").metrics["accuracy"] == 0.8
+
+
+def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from advisor.ledger import locked\n"
+        "from advisor.errors import RunDirError\n"
+        "try:\n    with locked(Path(sys.argv[1])): pass\nexcept RunDirError as e:\n    print(e); sys.exit(7)\n"
+    )
+    with locked(tmp_path):
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 7
+    assert "Another advise process is using" in proc.stdout
+    with locked(tmp_path):  # released: usable again
+        pass
+
+
+def test_corrupt_ledger_gives_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RunDirError, match="cannot be opened"):
+        Ledger(tmp_path)
