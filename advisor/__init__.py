@@ -1,0 +1,65 @@
+"""greenladder's advisor: find the smallest model that meets your bar, metered.
+
+Scripted model selection::
+
+    from advisor import select_model
+    report = select_model(data="reviews.csv", target={"macro_f1": 0.8}, out="runs/reviews")
+
+``select_model`` takes the same configuration as the ``advise`` CLI (YAML files and
+``section.key=value`` overrides) and returns the :class:`~advisor.types.Report`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from advisor.types import Report
+
+__all__ = ["select_model"]
+
+
+def select_model(
+    data: str | None = None,
+    target: Mapping[str, float] | None = None,
+    out: str | Path | None = None,
+    config_files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    from_run: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Run the advisor from Python and return its report.
+
+    Args:
+        data: dataset (built-in name, file, folder or hub id); the config's ``data.source`` when None.
+        target: one metric floor, e.g. ``{"accuracy": 0.9}``.
+        out: run directory.
+        config_files: YAML files, later ones win.
+        overrides: ``section.key=value`` strings, as after ``--set``.
+        from_run: continue from an earlier run directory's recommendation (incremental training).
+        progress: receives one line per step of work (silent when None).
+
+    Raises:
+        advisor.errors.GreenladderError: for bad configuration, data, models or run directory.
+    """
+    from advisor.advise import advise
+    from advisor.config import build_config
+    from advisor.criteria import validate_metric_name
+
+    extra: dict[str, Any] = {}
+    if data is not None:
+        extra["data"] = {"source": data}
+    if target:
+        if len(target) != 1:
+            from advisor.errors import ConfigError
+
+            raise ConfigError(f"The target must name one metric, e.g. {{'accuracy': 0.9}}. Got {dict(target)} instead.")
+        ((metric, floor),) = target.items()
+        extra["criteria"] = {"metric": metric, "floor": float(floor)}
+    if out is not None:
+        extra["output"] = {"out": str(out)}
+    config = build_config(config_files, overrides, extra)
+    validate_metric_name(config.criteria.metric)
+    return advise(config, from_run=from_run, progress=progress)
