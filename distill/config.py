@@ -1,0 +1,159 @@
+"""The distillation settings: one typed object from defaults, ``configs/distill.yaml``, flags and ``--set``.
+
+Same rules as ``advisor.config``: unknown keys and wrong types are errors, and every problem is
+reported at once in one :class:`~advisor.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor import config as advisor_config
+from advisor.config import DataConfig, MeteringConfig, TrainConfig
+from advisor.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    #: keep this many teacher layers, evenly spaced from the first (half the teacher when unset,
+    #: as DistilBERT did)
+    layers: int | None = None
+    #: teacher layer kept as each student layer, e.g. [0, 2, 4]; overrides ``layers``
+    layer_map: list[int] = field(default_factory=list)
+    #: a smaller checkpoint (folder or hub id) that shares the teacher's tokenizer, instead of a
+    #: layer subset
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    #: weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
+    alpha: float = 0.5
+    #: softening temperature; 2-4 is the usual range for a few classes (Hinton et al., 2015)
+    temperature: float = 2.0
+    #: weight of the pooled hidden-state MSE (0 turns it off); adds a learned projection when the
+    #: student is narrower than the teacher
+    hidden_weight: float = 0.0
+    #: students start from teacher layers, so they need fewer epochs than a fine-tune from scratch
+    epochs: float = 3.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    #: one student (and one control) per seed; several seeds show the spread of the gain
+    seeds: list[int] = field(default_factory=lambda: [0])
+    #: train the same student without the teacher (same budget and seed) to measure the gain
+    control: bool = True
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    #: dynamic int8 quantisation of the student's Linear layers (CPU inference)
+    quantize: bool = False
+    #: also export the student to ONNX (needs torch's exporter; see the README)
+    onnx: bool = False
+    #: timed batch-1 calls for p50/p95 after ``warmup`` untimed ones
+    latency_repeats: int = 50
+    warmup: int = 5
+    #: batch size of the throughput measurement
+    throughput_batch: int = 32
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    #: the teacher: a folder or hub id (a fine-tuned classifier, or an encoder to fine-tune first)
+    teacher: str = ""
+    #: fine-tune the teacher first when it has no head for the data's labels (metered and reported)
+    finetune_teacher: bool = True
+    #: settings of that fine-tune (embeddings are not frozen for a teacher unless set here)
+    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(freeze_embeddings=False, epochs=2.0))
+    data: DataConfig = field(default_factory=DataConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: KDConfig = field(default_factory=KDConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    metering: MeteringConfig = field(default_factory=MeteringConfig)
+    #: output folder: reports and the saved student
+    out: str = "runs/distill"
+    #: where teacher logits are cached (``<out>`` when unset, so reruns into the same folder reuse them)
+    cache_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def build_distill_config(
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> DistillConfig:
+    """Resolve: dataclass defaults < YAML files < ``extra`` (CLI flags) < ``--set`` overrides.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    merged: dict[str, Any] = {}
+    for f in files:
+        merged = advisor_config._deep_merge(merged, advisor_config.read_yaml(f))
+    if extra:
+        merged = advisor_config._deep_merge(merged, extra)
+    for text in overrides:
+        path, value = advisor_config.parse_override(text)
+        node: dict[str, Any] = {}
+        cursor = node
+        for part in path[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[path[-1]] = value
+        merged = advisor_config._deep_merge(merged, node)
+    problems: list[str] = []
+    if "teacher_train" in merged and isinstance(merged["teacher_train"], Mapping):
+        # teacher_train starts from its own defaults, not TrainConfig's
+        base = dataclasses.asdict(DistillConfig().teacher_train)
+        merged["teacher_train"] = {**base, **merged["teacher_train"]}
+    config: DistillConfig = advisor_config._build(DistillConfig, merged, "", problems)
+    problems.extend(_range_problems(config))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config
+
+
+def _range_problems(c: DistillConfig) -> list[str]:
+    out = []
+    if not c.teacher:
+        out.append("A teacher is required: pass --teacher PATH_OR_ID (a folder or hub id).")
+    k = c.distill
+    if not 0.0 <= k.alpha <= 1.0:
+        out.append(f"The --alpha value must be in [0, 1]. Got {k.alpha} instead.")
+    if k.temperature <= 0:
+        out.append(f"The --temperature value must be positive. Got {k.temperature} instead.")
+    if k.hidden_weight < 0:
+        out.append(f"The config key distill.hidden_weight must be >= 0. Got {k.hidden_weight} instead.")
+    for name, flag in (
+        ("epochs", "--epochs"),
+        ("learning_rate", "--lr"),
+        ("batch_size", "distill.batch_size"),
+        ("max_length", "--max-length"),
+    ):
+        if getattr(k, name) <= 0:
+            out.append(f"The {flag} value must be positive. Got {getattr(k, name)} instead.")
+    if not k.seeds:
+        out.append("The --seeds value must list at least one seed.")
+    s = c.student
+    if s.checkpoint and (s.layers is not None or s.layer_map):
+        out.append("Pass either --student (a checkpoint) or --student-layers / student.layer_map, not both.")
+    if s.layers is not None and s.layers < 1:
+        out.append(f"The --student-layers value must be at least 1. Got {s.layers} instead.")
+    p = c.compress
+    if p.latency_repeats < 1 or p.warmup < 0 or p.throughput_batch < 1:
+        out.append("compress.latency_repeats and compress.throughput_batch must be >= 1, compress.warmup >= 0.")
+    return out
+
+
+def save_distill_config(config: DistillConfig, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

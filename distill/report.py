@@ -1,0 +1,165 @@
+"""Render a DistillReport: JSON, Markdown, and the saved student's model card. No decisions here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from advisor.types import Cost, RunResult
+
+_PHASE_NAMES = {
+    "teacher_finetune": "teacher fine-tune",
+    "teacher_eval": "teacher evaluation",
+    "teacher_logits": "teacher logits (cached once)",
+    "distill": "distillation (all seeds)",
+    "control": "no-teacher control (all seeds)",
+    "quantize": "int8 quantisation + re-evaluation",
+    "latency": "latency measurement",
+}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, fmt: str = ".4f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f} pts"
+
+
+def _cost_row(name: str, c: Cost) -> str:
+    prov = c.provenance
+    return (
+        f"| {name} | {c.wall_s:.1f} | {c.flops / 1e15:.4f} ({prov.get('flops', '?')}) | "
+        f"{c.energy_kwh * 1000:.3f} ({prov.get('energy', '?')}) | {c.emissions_g:.2f} |"
+    )
+
+
+def render_markdown(report: Any) -> str:
+    """The human-readable report: headline, models table, latency, phases' compute."""
+    s = report.summary
+    lines = [
+        "# Distillation report",
+        "",
+        f"Teacher `{report.teacher.candidate.source}` -> student `{report.saved_run}` "
+        f"({s['seeds']} seed(s); metric: test {s['metric']}).",
+        "",
+        f"- **Retention** (student / teacher {s['metric']}): {_pct(s.get('retention_accuracy'))}"
+        + (f"; int8: {_pct(s.get('retention_int8_accuracy'))}" if "retention_int8_accuracy" in s else ""),
+        f"- **Gain over the no-teacher control** (same student, seeds, budget): {_signed(s.get('gain_over_control_accuracy'))}"
+        + (
+            f" (per seed: {', '.join(f'{k}: {_signed(v)}' for k, v in s['gain_per_seed'].items())})"
+            if s.get("gain_per_seed")
+            else ""
+        ),
+        f"- **Speed-up** at batch 1 (p50): {_num(s.get('speedup_p50_student'), '.2f')}x"
+        + (f"; int8: {_num(s.get('speedup_p50_student_int8'), '.2f')}x" if "speedup_p50_student_int8" in s else ""),
+        f"- **Parameters**: teacher {s.get('params_teacher'):,}, student {s.get('params_student'):,}",
+        "",
+        "## Models (test split)",
+        "",
+        "| model | params | size MB | accuracy | macro-F1 | p50 ms | p95 ms | texts/s @32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    sizes = s.get("size_mb", {})
+    rows: list[tuple[str, RunResult | None, str]] = [("teacher", report.teacher, "teacher")]
+    rows += [(r.run_id, r, "student" if r.run_id == report.saved_run else "") for r in report.students]
+    rows += [(r.run_id, r, "") for r in report.controls]
+    if report.quantized is not None:
+        rows.append((report.quantized.run_id, report.quantized, "student_int8"))
+    for name, run, key in rows:
+        assert run is not None
+        lat = report.latency.get(key, {}) if key else {}
+        lines.append(
+            f"| {name} | {run.candidate.params_total or 0:,} | {_num(sizes.get(key) if key else None, '.1f')} | "
+            f"{_num(run.test_metrics.get('accuracy'))} | {_num(run.test_metrics.get('macro_f1'))} | "
+            f"{_num(lat.get('p50_ms'), '.2f')} | {_num(lat.get('p95_ms'), '.2f')} | {_num(lat.get('throughput_per_s'), '.1f')} |"
+        )
+    lines += [
+        "",
+        "Sizes are the weights in memory (int8 weights at their packed size); "
+        f"the saved float student takes {_num(sizes.get('student_on_disk'), '.1f')} MB on disk.",
+        "",
+        "## Compute per phase",
+        "",
+        "| phase | wall s | PFLOPs (provenance) | Wh (provenance) | gCO2e |",
+        "|---|---|---|---|---|",
+    ]
+    for key, cost in report.phases.items():
+        lines.append(_cost_row(_PHASE_NAMES.get(key, key), cost))
+    lines.append(_cost_row("**total**", report.total_cost))
+    if "onnx" in s:
+        lines += ["", f"ONNX export: {s['onnx']}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: Any, out: str | Path) -> tuple[Path, Path]:
+    """Write ``distill_report.json`` and ``distill_report.md`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    j = out / "distill_report.json"
+    j.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+    m = out / "distill_report.md"
+    m.write_text(render_markdown(report), encoding="utf-8")
+    return j, m
+
+
+def model_card(report: Any, label_names: Sequence[str]) -> str:
+    """README.md for the saved student: what it is, how it was made, how well and at what cost."""
+    s = report.summary
+    run = next(r for r in report.students if r.run_id == report.saved_run)
+    hp = run.hyperparameters
+    total = report.total_cost
+    return "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "pipeline_tag: text-classification",
+            "tags: [distillation, greenladder]",
+            "---",
+            "",
+            f"# Distilled student of `{report.teacher.candidate.source}`",
+            "",
+            f"A {run.candidate.layers}-layer student ({run.candidate.source}), {run.candidate.params_total:,} parameters, "
+            f"trained by knowledge distillation (alpha {hp['alpha']}, temperature {hp['temperature']}, "
+            f"{hp['epochs']} epochs, lr {hp['learning_rate']}, seed {hp['seed']}).",
+            "",
+            f"Labels: {', '.join(label_names)}.",
+            "",
+            "## Results (test split)",
+            "",
+            f"- accuracy {run.test_metrics['accuracy']:.4f}, macro-F1 {run.test_metrics['macro_f1']:.4f}",
+            f"- teacher accuracy {s['teacher_accuracy']:.4f}; retention {_pct(s.get('retention_accuracy'))}",
+            f"- same student without the teacher: accuracy {_num(s.get('control_accuracy'))} "
+            f"(gain from distillation {_signed(s.get('gain_over_control_accuracy'))}, mean over {s['seeds']} seed(s))",
+            f"- CPU speed-up over the teacher at batch 1 (p50): {_num(s.get('speedup_p50_student'), '.2f')}x",
+            "",
+            "## Compute used to make it",
+            "",
+            f"{total.wall_s:.0f} s, {total.flops / 1e15:.4f} PFLOPs ({total.provenance.get('flops', '?')}), "
+            f"{total.energy_kwh * 1000:.3f} Wh ({total.provenance.get('energy', '?')}), {total.emissions_g:.2f} gCO2e; "
+            "per phase in distill_report.md.",
+            "",
+            "## Limitations",
+            "",
+            "Measured on one dataset split; differences under ~2 points between students may be seed noise.",
+            "",
+        ]
+    )
+
+
+def save_student(student: Any, tokenizer: Any, label_names: Sequence[str], report: Any, dest: str | Path) -> Path:
+    """Save the student (safetensors), its tokenizer, and a model card into ``dest``."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    student.config.id2label = dict(enumerate(label_names))
+    student.config.label2id = {n: i for i, n in enumerate(label_names)}
+    student.save_pretrained(str(dest), safe_serialization=True)
+    tokenizer.save_pretrained(str(dest))
+    (dest / "README.md").write_text(model_card(report, label_names), encoding="utf-8")
+    return dest
