@@ -1,0 +1,383 @@
+"""Loading, checking and splitting datasets: what a user sees when their data is good or bad."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import pytest
+
+from advisor.builtin_data import BUILTINS, builtin_table
+from advisor.config import DataConfig
+from advisor.data import TaskData, load_task_data
+from advisor.errors import DataError
+
+
+def balanced_rows(n_per_class: int = 20, labels: tuple[str, ...] = ("neg", "pos")) -> pd.DataFrame:
+    rows = [
+        {
+            "text": f"review number {i} of class {label} says {'good' if label == 'pos' else 'bad'} things",
+            "label": label,
+        }
+        for label in labels
+        for i in range(n_per_class)
+    ]
+    return pd.DataFrame(rows)
+
+
+def write_csv(path: Path, frame: pd.DataFrame, **kwargs: object) -> Path:
+    frame.to_csv(path, index=False, **kwargs)  # type: ignore[call-overload]
+    return path
+
+
+def load(source: Path | str, **kwargs: object) -> TaskData:
+    return load_task_data(DataConfig(source=str(source), **kwargs))  # type: ignore[arg-type]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
+# --- bad data: one line that names the problem and the fix; nothing written -------------------
+
+
+def _missing(tmp: Path) -> Path:
+    return tmp / "nope.csv"
+
+
+def _empty(tmp: Path) -> Path:
+    (tmp / "empty.csv").write_bytes(b"")
+    return tmp / "empty.csv"
+
+
+def _header_only(tmp: Path) -> Path:
+    (tmp / "header.csv").write_text("text,label\n")
+    return tmp / "header.csv"
+
+
+def _cp1252(tmp: Path) -> Path:
+    (tmp / "latin.csv").write_bytes("text,label\ncaf\u00e9 cr\u00e8me,a\nplain,b\n".encode("cp1252"))
+    return tmp / "latin.csv"
+
+
+def _xlsx(tmp: Path) -> Path:
+    (tmp / "data.xlsx").write_bytes(b"PK\x03\x04 not really a spreadsheet")
+    return tmp / "data.xlsx"
+
+
+def _missing_labels(tmp: Path) -> Path:
+    frame = balanced_rows()
+    frame.loc[[3, 25], "label"] = None
+    return write_csv(tmp / "nolabels.csv", frame)
+
+
+def _single_class(tmp: Path) -> Path:
+    return write_csv(tmp / "single.csv", balanced_rows(labels=("pos",)))
+
+
+def _small_class(tmp: Path) -> Path:
+    frame = pd.concat([balanced_rows(), pd.DataFrame({"text": ["rare one", "rare two"], "label": ["rare", "rare"]})])
+    return write_csv(tmp / "small.csv", frame)
+
+
+def _empty_texts(tmp: Path) -> Path:
+    frame = balanced_rows()
+    frame.loc[[0, 1], "text"] = None
+    frame.loc[2, "text"] = "   "
+    return write_csv(tmp / "blank.csv", frame)
+
+
+def _bad_json(tmp: Path) -> Path:
+    (tmp / "broken.jsonl").write_text('{"text": "fine", "label": "a"}\n{"text": "broken\n')
+    return tmp / "broken.jsonl"
+
+
+def _not_a_saved_dataset(tmp: Path) -> Path:
+    (tmp / "folder").mkdir()
+    (tmp / "folder" / "notes.txt").write_text("hello")
+    return tmp / "folder"
+
+
+BAD_DATA: list[tuple[str, Callable[[Path], Path], dict[str, object], list[str]]] = [
+    ("missing file", _missing, {}, ["nope.csv: no such file or folder", "Check the path", "uncertainty"]),
+    ("empty file", _empty, {}, ["empty.csv is empty", "header row"]),
+    ("header only", _header_only, {}, ["header.csv has no data rows"]),
+    ("not utf-8", _cp1252, {}, ["latin.csv is not UTF-8", "byte 0xe9 at offset 14", "re-save it as UTF-8"]),
+    (
+        "unsupported extension",
+        _xlsx,
+        {},
+        ["data.xlsx: unsupported file type .xlsx", "CSV, TSV, JSON, JSONL or Parquet"],
+    ),
+    (
+        "no such column",
+        lambda tmp: write_csv(tmp / "cols.csv", balanced_rows()),
+        {"label_column": "lable"},
+        ["no column 'lable'", "the columns are text, label", "did you mean 'label'?", "Set data.label_column"],
+    ),
+    (
+        "no such text column",
+        lambda tmp: write_csv(tmp / "cols.csv", balanced_rows()),
+        {"text_column": "body"},
+        ["no column 'body'", "the columns are text, label", "Set data.text_column"],
+    ),
+    ("missing labels", _missing_labels, {}, ["2 of 40 rows have an empty or missing label in column 'label'", "drop"]),
+    ("single class", _single_class, {}, ["single class ('pos', 20 rows)", "at least two"]),
+    (
+        "class too small",
+        _small_class,
+        {},
+        ["class 'rare' has only 2 rows", "needs at least 8 per class", "provide your own train/validation/test"],
+    ),
+    ("empty texts", _empty_texts, {}, ["3 of 40 rows have an empty text in column 'text'", "drop those rows"]),
+    ("malformed json", _bad_json, {}, ["broken.jsonl could not be read as JSONL", "check that it is valid"]),
+    ("folder not a dataset", _not_a_saved_dataset, {}, ["not a dataset saved with save_to_disk"]),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "options", "expected"), BAD_DATA, ids=[c[0] for c in BAD_DATA])
+def test_bad_data_gives_one_line_that_says_what_to_do(
+    case: str,
+    make: Callable[[Path], Path],
+    options: dict[str, object],
+    expected: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("GREENLADDER_CACHE", str(tmp_path / "cache"))
+    source = make(tmp_path)
+    before = files_under(tmp_path)
+    temp_before = set(Path(tempfile.gettempdir()).glob("greenladder-data-*"))
+    with pytest.raises(DataError) as info:
+        load(source, **options)
+    message = str(info.value)
+    assert "\n" not in message
+    for part in expected:
+        assert part in message, f"{case}: {part!r} not in {message!r}"
+    assert files_under(tmp_path) == before
+    assert set(Path(tempfile.gettempdir()).glob("greenladder-data-*")) == temp_before
+    assert capsys.readouterr().out == ""
+
+
+def test_unknown_name_offline_says_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="the hub is unreachable; download the data and pass --data path/to/file.csv"):
+        load("someone/some-dataset")
+    with pytest.raises(DataError, match="did you mean the built-in 'uncertainty'"):
+        load("uncertainity")
+
+
+def test_given_test_split_missing_the_label_column_is_named(tmp_path: Path) -> None:
+    good = datasets.Dataset.from_pandas(balanced_rows(), preserve_index=False)
+    bad = good.rename_column("label", "labels")
+    datasets.DatasetDict({"train": good, "test": bad}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(DataError, match=r"no column 'label' \(in the test split\).*did you mean 'labels'"):
+        load(tmp_path / "saved")
+
+
+# --- reading and column detection ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet", ".csv.gz"])
+def test_each_file_format_reads_the_same_data(suffix: str, tmp_path: Path) -> None:
+    frame = balanced_rows()
+    path = tmp_path / f"data{suffix}"
+    if suffix in (".csv", ".csv.gz"):
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix == ".json":
+        path.write_text(json.dumps(frame.to_dict(orient="records")))
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    data = load(path)
+    assert data.label_names == ("neg", "pos")
+    together = sorted(t for split in data.splits().values() for t in split["text"])
+    assert together == sorted(frame["text"])
+
+
+def test_byte_order_mark_does_not_leak_into_column_names(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "excel.csv", balanced_rows(), encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load(path).text_column == "text"
+
+
+def test_detects_text_by_preferred_name_and_label_by_name(tmp_path: Path) -> None:
+    frame = balanced_rows().rename(columns={"text": "sentence", "label": "category"})
+    frame.insert(0, "id", range(len(frame)))
+    frame["note"] = ["a much longer note than the sentence itself, repeated " * 3] * len(frame)
+    data = load(write_csv(tmp_path / "d.csv", frame))
+    assert (data.text_column, data.label_column) == ("sentence", "category")
+
+
+def test_detects_longest_text_and_low_cardinality_label(tmp_path: Path) -> None:
+    frame = balanced_rows(labels=("sport", "tech", "arts")).rename(columns={"text": "body", "label": "topic"})
+    frame.insert(0, "title", [f"t{i}" for i in range(len(frame))])
+    frame.insert(0, "id", range(len(frame)))
+    data = load(write_csv(tmp_path / "d.csv", frame))
+    assert (data.text_column, data.label_column) == ("body", "topic")
+    assert data.label_names == ("arts", "sport", "tech")
+
+
+def test_string_labels_map_to_sorted_ids_and_ints_sort_numerically(tmp_path: Path) -> None:
+    data = load(write_csv(tmp_path / "s.csv", balanced_rows(labels=("pos", "neg", "mixed"))))
+    assert data.label_names == ("mixed", "neg", "pos")
+    for split in data.splits().values():
+        for text, label in zip(split["text"], split["label"], strict=True):
+            assert text.split(" of class ")[1].startswith(data.label_names[label])
+    ints = balanced_rows(labels=("10", "2", "-1"))
+    ints["label"] = ints["label"].astype(int)
+    assert load(write_csv(tmp_path / "i.csv", ints)).label_names == ("-1", "2", "10")
+
+
+# --- splits, duplicates ----------------------------------------------------------------------
+
+
+def test_stratified_split_is_deterministic_and_stratified(tmp_path: Path) -> None:
+    frame = balanced_rows(n_per_class=100, labels=("a", "b", "c"))
+    frame = pd.concat([frame, balanced_rows(n_per_class=40, labels=("d",))])
+    path = write_csv(tmp_path / "d.csv", frame)
+    first, again, other = load(path), load(path), load(path, split_seed=1)
+    assert first.test["text"] == again.test["text"] and first.train["text"] == again.train["text"]
+    assert first.test["text"] != other.test["text"]
+    sizes = {name: split.num_rows for name, split in first.splits().items()}
+    assert sum(sizes.values()) == 340
+    assert sizes["test"] == 51 and sizes["validation"] == 51  # 15% each, rounded up
+    texts = [set(split["text"]) for split in first.splits().values()]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    for name, split in first.splits().items():
+        counts = Counter(split["label"])
+        for label, total in ((0, 100), (3, 40)):
+            assert abs(counts[label] / split.num_rows - total / 340) < 0.03, (name, counts)
+
+
+def test_given_splits_are_kept(tmp_path: Path) -> None:
+    def part(offset: int) -> datasets.Dataset:
+        frame = balanced_rows(n_per_class=10)
+        frame["text"] = frame["text"] + f" part {offset}"
+        return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+    train, dev, test = part(0), part(1), part(2)
+    datasets.DatasetDict({"train": train, "dev": dev, "test": test}).save_to_disk(str(tmp_path / "saved"))
+    data = load(tmp_path / "saved")
+    assert data.train["text"] == train["text"]
+    assert data.validation["text"] == dev["text"]
+    assert data.test["text"] == test["text"]
+    assert data.cross_split_duplicates == 0 and data.warnings == ()
+
+
+def test_given_test_only_carves_validation_from_train(tmp_path: Path) -> None:
+    frame = balanced_rows(n_per_class=50)
+    test = datasets.Dataset.from_pandas(balanced_rows(n_per_class=5).assign(text=lambda f: f.text + " t"))
+    train = datasets.Dataset.from_pandas(frame, preserve_index=False)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "saved"))
+    data = load(tmp_path / "saved", validation_fraction=0.2)
+    assert data.test.num_rows == 10
+    assert (data.train.num_rows, data.validation.num_rows) == (80, 20)
+    assert Counter(data.validation["label"]) == {0: 10, 1: 10}
+
+
+def test_exact_duplicates_are_removed_and_counted(tmp_path: Path) -> None:
+    frame = balanced_rows()
+    frame = pd.concat([frame, frame.iloc[:5]])
+    data = load(write_csv(tmp_path / "dup.csv", frame))
+    assert data.duplicates_removed == 5
+    assert sum(split.num_rows for split in data.splits().values()) == 40
+
+
+def test_duplicates_across_given_train_and_test_are_reported(tmp_path: Path) -> None:
+    train = balanced_rows()
+    test = pd.concat([train.iloc[[0, 21]], balanced_rows(n_per_class=3).assign(text=lambda f: f.text + " new")])
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_pandas(train, preserve_index=False),
+            "test": datasets.Dataset.from_pandas(test, preserve_index=False),
+        }
+    ).save_to_disk(str(tmp_path / "saved"))
+    data = load(tmp_path / "saved")
+    assert data.cross_split_duplicates == 2
+    assert data.test.num_rows == 8  # reported, not removed
+    assert any("2 texts of the test split also occur in train" in w for w in data.warnings)
+
+
+def test_summary_counts_rows_classes_and_words(tmp_path: Path) -> None:
+    data = load(write_csv(tmp_path / "d.csv", balanced_rows(n_per_class=20)))
+    summary = data.summary()
+    assert summary["label_names"] == ["neg", "pos"]
+    assert sum(s["rows"] for s in summary["splits"].values()) == 40
+    assert summary["splits"]["test"]["class_counts"] == {"neg": 3, "pos": 3}
+    assert summary["splits"]["train"]["mean_words"] == 9.0  # "review number 3 of class neg says bad things"
+    assert summary["splits"]["train"]["p95_words"] == 9.0
+    json.dumps(summary)
+
+
+def test_progress_goes_to_the_callback_not_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    messages: list[str] = []
+    load_task_data(DataConfig(source=str(write_csv(tmp_path / "d.csv", balanced_rows()))), progress=messages.append)
+    assert any("train 28, validation 6, test 6 rows" in m for m in messages)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_builtin_table_lists_every_builtin() -> None:
+    table = builtin_table()
+    for name, info in BUILTINS.items():
+        assert name in table and info.licence in table
+
+
+# --- built-ins -------------------------------------------------------------------------------
+
+#: facts about the shipped data: class counts after exact-duplicate removal, and duplicates removed
+BUILTIN_FACTS = {
+    "uncertainty": ({"certain": 1462, "uncertain": 1495}, 43),
+    "bbc-news": ({"business": 503, "entertainment": 369, "politics": 403, "sports": 505, "tech": 347}, 98),
+    "drug-reviews": ({"negative": 256, "neutral": 90, "positive": 633}, 0),
+    "drug-reviews-binary": ({"negative": 256, "positive": 633}, 0),
+    "spamassassin": ({"ham": 4112, "spam": 1824}, 110),
+}
+
+
+@pytest.fixture(scope="session")
+def builtin() -> Callable[[str], TaskData]:
+    return functools.cache(lambda name: load_task_data(DataConfig(source=name)))
+
+
+def _check_builtin(data: TaskData, name: str) -> None:
+    counts, duplicates = BUILTIN_FACTS[name]
+    assert data.label_names == BUILTINS[name].labels
+    total = Counter(label for split in data.splits().values() for label in split["label"])
+    assert {data.label_names[i]: n for i, n in total.items()} == counts
+    assert data.duplicates_removed == duplicates
+    assert BUILTINS[name].licence in data.source
+
+
+def test_spamassassin_ships_with_the_package(builtin: Callable[[str], TaskData]) -> None:
+    _check_builtin(builtin("spamassassin"), "spamassassin")
+    with gzip.open(Path(__file__).parents[1] / "advisor" / "_data" / "spamassassin.csv.gz", "rt") as fh:
+        assert fh.readline().strip() == "text,label,group"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["uncertainty", "bbc-news", "drug-reviews", "drug-reviews-binary"])
+def test_fetched_builtin_loads_with_known_counts(name: str, builtin: Callable[[str], TaskData]) -> None:
+    _check_builtin(builtin(name), name)
+
+
+@pytest.mark.integration
+def test_drug_reviews_keep_the_given_test_split(builtin: Callable[[str], TaskData]) -> None:
+    three, two = builtin("drug-reviews"), builtin("drug-reviews-binary")
+    assert three.test.num_rows == 379 and three.train.num_rows + three.validation.num_rows == 600
+    assert two.test.num_rows == 343 and two.train.num_rows + two.validation.num_rows == 546
+    assert three.cross_split_duplicates == 1
+    assert not any("&#039;" in t for t in three.train["text"])
+    assert not any(t.startswith('"') for t in three.train["text"])
