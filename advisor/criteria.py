@@ -235,7 +235,7 @@ def validate_metric_name(name: str, num_labels: int | None = None) -> None:
         )
 
 
-def _as_ids(values: Sequence[Any], label_names: Sequence[str]) -> list[int]:
+def _as_ids(values: Iterable[Any], label_names: Sequence[str]) -> list[int]:
     index = {name: i for i, name in enumerate(label_names)}
     out = []
     for v in values:
@@ -248,12 +248,13 @@ def _as_ids(values: Sequence[Any], label_names: Sequence[str]) -> list[int]:
     return out
 
 
-def compute_metrics(y_true: Sequence[Any], y_pred: Sequence[Any], label_names: Sequence[str]) -> dict[str, float]:
+def compute_metrics(y_true: Iterable[Any], y_pred: Iterable[Any], label_names: Sequence[str]) -> dict[str, float]:
     """Every supported metric for one set of predictions (scikit-learn, no hub).
 
     Args:
-        y_true: gold labels, as ids indexing ``label_names`` or as the names themselves.
-        y_pred: predicted labels, same form and length.
+        y_true: gold labels, shape (n,): ids indexing ``label_names`` (list or numpy array) or the
+            names themselves.
+        y_pred: predicted labels, shape (n,), same form.
         label_names: class names; with two classes the second is the positive class of f1,
             precision and recall, which are left out for more than two classes.
     """

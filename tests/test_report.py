@@ -1,0 +1,232 @@
+"""Reports render what the climb decided, with every cost next to its provenance, and are safe to open."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from advisor.criteria import judge
+from advisor.errors import RunDirError
+from advisor.report import model_card, rung_rows, to_html, to_json, to_markdown, to_table, write_reports
+from advisor.types import REPORT_SCHEMA_VERSION, AcceptanceCriteria, Candidate, Cost, Report, RunResult
+
+CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)
+
+
+def _cost(pflops: float, kwh: float, grams: float, wall: float, flops_prov: str = "analytic") -> Cost:
+    return Cost(
+        wall_s=wall,
+        train_flops=pflops * 1e15,
+        energy_cpu_kwh=kwh,
+        emissions_g=grams,
+        device="cpu (2 threads)",
+        location="USA",
+        provenance={"time": "measured", "flops": flops_prov, "energy": "estimated", "emissions": "estimated"},
+    )
+
+
+def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
+    base = RunResult(
+        "baseline",
+        Candidate("baseline", "baseline", "tfidf+logreg", params_total=20_000),
+        {"C": 4.0},
+        "ok",
+        {"accuracy": 0.76},
+        _cost(0.0, 1e-5, 0.004, 2.0, flops_prov="not_applicable"),
+        artifact="runs/baseline/model.skops",
+        test_metrics={"accuracy": 0.75},
+        details={"size_mb": 3.1, "latency_ms_p95": 0.4},
+    )
+    l3 = Candidate("minilm-l3", "finetune", "paraphrase-MiniLM-L3-v2", params_total=17_400_000)
+    l3_best = RunResult(
+        "l3-t0",
+        l3,
+        {"learning_rate": 1e-4},
+        "ok",
+        {"accuracy": 0.78},
+        _cost(0.3, 0.002, 0.8, 120),
+        details={"latency_ms_p95": 12.0, "best_of_rung": True},
+    )
+    l3_other = RunResult(
+        "l3-t1",
+        l3,
+        {"learning_rate": 3e-4},
+        "stopped",
+        {"accuracy": 0.70},
+        _cost(0.1, 0.001, 0.3, 50),
+        message="loss not decreasing",
+    )
+    l6 = RunResult(
+        "l6-t0",
+        Candidate(top_name, "finetune", "sentence-transformers/all-MiniLM-L6-v2", params_total=22_700_000, layers=6),
+        {"learning_rate": 1e-4},
+        "ok",
+        {"accuracy": 0.81},
+        _cost(1.2, 0.006, 2.4, 300),
+        artifact="model",
+        test_metrics={"accuracy": 0.80, "macro_f1": 0.79},
+        details={"latency_ms_p95": 21.0, "best_of_rung": True, "numpy_value": np.float32(1.5)},
+    )
+    skipped = RunResult(
+        "mpnet-t0", Candidate("mpnet", "finetune", "x/y"), {}, "skipped", {}, Cost(), message="over budget"
+    )
+    runs = (l3_best, l3_other, l6, skipped)
+    verdicts = {r.run_id: judge(r, CRIT) for r in (base, *runs)}
+    return Report(
+        task="text-classification",
+        dataset={"name": "uncertainty", "label_names": ["certain", "uncertain"]},
+        criteria=CRIT,
+        baseline=base,
+        runs=runs,
+        verdicts=verdicts,
+        recommendation="l6-t0" if recommend else None,
+        stop_reason="l6-t0 met the criteria" if recommend else "ladder exhausted",
+        total_cost=sum((r.cost for r in (base, *runs)), Cost()),
+        config={"metering": {"codecarbon": True}},
+        details={"disk_freed_mb": 120.5, "low_carbon_alternatives": [["FRA", 0.3], ["SWE", 0.1]]},
+    )
+
+
+def test_rows_give_gains_over_baseline_and_previous_rung() -> None:
+    rows = {r["run_id"]: r for r in rung_rows(make_report())}
+    assert list(rows) == ["baseline", "l3-t0", "l3-t1", "l6-t0", "mpnet-t0"]
+    assert rows["baseline"]["train_pflops"] is None  # FLOPs of a TF-IDF fit are not applicable
+    assert rows["l3-t0"]["gain_vs_baseline"] == pytest.approx(2.0)
+    assert rows["l3-t0"]["gain_vs_previous"] == pytest.approx(2.0)  # the first rung is compared with the baseline
+    # the next rung is compared with the previous rung's best trial, not with its last one
+    assert rows["l6-t0"]["gain_vs_previous"] == pytest.approx(3.0)
+    assert rows["l6-t0"]["gain_per_pflop"] == pytest.approx(3.0 / 1.2)
+    assert rows["l6-t0"]["gain_per_kwh"] == pytest.approx(3.0 / 0.006)
+    assert rows["l6-t0"]["verdict"] == "PASS" and rows["l6-t0"]["recommended"]
+    assert rows["l3-t0"]["verdict"] == "FAIL" and rows["l3-t0"]["reason"] == "accuracy 0.780 < 0.800"
+    assert rows["l6-t0"]["provenance"]["flops"] == "analytic"
+    assert rows["mpnet-t0"]["kwh"] is None and rows["mpnet-t0"]["reason"] == "run skipped: over budget"
+
+
+def test_json_has_the_documented_schema_and_serialises() -> None:
+    doc = to_json(make_report())
+    for key in (
+        "schema_version",
+        "task",
+        "dataset",
+        "criteria",
+        "recommendation",
+        "stop_reason",
+        "baseline",
+        "runs",
+        "total_cost",
+        "details",
+        "config",
+    ):
+        assert key in doc
+    assert doc["schema_version"] == REPORT_SCHEMA_VERSION
+    assert doc["recommendation"]["run_id"] == "l6-t0"
+    assert set(doc["recommendation"]) >= {"candidate", "metrics", "test_metrics", "artifact"}
+    run = doc["runs"][2]
+    for key in ("candidate", "hyperparameters", "status", "metrics", "test_metrics", "cost", "verdict", "details"):
+        assert key in run
+    assert run["cost"]["provenance"]["flops"] == "analytic"
+    assert run["verdict"]["passed"] is True
+    assert run["details"]["numpy_value"] == 1.5
+    assert doc["baseline"]["cost"]["provenance"]["flops"] == "not_applicable"
+    text = json.dumps(doc, allow_nan=False)
+    assert json.loads(text)["runs"][0]["gain"]["vs_baseline"] == pytest.approx(2.0)
+
+
+def test_json_without_recommendation_has_null() -> None:
+    assert to_json(make_report(recommend=False))["recommendation"] is None
+
+
+def test_table_is_aligned_and_shows_verdicts_with_reasons() -> None:
+    text = to_table(make_report())
+    lines = text.splitlines()
+    header, rule = lines[0], lines[1]
+    assert "train PFLOPs" in header and "pts/PFLOP" in header and "prov." in header
+    # every column starts where the header's column starts
+    starts = [m.start() for m in re.finditer(r"-+", rule)]
+    verdict_col = header.index("verdict")
+    assert verdict_col in starts
+    body = lines[2:7]
+    assert all(line[verdict_col:].startswith(("PASS", "FAIL")) for line in body)
+    assert "FAIL: accuracy 0.780 < 0.800" in text
+    assert "n/a/e/e" in text  # the baseline's FLOPs are labelled not applicable
+
+
+def test_markdown_keeps_the_table_intact_with_odd_names() -> None:
+    md = to_markdown(make_report(top_name="a|b <img src=x>"))
+    assert "a\\|b &lt;img src=x>" in md
+    assert "<img" not in md
+    assert "accuracy 0.780 < 0.800" in md  # comparisons stay readable
+
+
+def test_html_is_self_contained_and_escapes_user_strings() -> None:
+    page = to_html(make_report(top_name="<script>alert(1)</script>"))
+    assert "<table>" in page and "<style>" in page
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    found = re.search(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert found is not None
+    assert base64.b64decode(found.group(1)).startswith(b"\x89PNG")
+    assert "http://" not in page and "https://" not in page  # nothing fetched when opened
+
+
+def test_html_renders_when_nothing_was_trained() -> None:
+    report = make_report(recommend=False)
+    bare = Report(report.task, report.dataset, report.criteria, report.baseline, (), {}, None, "baseline only", Cost())
+    assert "data:image/png;base64," in to_html(bare)
+
+
+def test_model_card_front_matter_is_hub_metadata() -> None:
+    report = make_report()
+    card = model_card(report, report.run("l6-t0"))
+    assert card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    result = meta["model-index"][0]["results"][0]
+    assert result["task"]["type"] == "text-classification"
+    assert result["dataset"]["name"] == "uncertainty" and result["dataset"]["split"] == "test"
+    assert {"type": "accuracy", "value": 0.8, "name": "test accuracy"} in result["metrics"]
+    co2 = meta["co2_eq_emissions"]
+    assert co2["emissions"] == pytest.approx(2.4)
+    assert co2["source"] == "codecarbon" and co2["training_type"] == "fine-tuning"
+    assert co2["geographical_location"] == "USA" and co2["hardware_used"] == "cpu (2 threads)"
+    assert meta["license"] == "unknown" and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "PASS" in card and "pipeline(" in card and "estimated" in card
+
+
+def test_model_card_for_the_baseline_says_how_to_load_it_with_skops() -> None:
+    report = make_report()
+    card = model_card(report, report.baseline)  # type: ignore[arg-type]
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["library_name"] == "sklearn" and "base_model" not in meta
+    assert "skops.io" in card and "model.skops" in card
+    assert "| training compute, PFLOPs | n/a |" in card
+
+
+def test_write_reports_writes_three_files_atomically(tmp_path: Path) -> None:
+    paths = write_reports(make_report(), tmp_path / "run")
+    assert set(paths) == {"json", "markdown", "html"}
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["report.html", "report.json", "report.md"]
+    assert json.loads(paths["json"].read_text())["recommendation"]["run_id"] == "l6-t0"
+    # a second write replaces the files and still leaves no temporary names behind
+    write_reports(make_report(recommend=False), tmp_path / "run")
+    assert len(list((tmp_path / "run").iterdir())) == 3
+    assert json.loads(paths["json"].read_text())["recommendation"] is None
+
+
+def test_write_reports_into_a_file_raises_rundir_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(RunDirError, match="Cannot write the reports"):
+        write_reports(make_report(), blocker)
+
+
+def test_schema_document_names_every_field_to_json_writes() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "report-schema.md").read_text(encoding="utf-8")
+    out = to_json(make_report())
+    for key in [*out, *out["runs"][0], *out["runs"][0]["cost"]]:
+        assert f"`{key}`" in doc, key
