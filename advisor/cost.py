@@ -1,0 +1,609 @@
+"""Metering: what every phase of work cost (time, FLOPs, energy, emissions, memory) and how we know.
+
+A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit) and turns into an
+:class:`~advisor.types.Cost` when it closes. Each figure group carries its provenance:
+
+* time: ``measured`` (``time.perf_counter``; CPU time from ``time.process_time`` + children);
+* FLOPs: ``analytic`` (:mod:`advisor.flops` on the tokens actually processed, counted by
+  :class:`MeteringCallback`), ``not_applicable`` for work that is not a transformer (TF-IDF), or
+  ``not_measured`` when nothing was counted;
+* energy: from an :class:`EnergyReader`. codecarbon reads hardware counters where it can (RAPL for
+  the CPU, NVML for NVIDIA GPUs: ``measured``) and otherwise models power from TDP and load
+  (``estimated``); RAM power is always modelled. Mixed sources give e.g. "estimated+measured".
+  Without codecarbon, or with metering off, energy is ``not_measured``;
+* emissions: energy times the grid's average carbon intensity, so always ``estimated`` (an annual
+  average is not the grid at the hour you trained), or ``not_measured`` with energy;
+* memory: peak RSS sampled with psutil and CUDA's peak allocation: ``measured``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import importlib.util
+import json
+import logging
+import platform
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import psutil
+import torch
+from transformers import TrainerCallback
+
+from advisor.config import MeteringConfig
+from advisor.errors import ConfigError
+from advisor.flops import PASSES, FlopsKind, forward_coefficients
+from advisor.types import Cost
+
+# ---------------------------------------------------------------------------------------------
+# energy readers
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """Energy one phase used, split by component, and where the figures came from."""
+
+    cpu_kwh: float = 0.0
+    gpu_kwh: float = 0.0
+    ram_kwh: float = 0.0
+    #: emissions computed by the reader itself; None lets the Meter apply the grid intensity
+    emissions_g: float | None = None
+    provenance: str = "not_measured"
+
+
+class EnergyReader(Protocol):
+    """Reads the energy of one phase: ``start()`` before it, ``stop()`` after it."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> EnergyReading: ...
+
+
+class NullReader:
+    """Reads nothing: energy and emissions are 0 and labelled ``not_measured``."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading()
+
+
+# codecarbon CPU modes backed by energy counters; the others (cpu_load, constant) model power
+_COUNTER_CPU_MODES = ("intel_rapl", "windows_emi", "intel_power_gadget")
+
+
+def _component_provenance(hardware: object) -> str:
+    """Whether one of codecarbon's hardware objects reads counters (measured) or models power."""
+    kind = type(hardware).__name__
+    if kind == "CPU":
+        return "measured" if getattr(hardware, "_mode", None) in _COUNTER_CPU_MODES else "estimated"
+    if kind in ("GPU", "AppleSiliconChip", "Raspberry"):  # NVML/AMD-SMI, powermetrics, PMIC counters
+        return "measured"
+    return "estimated"  # RAM: a power model from installed memory
+
+
+class CodecarbonReader:
+    """Energy from codecarbon's offline tracker, one tracker per phase.
+
+    The tracker runs with ``allow_multiple_runs=True``: codecarbon otherwise takes a machine-wide
+    lock file (``<tmp>/.codecarbon.lock``) and refuses to start while another tracker (a parallel
+    trial) holds it. ``save_to_file=False`` keeps its ``emissions.csv`` out of the working directory;
+    the figures go into the Cost instead. ``tracking_mode="process"`` charges the phase with this
+    process's share of the machine, so trials running side by side are not each billed for all.
+    """
+
+    def __init__(self, cfg: MeteringConfig, project_name: str = "greenladder") -> None:
+        self.cfg = cfg
+        self.project_name = project_name
+        self._tracker: Any = None
+
+    def start(self) -> None:
+        from codecarbon import OfflineEmissionsTracker
+
+        # codecarbon logs an INFO line and a WARNING on construction, before log_level applies
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        location: dict[str, Any] = (
+            {"cloud_provider": self.cfg.cloud_provider, "cloud_region": self.cfg.cloud_region}
+            if self.cfg.cloud_provider and self.cfg.cloud_region
+            else {"country_iso_code": self.cfg.country_iso_code}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # save_to_file is deprecated in 3.x, the only spelling in 2.x
+            self._tracker = OfflineEmissionsTracker(
+                project_name=self.project_name,
+                save_to_file=False,
+                allow_multiple_runs=True,
+                log_level="error",
+                tracking_mode="process",
+                **location,
+            )
+        self._tracker.start()
+
+    def stop(self) -> EnergyReading:
+        tracker, self._tracker = self._tracker, None
+        if tracker is None:
+            return EnergyReading()
+        tracker.stop()  # codecarbon swallows its own errors here; a missing result says so
+        data = getattr(tracker, "final_emissions_data", None)
+        if data is None:
+            return EnergyReading()
+        labels = sorted({_component_provenance(h) for h in getattr(tracker, "_hardware", [])} or {"estimated"})
+        return EnergyReading(
+            cpu_kwh=max(float(data.cpu_energy), 0.0),
+            gpu_kwh=max(float(data.gpu_energy), 0.0),
+            ram_kwh=max(float(data.ram_energy), 0.0),
+            emissions_g=max(float(data.emissions), 0.0) * 1000.0,  # codecarbon reports kg
+            provenance="+".join(labels),
+        )
+
+
+def make_reader(cfg: MeteringConfig, project_name: str = "greenladder") -> EnergyReader:
+    """codecarbon when metering and codecarbon are enabled and it is installed, else a NullReader."""
+    if cfg.enabled and cfg.codecarbon and importlib.util.find_spec("codecarbon") is not None:
+        return CodecarbonReader(cfg, project_name)
+    return NullReader()
+
+
+# ---------------------------------------------------------------------------------------------
+# grid carbon intensity, from the data files codecarbon ships
+
+
+@functools.cache
+def _codecarbon_data() -> Path:
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("Grid carbon intensities come from codecarbon's data files: pip install codecarbon.")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+@functools.cache
+def _country_intensities() -> dict[str, tuple[str, float]]:
+    """ISO alpha-3 -> (country name, gCO2e/kWh) from codecarbon's global energy mix."""
+    mix = json.loads((_codecarbon_data() / "private_infra" / "global_energy_mix.json").read_text(encoding="utf-8"))
+    return {
+        code: (str(row.get("country_name", code)), float(row["carbon_intensity"]))
+        for code, row in mix.items()
+        if row.get("carbon_intensity") is not None
+    }
+
+
+@functools.cache
+def _cloud_intensities() -> dict[tuple[str, str], tuple[str, float]]:
+    """(provider, region) -> (country name, gCO2e/kWh) from codecarbon's cloud impact table."""
+    with (_codecarbon_data() / "cloud" / "impact.csv").open(encoding="utf-8-sig", newline="") as fh:
+        return {
+            (row["provider"], row["region"]): (row["country_name"], float(row["impact"]))
+            for row in csv.DictReader(fh)
+            if row.get("impact")
+        }
+
+
+def location_of(cfg: MeteringConfig) -> str:
+    """The configured grid: "provider:region" when both are set, else the country code."""
+    if cfg.cloud_provider and cfg.cloud_region:
+        return f"{cfg.cloud_provider}:{cfg.cloud_region}"
+    return cfg.country_iso_code
+
+
+def grid_intensity_g_per_kwh(cfg: MeteringConfig) -> float:
+    """Average carbon intensity (gCO2e/kWh) of the configured location's grid.
+
+    Raises:
+        ConfigError: codecarbon knows no such country or cloud region.
+    """
+    if cfg.cloud_provider and cfg.cloud_region:
+        clouds = _cloud_intensities()
+        key = (cfg.cloud_provider, cfg.cloud_region)
+        if key not in clouds:
+            known = sorted(f"{p}:{r}" for p, r in clouds)
+            raise ConfigError(
+                f"metering.cloud_provider/cloud_region {key[0]}:{key[1]} is unknown to codecarbon. "
+                f"Use one of {', '.join(known[:8])} ..., or unset them to use metering.country_iso_code."
+            )
+        return clouds[key][1]
+    countries = _country_intensities()
+    if cfg.country_iso_code not in countries:
+        raise ConfigError(
+            f"metering.country_iso_code {cfg.country_iso_code!r} is unknown to codecarbon. "
+            "Use an ISO 3166 alpha-3 code such as USA, FRA, DEU or IND."
+        )
+    return countries[cfg.country_iso_code][1]
+
+
+def low_carbon_alternatives(kwh: float, n: int = 3) -> list[tuple[str, float]]:
+    """What ``kwh`` would emit (grams) on the ``n`` lowest-carbon grids codecarbon knows.
+
+    Countries and cloud regions are ranked together; grids listed at 0 gCO2e/kWh are skipped (a
+    zero is a gap in the data, not a grid without emissions). Sorted from lowest emissions.
+    """
+    grids = [(f"{name} ({code})", g) for code, (name, g) in _country_intensities().items()]
+    grids += [(f"{prov}:{region} ({name})", g) for (prov, region), (name, g) in _cloud_intensities().items()]
+    ranked = sorted((g, label) for label, g in grids if g > 0)[:n]
+    return [(label, kwh * g) for g, label in ranked]
+
+
+# ---------------------------------------------------------------------------------------------
+# the meter
+
+
+@functools.cache
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def describe_device(device: str | None = None) -> str:
+    """ "cpu (2 threads, <cpu model>)" or "cuda:0 <gpu name>"; None picks CUDA when available."""
+    name = device if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(name).index or 0
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    return f"cpu ({torch.get_num_threads()} threads, {_cpu_model()})"
+
+
+class _Sampler(threading.Thread):
+    """Samples peak RSS (and GPU utilisation through NVML) in the background, every ``every_s``."""
+
+    def __init__(self, every_s: float, gpu_index: int | None) -> None:
+        super().__init__(name="greenladder-meter", daemon=True)
+        self.every_s = every_s
+        self.peak_rss = 0
+        self.gpu_utils: list[float] = []
+        self._stop_event = threading.Event()
+        self._process = psutil.Process()
+        self._nvml: Any = None
+        self._handle: Any = None
+        if gpu_index is not None:
+            with contextlib.suppress(Exception):  # nvidia-ml-py is optional ([gpu] extra)
+                import pynvml
+
+                pynvml.nvmlInit()
+                self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+        if self._handle is not None:
+            with contextlib.suppress(Exception):
+                self.gpu_utils.append(float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every_s):
+            self.sample()
+
+    def finish(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join()
+        self.sample()
+        if self._nvml is not None:
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()
+
+
+def _children_cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.children_user + times.children_system)
+
+
+class Meter:
+    """Meters one phase of work; ``cost`` holds the result once the ``with`` block has closed.
+
+    Usage::
+
+        with Meter(cfg.metering, phase="train") as meter:
+            trainer = Trainer(..., callbacks=[MeteringCallback(meter)])
+            trainer.train()
+        run_cost = meter.cost
+
+    With ``cfg.enabled`` False only the clocks run (they cost nothing): energy, emissions and
+    memory are ``not_measured``. FLOPs are whatever was added, since they are arithmetic.
+
+    Args:
+        cfg: the metering settings; defaults when None.
+        phase: a label for the phase ("train", "eval", "baseline" ...), given to codecarbon.
+        device: the device the work runs on ("cpu", "cuda:0"); detected when None.
+        reader: the energy reader; by default codecarbon or, if unavailable or disabled, none.
+        sample_every_s: interval of the background memory/utilisation sampler.
+    """
+
+    def __init__(
+        self,
+        cfg: MeteringConfig | None = None,
+        phase: str = "train",
+        device: str | None = None,
+        reader: EnergyReader | None = None,
+        sample_every_s: float = 0.5,
+    ) -> None:
+        self.cfg = cfg if cfg is not None else MeteringConfig()
+        self.phase = phase
+        self.device = device
+        self.reader = reader if reader is not None else make_reader(self.cfg, f"greenladder-{phase}")
+        self.sample_every_s = sample_every_s
+        self._flops: dict[str, float] = {"train": 0.0, "eval": 0.0, "inference": 0.0}
+        self._padding_flops = 0.0
+        self._tokens = 0
+        self._padded_tokens = 0
+        self._flops_provenance: set[str] = set()
+        self._before_close: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._active = False
+        self._cost: Cost | None = None
+
+    # -- what the work reports ------------------------------------------------------------------
+
+    def add_flops(self, kind: FlopsKind, flops: float, padding_flops: float = 0.0) -> None:
+        """Add analytic FLOPs of ``kind`` ("train", "eval" or "inference"), padding share included."""
+        if kind not in PASSES:
+            raise ValueError(f"kind must be one of {tuple(PASSES)}. Got {kind!r} instead.")
+        if flops < 0 or padding_flops < 0 or padding_flops > flops:
+            raise ValueError(f"FLOPs must be non-negative with padding_flops <= flops. Got {flops}, {padding_flops}.")
+        with self._lock:
+            self._check_open()
+            self._flops[kind] += flops
+            self._padding_flops += padding_flops
+            self._flops_provenance.add("analytic")
+
+    def add_tokens(self, real: int, padded: int) -> None:
+        """Add ``real`` (non-padding) tokens and ``padded`` padding positions (not the padded total)."""
+        if real < 0 or padded < 0:
+            raise ValueError(f"Token counts must be non-negative. Got real={real}, padded={padded}.")
+        with self._lock:
+            self._check_open()
+            self._tokens += int(real)
+            self._padded_tokens += int(padded)
+
+    def not_applicable_flops(self) -> None:
+        """Declare that this work has no meaningful FLOPs count (a TF-IDF fit, a linear model)."""
+        with self._lock:
+            self._check_open()
+            self._flops_provenance.add("not_applicable")
+
+    def before_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` when the phase ends, before the cost is totalled (to flush pending counts)."""
+        self._before_close.append(fn)
+
+    @property
+    def active(self) -> bool:
+        """True between entering and leaving the ``with`` block."""
+        return self._active
+
+    @property
+    def cost(self) -> Cost:
+        """The phase's Cost; available once the ``with`` block has closed."""
+        if self._cost is None:
+            raise RuntimeError("Meter.cost is available once the `with Meter(...)` block has closed.")
+        return self._cost
+
+    def _check_open(self) -> None:
+        if self._cost is not None:
+            raise RuntimeError(f"The meter of phase {self.phase!r} is closed; open a new Meter for more work.")
+
+    # -- the phase ------------------------------------------------------------------------------
+
+    def __enter__(self) -> Meter:
+        if self._active or self._cost is not None:
+            raise RuntimeError("A Meter meters one phase; create a new one for the next phase.")
+        described = describe_device(self.device)
+        self._device_label = described
+        cuda_index = int(described.split()[0].split(":")[1]) if described.startswith("cuda:") else None
+        self._process = psutil.Process()
+        self._sampler: _Sampler | None = None
+        if self.cfg.enabled:
+            if cuda_index is not None:
+                torch.cuda.reset_peak_memory_stats(cuda_index)
+            self._sampler = _Sampler(self.sample_every_s, cuda_index)
+            self._sampler.sample()
+            self._sampler.start()
+        self._cuda_index = cuda_index
+        self.reader.start()
+        self._active = True
+        self._children0 = _children_cpu_s(self._process)
+        self._cpu0 = time.process_time()
+        self._wall0 = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # the cost is totalled even when the work failed: a failed run still spent energy
+        wall_s = time.perf_counter() - self._wall0
+        cpu_s = time.process_time() - self._cpu0 + max(_children_cpu_s(self._process) - self._children0, 0.0)
+        for flush in self._before_close:
+            flush()
+        self._active = False
+        reading = self.reader.stop()
+        peak_rss_mb = peak_gpu_mb = 0.0
+        gpu_util: float | None = None
+        if self._sampler is not None:
+            self._sampler.finish()
+            peak_rss_mb = self._sampler.peak_rss / 2**20
+            if self._sampler.gpu_utils:
+                gpu_util = sum(self._sampler.gpu_utils) / len(self._sampler.gpu_utils)
+            if self._cuda_index is not None:
+                peak_gpu_mb = torch.cuda.max_memory_allocated(self._cuda_index) / 2**20
+        self._cost = self._total(wall_s, cpu_s, reading, peak_rss_mb, peak_gpu_mb, gpu_util)
+
+    def _total(
+        self,
+        wall_s: float,
+        cpu_s: float,
+        reading: EnergyReading,
+        peak_rss_mb: float,
+        peak_gpu_mb: float,
+        gpu_util: float | None,
+    ) -> Cost:
+        energy_known = reading.provenance != "not_measured"
+        emissions = 0.0
+        if energy_known:
+            emissions = (
+                reading.emissions_g
+                if reading.emissions_g is not None
+                else (reading.cpu_kwh + reading.gpu_kwh + reading.ram_kwh) * grid_intensity_g_per_kwh(self.cfg)
+            )
+        provenance: Mapping[str, str] = {
+            "time": "measured",
+            "flops": "+".join(sorted(self._flops_provenance)) or "not_measured",
+            "energy": reading.provenance,
+            "emissions": "estimated" if energy_known else "not_measured",
+            "memory": "measured" if self.cfg.enabled else "not_measured",
+        }
+        return Cost(
+            wall_s=wall_s,
+            cpu_s=cpu_s,
+            train_flops=self._flops["train"],
+            eval_flops=self._flops["eval"],
+            inference_flops=self._flops["inference"],
+            padding_flops=self._padding_flops,
+            tokens=self._tokens,
+            padded_tokens=self._padded_tokens,
+            energy_cpu_kwh=reading.cpu_kwh,
+            energy_gpu_kwh=reading.gpu_kwh,
+            energy_ram_kwh=reading.ram_kwh,
+            emissions_g=emissions,
+            peak_rss_mb=peak_rss_mb,
+            peak_gpu_mem_mb=peak_gpu_mb,
+            gpu_util_avg=gpu_util,
+            device=self._device_label,
+            location=location_of(self.cfg),
+            provenance=provenance,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# counting the tokens a model actually processes
+
+
+class _Tally:
+    """Counts of one kind of forward pass (train or eval), kept cheap to update.
+
+    Real lengths are summed on the device the mask lives on (sum of s and of s^2, enough for the
+    FLOPs polynomial of :func:`advisor.flops.forward_coefficients`), so counting needs no host sync
+    per step; the sums are read once, when flushed.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.positions = 0
+        self.padded_forward_flops = 0.0
+        self.sums: torch.Tensor | None = None
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+class MeteringCallback(TrainerCallback):
+    """Counts real and padded tokens and analytic FLOPs of every forward pass into a :class:`Meter`.
+
+    It counts at the model, not in the data collator: a forward pre-hook reads each batch's
+    ``attention_mask`` (rows x padded length from its shape, real tokens from its row sums). The
+    collator is the wrong place because the data loader fetches one batch ahead of the model
+    (accelerate's end-of-data lookahead) and may run in worker processes, so the collator sees
+    batches the model never processes. A forward in ``model.training`` mode counts as training
+    (3x forward FLOPs), otherwise as evaluation.
+
+    The hook is attached when the Trainer is built or training begins (or by :meth:`attach` for a
+    loop of one's own); counts go to the meter at each evaluation, at the end of training and when
+    the meter closes.
+
+    Args:
+        meter: where counts go; may be replaced (``callback.meter = other``) between phases.
+        config: the model config for the FLOPs formula; the attached model's when None.
+        num_labels: classifier outputs; read from the config when None.
+    """
+
+    def __init__(self, meter: Meter, config: Any = None, num_labels: int | None = None) -> None:
+        self.meter = meter
+        self.config = config
+        self.num_labels = num_labels
+        self._tallies = {"train": _Tally(), "eval": _Tally()}
+        self._handle: Any = None
+        self._model: Any = None
+        self._coefficients: tuple[float, float, float] | None = None
+        meter.before_close(self.flush)
+
+    def attach(self, model: torch.nn.Module) -> None:
+        """Start counting the forward passes of ``model`` (idempotent)."""
+        if self._model is model:
+            return
+        self.close()
+        config = self.config if self.config is not None else getattr(model, "config", None)
+        self._coefficients = forward_coefficients(config, self.num_labels)
+        self._model = model
+        self._handle = model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+
+    def close(self) -> None:
+        """Stop counting (remove the hook); counts not yet flushed are kept."""
+        if self._handle is not None:
+            self._handle.remove()
+        self._handle = self._model = None
+
+    @torch.compiler.disable
+    def _on_forward(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        mask = kwargs.get("attention_mask")
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        ref = mask if mask is not None else ids
+        if ref is None:
+            return
+        rows, length = ref.shape[:2]
+        tally = self._tallies["train" if module.training else "eval"]
+        with torch.no_grad():
+            if mask is not None:
+                lengths = mask.sum(dim=1, dtype=torch.int64)
+            else:
+                lengths = torch.full((rows,), length, dtype=torch.int64, device=ref.device)
+            sums = torch.stack([lengths.sum(), (lengths * lengths).sum()])
+            tally.sums = sums if tally.sums is None else tally.sums + sums
+        tally.rows += int(rows)
+        tally.positions += int(rows) * int(length)
+        a, b, c = self._coefficients or (0.0, 0.0, 0.0)
+        tally.padded_forward_flops += int(rows) * (a * length + b * length * length + c)
+
+    def flush(self) -> None:
+        """Hand the counts so far to the meter (if it is open); reads the device sums once."""
+        if not self.meter.active or self._coefficients is None:
+            return
+        a, b, c = self._coefficients
+        for kind, tally in self._tallies.items():
+            if tally.sums is None:
+                continue
+            s1, s2 = (int(v) for v in tally.sums.tolist())
+            real_forward = a * s1 + b * s2 + c * tally.rows
+            passes = PASSES[kind]
+            total = passes * tally.padded_forward_flops
+            self.meter.add_tokens(real=s1, padded=tally.positions - s1)
+            self.meter.add_flops(kind, total, max(total - passes * real_forward, 0.0))  # type: ignore[arg-type]
+            tally.clear()
+
+    # -- Trainer events ---------------------------------------------------------------------------
+
+    def on_init_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is not None:
+            self.attach(model)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if model is not None:
+            self.attach(model)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.flush()
+
+    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        self.flush()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.flush()
