@@ -242,8 +242,7 @@ def distill_models(
                 cost=m.cost,
                 details={
                     "role": role,
-                    "teacher_cache": outputs.key if outs else None,
-                    "cache_hit": outputs.cache_hit,
+                    "teacher_logits_key": outputs.key if outs else None,
                     **facts,
                 },
             )

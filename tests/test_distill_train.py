@@ -1,0 +1,204 @@
+"""Training with cached teacher logits: the teacher helps, runs once, and the student compresses."""
+
+from __future__ import annotations
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from datasets import Dataset
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from advisor.config import MeteringConfig, TrainConfig
+from distill.compress import measure_latency, quantize_int8
+from distill.config import CompressConfig, DistillConfig, KDConfig, StudentConfig
+from distill.pipeline import distill_models
+from distill.report import render_markdown, save_student, write_reports
+from distill.teacher import teacher_outputs
+from distill.trainer import evaluate, fit
+
+POSITIVE = ["great", "superb", "lovely", "excellent", "fine"]
+NEGATIVE = ["awful", "poor", "terrible", "bad", "dull"]
+FILLER = ["the", "film", "was", "a", "plot", "and", "it", "really", "very", "story", "acting", "quite"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POSITIVE + NEGATIVE + FILLER
+LABELS = ("neg", "pos")
+
+
+def rows(n: int, seed: int, noise: float = 0.0) -> tuple[list[str], list[int]]:
+    """Texts whose label is set by one sentiment word; ``noise`` of the labels are flipped."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        words = rng.choices(FILLER, k=rng.randint(3, 8))
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label else NEGATIVE))
+        texts.append(" ".join(words))
+        labels.append(1 - label if rng.random() < noise else label)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory) -> BertTokenizerFast:
+    folder = tmp_path_factory.mktemp("tok")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    return BertTokenizerFast.from_pretrained(str(folder))
+
+
+def tiny(layers: int, seed: int) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
+FAST = KDConfig(
+    epochs=5, learning_rate=3e-3, batch_size=16, max_length=16, warmup_ratio=0.0, alpha=0.1, temperature=2.0
+)
+
+
+@pytest.fixture(scope="module")
+def teacher(tok) -> BertForSequenceClassification:
+    """A 2-layer teacher trained on clean labels until it is right."""
+    model = tiny(layers=2, seed=0)
+    fit(
+        model,
+        tok,
+        *rows(192, seed=1),
+        KDConfig(epochs=8, learning_rate=3e-3, batch_size=32, max_length=16, warmup_ratio=0.0),
+        seed=0,
+    )
+    return model
+
+
+def test_teacher_is_good(teacher, tok):
+    metrics = evaluate(teacher, tok, *rows(100, seed=9), LABELS, max_length=16)
+    assert metrics["accuracy"] >= 0.95
+
+
+def test_student_with_teacher_beats_or_matches_the_same_student_without_it(teacher, tok, tmp_path):
+    # the student sees few, partly mislabelled examples; the teacher's soft targets carry what the
+    # labels get wrong. Same initialisation, data order, steps and seed on both sides.
+    texts, labels = rows(32, seed=2, noise=0.3)
+    outs = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path)
+    val_texts, val_labels = rows(200, seed=9)
+    kd_scores, control_scores = [], []
+    for seed in (0, 1):
+        kd = tiny(layers=1, seed=100 + seed)
+        control = tiny(layers=1, seed=100 + seed)
+        assert all(torch.equal(a, b) for a, b in zip(kd.parameters(), control.parameters(), strict=True))
+        fit(kd, tok, texts, labels, FAST, seed=seed, teacher=outs)
+        fit(control, tok, texts, labels, FAST, seed=seed)
+        kd_scores.append(evaluate(kd, tok, val_texts, val_labels, LABELS, max_length=16)["accuracy"])
+        control_scores.append(evaluate(control, tok, val_texts, val_labels, LABELS, max_length=16)["accuracy"])
+    assert sum(kd_scores) >= sum(control_scores), (kd_scores, control_scores)
+
+
+class CountingForward:
+    """Counts forward passes of a module (a fake observer, not a mock)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_args) -> None:
+        self.calls += 1
+
+
+def test_cached_logits_mean_the_teacher_runs_once(teacher, tok, tmp_path):
+    texts, labels = rows(40, seed=3)
+    counter = CountingForward(teacher)
+    first = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path)
+    ran = counter.calls
+    assert not first.cache_hit and ran > 0
+    assert first.path.is_file() and first.path.parent.name == "teacher_logits"
+
+    student = tiny(layers=1, seed=5)
+    fit(student, tok, texts, labels, KDConfig(epochs=3, batch_size=8, max_length=16), seed=0, teacher=first)
+    again = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path)
+    assert again.cache_hit and again.key == first.key
+    assert counter.calls == ran  # neither the epochs nor the second run re-ran the teacher
+    assert torch.equal(again.logits, first.logits)
+
+    other = teacher_outputs(teacher, tok, texts, max_length=8, cache_dir=tmp_path)
+    assert not other.cache_hit and other.key != first.key  # max_length is part of the key
+
+
+def test_cache_key_follows_the_teacher_weights(teacher, tok, tmp_path):
+    texts, _ = rows(10, seed=4)
+    before = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path)
+    changed = tiny(layers=2, seed=0)
+    changed.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        changed.classifier.bias.add_(0.5)
+    assert teacher_outputs(changed, tok, texts, max_length=16, cache_dir=tmp_path).key != before.key
+
+
+def test_quantised_student_runs_and_latency_is_measured(teacher, tok):
+    texts, labels = rows(60, seed=6)
+    q = quantize_int8(teacher)
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in q.modules())
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())
+    metrics = evaluate(q, tok, texts, labels, LABELS, max_length=16)
+    assert metrics["accuracy"] >= 0.9  # int8 keeps what the float teacher knew on this easy task
+    lat = measure_latency(q, tok, texts, max_length=16, repeats=10, warmup=2, throughput_batch=8)
+    assert {"p50_ms", "p95_ms", "throughput_per_s"} <= lat.keys()
+    assert 0 < lat["p50_ms"] <= lat["p95_ms"] and lat["throughput_per_s"] > 0
+
+
+def _task_data(n_train: int = 48) -> SimpleNamespace:
+    def split(n: int, seed: int) -> Dataset:
+        t, y = rows(n, seed)
+        return Dataset.from_dict({"text": t, "label": y})
+
+    return SimpleNamespace(train=split(n_train, 11), validation=split(40, 12), test=split(40, 13), label_names=LABELS)
+
+
+def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tmp_path):
+    config = DistillConfig(
+        teacher="tiny-teacher",
+        student=StudentConfig(layers=1),
+        teacher_train=TrainConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16),
+        distill=KDConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16, seeds=[0, 1]),
+        compress=CompressConfig(quantize=True, latency_repeats=5, warmup=1, throughput_batch=8),
+        metering=MeteringConfig(enabled=False, codecarbon=False),
+        out=str(tmp_path / "out"),
+    )
+    teacher = tiny(layers=2, seed=0)  # fresh head: the pipeline fine-tunes it first
+    report, student = distill_models(teacher, tok, _task_data(), config, teacher_needs_finetune=True)
+
+    assert [r.run_id for r in report.students] == ["distilled-seed0", "distilled-seed1"]
+    assert [r.run_id for r in report.controls] == ["control-seed0", "control-seed1"]
+    assert {"teacher_finetune", "teacher_eval", "teacher_logits", "distill", "control", "quantize", "latency"} <= set(
+        report.phases
+    )
+    assert report.phases["distill"].train_flops > 0 and report.phases["teacher_logits"].inference_flops > 0
+    assert report.students[0].candidate.kind == "distilled" and report.students[0].candidate.layers == 1
+    # both seeds read the one cached set of teacher logits; no teacher inference inside training
+    assert {r.details["teacher_logits_key"] for r in report.students} == {
+        report.students[0].details["teacher_logits_key"]
+    }
+    assert report.phases["distill"].inference_flops == 0
+    s = report.summary
+    assert s["retention_accuracy"] == pytest.approx(s["student_accuracy"] / s["teacher_accuracy"])
+    assert s["gain_over_control_accuracy"] == pytest.approx(s["student_accuracy"] - s["control_accuracy"])
+    assert s["params_student"] < s["params_teacher"]
+    assert {"teacher", "student", "student_int8"} == set(report.latency)
+    assert "speedup_p50_student" in s and report.quantized is not None
+
+    folder = save_student(student, tok, LABELS, report, tmp_path / "out" / "student")
+    assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
+    assert "without the teacher" in (folder / "README.md").read_text()
+    json_path, md_path = write_reports(report, tmp_path / "out")
+    assert json.loads(json_path.read_text())["summary"]["seeds"] == 2
+    md = render_markdown(report)
+    assert "Retention" in md and "no-teacher control" in md and "control-seed1" in md
