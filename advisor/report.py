@@ -302,7 +302,7 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         cost += f" at {total.location}"
     if total.device:
         cost += f" on {total.device}"
-    dataset = report.dataset.get("name") or report.dataset.get("source") or ""
+    dataset = _dataset_name(report)
     out = [
         ("Task", f"{report.task}" + (f" on {dataset}" if dataset else "")),
         ("Recommendation", recommendation),
@@ -327,9 +327,33 @@ def _extras(report: Report) -> list[str]:
     if regions:
         pairs = ", ".join(f"{r} {fmt_num(float(g))} g" for r, g in regions)
         lines.append(f"The same energy would have emitted, in lower-carbon regions: {pairs}.")
-    if d.get("incremental"):
-        lines.append(f"Incremental training: {json.dumps(_jsonable(d['incremental']), sort_keys=True)}")
+    inc = d.get("incremental")
+    if isinstance(inc, Mapping):
+        line = f"Incremental training continued from {inc.get('from_run') or '?'} in {inc.get('from') or '?'}"
+        now, before = inc.get("incremental_cost"), inc.get("from_scratch_cost")
+        if isinstance(now, Mapping) and isinstance(before, Mapping):
+            line += f": it cost {_cost_words(now)}, against {_cost_words(before)} for the original climb's run"
+        lines.append(line + ".")
+    elif inc:
+        lines.append(f"Incremental training: {json.dumps(_jsonable(inc), sort_keys=True)}")
+    lines += [f"Data warning: {w}" for w in report.dataset.get("warnings") or []]
     return lines
+
+
+def _cost_words(cost: Mapping[str, Any]) -> str:
+    """'120 s, 0.3 PFLOPs, 0.002 kWh' from a Cost dict (missing figures left out)."""
+    parts = []
+    for key, scale, unit in (("wall_s", 1.0, "s"), ("train_flops", PFLOP, "PFLOPs"), ("energy_kwh", 1.0, "kWh")):
+        value = cost.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{fmt_num(value / scale)} {unit}")
+    return ", ".join(parts) or "unknown"
+
+
+def _dataset_name(report: Report) -> str:
+    """The dataset's name, or its source; a local path is shortened to its last part."""
+    name = str(report.dataset.get("name") or report.dataset.get("source") or "")
+    return Path(name).name if name.startswith(("/", ".", "~")) else name
 
 
 # ----------------------------------------------------------------------------- JSON and Markdown
@@ -605,7 +629,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _card_meta(report: Report, run: RunResult) -> dict[str, Any]:
-    dataset = str(report.dataset.get("name") or report.dataset.get("source") or "custom")
+    dataset = _dataset_name(report) or "custom"
     scores = run.test_metrics or run.metrics
     split = "test" if run.test_metrics else "validation"
     is_base = run.candidate.kind == "baseline"
@@ -711,11 +735,7 @@ def model_card(report: Report, run: RunResult) -> str:
         f"This is {what}"
         + (f" ({shape})" if shape else "")
         + f", trained for {report.task}"
-        + (
-            f" on {report.dataset.get('name') or report.dataset.get('source')}"
-            if report.dataset.get("name") or report.dataset.get("source")
-            else ""
-        )
+        + (f" on {_md(_dataset_name(report))}" if _dataset_name(report) else "")
         + ".",
     ]
     labels = report.dataset.get("label_names")
