@@ -7,7 +7,7 @@ quantisation, so all three count FLOPs and tokens the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -15,7 +15,9 @@ from distill.batching import iter_batches, sorted_batches
 from distill.losses import mean_pool
 
 
-def meter_batch(meter: Any, config: Any, attention_mask: torch.Tensor, num_labels: int, kind: str) -> None:
+def meter_batch(
+    meter: Any, config: Any, attention_mask: torch.Tensor, num_labels: int, kind: Literal["train", "eval", "inference"]
+) -> None:
     """Add one batch's analytic FLOPs and token counts to ``meter`` (an ``advisor.cost.Meter``).
 
     Args:
@@ -44,7 +46,7 @@ def predict(
     *,
     batch_size: int = 64,
     meter: Any = None,
-    kind: str = "eval",
+    kind: Literal["eval", "inference"] = "eval",
     with_pooled: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (and optionally mean-pooled last hidden states) for every row, in input order.

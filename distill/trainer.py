@@ -67,7 +67,7 @@ def fit(
     projection: torch.nn.Module | None = None
     if use_hidden:
         assert teacher is not None
-        width = int(model.config.hidden_size)  # type: ignore[union-attr]
+        width = int(getattr(model, "config").hidden_size)  # noqa: B009 (nn.Module types config as Tensor | Module)
         if width != teacher.pooled.shape[-1]:
             projection = torch.nn.Linear(width, teacher.pooled.shape[-1])
     params = [p for p in model.parameters() if p.requires_grad]
@@ -79,7 +79,8 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
 
     model.train()
-    step, epoch, last_losses = 0, 0, []
+    step, epoch = 0, 0
+    last_losses: list[float] = []
     while step < total_steps:
         last_losses = []
         batches = length_grouped_batches(lengths, settings.batch_size, seed + epoch)
