@@ -1,0 +1,265 @@
+"""Training-health rules: each one provoked on a tiny BERT trained by the real HF Trainer.
+
+Every test asserts what a user would see: which rule fired, at which step, with which numbers,
+and that training stopped there instead of running to the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+
+from advisor.config import RulesConfig
+from advisor.errors import ConfigError
+from advisor.rules import (
+    LossNotDecreasingRule,
+    LowUtilisationRule,
+    NanLossRule,
+    OverfitRule,
+    RuleFiring,
+    StallRule,
+    VanishingGradientRule,
+    first_firing,
+    health_callbacks,
+    steps_saved,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """A tiny model gains nothing from threads, and on a shared 2-core machine OpenMP threads that
+    spin-wait for each other make every step tens of times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(dropout: float = 0.1) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(config)
+
+
+def examples(n: int, seed: int = 0, flip: bool = False) -> Dataset:
+    """``n`` random 8-token texts labelled by whether their first token is above 50 (learnable)."""
+    ids = torch.randint(5, 99, (n, 8), generator=torch.Generator().manual_seed(seed))
+    labels = (ids[:, 0] > 50).long()
+    if flip:
+        labels = 1 - labels
+    return Dataset.from_dict({"input_ids": ids.tolist(), "labels": labels.tolist()})
+
+
+def train(
+    callbacks: list[TrainerCallback],
+    tmp_path,
+    *,
+    lr: float,
+    max_steps: int,
+    train_ds: Dataset | None = None,
+    eval_ds: Dataset | None = None,
+    model: BertForSequenceClassification | None = None,
+    **args,
+) -> Trainer:
+    train_ds = train_ds if train_ds is not None else examples(32)
+    if eval_ds is not None:
+        args = {"eval_strategy": "steps", **args}
+    trainer = Trainer(
+        model=model if model is not None else tiny_model(),
+        args=TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=max_steps,
+            learning_rate=lr,
+            per_device_train_batch_size=args.pop("batch_size", 8),
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=args.pop("logging_steps", 1),
+            disable_tqdm=True,
+            seed=0,
+            **args,
+        ),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        callbacks=callbacks,
+    )
+    trainer.train()
+    return trainer
+
+
+def test_nan_rule_stops_a_run_whose_learning_rate_explodes(tmp_path):
+    # Adam with LayerNorm stays finite at lr 1e4 (the loss is just huge); 1e8 overflows to NaN
+    rule = NanLossRule()
+    trainer = train([rule], tmp_path, lr=1e8, max_steps=50)
+    assert rule.firing is not None and rule.firing.rule == "nan_loss"
+    assert rule.firing.step <= 20
+    assert trainer.state.global_step == rule.firing.step  # stopped at the step it fired
+    assert "non-finite gradients" in rule.firing.message
+
+
+class PoisonWeights(TrainerCallback):
+    """Writes NaN into one weight at the end of a given step: a divergence that starts mid-run."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.classifier.weight[0, 0] = float("nan")
+
+
+def test_nan_rule_catches_a_divergence_within_20_steps_of_its_start(tmp_path):
+    rule = NanLossRule()
+    trainer = train([PoisonWeights(10), rule], tmp_path, lr=1e-3, max_steps=60)
+    assert rule.firing is not None
+    assert 10 < rule.firing.step <= 30
+    assert trainer.state.global_step == rule.firing.step
+
+
+def test_loss_not_decreasing_stops_a_run_that_cannot_learn(tmp_path):
+    # lr 0, no dropout, full batches: the same loss every step
+    rule = LossNotDecreasingRule(window=5, min_delta=0.001)
+    trainer = train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0))
+    assert rule.firing is not None and rule.firing.rule == "loss_not_decreasing"
+    assert rule.firing.step == 10  # as soon as two windows of 5 steps exist
+    assert trainer.state.global_step == 10
+    assert "over steps 6-10 vs" in rule.firing.message and "over steps 1-5" in rule.firing.message
+    assert rule.firing.numbers["recent_loss"] == pytest.approx(rule.firing.numbers["previous_loss"])
+    assert steps_saved(rule.firing, 100) == 90
+
+
+def test_loss_rule_works_when_the_trainer_logs_less_often_than_every_step(tmp_path):
+    # logs every 4 steps, window 5: each window is the two logs covering 8 steps
+    rule = LossNotDecreasingRule(window=5, min_delta=0.001)
+    train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0), logging_steps=4)
+    assert rule.firing is not None and rule.firing.step == 16
+    assert "over steps 9-16 vs" in rule.firing.message and "over steps 1-8" in rule.firing.message
+
+
+def test_loss_rule_waits_for_the_learning_rate_warmup(tmp_path):
+    rule = LossNotDecreasingRule(window=5, min_delta=0.001)
+    train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0), warmup_steps=10)
+    assert rule.firing is not None and rule.firing.step == 20  # windows 11-15 and 16-20
+
+
+def test_overfit_rule_stops_when_validation_loss_rises_while_training_loss_falls(tmp_path):
+    # memorise 8 examples; validate on the same texts with flipped labels
+    rule = OverfitRule(patience=2)
+    trainer = train(
+        [rule],
+        tmp_path,
+        lr=3e-3,
+        max_steps=200,
+        train_ds=examples(8),
+        eval_ds=examples(8, flip=True),
+        eval_steps=5,
+        model=tiny_model(dropout=0.0),
+    )
+    assert rule.firing is not None and rule.firing.rule == "overfit"
+    assert trainer.state.global_step == rule.firing.step < 200
+    assert rule.firing.step % 5 == 0  # it fires at an evaluation
+    numbers = rule.firing.numbers
+    assert numbers["val_loss"] > numbers["val_loss_start"]
+    assert numbers["train_loss"] < numbers["train_loss_start"]
+    assert "rose for 2 evaluations in a row" in rule.firing.message
+
+
+def test_vanishing_gradient_rule_fires_after_a_window_of_small_gradients(tmp_path):
+    # a threshold far above any real gradient norm: every step counts as vanishing
+    rule = VanishingGradientRule(threshold=1e6, window=5)
+    trainer = train([rule], tmp_path, lr=1e-3, max_steps=50)
+    assert rule.firing is not None and rule.firing.rule == "vanishing_gradient"
+    assert rule.firing.step == 5
+    assert trainer.state.global_step == 5
+    assert 0 < rule.firing.numbers["max_grad_norm"] < 1e6
+
+
+class SlowStep(TrainerCallback):
+    """Sleeps in one step, as a hung data loader or a stuck collective would."""
+
+    def __init__(self, step: int, seconds: float) -> None:
+        self.step, self.seconds = step, seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            time.sleep(self.seconds)
+
+
+def test_stall_rule_stops_a_run_after_a_step_that_takes_too_long(tmp_path):
+    rule = StallRule(seconds=1.0)
+    trainer = train([rule, SlowStep(3, 2.5)], tmp_path, lr=1e-3, max_steps=50)
+    assert rule.stalled
+    assert rule.firing is not None and rule.firing.rule == "stall"
+    assert rule.firing.step == 3
+    assert trainer.state.global_step == 3
+    assert rule.firing.numbers["idle_seconds"] > 1.0
+    # the watchdog ends with the training
+    assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
+
+
+def test_low_utilisation_rule_is_inactive_on_cpu_and_fires_on_an_idle_gpu(tmp_path):
+    cpu = LowUtilisationRule(10.0, on_gpu=False)
+    assert cpu.inactive_reason is not None and "CPU" in cpu.inactive_reason
+    # a fake NVML reading: the GPU is busy 3% of the time
+    gpu = LowUtilisationRule(10.0, on_gpu=True, samples=3, interval_s=0.0, warmup_s=0.0, sampler=lambda: 3.0)
+    trainer = train([cpu, gpu], tmp_path, lr=1e-3, max_steps=20)
+    assert cpu.firing is None
+    assert gpu.inactive_reason is None
+    assert gpu.firing is not None and gpu.firing.step == 3 and trainer.state.global_step == 3
+    assert gpu.firing.numbers["mean_util_percent"] == pytest.approx(3.0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU driver")
+def test_low_utilisation_rule_without_nvml_says_why_instead_of_crashing(tmp_path):
+    rule = LowUtilisationRule(10.0, on_gpu=True, samples=1, interval_s=0.0, warmup_s=0.0)
+    trainer = train([rule], tmp_path, lr=1e-3, max_steps=3)
+    assert trainer.state.global_step == 3
+    assert rule.firing is None
+    assert rule.inactive_reason is not None and rule.inactive_reason.startswith("inactive: cannot read GPU utilisation")
+
+
+def test_healthy_run_trains_to_the_end_with_all_rules_watching(tmp_path):
+    rules = health_callbacks(RulesConfig(stall_seconds=30.0), on_gpu=False)
+    trainer = train(
+        rules, tmp_path, lr=1e-3, max_steps=60, train_ds=examples(64), eval_ds=examples(32, seed=1), eval_steps=20
+    )
+    assert trainer.state.global_step == 60
+    assert first_firing(rules) is None
+    assert [r.inactive_reason is not None for r in rules] == [False] * 5 + [True]  # only the GPU rule sleeps
+
+
+def test_first_firing_is_the_earliest_and_steps_saved_counts_the_rest():
+    late, early = NanLossRule(), StallRule(seconds=1.0)
+    late.firing = RuleFiring("nan_loss", 30, "late")
+    early.firing = RuleFiring("stall", 12, "early", {"idle_seconds": 3})
+    quiet = OverfitRule(patience=2)
+    assert first_firing([quiet, late, TrainerCallback(), early]) is early.firing
+    assert first_firing([quiet]) is None
+    assert steps_saved(early.firing, 100) == 88
+    assert steps_saved(None, 100) == 0
+    assert steps_saved(late.firing, 20) == 0
+    assert health_callbacks(RulesConfig(enabled=False), on_gpu=False) == []
+
+
+def test_impossible_settings_name_the_setting_to_fix():
+    with pytest.raises(ConfigError, match="rules.loss_window"):
+        LossNotDecreasingRule(window=0, min_delta=0.001)
+    with pytest.raises(ConfigError, match="rules.stall_seconds"):
+        StallRule(seconds=0)
+    with pytest.raises(ConfigError, match="rules.overfit_patience"):
+        OverfitRule(patience=0)
