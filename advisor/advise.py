@@ -149,6 +149,8 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         The Report (also written as report.json, report.md and report.html in the run directory).
     """
     say = progress or (lambda _m: None)
+    # validate the data before anything is written: bad input leaves no run directory behind
+    data = load_task_data(config.data, progress=say)
     run_dir = prepare_run_dir(config.output.out)
     with locked(run_dir), Ledger(run_dir) as ledger:
         fp = _fingerprint(config)
@@ -157,7 +159,6 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
             raise RunDirError(
                 f"{run_dir} holds runs made on other data or settings. Pass a new --out, or rerun with the original settings."
             )
-        data = load_task_data(config.data, progress=say)
         ledger.set_meta("fingerprint", fp)
         save_config(config, run_dir / "config.yaml")
         for w in data.warnings:
@@ -256,7 +257,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 if verdicts[run_id].passed:
                     recommendation = run_id
                     break
-                over = would_exceed_budget(criteria, spent, None)
+                over = would_exceed_budget(criteria, spent, Cost())
                 if over:
                     break
             ok = [r for r in rung_runs if r.status == "ok"]
@@ -267,7 +268,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             if recommendation:
                 stop_reason = f"{rung.name} meets every criterion: larger rungs were not trained"
                 break
-            over = would_exceed_budget(criteria, spent, None)
+            over = would_exceed_budget(criteria, spent, Cost())
             if over:
                 stop_reason = over
                 break

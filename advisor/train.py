@@ -235,7 +235,6 @@ def train_run(
         if status != "failed":
             preds = predict_labels(model, tokenizer, list(data.validation["text"]), t.max_length)
             metrics = compute_metrics(list(data.validation["label"]), preds, data.label_names)
-            metering.count_texts(tokenizer, list(data.validation["text"]), t.max_length, kind="eval")
             if status == "stopped" and not all(math.isfinite(v) for v in metrics.values()):
                 metrics = {}
     shutil.rmtree(tmp_out, ignore_errors=True)
@@ -263,10 +262,13 @@ def train_run(
         artifact = str(dest.relative_to(run_dir))
         details["size_mb"] = dir_size_mb(dest)
         with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
+            metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
+            lat_meter.before_close(metering.flush)
             cpu_model = model.to("cpu")
             texts = list(data.validation["text"])
             details.update(latency_ms(lambda batch: predict_labels(cpu_model, tokenizer, batch, t.max_length), texts))
         cost = cost + lat_meter.cost
+    metering.close()
     if status == "ok" and metrics:
         say(f"{run_id}: validation {metric} {metrics.get(metric, float('nan')):.3f}")
     elif message:

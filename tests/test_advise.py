@@ -1,0 +1,191 @@
+"""End-to-end climbs on tiny models: stop at the first passing rung, resume, report, exit codes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import advisor.advise as advise_mod
+from advisor.advise import advise
+from advisor.cli import main
+from advisor.config import build_config
+from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+
+# tiny random models, two short epochs: the climb logic is under test here, not learning
+FAST = [
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.freeze_embeddings=false",
+    "metering.codecarbon=false",
+    "rules.enabled=false",
+]
+
+
+@pytest.fixture
+def ladder(tmp_path: Path) -> Path:
+    a = make_tiny_model(tmp_path / "tiny-a", seed=0, layers=1, hidden=32)
+    b = make_tiny_model(tmp_path / "tiny-b", seed=1, layers=2, hidden=32)
+    rungs = [
+        {
+            "name": "tiny-a",
+            "source": str(a),
+            "description": "1 layer",
+            "params_total": 10_000,
+            "params_non_embedding": 9_000,
+            "layers": 1,
+            "hidden": 32,
+        },
+        {
+            "name": "tiny-b",
+            "source": str(b),
+            "description": "2 layers",
+            "params_total": 20_000,
+            "params_non_embedding": 18_000,
+            "layers": 2,
+            "hidden": 32,
+        },
+    ]
+    path = tmp_path / "ladder.yaml"
+    path.write_text(yaml.safe_dump({"rungs": rungs}))
+    return path
+
+
+@pytest.fixture
+def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real baseline, with its validation score set to 0 so that the ladder must be climbed.
+
+    TF-IDF solves the keyword task outright, and tiny random models learn little in two epochs;
+    a floor of 0.3 against a baseline scored 0 lets a fast test exercise the climb.
+    """
+    real = advise_mod.fit_baseline
+
+    def fit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        run = real(*args, **kwargs)
+        return dataclasses.replace(run, metrics={k: 0.0 for k in run.metrics})
+
+    monkeypatch.setattr(advise_mod, "fit_baseline", fit)
+
+
+def _config(tmp_path: Path, ladder: Path, data: Path, floor: float, extra: list[str] = ()):  # type: ignore[assignment]
+    return build_config(
+        overrides=[
+            *FAST,
+            f"ladder.name={ladder}",
+            f"data.source={data}",
+            f"criteria.floor={floor}",
+            f"output.out={tmp_path / 'run'}",
+            "tuning.trials_per_rung=2",
+            *extra,
+        ]
+    )
+
+
+def test_climb_stops_at_the_first_rung_that_passes_and_rerun_resumes(
+    tmp_path: Path, ladder: Path, weak_baseline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(200))
+    config = _config(tmp_path, ladder, data, floor=0.3, extra=["metering.codecarbon=true"])
+    report = advise(config)
+    run_dir = tmp_path / "run"
+    assert report.recommendation == "tiny-a-t1", report.stop_reason
+    assert report.verdicts["baseline"].passed is False
+    assert [r.run_id for r in report.runs] == ["tiny-a-t1"]  # tiny-b never trained
+    assert "larger rungs were not trained" in report.stop_reason
+    rec = report.recommended
+    assert rec is not None and rec.test_metrics["accuracy"] >= 0.0
+    assert rec.cost.train_flops > 0 and rec.cost.provenance["flops"].startswith("analytic")
+    # no RAPL counters on CI machines: codecarbon's figures are labelled estimated, never invented as measured
+    assert rec.cost.energy_kwh > 0 and rec.cost.provenance["energy"] in ("estimated", "measured")
+    # everything is in the run directory
+    doc = json.loads((run_dir / "report.json").read_text())
+    assert doc["recommendation"]["run_id"] == "tiny-a-t1"
+    for name in (
+        "report.md",
+        "report.html",
+        "config.yaml",
+        "ledger.sqlite",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/README.md",
+        "model/labels.json",
+    ):
+        assert (run_dir / name).exists(), name
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "co2_eq_emissions" in card and "model-index" in card
+
+    # a rerun reads every finished run back instead of training again
+    def no_training(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(advise_mod, "train_run", no_training)
+    monkeypatch.setattr(advise_mod, "fit_baseline", no_training)
+    again = advise(config)
+    assert again.recommendation == report.recommendation
+    assert again.run("tiny-a-t1").metrics == report.run("tiny-a-t1").metrics
+
+
+def test_when_no_rung_passes_the_report_says_which_criterion_came_closest(
+    tmp_path: Path, ladder: Path, weak_baseline: None
+) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
+    config = _config(
+        tmp_path, ladder, data, floor=0.3, extra=["criteria.max_params=5", "tuning.trials_per_rung=1", "train.epochs=1"]
+    )
+    report = advise(config)
+    assert report.recommendation is None
+    assert [r.candidate.name for r in report.runs] == ["tiny-a", "tiny-b"]
+    assert "closest" in report.stop_reason
+    assert all("params" in " ".join(v.failed) for k, v in report.verdicts.items() if k != "baseline")
+    assert not (tmp_path / "run" / "model").exists()
+    # checkpoints nobody needs are deleted, and the report says how much that freed
+    assert not any((tmp_path / "run" / "runs").glob("tiny-*/model"))
+    assert report.details["disk_freed_mb"] > 0
+
+
+def test_baseline_that_passes_is_the_recommendation_and_nothing_is_trained(
+    tmp_path: Path, ladder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
+
+    def no_training(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a transformer was trained although the baseline passed")
+
+    monkeypatch.setattr(advise_mod, "train_run", no_training)
+    report = advise(_config(tmp_path, ladder, data, floor=0.8))
+    assert report.recommendation == "baseline"
+    assert report.runs == ()
+    assert (tmp_path / "run" / "model" / "model.skops").is_file()
+    assert (tmp_path / "run" / "model" / "README.md").is_file()
+
+
+def test_cli_exit_codes_and_one_line_errors(tmp_path: Path, ladder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
+    out = tmp_path / "cli-run"
+    code = main(
+        [
+            "--data",
+            str(data),
+            "--ladder",
+            str(ladder),
+            "--target",
+            "accuracy=0.8",
+            "--out",
+            str(out),
+            "--set",
+            "metering.codecarbon=false",
+        ]
+    )
+    assert code == 0
+    assert "recommended: baseline" in capsys.readouterr().out
+    code = main(["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2
+    error_lines = [line for line in err.splitlines() if line.startswith("advise: error: ")]
+    assert len(error_lines) == 1 and "missing.csv" in error_lines[0]
+    assert not (tmp_path / "x").exists()  # bad input writes nothing
+    code = main(["--target", "accuracy=1.2", "--out", str(tmp_path / "y")])
+    assert code == 2 and "between 0 and 1" in capsys.readouterr().err
