@@ -402,6 +402,10 @@ class StallRule(HealthRule):
         self._thread.start()
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
+        self.stop()
+
+    def stop(self) -> None:
+        """End the watchdog. The Trainer's ``on_train_end`` does it; call it yourself when ``train()`` raised."""
         self._done.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)

@@ -212,6 +212,21 @@ def test_stall_rule_stops_a_run_after_a_step_that_takes_too_long(tmp_path):
     assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
 
 
+class Crash(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        raise RuntimeError("boom")
+
+
+def test_stall_watchdog_can_be_stopped_when_training_raises(tmp_path):
+    rule = StallRule(seconds=60.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        train([rule, Crash()], tmp_path, lr=1e-3, max_steps=5)
+    assert any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
+    rule.stop()
+    assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
+    assert rule.firing is None
+
+
 def test_low_utilisation_rule_is_inactive_on_cpu_and_fires_on_an_idle_gpu(tmp_path):
     cpu = LowUtilisationRule(10.0, on_gpu=False)
     assert cpu.inactive_reason is not None and "CPU" in cpu.inactive_reason
