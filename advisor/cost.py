@@ -250,7 +250,9 @@ def describe_device(device: str | None = None) -> str:
     if name.startswith("cuda") and torch.cuda.is_available():
         index = torch.device(name).index or 0
         return f"cuda:{index} {torch.cuda.get_device_name(index)}"
-    return f"cpu ({torch.get_num_threads()} threads, {_cpu_model()})"
+    if name.startswith("cpu"):
+        return f"cpu ({torch.get_num_threads()} threads, {_cpu_model()})"
+    return name
 
 
 class _Sampler(threading.Thread):
@@ -317,6 +319,9 @@ class Meter:
         device: the device the work runs on ("cpu", "cuda:0"); detected when None.
         reader: the energy reader; by default codecarbon or, if unavailable or disabled, none.
         sample_every_s: interval of the background memory/utilisation sampler.
+
+    Raises:
+        ConfigError: the configured country or cloud region has no known grid intensity.
     """
 
     def __init__(
@@ -332,6 +337,8 @@ class Meter:
         self.device = device
         self.reader = reader if reader is not None else make_reader(self.cfg, f"greenladder-{phase}")
         self.sample_every_s = sample_every_s
+        if self.cfg.enabled and importlib.util.find_spec("codecarbon") is not None:
+            grid_intensity_g_per_kwh(self.cfg)  # a mistyped location fails now, not after the work
         self._flops: dict[str, float] = {"train": 0.0, "eval": 0.0, "inference": 0.0}
         self._padding_flops = 0.0
         self._tokens = 0
@@ -501,7 +508,9 @@ class _Tally:
         self.sums: torch.Tensor | None = None
 
     def clear(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.rows = self.positions = 0
+        self.padded_forward_flops = 0.0
+        self.sums = None
 
 
 class MeteringCallback(TrainerCallback):

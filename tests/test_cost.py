@@ -86,6 +86,11 @@ def test_unknown_grid_locations_are_config_errors_that_say_what_to_use():
         grid_intensity_g_per_kwh(MeteringConfig(cloud_provider="gcp", cloud_region="mars-1"))
 
 
+def test_a_mistyped_location_fails_before_the_work_starts():
+    with pytest.raises(ConfigError, match="country_iso_code"):
+        Meter(MeteringConfig(country_iso_code="FR"))
+
+
 def test_costs_of_two_phases_add_up_with_merged_provenance():
     with Meter(NO_CODECARBON, phase="train") as train:
         train.add_flops("train", 300.0, padding_flops=30.0)
