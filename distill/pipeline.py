@@ -391,6 +391,17 @@ def distill(config: DistillConfig, progress: Progress | None = None) -> DistillR
     sizes = dict(report.summary.get("size_mb", {}))
     sizes["student_on_disk"] = folder_bytes(student_dir) / 1e6
     extra: dict[str, Any] = {"size_mb": sizes}
+    if needs_finetune:
+        # keep what the fine-tune paid for: passing this folder as --teacher next time skips it and
+        # hits the teacher-logit cache
+        teacher_dir = out / "teacher"
+        teacher.save_pretrained(str(teacher_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(teacher_dir))
+        extra["teacher_dir"] = str(teacher_dir)
+        sizes["teacher_on_disk"] = sum(p.stat().st_size for p in teacher_dir.glob("*.safetensors")) / 1e6
+    elif Path(source).is_dir():
+        sizes["teacher_on_disk"] = sum(p.stat().st_size for p in Path(source).glob("*.safetensors")) / 1e6
+    sizes["student_weights_on_disk"] = sum(p.stat().st_size for p in student_dir.glob("*.safetensors")) / 1e6
     if config.compress.onnx:
         from distill.compress import export_onnx
 

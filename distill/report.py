@@ -82,8 +82,9 @@ def render_markdown(report: Any) -> str:
         )
     lines += [
         "",
-        "Sizes are the weights in memory (int8 weights at their packed size); "
-        f"the saved float student takes {_num(sizes.get('student_on_disk'), '.1f')} MB on disk.",
+        "Sizes are the weights in memory (int8 weights at their packed size). On disk: student weights "
+        f"{_num(sizes.get('student_weights_on_disk'), '.1f')} MB (whole folder "
+        f"{_num(sizes.get('student_on_disk'), '.1f')} MB), teacher weights {_num(sizes.get('teacher_on_disk'), '.1f')} MB.",
         "",
         "## Compute per phase",
         "",
@@ -93,6 +94,11 @@ def render_markdown(report: Any) -> str:
     for key, cost in report.phases.items():
         lines.append(_cost_row(_PHASE_NAMES.get(key, key), cost))
     lines.append(_cost_row("**total**", report.total_cost))
+    if "teacher_dir" in s:
+        lines += [
+            "",
+            f"The teacher fine-tuned here is saved in {s['teacher_dir']}; pass it as --teacher to skip the fine-tune.",
+        ]
     if "onnx" in s:
         lines += ["", f"ONNX export: {s['onnx']}"]
     return "\n".join(lines) + "\n"

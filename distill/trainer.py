@@ -48,7 +48,7 @@ def fit(
         seed: seeds dropout, the data order and the projection's initialisation.
         teacher: cached teacher outputs; None trains on the labels only.
         meter: an open ``advisor.cost.Meter`` that training FLOPs and tokens are counted into.
-        progress: called with one line per epoch.
+        progress: called with a line every ~10% of the steps and at the end of each epoch.
 
     Returns:
         Training facts: steps, epochs, final mean loss of the last epoch.
@@ -79,6 +79,7 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
 
     model.train()
+    every = max(1, total_steps // 10)  # a progress line every ~10% of training
     step, epoch = 0, 0
     last_losses: list[float] = []
     while step < total_steps:
@@ -104,6 +105,8 @@ def fit(
             meter_batch(meter, config, batch["attention_mask"], int(out.logits.shape[-1]), "train")
             last_losses.append(float(loss.detach()))
             step += 1
+            if step % every == 0 and step < total_steps:
+                say(f"  step {step}/{total_steps}: loss {np.mean(last_losses[-every:]):.4f}")
         epoch += 1
         say(f"  epoch {epoch}: mean loss {np.mean(last_losses):.4f} ({step}/{total_steps} steps)")
     model.eval()

@@ -202,3 +202,16 @@ def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tm
     assert json.loads(json_path.read_text())["summary"]["seeds"] == 2
     md = render_markdown(report)
     assert "Retention" in md and "no-teacher control" in md and "control-seed1" in md
+
+
+def test_onnx_export_gives_the_same_logits(teacher, tok, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from distill.compress import export_onnx
+
+    path = export_onnx(teacher, tok, tmp_path / "student.onnx", max_length=16)
+    enc = tok(["great film", "the plot was dull and really very poor"], padding=True, return_tensors="np")
+    feeds = {k: enc[k].astype("int64") for k in ("input_ids", "attention_mask")}
+    got = ort.InferenceSession(str(path)).run(None, feeds)[0]
+    with torch.inference_mode():
+        want = teacher.eval()(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    assert abs(got - want).max() < 1e-4
