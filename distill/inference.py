@@ -69,15 +69,18 @@ def predict(
     logits_out: torch.Tensor | None = None
     pooled_out: torch.Tensor | None = None
     lengths = [len(r) for r in encoded]
+    # quantised models keep packed weights outside parameters(); they run on the CPU
+    device = next(iter(model.parameters()), torch.empty(0)).device
     try:
         for idx, batch in iter_batches(encoded, sorted_batches(lengths, batch_size), pad_id):
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, output_hidden_states=with_pooled)
-            logits = out.logits.float()
+            logits = out.logits.float().cpu()
             if logits_out is None:
                 logits_out = torch.empty((len(encoded), logits.shape[-1]), dtype=torch.float32)
             logits_out[idx] = logits
             if with_pooled:
-                pooled = mean_pool(out.hidden_states[-1], batch["attention_mask"]).float()
+                pooled = mean_pool(out.hidden_states[-1], batch["attention_mask"]).float().cpu()
                 if pooled_out is None:
                     pooled_out = torch.empty((len(encoded), pooled.shape[-1]), dtype=torch.float32)
                 pooled_out[idx] = pooled

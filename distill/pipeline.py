@@ -173,6 +173,9 @@ def distill_models(
     phases: dict[str, Cost] = {}
     cache_dir = Path(config.cache_dir if config.cache_dir is not None else config.out)
 
+    # train on a GPU when there is one; latency is measured on the CPU, where students are served
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teacher.to(device)
     hp_teacher: dict[str, Any] = {}
     if teacher_needs_finetune:
         settings = _teacher_settings(config)
@@ -226,6 +229,7 @@ def distill_models(
         for role, outs in roles:
             run_id = f"{role}-seed{seed}"
             model, origin = _make_student(config, teacher, tokenizer, label_names)
+            model.to(device)
             say(f"{run_id}: {'with' if outs else 'without'} the teacher ({origin})")
             with _meter(config, run_id) as m:
                 facts = fit(
@@ -254,7 +258,8 @@ def distill_models(
         phases["control"] = sum((r.cost for r in controls), Cost())
 
     best = max(students, key=lambda r: r.metrics[_METRIC])
-    student = models[best.run_id]
+    student = models[best.run_id].cpu()
+    teacher.cpu()
     latency_texts = list(data.test["text"])[: max(config.compress.throughput_batch, 64)]
     lat_kw = {
         "max_length": k.max_length,

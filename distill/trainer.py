@@ -62,6 +62,7 @@ def fit(
     y = torch.tensor(list(labels), dtype=torch.long)
     pad_id = pad_id_of(tokenizer)
     config = getattr(model, "config", None)
+    device = next(model.parameters()).device  # train where the caller put the model
 
     use_hidden = teacher is not None and settings.hidden_weight > 0
     projection: torch.nn.Module | None = None
@@ -69,7 +70,7 @@ def fit(
         assert teacher is not None
         width = int(getattr(model, "config").hidden_size)  # noqa: B009 (nn.Module types config as Tensor | Module)
         if width != teacher.pooled.shape[-1]:
-            projection = torch.nn.Linear(width, teacher.pooled.shape[-1])
+            projection = torch.nn.Linear(width, teacher.pooled.shape[-1]).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if projection is not None:
         params += list(projection.parameters())
@@ -88,15 +89,20 @@ def fit(
         for idx, batch in iter_batches(encoded, batches, pad_id):
             if step >= total_steps:
                 break
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, output_hidden_states=use_hidden)
-            target = y[idx]
+            target = y[idx].to(device)
             if teacher is None:
                 loss = torch.nn.functional.cross_entropy(out.logits, target)
             else:
-                loss = distillation_loss(out.logits, teacher.logits[idx], target, settings.alpha, settings.temperature)
+                loss = distillation_loss(
+                    out.logits, teacher.logits[idx].to(device), target, settings.alpha, settings.temperature
+                )
                 if use_hidden:
                     pooled = mean_pool(out.hidden_states[-1], batch["attention_mask"])
-                    loss = loss + settings.hidden_weight * hidden_state_loss(pooled, teacher.pooled[idx], projection)
+                    loss = loss + settings.hidden_weight * hidden_state_loss(
+                        pooled, teacher.pooled[idx].to(device), projection
+                    )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
