@@ -20,7 +20,7 @@ from advisor.baseline import fit_baseline
 from advisor.config import Config, save_config
 from advisor.cost import Meter, low_carbon_alternatives
 from advisor.criteria import closest_failure, compute_metrics, gain, gain_per_pflop, judge, would_exceed_budget
-from advisor.data import TaskData, load_task_data
+from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, RunDirError
 from advisor.ledger import Ledger, locked
 from advisor.models import candidate_for, load_for_classification, load_ladder, materialise
@@ -95,8 +95,8 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
             return run
         with Meter(config.metering, phase=f"test {run.run_id}") as meter:
             model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
-            preds = predict_labels(model, tok, list(data.test["text"]), config.train.max_length)
-            metrics = compute_metrics(list(data.test["label"]), preds, data.label_names)
+            preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
+            metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
         cached = {"metrics": metrics, "cost": meter.cost.to_dict()}
         ledger.set_meta(key, cached)
     details = {**run.details, "test_cost": cached["cost"]}

@@ -19,7 +19,7 @@ from sklearn.pipeline import Pipeline
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.criteria import compute_metrics
-from advisor.data import TaskData
+from advisor.data import TaskData, column
 from advisor.types import Candidate, RunResult
 
 BASELINE = Candidate(name="baseline", kind="baseline", source="tfidf+logreg")
@@ -63,8 +63,8 @@ def fit_baseline(
 
     say = progress or (lambda _m: None)
     say("baseline: fitting TF-IDF + logistic regression")
-    train_x, train_y = list(data.train["text"]), list(data.train["label"])
-    val_x, val_y = list(data.validation["text"]), list(data.validation["label"])
+    train_x, train_y = column(data.train, "text"), column(data.train, "label")
+    val_x, val_y = column(data.validation, "text"), column(data.validation, "label")
     with Meter(config.metering, phase="baseline") as meter:
         meter.not_applicable_flops()
         best: tuple[float, float, Pipeline] | None = None
@@ -77,7 +77,7 @@ def fit_baseline(
         _, c, pipe = best
         metrics = compute_metrics(val_y, pipe.predict(val_x), data.label_names)
         test_metrics = compute_metrics(
-            list(data.test["label"]), pipe.predict(list(data.test["text"])), data.label_names
+            column(data.test, "label"), pipe.predict(column(data.test, "text")), data.label_names
         )
     out = run_dir / "runs" / "baseline"
     out.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,13 @@ and metering as Trainer callbacks, and optional callbacks from the tuner (prunin
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from advisor.baseline import latency_ms
 from advisor.config import Config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
-from advisor.data import TaskData
+from advisor.data import TaskData, column
 from advisor.errors import GreenladderError
 from advisor.models import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
@@ -49,6 +50,29 @@ class _QuietProgress(ProgressCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         return None
+
+    def on_prediction_step(
+        self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kwargs: Any
+    ) -> None:
+        return None  # no nested bar for each mid-training evaluation
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Hide transformers' load reports (a new head is expected here) and datasets' map bars, then restore."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = datasets.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            datasets.enable_progress_bars()
 
 
 def resolve_hparams(config: Config, hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,14 +176,15 @@ def train_run(
     hp = resolve_hparams(config, hparams or {})
     t = config.train
     set_seed(t.seed)
-    model, tokenizer = load_for_classification(
-        model_source, data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
-    )
+    with quiet_libraries():
+        model, tokenizer = load_for_classification(
+            model_source, data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
+        )
+        train_ds = tokenize(subsample(data.train, train_fraction, t.seed), tokenizer, t.max_length)
+        val_ds = tokenize(data.validation, tokenizer, t.max_length)
     if t.freeze_embeddings:
         model.get_input_embeddings().requires_grad_(False)
     total_params, non_emb = count_parameters(model)
-    train_ds = tokenize(subsample(data.train, train_fraction, t.seed), tokenizer, t.max_length)
-    val_ds = tokenize(data.validation, tokenizer, t.max_length)
     on_gpu = torch.cuda.is_available()
     steps_per_epoch = max(1, math.ceil(len(train_ds) / hp["batch_size"]))
     total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
@@ -220,6 +245,9 @@ def train_run(
             raise
         except Exception as exc:  # a crash in one run must not end the climb; record it
             status, message = "failed", f"training raised {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        for rule in rules:  # watchdog threads end with the run, also when it raised
+            if hasattr(rule, "stop"):
+                rule.stop()
         firing = first_firing(rules)
         stopped_by = next(
             (getattr(cb, "stop_message", None) for cb in extra_callbacks if getattr(cb, "stop_message", None)), None
@@ -233,8 +261,8 @@ def train_run(
             details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
         metrics: dict[str, float] = {}
         if status != "failed":
-            preds = predict_labels(model, tokenizer, list(data.validation["text"]), t.max_length)
-            metrics = compute_metrics(list(data.validation["label"]), preds, data.label_names)
+            preds = predict_labels(model, tokenizer, column(data.validation, "text"), t.max_length)
+            metrics = compute_metrics(column(data.validation, "label"), preds, data.label_names)
             if status == "stopped" and not all(math.isfinite(v) for v in metrics.values()):
                 metrics = {}
     shutil.rmtree(tmp_out, ignore_errors=True)
@@ -265,7 +293,7 @@ def train_run(
             metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
             lat_meter.before_close(metering.flush)
             cpu_model = model.to("cpu")
-            texts = list(data.validation["text"])
+            texts = column(data.validation, "text")
             details.update(latency_ms(lambda batch: predict_labels(cpu_model, tokenizer, batch, t.max_length), texts))
         cost = cost + lat_meter.cost
     metering.close()

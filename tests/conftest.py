@@ -65,6 +65,17 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny models gain nothing from threads, and oversubscribed cores slow them ~50x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> Path:
     return make_tiny_model(tmp_path / "tiny-bert")
