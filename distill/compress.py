@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import statistics
 import time
 import warnings
@@ -67,7 +68,8 @@ def measure_latency(
 
     Returns:
         ``p50_ms``, ``p95_ms``, ``mean_ms`` (batch 1), ``throughput_per_s`` (texts per second),
-        ``threads`` (torch intra-op threads during the measurement).
+        ``threads`` (torch intra-op threads during the measurement), ``load_avg_1min`` (how busy the
+        machine was).
     """
     if not texts:
         raise ValueError("measure_latency needs at least one text.")
@@ -100,6 +102,8 @@ def measure_latency(
         "mean_ms": float(statistics.fmean(times_ms)),
         "throughput_per_s": n_batches * throughput_batch / elapsed,
         "threads": float(torch.get_num_threads()),
+        # other processes competing for the cores inflate latency; say how busy the machine was
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
     }
 
 

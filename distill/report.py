@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from advisor.criteria import fmt_num
 from advisor.types import Cost, RunResult
 
 _PHASE_NAMES = {
@@ -35,8 +36,8 @@ def _signed(x: float | None) -> str:
 def _cost_row(name: str, c: Cost) -> str:
     prov = c.provenance
     return (
-        f"| {name} | {c.wall_s:.1f} | {c.flops / 1e15:.4f} ({prov.get('flops', '?')}) | "
-        f"{c.energy_kwh * 1000:.3f} ({prov.get('energy', '?')}) | {c.emissions_g:.2f} |"
+        f"| {name} | {fmt_num(c.wall_s)} | {fmt_num(c.flops / 1e15)} ({prov.get('flops', '?')}) | "
+        f"{fmt_num(c.energy_kwh * 1000)} ({prov.get('energy', '?')}) | {fmt_num(c.emissions_g)} |"
     )
 
 
@@ -81,6 +82,10 @@ def render_markdown(report: Any) -> str:
             f"{_num(lat.get('p50_ms'), '.2f')} | {_num(lat.get('p95_ms'), '.2f')} | {_num(lat.get('throughput_per_s'), '.1f')} |"
         )
     lines += [
+        "",
+        f"Latency on the CPU with {int(report.latency.get('teacher', {}).get('threads', 0))} torch threads, "
+        f"1-minute load average {_num(report.latency.get('teacher', {}).get('load_avg_1min'), '.1f')} when measured "
+        "(other work on the machine inflates it).",
         "",
         "Sizes are the weights in memory (int8 weights at their packed size). On disk: student weights "
         f"{_num(sizes.get('student_weights_on_disk'), '.1f')} MB (whole folder "
@@ -147,8 +152,9 @@ def model_card(report: Any, label_names: Sequence[str]) -> str:
             "",
             "## Compute used to make it",
             "",
-            f"{total.wall_s:.0f} s, {total.flops / 1e15:.4f} PFLOPs ({total.provenance.get('flops', '?')}), "
-            f"{total.energy_kwh * 1000:.3f} Wh ({total.provenance.get('energy', '?')}), {total.emissions_g:.2f} gCO2e; "
+            f"{fmt_num(total.wall_s)} s, {fmt_num(total.flops / 1e15)} PFLOPs ({total.provenance.get('flops', '?')}), "
+            f"{fmt_num(total.energy_kwh * 1000)} Wh ({total.provenance.get('energy', '?')}), "
+            f"{fmt_num(total.emissions_g)} gCO2e; "
             "per phase in distill_report.md.",
             "",
             "## Limitations",
