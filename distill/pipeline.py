@@ -228,6 +228,7 @@ def distill_models(
         roles = [("distilled", outputs)] + ([("control", None)] if k.control else [])
         for role, outs in roles:
             run_id = f"{role}-seed{seed}"
+            torch.manual_seed(seed)  # a checkpoint student's new head starts the same for both roles
             model, origin = _make_student(config, teacher, tokenizer, label_names)
             model.to(device)
             say(f"{run_id}: {'with' if outs else 'without'} the teacher ({origin})")
