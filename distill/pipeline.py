@@ -173,6 +173,8 @@ def distill_models(
     phases: dict[str, Cost] = {}
     cache_dir = Path(config.cache_dir if config.cache_dir is not None else config.out)
 
+    # build one student now so a bad layer map or a foreign tokenizer is refused before any training
+    _make_student(config, teacher, tokenizer, label_names)
     # train on a GPU when there is one; latency is measured on the CPU, where students are served
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher.to(device)

@@ -122,3 +122,23 @@ def test_minilm_l6_teacher_to_three_layers_on_bbc_news(tmp_path, capsys):
     s = json.loads((out / "distill_report.json").read_text())["summary"]
     assert s["retention_accuracy"] > 0.9
     assert s["speedup_p50_student"] > 1.2
+
+
+def test_a_student_with_another_vocabulary_is_refused_before_any_training(
+    encoder_folder, reviews_csv, tmp_path, capsys
+):
+    other = tmp_path / "other-student"
+    other.mkdir()
+    (other / "vocab.txt").write_text("\n".join(VOCAB[:-1] + ["movie"]) + "\n", encoding="utf-8")
+    BertTokenizerFast.from_pretrained(str(other)).save_pretrained(other)
+    config = BertConfig(
+        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37
+    )
+    BertModel(config).save_pretrained(other, safe_serialization=True)
+    out = tmp_path / "o"
+    rc = main(
+        ["--teacher", str(encoder_folder), "--data", str(reviews_csv), "--student", str(other), "--out", str(out)]
+    )
+    assert rc == 2
+    assert "differs from the teacher's" in _one_line_error(capsys)
+    assert not (out / "teacher_logits").exists()  # refused before the teacher was fine-tuned or run
