@@ -215,3 +215,18 @@ def test_onnx_export_gives_the_same_logits(teacher, tok, tmp_path):
     with torch.inference_mode():
         want = teacher.eval()(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
     assert abs(got - want).max() < 1e-4
+
+
+def test_hidden_state_loss_trains_a_narrower_student_through_a_projection(teacher, tok, tmp_path):
+    texts, labels = rows(16, seed=7)
+    outs = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path)
+    torch.manual_seed(0)
+    narrow = BertForSequenceClassification(
+        BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
+                   intermediate_size=20, max_position_embeddings=32, num_labels=2)
+    )  # fmt: skip
+    before = [p.detach().clone() for p in narrow.parameters()]
+    settings = KDConfig(epochs=1, batch_size=8, max_length=16, hidden_weight=1.0)
+    facts = fit(narrow, tok, texts, labels, settings, seed=0, teacher=outs)
+    assert facts["steps"] == 2 and facts["final_loss"] == facts["final_loss"]  # ran, and the loss is not NaN
+    assert any(not torch.equal(a, b) for a, b in zip(before, narrow.parameters(), strict=True))
