@@ -22,7 +22,7 @@ from advisor.cost import Meter, low_carbon_alternatives
 from advisor.criteria import closest_failure, compute_metrics, gain, gain_per_pflop, judge, would_exceed_budget
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, RunDirError
-from advisor.ledger import Ledger, locked
+from advisor.ledger import Ledger, fault_point, locked
 from advisor.models import candidate_for, load_for_classification, load_ladder, materialise
 from advisor.report import model_card, write_reports
 from advisor.train import dir_size_mb, predict_labels, train_run
@@ -180,7 +180,9 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
     verdicts: dict[str, Verdict] = {}
     baseline = ledger.get("baseline")
     if baseline is None:
-        baseline = _record(ledger, fit_baseline(data, config, run_dir, progress=say))
+        baseline = fit_baseline(data, config, run_dir, progress=say)
+        fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
+        baseline = _record(ledger, baseline)
     else:
         say("baseline: read back from the ledger (not refitted)")
     verdicts["baseline"] = judge(baseline, criteria)

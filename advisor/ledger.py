@@ -8,6 +8,8 @@ them. A second ``advise`` on the same run directory stops with a clear message (
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -33,6 +35,16 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def fault_point(name: str) -> None:
+    """Test-only crash injection: with ``GREENLADDER_FAULT=<name>`` the process dies here by SIGKILL.
+
+    The crash-safety tests use it to kill ``advise`` at named points (``baseline``, ``train:<run_id>``,
+    ``ledger:<run_id>``, ``report:<file>``) and check that a rerun loses nothing. Unset, it does nothing.
+    """
+    if os.environ.get("GREENLADDER_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextmanager
@@ -90,6 +102,7 @@ class Ledger:
                     "INSERT INTO runs (run_id, rung, status, record, created) VALUES (?, ?, ?, ?, ?)",
                     (run.run_id, run.candidate.name, run.status, record, time.time()),
                 )
+                fault_point(f"ledger:{run.run_id}")  # inside the transaction: a kill here must leave no row
         except sqlite3.IntegrityError:
             raise ValueError(f"run {run.run_id!r} is already in the ledger; records are write-once") from None
         except sqlite3.OperationalError as exc:

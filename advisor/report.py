@@ -63,6 +63,7 @@ import yaml
 
 from advisor.criteria import PFLOP, fmt_count, fmt_num, gain, gain_per_kwh, gain_per_pflop
 from advisor.errors import RunDirError
+from advisor.ledger import fault_point
 from advisor.types import REPORT_SCHEMA_VERSION, Report, RunResult
 
 _PROV_SHORT = {"measured": "m", "estimated": "e", "analytic": "a", "not_applicable": "n/a", "not_measured": "-"}
@@ -587,6 +588,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fault_point(f"report:{path.name}")  # test-only crash injection while a report is half on disk
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -37,6 +37,7 @@ from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import GreenladderError
+from advisor.ledger import fault_point
 from advisor.models import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
 from advisor.types import Candidate, RunResult
@@ -192,6 +193,7 @@ def train_run(
     metric = config.criteria.metric
 
     def trainer_metrics(pred: Any) -> dict[str, float]:
+        fault_point(f"train:{run_id}")  # test-only crash injection mid-training (first evaluation)
         return compute_metrics(pred.label_ids, np.argmax(pred.predictions, axis=-1), data.label_names)
 
     tmp_out = Path(tempfile.mkdtemp(prefix="greenladder-trainer-"))
