@@ -22,6 +22,7 @@ from advisor.cost import Meter, low_carbon_alternatives
 from advisor.criteria import closest_failure, compute_metrics, gain, gain_per_pflop, judge, would_exceed_budget
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, RunDirError
+from advisor.forecast import Forecast, forecast_full
 from advisor.ledger import Ledger, fault_point, locked
 from advisor.models import candidate_for, load_for_classification, load_ladder, materialise
 from advisor.report import model_card, write_reports
@@ -197,6 +198,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             rungs = tuple(r for r in rungs if r.name in wanted)
         previous_best: RunResult | None = None
         warm: dict[str, Any] | None = None
+        curves: list[tuple[float, float]] = []  # (small-experiment score, full score) of rungs below
         stop_reason = "every rung of the ladder was tried and none met the criteria"
         for rung in rungs:
             if rung.optional and rung.name not in config.ladder.rungs:
@@ -217,6 +219,29 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                     )
                     break
             source = str(materialise(rung, config.ladder.cache_dir, progress=say))
+            rung_forecast: Forecast | None = None
+            if config.tuning.small_fraction > 0:
+                small, rung_forecast = _small_experiment(config, rung, source, data, run_dir, ledger, curves, say)
+                runs.append(small)
+                spent = spent + small.cost
+                if rung_forecast is not None and rung_forecast.optimistic < criteria.floor:
+                    skipped = RunResult(
+                        run_id=f"{rung.name}-skipped",
+                        candidate=candidate_for(rung),
+                        hyperparameters={},
+                        status="skipped",
+                        metrics={},
+                        cost=Cost(),
+                        message=(
+                            f"skipped: forecast {metric} {rung_forecast.mean:.3f} ± {rung_forecast.sigma:.3f} "
+                            f"(optimistic {rung_forecast.optimistic:.3f}) misses the floor {criteria.floor:g}"
+                        ),
+                        details={"forecast": rung_forecast.to_dict()},
+                    )
+                    say(f"{rung.name}: {skipped.message}")
+                    runs.append(skipped)
+                    verdicts[skipped.run_id] = judge(skipped, criteria)
+                    continue
             done = [r for r in ledger.all() if r.candidate.name == rung.name and r.run_id.startswith(f"{rung.name}-t")]
             tuner = RungTuner(
                 config,
@@ -245,7 +270,10 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                         extra_callbacks=[pruner],
                         progress=say,
                     )
-                    run = dataclasses.replace(run, details={**run.details, "trial_origin": origin})
+                    extra = {"trial_origin": origin}
+                    if rung_forecast is not None:
+                        extra["forecast"] = rung_forecast.to_dict()
+                    run = dataclasses.replace(run, details={**run.details, **extra})
                     tuner.tell(
                         trial,
                         run.metrics.get(metric) if run.status == "ok" else None,
@@ -265,6 +293,8 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             ok = [r for r in rung_runs if r.status == "ok"]
             if ok:
                 best = max(ok, key=lambda r: r.metrics.get(metric, 0.0))
+                if rung_forecast is not None:
+                    curves.append((rung_forecast.small_score, best.metrics[metric]))
                 warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
                 previous_best = best
             if recommendation:
@@ -277,6 +307,47 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
         if recommendation is None:
             stop_reason += f"; closest: {closest_failure(verdicts)}"
     return _finish(config, data, run_dir, ledger, baseline, runs, verdicts, recommendation, stop_reason, say)
+
+
+def _small_experiment(
+    config: Config,
+    rung: Any,
+    source: str,
+    data: TaskData,
+    run_dir: Path,
+    ledger: Ledger,
+    curves: list[tuple[float, float]],
+    say: Progress,
+) -> tuple[RunResult, Forecast | None]:
+    """Train the rung on a fraction of the data with the default trial, and forecast its full-data metric."""
+    run_id = f"{rung.name}-small"
+    metric = config.criteria.metric
+    run = ledger.get(run_id)
+    if run is None:
+        say(f"{rung.name}: small experiment on {config.tuning.small_fraction:.0%} of the training data")
+        run = train_run(
+            candidate_for(rung),
+            source,
+            data,
+            config,
+            run_dir,
+            run_id,
+            {"batch_size": config.train.batch_size},
+            train_fraction=config.tuning.small_fraction,
+            save_model=False,
+            progress=say,
+        )
+        _record(ledger, run)
+    else:
+        say(f"{run_id}: read back from the ledger (not retrained)")
+    if run.status != "ok" or metric not in run.metrics:
+        return run, None
+    forecast = forecast_full(run.metrics[metric], config.tuning.small_fraction, len(data.validation), curves)
+    say(
+        f"{rung.name}: forecast full-data {metric} {forecast.mean:.3f} ± {forecast.sigma:.3f} "
+        f"({forecast.method}, from {forecast.small_score:.3f} on {forecast.fraction:.0%})"
+    )
+    return run, forecast
 
 
 def _finish(

@@ -155,7 +155,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(ladder_table(rungs, config.ladder.cache_dir))
         return EXIT_OK
     from advisor.advise import advise
-    from advisor.report import to_json, to_table
+    from advisor.report import run_notes, to_json, to_table
 
     _progress(
         f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
@@ -166,6 +166,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(to_json(report), indent=2))
     else:
         print(to_table(report))
+        for line in run_notes(report):
+            print(line)
         print(f"\nstop: {report.stop_reason}")
         if report.recommendation:
             rec = report.recommended

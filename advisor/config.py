@@ -88,6 +88,10 @@ class TuningConfig:
     sampler: str = "tpe"
     #: stop trials that fall behind on intermediate evaluations (median pruner)
     pruning: bool = True
+    #: small experiment first: train each rung on this share of the training data, forecast the
+    #: full-data metric, and skip the rung when even the optimistic forecast misses the floor
+    #: (0 turns it off; it costs this share of a training per rung and pays on larger datasets)
+    small_fraction: float = 0.0
     #: search space: learning rate range (log scale)
     lr_min: float = 2e-5
     lr_max: float = 3e-4
@@ -315,6 +319,8 @@ def _range_problems(config: Config) -> list[str]:
         out.append(f"The config key tuning.trials_per_rung must be at least 1. Got {u.trials_per_rung} instead.")
     if u.sampler not in ("tpe", "random"):
         out.append(f"The config key tuning.sampler must be 'tpe' or 'random'. Got {u.sampler!r} instead.")
+    if not 0 <= u.small_fraction < 1:
+        out.append(f"The config key tuning.small_fraction must be in [0, 1). Got {u.small_fraction} instead.")
     if not 0 < u.lr_min <= u.lr_max:
         out.append("tuning.lr_min must be positive and no larger than tuning.lr_max.")
     if not 0 < u.epochs_min <= u.epochs_max:

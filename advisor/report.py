@@ -338,6 +338,34 @@ def _extras(report: Report) -> list[str]:
     elif inc:
         lines.append(f"Incremental training: {json.dumps(_jsonable(inc), sort_keys=True)}")
     lines += [f"Data warning: {w}" for w in report.dataset.get("warnings") or []]
+    return lines + run_notes(report)
+
+
+def run_notes(report: Report) -> list[str]:
+    """One line per run worth explaining: where its settings came from, its forecast against the
+    actual result, and what a stopped run saved compared with running to the end."""
+    metric = report.criteria.metric
+    lines = []
+    for run in report.runs:
+        d, parts = run.details, []
+        if d.get("trial_origin"):
+            parts.append(f"settings from {d['trial_origin']}")
+        fc = d.get("forecast")
+        if isinstance(fc, Mapping) and "mean" in fc:
+            text = f"forecast {metric} {float(fc['mean']):.3f} ± {float(fc.get('sigma', 0.0)):.3f} ({fc.get('method', '?')})"
+            if run.status == "ok" and metric in run.metrics:
+                text += f", actual {run.metrics[metric]:.3f}"
+            parts.append(text)
+        if run.status in ("stopped", "failed", "skipped") and run.message:
+            parts.append(run.message)
+        if d.get("steps_saved"):
+            parts.append(
+                f"{int(d['steps_saved'])} of {int(d.get('total_steps') or 0)} training steps saved by stopping early"
+            )
+        if d.get("train_fraction") not in (None, 1.0):
+            parts.append(f"small experiment on {float(d['train_fraction']):.0%} of the training data")
+        if parts:
+            lines.append(f"{run.run_id}: " + "; ".join(parts) + ".")
     return lines
 
 
@@ -615,6 +643,8 @@ def write_reports(report: Report, run_dir: Path) -> dict[str, Path]:
     out = {}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".report.*.tmp"):  # left by a process killed mid-write; never read
+            stale.unlink(missing_ok=True)
         for key, (name, text) in contents.items():
             _write_atomic(run_dir / name, text)
             out[key] = run_dir / name

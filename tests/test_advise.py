@@ -189,3 +189,18 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path: Path, ladder: Path, capsys
     assert not (tmp_path / "x").exists()  # bad input writes nothing
     code = main(["--target", "accuracy=1.2", "--out", str(tmp_path / "y")])
     assert code == 2 and "between 0 and 1" in capsys.readouterr().err
+
+
+def test_small_experiment_skips_rungs_whose_optimistic_forecast_misses_the_floor(
+    tmp_path: Path, ladder: Path, weak_baseline: None
+) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(160))
+    config = _config(tmp_path, ladder, data, floor=0.99, extra=["tuning.small_fraction=0.25"])
+    report = advise(config)
+    assert report.recommendation is None
+    ids = [r.run_id for r in report.runs]
+    assert ids == ["tiny-a-small", "tiny-a-skipped", "tiny-b-small", "tiny-b-skipped"]
+    skipped = report.run("tiny-a-skipped")
+    assert skipped.status == "skipped" and "misses the floor 0.99" in (skipped.message or "")
+    assert skipped.details["forecast"]["optimistic"] < 0.99
+    assert report.run("tiny-a-small").details["train_fraction"] == 0.25
