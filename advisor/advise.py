@@ -270,7 +270,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                         extra_callbacks=[pruner],
                         progress=say,
                     )
-                    extra = {"trial_origin": origin}
+                    extra: dict[str, Any] = {"trial_origin": origin}
                     if rung_forecast is not None:
                         extra["forecast"] = rung_forecast.to_dict()
                     run = dataclasses.replace(run, details={**run.details, **extra})

@@ -199,7 +199,8 @@ def train_run(
     tmp_out = Path(tempfile.mkdtemp(prefix="greenladder-trainer-"))
     rules = health_callbacks(config.rules, on_gpu=on_gpu) if config.rules.enabled else []
     started = time.time()
-    status, message, details = "ok", None, {}
+    status, message = "ok", None
+    details: dict[str, Any] = {}
     with Meter(config.metering, phase=f"train {run_id}") as meter:
         args = TrainingArguments(
             output_dir=str(tmp_out),
@@ -294,7 +295,7 @@ def train_run(
         with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
             metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
             lat_meter.before_close(metering.flush)
-            cpu_model = model.to("cpu")
+            cpu_model: Any = model.to("cpu")  # type: ignore[arg-type]
             texts = column(data.validation, "text")
             details.update(latency_ms(lambda batch: predict_labels(cpu_model, tokenizer, batch, t.max_length), texts))
         cost = cost + lat_meter.cost
