@@ -142,3 +142,12 @@ def test_a_student_with_another_vocabulary_is_refused_before_any_training(
     assert rc == 2
     assert "differs from the teacher's" in _one_line_error(capsys)
     assert not (out / "teacher_logits").exists()  # refused before the teacher was fine-tuned or run
+
+
+def test_shipped_distill_yaml_loads_and_flags_override_it():
+    from advisor.config import CONFIG_DIR
+    from distill.config import build_distill_config
+
+    config = build_distill_config([CONFIG_DIR / "distill.yaml"], ["distill.seeds=[0, 1]"], {"teacher": "minilm-l6"})
+    assert config.student.layers == 3 and config.distill.seeds == [0, 1]
+    assert config.teacher_train.freeze_embeddings is False
