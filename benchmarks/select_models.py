@@ -1,0 +1,581 @@
+"""Model selection: greenladder ``advise`` against the searches a user would run instead.
+
+Methods, all on the same split, seed, ladder, maximum length and acceptance criteria:
+
+* **greenladder**: ``advisor.advise.advise`` (baseline, then rungs smallest first, stop at the first
+  run that meets the criteria);
+* **exhaustive**: every rung x a grid of learning rates and epochs, best validation metric wins;
+* **optuna TPE**: one study over the flat space (rung x learning rate x epochs), as many trials as
+  the grid has;
+* **FLAML**: ``AutoML(task="seq-classification")`` over the same rungs, with a time budget equal to
+  greenladder's wall time, and again with a multiple of it.
+
+greenladder, exhaustive and optuna train through ``advisor.train.train_run``, so every one of their
+trainings is metered identically (analytic FLOPs from the tokens each forward pass saw, codecarbon
+energy, wall time). FLAML trains with its own loop: its wall time and energy are metered around
+``fit``; its FLOPs are *estimated* from its trial log (real tokens only, padding not counted).
+
+Selection overhead = total compute of the method / compute of one training of the model it picked.
+
+    python benchmarks/select_models.py --quick
+    python benchmarks/select_models.py --data bbc-news --train-rows 1200
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import DEFAULT_TARGETS, fixed_split, markdown_table, say, set_threads, write_results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", default="uncertainty", help="built-in dataset name or a file (as advise --data)")
+    p.add_argument("--target", default=None, help="metric=floor, e.g. accuracy=0.79 (per-dataset default)")
+    p.add_argument("--rungs", default="minilm-l3,minilm-l6", help="ladder rungs, smallest first")
+    p.add_argument("--train-rows", type=int, default=None, help="stratified subset of the training split")
+    p.add_argument("--eval-rows", type=int, default=None, help="subset of validation and of test")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument(
+        "--lrs", default="3e-5,1e-4,3e-4", help="learning-rate grid (exhaustive); its range bounds optuna/FLAML"
+    )
+    p.add_argument("--epochs", default="3", help="epochs grid (exhaustive); its range bounds optuna/FLAML")
+    p.add_argument("--gl-epochs", type=float, default=None, help="greenladder's default first trial (train.epochs)")
+    p.add_argument("--trials-per-rung", type=int, default=2, help="greenladder's tuning.trials_per_rung")
+    p.add_argument("--flaml-multiples", default="1,3", help="FLAML budgets as multiples of greenladder's wall time")
+    p.add_argument("--methods", default="greenladder,exhaustive,optuna,flaml")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="small subset, 64 tokens, 1 epoch: a few minutes")
+    return p
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    if args.quick:
+        args.train_rows = args.train_rows or 300
+        args.eval_rows = args.eval_rows or 150
+        args.max_length = 64
+        args.lrs = "1e-4,3e-4" if args.lrs == "3e-5,1e-4,3e-4" else args.lrs
+        args.epochs = "1" if args.epochs == "3" else args.epochs
+    if args.target is None:
+        metric, floor = DEFAULT_TARGETS.get(args.data, ("accuracy", 0.8))
+    else:
+        metric, _, value = args.target.partition("=")
+        floor = float(value)
+    args.metric, args.floor = metric, floor
+    args.rung_list = [r.strip() for r in args.rungs.split(",") if r.strip()]
+    args.lr_list = [float(x) for x in args.lrs.split(",")]
+    args.epoch_list = [float(x) for x in args.epochs.split(",")]
+    if args.gl_epochs is None:
+        args.gl_epochs = min(args.epoch_list) if args.quick else 3.0
+    return args
+
+
+def make_config(args: argparse.Namespace, folder: Path, out: Path) -> Any:
+    from advisor.config import build_config
+
+    return build_config(
+        extra={
+            "data": {"source": str(folder), "split_seed": args.seed},
+            "ladder": {"rungs": args.rung_list},
+            "train": {"max_length": args.max_length, "epochs": args.gl_epochs, "seed": args.seed},
+            "tuning": {
+                "trials_per_rung": args.trials_per_rung,
+                "lr_min": min(args.lr_list),
+                "lr_max": max(args.lr_list),
+                "epochs_min": min(args.epoch_list),
+                "epochs_max": max(args.epoch_list),
+            },
+            "criteria": {"metric": args.metric, "floor": args.floor},
+            "output": {"out": str(out)},
+        }
+    )
+
+
+def rung_sources(config: Any) -> dict[str, tuple[Any, str]]:
+    """rung name -> (Rung, local folder), in ladder order."""
+    from advisor.models import load_ladder, materialise
+
+    wanted = list(config.ladder.rungs)
+    rungs = {r.name: r for r in load_ladder(config.ladder.name)}
+    missing = [w for w in wanted if w not in rungs]
+    if missing:
+        raise SystemExit(f"unknown rungs {missing}; the ladder has {list(rungs)}")
+    return {w: (rungs[w], str(materialise(rungs[w], config.ladder.cache_dir, progress=say))) for w in wanted}
+
+
+def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str, float], Any]:
+    """Test metrics of a saved run, metered the way ``advise`` meters its final evaluation."""
+    from advisor.cost import Meter
+    from advisor.criteria import compute_metrics
+    from advisor.data import column
+    from advisor.models import load_for_classification
+    from advisor.train import predict_labels
+
+    with Meter(config.metering, phase=f"test {run.run_id}") as meter:
+        model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
+        preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
+        metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
+    return metrics, meter.cost
+
+
+def summarise(
+    method: str,
+    picked: Any,
+    test_metrics: dict[str, float] | None,
+    runs: list[Any],
+    total: Any,
+    config: Any,
+    wall: float,
+) -> dict[str, Any]:
+    from advisor.criteria import judge
+
+    metric = config.criteria.metric
+    passed = [r.candidate.name for r in runs if r.status == "ok" and judge(r, config.criteria).passed]
+    row: dict[str, Any] = {
+        "method": method,
+        "picked": picked.candidate.name if picked is not None else None,
+        "picked_run": picked.run_id if picked is not None else None,
+        "picked_hparams": dict(picked.hyperparameters) if picked is not None else None,
+        "validation_metric": picked.metrics.get(metric) if picked is not None else None,
+        "test_metric": (test_metrics or {}).get(metric),
+        "meets_criteria": bool(picked is not None and judge(picked, config.criteria).passed),
+        "trainings": sum(1 for r in runs if r.candidate.kind != "baseline"),
+        "flops": total.flops,
+        "flops_provenance": total.provenance.get("flops", ""),
+        "kwh": total.energy_kwh,
+        "energy_provenance": total.provenance.get("energy", ""),
+        "wall_s": wall,
+        "rungs_passing_on_validation": sorted(set(passed)),
+        "runs": [r.to_dict() for r in runs],
+    }
+    one = picked.cost if picked is not None and picked.candidate.kind != "baseline" else None
+    row["overhead_flops"] = total.flops / one.flops if one is not None and one.flops > 0 else None
+    row["overhead_kwh"] = total.energy_kwh / one.energy_kwh if one is not None and one.energy_kwh > 0 else None
+    return row
+
+
+def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
+    from advisor.advise import advise
+
+    out = work / "greenladder"
+    config = make_config(args, folder, out)
+    started = time.perf_counter()
+    report = advise(config, progress=say)
+    wall = time.perf_counter() - started
+    picked = report.recommended
+    runs = ([report.baseline] if report.baseline else []) + list(report.runs)
+    row = summarise(
+        "greenladder", picked, dict(picked.test_metrics) if picked else None, runs, report.total_cost, config, wall
+    )
+    row["stop_reason"] = report.stop_reason
+    row["baseline_validation"] = report.baseline.metrics.get(args.metric) if report.baseline else None
+    row["baseline_test"] = report.baseline.test_metrics.get(args.metric) if report.baseline else None
+    return row
+
+
+def _train(config: Any, rung: Any, source: str, data: Any, run_dir: Path, run_id: str, hp: dict[str, Any]) -> Any:
+    from advisor.models import candidate_for
+    from advisor.train import train_run
+
+    hp = {**hp, "batch_size": config.train.batch_size, "warmup_ratio": config.train.warmup_ratio}
+    return train_run(candidate_for(rung), source, data, config, run_dir, run_id, hp, progress=say)
+
+
+def _pick_and_test(method: str, runs: list[Any], run_dir: Path, data: Any, config: Any, wall0: float) -> dict[str, Any]:
+    metric = config.criteria.metric
+    ok = [r for r in runs if r.status == "ok" and r.artifact]
+    total = sum((r.cost for r in runs), type(runs[0].cost)())
+    picked, test_metrics = None, None
+    if ok:
+        picked = max(ok, key=lambda r: r.metrics.get(metric, float("-inf")))
+        test_metrics, test_cost = test_eval(picked, run_dir, data, config)
+        total = total + test_cost
+        picked = dataclasses.replace(picked, test_metrics=test_metrics)
+    return summarise(method, picked, test_metrics, runs, total, config, time.perf_counter() - wall0)
+
+
+def run_exhaustive(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
+    run_dir = work / "exhaustive"
+    config = make_config(args, folder, run_dir)
+    sources = rung_sources(config)
+    started = time.perf_counter()
+    runs = []
+    for name, (rung, source) in sources.items():
+        for lr in args.lr_list:
+            for epochs in args.epoch_list:
+                run_id = f"{name}-lr{lr:g}-e{epochs:g}"
+                runs.append(
+                    _train(config, rung, source, data, run_dir, run_id, {"learning_rate": lr, "epochs": epochs})
+                )
+    return _pick_and_test("exhaustive grid", runs, run_dir, data, config, started)
+
+
+def run_optuna(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
+    import optuna
+
+    run_dir = work / "optuna"
+    config = make_config(args, folder, run_dir)
+    sources = rung_sources(config)
+    trials = len(sources) * len(args.lr_list) * len(args.epoch_list)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed))
+    e_lo, e_hi = int(min(args.epoch_list)), int(max(args.epoch_list))
+    started = time.perf_counter()
+    runs = []
+    for i in range(trials):
+        trial = study.ask()
+        name = trial.suggest_categorical("rung", list(sources))
+        lr = trial.suggest_float("learning_rate", min(args.lr_list), max(args.lr_list), log=True)
+        epochs = float(trial.suggest_int("epochs", e_lo, e_hi))
+        rung, source = sources[name]
+        run = _train(config, rung, source, data, run_dir, f"{name}-trial{i}", {"learning_rate": lr, "epochs": epochs})
+        runs.append(run)
+        value = run.metrics.get(args.metric) if run.status == "ok" else None
+        study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
+    return _pick_and_test(f"optuna TPE ({trials} trials)", runs, run_dir, data, config, started)
+
+
+# ----------------------------------------------------------------------------------------------- FLAML
+
+
+def _flaml_flops(log_file: Path, sources: dict[str, tuple[Any, str]], data: Any, max_length: int) -> tuple[float, int]:
+    """Estimated FLOPs of FLAML's trials from its log: (total, trials).
+
+    Per trial: 3 x forward FLOPs over the real (unpadded) training tokens x epochs (Kaplan et al.
+    2020's 6N per token, via ``advisor.flops.forward_coefficients``) + one forward pass over the
+    validation split per epoch. Padding is not counted, so this is a lower bound.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from advisor.data import column
+    from advisor.flops import forward_coefficients
+
+    any_source = next(iter(sources.values()))[1]
+    tok = AutoTokenizer.from_pretrained(any_source)
+
+    def sums(texts: list[str]) -> tuple[int, int, int]:
+        lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+        return sum(lengths), sum(n * n for n in lengths), len(lengths)
+
+    train_s = sums(column(data.train, "text"))
+    val_s = sums(column(data.validation, "text"))
+    by_path = {src: AutoConfig.from_pretrained(src) for _, src in sources.values()}
+    total, trials = 0.0, 0
+    if not log_file.is_file():
+        return 0.0, 0
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        cfg = rec.get("config") or {}
+        if "model_path" not in cfg:
+            continue
+        a, b, c = forward_coefficients(by_path[cfg["model_path"]], len(data.label_names))
+        share = min(1.0, float(rec.get("sample_size") or data.train.num_rows) / data.train.num_rows)
+        epochs = float(cfg.get("num_train_epochs", 1))
+        train_fwd = a * train_s[0] + b * train_s[1] + c * train_s[2]
+        val_fwd = a * val_s[0] + b * val_s[1] + c * val_s[2]
+        total += epochs * (3 * share * train_fwd + val_fwd)
+        trials += 1
+    return total, trials
+
+
+def run_flaml(
+    args: argparse.Namespace, folder: Path, work: Path, data: Any, budget_s: float, label: str
+) -> dict[str, Any]:
+    from advisor.cost import Meter
+    from advisor.criteria import compute_metrics
+    from advisor.data import column
+
+    config = make_config(args, folder, work / "flaml")
+    sources = rung_sources(config)
+    row: dict[str, Any] = {"method": label, "budget_s": budget_s}
+    try:
+        import pandas as pd
+        from flaml import AutoML, tune
+    except ImportError as exc:
+        row["error"] = f"FLAML not installed ({exc}); see BENCHMARKS.md for the install line"
+        return row
+    names = list(data.label_names)
+    path_to_rung = {src: name for name, (_, src) in sources.items()}
+    out_dir = Path(tempfile.mkdtemp(prefix="flaml-", dir=work))
+    log_file = out_dir / "flaml.log"
+    x_train = pd.DataFrame({"text": column(data.train, "text")})
+    y_train = pd.Series([names[i] for i in column(data.train, "label")])
+    x_val = pd.DataFrame({"text": column(data.validation, "text")})
+    y_val = pd.Series([names[i] for i in column(data.validation, "label")])
+    metric = {"accuracy": "accuracy", "macro_f1": "macro_f1", "f1": "f1"}.get(args.metric, args.metric)
+    e_lo, e_hi = int(min(args.epoch_list)), int(max(args.epoch_list))
+    custom_hp = {
+        "transformer": {
+            # the same rungs and ranges as the other methods
+            "model_path": {"domain": tune.choice(list(path_to_rung))},
+            "learning_rate": {"domain": tune.loguniform(min(args.lr_list), max(args.lr_list))},
+            "num_train_epochs": {"domain": tune.choice(list(range(e_lo, e_hi + 1))), "low_cost_init_value": e_lo},
+            "per_device_train_batch_size": {"domain": config.train.batch_size},
+        }
+    }
+    automl = AutoML()
+    started = time.perf_counter()
+    try:
+        with Meter(config.metering, phase=label) as meter:
+            automl.fit(
+                X_train=x_train,
+                y_train=y_train,
+                X_val=x_val,
+                y_val=y_val,
+                task="seq-classification",
+                metric=metric,
+                estimator_list=["transformer"],
+                time_budget=max(1, int(round(budget_s))),
+                gpu_per_trial=0,
+                n_concurrent_trials=1,
+                fit_kwargs_by_estimator={
+                    "transformer": {
+                        "output_dir": str(out_dir / "trainer"),
+                        "max_seq_length": args.max_length,
+                        "per_device_eval_batch_size": 64,
+                        "use_cpu": True,
+                        "save_only_model": True,
+                    }
+                },
+                custom_hp=custom_hp,
+                log_type="all",
+                log_file_name=str(log_file),
+                seed=args.seed,
+                verbose=0,
+            )
+            best = automl.best_config or {}
+            preds = list(automl.predict(pd.DataFrame({"text": column(data.test, "text")})))
+            val_preds = list(automl.predict(x_val))
+        wall = time.perf_counter() - started
+    except Exception as exc:  # the table says FLAML could not run, and why
+        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return row
+    index = {n: i for i, n in enumerate(names)}
+    test_metrics = compute_metrics(column(data.test, "label"), [index[str(p)] for p in preds], data.label_names)
+    val_metrics = compute_metrics(
+        column(data.validation, "label"), [index[str(p)] for p in val_preds], data.label_names
+    )
+    flops, trials = _flaml_flops(log_file, sources, data, args.max_length)
+    picked_path = best.get("model_path")
+    picked_rung = path_to_rung.get(picked_path, picked_path)
+    one = 0.0
+    if picked_path in path_to_rung:
+        one, _ = _flaml_flops_for_one(picked_path, best, sources, data, args.max_length)
+    row.update(
+        {
+            "picked": picked_rung,
+            "picked_hparams": {
+                k: best.get(k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")
+            },
+            "validation_metric": val_metrics.get(args.metric),
+            "test_metric": test_metrics.get(args.metric),
+            "meets_criteria": bool(val_metrics.get(args.metric, 0.0) >= args.floor),
+            "trainings": trials,
+            "flops": flops,
+            "flops_provenance": "estimated from FLAML's trial log (real tokens only: a lower bound)",
+            "kwh": meter.cost.energy_kwh,
+            "energy_provenance": meter.cost.provenance.get("energy", ""),
+            "wall_s": wall,
+            "overhead_flops": flops / one if one > 0 else None,
+            "overhead_kwh": None,
+            "best_loss": automl.best_loss,
+        }
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return row
+
+
+def _flaml_flops_for_one(
+    path: str, cfg: dict[str, Any], sources: dict[str, tuple[Any, str]], data: Any, max_length: int
+) -> tuple[float, int]:
+    """Estimated FLOPs of one training with FLAML's best config (same formula as its trials)."""
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        (tmp / "one.log").write_text(json.dumps({"config": {**cfg, "model_path": path}}) + "\n", encoding="utf-8")
+        return _flaml_flops(tmp / "one.log", sources, data, max_length)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def rung_rank(name: str | None, order: list[str]) -> int | None:
+    if name is None:
+        return None
+    return -1 if name == "baseline" else (order.index(name) if name in order else None)
+
+
+def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    headers = [
+        "method",
+        "rung picked",
+        "hyperparameters",
+        f"validation {args.metric}",
+        f"test {args.metric}",
+        f"meets {args.metric} ≥ {args.floor:g}?",
+        "trainings",
+        "total FLOPs",
+        "kWh",
+        "wall s",
+        "overhead (FLOPs)",
+        "overhead (kWh)",
+    ]
+    body = []
+    for r in rows:
+        if "error" in r:
+            body.append([r["method"], f"could not run: {r['error']}"] + ["—"] * (len(headers) - 2))
+            continue
+        hp = r.get("picked_hparams") or {}
+        lr = hp.get("learning_rate")
+        ep = hp.get("epochs", hp.get("num_train_epochs"))
+        hp_text = f"lr {lr:.2g}, {float(ep):g} ep" if lr is not None and ep is not None else "—"
+        flops = r["flops"]
+        flops_cell = f"{flops:.3g}" + (" (est.)" if "estimated" in str(r.get("flops_provenance")) else "")
+        body.append(
+            [
+                r["method"],
+                r["picked"],
+                hp_text,
+                r["validation_metric"],
+                r["test_metric"],
+                r["meets_criteria"],
+                r["trainings"],
+                flops_cell,
+                r["kwh"],
+                r["wall_s"],
+                r["overhead_flops"],
+                r["overhead_kwh"],
+            ]
+        )
+    main = markdown_table(headers, body)
+
+    gl = next((r for r in rows if r["method"] == "greenladder" and "error" not in r), None)
+    targets = []
+    if gl is not None:
+        others = [r for r in rows if "error" not in r and r is not gl]
+        best_test = max(
+            (r["test_metric"] for r in rows if "error" not in r and r["test_metric"] is not None), default=None
+        )
+        order = list(args.rung_list)
+        passing = set()
+        for r in rows:
+            passing |= set(r.get("rungs_passing_on_validation", []))
+        smallest = min((order.index(n) for n in passing if n in order), default=None)
+        if gl.get("picked") == "baseline":
+            smallest = -1
+        tgt: list[list[Any]] = []
+        ov = gl.get("overhead_flops")
+        tgt.append(["selection overhead ≤ 2.5 (FLOPs)", ov, "met" if ov is not None and ov <= 2.5 else "MISSED"])
+        for r in others:
+            if r["method"].startswith(("exhaustive", "optuna")):
+                for key, unit in (("flops", "FLOPs"), ("kwh", "kWh")):
+                    ratio = gl[key] / r[key] if r[key] else None
+                    ok = ratio is not None and ratio <= 0.2
+                    tgt.append([f"{unit} ≤ 1/5 of {r['method']}", ratio, "met" if ok else "MISSED"])
+        if best_test is not None and gl["test_metric"] is not None:
+            gap = 100 * (best_test - gl["test_metric"])
+            tgt.append(
+                [
+                    f"test {args.metric} within 0.5 points of the best found ({best_test:.3f})",
+                    gap,
+                    "met" if gap <= 0.5 else "MISSED",
+                ]
+            )
+        rank = rung_rank(gl.get("picked"), order)
+        if smallest is not None and rank is not None:
+            ok = rank <= smallest
+            need = "baseline" if smallest == -1 else order[smallest]
+            tgt.append(
+                [
+                    f"no larger rung than needed (smallest passing on validation: {need})",
+                    gl["picked"],
+                    "met" if ok else "MISSED",
+                ]
+            )
+        else:
+            tgt.append(["no larger rung than needed", "no run met the criteria", "n/a"])
+        targets.append(markdown_table(["target (issue 7)", "greenladder", "verdict"], tgt))
+    return [main, *targets], []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = resolve_args(build_parser().parse_args(argv))
+    set_threads(args.threads)
+    command = "python benchmarks/select_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    work = Path(tempfile.mkdtemp(prefix="greenladder-select-"))
+    say(f"working in {work}")
+    data, folder = fixed_split(
+        args.data,
+        f"select-{args.data}",
+        train_rows=args.train_rows,
+        eval_rows=args.eval_rows,
+        seed=args.seed,
+        progress=say,
+    )
+    methods = [m.strip() for m in args.methods.split(",")]
+    rows: list[dict[str, Any]] = []
+    gl_wall = None
+    started = time.perf_counter()
+    try:
+        if "greenladder" in methods:
+            say("== greenladder advise")
+            rows.append(run_greenladder(args, folder, work, data))
+            gl_wall = rows[-1]["wall_s"]
+        if "exhaustive" in methods:
+            say("== exhaustive grid")
+            rows.append(run_exhaustive(args, folder, work, data))
+        if "optuna" in methods:
+            say("== optuna TPE")
+            rows.append(run_optuna(args, folder, work, data))
+        if "flaml" in methods:
+            if gl_wall is None:
+                rows.append({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
+            for mult in (float(x) for x in args.flaml_multiples.split(",")):
+                label = f"FLAML ({mult:g}x greenladder's time)"
+                say(f"== {label}: budget {mult * gl_wall:.0f} s")
+                rows.append(run_flaml(args, folder, work, data, mult * gl_wall, label))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    main_tables, _ = tables(rows, args)
+    notes = [
+        f"Data: `{args.data}`, train {data.train.num_rows} / validation {data.validation.num_rows} / test "
+        f"{data.test.num_rows} rows (stratified, seed {args.seed}), max length {args.max_length} tokens; ladder "
+        f"{', '.join(args.rung_list)}; criteria: validation {args.metric} ≥ {args.floor:g}.",
+        f"Exhaustive grid: learning rates {args.lr_list} × epochs {args.epoch_list} per rung; optuna gets as many trials; "
+        f"greenladder: its default first trial (lr 1e-4, {args.gl_epochs:g} epochs), then TPE, "
+        f"{args.trials_per_rung} trials per rung at most.",
+        "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-grouped "
+        "batches, frozen word embeddings, health rules; each saved model is timed for latency, as advise does); FLOPs "
+        "are analytic from the tokens each forward pass saw. The test evaluation of the pick is metered for time and "
+        "energy but, like advise's, not counted in FLOPs.",
+        "FLAML trains all weights with its own Trainer loop (no frozen embeddings), so its accuracy per trial can differ; "
+        "its FLOPs are estimated from its trial log, energy and time are metered around fit + predict.",
+        "Selection overhead = total of the method ÷ the cost of the one training run of the picked model "
+        "(that run's training, validation and latency passes).",
+        "Energy: codecarbon, CPU power estimated from TDP and load (no RAPL counters here), RAM a constant.",
+        f"Whole benchmark: {elapsed:.0f} s.",
+    ]
+    raw = {"args": {k: v for k, v in vars(args).items()}, "rows": rows, "elapsed_s": elapsed}
+    name = f"select_models-{args.data}" + ("-quick" if args.quick else "")
+    write_results(
+        name, f"Model selection on {args.data}" + (" (quick)" if args.quick else ""), command, main_tables, notes, raw
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
