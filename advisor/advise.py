@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,27 @@ from typing import Any
 from advisor.baseline import fit_baseline
 from advisor.config import Config, save_config
 from advisor.cost import Meter, low_carbon_alternatives
-from advisor.criteria import closest_failure, compute_metrics, gain, gain_per_pflop, judge, would_exceed_budget
+from advisor.criteria import (
+    closest_failure,
+    compute_metrics,
+    gain,
+    gain_per_pflop,
+    judge,
+    validate_metric_name,
+    would_exceed_budget,
+)
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, RunDirError
 from advisor.forecast import Forecast, forecast_full
 from advisor.ledger import Ledger, fault_point, locked
-from advisor.models import candidate_for, load_for_classification, load_ladder, materialise
+from advisor.models import (
+    candidate_for,
+    check_ladder,
+    is_safe_name,
+    load_for_classification,
+    load_ladder,
+    materialise,
+)
 from advisor.report import model_card, write_reports
 from advisor.train import dir_size_mb, predict_labels, train_run
 from advisor.tuning import PruningCallback, RungTuner
@@ -152,6 +168,11 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
     say = progress or (lambda _m: None)
     # validate the data before anything is written: bad input leaves no run directory behind
     data = load_task_data(config.data, progress=say)
+    validate_metric_name(config.criteria.metric, len(data.label_names))
+    if from_run is None:  # a bad ladder or model fails now, not hours into the climb
+        check_ladder(
+            config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
+        )
     run_dir = prepare_run_dir(config.output.out)
     with locked(run_dir), Ledger(run_dir) as ledger:
         fp = _fingerprint(config)
@@ -218,7 +239,9 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                         f"below the minimum {criteria.min_gain_per_pflop:g}"
                     )
                     break
-            source = str(materialise(rung, config.ladder.cache_dir, progress=say))
+            source = str(
+                materialise(rung, config.ladder.cache_dir, progress=say, allow_pickle=config.train.allow_pickle)
+            )
             rung_forecast: Forecast | None = None
             if config.tuning.small_fraction > 0:
                 small, rung_forecast = _small_experiment(config, rung, source, data, run_dir, ledger, curves, say)
@@ -247,15 +270,25 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 config,
                 previous=[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done],
                 warm_start=warm,
-                seed=config.train.seed,
+                # workers sharing a study must not propose the same settings: each gets its own seed
+                seed=config.train.seed + (zlib.crc32(str(run_dir.resolve()).encode()) if config.tuning.storage else 0),
+                study_name=f"greenladder-{_fingerprint(config)}-{rung.name}",
             )
             rung_runs: list[RunResult] = []
+            found_elsewhere: float | None = None
             for i in range(config.tuning.trials_per_rung):
                 run_id = f"{rung.name}-t{i + 1}"
                 run = ledger.get(run_id)
                 if run is not None:
                     say(f"{run_id}: read back from the ledger (not retrained)")
                 else:
+                    if tuner.started() >= config.tuning.trials_per_rung:
+                        say(f"{rung.name}: the trial budget was used by other workers sharing the study")
+                        break
+                    best_shared = tuner.best_value() if tuner.shared else None
+                    if best_shared is not None and best_shared >= criteria.floor:
+                        found_elsewhere = best_shared
+                        break
                     trial, hp, origin = tuner.ask()
                     pruner = PruningCallback(trial, metric)
                     hp = {**hp, "batch_size": config.train.batch_size}
@@ -299,6 +332,12 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 previous_best = best
             if recommendation:
                 stop_reason = f"{rung.name} meets every criterion: larger rungs were not trained"
+                break
+            if found_elsewhere is not None:
+                stop_reason = (
+                    f"another worker sharing the study reached {metric} {found_elsewhere:.3f} on {rung.name}: "
+                    "its run directory holds that model"
+                )
                 break
             over = would_exceed_budget(criteria, spent, Cost())
             if over:
@@ -399,7 +438,12 @@ def _incremental(
     prev_report_path = from_dir / "report.json"
     if not prev_report_path.is_file():
         raise RunDirError(f"{from_dir} has no report.json. Pass the run directory of a finished advise with --from.")
-    prev = json.loads(prev_report_path.read_text(encoding="utf-8"))
+    try:
+        prev = json.loads(prev_report_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise RunDirError(
+            f"{prev_report_path} is not valid JSON. Pass the run directory of a finished advise with --from."
+        ) from None
     rec = prev.get("recommendation")
     if not rec:
         raise RunDirError(f"{from_dir} has no recommended model to continue from. Run advise without --from.")
@@ -419,6 +463,11 @@ def _incremental(
     baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
     verdicts = {"baseline": judge(baseline, criteria)}
     cand_info = rec["candidate"]
+    if not is_safe_name(str(cand_info.get("name", ""))):  # it names this run's folder
+        raise RunDirError(
+            f"{prev_report_path} names the model {cand_info.get('name')!r}, not a valid rung name. "
+            "Pass the run directory of a finished advise with --from."
+        )
     if cand_info["kind"] == "baseline":
         raise RunDirError(
             f"The recommendation in {from_dir} is the TF-IDF baseline; incremental training needs a transformer. "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from advisor.errors import ConfigError
+from advisor.errors import ConfigError, RunDirError
 from advisor.types import AcceptanceCriteria
 
 #: folder holding the YAML a user copies (shipped inside the package so installs find it)
@@ -88,6 +89,10 @@ class TuningConfig:
     sampler: str = "tpe"
     #: stop trials that fall behind on intermediate evaluations (median pruner)
     pruning: bool = True
+    #: optuna storage shared by several advise workers (each with its own --out), e.g.
+    #: "journal:/shared/study.log" or "postgresql://user@host/db"; they split each rung's trial
+    #: budget between them. Unset: each run keeps its study in memory, rebuilt from its ledger.
+    storage: str | None = None
     #: small experiment first: train each rung on this share of the training data, forecast the
     #: full-data metric, and skip the rung when even the optimistic forecast misses the floor
     #: (0 turns it off; it costs this share of a training per rung and pays on larger datasets)
@@ -329,5 +334,20 @@ def _range_problems(config: Config) -> list[str]:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config beside a result, as YAML that ``build_config`` reads back."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the resolved config beside a result, as YAML that ``build_config`` reads back.
+
+    Written to a temporary name and moved into place, so a reader never sees half a file.
+
+    Raises:
+        RunDirError: the folder cannot be written (read-only, disk full).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(
+            f"Cannot write {path} ({exc.strerror or exc}). Free disk space or pick another --out."
+        ) from None

@@ -40,14 +40,28 @@ def default_trial(config: Config) -> dict[str, Any]:
     }
 
 
+def open_storage(url: str) -> optuna.storages.BaseStorage | str:
+    """An optuna storage from a URL: ``journal:PATH`` is a journal file (no server needed; several
+    processes on one machine or a shared file system), anything else is an RDB URL
+    (``sqlite:///study.db``, ``postgresql://user@host/db``) handed to optuna as is."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    return url
+
+
 class RungTuner:
     """Proposes hyperparameters for one rung.
 
     Args:
         config: resolved configuration (tuning section).
         previous: (hyperparameters, objective) of trials of this rung already finished (resume).
+            Ignored with a shared storage, which holds them already.
         warm_start: best hyperparameters of the rung below, tried right after the default.
         seed: sampler seed; the same seed gives the same trials.
+        study_name: name of the study in a shared storage (``config.tuning.storage``); workers
+            that use the same storage and name share the rung's trial budget.
     """
 
     def __init__(
@@ -56,6 +70,7 @@ class RungTuner:
         previous: Sequence[tuple[Mapping[str, Any], float | None]] = (),
         warm_start: Mapping[str, Any] | None = None,
         seed: int = 0,
+        study_name: str | None = None,
     ) -> None:
         self.space = search_space(config)
         sampler: optuna.samplers.BaseSampler
@@ -69,21 +84,27 @@ class RungTuner:
             if config.tuning.pruning
             else optuna.pruners.NopPruner()
         )
-        self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-        for params, value in previous:
-            self._tell_known(params, value)
-        queued = [default_trial(config)]
-        if warm_start:
-            ws = {k: warm_start[k] for k in self.space if k in warm_start}
-            if ws and ws != queued[0]:
-                queued.append(ws)
-        done = [dict(p) for p, _ in previous]
-        self.origins: list[str] = []
-        for i, q in enumerate(queued):
-            if i < len(done):
-                continue  # already run in an earlier invocation
-            self.study.enqueue_trial(q)
-            self.origins.append("default" if i == 0 else "warm start from rung below")
+        self.shared = config.tuning.storage is not None
+        if self.shared:
+            self.study = optuna.create_study(
+                storage=open_storage(str(config.tuning.storage)),
+                study_name=study_name,
+                load_if_exists=True,
+                direction="maximize",
+                sampler=sampler,
+                pruner=pruner,
+            )
+        else:
+            self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+            for params, value in previous:
+                self._tell_known(params, value)
+        self.default = default_trial(config)
+        self.warm = {k: warm_start[k] for k in self.space if k in warm_start} if warm_start else None
+        tried = [t.params for t in self.study.get_trials(deepcopy=False)]
+        for params in (self.default, self.warm):
+            if params and params not in tried:
+                # skip_if_exists: a second worker does not queue the same settings again
+                self.study.enqueue_trial(params, skip_if_exists=True)
 
     def _tell_known(self, params: Mapping[str, Any], value: float | None) -> None:
         known = {k: v for k, v in params.items() if k in self.space}
@@ -94,11 +115,26 @@ class RungTuner:
             optuna.trial.create_trial(params=known, distributions=self.space, value=value, state=state)
         )
 
+    def started(self) -> int:
+        """Trials of this rung started so far, by every worker sharing the study."""
+        states = (optuna.trial.TrialState.WAITING,)
+        return sum(t.state not in states for t in self.study.get_trials(deepcopy=False))
+
+    def best_value(self) -> float | None:
+        done = [t.value for t in self.study.get_trials(deepcopy=False) if t.value is not None]
+        return max(done) if done else None
+
     def ask(self) -> tuple[optuna.trial.Trial, dict[str, Any], str]:
-        """Next trial, its hyperparameters, and where they came from (default / warm start / TPE)."""
+        """Next trial, its hyperparameters, and where they came from (default / warm start / sampler)."""
         trial = self.study.ask(self.space)
-        origin = self.origins.pop(0) if self.origins else f"{type(self.study.sampler).__name__}"
-        return trial, dict(trial.params), origin
+        params = dict(trial.params)
+        if params == self.default:
+            origin = "default"
+        elif self.warm is not None and params == self.warm:
+            origin = "warm start from rung below"
+        else:
+            origin = type(self.study.sampler).__name__
+        return trial, params, origin
 
     def tell(self, trial: optuna.trial.Trial, value: float | None, pruned: bool = False) -> None:
         if pruned or value is None:
