@@ -42,7 +42,7 @@ from advisor.models import (
     materialise,
 )
 from advisor.report import model_card, write_reports
-from advisor.train import dir_size_mb, predict_labels, train_run
+from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Candidate, Cost, Report, RunResult, Verdict
 
@@ -111,7 +111,8 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
         if run.candidate.kind == "baseline":
             return run
         with Meter(config.metering, phase=f"test {run.run_id}") as meter:
-            model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
+            with quiet_libraries():
+                model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
             preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
             metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
         cached = {"metrics": metrics, "cost": meter.cost.to_dict()}

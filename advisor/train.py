@@ -66,12 +66,16 @@ def quiet_libraries() -> Iterator[None]:
 
     level = hf_logging.get_verbosity()
     bars = datasets.is_progress_bar_enabled()
+    hf_bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards"
     datasets.disable_progress_bars()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if hf_bars:
+            hf_logging.enable_progress_bar()
         if bars:
             datasets.enable_progress_bars()
 
@@ -104,7 +108,7 @@ def tokenize(dataset: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) 
     """Tokenise without padding (the collator pads each batch to its own longest text)."""
 
     def enc(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        out = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        out = tokenizer(batch["text"], truncation=True, max_length=min(max_length, tokenizer.model_max_length))
         out["length"] = [len(ids) for ids in out["input_ids"]]
         return out
 
@@ -127,7 +131,11 @@ def predict_labels(
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             enc = tokenizer(
-                [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=min(max_length, tokenizer.model_max_length),
+                padding=True,
+                return_tensors="pt",
             )
             logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
             preds.append(logits.argmax(-1).cpu().numpy())
@@ -332,8 +340,9 @@ def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        with quiet_libraries():
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
