@@ -257,7 +257,9 @@ def _read_path(path: Path, say: Callable[[str], None]) -> datasets.DatasetDict:
 
 
 def _unreadable(path: Path, suffix: str, exc: Exception) -> DataError:
-    detail = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+    # datasets wraps the parser's error in "An error occurred while generating the dataset"; the parser's says what
+    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+    detail = str(cause).strip().splitlines()[-1:] or [type(cause).__name__]
     return DataError(
         f"{path} could not be read as {suffix.lstrip('.').upper()} ({detail[0][:200]}); check that it is valid."
     )

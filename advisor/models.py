@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import zipfile
@@ -31,7 +32,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from advisor.config import CONFIG_DIR
+from advisor.config import CONFIG_DIR, LadderConfig
 from advisor.errors import ConfigError, ModelError
 from advisor.fetch import PinnedFile, atomic_copytree, cache_root, fetch, sha256_of
 from advisor.types import Candidate
@@ -50,6 +51,13 @@ _MODEL_FILES = ("config.json", "model.safetensors", *_TOKENIZER_FILES, "README.m
 # nn.Embedding tables that map ids to vectors; everything else (LayerNorms, relative attention
 # buckets, the encoder) counts as non-embedding, as in Kaplan et al. 2020 ("Scaling laws", sec. 2.1)
 _EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+#: rung names become run ids and folder names in the run directory: one safe path component each
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` can name a run and its folder: no separators, no ``..``, not absolute."""
+    return NAME_PATTERN.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,11 @@ def _value_problems(values: Mapping[str, Any]) -> list[str]:
     for key in ("name", "source"):
         if not str(values[key]).strip():
             out.append(f"{key} must be a non-empty string")
+    if str(values["name"]).strip() and not is_safe_name(str(values["name"])):
+        out.append(
+            f"name {values['name']!r} must start with a letter or digit and hold only letters, digits, '.', '_' "
+            "and '-' (it names the run's folder in the run directory)"
+        )
     for key in ("params_total", "params_non_embedding", "layers", "hidden"):
         if values[key] <= 0:
             out.append(f"{key} must be positive. Got {values[key]} instead")
@@ -358,7 +371,9 @@ def is_available(rung: Rung, cache_dir: str | None = None) -> bool:
     return _in_hf_cache(rung.source)
 
 
-def materialise(rung: Rung, cache_dir: str | None = None, progress: Progress = None) -> Path | str:
+def materialise(
+    rung: Rung, cache_dir: str | None = None, progress: Progress = None, *, allow_pickle: bool = False
+) -> Path | str:
     """Make the rung loadable and return what to pass to ``from_pretrained``.
 
     Returns:
@@ -369,10 +384,12 @@ def materialise(rung: Rung, cache_dir: str | None = None, progress: Progress = N
         ModelError: download or verification failed, the local folder is unusable, or the source is a
             hub id and the hub cannot be reached.
     """
-    return resolve_source(rung.source, cache_dir=cache_dir, progress=progress)
+    return resolve_source(rung.source, cache_dir=cache_dir, progress=progress, allow_pickle=allow_pickle)
 
 
-def resolve_source(source: str, cache_dir: str | None = None, progress: Progress = None) -> Path | str:
+def resolve_source(
+    source: str, cache_dir: str | None = None, progress: Progress = None, *, allow_pickle: bool = False
+) -> Path | str:
     """:func:`materialise` for a bare source string (what a :class:`Candidate` carries)."""
     if source in BUILTIN_SOURCES:
         return _materialise_builtin(source, cache_dir, progress or (lambda _msg: None))
@@ -380,7 +397,7 @@ def resolve_source(source: str, cache_dir: str | None = None, progress: Progress
         raise ModelError(f"Unknown built-in source {source!r}. Built-in sources: {', '.join(BUILTIN_SOURCES)}.")
     folder = Path(source).expanduser()
     if folder.is_dir():
-        check_model_folder(folder)
+        check_model_folder(folder, allow_pickle=allow_pickle)
         return folder
     if _looks_like_path(source):
         raise ModelError(
@@ -568,11 +585,66 @@ def load_for_classification(
         raise ModelError(f"Could not load the model in {source} ({_first_line(exc)}).") from None
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
-        raise ModelError(
-            f"The tokenizer of {source} has {len(tokenizer)} tokens but the model's embedding table has {rows} "
-            f"rows, so ids {rows} and above would crash. Use the tokenizer saved with this model."
-        )
+        raise ModelError(_tokenizer_mismatch(source, len(tokenizer), rows))
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions < tokenizer.model_max_length:
+        tokenizer.model_max_length = positions  # longer texts are cut to what the model can embed, not a crash
     return model, tokenizer
+
+
+def _tokenizer_mismatch(source: str, tokens: int, rows: int) -> str:
+    return (
+        f"The tokenizer of {source} has {tokens} tokens but the model's embedding table has {rows} "
+        f"rows, so ids {rows} and above would crash. Use the tokenizer saved with this model."
+    )
+
+
+def check_ladder(
+    ladder: LadderConfig, *, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> tuple[Rung, ...]:
+    """The rungs a climb would try, each checked as far as it can be without a download or training.
+
+    Run before anything is written, so that a bad ladder or model fails at once instead of hours into
+    a climb: local folders are checked (config.json, readable safetensors, a tokenizer that fits the
+    embedding table), hub ids need the hub or the local HF cache; built-in sources are verified by
+    hash when they are materialised.
+
+    Raises:
+        ConfigError: the ladder file is invalid, or ``ladder.rungs`` names a rung it does not have.
+        ModelError: a rung's model cannot be used (see :func:`check_model_folder`), or is a hub id offline.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    rungs = load_ladder(ladder.name)
+    names = [r.name for r in rungs]
+    unknown = [n for n in ladder.rungs if n not in names]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"ladder.rungs names {', '.join(map(repr, unknown))}, not a rung of ladder {ladder.name}; "
+            f"its rungs are {', '.join(names)}.{hint}"
+        )
+    chosen = tuple(r for r in rungs if (r.name in ladder.rungs if ladder.rungs else not r.optional))
+    for rung in chosen:
+        if rung.source in BUILTIN_SOURCES:
+            continue
+        source = resolve_source(rung.source, ladder.cache_dir, allow_pickle=allow_pickle)
+        if not isinstance(source, Path):
+            continue
+        try:
+            tokens = len(AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code))
+            rows = getattr(
+                AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code), "vocab_size", None
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"Could not load the tokenizer or config of rung {rung.name} from {source} ({_first_line(exc)}). "
+                "Copy the tokenizer files saved with the model (tokenizer.json or vocab.txt) into the folder."
+            ) from None
+        if isinstance(rows, int) and tokens > rows:
+            raise ModelError(_tokenizer_mismatch(str(source), tokens, rows))
+    return chosen
 
 
 def _first_line(exc: BaseException) -> str:
