@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -579,6 +580,11 @@ def load_for_classification(
             weights_only=True,
             trust_remote_code=trust_remote_code,
         )
+    except pickle.UnpicklingError:  # weights_only refused an object that is not a tensor: it may run code
+        raise ModelError(
+            f"The pickled weights in {source} hold objects other than tensors, which can run code when loaded; "
+            "they were refused. Use safetensors weights from a source you trust."
+        ) from None
     except (OSError, ValueError) as exc:
         if not local and hub_offline():
             raise ModelError(_offline_message(source)) from None
