@@ -247,3 +247,33 @@ def test_real_advise_processes_killed_at_every_stage_resume_without_retraining(
         assert not (run_dir / "report.json").exists()
     proc = _cli(argv, None)
     _check_resumed(run_dir, reference, proc.returncode, proc.stderr)
+
+
+def test_a_diverging_run_is_stopped_by_the_health_rules_and_the_ladder_carries_on(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = [
+        *_argv(inputs, out),
+        "--set",
+        "rules.enabled=true",
+        "--set",
+        "train.learning_rate=1e8",  # far past any sane step size: the weights blow up at once
+        "--set",
+        "tuning.lr_max=1e9",
+        "--set",
+        "train.warmup_ratio=0.0",
+        "--set",
+        "train.epochs=4",  # 24 steps planned, so stopping within 20 is a real stop
+    ]
+    main(argv)
+    err = capsys.readouterr().err
+    doc = json.loads((out / "report.json").read_text())
+    first, second = doc["runs"]
+    assert first["run_id"] == "tiny-a-t1" and first["status"] == "stopped", first["message"]
+    rule = first["details"]["rule"]
+    assert first["message"].startswith(f"stopped by rule {rule['rule']} at step {rule['step']}")
+    assert rule["step"] <= 20 < first["details"]["total_steps"]
+    assert first["details"]["steps_saved"] > 0
+    # the climb went on to the next rung instead of ending on the diverged one
+    assert second["run_id"] == "tiny-b-t1" and "tiny-b-t1: fine-tuning" in err
