@@ -7,6 +7,7 @@ criterion failed closest); 2 bad input (config, data, model, run directory); 130
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -188,6 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"advise: error: {exc}", file=sys.stderr)
         print("(set GREENLADDER_DEBUG=1 or pass --debug for the traceback)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a full disk can strike in any write (a checkpoint, a tokenizer file); the ledger holds what finished
+        print(
+            f"advise: error: the disk is full (writing {exc.filename or 'a file'}). Free disk space and rerun the "
+            "same command: finished runs are kept in the ledger.",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("advise: interrupted; finished runs are in the ledger and a rerun resumes", file=sys.stderr)
