@@ -533,3 +533,39 @@ def test_extremely_long_texts_are_truncated_not_a_crash(
     assert run["status"] == "ok" and run["test_metrics"]  # trained, validated and tested on the long texts
     assert (out / "model" / "model.safetensors").is_file()
     shutil.rmtree(out)
+
+
+def test_a_disk_that_fills_up_while_saving_a_model_says_so_and_records_nothing_half_done(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    import advisor.train as train_mod
+
+    real_fit = advise_mod.fit_baseline
+
+    def weak(*args, **kwargs):  # type: ignore[no-untyped-def]  # a baseline scored 0: a rung is trained and saved
+        run = real_fit(*args, **kwargs)
+        return dataclasses.replace(run, metrics=dict.fromkeys(run.metrics, 0.0))
+
+    monkeypatch.setattr(advise_mod, "fit_baseline", weak)
+
+    def full(model, tokenizer, dest: Path) -> None:  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
+
+    monkeypatch.setattr(train_mod, "save_model_folder", full)
+    out = tmp_path / "run"
+    argv = ["--data", str(world.data), "--ladder", str(world.ladder), "--target", "accuracy=0.3", "--out", str(out)]
+    code = main([*argv, "--set", "metering.codecarbon=false", "--set", "tuning.trials_per_rung=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    dest = out / "runs" / "tiny-t1" / "model"
+    assert [line for line in err.splitlines() if line.startswith("advise: error: ")] == [
+        f"advise: error: the disk is full (writing {dest}). Free disk space and rerun the same command: finished "
+        "runs are kept in the ledger."
+    ]
+    db = sqlite3.connect(out / "ledger.sqlite")
+    try:  # the finished baseline is kept; the run whose model could not be saved is not recorded, so a rerun trains it
+        assert [r[0] for r in db.execute("SELECT run_id FROM runs")] == ["baseline"]
+    finally:
+        db.close()
