@@ -96,15 +96,15 @@ class RungTuner:
             )
         else:
             self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-            for params, value in previous:
-                self._tell_known(params, value)
+            for known, value in previous:
+                self._tell_known(known, value)
         self.default = default_trial(config)
         self.warm = {k: warm_start[k] for k in self.space if k in warm_start} if warm_start else None
         tried = [t.params for t in self.study.get_trials(deepcopy=False)]
-        for params in (self.default, self.warm):
-            if params and params not in tried:
+        for queued in (self.default, self.warm):
+            if queued and queued not in tried:
                 # skip_if_exists: a second worker does not queue the same settings again
-                self.study.enqueue_trial(params, skip_if_exists=True)
+                self.study.enqueue_trial(queued, skip_if_exists=True)
 
     def _tell_known(self, params: Mapping[str, Any], value: float | None) -> None:
         known = {k: v for k, v in params.items() if k in self.space}

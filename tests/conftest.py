@@ -28,7 +28,8 @@ def make_tiny_model(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    # transformers 5 ignores vocab_file= here (every word became [UNK]); vocab= reads the file
+    tok = BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(SPECIAL + POSITIVE + NEGATIVE + FILLER),
