@@ -195,11 +195,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` laid over ``base``: nested mappings merge key by key, anything else replaces."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(dict(out[key]), value)
+            out[key] = deep_merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -239,7 +240,12 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+def build_dataclass(cls: type, values: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    """Build config dataclass ``cls`` from a nested mapping, appending every problem to ``problems``.
+
+    Unknown keys (with the closest valid one), wrong types and values the class refuses are all
+    collected; the caller raises once. Shared by ``advise`` and ``distill`` configurations.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -259,7 +265,7 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, problems: list[str
             if not isinstance(value, Mapping):
                 problems.append(f"The config key {dotted} must be a mapping of settings. Got {value!r} instead.")
                 continue
-            kwargs[key] = _build(hint_type, value, f"{dotted}.", problems)  # type: ignore[arg-type]
+            kwargs[key] = build_dataclass(hint_type, value, f"{dotted}.", problems)  # type: ignore[arg-type]
         elif not _type_ok(value, hint_type):
             problems.append(f"The config key {dotted} must be {_type_name(hint_type)}. Got {value!r} instead.")
         else:
@@ -271,6 +277,28 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str, problems: list[str
     except (TypeError, ValueError) as exc:
         problems.append(f"{prefix.rstrip('.') or 'config'}: {exc}")
         return cls()
+
+
+def merge_sources(
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One nested mapping from YAML files (in order) < ``extra`` (CLI flags) < ``section.key=value`` overrides."""
+    merged: dict[str, Any] = {}
+    for f in files:
+        merged = deep_merge(merged, read_yaml(f))
+    if extra:
+        merged = deep_merge(merged, extra)
+    for text in overrides:
+        path, value = parse_override(text)
+        node: dict[str, Any] = {}
+        cursor = node
+        for part in path[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[path[-1]] = value
+        merged = deep_merge(merged, node)
+    return merged
 
 
 def build_config(
@@ -288,21 +316,9 @@ def build_config(
     Raises:
         ConfigError: listing every problem found, not just the first.
     """
-    merged: dict[str, Any] = {}
-    for f in files:
-        merged = _deep_merge(merged, read_yaml(f))
-    if extra:
-        merged = _deep_merge(merged, extra)
-    for text in overrides:
-        path, value = parse_override(text)
-        node: dict[str, Any] = {}
-        cursor = node
-        for part in path[:-1]:
-            cursor = cursor.setdefault(part, {})
-        cursor[path[-1]] = value
-        merged = _deep_merge(merged, node)
+    merged = merge_sources(files, overrides, extra)
     problems: list[str] = []
-    config: Config = _build(Config, merged, "", problems)
+    config: Config = build_dataclass(Config, merged, "", problems)
     if config.task not in SUPPORTED_TASKS:
         problems.append(f"The task must be one of {', '.join(SUPPORTED_TASKS)}. Got {config.task!r} instead.")
     problems.extend(config.criteria.problems())

@@ -96,25 +96,13 @@ def build_distill_config(
     Raises:
         ConfigError: listing every problem found.
     """
-    merged: dict[str, Any] = {}
-    for f in files:
-        merged = advisor_config._deep_merge(merged, advisor_config.read_yaml(f))
-    if extra:
-        merged = advisor_config._deep_merge(merged, extra)
-    for text in overrides:
-        path, value = advisor_config.parse_override(text)
-        node: dict[str, Any] = {}
-        cursor = node
-        for part in path[:-1]:
-            cursor = cursor.setdefault(part, {})
-        cursor[path[-1]] = value
-        merged = advisor_config._deep_merge(merged, node)
+    merged = advisor_config.merge_sources(files, overrides, extra)
     problems: list[str] = []
     if "teacher_train" in merged and isinstance(merged["teacher_train"], Mapping):
         # teacher_train starts from its own defaults, not TrainConfig's
         base = dataclasses.asdict(DistillConfig().teacher_train)
         merged["teacher_train"] = {**base, **merged["teacher_train"]}
-    config: DistillConfig = advisor_config._build(DistillConfig, merged, "", problems)
+    config: DistillConfig = advisor_config.build_dataclass(DistillConfig, merged, "", problems)
     problems.extend(_range_problems(config))
     if problems:
         raise ConfigError("; ".join(problems))
