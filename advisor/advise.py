@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.baseline import fit_baseline
+from advisor.compact import distil_run, only_ceilings_failed
 from advisor.config import Config, save_config
 from advisor.cost import Meter, low_carbon_alternatives
 from advisor.criteria import (
@@ -221,6 +222,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
         previous_best: RunResult | None = None
         warm: dict[str, Any] | None = None
         curves: list[tuple[float, float]] = []  # (small-experiment score, full score) of rungs below
+        too_big: RunResult | None = None  # met the floor, failed only ceilings
         stop_reason = "every rung of the ladder was tried and none met the criteria"
         for rung in rungs:
             if rung.optional and rung.name not in config.ladder.rungs:
@@ -321,6 +323,9 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 if verdicts[run_id].passed:
                     recommendation = run_id
                     break
+                if config.ladder.distil_on_ceiling and only_ceilings_failed(verdicts[run_id]):
+                    too_big = run  # a larger rung would be slower and bigger still: distil this one
+                    break
                 over = would_exceed_budget(criteria, spent, Cost())
                 if over:
                     break
@@ -334,6 +339,8 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             if recommendation:
                 stop_reason = f"{rung.name} meets every criterion: larger rungs were not trained"
                 break
+            if too_big is not None:
+                break
             if found_elsewhere is not None:
                 stop_reason = (
                     f"another worker sharing the study reached {metric} {found_elsewhere:.3f} on {rung.name}: "
@@ -344,6 +351,22 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             if over:
                 stop_reason = over
                 break
+        if too_big is not None and recommendation is None:
+            sid = f"{too_big.run_id}-student"
+            student = ledger.get(sid)
+            if student is None:
+                student = _record(ledger, distil_run(too_big, data, config, run_dir, sid, progress=say))
+            else:
+                say(f"{sid}: read back from the ledger (not distilled again)")
+            runs.append(student)
+            spent = spent + student.cost
+            verdicts[sid] = judge(student, criteria)
+            failed = ", ".join(verdicts[too_big.run_id].failed)
+            if verdicts[sid].passed:
+                recommendation = sid
+                stop_reason = f"{too_big.candidate.name} met the floor but not {failed}; its distilled student meets every criterion"
+            else:
+                stop_reason = f"{too_big.candidate.name} met the floor but not {failed}, nor did its distilled student"
         if recommendation is None:
             stop_reason += f"; closest: {closest_failure(verdicts)}"
     return _finish(config, data, run_dir, ledger, baseline, runs, verdicts, recommendation, stop_reason, say)

@@ -53,6 +53,9 @@ class LadderConfig:
     rungs: list[str] = field(default_factory=list)
     #: where fetched offline checkpoints are kept (defaults to ~/.cache/greenladder/models)
     cache_dir: str | None = None
+    #: a rung that meets the floor but fails only a latency/size/params ceiling is distilled into a
+    #: half-depth student, judged like any rung (larger rungs would be slower and bigger still)
+    distil_on_ceiling: bool = True
 
 
 @dataclass(frozen=True)

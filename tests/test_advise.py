@@ -133,7 +133,11 @@ def test_when_no_rung_passes_the_report_says_which_criterion_came_closest(
 ) -> None:
     data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
     config = _config(
-        tmp_path, ladder, data, floor=0.3, extra=["criteria.max_params=5", "tuning.trials_per_rung=1", "train.epochs=1"]
+        tmp_path,
+        ladder,
+        data,
+        floor=0.3,
+        extra=["criteria.max_params=5", "tuning.trials_per_rung=1", "train.epochs=1", "ladder.distil_on_ceiling=false"],
     )
     report = advise(config)
     assert report.recommendation is None
@@ -204,3 +208,31 @@ def test_small_experiment_skips_rungs_whose_optimistic_forecast_misses_the_floor
     assert skipped.status == "skipped" and "misses the floor 0.99" in (skipped.message or "")
     assert skipped.details["forecast"]["optimistic"] < 0.99
     assert report.run("tiny-a-small").details["train_fraction"] == 0.25
+
+
+def test_a_rung_that_is_good_enough_but_too_big_is_distilled_and_the_student_judged(
+    tmp_path: Path, ladder: Path, weak_baseline: None
+) -> None:
+    from advisor.models import count_parameters, load_for_classification
+
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(160))
+    two_layers, _ = load_for_classification(str(tmp_path / "tiny-b"), ["neg", "pos"])
+    one_layer, _ = load_for_classification(str(tmp_path / "tiny-a"), ["neg", "pos"])
+    ceiling = (count_parameters(two_layers)[0] + count_parameters(one_layer)[0]) // 2
+    config = _config(
+        tmp_path,
+        ladder,
+        data,
+        floor=0.3,
+        extra=["ladder.rungs=[tiny-b]", f"criteria.max_params={ceiling}", "tuning.trials_per_rung=1"],
+    )
+    report = advise(config)
+    assert [r.run_id for r in report.runs] == ["tiny-b-t1", "tiny-b-t1-student"]
+    assert report.verdicts["tiny-b-t1"].failed == ("max_params",)
+    student = report.run("tiny-b-t1-student")
+    assert student.candidate.kind == "distilled" and student.candidate.layers == 1
+    assert student.candidate.parent_run == "tiny-b-t1"
+    assert report.recommendation == "tiny-b-t1-student", report.stop_reason
+    assert "distilled student meets every criterion" in report.stop_reason
+    assert student.cost.train_flops > 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
