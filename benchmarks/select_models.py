@@ -418,7 +418,7 @@ def rung_rank(name: str | None, order: list[str]) -> int | None:
     return -1 if name == "baseline" else (order.index(name) if name in order else None)
 
 
-def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> tuple[list[str], list[str]]:
+def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     headers = [
         "method",
         "rung picked",
@@ -447,7 +447,7 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> tuple[list[s
         body.append(
             [
                 r["method"],
-                r["picked"],
+                r["picked"] if r["picked"] is not None else "none met the criteria",
                 hp_text,
                 r["validation_metric"],
                 r["test_metric"],
@@ -508,7 +508,7 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> tuple[list[s
         else:
             tgt.append(["no larger rung than needed", "no run met the criteria", "n/a"])
         targets.append(markdown_table(["target (issue 7)", "greenladder", "verdict"], tgt))
-    return [main, *targets], []
+    return [main, *targets]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    main_tables, _ = tables(rows, args)
+    main_tables = tables(rows, args)
     notes = [
         f"Data: `{args.data}`, train {data.train.num_rows} / validation {data.validation.num_rows} / test "
         f"{data.test.num_rows} rows (stratified, seed {args.seed}), max length {args.max_length} tokens; ladder "
