@@ -52,6 +52,8 @@ FAST = [
     "tuning.trials_per_rung=1",
     "--set",
     "rules.enabled=false",
+    "--set",
+    "ladder.distil_on_ceiling=false",  # no distillation step: the climb alone is under test
 ]
 ORDER = ["baseline", "tiny-a-t1", "tiny-b-t1"]
 
