@@ -175,6 +175,8 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         check_ladder(
             config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
         )
+    if from_run is not None:
+        _previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
     run_dir = prepare_run_dir(config.output.out)
     with locked(run_dir), Ledger(run_dir) as ledger:
         fp = _fingerprint(config)
@@ -455,10 +457,11 @@ def _finish(
     return report
 
 
-def _incremental(
-    config: Config, from_dir: Path, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress
-) -> Report:
-    """Continue the earlier run's recommended model on the (expanded) data instead of climbing again."""
+def _previous_recommendation(from_dir: Path, data: TaskData) -> dict[str, Any]:
+    """Read and check the earlier run's recommendation before anything is written.
+
+    Returns the earlier report.json; raises RunDirError or DataError when it cannot be continued.
+    """
     prev_report_path = from_dir / "report.json"
     if not prev_report_path.is_file():
         raise RunDirError(f"{from_dir} has no report.json. Pass the run directory of a finished advise with --from.")
@@ -483,9 +486,6 @@ def _incremental(
             f"The expanded data has labels {list(data.label_names)} but the earlier model has {old_labels}; "
             "keep every earlier label in the data."
         )
-    criteria = config.criteria
-    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
-    verdicts = {"baseline": judge(baseline, criteria)}
     cand_info = rec["candidate"]
     if not is_safe_name(str(cand_info.get("name", ""))):  # it names this run's folder
         raise RunDirError(
@@ -500,13 +500,30 @@ def _incremental(
     source = from_dir / "model"
     if not (source / "config.json").is_file():
         raise RunDirError(f"{source} does not hold the recommended model (was it deleted?). Run advise without --from.")
+    return prev
+
+
+def _incremental(
+    config: Config, from_dir: Path, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress
+) -> Report:
+    """Continue the earlier run's recommended model on the (expanded) data instead of climbing again."""
+    prev = _previous_recommendation(from_dir, data)
+    rec = prev["recommendation"]
+    cand_info = rec["candidate"]
+    source = from_dir / "model"
+    criteria = config.criteria
+    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
+    verdicts = {"baseline": judge(baseline, criteria)}
     run_id = f"{cand_info['name']}-incremental"
     run = ledger.get(run_id)
     if run is None:
         candidate = Candidate(name=cand_info["name"], kind="incremental", source=str(source), parent_run=str(from_dir))
         run = _record(ledger, train_run(candidate, str(source), data, config, run_dir, run_id, progress=say))
     verdicts[run_id] = judge(run, criteria)
-    scratch = rec.get("cost", {})
+    # what the recommended rung cost when it was trained from the pre-trained checkpoint
+    scratch: dict[str, Any] = next(
+        (r.get("cost", {}) for r in prev.get("runs", []) if r.get("run_id") == rec.get("run_id")), {}
+    )
     details = {
         "incremental": {
             "from": str(from_dir),
