@@ -358,6 +358,8 @@ def run_notes(report: Report) -> list[str]:
             parts.append(text)
         if run.status in ("stopped", "failed", "skipped") and run.message:
             parts.append(run.message)
+        if d.get("early_stop"):
+            parts.append(f"stopped early, model kept: {d['early_stop']}")
         if d.get("steps_saved"):
             parts.append(
                 f"{int(d['steps_saved'])} of {int(d.get('total_steps') or 0)} training steps saved by stopping early"

@@ -145,6 +145,27 @@ def predict_labels(
     return out
 
 
+#: a loss plateau counts as convergence when the loss has fallen at least this much since the start
+CONVERGED_FALL = 0.10
+
+
+def _loss_fell(log_history: Sequence[Mapping[str, Any]], firing: Any, window: int) -> str | None:
+    """How the loss fell before a loss-not-decreasing firing, when it fell enough to call it convergence.
+
+    Returns None for other rules, and for a loss that never really fell (a run that cannot learn).
+    """
+    if firing.rule != "loss_not_decreasing":
+        return None
+    losses = [float(h["loss"]) for h in log_history if "loss" in h and math.isfinite(float(h["loss"]))]
+    recent = firing.numbers.get("recent_loss")
+    if len(losses) < window or recent is None:
+        return None
+    start = sum(losses[:window]) / window
+    if recent <= (1.0 - CONVERGED_FALL) * start:
+        return f"mean loss fell from {start:.4g} (first {window} steps) to {recent:.4g}"
+    return None
+
+
 def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
@@ -264,9 +285,14 @@ def train_run(
             (getattr(cb, "stop_message", None) for cb in extra_callbacks if getattr(cb, "stop_message", None)), None
         )
         if status == "ok" and firing is not None:
-            status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
             details["rule"] = {"rule": firing.rule, "step": firing.step, "numbers": dict(firing.numbers)}
             details["steps_saved"] = steps_saved(firing, total_steps)
+            learned = _loss_fell(trainer.state.log_history, firing, config.rules.loss_window)
+            if learned is not None:
+                # a plateau after real learning is convergence, not a broken run: keep the model
+                details["early_stop"] = f"converged at step {firing.step}: {learned}; {firing.message}"
+            else:
+                status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
         elif status == "ok" and stopped_by:
             status, message = "stopped", stopped_by
             details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
