@@ -173,13 +173,17 @@ class NanLossRule(HealthRule):
 
 
 class LossNotDecreasingRule(HealthRule):
-    """Stop when the mean training loss of the last window is not lower than that of the window before.
+    """Stop when the mean training loss of the last window is not lower than that of the first window.
 
     A window is the shortest run of logged losses covering at least ``window`` steps, so the rule
     works at any logging cadence (each logged loss is the mean over the steps since the previous
     log and is weighted by their number). It waits until the learning-rate warmup is over: the
-    previous window must start after it, since a loss barely moves while the rate is near zero.
-    Note that it also fires on a plateau, which is where further steps buy nothing either.
+    first (reference) window must start after it, since a loss barely moves while the rate is near
+    zero. Comparing with the first window rather than the one just before catches runs that never
+    learn without stopping runs that learned and then levelled off: on fine-tuning data the loss of
+    two neighbouring 20-step windows is often equal within noise while the run is still improving
+    (the demo's MiniLM-L6 was stopped at step 85 of 195 with 0.764 accuracy when this compared
+    neighbouring windows).
     """
 
     name = "loss_not_decreasing"
@@ -197,10 +201,13 @@ class LossNotDecreasingRule(HealthRule):
         self._spans: deque[tuple[int, int, float]] = deque(maxlen=2 * window)
         self._last_logged = 0
         self._warmup = 0
+        #: the first full window after warm-up: every later window is compared with it
+        self._reference: list[tuple[int, int, float]] | None = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
         super().on_train_begin(args, state, control, **kwargs)
         self._spans.clear()
+        self._reference = None
         self._last_logged = state.global_step  # non-zero when resuming from a checkpoint
         get_warmup = getattr(args, "get_warmup_steps", None)
         self._warmup = int(get_warmup(state.max_steps)) if callable(get_warmup) else 0
@@ -221,8 +228,13 @@ class LossNotDecreasingRule(HealthRule):
         self._spans.append((self._last_logged + 1, step, float(loss)))
         self._last_logged = step
         recent, rest = self._take(list(self._spans))
-        previous, _ = self._take(rest)
-        if not recent or not previous or previous[0][0] <= self._warmup:
+        if self._reference is None:
+            previous, _ = self._take(rest)
+            if not recent or not previous or previous[0][0] <= self._warmup:
+                return
+            self._reference = previous
+        previous = self._reference
+        if not recent:
             return
         recent_mean, previous_mean = _weighted_mean(recent), _weighted_mean(previous)
         if not (math.isfinite(recent_mean) and math.isfinite(previous_mean)):

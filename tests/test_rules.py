@@ -278,3 +278,18 @@ def test_impossible_settings_name_the_setting_to_fix():
         StallRule(seconds=0)
     with pytest.raises(ConfigError, match="rules.overfit_patience"):
         OverfitRule(patience=0)
+
+
+def test_loss_rule_lets_a_run_that_learned_and_levelled_off_continue():
+    """Neighbouring windows of a levelled-off loss are equal within noise; the run is still fine."""
+    from types import SimpleNamespace
+
+    rule = LossNotDecreasingRule(window=20, min_delta=0.001)
+    state = SimpleNamespace(global_step=0, max_steps=200)
+    control = SimpleNamespace(should_training_stop=False, should_evaluate=False, should_save=False)
+    rule.on_train_begin(SimpleNamespace(), state, control)
+    losses = [0.70 - 0.01 * i for i in range(20)] + [0.50 + 0.002 * (i % 3) for i in range(120)]
+    for step, loss in enumerate(losses, start=1):
+        state.global_step = step
+        rule.on_log(SimpleNamespace(), state, control, logs={"loss": loss})
+    assert rule.firing is None and not control.should_training_stop
