@@ -150,10 +150,14 @@ CONVERGED_FALL = 0.10
 
 
 def _loss_fell(log_history: Sequence[Mapping[str, Any]], firing: Any, window: int) -> str | None:
-    """How the loss fell before a loss-not-decreasing firing, when it fell enough to call it convergence.
+    """Why a rule's stop is early stopping of a run that learned (keep its model), or None.
 
-    Returns None for other rules, and for a loss that never really fell (a run that cannot learn).
+    Overfitting and a loss that levelled off after falling are where further steps buy nothing;
+    NaN, vanishing gradients, stalls and a loss that never fell are hopeless runs (return None).
     """
+    if firing.rule == "overfit":
+        # early stopping in the usual sense: the model learned, and more steps would make it worse
+        return "validation loss started rising while training loss fell"
     if firing.rule != "loss_not_decreasing":
         return None
     losses = [float(h["loss"]) for h in log_history if "loss" in h and math.isfinite(float(h["loss"]))]
@@ -289,8 +293,8 @@ def train_run(
             details["steps_saved"] = steps_saved(firing, total_steps)
             learned = _loss_fell(trainer.state.log_history, firing, config.rules.loss_window)
             if learned is not None:
-                # a plateau after real learning is convergence, not a broken run: keep the model
-                details["early_stop"] = f"converged at step {firing.step}: {learned}; {firing.message}"
+                # a plateau after real learning, or overfitting, is early stopping: keep the model
+                details["early_stop"] = f"{firing.rule} at step {firing.step}: {learned}; {firing.message}"
             else:
                 status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
         elif status == "ok" and stopped_by:

@@ -18,6 +18,8 @@ def test_a_loss_that_never_fell_is_not_convergence() -> None:
     assert _loss_fell(_history([0.70] * 40), firing, 20) is None
 
 
-def test_other_rules_are_never_convergence() -> None:
+def test_hopeless_rules_are_never_early_stopping_but_overfitting_is() -> None:
     firing = RuleFiring("nan_loss", 5, "NaN", {"recent_loss": 0.1})
     assert _loss_fell(_history([0.7] * 30), firing, 20) is None
+    overfit = RuleFiring("overfit", 50, "overfitting", {})
+    assert "validation loss started rising" in (_loss_fell(_history([0.7] * 30), overfit, 20) or "")
