@@ -222,6 +222,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             wanted = set(config.ladder.rungs)
             rungs = tuple(r for r in rungs if r.name in wanted)
         previous_best: RunResult | None = None
+        reference: RunResult = baseline  # what previous_best's gain is measured against
         warm: dict[str, Any] | None = None
         curves: list[tuple[float, float]] = []  # (small-experiment score, full score) of rungs below
         too_big: RunResult | None = None  # met the floor, failed only ceilings
@@ -236,7 +237,8 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 stop_reason = f"stopped before {rung.name}: {over}"
                 break
             if criteria.min_gain_per_pflop is not None and previous_best is not None and runs:
-                g = gain(previous_best, baseline, metric)
+                # the same gain the report's pts/PFLOP column shows: over the rung below's best run
+                g = gain(previous_best, reference, metric)
                 gpp = gain_per_pflop(g, previous_best.cost) if g is not None else None
                 if gpp is not None and gpp < criteria.min_gain_per_pflop:
                     stop_reason = (
@@ -337,6 +339,8 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 if rung_forecast is not None:
                     curves.append((rung_forecast.small_score, best.metrics[metric]))
                 warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
+                if previous_best is not None:
+                    reference = previous_best
                 previous_best = best
             if recommendation:
                 stop_reason = f"{rung.name} meets every criterion: larger rungs were not trained"

@@ -113,19 +113,3 @@ def fit_baseline(
         artifact=str(model_path.relative_to(run_dir)),
         details={"size_mb": size_mb, **lat, "params": n_params},
     )
-
-
-def load_baseline(path: str | Path) -> Pipeline:
-    """Load a saved baseline, trusting only scikit-learn and numpy types (no arbitrary unpickling)."""
-    import skops.io as sio
-
-    untrusted = sio.get_untrusted_types(file=path)
-    allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "scipy."))]
-    if len(allowed) != len(untrusted):
-        from advisor.errors import ModelError
-
-        bad = sorted(set(untrusted) - set(allowed))
-        raise ModelError(
-            f"{path} contains types that are not scikit-learn's ({', '.join(bad[:3])}); refusing to load it."
-        )
-    return sio.load(path, trusted=allowed)
