@@ -93,6 +93,10 @@ class TuningConfig:
     sampler: str = "tpe"
     #: stop trials that fall behind on intermediate evaluations (median pruner)
     pruning: bool = True
+    #: queue the train section's settings as each rung's first trial (off: the sampler picks every trial)
+    default_first: bool = True
+    #: queue the best settings of the rung below as each rung's second trial
+    warm_start: bool = True
     #: optuna storage shared by several advise workers (each with its own --out), e.g.
     #: "journal:/shared/study.log" or "postgresql://user@host/db"; they split each rung's trial
     #: budget between them. Unset: each run keeps its study in memory, rebuilt from its ledger.

@@ -98,8 +98,9 @@ class RungTuner:
             self.study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
             for known, value in previous:
                 self._tell_known(known, value)
-        self.default = default_trial(config)
-        self.warm = {k: warm_start[k] for k in self.space if k in warm_start} if warm_start else None
+        self.default = default_trial(config) if config.tuning.default_first else None
+        use_warm = warm_start and config.tuning.warm_start
+        self.warm = {k: warm_start[k] for k in self.space if k in warm_start} if use_warm else None
         tried = [t.params for t in self.study.get_trials(deepcopy=False)]
         for queued in (self.default, self.warm):
             if queued and queued not in tried:
@@ -128,7 +129,7 @@ class RungTuner:
         """Next trial, its hyperparameters, and where they came from (default / warm start / sampler)."""
         trial = self.study.ask(self.space)
         params = dict(trial.params)
-        if params == self.default:
+        if self.default is not None and params == self.default:
             origin = "default"
         elif self.warm is not None and params == self.warm:
             origin = "warm start from rung below"

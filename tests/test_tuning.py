@@ -40,3 +40,13 @@ def test_random_sampler_is_available_for_comparison() -> None:
     config = build_config(overrides=["tuning.sampler=random"])
     trials = _trials(RungTuner(config), 3)
     assert trials[0][1] == "default" and trials[2][1] == "RandomSampler"
+
+
+def test_plain_search_queues_neither_default_nor_warm_start() -> None:
+    config = build_config(
+        overrides=["tuning.sampler=random", "tuning.default_first=false", "tuning.warm_start=false"]
+    )
+    warm = {"learning_rate": 5e-5, "epochs": 2.0, "warmup_ratio": 0.0}
+    trials = _trials(RungTuner(config, warm_start=warm), 3)
+    assert [origin for _, origin in trials] == ["RandomSampler"] * 3
+    assert default_trial(config) not in [hp for hp, _ in trials] and warm not in [hp for hp, _ in trials]
