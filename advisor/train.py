@@ -174,6 +174,19 @@ def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+def scratch_dir(run_dir: Path, run_id: str) -> Path:
+    """A fresh folder for the Trainer's own output, under ``<run_dir>/.scratch``.
+
+    Removed when the run ends; one left behind by a killed run of the same id is removed here,
+    so nothing piles up in the system's temporary folder.
+    """
+    root = Path(run_dir) / ".scratch"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f"trainer-{run_id}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"trainer-{run_id}-", dir=root))
+
+
 def train_run(
     candidate: Candidate,
     model_source: str,
@@ -229,7 +242,7 @@ def train_run(
         fault_point(f"train:{run_id}")  # test-only crash injection mid-training (first evaluation)
         return compute_metrics(pred.label_ids, np.argmax(pred.predictions, axis=-1), data.label_names)
 
-    tmp_out = Path(tempfile.mkdtemp(prefix="greenladder-trainer-"))
+    tmp_out = scratch_dir(run_dir, run_id)
     rules = health_callbacks(config.rules, on_gpu=on_gpu) if config.rules.enabled else []
     started = time.time()
     status, message = "ok", None

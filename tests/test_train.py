@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from advisor.rules import RuleFiring
-from advisor.train import _loss_fell
+from pathlib import Path
+
+from advisor.train import _loss_fell, scratch_dir
 
 
 def _history(losses: list[float]) -> list[dict[str, float]]:
@@ -23,3 +25,14 @@ def test_hopeless_rules_are_never_early_stopping_but_overfitting_is() -> None:
     assert _loss_fell(_history([0.7] * 30), firing, 20) is None
     overfit = RuleFiring("overfit", 50, "overfitting", {})
     assert "validation loss started rising" in (_loss_fell(_history([0.7] * 30), overfit, 20) or "")
+
+
+def test_trainer_scratch_lives_in_the_run_dir_and_a_killed_runs_leftover_is_removed(tmp_path: Path) -> None:
+    leftover = tmp_path / ".scratch" / "trainer-minilm-l3-t1-abc123"
+    leftover.mkdir(parents=True)
+    (leftover / "partial.bin").write_bytes(b"x")
+    other = tmp_path / ".scratch" / "trainer-minilm-l6-t1-def456"  # another run's: left alone
+    other.mkdir()
+    fresh = scratch_dir(tmp_path, "minilm-l3-t1")
+    assert fresh.parent == tmp_path / ".scratch" and fresh.is_dir()
+    assert not leftover.exists() and other.exists()
