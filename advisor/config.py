@@ -69,9 +69,9 @@ class TrainConfig:
     max_length: int = 128
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    #: freeze the word-embedding matrix (30k x H). Suspected to dominate short-sequence steps on
-    #: CPU, but on the demo it saved no time (MiniLM-L3, 195 steps: 2:09 frozen vs 2:04 trained)
-    #: and cost accuracy (0.703 vs 0.714; MiniLM-L6 0.764 vs 0.770), so it is off by default
+    #: freeze the word-embedding matrix (30k x H). benchmarks/step_cost.py on a quiet machine:
+    #: 11-24% less time per step (batch 32 x 64 tokens); on the demo it cost accuracy (MiniLM-L3
+    #: 0.703 vs 0.714, MiniLM-L6 0.764 vs 0.770), so it is off by default
     freeze_embeddings: bool = False
     #: bf16 autocast; off unless a benchmark on the device at hand shows it faster at equal accuracy
     bf16: bool = False
