@@ -26,7 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_TARGETS = {
     "uncertainty": ("accuracy", 0.76),  # the demo's floor (configs/demo.yaml)
     "bbc-news": ("accuracy", 0.95),
-    # set before any transformer ran on it, above the TF-IDF baseline's 0.943 on the 600-row
+    # set before any transformer ran on it, above the TF-IDF baseline's 0.943 on a 600-row
     # benchmark subset (0.97 first; lowered so that a small rung has a floor it can plausibly meet)
     "spamassassin": ("accuracy", 0.95),
     "drug-reviews": ("accuracy", 0.70),

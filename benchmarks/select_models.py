@@ -18,7 +18,7 @@ energy, wall time). FLAML trains with its own loop: its wall time and energy are
 Selection overhead = total compute of the method / compute of one training of the model it picked.
 
     python benchmarks/select_models.py --quick
-    python benchmarks/select_models.py --data spamassassin          # 600 training rows, 64 tokens: < 30 min
+    python benchmarks/select_models.py --data spamassassin          # 500 training rows, 64 tokens: < 30 min
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="metric=floor, e.g. accuracy=0.79 (per-dataset default)")
     p.add_argument("--rungs", default="minilm-l3,minilm-l6", help="ladder rungs, smallest first")
     p.add_argument(
-        "--train-rows", type=int, default=None, help="stratified subset of the training split (default 600; quick 300)"
+        "--train-rows", type=int, default=None, help="stratified subset of the training split (default 500; quick 300)"
     )
     p.add_argument("--eval-rows", type=int, default=None, help="subset of validation and of test (default 300; quick 150)")
     p.add_argument("--max-length", type=int, default=None, help="tokens per text (default 64)")
@@ -67,7 +67,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.max_length = 64
     else:
         # sized so that all five methods fit in 30 minutes on 2 CPU cores (about 25 trainings)
-        args.train_rows = args.train_rows or 600
+        args.train_rows = args.train_rows or 500
         args.eval_rows = args.eval_rows or 300
         args.max_length = args.max_length or 64
     if args.quick:
