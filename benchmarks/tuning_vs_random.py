@@ -4,8 +4,8 @@ Runs ``advise`` twice on the same data, ladder, criteria and seed: once as shipp
 trial first, warm start from the rung below, TPE, median pruning) and once with
 ``tuning.sampler=random``, ``tuning.pruning=false`` and neither the default nor the warm start
 queued (plain optuna random search). Both stop at the first rung that meets the criteria. The
-ladder is MiniLM-L3 then MiniLM-L6 (mpnet-base is left out so that a run fits in 30 minutes on
-2 cores; the demo never reaches it). Prints what each spent to reach its
+ladder is the default one, MiniLM-L3 then MiniLM-L6 (mpnet-base is optional and used only when
+named). Prints what each spent to reach its
 recommendation. FLOPs are analytic (the same formula for both), so the comparison holds on a
 busy machine too; wall times are only comparable on a quiet one.
 
