@@ -164,8 +164,8 @@ def write_results(name: str, title: str, command: str, tables: Sequence[str], no
     body += [
         f"{info['date']}; {info['cpu']}, {info['cores']} cores, torch {info['torch']} with "
         f"{info['torch_threads']} threads; 1-minute load average at the start {info['load_average_1m_at_start']:.1f} "
-        "(the machine was shared with other jobs: timings and energy are inflated by contention, FLOPs are "
-        "analytic and unaffected).",
+        f"on {info['cores']} cores (a lagging average: it includes a job that just ended; other jobs running "
+        "alongside inflate timings and energy, FLOPs are analytic and unaffected).",
         "",
     ]
     for t in tables:
