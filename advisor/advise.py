@@ -20,7 +20,7 @@ from typing import Any
 from advisor.baseline import fit_baseline
 from advisor.compact import distil_run, only_ceilings_failed
 from advisor.config import Config, save_config
-from advisor.cost import Meter, low_carbon_alternatives
+from advisor.cost import Meter, MeteringCallback, low_carbon_alternatives
 from advisor.criteria import (
     closest_failure,
     compute_metrics,
@@ -114,7 +114,10 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
         with Meter(config.metering, phase=f"test {run.run_id}") as meter:
             with quiet_libraries():
                 model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
+            counter = MeteringCallback(meter, num_labels=len(data.label_names))
+            counter.attach(model)  # the test pass's FLOPs, counted like every validation pass
             preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
+            counter.close()
             metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
         cached = {"metrics": metrics, "cost": meter.cost.to_dict()}
         ledger.set_meta(key, cached)

@@ -122,7 +122,7 @@ def rung_sources(config: Any) -> dict[str, tuple[Any, str]]:
 
 def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str, float], Any]:
     """Test metrics of a saved run, metered the way ``advise`` meters its final evaluation."""
-    from advisor.cost import Meter
+    from advisor.cost import Meter, MeteringCallback
     from advisor.criteria import compute_metrics
     from advisor.data import column
     from advisor.models import load_for_classification
@@ -130,7 +130,10 @@ def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str
 
     with Meter(config.metering, phase=f"test {run.run_id}") as meter:
         model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
+        counter = MeteringCallback(meter, num_labels=len(data.label_names))
+        counter.attach(model)
         preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
+        counter.close()
         metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
     return metrics, meter.cost
 
@@ -571,8 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.trials_per_rung} trials per rung at most.",
         "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-grouped "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
-        "are analytic from the tokens each forward pass saw. The test evaluation of the pick is metered for time and "
-        "energy but, like advise's, not counted in FLOPs.",
+        "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
         "FLAML trains with its own Trainer loop (static padding to the maximum length), so its cost per trial differs; "
         "its FLOPs are estimated from its trial log, energy and time are metered around fit + predict.",
         "Selection overhead = total of the method ÷ the cost of the one training run of the picked model "

@@ -13,6 +13,7 @@ import advisor.advise as advise_mod
 from advisor.advise import advise
 from advisor.cli import main
 from advisor.config import build_config
+from advisor.types import Cost
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 # tiny random models, two short epochs: the climb logic is under test here, not learning
@@ -98,6 +99,10 @@ def test_climb_stops_at_the_first_rung_that_passes_and_rerun_resumes(
     rec = report.recommended
     assert rec is not None and rec.test_metrics["accuracy"] >= 0.0
     assert rec.cost.train_flops > 0 and rec.cost.provenance["flops"].startswith("analytic")
+    # the final test pass is counted too: forward FLOPs of the test split, in the report's total
+    test_cost = Cost.from_dict(rec.details["test_cost"])
+    assert test_cost.eval_flops > 0 and test_cost.train_flops == 0
+    assert report.total_cost.flops >= rec.cost.flops + test_cost.flops
     # no RAPL counters on CI machines: codecarbon's figures are labelled estimated, never invented as measured
     assert rec.cost.energy_kwh > 0 and rec.cost.provenance["energy"] in ("estimated", "measured")
     # everything is in the run directory
