@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train-rows", type=int, default=None, help="stratified subset of the training split (default 500; quick 300)"
     )
-    p.add_argument("--eval-rows", type=int, default=None, help="subset of validation and of test (default 300; quick 150)")
+    p.add_argument(
+        "--eval-rows", type=int, default=None, help="subset of validation and of test (default 300; quick 150)"
+    )
     p.add_argument("--max-length", type=int, default=None, help="tokens per text (default 64)")
     p.add_argument(
         "--lrs", default="3e-5,1e-4,3e-4", help="learning-rate grid (exhaustive); its range bounds optuna/FLAML"

@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("minilm-l3", "minilm-l6"):
         if (name, False, True) in results:
             base = results[(name, False, True)]
-            print(f"{name}: freezing the word embeddings makes a step {base / results[(name, True, True)]:.2f}x faster; "
-                  f"turning dropout off, {base / results[(name, False, False)]:.2f}x")
+            print(
+                f"{name}: freezing the word embeddings makes a step {base / results[(name, True, True)]:.2f}x faster; "
+                f"turning dropout off, {base / results[(name, False, False)]:.2f}x"
+            )
     return 0
 
 

@@ -48,7 +48,11 @@ def _bf16_hardware() -> str:
     """Whether the CPU advertises bf16 matrix instructions (Linux /proc/cpuinfo flags)."""
     try:
         flags = next(
-            (line.split(":", 1)[1].split() for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")),
+            (
+                line.split(":", 1)[1].split()
+                for line in open("/proc/cpuinfo", encoding="utf-8")
+                if line.startswith("flags")
+            ),
             [],
         )
     except OSError:
