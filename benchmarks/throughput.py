@@ -23,6 +23,7 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from common import fixed_split, markdown_table, median, say, set_threads, write_results
@@ -47,16 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _bf16_hardware() -> str:
     """Whether the CPU advertises bf16 matrix instructions (Linux /proc/cpuinfo flags)."""
     try:
-        flags = next(
-            (
-                line.split(":", 1)[1].split()
-                for line in open("/proc/cpuinfo", encoding="utf-8")
-                if line.startswith("flags")
-            ),
-            [],
-        )
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
     except OSError:
         return "CPU flags unknown"
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     found = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     return f"CPU flags {', '.join(found)}" if found else "no avx512_bf16 or amx_bf16 CPU flag: bf16 is emulated"
 

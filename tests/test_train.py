@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from advisor.rules import RuleFiring
 from pathlib import Path
 
+from advisor.rules import RuleFiring
 from advisor.train import _loss_fell, scratch_dir
 
 
