@@ -43,9 +43,7 @@ def test_random_sampler_is_available_for_comparison() -> None:
 
 
 def test_plain_search_queues_neither_default_nor_warm_start() -> None:
-    config = build_config(
-        overrides=["tuning.sampler=random", "tuning.default_first=false", "tuning.warm_start=false"]
-    )
+    config = build_config(overrides=["tuning.sampler=random", "tuning.default_first=false", "tuning.warm_start=false"])
     warm = {"learning_rate": 5e-5, "epochs": 2.0, "warmup_ratio": 0.0}
     trials = _trials(RungTuner(config, warm_start=warm), 3)
     assert [origin for _, origin in trials] == ["RandomSampler"] * 3
