@@ -99,8 +99,10 @@ class RungTuner:
             for known, value in previous:
                 self._tell_known(known, value)
         self.default = default_trial(config) if config.tuning.default_first else None
-        use_warm = warm_start and config.tuning.warm_start
-        self.warm = {k: warm_start[k] for k in self.space if k in warm_start} if use_warm else None
+        if warm_start and config.tuning.warm_start:
+            self.warm: dict[str, Any] | None = {k: warm_start[k] for k in self.space if k in warm_start}
+        else:
+            self.warm = None
         tried = [t.params for t in self.study.get_trials(deepcopy=False)]
         for queued in (self.default, self.warm):
             if queued and queued not in tried:
