@@ -24,7 +24,6 @@ from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
     set_seed,
@@ -32,6 +31,7 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from advisor.baseline import latency_ms
+from advisor.batching import BucketTrainer
 from advisor.config import Config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
@@ -266,12 +266,11 @@ def train_run(
             use_cpu=not on_gpu,
             bf16=t.bf16,
             torch_compile=t.torch_compile,
-            train_sampling_strategy="group_by_length",
-            length_column_name="length",
+            # batches come from advisor.batching.BucketSampler (length buckets, shuffled batches)
             disable_tqdm=False,
         )
         metering = MeteringCallback(meter, model.config, num_labels=len(data.label_names))
-        trainer = Trainer(
+        trainer = BucketTrainer(
             model=model,
             args=args,
             train_dataset=train_ds,

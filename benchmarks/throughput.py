@@ -5,7 +5,7 @@ learning rate and seed) with the Hugging Face ``Trainer``; they differ only in w
 ``advisor.train`` changes:
 
 * **greenladder**: no padding at tokenisation, each batch padded to its own longest text
-  (``DataCollatorWithPadding``), length-grouped batches (``group_by_length``), word embeddings frozen
+  (``DataCollatorWithPadding``), length-bucketed batches in shuffled order (``advisor.batching``), word embeddings frozen
   only when ``train.freeze_embeddings`` is set (off by default); optionally bf16 autocast;
 * **HF Trainer, padded**: ``tokenizer(padding="max_length")``, random batches, every weight trained.
 
@@ -86,6 +86,7 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator, set_seed
 
+    from advisor.batching import BucketTrainer
     from advisor.config import MeteringConfig, TrainConfig
     from advisor.cost import Meter, MeteringCallback
     from advisor.models import load_for_classification
@@ -121,11 +122,10 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
             disable_tqdm=True,
             seed=args.seed,
             bf16=method.endswith("bf16"),
-            **({"train_sampling_strategy": "group_by_length", "length_column_name": "length"} if ours else {}),
         )
         # clocks only (no codecarbon, no sampler thread): the counts are arithmetic either way
         with Meter(MeteringConfig(enabled=False), phase=method) as meter:
-            trainer = Trainer(
+            trainer = (BucketTrainer if ours else Trainer)(
                 model=model,
                 args=targs,
                 train_dataset=train,

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from advisor.batching import BucketSampler, padding_share
+
+
+def _lengths(n: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randint(5, 128) for _ in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 200, 3333])
+def test_every_row_once_per_epoch_and_only_the_last_batch_short(n: int) -> None:
+    sampler = BucketSampler(_lengths(n), batch_size=32, seed=1)
+    order = list(iter(sampler))
+    assert sorted(order) == list(range(n))
+    sizes = [len(b) for b in sampler.batches(0)]
+    assert all(s == 32 for s in sizes[:-1]) and 0 < sizes[-1] <= 32
+
+
+def test_far_less_padding_than_random_batches_on_a_small_set() -> None:
+    lengths = _lengths(400)
+    sampler = BucketSampler(lengths, batch_size=32)
+    perm = torch.randperm(400, generator=torch.Generator().manual_seed(0)).tolist()
+    random_batches = [perm[i : i + 32] for i in range(0, 400, 32)]
+    assert padding_share(sampler.batches(0), lengths) < 0.1
+    assert padding_share(random_batches, lengths) > 0.3
+
+
+def test_order_is_reproducible_changes_each_epoch_and_is_not_sorted_by_length() -> None:
+    lengths = _lengths(640)
+    a, b = BucketSampler(lengths, 32, seed=3), BucketSampler(lengths, 32, seed=3)
+    first = list(iter(a))
+    assert first == list(iter(b))
+    second = list(iter(a))  # the next epoch
+    assert sorted(second) == sorted(first) and second != first
+    firsts = [lengths[batch[0]] for batch in BucketSampler(lengths, 32, seed=3).batches(0)]
+    assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
