@@ -127,7 +127,7 @@ def _write(rows: list[dict], args: argparse.Namespace, argv: list[str] | None) -
         "Random arm: optuna RandomSampler, no pruning, nothing queued (tuning.default_first=false, "
         "tuning.warm_start=false). greenladder: the shipped settings.",
         "FLOPs are analytic (model shape × tokens seen) and the same formula for both; total includes "
-        "validation passes (the final test evaluation is timed, not counted in FLOPs).",
+        "validation passes and the final test evaluation.",
     ]
     write_results(
         name,
