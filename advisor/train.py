@@ -2,7 +2,7 @@
 
 This is the only place a transformer is trained for the advisor. It uses the Hugging Face
 ``Trainer`` (so ``accelerate launch`` on a multi-GPU machine works unchanged), with dynamic
-padding and length-grouped batches (padding is compute spent on nothing), training-health rules
+padding and length-bucketed batches (padding is compute spent on nothing), training-health rules
 and metering as Trainer callbacks, and optional callbacks from the tuner (pruning).
 """
 

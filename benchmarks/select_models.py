@@ -574,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Exhaustive grid: learning rates {args.lr_list} × epochs {args.epoch_list} per rung; optuna gets as many trials; "
         f"greenladder: its default first trial (lr 1e-4, {args.gl_epochs:g} epochs), then TPE, "
         f"{args.trials_per_rung} trials per rung at most.",
-        "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-grouped "
+        "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-bucketed "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
         "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
         "FLAML trains with its own Trainer loop (static padding to the maximum length), so its cost per trial differs; "
