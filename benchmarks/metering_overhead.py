@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"metered / plain, CPU  = {mc / pc:.3f} ({(mc / pc - 1) * 100:+.1f}%)")
     spread = (max(plain) - min(plain)) / p
     if spread > 0.06:
-        print(f"note: plain runs spread by {spread:.0%} of their median; the machine is too busy to resolve 3%")
+        print(f"note: plain runs spread by {spread:.0%} of their median; runs vary too much here to resolve 3%")
     components = per_forward * args.steps + start_stop
     print(
         f"components timed alone: counting hook {per_forward * 1e6:.0f} us/forward, Meter start+stop "
