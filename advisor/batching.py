@@ -71,7 +71,15 @@ class BucketTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if dataset is None or not hasattr(dataset, "column_names"):
             return super()._get_train_sampler(train_dataset)
-        lengths = dataset["length"] if "length" in dataset.column_names else [len(x) for x in dataset["input_ids"]]
+        # the Trainer strips columns the model does not take (``length`` among them) before it asks
+        # for a sampler; the dataset it was given still has them, row for row
+        full = self.train_dataset
+        if "length" in getattr(full, "column_names", ()) and getattr(full, "num_rows", None) == getattr(
+            dataset, "num_rows", -1
+        ):
+            lengths = full["length"]  # type: ignore[index]
+        else:
+            lengths = [len(x) for x in dataset["input_ids"]]
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return BucketSampler(lengths, batch, seed=self.args.seed)
 

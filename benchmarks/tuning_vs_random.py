@@ -17,7 +17,6 @@ busy machine too; wall times are only comparable on a quiet one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=3, help="trial budget per rung, the same for both methods")
     p.add_argument("--quick", action="store_true", help="subsample to 600 training rows and shorten epochs")
     p.add_argument("--out", default=None, help="where run directories go (default: a temporary folder)")
-    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument(
         "--no-write-results",
         dest="write_results",
@@ -100,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     _print(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.write_results:
         _write(rows, args, argv)
     return 0

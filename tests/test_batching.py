@@ -40,3 +40,23 @@ def test_order_is_reproducible_changes_each_epoch_and_is_not_sorted_by_length() 
     assert sorted(second) == sorted(first) and second != first
     firsts = [lengths[batch[0]] for batch in BucketSampler(lengths, 32, seed=3).batches(0)]
     assert firsts != sorted(firsts) and firsts != sorted(firsts, reverse=True)
+
+
+def test_trainer_reads_the_precomputed_length_column_the_trainer_strips(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datasets
+    from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+
+    from advisor.batching import BucketTrainer
+
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
+    ids = [[1] * n for n in (3, 5, 7, 9)]
+    marked = [40, 30, 20, 10]  # not len(input_ids): shows which source the sampler read
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "label": [0, 1, 0, 1], "length": marked})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, report_to="none", use_cpu=True)
+    trainer = BucketTrainer(model=model, args=args, train_dataset=ds)
+    stripped = trainer._remove_unused_columns(ds)
+    assert "length" not in stripped.column_names
+    sampler = trainer._get_train_sampler(stripped)
+    assert isinstance(sampler, BucketSampler) and sampler.lengths == marked
