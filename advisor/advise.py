@@ -326,6 +326,9 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 runs.append(run)
                 rung_runs.append(run)
                 spent = spent + run.cost
+                if i == 0:
+                    losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
+                    tuner.queue_probe(config, run.hyperparameters, losses, ok=run.status == "ok")
                 verdicts[run_id] = judge(run, criteria)
                 if verdicts[run_id].passed:
                     recommendation = run_id

@@ -97,6 +97,11 @@ class TuningConfig:
     default_first: bool = True
     #: queue the best settings of the rung below as each rung's second trial
     warm_start: bool = True
+    #: after the default, try it again with the learning rate moved by ``probe_factor``: up when
+    #: its validation loss was still falling at the last evaluation (under-trained), down when it
+    #: had turned up or the run failed (too hot). Gives the sampler two distinct points per rung.
+    probe: bool = True
+    probe_factor: float = 3.0
     #: optuna storage shared by several advise workers (each with its own --out), e.g.
     #: "journal:/shared/study.log" or "postgresql://user@host/db"; they split each rung's trial
     #: budget between them. Unset: each run keeps its study in memory, rebuilt from its ledger.
@@ -350,6 +355,11 @@ def _range_problems(config: Config) -> list[str]:
         out.append(f"The config key tuning.sampler must be 'tpe' or 'random'. Got {u.sampler!r} instead.")
     if not 0 <= u.small_fraction < 1:
         out.append(f"The config key tuning.small_fraction must be in [0, 1). Got {u.small_fraction} instead.")
+    if u.probe_factor <= 1:
+        out.append(
+            f"The config key tuning.probe_factor must be above 1 (tuning.probe=false turns the probe off). "
+            f"Got {u.probe_factor} instead."
+        )
     if not 0 < u.lr_min <= u.lr_max:
         out.append("tuning.lr_min must be positive and no larger than tuning.lr_max.")
     if not 0 < u.epochs_min <= u.epochs_max:

@@ -3,11 +3,15 @@
 A rung's study is an optuna study driven with ask/tell, so the advisor stays in charge of the
 order of work and can stop the moment a trial meets the criteria. Trials already in the ledger
 (a resumed or repeated ``advise``) are told to the study before it asks for anything new, and the
-best settings of the rung below are tried second, right after the known-good default.
+best settings of the rung below are tried second, right after the known-good default. Then comes a
+probe: the default's learning rate moved up or down by a fixed factor, in the direction its
+validation loss points (still falling at the end: under-trained; turned up or failed: too hot). Left
+to itself, TPE's first draw is random and can land next to the default, which teaches it nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +42,31 @@ def default_trial(config: Config) -> dict[str, Any]:
         "epochs": float(min(max(round(t.epochs), u.epochs_min), u.epochs_max)),
         "warmup_ratio": warm,
     }
+
+
+def probe_trial(
+    config: Config, tried: Mapping[str, Any], eval_losses: Sequence[float | None], ok: bool
+) -> tuple[dict[str, Any], str] | None:
+    """The settings to try after ``tried``, and why; None when the move would leave the lr range.
+
+    The learning rate goes up by ``tuning.probe_factor`` when the run ended with its lowest
+    validation loss (still improving), down when the loss had turned up by the end, or when the run
+    failed or diverged (no finite loss). Epochs and warm-up stay as they were.
+    """
+    u = config.tuning
+    losses = [x for x in eval_losses if x is not None and math.isfinite(x)]
+    if not ok or not losses:
+        up, why = False, "the first trial did not finish cleanly"
+    elif losses[-1] <= min(losses):
+        up, why = True, "validation loss still falling at the end"
+    else:
+        up, why = False, f"validation loss turned up after {min(losses):.3g}"
+    lr = float(tried["learning_rate"]) * (u.probe_factor if up else 1.0 / u.probe_factor)
+    lr = min(max(lr, u.lr_min), u.lr_max)
+    if math.isclose(lr, float(tried["learning_rate"]), rel_tol=1e-6):
+        return None
+    arrow = "up" if up else "down"
+    return {**dict(tried), "learning_rate": lr}, f"probe: lr {arrow} ({why})"
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage | str:
@@ -103,11 +132,32 @@ class RungTuner:
             self.warm: dict[str, Any] | None = {k: warm_start[k] for k in self.space if k in warm_start}
         else:
             self.warm = None
+        self.probe: dict[str, Any] | None = None
+        self.probe_origin = ""
         tried = [t.params for t in self.study.get_trials(deepcopy=False)]
         for queued in (self.default, self.warm):
             if queued and queued not in tried:
                 # skip_if_exists: a second worker does not queue the same settings again
                 self.study.enqueue_trial(queued, skip_if_exists=True)
+
+    def queue_probe(
+        self, config: Config, hyperparameters: Mapping[str, Any], eval_losses: Sequence[float | None], ok: bool
+    ) -> None:
+        """After the default trial (``hyperparameters``, its validation losses, whether it finished
+        cleanly): queue the probe behind the warm start, if one is queued."""
+        if self.default is None or not config.tuning.probe:
+            return
+        if {k: hyperparameters.get(k) for k in self.space} != self.default:
+            return  # another worker ran the default; this run is something else
+        found = probe_trial(config, self.default, eval_losses, ok)
+        if found is None:
+            return
+        probe, self.probe_origin = found
+        tried = [t.params for t in self.study.get_trials(deepcopy=False)]
+        if probe in tried or probe == self.warm:
+            return
+        self.probe = probe
+        self.study.enqueue_trial(probe, skip_if_exists=True)
 
     def _tell_known(self, params: Mapping[str, Any], value: float | None) -> None:
         known = {k: v for k, v in params.items() if k in self.space}
@@ -135,6 +185,8 @@ class RungTuner:
             origin = "default"
         elif self.warm is not None and params == self.warm:
             origin = "warm start from rung below"
+        elif self.probe is not None and params == self.probe:
+            origin = self.probe_origin
         else:
             origin = type(self.study.sampler).__name__
         return trial, params, origin

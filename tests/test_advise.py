@@ -13,6 +13,7 @@ import advisor.advise as advise_mod
 from advisor.advise import advise
 from advisor.cli import main
 from advisor.config import build_config
+from advisor.tuning import default_trial, probe_trial
 from advisor.types import Cost
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
@@ -153,6 +154,22 @@ def test_when_no_rung_passes_the_report_says_which_criterion_came_closest(
     # checkpoints nobody needs are deleted, and the report says how much that freed
     assert not any((tmp_path / "run" / "runs").glob("tiny-*/model"))
     assert report.details["disk_freed_mb"] > 0
+
+
+def test_second_trial_of_the_first_rung_is_the_lr_probe_read_off_the_first(
+    tmp_path: Path, ladder: Path, weak_baseline: None
+) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
+    config = _config(tmp_path, ladder, data, floor=0.99, extra=["train.epochs=1", "ladder.rungs=[tiny-a]"])
+    report = advise(config)
+    first, second = report.run("tiny-a-t1"), report.run("tiny-a-t2")
+    assert first.details["trial_origin"] == "default"
+    losses = [h["eval_loss"] for h in first.details["eval_history"]]
+    expected = probe_trial(config, default_trial(config), losses, ok=first.status == "ok")
+    assert expected is not None
+    assert second.details["trial_origin"] == expected[1]
+    assert second.hyperparameters["learning_rate"] == pytest.approx(expected[0]["learning_rate"])
+    assert second.hyperparameters["learning_rate"] != pytest.approx(first.hyperparameters["learning_rate"])
 
 
 def test_baseline_that_passes_is_the_recommendation_and_nothing_is_trained(

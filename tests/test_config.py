@@ -39,9 +39,11 @@ def test_every_problem_is_reported_at_once_with_the_closest_key() -> None:
                 "train.batch_size=big",
                 "criteria.floor=1.2",
                 "criteria.budget_kwh=-1",
+                "tuning.probe_factor=1",
             ]
         )
     msg = str(err.value)
+    assert "tuning.probe_factor must be above 1" in msg
     assert "Unknown config key train.learnin_rate. Did you mean train.learning_rate?" in msg
     assert "The config key train.batch_size must be int. Got 'big' instead." in msg
     assert "The metric floor must be between 0 and 1. Got 1.2 instead." in msg

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import math
+
 from advisor.config import build_config
-from advisor.tuning import RungTuner, default_trial
+from advisor.tuning import RungTuner, default_trial, probe_trial
 
 
 def _trials(tuner: RungTuner, n: int) -> list[tuple[dict, str]]:
@@ -48,3 +50,52 @@ def test_plain_search_queues_neither_default_nor_warm_start() -> None:
     trials = _trials(RungTuner(config, warm_start=warm), 3)
     assert [origin for _, origin in trials] == ["RandomSampler"] * 3
     assert default_trial(config) not in [hp for hp, _ in trials] and warm not in [hp for hp, _ in trials]
+
+
+def test_probe_moves_the_lr_the_way_the_validation_loss_points() -> None:
+    config = build_config()
+    default = default_trial(config)
+    up = probe_trial(config, default, [0.5, 0.3, 0.2], ok=True)
+    down = probe_trial(config, default, [0.5, 0.2, 0.4], ok=True)
+    failed = probe_trial(config, default, [], ok=False)
+    assert up is not None and up[0]["learning_rate"] == min(default["learning_rate"] * 3, config.tuning.lr_max)
+    assert "up" in up[1]
+    assert down is not None and math.isclose(down[0]["learning_rate"], default["learning_rate"] / 3)
+    assert failed is not None and failed[0]["learning_rate"] < default["learning_rate"]
+    assert up[0]["epochs"] == default["epochs"] and up[0]["warmup_ratio"] == default["warmup_ratio"]
+    # already at the top of the range: no probe upwards
+    at_max = {**default, "learning_rate": config.tuning.lr_max}
+    assert probe_trial(config, at_max, [0.5, 0.3], ok=True) is None
+
+
+def test_probe_is_the_second_trial_without_a_warm_start_and_third_behind_one() -> None:
+    config = build_config(overrides=["tuning.trials_per_rung=3"])
+    default = default_trial(config)
+    tuner = RungTuner(config)
+    trial, hp, origin = tuner.ask()
+    tuner.tell(trial, 0.6)
+    tuner.queue_probe(config, hp, [0.5, 0.3], ok=True)
+    _, hp2, origin2 = tuner.ask()
+    assert origin == "default" and origin2.startswith("probe: lr up")
+    assert hp2["learning_rate"] == min(default["learning_rate"] * 3, config.tuning.lr_max)
+
+    warm = {"learning_rate": 5e-5, "epochs": 2.0, "warmup_ratio": 0.0}
+    tuner = RungTuner(config, warm_start=warm)
+    trial, hp, _ = tuner.ask()
+    tuner.tell(trial, 0.6)
+    tuner.queue_probe(config, hp, [0.5, 0.7], ok=True)
+    origins = []
+    for _ in range(2):
+        trial, _, o = tuner.ask()
+        tuner.tell(trial, 0.6)
+        origins.append(o)
+    assert origins[0] == "warm start from rung below" and origins[1].startswith("probe: lr down")
+
+
+def test_probe_can_be_turned_off() -> None:
+    config = build_config(overrides=["tuning.probe=false"])
+    tuner = RungTuner(config)
+    trial, hp, _ = tuner.ask()
+    tuner.tell(trial, 0.6)
+    tuner.queue_probe(config, hp, [0.5, 0.3], ok=True)
+    assert tuner.ask()[2] == "TPESampler"
