@@ -18,7 +18,7 @@ energy, wall time). FLAML trains with its own loop: its wall time and energy are
 Selection overhead = total compute of the method / compute of one training of the model it picked.
 
     python benchmarks/select_models.py --quick
-    python benchmarks/select_models.py --data spamassassin          # 500 training rows, 64 tokens: < 30 min
+    python benchmarks/select_models.py --data spamassassin          # 400 training rows, 64 tokens: < 30 min
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="metric=floor, e.g. accuracy=0.79 (per-dataset default)")
     p.add_argument("--rungs", default="minilm-l3,minilm-l6", help="ladder rungs, smallest first")
     p.add_argument(
-        "--train-rows", type=int, default=None, help="stratified subset of the training split (default 500; quick 300)"
+        "--train-rows", type=int, default=None, help="stratified subset of the training split (default 400; quick 300)"
     )
     p.add_argument(
         "--eval-rows", type=int, default=None, help="subset of validation and of test (default 300; quick 150)"
@@ -70,8 +70,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.lrs = "1e-4,3e-4" if args.lrs == "3e-5,1e-4,3e-4" else args.lrs
         args.epochs = "1" if args.epochs == "3" else args.epochs
     else:
-        # sized for 30 minutes on 2 CPU cores (SpamAssassin took 40: FLAML's budgets are 4x greenladder's time)
-        args.train_rows = args.train_rows or 500
+        # sized for 30 minutes on 2 CPU cores: SpamAssassin at 500 training rows took 40 (grid and
+        # optuna train 6 times each, FLAML gets 4x greenladder's time on top)
+        args.train_rows = args.train_rows or 400
         args.eval_rows = args.eval_rows or 300
         args.max_length = args.max_length or 64
     if args.target is None:
@@ -174,6 +175,21 @@ def summarise(
     row["overhead_flops"] = total.flops / one.flops if one is not None and one.flops > 0 else None
     row["overhead_kwh"] = total.energy_kwh / one.energy_kwh if one is not None and one.energy_kwh > 0 else None
     return row
+
+
+def _trial_log(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    """One note line with greenladder's trials in order: where each setting came from, and its score."""
+    gl = next((r for r in rows if r.get("method") == "greenladder"), None)
+    if gl is None:
+        return []
+    parts = []
+    for run in gl.get("runs", []):
+        hp, score = run.get("hyperparameters", {}), run.get("metrics", {}).get(metric)
+        lr = f"lr {hp['learning_rate']:.2g}" if "learning_rate" in hp else "TF-IDF"
+        origin = run.get("details", {}).get("trial_origin", "")
+        shown = f"{score:.3f}" if score is not None else run.get("status", "")
+        parts.append(f"{run['run_id']} ({lr}{'; ' + origin if origin else ''}) {shown}")
+    return ["greenladder's runs, in order: " + "; ".join(parts) + "."] if parts else []
 
 
 def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
@@ -571,8 +587,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{data.test.num_rows} rows (stratified, seed {args.seed}), max length {args.max_length} tokens; ladder "
         f"{', '.join(args.rung_list)}; criteria: validation {args.metric} ≥ {args.floor:g}.",
         f"Exhaustive grid: learning rates {args.lr_list} × epochs {args.epoch_list} per rung; optuna gets as many trials; "
-        f"greenladder: its default first trial (lr 1e-4, {args.gl_epochs:g} epochs), then TPE, "
-        f"{args.trials_per_rung} trials per rung at most.",
+        f"greenladder: its default first trial (lr 1e-4, {args.gl_epochs:g} epochs), then the warm start and the "
+        f"lr probe, then TPE, {args.trials_per_rung} trials per rung at most.",
+        *_trial_log(rows, args.metric),
         "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-bucketed "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
         "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
