@@ -275,7 +275,11 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                     runs.append(skipped)
                     verdicts[skipped.run_id] = judge(skipped, criteria)
                     continue
-            done = [r for r in ledger.all() if r.candidate.name == rung.name and r.run_id.startswith(f"{rung.name}-t")]
+            done = [
+                r
+                for r in ledger.all()
+                if r.candidate.name == rung.name and r.run_id.startswith(f"{rung.name}-t") and r.status != "failed"
+            ]
             tuner = RungTuner(
                 config,
                 previous=[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done],
@@ -288,7 +292,10 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             found_elsewhere: float | None = None
             for i in range(config.tuning.trials_per_rung):
                 run_id = f"{rung.name}-t{i + 1}"
-                run = ledger.get(run_id)
+                failed = ledger.get(run_id)
+                if failed is not None and failed.status == "failed":
+                    say(f"{run_id}: failed last time ({failed.message}); trying it again")
+                run = ledger.finished(run_id)
                 if run is not None:
                     say(f"{run_id}: read back from the ledger (not retrained)")
                 else:
@@ -365,7 +372,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 break
         if too_big is not None and recommendation is None:
             sid = f"{too_big.run_id}-student"
-            student = ledger.get(sid)
+            student = ledger.finished(sid)
             if student is None:
                 student = _record(ledger, distil_run(too_big, data, config, run_dir, sid, progress=say))
             else:
@@ -397,7 +404,7 @@ def _small_experiment(
     """Train the rung on a fraction of the data with the default trial, and forecast its full-data metric."""
     run_id = f"{rung.name}-small"
     metric = config.criteria.metric
-    run = ledger.get(run_id)
+    run = ledger.finished(run_id)
     if run is None:
         say(f"{rung.name}: small experiment on {config.tuning.small_fraction:.0%} of the training data")
         run = train_run(
@@ -525,7 +532,7 @@ def _incremental(
     baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
     verdicts = {"baseline": judge(baseline, criteria)}
     run_id = f"{cand_info['name']}-incremental"
-    run = ledger.get(run_id)
+    run = ledger.finished(run_id)
     if run is None:
         candidate = Candidate(name=cand_info["name"], kind="incremental", source=str(source), parent_run=str(from_dir))
         run = _record(ledger, train_run(candidate, str(source), data, config, run_dir, run_id, progress=say))

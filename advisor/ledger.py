@@ -2,7 +2,8 @@
 
 Every finished run is written at once, in one transaction, so a crash leaves either the whole
 record or nothing. Re-running the same command reads finished runs back instead of repeating
-them. A second ``advise`` on the same run directory stops with a clear message (file lock).
+them; a run that failed (it raised: out of memory, a broken file) is tried again, and its new
+record replaces the failed one. A second ``advise`` on the same run directory stops with a clear message (file lock).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 
 class Ledger:
-    """Finished runs of one run directory, keyed by run id, never overwritten."""
+    """Finished runs of one run directory, keyed by run id, never overwritten (failed runs excepted)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / LEDGER_NAME
@@ -89,15 +90,22 @@ class Ledger:
         row = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return RunResult.from_dict(json.loads(row[0])) if row else None
 
+    def finished(self, run_id: str) -> RunResult | None:
+        """The run's record unless it failed: a failed run is to be tried again."""
+        run = self.get(run_id)
+        return None if run is None or run.status == "failed" else run
+
     def all(self) -> list[RunResult]:
         rows = self._db.execute("SELECT record FROM runs ORDER BY created, rowid").fetchall()
         return [RunResult.from_dict(json.loads(r[0])) for r in rows]
 
     def add(self, run: RunResult) -> None:
-        """Write one finished run; a run id already present is an error (records are write-once)."""
+        """Write one finished run; a run id already present is an error (records are write-once),
+        unless its record says it failed, which the new one replaces."""
         record = json.dumps(run.to_dict(), sort_keys=True)
         try:
             with self._transaction():
+                self._db.execute("DELETE FROM runs WHERE run_id = ? AND status = 'failed'", (run.run_id,))
                 self._db.execute(
                     "INSERT INTO runs (run_id, rung, status, record, created) VALUES (?, ?, ?, ?, ?)",
                     (run.run_id, run.candidate.name, run.status, record, time.time()),

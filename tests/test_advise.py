@@ -172,6 +172,26 @@ def test_second_trial_of_the_first_rung_is_the_lr_probe_read_off_the_first(
     assert second.hyperparameters["learning_rate"] != pytest.approx(first.hyperparameters["learning_rate"])
 
 
+def test_a_run_that_failed_is_trained_again_on_rerun(
+    tmp_path: Path, ladder: Path, weak_baseline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
+    config = _config(tmp_path, ladder, data, floor=0.3, extra=["ladder.rungs=[tiny-a]", "tuning.trials_per_rung=1"])
+    real = advise_mod.train_run
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        run = real(*args, **kwargs)
+        return dataclasses.replace(run, status="failed", metrics={}, message="training raised MemoryError")
+
+    monkeypatch.setattr(advise_mod, "train_run", crash)
+    first = advise(config)
+    assert first.run("tiny-a-t1").status == "failed" and first.recommendation is None
+    monkeypatch.setattr(advise_mod, "train_run", real)
+    again = advise(config)
+    assert again.run("tiny-a-t1").status == "ok"
+    assert again.run("tiny-a-t1").details["trial_origin"] == "default"
+
+
 def test_baseline_that_passes_is_the_recommendation_and_nothing_is_trained(
     tmp_path: Path, ladder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

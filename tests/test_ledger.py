@@ -37,6 +37,18 @@ def test_records_are_write_once(tmp_path: Path) -> None:
         assert led.get("a").metrics["accuracy"] == 0.8
 
 
+def test_a_failed_run_is_offered_again_and_its_retry_replaces_it(tmp_path: Path) -> None:
+    failed = RunResult("a", Candidate("tiny", "finetune", "x"), {}, "failed", {}, Cost(), message="out of memory")
+    with Ledger(tmp_path) as led:
+        led.add(failed)
+        assert led.get("a") == failed and led.finished("a") is None
+        led.add(_run("a", 0.7))
+        assert led.finished("a") == _run("a", 0.7)
+        assert [r.run_id for r in led.all()] == ["a"]
+        with pytest.raises(ValueError, match="write-once"):  # a finished run still is write-once
+            led.add(_run("a", 0.1))
+
+
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
     code = (
         "import sys; from pathlib import Path; from advisor.ledger import locked\n"
