@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import zlib
@@ -287,6 +288,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 # workers sharing a study must not propose the same settings: each gets its own seed
                 seed=config.train.seed + (zlib.crc32(str(run_dir.resolve()).encode()) if config.tuning.storage else 0),
                 study_name=f"greenladder-{_fingerprint(config)}-{rung.name}",
+                prune_after=math.ceil(len(data.train) / config.train.batch_size),
             )
             rung_runs: list[RunResult] = []
             found_elsewhere: float | None = None

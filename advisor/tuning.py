@@ -91,6 +91,8 @@ class RungTuner:
         seed: sampler seed; the same seed gives the same trials.
         study_name: name of the study in a shared storage (``config.tuning.storage``); workers
             that use the same storage and name share the rung's trial budget.
+        prune_after: training steps before the pruner may stop a trial (one epoch, from the
+            advisor): the first evaluations are noisy, and a lower learning rate starts slower.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class RungTuner:
         warm_start: Mapping[str, Any] | None = None,
         seed: int = 0,
         study_name: str | None = None,
+        prune_after: int = 0,
     ) -> None:
         self.space = search_space(config)
         sampler: optuna.samplers.BaseSampler
@@ -109,7 +112,7 @@ class RungTuner:
             # few startup trials: budgets here are a handful of trials per rung
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=2)
         pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+            optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=prune_after)
             if config.tuning.pruning
             else optuna.pruners.NopPruner()
         )
