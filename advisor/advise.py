@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.baseline import fit_baseline
+from advisor.card import model_card
 from advisor.compact import distil_run, only_ceilings_failed
 from advisor.config import Config, save_config
 from advisor.cost import Meter, MeteringCallback, low_carbon_alternatives
@@ -43,7 +44,7 @@ from advisor.models import (
     load_ladder,
     materialise,
 )
-from advisor.report import model_card, write_reports
+from advisor.report import write_reports
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Candidate, Cost, Report, RunResult, Verdict
@@ -294,9 +295,9 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             found_elsewhere: float | None = None
             for i in range(config.tuning.trials_per_rung):
                 run_id = f"{rung.name}-t{i + 1}"
-                failed = ledger.get(run_id)
-                if failed is not None and failed.status == "failed":
-                    say(f"{run_id}: failed last time ({failed.message}); trying it again")
+                before = ledger.get(run_id)
+                if before is not None and before.status == "failed":
+                    say(f"{run_id}: failed last time ({before.message}); trying it again")
                 run = ledger.finished(run_id)
                 if run is not None:
                     say(f"{run_id}: read back from the ledger (not retrained)")

@@ -1,4 +1,4 @@
-"""Render a :class:`~advisor.types.Report` as JSON, Markdown, a plain-text table, HTML and model cards.
+"""Render a :class:`~advisor.types.Report` as JSON, Markdown, a plain-text table and HTML (model cards: card.py).
 
 No decisions are taken here: verdicts, the recommendation and the stop reason come from the
 climb; this module only lays them out, with every cost figure next to where it came from.
@@ -59,8 +59,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from advisor.criteria import PFLOP, fmt_count, fmt_num, gain, gain_per_kwh, gain_per_pflop
 from advisor.errors import RunDirError
 from advisor.ledger import fault_point
@@ -75,20 +73,20 @@ PROVENANCE_LEGEND = (
 # ----------------------------------------------------------------------------- rows
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON types only: numpy scalars unwrapped, paths and unknown objects as strings, NaN as null."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if hasattr(value, "to_dict") and callable(value.to_dict):
-        return _jsonable(value.to_dict())
+        return jsonable(value.to_dict())
     return str(value)
 
 
@@ -123,7 +121,7 @@ def _previous_rung(report: Report) -> dict[str, RunResult | None]:
     return out
 
 
-def _figure(value: float, provenance: str | None) -> float | None:
+def shown_figure(value: float, provenance: str | None) -> float | None:
     """A cost figure, or None when its provenance says it has no value."""
     if provenance is not None and all(p in ("not_applicable", "not_measured") for p in provenance.split("+")):
         return None
@@ -163,9 +161,9 @@ def rung_rows(report: Report) -> list[dict[str, Any]]:
                 "value": run.metrics.get(metric),
                 "gain_vs_baseline": vs_base,
                 "gain_vs_previous": vs_prev,
-                "train_pflops": _figure(cost.train_flops / PFLOP, prov.get("flops")) if spent else None,
-                "kwh": _figure(cost.energy_kwh, prov.get("energy")) if spent else None,
-                "gco2e": _figure(cost.emissions_g, prov.get("emissions")) if spent else None,
+                "train_pflops": shown_figure(cost.train_flops / PFLOP, prov.get("flops")) if spent else None,
+                "kwh": shown_figure(cost.energy_kwh, prov.get("energy")) if spent else None,
+                "gco2e": shown_figure(cost.emissions_g, prov.get("emissions")) if spent else None,
                 "gain_per_pflop": gain_per_pflop(vs_prev, cost),
                 "gain_per_kwh": gain_per_kwh(vs_prev, cost),
                 "wall_s": cost.wall_s if spent else None,
@@ -303,7 +301,7 @@ def _summary(report: Report) -> list[tuple[str, str]]:
         cost += f" at {total.location}"
     if total.device:
         cost += f" on {total.device}"
-    dataset = _dataset_name(report)
+    dataset = dataset_name(report)
     out = [
         ("Task", f"{report.task}" + (f" on {dataset}" if dataset else "")),
         ("Recommendation", recommendation),
@@ -336,7 +334,7 @@ def _extras(report: Report) -> list[str]:
             line += f": it cost {_cost_words(now)}, against {_cost_words(before)} for the original climb's run"
         lines.append(line + ".")
     elif inc:
-        lines.append(f"Incremental training: {json.dumps(_jsonable(inc), sort_keys=True)}")
+        lines.append(f"Incremental training: {json.dumps(jsonable(inc), sort_keys=True)}")
     lines += [f"Data warning: {w}" for w in report.dataset.get("warnings") or []]
     return lines + run_notes(report)
 
@@ -381,7 +379,7 @@ def _cost_words(cost: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "unknown"
 
 
-def _dataset_name(report: Report) -> str:
+def dataset_name(report: Report) -> str:
     """The dataset's name, or its source; a local path is shortened to its last part."""
     name = str(report.dataset.get("name") or report.dataset.get("source") or "")
     return Path(name).name if name.startswith(("/", ".", "~")) else name
@@ -432,7 +430,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "details": dict(report.details),
         "config": dict(report.config),
     }
-    return _jsonable(out)
+    return jsonable(out)
 
 
 def _version() -> str:
@@ -447,7 +445,7 @@ def _version() -> str:
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
-def _md(text: Any) -> str:
+def md_escape(text: Any) -> str:
     """Text safe inside a Markdown table cell: no pipes or line breaks, nothing that opens an HTML tag.
 
     Only a "<" that could start a tag is escaped, so "accuracy 0.874 < 0.900" stays readable as text.
@@ -459,25 +457,27 @@ def _md(text: Any) -> str:
 def to_markdown(report: Report) -> str:
     """A Markdown report: summary, the runs table, every verdict's reasons, notes."""
     lines = ["# greenladder report", ""]
-    lines += [f"- **{label}:** {_md(text)}" for label, text in _summary(report)]
+    lines += [f"- **{label}:** {md_escape(text)}" for label, text in _summary(report)]
     header, body = _table_cells(report)
     numeric = set(range(4, 13))
-    lines += ["", "## Runs", "", "| " + " | ".join(_md(h) for h in header) + " |"]
+    lines += ["", "## Runs", "", "| " + " | ".join(md_escape(h) for h in header) + " |"]
     lines.append("|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|")
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in body]
-    lines += [""] + [f"_{_md(n)}_  " for n in _NOTES]
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in body]
+    lines += [""] + [f"_{md_escape(n)}_  " for n in _NOTES]
     lines += ["", "## Verdicts", ""]
     for run in _ordered(report):
         verdict = report.verdicts.get(run.run_id)
         if verdict is None:
-            lines.append(f"- **{_md(run.run_id)}**: not judged" + (f" ({_md(run.message)})" if run.message else ""))
+            lines.append(
+                f"- **{md_escape(run.run_id)}**: not judged" + (f" ({md_escape(run.message)})" if run.message else "")
+            )
             continue
         lines.append(
-            f"- **{_md(run.run_id)}**: {'PASS' if verdict.passed else 'FAIL'}: {_md('; '.join(verdict.reasons))}"
+            f"- **{md_escape(run.run_id)}**: {'PASS' if verdict.passed else 'FAIL'}: {md_escape('; '.join(verdict.reasons))}"
         )
     extras = _extras(report)
     if extras:
-        lines += ["", "## Notes", ""] + [f"- {_md(x)}" for x in extras]
+        lines += ["", "## Notes", ""] + [f"- {md_escape(x)}" for x in extras]
     lines += ["", "The HTML report (report.html) shows the metric against compute.", ""]
     return "\n".join(lines)
 
@@ -604,7 +604,7 @@ def to_html(report: Report) -> str:
     extras = _extras(report)
     if extras:
         parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(x)}</li>" for x in extras), "</ul>"]
-    config = json.dumps(_jsonable(report.config), indent=2, sort_keys=True)
+    config = json.dumps(jsonable(report.config), indent=2, sort_keys=True)
     parts += ["<h2>Configuration</h2>", f"<pre>{e(config)}</pre>", "</body></html>", ""]
     return "\n".join(parts)
 
@@ -655,173 +655,3 @@ def write_reports(report: Report, run_dir: Path) -> dict[str, Path]:
             f"Cannot write the reports into {run_dir} ({exc.strerror or exc}). Free space or pick another --out."
         ) from exc
     return out
-
-
-# ----------------------------------------------------------------------------- model card
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _card_meta(report: Report, run: RunResult) -> dict[str, Any]:
-    dataset = _dataset_name(report) or "custom"
-    scores = run.test_metrics or run.metrics
-    split = "test" if run.test_metrics else "validation"
-    is_base = run.candidate.kind == "baseline"
-    meta: dict[str, Any] = {
-        "library_name": "sklearn" if is_base else "transformers",
-        "license": "unknown",
-        "pipeline_tag": "text-classification",
-        "tags": ["text-classification", "greenladder", run.candidate.kind]
-        + (["skops", "tabular-text"] if is_base else []),
-    }
-    if not is_base and _HUB_ID.match(run.candidate.source):
-        meta["base_model"] = run.candidate.source
-    meta["metrics"] = sorted(scores)
-    meta["model-index"] = [
-        {
-            "name": run.candidate.name,
-            "results": [
-                {
-                    "task": {"type": "text-classification", "name": "Text Classification"},
-                    "dataset": {"name": dataset, "type": dataset, "split": split},
-                    "metrics": [
-                        {"type": k, "value": round(float(v), 4), "name": f"{split} {k}"}
-                        for k, v in sorted(scores.items())
-                    ],
-                }
-            ],
-        }
-    ]
-    emissions_prov = run.cost.provenance.get("emissions", "")
-    if emissions_prov and emissions_prov not in ("not_measured", "not_applicable"):
-        metering = report.config.get("metering", {}) if isinstance(report.config.get("metering"), Mapping) else {}
-        by_codecarbon = bool(metering.get("codecarbon", False)) and emissions_prov in ("measured", "estimated")
-        meta["co2_eq_emissions"] = {
-            "emissions": round(run.cost.emissions_g, 4),
-            "source": "codecarbon" if by_codecarbon else "estimate",
-            # hub values are "pre-training" and "fine-tuning"; this model was never pre-trained here
-            "training_type": "fine-tuning" if not is_base else "training from scratch (TF-IDF + linear model)",
-            "geographical_location": run.cost.location or "unknown",
-            "hardware_used": run.cost.device or "unknown",
-        }
-    return _jsonable(meta)
-
-
-def _load_snippet(run: RunResult) -> list[str]:
-    if run.candidate.kind == "baseline":
-        name = Path(run.artifact).name if run.artifact else "model.skops"
-        return [
-            "```python",
-            "import skops.io as sio",
-            "",
-            f'path = "{name}"',
-            "# skops refuses unknown types; trust only scikit-learn, numpy and scipy ones",
-            "types = sio.get_untrusted_types(file=path)",
-            'assert all(t.startswith(("sklearn.", "numpy.", "scipy.")) for t in types), types',
-            "model = sio.load(path, trusted=types)",
-            'print(model.predict(["some text to classify"]))',
-            "```",
-        ]
-    return [
-        "```python",
-        "from transformers import pipeline",
-        "",
-        "# the folder holding this README (config.json, model.safetensors, tokenizer files)",
-        'classifier = pipeline("text-classification", model="path/to/this/folder")',
-        'print(classifier("some text to classify"))',
-        "```",
-    ]
-
-
-def _card_figure(value: float, provenance: str | None) -> str:
-    shown = _figure(value, provenance)
-    return "n/a" if shown is None else fmt_num(shown)
-
-
-def model_card(report: Report, run: RunResult) -> str:
-    """README.md for a saved model: hub-style YAML front matter, then how it was chosen and what it cost."""
-    metric = report.criteria.metric
-    meta = _card_meta(report, run)
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    c, cost, prov = run.candidate, run.cost, run.cost.provenance
-    shape = ", ".join(
-        x
-        for x in (
-            f"{fmt_count(c.params_total)} parameters" if c.params_total else "",
-            f"{c.layers} layers" if c.layers else "",
-            f"hidden size {c.hidden}" if c.hidden else "",
-        )
-        if x
-    )
-    what = {
-        "baseline": "a TF-IDF + linear model baseline",
-        "finetune": f"a text classifier fine-tuned from `{c.source}`",
-        "incremental": f"a text classifier trained incrementally from `{c.source}`",
-        "distilled": f"a student distilled from `{c.source}`",
-    }[c.kind]
-    lines = [
-        "---",
-        front.rstrip(),
-        "---",
-        "",
-        f"# {_md(c.name)}",
-        "",
-        f"This is {what}"
-        + (f" ({shape})" if shape else "")
-        + f", trained for {report.task}"
-        + (f" on {_md(_dataset_name(report))}" if _dataset_name(report) else "")
-        + ".",
-    ]
-    labels = report.dataset.get("label_names")
-    if labels:
-        lines += ["", "Labels: " + ", ".join(_md(x) for x in labels) + "."]
-    if c.parent_run:
-        lines += ["", f"It continues from run `{c.parent_run}`."]
-    chosen = "It is the recommendation" if report.recommendation == run.run_id else "It was one of the runs"
-    lines += [
-        "",
-        "## How it was selected",
-        "",
-        f"{chosen} of a greenladder climb: the TF-IDF baseline first, then pre-trained models from smallest "
-        f"to largest, each judged against the acceptance criteria, stopping as soon as one passed. "
-        f"The climb made {len(report.runs)} run(s) after the baseline and stopped because: {_md(report.stop_reason)}.",
-        "",
-        "## Criteria and verdict",
-        "",
-    ]
-    verdict = report.verdicts.get(run.run_id)
-    if verdict is None:
-        lines.append("This run was not judged.")
-    else:
-        lines.append(f"**{'PASS' if verdict.passed else 'FAIL'}** on validation {metric}:")
-        lines += [""] + [f"- {r}" for r in verdict.reasons]
-    scores = run.test_metrics or run.metrics
-    split = "test" if run.test_metrics else "validation"
-    lines += ["", f"Scores on the {split} split:", "", "| metric | value |", "|---|---:|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scores.items())]
-    total = report.total_cost
-    lines += [
-        "",
-        "## Cost",
-        "",
-        "| figure | this model | whole search | provenance (this model) |",
-        "|---|---:|---:|---|",
-        f"| wall time, s | {fmt_num(cost.wall_s)} | {fmt_num(total.wall_s)} | {prov.get('time', '?')} |",
-        f"| training compute, PFLOPs | {_card_figure(cost.train_flops / PFLOP, prov.get('flops'))} | {fmt_num(total.train_flops / PFLOP)} | {prov.get('flops', '?')} |",
-        f"| energy, kWh | {_card_figure(cost.energy_kwh, prov.get('energy'))} | {fmt_num(total.energy_kwh)} | {prov.get('energy', '?')} |",
-        f"| emissions, gCO2e | {_card_figure(cost.emissions_g, prov.get('emissions'))} | {fmt_num(total.emissions_g)} | {prov.get('emissions', '?')} |",
-        "",
-        f"Measured on {cost.device or 'an unrecorded device'}; emissions for the grid at {cost.location or 'an unrecorded location'}. "
-        "Figures marked not_applicable have no meaning for this model (a TF-IDF fit has no FLOPs count); "
-        "estimated energy comes from a power model, not hardware counters.",
-        "",
-        "## How to load it",
-        "",
-        *_load_snippet(run),
-        "",
-        "Hyperparameters: "
-        + (", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items())) or "defaults")
-        + ".",
-        "",
-    ]
-    return "\n".join(lines)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
+from advisor.card import model_card
 from advisor.criteria import judge
 from advisor.errors import RunDirError
-from advisor.report import model_card, rung_rows, to_html, to_json, to_markdown, to_table, write_reports
+from advisor.report import rung_rows, to_html, to_json, to_markdown, to_table, write_reports
 from advisor.types import REPORT_SCHEMA_VERSION, AcceptanceCriteria, Candidate, Cost, Report, RunResult
 
 CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)

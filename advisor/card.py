@@ -1,0 +1,184 @@
+"""The model card written next to a saved model: hub-style YAML front matter (model-index,
+co2_eq_emissions), how the model was chosen, its verdict against the criteria, what it cost, and
+how to load it safely. Layout only, like report.py: every figure comes from the Report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from advisor.criteria import PFLOP, fmt_count, fmt_num
+from advisor.report import dataset_name, jsonable, md_escape, shown_figure
+from advisor.types import Report, RunResult
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _card_meta(report: Report, run: RunResult) -> dict[str, Any]:
+    dataset = dataset_name(report) or "custom"
+    scores = run.test_metrics or run.metrics
+    split = "test" if run.test_metrics else "validation"
+    is_base = run.candidate.kind == "baseline"
+    meta: dict[str, Any] = {
+        "library_name": "sklearn" if is_base else "transformers",
+        "license": "unknown",
+        "pipeline_tag": "text-classification",
+        "tags": ["text-classification", "greenladder", run.candidate.kind]
+        + (["skops", "tabular-text"] if is_base else []),
+    }
+    if not is_base and _HUB_ID.match(run.candidate.source):
+        meta["base_model"] = run.candidate.source
+    meta["metrics"] = sorted(scores)
+    meta["model-index"] = [
+        {
+            "name": run.candidate.name,
+            "results": [
+                {
+                    "task": {"type": "text-classification", "name": "Text Classification"},
+                    "dataset": {"name": dataset, "type": dataset, "split": split},
+                    "metrics": [
+                        {"type": k, "value": round(float(v), 4), "name": f"{split} {k}"}
+                        for k, v in sorted(scores.items())
+                    ],
+                }
+            ],
+        }
+    ]
+    emissions_prov = run.cost.provenance.get("emissions", "")
+    if emissions_prov and emissions_prov not in ("not_measured", "not_applicable"):
+        metering = report.config.get("metering", {}) if isinstance(report.config.get("metering"), Mapping) else {}
+        by_codecarbon = bool(metering.get("codecarbon", False)) and emissions_prov in ("measured", "estimated")
+        meta["co2_eq_emissions"] = {
+            "emissions": round(run.cost.emissions_g, 4),
+            "source": "codecarbon" if by_codecarbon else "estimate",
+            # hub values are "pre-training" and "fine-tuning"; this model was never pre-trained here
+            "training_type": "fine-tuning" if not is_base else "training from scratch (TF-IDF + linear model)",
+            "geographical_location": run.cost.location or "unknown",
+            "hardware_used": run.cost.device or "unknown",
+        }
+    return jsonable(meta)
+
+
+def _load_snippet(run: RunResult) -> list[str]:
+    if run.candidate.kind == "baseline":
+        name = Path(run.artifact).name if run.artifact else "model.skops"
+        return [
+            "```python",
+            "import skops.io as sio",
+            "",
+            f'path = "{name}"',
+            "# skops refuses unknown types; trust only scikit-learn, numpy and scipy ones",
+            "types = sio.get_untrusted_types(file=path)",
+            'assert all(t.startswith(("sklearn.", "numpy.", "scipy.")) for t in types), types',
+            "model = sio.load(path, trusted=types)",
+            'print(model.predict(["some text to classify"]))',
+            "```",
+        ]
+    return [
+        "```python",
+        "from transformers import pipeline",
+        "",
+        "# the folder holding this README (config.json, model.safetensors, tokenizer files)",
+        'classifier = pipeline("text-classification", model="path/to/this/folder")',
+        'print(classifier("some text to classify"))',
+        "```",
+    ]
+
+
+def _card_figure(value: float, provenance: str | None) -> str:
+    shown = shown_figure(value, provenance)
+    return "n/a" if shown is None else fmt_num(shown)
+
+
+def model_card(report: Report, run: RunResult) -> str:
+    """README.md for a saved model: hub-style YAML front matter, then how it was chosen and what it cost."""
+    metric = report.criteria.metric
+    meta = _card_meta(report, run)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
+    c, cost, prov = run.candidate, run.cost, run.cost.provenance
+    shape = ", ".join(
+        x
+        for x in (
+            f"{fmt_count(c.params_total)} parameters" if c.params_total else "",
+            f"{c.layers} layers" if c.layers else "",
+            f"hidden size {c.hidden}" if c.hidden else "",
+        )
+        if x
+    )
+    what = {
+        "baseline": "a TF-IDF + linear model baseline",
+        "finetune": f"a text classifier fine-tuned from `{c.source}`",
+        "incremental": f"a text classifier trained incrementally from `{c.source}`",
+        "distilled": f"a student distilled from `{c.source}`",
+    }[c.kind]
+    lines = [
+        "---",
+        front.rstrip(),
+        "---",
+        "",
+        f"# {md_escape(c.name)}",
+        "",
+        f"This is {what}"
+        + (f" ({shape})" if shape else "")
+        + f", trained for {report.task}"
+        + (f" on {md_escape(dataset_name(report))}" if dataset_name(report) else "")
+        + ".",
+    ]
+    labels = report.dataset.get("label_names")
+    if labels:
+        lines += ["", "Labels: " + ", ".join(md_escape(x) for x in labels) + "."]
+    if c.parent_run:
+        lines += ["", f"It continues from run `{c.parent_run}`."]
+    chosen = "It is the recommendation" if report.recommendation == run.run_id else "It was one of the runs"
+    lines += [
+        "",
+        "## How it was selected",
+        "",
+        f"{chosen} of a greenladder climb: the TF-IDF baseline first, then pre-trained models from smallest "
+        f"to largest, each judged against the acceptance criteria, stopping as soon as one passed. "
+        f"The climb made {len(report.runs)} run(s) after the baseline and stopped because: {md_escape(report.stop_reason)}.",
+        "",
+        "## Criteria and verdict",
+        "",
+    ]
+    verdict = report.verdicts.get(run.run_id)
+    if verdict is None:
+        lines.append("This run was not judged.")
+    else:
+        lines.append(f"**{'PASS' if verdict.passed else 'FAIL'}** on validation {metric}:")
+        lines += [""] + [f"- {r}" for r in verdict.reasons]
+    scores = run.test_metrics or run.metrics
+    split = "test" if run.test_metrics else "validation"
+    lines += ["", f"Scores on the {split} split:", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scores.items())]
+    total = report.total_cost
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "| figure | this model | whole search | provenance (this model) |",
+        "|---|---:|---:|---|",
+        f"| wall time, s | {fmt_num(cost.wall_s)} | {fmt_num(total.wall_s)} | {prov.get('time', '?')} |",
+        f"| training compute, PFLOPs | {_card_figure(cost.train_flops / PFLOP, prov.get('flops'))} | {fmt_num(total.train_flops / PFLOP)} | {prov.get('flops', '?')} |",
+        f"| energy, kWh | {_card_figure(cost.energy_kwh, prov.get('energy'))} | {fmt_num(total.energy_kwh)} | {prov.get('energy', '?')} |",
+        f"| emissions, gCO2e | {_card_figure(cost.emissions_g, prov.get('emissions'))} | {fmt_num(total.emissions_g)} | {prov.get('emissions', '?')} |",
+        "",
+        f"Measured on {cost.device or 'an unrecorded device'}; emissions for the grid at {cost.location or 'an unrecorded location'}. "
+        "Figures marked not_applicable have no meaning for this model (a TF-IDF fit has no FLOPs count); "
+        "estimated energy comes from a power model, not hardware counters.",
+        "",
+        "## How to load it",
+        "",
+        *_load_snippet(run),
+        "",
+        "Hyperparameters: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items())) or "defaults")
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
