@@ -22,7 +22,7 @@ from advisor.baseline import fit_baseline
 from advisor.card import model_card
 from advisor.compact import distil_run, only_ceilings_failed
 from advisor.config import Config, save_config
-from advisor.cost import Meter, MeteringCallback, low_carbon_alternatives
+from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import (
     closest_failure,
     compute_metrics,
@@ -33,6 +33,7 @@ from advisor.criteria import (
     would_exceed_budget,
 )
 from advisor.data import TaskData, column, load_task_data
+from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
 from advisor.forecast import Forecast, forecast_full
 from advisor.ledger import Ledger, fault_point, locked

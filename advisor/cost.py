@@ -7,7 +7,7 @@ A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit)
 * FLOPs: ``analytic`` (:mod:`advisor.flops` on the tokens actually processed, counted by
   :class:`MeteringCallback`), ``not_applicable`` for work that is not a transformer (TF-IDF), or
   ``not_measured`` when nothing was counted;
-* energy: from an :class:`EnergyReader`. codecarbon reads hardware counters where it can (RAPL for
+* energy: from an :class:`~advisor.energy.EnergyReader`. codecarbon reads hardware counters where it can (RAPL for
   the CPU, NVML for NVIDIA GPUs: ``measured``) and otherwise models power from TDP and load
   (``estimated``); RAM power is always modelled. Mixed sources give e.g. "estimated+measured".
   Without codecarbon, or with metering off, energy is ``not_measured``;
@@ -19,217 +19,24 @@ A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit)
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
 import importlib.util
-import json
-import logging
 import platform
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 import torch
 from transformers import TrainerCallback
 
 from advisor.config import MeteringConfig
-from advisor.errors import ConfigError
+from advisor.energy import EnergyReader, EnergyReading, grid_intensity_g_per_kwh, location_of, make_reader
 from advisor.flops import PASSES, FlopsKind, forward_coefficients
 from advisor.types import Cost
-
-# ---------------------------------------------------------------------------------------------
-# energy readers
-
-
-@dataclass(frozen=True)
-class EnergyReading:
-    """Energy one phase used, split by component, and where the figures came from."""
-
-    cpu_kwh: float = 0.0
-    gpu_kwh: float = 0.0
-    ram_kwh: float = 0.0
-    #: emissions computed by the reader itself; None lets the Meter apply the grid intensity
-    emissions_g: float | None = None
-    provenance: str = "not_measured"
-
-
-class EnergyReader(Protocol):
-    """Reads the energy of one phase: ``start()`` before it, ``stop()`` after it."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> EnergyReading: ...
-
-
-class NullReader:
-    """Reads nothing: energy and emissions are 0 and labelled ``not_measured``."""
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> EnergyReading:
-        return EnergyReading()
-
-
-# codecarbon CPU modes backed by energy counters; the others (cpu_load, constant) model power
-_COUNTER_CPU_MODES = ("intel_rapl", "windows_emi", "intel_power_gadget")
-
-
-def _component_provenance(hardware: object) -> str:
-    """Whether one of codecarbon's hardware objects reads counters (measured) or models power."""
-    kind = type(hardware).__name__
-    if kind == "CPU":
-        return "measured" if getattr(hardware, "_mode", None) in _COUNTER_CPU_MODES else "estimated"
-    if kind in ("GPU", "AppleSiliconChip", "Raspberry"):  # NVML/AMD-SMI, powermetrics, PMIC counters
-        return "measured"
-    return "estimated"  # RAM: a power model from installed memory
-
-
-class CodecarbonReader:
-    """Energy from codecarbon's offline tracker, one tracker per phase.
-
-    The tracker runs with ``allow_multiple_runs=True``: codecarbon otherwise takes a machine-wide
-    lock file (``<tmp>/.codecarbon.lock``) and refuses to start while another tracker (a parallel
-    trial) holds it. ``save_to_file=False`` keeps its ``emissions.csv`` out of the working directory;
-    the figures go into the Cost instead. ``tracking_mode="process"`` charges the phase with this
-    process's share of the machine, so trials running side by side are not each billed for all.
-    """
-
-    def __init__(self, cfg: MeteringConfig, project_name: str = "greenladder") -> None:
-        self.cfg = cfg
-        self.project_name = project_name
-        self._tracker: Any = None
-
-    def start(self) -> None:
-        from codecarbon import OfflineEmissionsTracker
-
-        # codecarbon logs an INFO line and a WARNING on construction, before log_level applies
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        location: dict[str, Any] = (
-            {"cloud_provider": self.cfg.cloud_provider, "cloud_region": self.cfg.cloud_region}
-            if self.cfg.cloud_provider and self.cfg.cloud_region
-            else {"country_iso_code": self.cfg.country_iso_code}
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # save_to_file is deprecated in 3.x, the only spelling in 2.x
-            self._tracker = OfflineEmissionsTracker(
-                project_name=self.project_name,
-                save_to_file=False,
-                allow_multiple_runs=True,
-                log_level="error",
-                tracking_mode="process",
-                **location,
-            )
-        self._tracker.start()
-
-    def stop(self) -> EnergyReading:
-        tracker, self._tracker = self._tracker, None
-        if tracker is None:
-            return EnergyReading()
-        tracker.stop()  # codecarbon swallows its own errors here; a missing result says so
-        data = getattr(tracker, "final_emissions_data", None)
-        if data is None:
-            return EnergyReading()
-        labels = sorted({_component_provenance(h) for h in getattr(tracker, "_hardware", [])} or {"estimated"})
-        return EnergyReading(
-            cpu_kwh=max(float(data.cpu_energy), 0.0),
-            gpu_kwh=max(float(data.gpu_energy), 0.0),
-            ram_kwh=max(float(data.ram_energy), 0.0),
-            emissions_g=max(float(data.emissions), 0.0) * 1000.0,  # codecarbon reports kg
-            provenance="+".join(labels),
-        )
-
-
-def make_reader(cfg: MeteringConfig, project_name: str = "greenladder") -> EnergyReader:
-    """codecarbon when metering and codecarbon are enabled and it is installed, else a NullReader."""
-    if cfg.enabled and cfg.codecarbon and importlib.util.find_spec("codecarbon") is not None:
-        return CodecarbonReader(cfg, project_name)
-    return NullReader()
-
-
-# ---------------------------------------------------------------------------------------------
-# grid carbon intensity, from the data files codecarbon ships
-
-
-@functools.cache
-def _codecarbon_data() -> Path:
-    spec = importlib.util.find_spec("codecarbon")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("Grid carbon intensities come from codecarbon's data files: pip install codecarbon.")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-@functools.cache
-def _country_intensities() -> dict[str, tuple[str, float]]:
-    """ISO alpha-3 -> (country name, gCO2e/kWh) from codecarbon's global energy mix."""
-    mix = json.loads((_codecarbon_data() / "private_infra" / "global_energy_mix.json").read_text(encoding="utf-8"))
-    return {
-        code: (str(row.get("country_name", code)), float(row["carbon_intensity"]))
-        for code, row in mix.items()
-        if row.get("carbon_intensity") is not None
-    }
-
-
-@functools.cache
-def _cloud_intensities() -> dict[tuple[str, str], tuple[str, float]]:
-    """(provider, region) -> (country name, gCO2e/kWh) from codecarbon's cloud impact table."""
-    with (_codecarbon_data() / "cloud" / "impact.csv").open(encoding="utf-8-sig", newline="") as fh:
-        return {
-            (row["provider"], row["region"]): (row["country_name"], float(row["impact"]))
-            for row in csv.DictReader(fh)
-            if row.get("impact")
-        }
-
-
-def location_of(cfg: MeteringConfig) -> str:
-    """The configured grid: "provider:region" when both are set, else the country code."""
-    if cfg.cloud_provider and cfg.cloud_region:
-        return f"{cfg.cloud_provider}:{cfg.cloud_region}"
-    return cfg.country_iso_code
-
-
-def grid_intensity_g_per_kwh(cfg: MeteringConfig) -> float:
-    """Average carbon intensity (gCO2e/kWh) of the configured location's grid.
-
-    Raises:
-        ConfigError: codecarbon knows no such country or cloud region.
-    """
-    if cfg.cloud_provider and cfg.cloud_region:
-        clouds = _cloud_intensities()
-        key = (cfg.cloud_provider, cfg.cloud_region)
-        if key not in clouds:
-            known = sorted(f"{p}:{r}" for p, r in clouds)
-            raise ConfigError(
-                f"metering.cloud_provider/cloud_region {key[0]}:{key[1]} is unknown to codecarbon. "
-                f"Use one of {', '.join(known[:8])} ..., or unset them to use metering.country_iso_code."
-            )
-        return clouds[key][1]
-    countries = _country_intensities()
-    if cfg.country_iso_code not in countries:
-        raise ConfigError(
-            f"metering.country_iso_code {cfg.country_iso_code!r} is unknown to codecarbon. "
-            "Use an ISO 3166 alpha-3 code such as USA, FRA, DEU or IND."
-        )
-    return countries[cfg.country_iso_code][1]
-
-
-def low_carbon_alternatives(kwh: float, n: int = 3) -> list[tuple[str, float]]:
-    """What ``kwh`` would emit (grams) on the ``n`` lowest-carbon grids codecarbon knows.
-
-    Countries and cloud regions are ranked together; grids listed at 0 gCO2e/kWh are skipped (a
-    zero is a gap in the data, not a grid without emissions). Sorted from lowest emissions.
-    """
-    grids = [(f"{name} ({code})", g) for code, (name, g) in _country_intensities().items()]
-    grids += [(f"{prov}:{region} ({name})", g) for (prov, region), (name, g) in _cloud_intensities().items()]
-    ranked = sorted((g, label) for label, g in grids if g > 0)[:n]
-    return [(label, kwh * g) for g, label in ranked]
-
 
 # ---------------------------------------------------------------------------------------------
 # the meter

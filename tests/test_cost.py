@@ -19,14 +19,8 @@ from transformers import (
 )
 
 from advisor.config import MeteringConfig
-from advisor.cost import (
-    EnergyReading,
-    Meter,
-    MeteringCallback,
-    NullReader,
-    grid_intensity_g_per_kwh,
-    low_carbon_alternatives,
-)
+from advisor.cost import Meter, MeteringCallback
+from advisor.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh, low_carbon_alternatives
 from advisor.errors import ConfigError
 from advisor.flops import batch_flops
 
