@@ -3,7 +3,8 @@
 Every finished run is written at once, in one transaction, so a crash leaves either the whole
 record or nothing. Re-running the same command reads finished runs back instead of repeating
 them; a run that failed (it raised: out of memory, a broken file) is tried again, and its new
-record replaces the failed one. A second ``advise`` on the same run directory stops with a clear message (file lock).
+record replaces the failed one. A second ``advise`` on the same run directory stops with a clear
+message (file lock).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def default_trial(config: Config) -> dict[str, Any]:
 def probe_trial(
     config: Config, tried: Mapping[str, Any], eval_losses: Sequence[float | None], ok: bool
 ) -> tuple[dict[str, Any], str] | None:
-    """The settings to try after ``tried``, and why; None when the move would leave the lr range.
+    """The settings to try after ``tried``, and why; None when the lr already sits at that end of its range.
 
     The learning rate goes up by ``tuning.probe_factor`` when the run ended with its lowest
     validation loss (still improving), down when the loss had turned up by the end, or when the run
