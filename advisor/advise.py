@@ -296,10 +296,10 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             found_elsewhere: float | None = None
             for i in range(config.tuning.trials_per_rung):
                 run_id = f"{rung.name}-t{i + 1}"
-                before = ledger.get(run_id)
-                if before is not None and before.status == "failed":
-                    say(f"{run_id}: failed last time ({before.message}); trying it again")
-                run = ledger.finished(run_id)
+                run = ledger.get(run_id)
+                if run is not None and run.status == "failed":
+                    say(f"{run_id}: failed last time ({run.message}); trying it again")
+                    run = None
                 if run is not None:
                     say(f"{run_id}: read back from the ledger (not retrained)")
                 else:
@@ -339,7 +339,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 spent = spent + run.cost
                 if i == 0:
                     losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
-                    tuner.queue_probe(config, run.hyperparameters, losses, ok=run.status == "ok")
+                    tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
                 verdicts[run_id] = judge(run, criteria)
                 if verdicts[run_id].passed:
                     recommendation = run_id

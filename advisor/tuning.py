@@ -104,6 +104,7 @@ class RungTuner:
         study_name: str | None = None,
         prune_after: int = 0,
     ) -> None:
+        self.config = config
         self.space = search_space(config)
         sampler: optuna.samplers.BaseSampler
         if config.tuning.sampler == "random":
@@ -143,16 +144,14 @@ class RungTuner:
                 # skip_if_exists: a second worker does not queue the same settings again
                 self.study.enqueue_trial(queued, skip_if_exists=True)
 
-    def queue_probe(
-        self, config: Config, hyperparameters: Mapping[str, Any], eval_losses: Sequence[float | None], ok: bool
-    ) -> None:
+    def queue_probe(self, hyperparameters: Mapping[str, Any], eval_losses: Sequence[float | None], ok: bool) -> None:
         """After the default trial (``hyperparameters``, its validation losses, whether it finished
         cleanly): queue the probe behind the warm start, if one is queued."""
-        if self.default is None or not config.tuning.probe:
+        if self.default is None or not self.config.tuning.probe:
             return
         if {k: hyperparameters.get(k) for k in self.space} != self.default:
             return  # another worker ran the default; this run is something else
-        found = probe_trial(config, self.default, eval_losses, ok)
+        found = probe_trial(self.config, self.default, eval_losses, ok)
         if found is None:
             return
         probe, self.probe_origin = found

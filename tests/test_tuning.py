@@ -75,7 +75,7 @@ def test_probe_is_the_second_trial_without_a_warm_start_and_third_behind_one() -
     tuner = RungTuner(config)
     trial, hp, origin = tuner.ask()
     tuner.tell(trial, 0.6)
-    tuner.queue_probe(config, hp, [0.5, 0.3], ok=True)
+    tuner.queue_probe(hp, [0.5, 0.3], ok=True)
     _, hp2, origin2 = tuner.ask()
     assert origin == "default" and origin2.startswith("probe: lr up")
     assert hp2["learning_rate"] == min(default["learning_rate"] * 3, config.tuning.lr_max)
@@ -84,7 +84,7 @@ def test_probe_is_the_second_trial_without_a_warm_start_and_third_behind_one() -
     tuner = RungTuner(config, warm_start=warm)
     trial, hp, _ = tuner.ask()
     tuner.tell(trial, 0.6)
-    tuner.queue_probe(config, hp, [0.5, 0.7], ok=True)
+    tuner.queue_probe(hp, [0.5, 0.7], ok=True)
     origins = []
     for _ in range(2):
         trial, _, o = tuner.ask()
@@ -98,7 +98,7 @@ def test_probe_can_be_turned_off() -> None:
     tuner = RungTuner(config)
     trial, hp, _ = tuner.ask()
     tuner.tell(trial, 0.6)
-    tuner.queue_probe(config, hp, [0.5, 0.3], ok=True)
+    tuner.queue_probe(hp, [0.5, 0.3], ok=True)
     assert tuner.ask()[2] == "TPESampler"
 
 
