@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="greenladder,exhaustive,optuna,flaml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="train every run, also one another method already trained with the same settings and seed",
+    )
     p.add_argument("--quick", action="store_true", help="small subset, 64 tokens, 1 epoch: a few minutes")
     return p
 
@@ -105,7 +110,8 @@ def make_config(args: argparse.Namespace, folder: Path, out: Path) -> Any:
                 "epochs_max": max(args.epoch_list),
             },
             "criteria": {"metric": args.metric, "floor": args.floor},
-            "output": {"out": str(out)},
+            # kept so that another method can reuse an identical run's model (storage only, no compute)
+            "output": {"out": str(out), "keep_checkpoints": True},
         }
     )
 
@@ -192,7 +198,76 @@ def _trial_log(rows: list[dict[str, Any]], metric: str) -> list[str]:
     return ["greenladder's runs, in order: " + "; ".join(parts) + "."] if parts else []
 
 
-def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
+class RunReuse:
+    """Finished runs by everything that determines them, so that no method trains one twice.
+
+    The grid and optuna often ask for a run greenladder has already trained: the same rung, learning
+    rate, epochs and seed on the same data (greenladder's default and its probe are grid points).
+    Training on the CPU is deterministic, so such a run gives the same model, metrics and cost, and
+    is not trained again; the method that asks for it is charged its metered cost (FLOPs, kWh, and
+    the metered wall time of its training, validation and latency passes). Only complete runs are
+    reused: not one that a rule or the pruner stopped, nor one on a share of the training data.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._runs: dict[tuple[Any, ...], tuple[Any, str, str]] = {}
+
+    @staticmethod
+    def _key(rung: str, hp: dict[str, Any], config: Any) -> tuple[Any, ...]:
+        t = config.train
+        settings = tuple((k, f"{float(v):.10g}") for k, v in sorted(hp.items()))
+        return (rung, settings, t.max_length, t.seed, t.evals_per_epoch, config.rules.enabled)
+
+    def add(self, run: Any, run_dir: Path, method: str, config: Any) -> None:
+        complete = (
+            run.status == "ok"
+            and run.artifact
+            and run.candidate.kind == "finetune"
+            and run.candidate.parent_run is None
+            and run.details.get("train_fraction", 1.0) >= 1.0
+            and run.details.get("steps") == run.details.get("total_steps")
+        )
+        if self.enabled and complete:
+            key = self._key(run.candidate.name, dict(run.hyperparameters), config)
+            self._runs.setdefault(key, (run, str((run_dir / run.artifact).resolve()), f"{method}/{run.run_id}"))
+
+    def find(self, rung: str, hp: dict[str, Any], config: Any, run_id: str) -> Any | None:
+        """The earlier run as ``run_id`` of the asking method, or None when there is none."""
+        from advisor.train import resolve_hparams
+
+        found = self._runs.get(self._key(rung, resolve_hparams(config, hp), config)) if self.enabled else None
+        if found is None:
+            return None
+        run, artifact, origin = found
+        if not Path(artifact).exists():
+            return None
+        details = {k: v for k, v in run.details.items() if k != "trial_origin"}
+        return dataclasses.replace(run, run_id=run_id, artifact=artifact, details={**details, "reused_from": origin})
+
+
+def _reused_wall(runs: list[Any]) -> float:
+    return sum(r.cost.wall_s for r in runs if r.details.get("reused_from"))
+
+
+def _reuse_notes(rows: list[dict[str, Any]], disabled: bool) -> list[str]:
+    """One note line per method that reused another method's identical runs."""
+    if disabled:
+        return ["Every run was trained (`--no-reuse`), also where two methods asked for the same one."]
+    notes = []
+    for row in rows:
+        reused = row.get("reused_runs") or []
+        if reused:
+            notes.append(
+                f"{row['method']}: {len(reused)} of its {row['trainings']} runs are identical (rung, settings, seed, "
+                f"data) to runs trained before it and were not trained again ({'; '.join(reused)}); their metered "
+                "FLOPs, kWh and wall time are charged to it (the wall time of training, validation and latency, "
+                "without the second or so of model loading around them). `--no-reuse` trains them again."
+            )
+    return notes
+
+
+def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: Any, reuse: RunReuse) -> dict[str, Any]:
     from advisor.advise import advise
 
     out = work / "greenladder"
@@ -202,6 +277,8 @@ def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: An
     wall = time.perf_counter() - started
     picked = report.recommended
     runs = ([report.baseline] if report.baseline else []) + list(report.runs)
+    for run in report.runs:
+        reuse.add(run, out, "greenladder", config)
     row = summarise(
         "greenladder", picked, dict(picked.test_metrics) if picked else None, runs, report.total_cost, config, wall
     )
@@ -211,12 +288,32 @@ def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: An
     return row
 
 
-def _train(config: Any, rung: Any, source: str, data: Any, run_dir: Path, run_id: str, hp: dict[str, Any]) -> Any:
+def _train(
+    config: Any,
+    rung: Any,
+    source: str,
+    data: Any,
+    run_dir: Path,
+    run_id: str,
+    hp: dict[str, Any],
+    reuse: RunReuse,
+    method: str,
+) -> Any:
     from advisor.models import candidate_for
     from advisor.train import train_run
 
     hp = {**hp, "batch_size": config.train.batch_size, "warmup_ratio": config.train.warmup_ratio}
-    return train_run(candidate_for(rung), source, data, config, run_dir, run_id, hp, progress=say)
+    earlier = reuse.find(rung.name, hp, config, run_id)
+    if earlier is not None:
+        say(
+            f"{run_id}: the same run as {earlier.details['reused_from']} (rung, settings, seed, data): not trained "
+            f"again, its metered cost is charged here; validation {config.criteria.metric} "
+            f"{earlier.metrics.get(config.criteria.metric, float('nan')):.3f}"
+        )
+        return earlier
+    run = train_run(candidate_for(rung), source, data, config, run_dir, run_id, hp, progress=say)
+    reuse.add(run, run_dir, method, config)
+    return run
 
 
 def _pick_and_test(method: str, runs: list[Any], run_dir: Path, data: Any, config: Any, wall0: float) -> dict[str, Any]:
@@ -229,10 +326,14 @@ def _pick_and_test(method: str, runs: list[Any], run_dir: Path, data: Any, confi
         test_metrics, test_cost = test_eval(picked, run_dir, data, config)
         total = total + test_cost
         picked = dataclasses.replace(picked, test_metrics=test_metrics)
-    return summarise(method, picked, test_metrics, runs, total, config, time.perf_counter() - wall0)
+    # a reused run's wall time was spent in the method that trained it: it is added here
+    wall = time.perf_counter() - wall0 + _reused_wall(runs)
+    row = summarise(method, picked, test_metrics, runs, total, config, wall)
+    row["reused_runs"] = [f"{r.run_id} = {r.details['reused_from']}" for r in runs if r.details.get("reused_from")]
+    return row
 
 
-def run_exhaustive(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
+def run_exhaustive(args: argparse.Namespace, folder: Path, work: Path, data: Any, reuse: RunReuse) -> dict[str, Any]:
     run_dir = work / "exhaustive"
     config = make_config(args, folder, run_dir)
     sources = rung_sources(config)
@@ -243,12 +344,22 @@ def run_exhaustive(args: argparse.Namespace, folder: Path, work: Path, data: Any
             for epochs in args.epoch_list:
                 run_id = f"{name}-lr{lr:g}-e{epochs:g}"
                 runs.append(
-                    _train(config, rung, source, data, run_dir, run_id, {"learning_rate": lr, "epochs": epochs})
+                    _train(
+                        config,
+                        rung,
+                        source,
+                        data,
+                        run_dir,
+                        run_id,
+                        {"learning_rate": lr, "epochs": epochs},
+                        reuse,
+                        "exhaustive",
+                    )
                 )
     return _pick_and_test("exhaustive grid", runs, run_dir, data, config, started)
 
 
-def run_optuna(args: argparse.Namespace, folder: Path, work: Path, data: Any) -> dict[str, Any]:
+def run_optuna(args: argparse.Namespace, folder: Path, work: Path, data: Any, reuse: RunReuse) -> dict[str, Any]:
     import optuna
 
     run_dir = work / "optuna"
@@ -265,7 +376,8 @@ def run_optuna(args: argparse.Namespace, folder: Path, work: Path, data: Any) ->
         lr = trial.suggest_float("learning_rate", min(args.lr_list), max(args.lr_list), log=True)
         epochs = float(trial.suggest_int("epochs", e_lo, e_hi))
         rung, source = sources[name]
-        run = _train(config, rung, source, data, run_dir, f"{name}-trial{i}", {"learning_rate": lr, "epochs": epochs})
+        hp = {"learning_rate": lr, "epochs": epochs}
+        run = _train(config, rung, source, data, run_dir, f"{name}-trial{i}", hp, reuse, "optuna")
         runs.append(run)
         value = run.metrics.get(args.metric) if run.status == "ok" else None
         study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
@@ -559,18 +671,19 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",")]
     rows: list[dict[str, Any]] = []
     gl_wall = None
+    reuse = RunReuse(enabled=not args.no_reuse)
     started = time.perf_counter()
     try:
         if "greenladder" in methods:
             say("== greenladder advise")
-            rows.append(run_greenladder(args, folder, work, data))
+            rows.append(run_greenladder(args, folder, work, data, reuse))
             gl_wall = rows[-1]["wall_s"]
         if "exhaustive" in methods:
             say("== exhaustive grid")
-            rows.append(run_exhaustive(args, folder, work, data))
+            rows.append(run_exhaustive(args, folder, work, data, reuse))
         if "optuna" in methods:
             say("== optuna TPE")
-            rows.append(run_optuna(args, folder, work, data))
+            rows.append(run_optuna(args, folder, work, data, reuse))
         if "flaml" in methods:
             if gl_wall is None:
                 rows.append({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
@@ -590,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         f"greenladder: its default first trial (lr 1e-4, {args.gl_epochs:g} epochs), then the warm start and the "
         f"lr probe, then TPE, {args.trials_per_rung} trials per rung at most.",
         *_trial_log(rows, args.metric),
+        *_reuse_notes(rows, args.no_reuse),
         "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-bucketed "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
         "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
