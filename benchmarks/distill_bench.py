@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="bbc-news", help="built-in dataset name or a file")
     p.add_argument("--teacher", default="minilm-l6", help="ladder rung (or folder) fine-tuned as the teacher")
     p.add_argument("--small", default="minilm-l3", help="smaller ladder checkpoint used as the second student")
-    p.add_argument("--train-rows", type=int, default=None, help="training rows (default 800; quick 400)")
-    p.add_argument("--eval-rows", type=int, default=None, help="validation and test rows each (default 300; quick 200)")
+    p.add_argument("--train-rows", type=int, default=None, help="training rows (default 800; quick 300)")
+    p.add_argument("--eval-rows", type=int, default=None, help="validation and test rows each (default 300; quick 150)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--teacher-epochs", type=float, default=3.0)
     p.add_argument("--epochs", type=float, default=3.0, help="student (and control) epochs")
@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.quick:
-        args.train_rows = args.train_rows or 400
-        args.eval_rows = args.eval_rows or 200
+        args.train_rows = args.train_rows or 300
+        args.eval_rows = args.eval_rows or 150
         args.max_length = 64
         args.teacher_epochs = 2.0 if args.teacher_epochs == 3.0 else args.teacher_epochs
         args.epochs = 2.0 if args.epochs == 3.0 else args.epochs

@@ -28,7 +28,10 @@ from advisor.config import CONFIG_DIR, build_config
 from advisor.criteria import PFLOP
 
 METHODS = {
-    "greenladder (default first, warm start, lr probe, TPE, median pruning)": ["tuning.sampler=tpe", "tuning.pruning=true"],
+    "greenladder (default first, warm start, lr probe, TPE, median pruning)": [
+        "tuning.sampler=tpe",
+        "tuning.pruning=true",
+    ],
     # plain optuna: the sampler picks every trial (no default queued first, no warm start)
     "optuna random sampler, no pruning": [
         "tuning.sampler=random",
