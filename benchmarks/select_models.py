@@ -256,10 +256,6 @@ class RunReuse:
         return dataclasses.replace(run, run_id=run_id, artifact=artifact, details={**details, "reused_from": origin})
 
 
-def _reused_wall(runs: list[Any]) -> float:
-    return sum(r.cost.wall_s for r in runs if r.details.get("reused_from"))
-
-
 def _reuse_notes(rows: list[dict[str, Any]], disabled: bool) -> list[str]:
     """One note line per method that reused another method's identical runs."""
     if disabled:
@@ -337,7 +333,7 @@ def _pick_and_test(method: str, runs: list[Any], run_dir: Path, data: Any, confi
         total = total + test_cost
         picked = dataclasses.replace(picked, test_metrics=test_metrics)
     # a reused run's wall time was spent in the method that trained it: it is added here
-    wall = time.perf_counter() - wall0 + _reused_wall(runs)
+    wall = time.perf_counter() - wall0 + sum(r.cost.wall_s for r in runs if r.details.get("reused_from"))
     row = summarise(method, picked, test_metrics, runs, total, config, wall)
     row["reused_runs"] = [f"{r.run_id} = {r.details['reused_from']}" for r in runs if r.details.get("reused_from")]
     return row
