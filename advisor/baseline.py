@@ -81,7 +81,8 @@ def fit_baseline(
                 best = (score, c, pipe)
         assert best is not None
         _, c, pipe = best
-        metrics = compute_metrics(val_y, pipe.predict(val_x), data.label_names)
+        val_pred = pipe.predict(val_x)
+        metrics = compute_metrics(val_y, val_pred, data.label_names)
         test_metrics = compute_metrics(
             column(data.test, "label"), pipe.predict(column(data.test, "text")), data.label_names
         )
@@ -112,4 +113,5 @@ def fit_baseline(
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
         details={"size_mb": size_mb, **lat, "params": n_params},
+        val_predictions=tuple(int(x) for x in val_pred),
     )

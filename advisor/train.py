@@ -313,6 +313,7 @@ def train_run(
             status, message = "stopped", stopped_by
             details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
         metrics: dict[str, float] = {}
+        preds = np.zeros(0, dtype=int)
         if status != "failed":
             preds = predict_labels(model, tokenizer, column(data.validation, "text"), t.max_length)
             metrics = compute_metrics(column(data.validation, "label"), preds, data.label_names)
@@ -374,6 +375,7 @@ def train_run(
         artifact=artifact,
         message=message,
         details=details,
+        val_predictions=tuple(int(x) for x in preds) if metrics else (),
     )
 
 

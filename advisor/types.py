@@ -21,7 +21,7 @@ from typing import Any, Literal
 Provenance = Literal["measured", "estimated", "analytic", "not_applicable", "not_measured"]
 PROVENANCES: tuple[str, ...] = ("measured", "estimated", "analytic", "not_applicable", "not_measured")
 
-RunStatus = Literal["ok", "stopped", "failed", "skipped"]
+RunStatus = Literal["ok", "stopped", "budget", "failed", "skipped"]
 CandidateKind = Literal["baseline", "finetune", "incremental", "distilled"]
 
 # The figures of a Cost that are summed when costs are added.
@@ -179,8 +179,9 @@ class RunResult:
     """One finished piece of training work and everything known about it.
 
     Invariants: an ``ok`` run has validation metrics; a ``failed`` or ``skipped`` run has none and
-    says why in ``message``; a ``stopped`` run (a health rule or budget fired) names the reason in
-    ``message`` and may carry the metrics measured before it stopped.
+    says why in ``message``; a ``stopped`` run (a health rule or the pruner fired) or a ``budget``
+    run (stopped before it would cross a budget) names the reason in ``message`` and may carry the
+    metrics measured before it stopped.
     """
 
     run_id: str
@@ -197,12 +198,15 @@ class RunResult:
     test_metrics: Mapping[str, float] = field(default_factory=dict)
     #: free-form extras: rule that fired and its numbers, forecasts, warm-start origin, size on disk ...
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: predicted label id of every validation row, in the split's order, from the weights that were
+    #: judged: paired comparisons between runs (same rows) and intervals are computed from these
+    val_predictions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.run_id:
             raise ValueError("RunResult.run_id must be a non-empty string.")
-        if self.status not in ("ok", "stopped", "failed", "skipped"):
-            raise ValueError(f"RunResult.status must be ok/stopped/failed/skipped. Got {self.status!r}.")
+        if self.status not in ("ok", "stopped", "budget", "failed", "skipped"):
+            raise ValueError(f"RunResult.status must be ok/stopped/budget/failed/skipped. Got {self.status!r}.")
         if self.status == "ok" and not self.metrics:
             raise ValueError(f"RunResult {self.run_id}: an 'ok' run must have metrics.")
         if self.status in ("failed", "skipped"):
@@ -210,8 +214,10 @@ class RunResult:
                 raise ValueError(f"RunResult {self.run_id}: a {self.status!r} run cannot have metrics.")
             if not self.message:
                 raise ValueError(f"RunResult {self.run_id}: a {self.status!r} run must say why in message.")
-        if self.status == "stopped" and not self.message:
-            raise ValueError(f"RunResult {self.run_id}: a 'stopped' run must name the reason in message.")
+        if self.status in ("stopped", "budget") and not self.message:
+            raise ValueError(f"RunResult {self.run_id}: a {self.status!r} run must name the reason in message.")
+        if self.val_predictions and self.status in ("failed", "skipped"):
+            raise ValueError(f"RunResult {self.run_id}: a {self.status!r} run cannot have predictions.")
         for name, value in {**self.metrics, **self.test_metrics}.items():
             if not isinstance(value, (int, float)) or math.isnan(value):
                 raise ValueError(f"RunResult {self.run_id}: metric {name!r} must be a number. Got {value!r}.")
@@ -219,6 +225,7 @@ class RunResult:
         object.__setattr__(self, "metrics", dict(self.metrics))
         object.__setattr__(self, "test_metrics", dict(self.test_metrics))
         object.__setattr__(self, "details", dict(self.details))
+        object.__setattr__(self, "val_predictions", tuple(int(p) for p in self.val_predictions))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -232,6 +239,7 @@ class RunResult:
             "artifact": self.artifact,
             "message": self.message,
             "details": dict(self.details),
+            "val_predictions": list(self.val_predictions),
         }
 
     @classmethod
@@ -247,6 +255,7 @@ class RunResult:
             message=d.get("message"),
             test_metrics=d.get("test_metrics", {}),
             details=d.get("details", {}),
+            val_predictions=tuple(d.get("val_predictions", ())),
         )
 
 
