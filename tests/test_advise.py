@@ -181,7 +181,7 @@ def test_a_run_that_failed_is_trained_again_on_rerun(
 
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         run = real(*args, **kwargs)
-        return dataclasses.replace(run, status="failed", metrics={}, message="training raised MemoryError")
+        return dataclasses.replace(run, status="failed", metrics={}, val_predictions=(), message="training raised MemoryError")
 
     monkeypatch.setattr(advise_mod, "train_run", crash)
     first = advise(config)
