@@ -10,44 +10,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from advisor.baseline import fit_baseline
+from advisor.budget import spent_against_allowed
 from advisor.card import model_card
-from advisor.compact import distil_run, only_ceilings_failed
+from advisor.climb import Climb, Distiller
+from advisor.compact import distil_run
 from advisor.config import Config, save_config
 from advisor.cost import Meter, MeteringCallback
-from advisor.criteria import (
-    closest_failure,
-    compute_metrics,
-    gain,
-    gain_per_pflop,
-    judge,
-    validate_metric_name,
-    would_exceed_budget,
-)
+from advisor.criteria import closest_verdict, compute_metrics, judge, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
-from advisor.forecast import Forecast, forecast_full
-from advisor.ledger import Ledger, fault_point, locked
-from advisor.models import (
-    candidate_for,
-    check_ladder,
-    is_safe_name,
-    load_for_classification,
-    load_ladder,
-    materialise,
-)
+from advisor.ledger import Ledger, locked
+from advisor.models import check_ladder, is_safe_name, load_for_classification
+from advisor.policy import budget_exhausted, decision_level, run_gains
 from advisor.report import write_reports
+from advisor.stats import metric_interval
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
-from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Candidate, Cost, Report, RunResult, Verdict
 
 Progress = Callable[[str], None]
@@ -86,27 +71,6 @@ def prepare_run_dir(path: str | Path) -> Path:
     return run_dir
 
 
-def _forecast_cost(previous: RunResult | None, rung_params: int | None) -> Cost | None:
-    """A rough cost forecast for the next rung: the last rung's cost scaled by non-embedding parameters.
-
-    Training FLOPs grow with N (6·N·D, Kaplan et al. 2020) at fixed data, so scaling by the
-    parameter ratio is the first-order forecast; it is only used to refuse rungs that would break
-    a budget outright.
-    """
-    if previous is None or not rung_params or not previous.candidate.params_non_embedding:
-        return None
-    ratio = rung_params / previous.candidate.params_non_embedding
-    c = previous.cost
-    return Cost(
-        wall_s=c.wall_s * ratio,
-        train_flops=c.train_flops * ratio,
-        eval_flops=c.eval_flops * ratio,
-        energy_cpu_kwh=c.energy_cpu_kwh * ratio,
-        energy_gpu_kwh=c.energy_gpu_kwh * ratio,
-        energy_ram_kwh=c.energy_ram_kwh * ratio,
-    )
-
-
 def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Config, ledger: Ledger) -> RunResult:
     """Final evaluation of the recommendation on the test split (cached in the ledger's meta)."""
     key = f"test:{run.run_id}"
@@ -122,10 +86,30 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
             preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
             counter.close()
             metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
-        cached = {"metrics": metrics, "cost": meter.cost.to_dict()}
+        cached = {"metrics": metrics, "cost": meter.cost.to_dict(), "predictions": [int(p) for p in preds]}
         ledger.set_meta(key, cached)
     details = {**run.details, "test_cost": cached["cost"]}
-    return dataclasses.replace(run, test_metrics=cached["metrics"], details=details)
+    return dataclasses.replace(
+        run, test_metrics=cached["metrics"], details=details, test_predictions=tuple(cached.get("predictions", ()))
+    )
+
+
+def _with_intervals(run: RunResult, data: TaskData, level: float) -> RunResult:
+    """The run with an interval for every metric of every split it was scored on (report.json)."""
+    k = len(data.label_names)
+    out: dict[str, dict[str, Any]] = {}
+    for split, labels, preds, metrics in (
+        ("validation", column(data.validation, "label"), run.val_predictions, run.metrics),
+        ("test", column(data.test, "label"), run.test_predictions, run.test_metrics),
+    ):
+        if preds and len(preds) == len(labels):
+            out[split] = {m: metric_interval(m, labels, preds, k, level).to_dict() for m in metrics}
+    cv = run.details.get("cv")
+    if cv and cv.get("predictions"):
+        out["cross_validation"] = {
+            m: metric_interval(m, cv["labels"], cv["predictions"], k, level).to_dict() for m in run.metrics
+        }
+    return dataclasses.replace(run, intervals=out)
 
 
 def _publish(report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bool, ledger: Ledger) -> float:
@@ -150,9 +134,11 @@ def _publish(report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bo
             shutil.rmtree(dest, ignore_errors=True)
             os.replace(tmp, dest)
     freed = float(ledger.get_meta("disk_freed_mb") or 0.0)
+    # when nothing passes, the run that came closest keeps its checkpoint: it may be what the user wants
+    keep = {report.recommendation, report.details.get("closest")}
     if not keep_checkpoints:
         for run in report.runs:
-            if run.artifact and run.run_id != report.recommendation and run.candidate.kind != "baseline":
+            if run.artifact and run.run_id not in keep and run.candidate.kind != "baseline":
                 path = run_dir / run.artifact
                 if path.exists():
                     freed += dir_size_mb(path)
@@ -197,7 +183,7 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
             say(f"warning: {w}")
         if from_run is not None:
             return _incremental(config, Path(from_run), data, run_dir, ledger, say)
-        return _climb(config, data, run_dir, ledger, say)
+        return _climb(config, data, run_dir, ledger, say, distil_run if config.ladder.distil_on_ceiling else None)
 
 
 def _record(ledger: Ledger, run: RunResult) -> RunResult:
@@ -205,235 +191,25 @@ def _record(ledger: Ledger, run: RunResult) -> RunResult:
     return run
 
 
-def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress) -> Report:
-    criteria = config.criteria
-    metric = criteria.metric
-    runs: list[RunResult] = []
-    verdicts: dict[str, Verdict] = {}
-    baseline = ledger.get("baseline")
-    if baseline is None:
-        baseline = fit_baseline(data, config, run_dir, progress=say)
-        fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
-        baseline = _record(ledger, baseline)
-    else:
-        say("baseline: read back from the ledger (not refitted)")
-    verdicts["baseline"] = judge(baseline, criteria)
-    spent = baseline.cost
-    recommendation: str | None = "baseline" if verdicts["baseline"].passed else None
-    stop_reason = "the baseline meets every criterion: no transformer was trained" if recommendation else ""
-    if recommendation is None:
-        say(f"baseline fails: {'; '.join(r for r in verdicts['baseline'].reasons)}")
-        rungs = load_ladder(config.ladder.name)
-        if config.ladder.rungs:
-            wanted = set(config.ladder.rungs)
-            rungs = tuple(r for r in rungs if r.name in wanted)
-        previous_best: RunResult | None = None
-        reference: RunResult = baseline  # what previous_best's gain is measured against
-        warm: dict[str, Any] | None = None
-        curves: list[tuple[float, float]] = []  # (small-experiment score, full score) of rungs below
-        too_big: RunResult | None = None  # met the floor, failed only ceilings
-        stop_reason = "every rung of the ladder was tried and none met the criteria"
-        for rung in rungs:
-            if rung.optional and rung.name not in config.ladder.rungs:
-                say(f"{rung.name}: optional rung skipped (add it with --set ladder.rungs=[...] after fetching it)")
-                continue
-            forecast = _forecast_cost(previous_best, rung.params_non_embedding)
-            over = would_exceed_budget(criteria, spent, forecast) if forecast is not None else None
-            if over:
-                stop_reason = f"stopped before {rung.name}: {over}"
-                break
-            if criteria.min_gain_per_pflop is not None and previous_best is not None and runs:
-                # the same gain the report's pts/PFLOP column shows: over the rung below's best run
-                g = gain(previous_best, reference, metric)
-                gpp = gain_per_pflop(g, previous_best.cost) if g is not None else None
-                if gpp is not None and gpp < criteria.min_gain_per_pflop:
-                    stop_reason = (
-                        f"stopped before {rung.name}: the last rung gained {gpp:.3g} points per PFLOP, "
-                        f"below the minimum {criteria.min_gain_per_pflop:g}"
-                    )
-                    break
-            source = str(
-                materialise(rung, config.ladder.cache_dir, progress=say, allow_pickle=config.train.allow_pickle)
-            )
-            rung_forecast: Forecast | None = None
-            if config.tuning.small_fraction > 0:
-                small, rung_forecast = _small_experiment(config, rung, source, data, run_dir, ledger, curves, say)
-                runs.append(small)
-                spent = spent + small.cost
-                if rung_forecast is not None and rung_forecast.optimistic < criteria.floor:
-                    skipped = RunResult(
-                        run_id=f"{rung.name}-skipped",
-                        candidate=candidate_for(rung),
-                        hyperparameters={},
-                        status="skipped",
-                        metrics={},
-                        cost=Cost(),
-                        message=(
-                            f"skipped: forecast {metric} {rung_forecast.mean:.3f} ± {rung_forecast.sigma:.3f} "
-                            f"(optimistic {rung_forecast.optimistic:.3f}) misses the floor {criteria.floor:g}"
-                        ),
-                        details={"forecast": rung_forecast.to_dict()},
-                    )
-                    say(f"{rung.name}: {skipped.message}")
-                    runs.append(skipped)
-                    verdicts[skipped.run_id] = judge(skipped, criteria)
-                    continue
-            done = [
-                r
-                for r in ledger.all()
-                if r.candidate.name == rung.name and r.run_id.startswith(f"{rung.name}-t") and r.status != "failed"
-            ]
-            tuner = RungTuner(
-                config,
-                previous=[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done],
-                warm_start=warm,
-                # workers sharing a study must not propose the same settings: each gets its own seed
-                seed=config.train.seed + (zlib.crc32(str(run_dir.resolve()).encode()) if config.tuning.storage else 0),
-                study_name=f"greenladder-{_fingerprint(config)}-{rung.name}",
-                prune_after=math.ceil(len(data.train) / config.train.batch_size),
-            )
-            rung_runs: list[RunResult] = []
-            found_elsewhere: float | None = None
-            for i in range(config.tuning.trials_per_rung):
-                run_id = f"{rung.name}-t{i + 1}"
-                run = ledger.get(run_id)
-                if run is not None and run.status == "failed":
-                    say(f"{run_id}: failed last time ({run.message}); trying it again")
-                    run = None
-                if run is not None:
-                    say(f"{run_id}: read back from the ledger (not retrained)")
-                else:
-                    if tuner.started() >= config.tuning.trials_per_rung:
-                        say(f"{rung.name}: the trial budget was used by other workers sharing the study")
-                        break
-                    best_shared = tuner.best_value() if tuner.shared else None
-                    if best_shared is not None and best_shared >= criteria.floor:
-                        found_elsewhere = best_shared
-                        break
-                    trial, hp, origin = tuner.ask()
-                    pruner = PruningCallback(trial, metric)
-                    hp = {**hp, "batch_size": config.train.batch_size}
-                    run = train_run(
-                        candidate_for(rung),
-                        source,
-                        data,
-                        config,
-                        run_dir,
-                        run_id,
-                        hp,
-                        extra_callbacks=[pruner],
-                        progress=say,
-                    )
-                    extra: dict[str, Any] = {"trial_origin": origin}
-                    if rung_forecast is not None:
-                        extra["forecast"] = rung_forecast.to_dict()
-                    run = dataclasses.replace(run, details={**run.details, **extra})
-                    tuner.tell(
-                        trial,
-                        run.metrics.get(metric) if run.status == "ok" else None,
-                        pruned=pruner.stop_message is not None,
-                    )
-                    _record(ledger, run)
-                runs.append(run)
-                rung_runs.append(run)
-                spent = spent + run.cost
-                if i == 0:
-                    losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
-                    tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
-                verdicts[run_id] = judge(run, criteria)
-                if verdicts[run_id].passed:
-                    recommendation = run_id
-                    break
-                if config.ladder.distil_on_ceiling and only_ceilings_failed(verdicts[run_id]):
-                    too_big = run  # a larger rung would be slower and bigger still: distil this one
-                    break
-                over = would_exceed_budget(criteria, spent, Cost())
-                if over:
-                    break
-            ok = [r for r in rung_runs if r.status == "ok"]
-            if ok:
-                best = max(ok, key=lambda r: r.metrics.get(metric, 0.0))
-                if rung_forecast is not None:
-                    curves.append((rung_forecast.small_score, best.metrics[metric]))
-                warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
-                if previous_best is not None:
-                    reference = previous_best
-                previous_best = best
-            if recommendation:
-                stop_reason = f"{rung.name} meets every criterion: larger rungs were not trained"
-                break
-            if too_big is not None:
-                break
-            if found_elsewhere is not None:
-                stop_reason = (
-                    f"another worker sharing the study reached {metric} {found_elsewhere:.3f} on {rung.name}: "
-                    "its run directory holds that model"
-                )
-                break
-            over = would_exceed_budget(criteria, spent, Cost())
-            if over:
-                stop_reason = over
-                break
-        if too_big is not None and recommendation is None:
-            sid = f"{too_big.run_id}-student"
-            student = ledger.finished(sid)
-            if student is None:
-                student = _record(ledger, distil_run(too_big, data, config, run_dir, sid, progress=say))
-            else:
-                say(f"{sid}: read back from the ledger (not distilled again)")
-            runs.append(student)
-            spent = spent + student.cost
-            verdicts[sid] = judge(student, criteria)
-            failed = ", ".join(verdicts[too_big.run_id].failed)
-            if verdicts[sid].passed:
-                recommendation = sid
-                stop_reason = f"{too_big.candidate.name} met the floor but not {failed}; its distilled student meets every criterion"
-            else:
-                stop_reason = f"{too_big.candidate.name} met the floor but not {failed}, nor did its distilled student"
-        if recommendation is None:
-            stop_reason += f"; closest: {closest_failure(verdicts)}"
-    return _finish(config, data, run_dir, ledger, baseline, runs, verdicts, recommendation, stop_reason, say)
-
-
-def _small_experiment(
+def _climb(
     config: Config,
-    rung: Any,
-    source: str,
     data: TaskData,
     run_dir: Path,
     ledger: Ledger,
-    curves: list[tuple[float, float]],
     say: Progress,
-) -> tuple[RunResult, Forecast | None]:
-    """Train the rung on a fraction of the data with the default trial, and forecast its full-data metric."""
-    run_id = f"{rung.name}-small"
-    metric = config.criteria.metric
-    run = ledger.finished(run_id)
-    if run is None:
-        say(f"{rung.name}: small experiment on {config.tuning.small_fraction:.0%} of the training data")
-        run = train_run(
-            candidate_for(rung),
-            source,
-            data,
-            config,
-            run_dir,
-            run_id,
-            {"batch_size": config.train.batch_size},
-            train_fraction=config.tuning.small_fraction,
-            save_model=False,
-            progress=say,
-        )
-        _record(ledger, run)
-    else:
-        say(f"{run_id}: read back from the ledger (not retrained)")
-    if run.status != "ok" or metric not in run.metrics:
-        return run, None
-    forecast = forecast_full(run.metrics[metric], config.tuning.small_fraction, len(data.validation), curves)
-    say(
-        f"{rung.name}: forecast full-data {metric} {forecast.mean:.3f} ± {forecast.sigma:.3f} "
-        f"({forecast.method}, from {forecast.small_score:.3f} on {forecast.fraction:.0%})"
+    distiller: Distiller | None = None,
+) -> Report:
+    climb = Climb(config, data, run_dir, ledger, _fingerprint(config), say, distiller)
+    stop = climb.run()
+    runs = [r for r in climb.runs if r.run_id != "baseline"]
+    baseline = next(r for r in climb.runs if r.run_id == "baseline")
+    judged = climb.verdicts()
+    details: dict[str, Any] = {"outcome": stop.outcome, "decision_level": decision_level(climb.evidence(), config)}
+    if stop.next_cost is not None:
+        details["next_cost"] = stop.next_cost.to_dict()
+    return _finish(
+        config, data, run_dir, ledger, baseline, runs, judged, stop.recommendation, stop.reason, say, details
     )
-    return run, forecast
 
 
 def _finish(
@@ -449,15 +225,32 @@ def _finish(
     say: Progress,
     details: dict[str, Any] | None = None,
 ) -> Report:
+    extra = dict(details or {})
+    spent = sum((r.cost for r in runs), baseline.cost)
     if recommendation and recommendation != "baseline":
-        runs = [_evaluate_on_test(r, run_dir, data, config, ledger) if r.run_id == recommendation else r for r in runs]
+        over = budget_exhausted(config, spent)
+        if over is None:  # scoring the test split draws on the same budget as everything else
+            runs = [
+                _evaluate_on_test(r, run_dir, data, config, ledger) if r.run_id == recommendation else r for r in runs
+            ]
+        else:
+            extra["test_skipped"] = f"the recommendation was not scored on the test split: {over}"
+            say(f"warning: {extra['test_skipped']}")
+    level = config.criteria.confidence
+    baseline = _with_intervals(baseline, data, level)
+    runs = [_with_intervals(r, data, level) for r in runs]
     total = sum((r.cost for r in runs), baseline.cost)
     rec = next((r for r in [baseline, *runs] if r.run_id == recommendation), None)
     if rec is not None and "test_cost" in rec.details:
         total = total + Cost.from_dict(rec.details["test_cost"])
-    extra = dict(details or {})
+    extra["budgets"] = spent_against_allowed(config.criteria, total)
+    extra["gains"] = run_gains(baseline, runs, column(data.validation, "label"), len(data.label_names), config)
     extra["low_carbon_alternatives"] = [list(x) for x in low_carbon_alternatives(total.energy_kwh)]
     extra["dataset_summary"] = data.summary()
+    if recommendation is None:
+        closest = closest_verdict({k: v for k, v in verdicts.items() if k != "baseline"})
+        if closest is not None and closest.state != "pass":
+            extra["closest"] = closest.run_id
     report = Report(
         task=config.task,
         dataset={"source": data.source, "label_names": list(data.label_names), **data.summary()},

@@ -150,7 +150,7 @@ def model_card(report: Report, run: RunResult) -> str:
     if verdict is None:
         lines.append("This run was not judged.")
     else:
-        lines.append(f"**{'PASS' if verdict.passed else 'FAIL'}** on validation {metric}:")
+        lines.append(f"**{verdict.state.upper()}** on validation {metric}:")
         lines += [""] + [f"- {r}" for r in verdict.reasons]
     scores = run.test_metrics or run.metrics
     split = "test" if run.test_metrics else "validation"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.config import CONFIG_DIR, build_config
+from advisor.criteria import fmt_num
 from advisor.errors import ConfigError, GreenladderError
 
 EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -176,8 +177,31 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(f"recommended: {rec.candidate.name if rec else report.recommendation} -> {where}")
         else:
             print("recommended: none met the criteria")
+            closest = report.details.get("closest")
+            if closest:
+                v = report.verdicts.get(closest)
+                more = f"; about {v.rows_needed} validation rows would decide it" if v and v.rows_needed else ""
+                print(f"closest: {closest} (kept in {Path(config.output.out) / 'runs' / closest / 'model'}){more}")
+        if report.details.get("outcome") == "budget":
+            print(f"budget: {_budget_words(report)}")
         print(f"reports: {Path(config.output.out) / 'report.html'}")
     return EXIT_OK if report.recommendation and report.verdicts[report.recommendation].passed else EXIT_NOT_MET
+
+
+def _budget_words(report: Any) -> str:
+    """Spent against allowed for each budget, and what the next rung would have cost."""
+    units = {"pflops": "PFLOPs", "kwh": "kWh", "seconds": "s"}
+    parts = [
+        f"spent {fmt_num(b['spent'])} of {fmt_num(b['allowed'])} {units[k]}"
+        for k, b in report.details.get("budgets", {}).items()
+    ]
+    nxt = report.details.get("next_cost")
+    if nxt:
+        parts.append(
+            f"the next step would have cost about {fmt_num(nxt['flops'] / 1e15)} PFLOPs"
+            + (f", {fmt_num(nxt['wall_s'])} s" if nxt.get("wall_s") else "")
+        )
+    return "; ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

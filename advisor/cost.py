@@ -189,6 +189,12 @@ class Meter:
         """Call ``fn`` when the phase ends, before the cost is totalled (to flush pending counts)."""
         self._before_close.append(fn)
 
+    def so_far(self) -> tuple[float, float]:
+        """FLOPs added and wall seconds elapsed so far in the open phase (what a budget watch reads)."""
+        with self._lock:
+            flops = sum(self._flops.values())
+        return flops, (time.perf_counter() - self._wall0) if self._active else 0.0
+
     @property
     def active(self) -> bool:
         """True between entering and leaving the ``with`` block."""
@@ -388,6 +394,10 @@ class MeteringCallback(TrainerCallback):
         tally.positions += int(rows) * int(length)
         a, b, c = self._coefficients or (0.0, 0.0, 0.0)
         tally.padded_forward_flops += int(rows) * (a * length + b * length * length + c)
+
+    def pending_flops(self) -> float:
+        """FLOPs counted but not yet handed to the meter (padding included; no device sync)."""
+        return sum(PASSES[kind] * tally.padded_forward_flops for kind, tally in self._tallies.items())
 
     def flush(self) -> None:
         """Hand the counts so far to the meter (if it is open); reads the device sums once."""

@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import ConfigError
-from advisor.types import AcceptanceCriteria, Cost, RunResult, Verdict
+from advisor.stats import PROPORTIONS, Interval, metric_interval, rows_to_resolve, wilson
+from advisor.types import AcceptanceCriteria, Cost, RunResult, Verdict, VerdictState
 
 #: metric name -> what it is; every name here is a key of :func:`compute_metrics`' result
 SUPPORTED_METRICS: dict[str, str] = {
@@ -66,27 +67,67 @@ def fmt_count(n: float) -> str:
 # ----------------------------------------------------------------------------- verdicts
 
 
-def judge(run: RunResult, criteria: AcceptanceCriteria) -> Verdict:
+def run_interval(
+    run: RunResult, metric: str, val_labels: Sequence[int], num_labels: int, level: float
+) -> Interval | None:
+    """The interval of ``run``'s validation ``metric`` at ``level``, from the best evidence the run has.
+
+    In order: the baseline's cross-validated out-of-fold predictions over train + validation
+    (``details["cv"]``: many more rows, so a tighter interval); the run's own predictions on the
+    validation rows; for an older record without predictions, a Wilson interval rebuilt from the
+    point estimate and the number of rows (exact for accuracy, a rough guide for other metrics).
+    None when the run has no such metric.
+    """
+    cv = run.details.get("cv")
+    if cv and cv.get("labels") and cv.get("predictions"):
+        return metric_interval(metric, cv["labels"], cv["predictions"], num_labels, level)
+    if run.val_predictions and len(run.val_predictions) == len(val_labels):
+        return metric_interval(metric, val_labels, run.val_predictions, num_labels, level)
+    value = run.metrics.get(metric)
+    if value is None or not val_labels:
+        return None
+    n = len(val_labels)
+    low, high = wilson(round(min(max(value, 0.0), 1.0) * n), n, level)
+    method = "wilson" if metric in PROPORTIONS else "wilson from the point estimate (approximate)"
+    return Interval(value, min(low, value), max(high, value), level, n, method)
+
+
+def judge(
+    run: RunResult,
+    criteria: AcceptanceCriteria,
+    interval: Interval | None = None,
+    *,
+    rule: str = "interval",
+) -> Verdict:
     """Check one run against every criterion that applies to a single model.
 
-    The metric floor, ``max_params``, ``max_size_mb`` and ``max_latency_ms`` are checked; budgets and
-    ``min_gain_per_pflop`` concern the whole climb and are not part of a run's verdict. A ceiling
-    that is set but whose measurement is missing (latency not measured) fails, since nobody can say
-    the model meets it. A run whose status is not "ok" fails on its status alone.
+    The metric floor is decided from ``interval`` (rule ``interval``): ``pass`` when its lower
+    bound clears the floor, ``fail`` when its upper bound is below it, ``undecided`` in between.
+    Rule ``point`` compares the point estimate alone (the rule greenladder used before intervals;
+    kept for the reliability benchmark). Without an interval the interval rule cannot pass a run.
+    ``max_params``, ``max_size_mb`` and ``max_latency_ms`` are measured, not estimated, and fail
+    outright; a ceiling that is set but was not measured fails, since nobody can say the model meets
+    it. A run that did not finish (status other than ``ok`` or ``budget``) fails on its status.
+    Budgets and ``min_gain_per_pflop`` concern the whole climb, not a run.
 
     Reasons come failing ones first, so ``reasons[0]`` of a failing verdict is the first failure.
     ``failed`` names the criteria by their config key (``floor``, ``max_params``, ``max_size_mb``,
     ``max_latency_ms``, ``status``).
     """
+    if rule not in ("interval", "point"):
+        raise ValueError(f"rule must be 'interval' or 'point'. Got {rule!r}.")
     metric = criteria.metric
     value = run.metrics.get(metric)
     shortfall = max(0.0, criteria.floor - value) if value is not None else criteria.floor
-    if run.status != "ok":
+    iv = interval.to_dict() if interval is not None else None
+    if run.status not in ("ok", "budget") or (run.status == "budget" and value is None):
         why = f": {run.message}" if run.message else ""
-        return Verdict(run.run_id, False, (f"run {run.status}{why}",), ("status",), shortfall)
+        return Verdict(run.run_id, "fail", (f"run {run.status}{why}",), ("status",), shortfall, iv)
 
     passing: list[str] = []
     failing: list[tuple[str, str]] = []
+    open_reasons: list[str] = []
+    rows_needed: int | None = None
 
     def check(key: str, ok: bool, reason: str) -> None:
         if ok:
@@ -94,11 +135,24 @@ def judge(run: RunResult, criteria: AcceptanceCriteria) -> Verdict:
         else:
             failing.append((key, reason))
 
+    floor = criteria.floor
     if value is None:
         check("floor", False, f"{metric} not measured")
+    elif rule == "point":
+        ok = value >= floor
+        check("floor", ok, f"{metric} {value:.3f} {'>=' if ok else '<'} {floor:.3f} (point estimate)")
+    elif interval is None:
+        open_reasons.append(f"{metric} {value:.3f} has no interval: cannot show it clears {floor:.3f}")
     else:
-        ok = value >= criteria.floor
-        check("floor", ok, f"{metric} {value:.3f} {'>=' if ok else '<'} {criteria.floor:.3f}")
+        shown = f"{metric} {interval.text()} at {interval.level:.1%}"
+        if interval.low >= floor:
+            check("floor", True, f"{shown}: lower bound >= {floor:.3f}")
+        elif interval.high < floor:
+            check("floor", False, f"{shown}: upper bound < {floor:.3f}")
+        else:
+            rows_needed = rows_to_resolve(value, floor, interval.level)
+            more = f"; about {rows_needed} validation rows would decide it" if rows_needed else ""
+            open_reasons.append(f"{shown} straddles {floor:.3f}: undecided{more}")
 
     if criteria.max_params is not None:
         params = run.candidate.params_total
@@ -126,25 +180,50 @@ def judge(run: RunResult, criteria: AcceptanceCriteria) -> Verdict:
             ok = float(measured) <= limit
             check(key, ok, f"{label} {fmt_num(float(measured))} {unit} {'<=' if ok else '>'} {fmt_num(limit)} {unit}")
 
-    reasons = tuple(r for _, r in failing) + tuple(passing)
-    return Verdict(run.run_id, not failing, reasons, tuple(k for k, _ in failing), shortfall)
+    reasons = tuple(r for _, r in failing) + tuple(open_reasons) + tuple(passing)
+    floor_met = value is not None and not open_reasons and all(k != "floor" for k, _ in failing)
+    if failing:
+        return Verdict(run.run_id, "fail", reasons, tuple(k for k, _ in failing), shortfall, iv, None, floor_met)
+    state: VerdictState = "undecided" if open_reasons else "pass"
+    return Verdict(run.run_id, state, reasons, (), shortfall, iv, rows_needed, floor_met)
+
+
+#: criteria a smaller (distilled) model can meet where this one does not
+CEILINGS = frozenset({"max_params", "max_size_mb", "max_latency_ms"})
+
+
+def only_ceilings_failed(verdict: Verdict) -> bool:
+    """True when the run met the metric floor and failed only size/latency/parameter ceilings."""
+    return verdict.state == "fail" and verdict.floor_met and set(verdict.failed) <= CEILINGS
 
 
 def closest_failure(verdicts: Mapping[str, Verdict] | Iterable[Verdict]) -> str:
     """Say which run came closest to passing and what it missed, for "none passed" messages.
 
-    Closest means: a run that trained (not failed/stopped) before one that did not, then the fewest
-    criteria missed, then the smallest metric shortfall.
+    Closest means: a run that trained (not failed/stopped) before one that did not, then an
+    undecided run before a failed one, then the fewest criteria missed, then the smallest metric
+    shortfall. An undecided run's message says how many validation rows would decide it.
     """
-    items = list(verdicts.values()) if isinstance(verdicts, Mapping) else list(verdicts)
-    if not items:
+    best = closest_verdict(verdicts)
+    if best is None:
         return "no run was judged"
-    passed = [v for v in items if v.passed]
-    if passed:
-        return f"{passed[0].run_id} passed"
-    best = min(items, key=lambda v: ("status" in v.failed, len(v.failed), v.shortfall))
+    if best.passed:
+        return f"{best.run_id} passed"
+    if best.state == "undecided":
+        return f"closest was {best.run_id}: {best.reasons[0]}"
     missed = "; ".join(best.reasons[: len(best.failed)])
     return f"closest was {best.run_id}: {missed}"
+
+
+def closest_verdict(verdicts: Mapping[str, Verdict] | Iterable[Verdict]) -> Verdict | None:
+    """The first passing verdict, else the one that came closest (see :func:`closest_failure`)."""
+    items = list(verdicts.values()) if isinstance(verdicts, Mapping) else list(verdicts)
+    if not items:
+        return None
+    passed = [v for v in items if v.passed]
+    if passed:
+        return passed[0]
+    return min(items, key=lambda v: ("status" in v.failed, v.state != "undecided", len(v.failed), v.shortfall))
 
 
 # ----------------------------------------------------------------------------- gains

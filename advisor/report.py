@@ -13,26 +13,39 @@ JSON schema (version :data:`~advisor.types.REPORT_SCHEMA_VERSION`; also in docs/
     task            str     "text-classification"
     dataset         object  what the climb was run on (name/source, sizes, label names ...), as given
     criteria        object  AcceptanceCriteria fields: metric, floor, max_params, max_size_mb,
-                            max_latency_ms, budget_kwh, budget_pflops, budget_seconds, min_gain_per_pflop
+                            max_latency_ms, budget_kwh, budget_pflops, budget_seconds, min_gain_per_pflop,
+                            confidence
     recommendation  object | null
-                    {run_id, candidate, metrics, test_metrics, artifact}; null when no run passed
+                    {run_id, candidate, metrics, test_metrics, intervals, verdict, artifact}; null when
+                    no run passed
     stop_reason     str     why the climb stopped, in words
     baseline        run | null
     runs            [run]   in climb order; includes failed, stopped and skipped runs and every trial
     total_cost      cost    the whole search, baseline included
-    details         object  extras of the climb (disk_freed_mb, low_carbon_alternatives, incremental ...)
+    details         object  extras of the climb: outcome ("met" | "not_met" | "budget"), decision_level
+                            (per-run level after the Bonferroni correction), budgets ({pflops|kwh|seconds:
+                            {spent, allowed}} for each budget set), next_cost (budget stops: the forecast
+                            of what was not started), closest (no pass: the run kept on disk),
+                            disk_freed_mb, low_carbon_alternatives, incremental ...
     config          object  the resolved configuration the climb ran with
 
     run = {
-      run_id, status ("ok" | "stopped" | "failed" | "skipped"), message (str | null),
+      run_id, status ("ok" | "stopped" | "budget" | "failed" | "skipped"), message (str | null),
       candidate: {name, kind, source, params_total, params_non_embedding, layers, hidden, parent_run},
       hyperparameters: object,
       metrics: {name: value in 0..1 (mcc in -1..1)}   validation split
       test_metrics: object                           only for the baseline and the recommendation
+      intervals: {split: {metric: {value, low, high, level, n, method}}}  split: validation, test,
+                 cross_validation (the baseline's out-of-fold predictions over train + validation)
+      val_predictions, test_predictions: [int]       predicted label id per row (paired comparisons)
       cost: cost, artifact: str | null (relative to the run directory),
-      verdict: {run_id, passed, reasons: [str], failed: [criterion], shortfall} | null,
-      gain: {vs_baseline, vs_previous: points (0-100 scale) | null,
-             per_pflop, per_kwh: points of vs_previous per unit of this run's own cost | null},
+      verdict: {run_id, state ("pass" | "fail" | "undecided"), passed, reasons: [str],
+                failed: [criterion], shortfall, interval (at the decision level), rows_needed,
+                floor_met} | null,
+      gain: {vs_baseline, vs_previous: {points, low, high, level, n, method, p_value,
+             distinguishable (+ reference: the run compared with)} | null,
+             per_pflop, per_kwh: {value, low, high, distinguishable}: vs_previous per unit of this
+             run's own cost | null},
       recommended: bool,
       details: object                                size_mb, latency_ms_p95, rule, forecast, trials ...
     }
@@ -59,7 +72,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advisor.criteria import PFLOP, fmt_count, fmt_num, gain, gain_per_kwh, gain_per_pflop
+from advisor.criteria import PFLOP, fmt_count, fmt_num
 from advisor.errors import RunDirError
 from advisor.ledger import fault_point
 from advisor.types import REPORT_SCHEMA_VERSION, Report, RunResult
@@ -94,33 +107,6 @@ def _ordered(report: Report) -> list[RunResult]:
     return ([report.baseline] if report.baseline is not None else []) + list(report.runs)
 
 
-def _previous_rung(report: Report) -> dict[str, RunResult | None]:
-    """run_id -> the run a rung is compared with: the best ok run of the previous rung, else the baseline.
-
-    A rung's best run is the trial marked ``details["best_of_rung"]``, or its highest-scoring ok trial.
-    """
-    metric = report.criteria.metric
-    base = report.baseline
-    reference = base if base is not None and base.status == "ok" else None
-    out: dict[str, RunResult | None] = {}
-    rung: str | None = None
-    best: RunResult | None = None
-    for run in report.runs:
-        if run.candidate.name != rung:
-            reference = best if best is not None else reference
-            rung, best = run.candidate.name, None
-        out[run.run_id] = reference
-        if run.status == "ok" and metric in run.metrics:
-            marked = bool(run.details.get("best_of_rung"))
-            if (
-                best is None
-                or marked
-                or (not best.details.get("best_of_rung") and run.metrics[metric] > best.metrics[metric])
-            ):
-                best = run
-    return out
-
-
 def shown_figure(value: float, provenance: str | None) -> float | None:
     """A cost figure, or None when its provenance says it has no value."""
     if provenance is not None and all(p in ("not_applicable", "not_measured") for p in provenance.split("+")):
@@ -131,24 +117,27 @@ def shown_figure(value: float, provenance: str | None) -> float | None:
 def rung_rows(report: Report) -> list[dict[str, Any]]:
     """One row per run (baseline first, then climb order) with every number the tables show.
 
-    Keys: run_id, name, kind, status, metric, value, gain_vs_baseline, gain_vs_previous (points),
-    train_pflops, kwh, gco2e, gain_per_pflop, gain_per_kwh (gain_vs_previous per this run's own
-    training PFLOPs / kWh), wall_s, verdict ("PASS" | "FAIL" | None when not judged), reason (the
-    first failing reason, or the metric reason of a pass), recommended, best_of_rung, trial (1-based
-    index among runs of the same rung), provenance {time, flops, energy, emissions}.
+    Keys: run_id, name, kind, status, metric, value, low, high (the validation interval at
+    ``criteria.confidence``), n, gain_vs_baseline, gain_vs_previous (points, with ``*_ci`` = (low,
+    high) and ``*_real`` = whether the paired interval excludes zero), train_pflops, kwh, gco2e,
+    gain_per_pflop, gain_per_kwh (gain_vs_previous per this run's own training PFLOPs / kWh), wall_s,
+    verdict ("PASS" | "FAIL" | "UNDECIDED" | None when not judged), reason (the first failing or
+    open reason, or the metric reason of a pass), recommended, best_of_rung, trial (1-based index
+    among runs of the same rung), provenance {time, flops, energy, emissions}. Gains and best runs
+    are the climb's (``report.details["gains"]``): nothing is worked out again here.
     """
     metric = report.criteria.metric
-    previous = _previous_rung(report)
-    base = report.baseline if report.baseline is not None and report.baseline.status == "ok" else None
+    gains = report.details.get("gains", {})
     seen: dict[str, int] = {}
     rows = []
     for run in _ordered(report):
         cost, prov = run.cost, dict(run.cost.provenance)
         seen[run.candidate.name] = seen.get(run.candidate.name, 0) + 1
-        is_base = run is report.baseline
-        vs_base = None if is_base else gain(run, base, metric)
-        vs_prev = None if is_base else gain(run, previous.get(run.run_id), metric)
+        g = gains.get(run.run_id, {})
+        vs_base, vs_prev = g.get("vs_baseline"), g.get("vs_previous")
         verdict = report.verdicts.get(run.run_id)
+        split = "cross_validation" if "cross_validation" in run.intervals else "validation"
+        iv = run.intervals.get(split, {}).get(metric)
         # a skipped run spent nothing worth a figure: leave its cost cells empty rather than 0
         spent = run.status != "skipped"
         rows.append(
@@ -159,18 +148,26 @@ def rung_rows(report: Report) -> list[dict[str, Any]]:
                 "status": run.status,
                 "metric": metric,
                 "value": run.metrics.get(metric),
-                "gain_vs_baseline": vs_base,
-                "gain_vs_previous": vs_prev,
+                "low": iv["low"] if iv else None,
+                "high": iv["high"] if iv else None,
+                "n": iv["n"] if iv else None,
+                "interval_split": split if iv else None,
+                "gain_vs_baseline": vs_base["points"] if vs_base else None,
+                "gain_vs_baseline_ci": (vs_base["low"], vs_base["high"]) if vs_base else None,
+                "gain_vs_baseline_real": vs_base["distinguishable"] if vs_base else None,
+                "gain_vs_previous": vs_prev["points"] if vs_prev else None,
+                "gain_vs_previous_ci": (vs_prev["low"], vs_prev["high"]) if vs_prev else None,
+                "gain_vs_previous_real": vs_prev["distinguishable"] if vs_prev else None,
                 "train_pflops": shown_figure(cost.train_flops / PFLOP, prov.get("flops")) if spent else None,
                 "kwh": shown_figure(cost.energy_kwh, prov.get("energy")) if spent else None,
                 "gco2e": shown_figure(cost.emissions_g, prov.get("emissions")) if spent else None,
-                "gain_per_pflop": gain_per_pflop(vs_prev, cost),
-                "gain_per_kwh": gain_per_kwh(vs_prev, cost),
+                "gain_per_pflop": g["per_pflop"]["value"] if "per_pflop" in g else None,
+                "gain_per_kwh": g["per_kwh"]["value"] if "per_kwh" in g else None,
                 "wall_s": cost.wall_s if spent else None,
-                "verdict": None if verdict is None else ("PASS" if verdict.passed else "FAIL"),
+                "verdict": None if verdict is None else verdict.state.upper(),
                 "reason": verdict.reasons[0] if verdict is not None and verdict.reasons else (run.message or ""),
                 "recommended": run.run_id == report.recommendation,
-                "best_of_rung": bool(run.details.get("best_of_rung")),
+                "best_of_rung": bool(g.get("best_of_rung")),
                 "trial": seen[run.candidate.name],
                 "provenance": {k: prov.get(k, "") for k in ("time", "flops", "energy", "emissions")},
             }
@@ -184,10 +181,20 @@ def rung_rows(report: Report) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- cells
 
 
-def _cell(value: float | None, points: bool = False) -> str:
+def _cell(value: float | None, points: bool = False, real: bool | None = None) -> str:
     if value is None:
         return ""
-    return f"{value:+.1f}" if points else fmt_num(value)
+    text = f"{value:+.1f}" if points else fmt_num(value)
+    return text + ("~" if real is False else "")
+
+
+def _interval_cell(r: Mapping[str, Any]) -> str:
+    if r["value"] is None:
+        return ""
+    if r["low"] is None:
+        return f"{r['value']:.3f}"
+    cv = " cv" if r["interval_split"] == "cross_validation" else ""
+    return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] n={r['n']}{cv}"
 
 
 def _prov_cell(prov: Mapping[str, str]) -> str:
@@ -221,22 +228,22 @@ def _table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     body = []
     for r in rung_rows(report):
         verdict = r["verdict"] or ""
-        if verdict == "FAIL" and r["reason"]:
-            verdict = f"FAIL: {r['reason']}"
+        if verdict in ("FAIL", "UNDECIDED") and r["reason"]:
+            verdict = f"{verdict}: {r['reason']}"
         body.append(
             [
                 "*" if r["recommended"] else "",
                 r["label"],
                 r["kind"],
                 r["status"],
-                "" if r["value"] is None else f"{r['value']:.3f}",
-                _cell(r["gain_vs_baseline"], points=True),
-                _cell(r["gain_vs_previous"], points=True),
+                _interval_cell(r),
+                _cell(r["gain_vs_baseline"], points=True, real=r["gain_vs_baseline_real"]),
+                _cell(r["gain_vs_previous"], points=True, real=r["gain_vs_previous_real"]),
                 _cell(r["train_pflops"]) if r["provenance"]["flops"] != "not_applicable" else "n/a",
                 _cell(r["kwh"]),
                 _cell(r["gco2e"]),
-                _cell(r["gain_per_pflop"]),
-                _cell(r["gain_per_kwh"]),
+                _cell(r["gain_per_pflop"], real=r["gain_vs_previous_real"]),
+                _cell(r["gain_per_kwh"], real=r["gain_vs_previous_real"]),
                 _cell(r["wall_s"]),
                 _prov_cell(r["provenance"]),
                 verdict,
@@ -246,7 +253,9 @@ def _table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 _NOTES = (
-    "* recommended; gains in points (0-100 scale) over the baseline and over the previous rung's best run; "
+    "* recommended; the metric with its confidence interval and rows (cv: the baseline's cross-validation over "
+    "train + validation); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
+    "paired on the same validation rows; ~ marks a gain whose paired interval contains 0 (not distinguishable); "
     "pts/PFLOP and pts/kWh divide the gain over the previous rung by the run's own training PFLOPs and kWh",
     PROVENANCE_LEGEND,
 )
@@ -267,6 +276,14 @@ def to_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _iv_text(run: RunResult, split: str, metric: str) -> str:
+    iv = run.intervals.get(split, {}).get(metric)
+    if iv is None:
+        value = run.metrics.get(metric) if split == "validation" else run.test_metrics.get(metric)
+        return "" if value is None else f"{value:.3f}"
+    return f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] (n={iv['n']}, {iv['level']:.0%})"
+
+
 def _summary(report: Report) -> list[tuple[str, str]]:
     """(label, text) pairs shared by the Markdown and HTML headers."""
     crit, metric = report.criteria, report.criteria.metric
@@ -274,10 +291,14 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     if rec is None:
         recommendation = "none: no run met the criteria"
     else:
-        test = rec.test_metrics.get(metric)
-        test_text = f", test {test:.3f}" if test is not None else ""
-        recommendation = f"{rec.candidate.name} ({rec.run_id}): validation {metric} {rec.metrics.get(metric, float('nan')):.3f}{test_text}"
-    wanted = [f"{metric} >= {crit.floor:.3f}"]
+        recommendation = f"{rec.candidate.name} ({rec.run_id}): " + "; ".join(
+            f"{split} {metric} {_iv_text(rec, split, metric)}"
+            for split in ("cross_validation", "validation", "test")
+            if metric in rec.intervals.get(split, {}) or (split == "validation" and metric in rec.metrics)
+        )
+    level = report.details.get("decision_level")
+    decided = f", decided at {level:.1%} per run (Bonferroni)" if level and level > crit.confidence + 1e-9 else ""
+    wanted = [f"{metric} >= {crit.floor:.3f} with {crit.confidence:.0%} confidence{decided}"]
     if crit.max_params is not None:
         wanted.append(f"params <= {fmt_count(crit.max_params)}")
     if crit.max_size_mb is not None:
@@ -285,9 +306,9 @@ def _summary(report: Report) -> list[tuple[str, str]]:
     if crit.max_latency_ms is not None:
         wanted.append(f"p95 latency <= {fmt_num(crit.max_latency_ms)} ms")
     budgets = [
-        f"{fmt_num(v)} {u}"
-        for v, u in ((crit.budget_kwh, "kWh"), (crit.budget_pflops, "PFLOPs"), (crit.budget_seconds, "s"))
-        if v is not None
+        f"spent {fmt_num(b['spent'])} of {fmt_num(b['allowed'])} {unit}"
+        for key, unit in (("kwh", "kWh"), ("pflops", "PFLOPs"), ("seconds", "s"))
+        if (b := report.details.get("budgets", {}).get(key))
     ]
     total = report.total_cost
     prov = total.provenance
@@ -392,18 +413,15 @@ def to_json(report: Report) -> dict[str, Any]:
     """The report as a JSON-ready dict following the schema in this module's docstring."""
     rows = {r["run_id"]: r for r in rung_rows(report)}
 
+    gains = report.details.get("gains", {})
+
     def run_obj(run: RunResult) -> dict[str, Any]:
         d = run.to_dict()
         verdict = report.verdicts.get(run.run_id)
-        row = rows[run.run_id]
         d["verdict"] = verdict.to_dict() if verdict is not None else None
-        d["gain"] = {
-            "vs_baseline": row["gain_vs_baseline"],
-            "vs_previous": row["gain_vs_previous"],
-            "per_pflop": row["gain_per_pflop"],
-            "per_kwh": row["gain_per_kwh"],
-        }
-        d["recommended"] = row["recommended"]
+        g = gains.get(run.run_id, {})
+        d["gain"] = {k: g.get(k) for k in ("vs_baseline", "vs_previous", "per_pflop", "per_kwh")}
+        d["recommended"] = rows[run.run_id]["recommended"]
         return d
 
     rec = report.recommended
@@ -414,6 +432,8 @@ def to_json(report: Report) -> dict[str, Any]:
             "candidate": rec.candidate.to_dict(),
             "metrics": dict(rec.metrics),
             "test_metrics": dict(rec.test_metrics),
+            "intervals": {k: dict(v) for k, v in rec.intervals.items()},
+            "verdict": report.verdicts[rec.run_id].to_dict() if rec.run_id in report.verdicts else None,
             "artifact": rec.artifact,
         }
     out = {
@@ -427,7 +447,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "baseline": run_obj(report.baseline) if report.baseline is not None else None,
         "runs": [run_obj(r) for r in report.runs],
         "total_cost": report.total_cost.to_dict(),
-        "details": dict(report.details),
+        "details": {k: v for k, v in report.details.items() if k != "gains"},
         "config": dict(report.config),
     }
     return jsonable(out)
@@ -472,9 +492,7 @@ def to_markdown(report: Report) -> str:
                 f"- **{md_escape(run.run_id)}**: not judged" + (f" ({md_escape(run.message)})" if run.message else "")
             )
             continue
-        lines.append(
-            f"- **{md_escape(run.run_id)}**: {'PASS' if verdict.passed else 'FAIL'}: {md_escape('; '.join(verdict.reasons))}"
-        )
+        lines.append(f"- **{md_escape(run.run_id)}**: {verdict.state.upper()}: {md_escape('; '.join(verdict.reasons))}")
     extras = _extras(report)
     if extras:
         lines += ["", "## Notes", ""] + [f"- {md_escape(x)}" for x in extras]
@@ -506,6 +524,9 @@ def plot_png(report: Report) -> bytes:
     ]
     for r in points:
         faded = r["trial"] > 1 and not r["best_of_rung"] and not r["recommended"]
+        if r["low"] is not None:  # the confidence interval as an error bar
+            err = [[r["value"] - r["low"]], [r["high"] - r["value"]]]
+            ax.errorbar(r["train_pflops"], r["value"], yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
         ax.scatter(r["train_pflops"], r["value"], s=40, color="tab:blue", alpha=0.35 if faded else 1.0, zorder=3)
         ax.annotate(r["label"], (r["train_pflops"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     rec = next((r for r in points if r["recommended"]), None)
@@ -522,6 +543,16 @@ def plot_png(report: Report) -> bytes:
             linestyle=":",
             label=f"baseline ({base.candidate.source}, FLOPs not applicable){note}",
         )
+        biv = next(
+            (
+                base.intervals[k][metric]
+                for k in ("cross_validation", "validation")
+                if metric in base.intervals.get(k, {})
+            ),
+            None,
+        )
+        if biv is not None:
+            ax.axhspan(biv["low"], biv["high"], color="tab:gray", alpha=0.12, label="baseline's interval")
     ax.axhline(crit.floor, color="tab:red", linestyle="--", label=f"floor {crit.floor:.3f}")
     if crit.budget_pflops is not None:
         ax.axvline(
@@ -538,7 +569,7 @@ def plot_png(report: Report) -> bytes:
         ax.set_xlim(1e-4, 1e1)
         ax.text(0.5, 0.5, "no transformer run with measured compute", transform=ax.transAxes, ha="center", color="gray")
     ax.set_xlabel("training compute, PFLOPs (log scale)")
-    ax.set_ylabel(f"validation {metric}")
+    ax.set_ylabel(f"validation {metric} ({crit.confidence:.0%} interval)")
     ax.set_title(f"{metric} against training compute")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -582,7 +613,11 @@ def to_html(report: Report) -> str:
     for row, cells in zip(rows, body, strict=True):
         tds = []
         for i, c in enumerate(cells):
-            cls = "num" if i in numeric else ("pass" if c == "PASS" else "fail" if c.startswith("FAIL") else "")
+            cls = (
+                "num"
+                if i in numeric
+                else ("pass" if c == "PASS" else "fail" if c.startswith(("FAIL", "UNDECIDED")) else "")
+            )
             tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
         parts.append(f'<tr class="{"rec" if row["recommended"] else ""}">' + "".join(tds) + "</tr>")
     parts.append("</table>")
@@ -596,9 +631,7 @@ def to_html(report: Report) -> str:
     ]
     for run in _ordered(report):
         verdict = report.verdicts.get(run.run_id)
-        text = (
-            "not judged" if verdict is None else ("PASS: " if verdict.passed else "FAIL: ") + "; ".join(verdict.reasons)
-        )
+        text = "not judged" if verdict is None else f"{verdict.state.upper()}: " + "; ".join(verdict.reasons)
         parts.append(f"<li><b>{e(run.run_id)}</b>: {e(text)}</li>")
     parts.append("</ul>")
     extras = _extras(report)

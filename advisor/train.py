@@ -270,6 +270,9 @@ def train_run(
             disable_tqdm=False,
         )
         metering = MeteringCallback(meter, model.config, num_labels=len(data.label_names))
+        for cb in extra_callbacks:  # the budget watch reads this run's meter as it goes
+            if hasattr(cb, "bind"):
+                cb.bind(meter, metering)
         trainer = BucketTrainer(
             model=model,
             args=args,
@@ -297,9 +300,8 @@ def train_run(
             if hasattr(rule, "stop"):
                 rule.stop()
         firing = first_firing(rules)
-        stopped_by = next(
-            (getattr(cb, "stop_message", None) for cb in extra_callbacks if getattr(cb, "stop_message", None)), None
-        )
+        stopper = next((cb for cb in extra_callbacks if getattr(cb, "stop_message", None)), None)
+        stopped_by = getattr(stopper, "stop_message", None)
         if status == "ok" and firing is not None:
             details["rule"] = {"rule": firing.rule, "step": firing.step, "numbers": dict(firing.numbers)}
             details["steps_saved"] = steps_saved(firing, total_steps)
@@ -310,14 +312,15 @@ def train_run(
             else:
                 status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
         elif status == "ok" and stopped_by:
-            status, message = "stopped", stopped_by
+            # the pruner's "stopped", or the budget's "budget" (its partial model is judged)
+            status, message = getattr(stopper, "stop_status", "stopped"), stopped_by
             details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
         metrics: dict[str, float] = {}
         preds = np.zeros(0, dtype=int)
         if status != "failed":
             preds = predict_labels(model, tokenizer, column(data.validation, "text"), t.max_length)
             metrics = compute_metrics(column(data.validation, "label"), preds, data.label_names)
-            if status == "stopped" and not all(math.isfinite(v) for v in metrics.values()):
+            if status in ("stopped", "budget") and not all(math.isfinite(v) for v in metrics.values()):
                 metrics = {}
     shutil.rmtree(tmp_out, ignore_errors=True)
     history = [
@@ -338,7 +341,7 @@ def train_run(
     )
     artifact = None
     cost = meter.cost
-    if status == "ok" and save_model:
+    if status in ("ok", "budget") and metrics and save_model:
         dest = run_dir / "runs" / run_id / "model"
         save_model_folder(model, tokenizer, dest)
         artifact = str(dest.relative_to(run_dir))

@@ -201,6 +201,10 @@ class RunResult:
     #: predicted label id of every validation row, in the split's order, from the weights that were
     #: judged: paired comparisons between runs (same rows) and intervals are computed from these
     val_predictions: tuple[int, ...] = ()
+    #: predicted label of every test row (the baseline and the recommendation only)
+    test_predictions: tuple[int, ...] = ()
+    #: split -> metric -> interval ({value, low, high, level, n, method}) for each split scored
+    intervals: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -226,6 +230,8 @@ class RunResult:
         object.__setattr__(self, "test_metrics", dict(self.test_metrics))
         object.__setattr__(self, "details", dict(self.details))
         object.__setattr__(self, "val_predictions", tuple(int(p) for p in self.val_predictions))
+        object.__setattr__(self, "test_predictions", tuple(int(p) for p in self.test_predictions))
+        object.__setattr__(self, "intervals", {k: dict(v) for k, v in self.intervals.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,7 +245,9 @@ class RunResult:
             "artifact": self.artifact,
             "message": self.message,
             "details": dict(self.details),
+            "intervals": {k: dict(v) for k, v in self.intervals.items()},
             "val_predictions": list(self.val_predictions),
+            "test_predictions": list(self.test_predictions),
         }
 
     @classmethod
@@ -256,6 +264,8 @@ class RunResult:
             test_metrics=d.get("test_metrics", {}),
             details=d.get("details", {}),
             val_predictions=tuple(d.get("val_predictions", ())),
+            test_predictions=tuple(d.get("test_predictions", ())),
+            intervals=d.get("intervals", {}),
         )
 
 
@@ -274,6 +284,11 @@ class AcceptanceCriteria:
         budget_seconds: total wall time the whole search may use.
         min_gain_per_pflop: metric points (0-100 scale) gained per PFLOP below which the next rung
             is not worth climbing.
+        confidence: level of every interval, and of the decisions made with them: a run passes
+            when the lower bound of its metric's interval clears the floor. 0.95 by default, the
+            level users read "95% interval" as; the chance of recommending a model whose true
+            metric is below the floor is then at most 5% (2.5% one-sided per decision, Bonferroni-
+            corrected over the candidates judged on the same validation rows).
     """
 
     metric: str = "accuracy"
@@ -285,6 +300,7 @@ class AcceptanceCriteria:
     budget_pflops: float | None = None
     budget_seconds: float | None = None
     min_gain_per_pflop: float | None = None
+    confidence: float = 0.95
 
     def problems(self) -> list[str]:
         """Every reason these criteria cannot be met by construction (empty when fine)."""
@@ -295,6 +311,8 @@ class AcceptanceCriteria:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 out.append(f"The criterion {name} must be positive (or left unset). Got {value} instead.")
+        if not 0.5 <= self.confidence < 1.0:
+            out.append(f"The criterion confidence must be in [0.5, 1). Got {self.confidence} instead.")
         if self.min_gain_per_pflop is not None and self.min_gain_per_pflop < 0:
             out.append(f"The criterion min_gain_per_pflop must be >= 0. Got {self.min_gain_per_pflop} instead.")
         return out
@@ -303,37 +321,62 @@ class AcceptanceCriteria:
         return dataclasses.asdict(self)
 
 
+VerdictState = Literal["pass", "fail", "undecided"]
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """Whether one run meets the criteria, with one human-readable reason per criterion checked.
+    """Whether one run meets the criteria, decided from the metric's interval, with one reason per criterion.
 
-    ``failed`` names the criteria that were not met; ``shortfall`` is how far the metric is below
-    the floor (0 when it meets it), used to say which run came closest.
+    ``state`` is ``pass`` when the metric's lower confidence bound clears the floor and every
+    ceiling holds, ``fail`` when a ceiling is broken, the run did not finish, or the upper bound is
+    below the floor, and ``undecided`` when the interval straddles the floor (the validation rows
+    cannot tell). ``failed`` names the criteria that were not met; ``shortfall`` is how far the
+    point estimate is below the floor (0 when it meets it), used to say which run came closest.
+    ``interval`` is the floor metric's interval at the level the decision used (``level``; lower
+    than ``confidence`` only when corrected for several candidates judged on the same rows);
+    ``rows_needed`` says, for an undecided run, how many validation rows would decide it.
     """
 
     run_id: str
-    passed: bool
+    state: VerdictState
     reasons: tuple[str, ...]
     failed: tuple[str, ...] = ()
     shortfall: float = 0.0
+    interval: Mapping[str, Any] | None = None
+    rows_needed: int | None = None
+    #: the metric floor alone is met (by the lower bound; by the point estimate under the point rule)
+    floor_met: bool = False
 
     def __post_init__(self) -> None:
-        if self.passed and self.failed:
-            raise ValueError(f"Verdict {self.run_id}: a passing verdict cannot list failed criteria.")
-        if not self.passed and not self.failed:
+        if self.state not in ("pass", "fail", "undecided"):
+            raise ValueError(f"Verdict {self.run_id}: state must be pass/fail/undecided. Got {self.state!r}.")
+        if self.state != "fail" and self.failed:
+            raise ValueError(f"Verdict {self.run_id}: a {self.state!r} verdict cannot list failed criteria.")
+        if self.state == "fail" and not self.failed:
             raise ValueError(f"Verdict {self.run_id}: a failing verdict must list the failed criteria.")
+        if self.interval is not None:
+            object.__setattr__(self, "interval", dict(self.interval))
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "pass"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "state": self.state,
             "passed": self.passed,
             "reasons": list(self.reasons),
             "failed": list(self.failed),
             "shortfall": self.shortfall,
+            "interval": self.interval,
+            "rows_needed": self.rows_needed,
+            "floor_met": self.floor_met,
         }
 
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)

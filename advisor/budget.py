@@ -1,0 +1,198 @@
+"""Hard budgets: forecast a run's cost before it starts, and stop it inside before it crosses a budget.
+
+The search has one meter: the sum of every recorded phase's :class:`Cost` (baseline, small
+experiments, trials with their evaluations, distillation, test scoring). Two things keep it under
+the user's ``budget_pflops`` / ``budget_kwh`` / ``budget_seconds``:
+
+* :func:`forecast_run` says, before a rung starts, what one full trial will cost: FLOPs from the
+  model's shape and the data's token lengths (the same forward formula the meter counts with,
+  Kaplan et al. 2020, times 3 for training), seconds from the FLOP rate measured on this machine
+  earlier in the search, kWh from the energy rate measured so far. The policy refuses a rung whose
+  forecast does not fit (:func:`advisor.policy.budget_refuses`).
+* :class:`BudgetCallback` watches a run step by step and stops it when the next step, plus one
+  evaluation pass to judge the partial model, would cross a budget. The run is recorded with status
+  ``budget`` and judged like any early-stopped run.
+
+Seconds are metered wall time of the phases; the minutes spent outside them (loading data and
+libraries, about a few seconds per run for loading a model) are the "start-up" the budget check
+does not see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import TrainerCallback
+
+from advisor.flops import PASSES, encoder_forward_flops
+from advisor.types import AcceptanceCriteria, Cost, RunResult
+
+PFLOP = 1e15
+#: validation passes after training ends that judge the kept weights (train_run's final pass)
+JUDGING_PASSES = 1
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Speeds measured earlier in this search: FLOPs per wall second, kWh per wall second."""
+
+    flops_per_s: float | None = None
+    kwh_per_s: float | None = None
+
+    @classmethod
+    def measured(cls, runs: Iterable[RunResult]) -> Rates:
+        runs = list(runs)
+        flops = sum(r.cost.flops for r in runs if r.cost.flops > 0)
+        flop_wall = sum(r.cost.wall_s for r in runs if r.cost.flops > 0)
+        energy = [r.cost for r in runs if r.cost.provenance.get("energy") in ("measured", "estimated")]
+        kwh, kwh_wall = sum(c.energy_kwh for c in energy), sum(c.wall_s for c in energy)
+        return cls(
+            flops / flop_wall if flop_wall > 0 and flops > 0 else None,
+            kwh / kwh_wall if kwh_wall > 0 and kwh > 0 else None,
+        )
+
+
+def forecast_run(
+    model_config: Any,
+    train_lengths: Sequence[int],
+    val_lengths: Sequence[int],
+    epochs: float,
+    evals_per_epoch: int,
+    num_labels: int,
+    rates: Rates,
+) -> Cost:
+    """Forecast one full trial: training FLOPs, every evaluation pass, and the seconds and kWh they take.
+
+    Args:
+        model_config: the rung's transformers config (its shape gives the FLOPs per token).
+        train_lengths, val_lengths: token count of every training / validation text, truncated.
+        epochs: epochs of the trial.
+        evals_per_epoch: validation passes per epoch (one more at the end is counted too).
+        num_labels: classes of the task.
+        rates: speeds measured earlier in the search; without them seconds and kWh are 0 (unknown).
+    """
+    fwd_train = sum(encoder_forward_flops(model_config, n, num_labels) for n in train_lengths)
+    fwd_val = sum(encoder_forward_flops(model_config, n, num_labels) for n in val_lengths)
+    train = PASSES["train"] * fwd_train * epochs
+    evals = fwd_val * (max(1, round(evals_per_epoch * epochs)) + 1)
+    seconds = (train + evals) / rates.flops_per_s if rates.flops_per_s else 0.0
+    kwh = seconds * rates.kwh_per_s if rates.kwh_per_s else 0.0
+    return Cost(
+        wall_s=seconds,
+        train_flops=train,
+        eval_flops=evals,
+        energy_cpu_kwh=kwh,
+        provenance={"flops": "analytic", "time": "estimated", "energy": "estimated"},
+    )
+
+
+def _left(criteria: AcceptanceCriteria, spent: Cost) -> dict[str, float]:
+    out = {}
+    if criteria.budget_pflops is not None:
+        out["flops"] = criteria.budget_pflops * PFLOP - spent.flops
+    if criteria.budget_kwh is not None:
+        out["kwh"] = criteria.budget_kwh - spent.energy_kwh
+    if criteria.budget_seconds is not None:
+        out["seconds"] = criteria.budget_seconds - spent.wall_s
+    return out
+
+
+def any_budget(criteria: AcceptanceCriteria) -> bool:
+    return any(x is not None for x in (criteria.budget_pflops, criteria.budget_kwh, criteria.budget_seconds))
+
+
+class BudgetCallback(TrainerCallback):
+    """Stops a run before its next step (plus one evaluation to judge it) would cross a budget.
+
+    Reads the run's own meter as it goes: FLOPs counted so far (the metering callback's pending
+    tallies included) and wall seconds since the phase began; kWh are the seconds times the
+    energy rate measured earlier in the search (codecarbon reports energy only when a phase ends).
+
+    Args:
+        criteria: the budgets.
+        spent: what the search spent before this run.
+        eval_flops: FLOPs of one validation pass (reserved so the partial model can be judged).
+        rates: speeds measured earlier in the search.
+
+    ``train_run`` calls :meth:`bind` with the run's open :class:`advisor.cost.Meter` and its
+    :class:`advisor.cost.MeteringCallback` before training starts.
+    """
+
+    #: train_run records a run this callback stopped with this status
+    stop_status = "budget"
+
+    def __init__(self, criteria: AcceptanceCriteria, spent: Cost, eval_flops: float, rates: Rates) -> None:
+        self.criteria, self.spent, self.eval_flops, self.rates = criteria, spent, eval_flops, rates
+        self.meter: Any = None
+        self.counter: Any = None
+        self.stop_message: str | None = None
+        self._last: tuple[float, float] = (0.0, 0.0)
+        self._steps = 0
+
+    def bind(self, meter: Any, counter: Any) -> None:
+        self.meter, self.counter = meter, counter
+
+    def _now(self) -> tuple[float, float]:
+        flops, seconds = self.meter.so_far()
+        pending = self.counter.pending_flops() if self.counter is not None else 0.0
+        return flops + pending, seconds
+
+    def check(self, evaluating: bool) -> str | None:
+        """Why the run must stop now (the next step would cross a budget), or None."""
+        flops, seconds = self._now()
+        step_flops, step_s = flops - self._last[0], seconds - self._last[1]
+        self._last = (flops, seconds)
+        self._steps += 1
+        rate = flops / seconds if seconds > 0 and flops > 0 else self.rates.flops_per_s
+        eval_s = self.eval_flops / rate if rate else 0.0
+        # what is spent once the next step, an evaluation due now, and the judging pass are done
+        evals = (1 if evaluating else 0) + JUDGING_PASSES
+        need_flops = flops + step_flops + evals * self.eval_flops
+        need_s = seconds + step_s + evals * eval_s
+        kwh_rate = self.rates.kwh_per_s or 0.0
+        need = {"flops": need_flops, "seconds": need_s, "kwh": need_s * kwh_rate}
+        for key, left in _left(self.criteria, self.spent).items():
+            if key == "kwh" and not kwh_rate:
+                continue
+            if need[key] > left:
+                shown = {
+                    "flops": f"{need_flops / PFLOP:.3g} PFLOPs",
+                    "seconds": f"{need_s:.3g} s",
+                    "kwh": f"{need['kwh']:.3g} kWh",
+                }[key]
+                room = left / PFLOP if key == "flops" else left
+                unit = {"flops": "PFLOPs", "seconds": "s", "kwh": "kWh"}[key]
+                return (
+                    f"budget: after {self._steps} steps, one more step and judging the model would bring this run "
+                    f"to {shown}, past the {max(room, 0.0):.3g} {unit} left"
+                )
+        return None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.stop_message is not None or self.meter is None:
+            return
+        why = self.check(bool(getattr(control, "should_evaluate", False)))
+        if why is not None:
+            self.stop_message = why
+            control.should_training_stop = True
+            control.should_evaluate = False  # the judging pass after training was reserved instead
+            control.should_save = False
+
+
+def search_spent(runs: Iterable[RunResult], extra: Iterable[Cost] = ()) -> Cost:
+    """The one meter of the search: every run's cost plus other phases (test scoring)."""
+    return sum((r.cost for r in runs), Cost()) + sum(extra, Cost())
+
+
+def spent_against_allowed(criteria: AcceptanceCriteria, spent: Cost) -> dict[str, dict[str, float]]:
+    """For each budget that was set: what the search spent and what it was allowed (the report's table)."""
+    out: dict[str, dict[str, float]] = {}
+    if criteria.budget_pflops is not None:
+        out["pflops"] = {"spent": spent.flops / PFLOP, "allowed": criteria.budget_pflops}
+    if criteria.budget_kwh is not None:
+        out["kwh"] = {"spent": spent.energy_kwh, "allowed": criteria.budget_kwh}
+    if criteria.budget_seconds is not None:
+        out["seconds"] = {"spent": spent.wall_s, "allowed": criteria.budget_seconds}
+    return out

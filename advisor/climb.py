@@ -1,0 +1,339 @@
+"""The executor of the climb: asks :func:`advisor.policy.decide` what to do, does it, records it.
+
+Each action's result goes into the ledger the moment it exists. On a rerun the loop is the same:
+the policy asks for the same actions in the same order (it is a function of the records), and an
+action whose result the ledger already holds is read back instead of being carried out, so
+resuming a killed climb is replaying its records.
+
+The executor owns everything with side effects that the policy must not do: the per-rung optuna
+studies (asked for hyperparameters, told results, read for what other workers did), materialising
+models, forecasting a rung's cost from its shape and the data's token lengths, the budget watch
+inside each run, and distillation through the ``distiller`` its caller hands in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from advisor.baseline import fit_baseline
+from advisor.budget import BudgetCallback, Rates, any_budget, forecast_run, search_spent
+from advisor.config import Config
+from advisor.data import TaskData, column
+from advisor.forecast import forecast_full
+from advisor.ledger import Ledger, fault_point
+from advisor.models import Rung, candidate_for, load_ladder, materialise
+from advisor.policy import (
+    Action,
+    Distil,
+    Evidence,
+    FitBaseline,
+    RungInfo,
+    SharedStudy,
+    Skip,
+    Stop,
+    Train,
+    decide,
+    verdicts,
+)
+from advisor.train import train_run
+from advisor.tuning import PruningCallback, RungTuner
+from advisor.types import Cost, RunResult, Verdict
+
+Progress = Callable[[str], None]
+#: distil ``parent`` into a student recorded as ``run_id`` (see advisor.compact)
+Distiller = Callable[..., RunResult]
+
+
+def ladder_rungs(config: Config) -> tuple[Rung, ...]:
+    rungs = load_ladder(config.ladder.name)
+    if config.ladder.rungs:
+        wanted = set(config.ladder.rungs)
+        rungs = tuple(r for r in rungs if r.name in wanted)
+    return rungs
+
+
+class Climb:
+    """Carries out the policy's actions for one run directory.
+
+    Args:
+        config: the resolved configuration.
+        data: the task's splits.
+        run_dir: the run directory (models, scratch).
+        ledger: the run directory's ledger (results are recorded and read back here).
+        fingerprint: the run directory's fingerprint (names the shared optuna studies).
+        say: progress lines.
+        distiller: distils a run that meets the floor but not a ceiling; None turns that off.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        data: TaskData,
+        run_dir: Path,
+        ledger: Ledger,
+        fingerprint: str,
+        say: Progress,
+        distiller: Distiller | None = None,
+    ) -> None:
+        self.config, self.data, self.run_dir, self.ledger = config, data, run_dir, ledger
+        self.fingerprint, self.say, self.distiller = fingerprint, say, distiller
+        self.rungs = {r.name: r for r in ladder_rungs(config)}
+        self.runs: list[RunResult] = []
+        self.tuners: dict[str, RungTuner] = {}
+        self.sources: dict[str, str] = {}
+        self.forecasts: dict[str, Cost] = {}
+        self.shared: dict[str, SharedStudy] = {}
+        self._lengths: tuple[list[int], list[int]] | None = None
+        self.val_labels = tuple(int(y) for y in column(data.validation, "label"))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def evidence(self) -> Evidence:
+        infos = tuple(RungInfo(r.name, r.params_non_embedding, r.optional) for r in self.rungs.values())
+        return Evidence(
+            infos,
+            tuple(self.runs),
+            self.val_labels,
+            len(self.data.label_names),
+            dict(self.forecasts),
+            dict(self.shared),
+            search_spent(self.runs),
+        )
+
+    def run(self) -> Stop:
+        """Climb until the policy says stop; returns the stop (its reason and recommendation)."""
+        while True:
+            action = decide(self.evidence(), self.config)
+            if isinstance(action, Train) and not action.small and self._shared_changed(action):
+                continue  # what other workers did changes the decision: ask again
+            if isinstance(action, Stop):
+                return action
+            self.runs.append(self._do(action))
+            self._update_forecasts()
+
+    def verdicts(self) -> dict[str, Verdict]:
+        return verdicts(self.evidence(), self.config)
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _do(self, action: Action) -> RunResult:
+        known = self.ledger.get(getattr(action, "run_id", ""))
+        if known is not None and known.status == "failed" and not isinstance(action, Skip):
+            self.say(f"{known.run_id}: failed last time ({known.message}); trying it again")
+            known = None
+        if known is not None:
+            self.say(
+                f"{known.run_id}: read back from the ledger (not {'refitted' if known.run_id == 'baseline' else 'retrained'})"
+            )
+            if isinstance(action, Train) and not action.small:
+                self._after_trial(action, known)
+            return known
+        if isinstance(action, FitBaseline):
+            run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say)
+            fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
+        elif isinstance(action, Skip):
+            rung = self.rungs[action.rung]
+            run = RunResult(
+                run_id=action.run_id,
+                candidate=candidate_for(rung),
+                hyperparameters={},
+                status="skipped",
+                metrics={},
+                cost=Cost(),
+                message=action.message,
+            )
+            self.say(f"{rung.name}: {action.message}")
+        elif isinstance(action, Distil):
+            if self.distiller is None:
+                raise RuntimeError("the policy asked for a distillation but no distiller was supplied")
+            parent = next(r for r in self.runs if r.run_id == action.parent)
+            run = self.distiller(parent, self.data, self.config, self.run_dir, action.run_id, progress=self.say)
+        elif isinstance(action, Train) and action.small:
+            run = self._train_small(action)
+        elif isinstance(action, Train):
+            run = self._train_trial(action)
+        else:  # pragma: no cover - the policy has no other actions
+            raise TypeError(f"unknown action {action!r}")
+        self.ledger.add(run)
+        return run
+
+    def _source(self, rung_name: str) -> str:
+        if rung_name not in self.sources:
+            rung = self.rungs[rung_name]
+            t = self.config.train
+            self.sources[rung_name] = str(
+                materialise(rung, self.config.ladder.cache_dir, progress=self.say, allow_pickle=t.allow_pickle)
+            )
+        return self.sources[rung_name]
+
+    def _budget(self, rung_name: str) -> list[Any]:
+        if not any_budget(self.config.criteria):
+            return []
+        eval_flops = self._val_pass_flops(rung_name)
+        return [BudgetCallback(self.config.criteria, search_spent(self.runs), eval_flops, Rates.measured(self.runs))]
+
+    def _train_small(self, action: Train) -> RunResult:
+        rung = self.rungs[action.rung]
+        self.say(f"{rung.name}: small experiment on {self.config.tuning.small_fraction:.0%} of the training data")
+        return train_run(
+            candidate_for(rung),
+            self._source(rung.name),
+            self.data,
+            self.config,
+            self.run_dir,
+            action.run_id,
+            {"batch_size": self.config.train.batch_size},
+            train_fraction=self.config.tuning.small_fraction,
+            save_model=False,
+            extra_callbacks=self._budget(rung.name),
+            progress=self.say,
+        )
+
+    def _tuner(self, rung_name: str) -> RungTuner:
+        if rung_name not in self.tuners:
+            config, metric = self.config, self.config.criteria.metric
+            done = [
+                r
+                for r in self.ledger.all()
+                if r.candidate.name == rung_name and r.run_id.startswith(f"{rung_name}-t") and r.status != "failed"
+            ]
+            # warm start: the best settings of the last rung climbed below this one
+            below = [r for r in self.runs if r.run_id.count("-t") and r.status == "ok" and metric in r.metrics]
+            below = [r for r in below if r.candidate.name != rung_name and r.candidate.kind == "finetune"]
+            warm = None
+            if below:
+                last = below[-1].candidate.name
+                best = max((r for r in below if r.candidate.name == last), key=lambda r: r.metrics[metric])
+                warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
+            run_dir = self.run_dir.resolve()
+            self.tuners[rung_name] = RungTuner(
+                config,
+                previous=[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done],
+                warm_start=warm,
+                # workers sharing a study must not propose the same settings: each gets its own seed
+                seed=config.train.seed + (zlib.crc32(str(run_dir).encode()) if config.tuning.storage else 0),
+                study_name=f"greenladder-{self.fingerprint}-{rung_name}",
+                prune_after=math.ceil(len(self.data.train) / config.train.batch_size),
+            )
+        return self.tuners[rung_name]
+
+    def _shared_changed(self, action: Train) -> bool:
+        """Refresh what other workers did on the action's rung; True when it changed."""
+        if not self.config.tuning.storage or self.ledger.get(action.run_id) is not None:
+            return False
+        tuner = self._tuner(action.rung)
+        now = SharedStudy(tuner.started(), tuner.best_value())
+        if self.shared.get(action.rung) == now:
+            return False
+        self.shared[action.rung] = now
+        return True
+
+    def _train_trial(self, action: Train) -> RunResult:
+        rung = self.rungs[action.rung]
+        tuner = self._tuner(rung.name)
+        trial, hp, origin = tuner.ask()
+        pruner = PruningCallback(trial, self.config.criteria.metric)
+        run = train_run(
+            candidate_for(rung),
+            self._source(rung.name),
+            self.data,
+            self.config,
+            self.run_dir,
+            action.run_id,
+            {**hp, "batch_size": self.config.train.batch_size},
+            extra_callbacks=[pruner, *self._budget(rung.name)],
+            progress=self.say,
+        )
+        extra: dict[str, Any] = {"trial_origin": origin}
+        small = next((r for r in self.runs if r.run_id == f"{rung.name}-small" and r.status == "ok"), None)
+        if small is not None:
+            metric = self.config.criteria.metric
+            forecast = forecast_full(
+                small.metrics[metric], self.config.tuning.small_fraction, len(self.val_labels), self._curves()
+            )
+            extra["forecast"] = forecast.to_dict()
+        run = dataclasses.replace(run, details={**run.details, **extra})
+        tuner.tell(
+            trial,
+            run.metrics.get(self.config.criteria.metric) if run.status == "ok" else None,
+            pruned=pruner.stop_message is not None,
+        )
+        self._after_trial(action, run)
+        return run
+
+    def _after_trial(self, action: Train, run: RunResult) -> None:
+        """After a rung's first trial (trained or read back): queue the lr probe."""
+        if action.run_id.endswith("-t1"):
+            losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
+            self._tuner(action.rung).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
+
+    def _curves(self) -> list[tuple[float, float]]:
+        metric, out = self.config.criteria.metric, []
+        for name in self.rungs:
+            small = next((r for r in self.runs if r.run_id == f"{name}-small" and r.status == "ok"), None)
+            full = [
+                r for r in self.runs if r.run_id.startswith(f"{name}-t") and r.status == "ok" and metric in r.metrics
+            ]
+            if small is not None and full and metric in small.metrics:
+                curves_best = max(r.metrics[metric] for r in full)
+                out.append((small.metrics[metric], curves_best))
+        return out
+
+    # -- forecasts ------------------------------------------------------------------------------
+
+    def _token_lengths(self, rung_name: str) -> tuple[list[int], list[int]]:
+        """Token count of every training and validation text, with the first rung's tokenizer."""
+        if self._lengths is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(self._source(rung_name))
+            limit = min(self.config.train.max_length, tok.model_max_length)
+
+            def lengths(split: Any) -> list[int]:
+                ids = tok(column(split, "text"), truncation=True, max_length=limit)["input_ids"]
+                return [len(x) for x in ids]
+
+            self._lengths = (lengths(self.data.train), lengths(self.data.validation))
+        return self._lengths
+
+    def _model_config(self, rung_name: str) -> Any:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self._source(rung_name))
+
+    def _val_pass_flops(self, rung_name: str) -> float:
+        from advisor.flops import encoder_forward_flops
+
+        _, val = self._token_lengths(rung_name)
+        cfg, k = self._model_config(rung_name), len(self.data.label_names)
+        return sum(encoder_forward_flops(cfg, n, k) for n in val)
+
+    def _update_forecasts(self) -> None:
+        """Forecast the next untried rung's first trial, when a budget is set and a transformer has run."""
+        if not any_budget(self.config.criteria):
+            return
+        tried = {r.candidate.name for r in self.runs if r.candidate.kind == "finetune"}
+        if not tried:
+            return
+        nxt = next((name for name in self.rungs if name not in tried), None)
+        if nxt is None or nxt in self.forecasts:
+            return
+        rung = self.rungs[nxt]
+        if rung.optional and rung.name not in self.config.ladder.rungs:
+            return
+        train, val = self._token_lengths(next(iter(tried)))
+        t = self.config.train
+        self.forecasts[nxt] = forecast_run(
+            self._model_config(nxt),
+            train,
+            val,
+            t.epochs,
+            t.evals_per_epoch,
+            len(self.data.label_names),
+            Rates.measured(self.runs),
+        )

@@ -1,0 +1,417 @@
+"""The climb as a policy: a pure function from the evidence so far to the next action.
+
+``decide(evidence, config)`` reads nothing, writes nothing and trains nothing: it looks at the runs
+recorded so far (the ledger's records, in the order they were made) and says what to do next:
+fit the baseline, train a rung's next trial or its small experiment, skip a rung whose forecast
+misses, distil a run that is good enough but too big, or stop, and why. The executor
+(:mod:`advisor.advise`) carries actions out and records each result; resuming a killed climb is the
+same loop, with the executor finding each action's result already in the ledger. Every decision
+can be tested by handing ``decide`` records made by hand.
+
+Decisions rest on intervals, not point estimates (:func:`verdicts`): a run passes when the lower
+bound of its metric clears the floor, at the configured confidence corrected (Bonferroni) for the
+number of candidates the climb may judge on the same validation rows, so that picking the best of
+several trials does not turn noise into a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.config import Config
+from advisor.criteria import (
+    closest_failure,
+    fmt_num,
+    gain,
+    gain_per_pflop,
+    judge,
+    only_ceilings_failed,
+    run_interval,
+)
+from advisor.forecast import forecast_full
+from advisor.stats import bonferroni, paired_gain
+from advisor.types import Cost, RunResult, Verdict
+
+PFLOP = 1e15
+
+
+@dataclass(frozen=True)
+class RungInfo:
+    """What the policy knows of a rung before training it."""
+
+    name: str
+    params_non_embedding: int | None = None
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class SharedStudy:
+    """What other workers sharing a rung's study have done (read from the study storage)."""
+
+    started: int = 0
+    best: float | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything a decision may depend on.
+
+    Attributes:
+        rungs: the ladder, smallest first, as configured.
+        runs: every recorded run, in the order it was made (the baseline first).
+        val_labels: the validation split's labels (the rows every verdict is decided on).
+        num_labels: number of classes.
+        forecasts: forecast cost of each rung's next full trial (analytic FLOPs, measured speed).
+        shared: per rung, what other workers sharing the study did (empty without a shared study).
+        spent: what the search has spent so far, all phases (budgets are checked against it).
+    """
+
+    rungs: tuple[RungInfo, ...]
+    runs: tuple[RunResult, ...]
+    val_labels: tuple[int, ...]
+    num_labels: int
+    forecasts: Mapping[str, Cost] = field(default_factory=dict)
+    shared: Mapping[str, SharedStudy] = field(default_factory=dict)
+    spent: Cost = field(default_factory=Cost)
+
+    def run(self, run_id: str) -> RunResult | None:
+        return next((r for r in self.runs if r.run_id == run_id), None)
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class FitBaseline:
+    run_id: str = "baseline"
+
+
+@dataclass(frozen=True)
+class Train:
+    """Train ``rung``: trial ``run_id`` (``<rung>-t<i>``) or its small experiment (``<rung>-small``)."""
+
+    rung: str
+    run_id: str
+    small: bool = False
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Record that ``rung`` is skipped (its forecast misses the floor), without training it."""
+
+    rung: str
+    run_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Distil:
+    """Distil ``parent`` (good enough, too big or slow) into a student recorded as ``run_id``."""
+
+    parent: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the climb. ``outcome``: ``met`` (a recommendation), ``not_met`` or ``budget``."""
+
+    reason: str
+    recommendation: str | None
+    outcome: str
+    #: what the next rung would have cost (budget stops), for the message
+    next_cost: Cost | None = None
+
+
+Action = FitBaseline | Train | Skip | Distil | Stop
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def candidates_planned(evidence: Evidence, config: Config) -> int:
+    """How many runs the climb may judge as candidates on the validation rows (the Bonferroni family).
+
+    The baseline, every planned trial of every rung, and one distilled student when distillation
+    is on. Fixed before the climb starts, so a verdict does not depend on how far the climb got.
+    """
+    rungs = [r for r in evidence.rungs if not r.optional or r.name in config.ladder.rungs]
+    return 1 + len(rungs) * config.tuning.trials_per_rung + (1 if config.ladder.distil_on_ceiling else 0)
+
+
+def decision_level(evidence: Evidence, config: Config) -> float:
+    return bonferroni(config.criteria.confidence, candidates_planned(evidence, config))
+
+
+def verdicts(evidence: Evidence, config: Config, rule: str = "interval") -> dict[str, Verdict]:
+    """Every recorded run judged at the decision level (small experiments are not candidates)."""
+    level = decision_level(evidence, config)
+    out: dict[str, Verdict] = {}
+    for run in evidence.runs:
+        if run.run_id.endswith("-small"):
+            continue
+        iv = run_interval(run, config.criteria.metric, evidence.val_labels, evidence.num_labels, level)
+        out[run.run_id] = judge(run, config.criteria, iv, rule=rule)
+    return out
+
+
+# ----------------------------------------------------------------------------- budgets
+
+_BUDGETS = (
+    ("budget_pflops", "compute", "PFLOPs", lambda c: c.flops / PFLOP),
+    ("budget_kwh", "energy", "kWh", lambda c: c.energy_kwh),
+    ("budget_seconds", "wall time", "s", lambda c: c.wall_s),
+)
+
+
+def budget_exhausted(config: Config, spent: Cost) -> str | None:
+    """Why the search may spend nothing more (a budget already reached), or None."""
+    for name, label, unit, used in _BUDGETS:
+        limit = getattr(config.criteria, name)
+        if limit is not None and used(spent) >= limit:
+            return f"the {label} budget of {fmt_num(limit)} {unit} is spent ({fmt_num(used(spent))} {unit})"
+    return None
+
+
+def budget_refuses(config: Config, spent: Cost, forecast: Cost) -> str | None:
+    """Why work forecast to cost ``forecast`` cannot fit in what is left of a budget, or None."""
+    for name, label, unit, used in _BUDGETS:
+        limit = getattr(config.criteria, name)
+        if limit is None or used(forecast) <= 0:
+            continue
+        left = limit - used(spent)
+        if used(forecast) > left:
+            return (
+                f"its forecast {fmt_num(used(forecast))} {unit} does not fit in the {fmt_num(max(left, 0.0))} {unit} "
+                f"left of the {label} budget ({fmt_num(limit)} {unit})"
+            )
+    return None
+
+
+# ----------------------------------------------------------------------------- the policy
+
+
+def decide(evidence: Evidence, config: Config) -> Action:
+    """The next action of the climb, from the evidence alone."""
+    metric = config.criteria.metric
+    baseline = evidence.run("baseline")
+    if baseline is None:
+        return FitBaseline()
+    judged = verdicts(evidence, config)
+    if judged["baseline"].passed:
+        return Stop("the baseline meets every criterion: no transformer was trained", "baseline", "met")
+
+    budget_run = next((r for r in evidence.runs if r.status == "budget"), None)
+    previous_best: RunResult | None = None  # best finished run of the last rung climbed
+    reference: RunResult = baseline  # what previous_best's gain is measured against
+    curves: list[tuple[float, float]] = []  # (small-experiment score, full score) of rungs below
+    for rung in evidence.rungs:
+        if rung.optional and rung.name not in config.ladder.rungs:
+            continue
+        mine = [r for r in evidence.runs if r.candidate.name == rung.name and r.candidate.kind == "finetune"]
+        trials = [r for r in mine if r.run_id.startswith(f"{rung.name}-t")]
+        # 1. what was already decided on this rung
+        stop = _settled(evidence, config, judged, rung.name, trials, budget_run)
+        if stop is not None:
+            return stop
+        skipped = next((r for r in mine if r.status == "skipped"), None)
+        if skipped is None and len(trials) < config.tuning.trials_per_rung:
+            # 2. before the rung starts: is it worth it, and does it fit?
+            if not trials and not any(r.run_id == f"{rung.name}-small" for r in mine):
+                gate = _gate(evidence, config, rung, previous_best, reference)
+                if gate is not None:
+                    return gate
+            action = _next_on_rung(evidence, config, rung, mine, trials, curves)
+            if action is not None:
+                return action
+        # the rung is done: it becomes the reference for the next one
+        ok = [r for r in trials if r.status == "ok" and metric in r.metrics]
+        small = next((r for r in mine if r.run_id == f"{rung.name}-small" and r.status == "ok"), None)
+        if ok:
+            best = max(ok, key=lambda r: r.metrics[metric])
+            if small is not None and metric in small.metrics:
+                curves.append((small.metrics[metric], best.metrics[metric]))
+            if previous_best is not None:
+                reference = previous_best
+            previous_best = best
+    return _none_passed(judged, "every rung of the ladder was tried and none met the criteria")
+
+
+def _settled(
+    evidence: Evidence,
+    config: Config,
+    judged: Mapping[str, Verdict],
+    rung: str,
+    trials: Sequence[RunResult],
+    budget_run: RunResult | None,
+) -> Action | None:
+    """A stop, or a distillation, that the rung's recorded trials already call for."""
+    for run in trials:
+        if judged[run.run_id].passed:
+            return Stop(f"{rung} meets every criterion: larger rungs were not trained", run.run_id, "met")
+    too_big = next((r for r in trials if only_ceilings_failed(judged[r.run_id])), None)
+    if too_big is not None and config.ladder.distil_on_ceiling:
+        sid = f"{too_big.run_id}-student"
+        student = evidence.run(sid)
+        if student is None:
+            return Distil(too_big.run_id, sid)
+        failed = ", ".join(judged[too_big.run_id].failed)
+        if judged[sid].passed:
+            return Stop(
+                f"{rung} met the floor but not {failed}; its distilled student meets every criterion", sid, "met"
+            )
+        return _none_passed(judged, f"{rung} met the floor but not {failed}, nor did its distilled student")
+    if budget_run is not None and budget_run.candidate.name == rung:
+        return _none_passed(judged, f"{budget_run.run_id} was stopped by the budget: {budget_run.message}", "budget")
+    shared = evidence.shared.get(rung)
+    if shared is not None and shared.best is not None and shared.best >= config.criteria.floor:
+        # checked before any trial budget: a worker never climbs past a rung another worker passed
+        return Stop(
+            f"another worker sharing the study reached {config.criteria.metric} {shared.best:.3f} on {rung}: "
+            "its run directory holds that model",
+            None,
+            "met",
+        )
+    return None
+
+
+def _gate(
+    evidence: Evidence, config: Config, rung: RungInfo, previous_best: RunResult | None, reference: RunResult
+) -> Action | None:
+    """Refuse to start a rung that breaks a budget or is not worth its compute."""
+    crit = config.criteria
+    over = budget_exhausted(config, evidence.spent)
+    if over is not None:
+        return _none_passed(verdicts(evidence, config), f"stopped before {rung.name}: {over}", "budget")
+    forecast = evidence.forecasts.get(rung.name)
+    trained = any(r.candidate.kind == "finetune" and r.status != "skipped" for r in evidence.runs)
+    if forecast is not None and trained:
+        # the first rung always starts (a partial model, stopped by the budget inside the run, is
+        # still the best use of a budget smaller than one training); later rungs must fit
+        refused = budget_refuses(config, evidence.spent, forecast)
+        if refused is not None:
+            return _none_passed(
+                verdicts(evidence, config), f"stopped before {rung.name}: {refused}", "budget", next_cost=forecast
+            )
+    if crit.min_gain_per_pflop is not None and previous_best is not None:
+        g = gain(previous_best, reference, crit.metric)
+        gpp = gain_per_pflop(g, previous_best.cost) if g is not None else None
+        if gpp is not None and gpp < crit.min_gain_per_pflop:
+            return _none_passed(
+                verdicts(evidence, config),
+                f"stopped before {rung.name}: the last rung gained {gpp:.3g} points per PFLOP, "
+                f"below the minimum {crit.min_gain_per_pflop:g}",
+            )
+    return None
+
+
+def _next_on_rung(
+    evidence: Evidence,
+    config: Config,
+    rung: RungInfo,
+    mine: Sequence[RunResult],
+    trials: Sequence[RunResult],
+    curves: Sequence[tuple[float, float]],
+) -> Action | None:
+    """The rung's small experiment, its skip, or its next trial; None when the rung is done."""
+    crit = config.criteria
+    if config.tuning.small_fraction > 0 and not trials:
+        small = next((r for r in mine if r.run_id == f"{rung.name}-small"), None)
+        if small is None:
+            return Train(rung.name, f"{rung.name}-small", small=True)
+        if small.status == "ok" and crit.metric in small.metrics:
+            f = forecast_full(
+                small.metrics[crit.metric], config.tuning.small_fraction, len(evidence.val_labels), curves
+            )
+            if f.optimistic < crit.floor:
+                return Skip(
+                    rung.name,
+                    f"{rung.name}-skipped",
+                    f"skipped: forecast {crit.metric} {f.mean:.3f} ± {f.sigma:.3f} "
+                    f"(optimistic {f.optimistic:.3f}) misses the floor {crit.floor:g}",
+                )
+    shared = evidence.shared.get(rung.name)
+    if shared is not None and shared.started >= config.tuning.trials_per_rung:
+        return None  # the rung's trial budget was used by the workers sharing the study
+    if trials:
+        over = budget_exhausted(config, evidence.spent)
+        if over is not None:
+            return _none_passed(verdicts(evidence, config), f"stopped during {rung.name}: {over}", "budget")
+        last = trials[-1]
+        refused = budget_refuses(config, evidence.spent, last.cost)
+        if refused is not None:
+            return _none_passed(
+                verdicts(evidence, config),
+                f"stopped before {rung.name}'s trial {len(trials) + 1}: {refused}",
+                "budget",
+                next_cost=last.cost,
+            )
+    return Train(rung.name, f"{rung.name}-t{len(trials) + 1}")
+
+
+def _none_passed(
+    judged: Mapping[str, Verdict], why: str, outcome: str = "not_met", next_cost: Cost | None = None
+) -> Stop:
+    passing = next((v for v in judged.values() if v.passed), None)
+    if passing is not None:  # e.g. a budget-stopped run whose partial model passes
+        return Stop(f"{why}; {passing.run_id} meets every criterion", passing.run_id, "met", next_cost)
+    return Stop(f"{why}; {closest_failure(judged)}", None, outcome, next_cost)
+
+
+# ----------------------------------------------------------------------------- gains
+
+
+def run_gains(
+    baseline: RunResult,
+    runs: Sequence[RunResult],
+    val_labels: Sequence[int],
+    num_labels: int,
+    config: Config,
+) -> dict[str, dict[str, Any]]:
+    """Each run's gain over the baseline and over the best run of the rung below, paired on the same rows.
+
+    Returns run_id -> {vs_baseline, vs_previous (with ``reference``, the run compared against),
+    per_pflop, per_kwh (vs_previous divided by the run's own training PFLOPs / kWh, with the
+    interval's ends divided the same way), best_of_rung}. A gain whose interval contains zero is
+    marked ``distinguishable: false``; its per-unit figures carry the same caveat. The report only
+    shows these numbers; it does not work out gains or best runs again.
+    """
+    metric, level = config.criteria.metric, config.criteria.confidence
+    best_of: dict[str, RunResult] = {}
+    for run in runs:
+        if not (run.status == "ok" and metric in run.metrics and run.val_predictions):
+            continue
+        if run.candidate.name not in best_of or run.metrics[metric] > best_of[run.candidate.name].metrics[metric]:
+            best_of[run.candidate.name] = run
+    order = list(dict.fromkeys(r.candidate.name for r in runs if r.candidate.kind == "finetune"))
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if not run.val_predictions or metric not in run.metrics:
+            continue
+        row: dict[str, Any] = {"best_of_rung": best_of.get(run.candidate.name) is run}
+        if baseline.val_predictions:
+            row["vs_baseline"] = paired_gain(
+                metric, val_labels, run.val_predictions, baseline.val_predictions, num_labels, level
+            ).to_dict()
+        name = run.candidate.name
+        below = order[: order.index(name)] if name in order else order
+        ref = next((best_of[n] for n in reversed(below) if n in best_of and n != name), None)
+        reference = ref if ref is not None else (baseline if baseline.val_predictions else None)
+        if reference is not None:
+            g = paired_gain(metric, val_labels, run.val_predictions, reference.val_predictions, num_labels, level)
+            row["vs_previous"] = {**g.to_dict(), "reference": reference.run_id}
+            for key, denom, prov in (
+                ("per_pflop", run.cost.train_flops / PFLOP, run.cost.provenance.get("flops")),
+                ("per_kwh", run.cost.energy_kwh, run.cost.provenance.get("energy")),
+            ):
+                if denom > 0 and prov not in (None, "not_applicable", "not_measured"):
+                    row[key] = {
+                        "value": g.points / denom,
+                        "low": g.low / denom,
+                        "high": g.high / denom,
+                        "distinguishable": g.distinguishable,
+                    }
+        out[run.run_id] = row
+    return out

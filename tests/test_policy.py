@@ -1,0 +1,204 @@
+"""The climb's decisions, tested on records made by hand: nothing is trained here."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from advisor.config import build_config
+from advisor.policy import (
+    Distil,
+    Evidence,
+    FitBaseline,
+    RungInfo,
+    SharedStudy,
+    Skip,
+    Stop,
+    Train,
+    candidates_planned,
+    decide,
+    run_gains,
+    verdicts,
+)
+from advisor.types import Candidate, Cost, RunResult
+
+N = 600
+LABELS = tuple(i % 2 for i in range(N))
+RUNGS = (RungInfo("small", 10_000_000), RungInfo("medium", 20_000_000), RungInfo("large", 80_000_000))
+
+
+def predictions(accuracy: float, seed: int = 0) -> tuple[int, ...]:
+    """Predictions on LABELS that are right on exactly round(accuracy * N) rows, spread by ``seed``."""
+    import random
+
+    wrong = set(random.Random(seed).sample(range(N), N - round(accuracy * N)))
+    return tuple(1 - y if i in wrong else y for i, y in enumerate(LABELS))
+
+
+def run(
+    run_id: str, accuracy: float | None, status: str = "ok", kind: str = "finetune", cost: Cost | None = None, **kw
+) -> RunResult:
+    name = run_id.split("-t")[0].split("-small")[0].split("-skipped")[0]
+    preds = predictions(accuracy, seed=len(run_id)) if accuracy is not None and status != "failed" else ()
+    return RunResult(
+        run_id=run_id,
+        candidate=Candidate(name, "baseline" if run_id == "baseline" else kind, "x", params_total=kw.pop("params", 1)),
+        hyperparameters={"learning_rate": 1e-4, "epochs": 3.0, "warmup_ratio": 0.1},
+        status=status,  # type: ignore[arg-type]
+        metrics={"accuracy": accuracy} if accuracy is not None and status != "failed" else {},
+        cost=cost or Cost(train_flops=1e14, wall_s=10, provenance={"flops": "analytic"}),
+        message=None if status == "ok" else f"{status} for a reason",
+        val_predictions=preds,
+        **kw,
+    )
+
+
+def config(tmp_path: Path, *sets: str):  # type: ignore[no-untyped-def]
+    return build_config(overrides=["criteria.floor=0.75", "tuning.trials_per_rung=2", *sets], extra={"output": {"out": str(tmp_path)}})
+
+
+def ev(*runs: RunResult, **kw) -> Evidence:  # type: ignore[no-untyped-def]
+    return Evidence(RUNGS, tuple(runs), LABELS, 2, **kw)
+
+
+def test_the_climb_starts_with_the_baseline_and_then_the_smallest_rung(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    assert decide(ev(), cfg) == FitBaseline()
+    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", "small-t1")
+
+
+def test_a_pass_needs_the_lower_bound_above_the_floor_not_the_point_estimate(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    # 0.77 on 600 rows: interval about [0.73, 0.80] straddles 0.75 -> undecided, the climb goes on
+    near = decide(ev(run("baseline", 0.60), run("small-t1", 0.77)), cfg)
+    assert near == Train("small", "small-t2")
+    judged = verdicts(ev(run("baseline", 0.60), run("small-t1", 0.77)), cfg)
+    assert judged["small-t1"].state == "undecided"
+    assert judged["small-t1"].rows_needed and judged["small-t1"].rows_needed > N
+    # 0.85 on 600 rows: the lower bound clears 0.75 -> the climb stops at the smallest rung
+    stop = decide(ev(run("baseline", 0.60), run("small-t1", 0.85)), cfg)
+    assert isinstance(stop, Stop) and stop.recommendation == "small-t1" and stop.outcome == "met"
+
+
+def test_the_baseline_that_clearly_passes_ends_the_climb(tmp_path: Path) -> None:
+    stop = decide(ev(run("baseline", 0.90)), config(tmp_path))
+    assert isinstance(stop, Stop) and stop.recommendation == "baseline"
+
+
+def test_a_clear_fail_moves_to_the_next_rung_after_its_trials(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    runs = [run("baseline", 0.60), run("small-t1", 0.62), run("small-t2", 0.65)]
+    assert decide(ev(*runs), cfg) == Train("medium", "medium-t1")
+
+
+def test_no_pass_with_undecided_runs_says_how_many_rows_would_decide(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "tuning.trials_per_rung=1")
+    runs = [run("baseline", 0.60), run("small-t1", 0.62), run("medium-t1", 0.76), run("large-t1", 0.70)]
+    stop = decide(ev(*runs), cfg)
+    assert isinstance(stop, Stop) and stop.recommendation is None and stop.outcome == "not_met"
+    assert "closest was medium-t1" in stop.reason and "validation rows would decide it" in stop.reason
+
+
+def test_the_bonferroni_family_is_fixed_before_the_climb(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    # baseline + 3 rungs x 2 trials + one distilled student
+    assert candidates_planned(ev(), cfg) == 8
+    judged = verdicts(ev(run("baseline", 0.60)), cfg)
+    assert judged["baseline"].interval is not None
+    assert judged["baseline"].interval["level"] == pytest.approx(1 - 0.05 / 8)
+
+
+def test_a_run_meeting_the_floor_but_too_big_is_distilled_then_judged(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "criteria.max_params=5")
+    runs = [run("baseline", 0.60, params=1), run("small-t1", 0.90, params=10)]
+    assert decide(ev(*runs), cfg) == Distil("small-t1", "small-t1-student")
+    student = run("small-t1-student", 0.88, kind="distilled", params=3)
+    stop = decide(ev(*runs, student), cfg)
+    assert isinstance(stop, Stop) and stop.recommendation == "small-t1-student"
+
+
+def test_a_budget_stopped_run_ends_the_climb_and_its_partial_model_is_judged(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "criteria.budget_pflops=1")
+    partial = run("small-t1", 0.70, status="budget")
+    stop = decide(ev(run("baseline", 0.60), partial), cfg)
+    assert isinstance(stop, Stop) and stop.outcome == "budget" and stop.recommendation is None
+    passing = run("small-t1", 0.90, status="budget")
+    stop = decide(ev(run("baseline", 0.60), passing), cfg)
+    assert isinstance(stop, Stop) and stop.recommendation == "small-t1"
+
+
+def test_a_rung_whose_forecast_does_not_fit_the_budget_is_not_started(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "criteria.budget_pflops=1", "tuning.trials_per_rung=1")
+    spent = Cost(train_flops=0.6e15)
+    runs = [run("baseline", 0.60), run("small-t1", 0.65)]
+    big = Cost(train_flops=0.5e15)
+    stop = decide(ev(*runs, forecasts={"medium": big}, spent=spent), cfg)
+    assert isinstance(stop, Stop) and stop.outcome == "budget"
+    assert "stopped before medium" in stop.reason and "0.4 PFLOPs left" in stop.reason
+    assert stop.next_cost == big
+    fits = decide(ev(*runs, forecasts={"medium": Cost(train_flops=0.3e15)}, spent=spent), cfg)
+    assert fits == Train("medium", "medium-t1")
+
+
+def test_the_first_rung_starts_even_if_its_forecast_exceeds_the_budget(tmp_path: Path) -> None:
+    # a partial model, stopped inside the run, is the best use of a budget smaller than one training
+    cfg = config(tmp_path, "criteria.budget_pflops=0.1")
+    action = decide(ev(run("baseline", 0.60), forecasts={"small": Cost(train_flops=1e15)}), cfg)
+    assert action == Train("small", "small-t1")
+
+
+def test_a_spent_budget_stops_before_the_next_trial(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "criteria.budget_seconds=15")
+    stop = decide(ev(run("baseline", 0.60), run("small-t1", 0.65), spent=Cost(wall_s=16)), cfg)
+    assert isinstance(stop, Stop) and stop.outcome == "budget" and "wall time budget" in stop.reason
+
+
+def test_a_worker_never_climbs_past_a_rung_another_worker_passed(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    runs = [run("baseline", 0.60), run("small-t1", 0.62), run("small-t2", 0.64)]
+    # this worker's trials are done, but another worker sharing the study reached the floor
+    stop = decide(ev(*runs, shared={"small": SharedStudy(started=4, best=0.90)}), cfg)
+    assert isinstance(stop, Stop) and "another worker" in stop.reason
+    # also when the rung's trial budget was used by the others before this worker trained at all
+    stop = decide(ev(run("baseline", 0.6), shared={"small": SharedStudy(started=2, best=0.9)}), cfg)
+    assert isinstance(stop, Stop) and "another worker" in stop.reason
+    used_up = decide(ev(run("baseline", 0.6), shared={"small": SharedStudy(started=2, best=0.6)}), cfg)
+    assert used_up == Train("medium", "medium-t1")
+
+
+def test_small_experiments_come_first_and_a_hopeless_rung_is_skipped(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "tuning.small_fraction=0.25", "criteria.floor=0.95")
+    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", "small-small", small=True)
+    action = decide(ev(run("baseline", 0.60), run("small-small", 0.40)), cfg)
+    assert isinstance(action, Skip) and action.rung == "small"
+    skipped = RunResult("small-skipped", Candidate("small", "finetune", "x"), {}, "skipped", {}, Cost(), message="x")
+    after = decide(ev(run("baseline", 0.60), run("small-small", 0.40), skipped), cfg)
+    assert after == Train("medium", "medium-small", small=True)
+
+
+def test_min_gain_per_pflop_stops_a_climb_that_no_longer_pays(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "criteria.min_gain_per_pflop=100", "tuning.trials_per_rung=1")
+    # +2 points over the baseline for 0.1 PFLOP = 20 points per PFLOP < 100
+    stop = decide(ev(run("baseline", 0.60), run("small-t1", 0.62)), cfg)
+    assert isinstance(stop, Stop) and "points per PFLOP" in stop.reason
+
+
+def test_the_same_records_give_the_same_decision(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    runs = (run("baseline", 0.60), run("small-t1", 0.77))
+    assert decide(ev(*runs), cfg) == decide(ev(*runs), cfg)
+
+
+def test_gains_are_paired_and_say_when_they_are_not_distinguishable(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    base = run("baseline", 0.60)
+    same = dataclasses.replace(run("small-t1", 0.60), val_predictions=base.val_predictions)
+    better = run("medium-t1", 0.80)
+    gains = run_gains(base, [same, better], LABELS, 2, cfg)
+    assert gains["small-t1"]["vs_baseline"]["points"] == 0.0
+    assert not gains["small-t1"]["vs_baseline"]["distinguishable"]
+    assert gains["medium-t1"]["vs_previous"]["reference"] == "small-t1"
+    assert gains["medium-t1"]["vs_previous"]["distinguishable"]
+    assert gains["medium-t1"]["per_pflop"]["value"] == pytest.approx(200.0)  # 20 points / 0.1 PFLOP
