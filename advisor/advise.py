@@ -244,7 +244,7 @@ def _finish(
     if rec is not None and "test_cost" in rec.details:
         total = total + Cost.from_dict(rec.details["test_cost"])
     extra["budgets"] = spent_against_allowed(config.criteria, total)
-    extra["gains"] = run_gains(baseline, runs, column(data.validation, "label"), len(data.label_names), config)
+    extra["gains"] = run_gains(baseline, runs, column(data.validation, "label"), len(data.label_names), config.criteria)
     extra["low_carbon_alternatives"] = [list(x) for x in low_carbon_alternatives(total.energy_kwh)]
     extra["dataset_summary"] = data.summary()
     if recommendation is None:

@@ -1,4 +1,4 @@
-"""Pure functions that judge runs: verdicts, gains, gain per unit of compute, budgets, metrics.
+"""Pure functions that judge runs: verdicts from intervals, gains, gain per unit of compute, metrics.
 
 Nothing here reads files, prints or trains: every function takes records and returns values, so
 the climb (``advisor.advise``) and the reports (``advisor.report``) agree on the numbers.
@@ -255,45 +255,6 @@ def gain_per_pflop(gain_points: float | None, cost: Cost) -> float | None:
 def gain_per_kwh(gain_points: float | None, cost: Cost) -> float | None:
     """Gain in points per kWh of energy (``cost.energy_kwh``, all devices); None when not measured."""
     return _ratio(gain_points, cost.energy_kwh, cost.provenance.get("energy"))
-
-
-# ----------------------------------------------------------------------------- budgets
-
-# budget field, label, unit, how much of it a cost spends
-_BUDGETS = (
-    ("budget_kwh", "energy", "kWh", lambda c: c.energy_kwh),
-    ("budget_pflops", "compute", "PFLOPs", lambda c: c.flops / PFLOP),
-    ("budget_seconds", "wall time", "s", lambda c: c.wall_s),
-)
-
-
-def budget_left(criteria: AcceptanceCriteria, spent: Cost) -> dict[str, float | None]:
-    """What is left of each budget after ``spent`` (negative when overspent; None when unset).
-
-    Keys: ``kwh``, ``pflops`` (all FLOPs: training, evaluation, inference), ``seconds``.
-    """
-    out: dict[str, float | None] = {}
-    for name, _label, _unit, used in _BUDGETS:
-        limit = getattr(criteria, name)
-        out[name.removeprefix("budget_")] = None if limit is None else limit - used(spent)
-    return out
-
-
-def would_exceed_budget(criteria: AcceptanceCriteria, spent: Cost, forecast: Cost) -> str | None:
-    """Why running work forecast to cost ``forecast`` would break a budget, or None if it fits."""
-    for name, label, unit, used in _BUDGETS:
-        limit = getattr(criteria, name)
-        if limit is None:
-            continue
-        now, then = used(spent), used(spent + forecast)
-        if now >= limit:
-            return f"{label} budget of {fmt_num(limit)} {unit} already spent ({fmt_num(now)} {unit})"
-        if then > limit:
-            return (
-                f"forecast {fmt_num(then - now)} {unit} would bring {label} to {fmt_num(then)} {unit}, "
-                f"above the {fmt_num(limit)} {unit} budget"
-            )
-    return None
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -32,7 +32,7 @@ from advisor.criteria import (
 )
 from advisor.forecast import forecast_full
 from advisor.stats import bonferroni, paired_gain
-from advisor.types import Cost, RunResult, Verdict
+from advisor.types import AcceptanceCriteria, Cost, RunResult, Verdict
 
 PFLOP = 1e15
 
@@ -368,7 +368,7 @@ def run_gains(
     runs: Sequence[RunResult],
     val_labels: Sequence[int],
     num_labels: int,
-    config: Config,
+    criteria: AcceptanceCriteria,
 ) -> dict[str, dict[str, Any]]:
     """Each run's gain over the baseline and over the best run of the rung below, paired on the same rows.
 
@@ -378,7 +378,7 @@ def run_gains(
     marked ``distinguishable: false``; its per-unit figures carry the same caveat. The report only
     shows these numbers; it does not work out gains or best runs again.
     """
-    metric, level = config.criteria.metric, config.criteria.confidence
+    metric, level = criteria.metric, criteria.confidence
     best_of: dict[str, RunResult] = {}
     for run in runs:
         if not (run.status == "ok" and metric in run.metrics and run.val_predictions):

@@ -196,7 +196,7 @@ def test_gains_are_paired_and_say_when_they_are_not_distinguishable(tmp_path: Pa
     base = run("baseline", 0.60)
     same = dataclasses.replace(run("small-t1", 0.60), val_predictions=base.val_predictions)
     better = run("medium-t1", 0.80)
-    gains = run_gains(base, [same, better], LABELS, 2, cfg)
+    gains = run_gains(base, [same, better], LABELS, 2, cfg.criteria)
     assert gains["small-t1"]["vs_baseline"]["points"] == 0.0
     assert not gains["small-t1"]["vs_baseline"]["distinguishable"]
     assert gains["medium-t1"]["vs_previous"]["reference"] == "small-t1"

@@ -12,12 +12,23 @@ import pytest
 import yaml
 
 from advisor.card import model_card
-from advisor.criteria import judge
+from advisor.criteria import judge, run_interval
+from advisor.policy import run_gains
 from advisor.errors import RunDirError
 from advisor.report import rung_rows, to_html, to_json, to_markdown, to_table, write_reports
 from advisor.types import REPORT_SCHEMA_VERSION, AcceptanceCriteria, Candidate, Cost, Report, RunResult
 
 CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)
+N = 1000
+LABELS = [i % 2 for i in range(N)]
+
+
+def preds(accuracy: float, seed: int) -> tuple[int, ...]:
+    """Predictions right on exactly accuracy * N of LABELS."""
+    import random
+
+    wrong = set(random.Random(seed).sample(range(N), N - round(accuracy * N)))
+    return tuple(1 - y if i in wrong else y for i, y in enumerate(LABELS))
 
 
 def _cost(pflops: float, kwh: float, grams: float, wall: float, flops_prov: str = "analytic") -> Cost:
@@ -38,11 +49,12 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         Candidate("baseline", "baseline", "tfidf+logreg", params_total=20_000),
         {"C": 4.0},
         "ok",
-        {"accuracy": 0.76},
+        {"accuracy": 0.70},
         _cost(0.0, 1e-5, 0.004, 2.0, flops_prov="not_applicable"),
         artifact="runs/baseline/model.skops",
         test_metrics={"accuracy": 0.75},
         details={"size_mb": 3.1, "latency_ms_p95": 0.4},
+        val_predictions=preds(0.70, 0),
     )
     l3 = Candidate("minilm-l3", "finetune", "paraphrase-MiniLM-L3-v2", params_total=17_400_000)
     l3_best = RunResult(
@@ -50,9 +62,10 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         l3,
         {"learning_rate": 1e-4},
         "ok",
-        {"accuracy": 0.78},
+        {"accuracy": 0.74},
         _cost(0.3, 0.002, 0.8, 120),
-        details={"latency_ms_p95": 12.0, "best_of_rung": True},
+        details={"latency_ms_p95": 12.0},
+        val_predictions=preds(0.74, 1),
     )
     l3_other = RunResult(
         "l3-t1",
@@ -62,23 +75,26 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         {"accuracy": 0.70},
         _cost(0.1, 0.001, 0.3, 50),
         message="loss not decreasing",
+        val_predictions=preds(0.70, 2),
     )
     l6 = RunResult(
         "l6-t0",
         Candidate(top_name, "finetune", "sentence-transformers/all-MiniLM-L6-v2", params_total=22_700_000, layers=6),
         {"learning_rate": 1e-4},
         "ok",
-        {"accuracy": 0.81},
+        {"accuracy": 0.85},
         _cost(1.2, 0.006, 2.4, 300),
         artifact="model",
         test_metrics={"accuracy": 0.80, "macro_f1": 0.79},
-        details={"latency_ms_p95": 21.0, "best_of_rung": True, "numpy_value": np.float32(1.5)},
+        details={"latency_ms_p95": 21.0, "numpy_value": np.float32(1.5)},
+        val_predictions=preds(0.85, 3),
+        intervals={"validation": {"accuracy": {"value": 0.85, "low": 0.83, "high": 0.87, "level": 0.95, "n": N, "method": "wilson"}}},
     )
     skipped = RunResult(
         "mpnet-t0", Candidate("mpnet", "finetune", "x/y"), {}, "skipped", {}, Cost(), message="over budget"
     )
     runs = (l3_best, l3_other, l6, skipped)
-    verdicts = {r.run_id: judge(r, CRIT) for r in (base, *runs)}
+    verdicts = {r.run_id: judge(r, CRIT, run_interval(r, "accuracy", LABELS, 2, 0.95)) for r in (base, *runs)}
     return Report(
         task="text-classification",
         dataset={"name": "uncertainty", "label_names": ["certain", "uncertain"]},
@@ -90,7 +106,11 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         stop_reason="l6-t0 met the criteria" if recommend else "ladder exhausted",
         total_cost=sum((r.cost for r in (base, *runs)), Cost()),
         config={"metering": {"codecarbon": True}},
-        details={"disk_freed_mb": 120.5, "low_carbon_alternatives": [["FRA", 0.3], ["SWE", 0.1]]},
+        details={
+            "disk_freed_mb": 120.5,
+            "low_carbon_alternatives": [["FRA", 0.3], ["SWE", 0.1]],
+            "gains": run_gains(base, runs, LABELS, 2, CRIT),
+        },
     )
 
 
@@ -98,14 +118,16 @@ def test_rows_give_gains_over_baseline_and_previous_rung() -> None:
     rows = {r["run_id"]: r for r in rung_rows(make_report())}
     assert list(rows) == ["baseline", "l3-t0", "l3-t1", "l6-t0", "mpnet-t0"]
     assert rows["baseline"]["train_pflops"] is None  # FLOPs of a TF-IDF fit are not applicable
-    assert rows["l3-t0"]["gain_vs_baseline"] == pytest.approx(2.0)
-    assert rows["l3-t0"]["gain_vs_previous"] == pytest.approx(2.0)  # the first rung is compared with the baseline
+    assert rows["l3-t0"]["gain_vs_baseline"] == pytest.approx(4.0)
+    assert rows["l3-t0"]["gain_vs_previous"] == pytest.approx(4.0)  # the first rung is compared with the baseline
     # the next rung is compared with the previous rung's best trial, not with its last one
-    assert rows["l6-t0"]["gain_vs_previous"] == pytest.approx(3.0)
-    assert rows["l6-t0"]["gain_per_pflop"] == pytest.approx(3.0 / 1.2)
-    assert rows["l6-t0"]["gain_per_kwh"] == pytest.approx(3.0 / 0.006)
+    assert rows["l6-t0"]["gain_vs_previous"] == pytest.approx(11.0)
+    assert rows["l6-t0"]["gain_vs_previous_real"] is True
+    assert rows["l6-t0"]["gain_per_pflop"] == pytest.approx(11.0 / 1.2)
+    assert rows["l6-t0"]["gain_per_kwh"] == pytest.approx(11.0 / 0.006)
     assert rows["l6-t0"]["verdict"] == "PASS" and rows["l6-t0"]["recommended"]
-    assert rows["l3-t0"]["verdict"] == "FAIL" and rows["l3-t0"]["reason"] == "accuracy 0.780 < 0.800"
+    assert (rows["l6-t0"]["low"], rows["l6-t0"]["high"], rows["l6-t0"]["n"]) == (0.83, 0.87, N)
+    assert rows["l3-t0"]["verdict"] == "FAIL" and rows["l3-t0"]["reason"].endswith("upper bound < 0.800")
     assert rows["l6-t0"]["provenance"]["flops"] == "analytic"
     assert rows["mpnet-t0"]["kwh"] is None and rows["mpnet-t0"]["reason"] == "run skipped: over budget"
 
@@ -137,7 +159,9 @@ def test_json_has_the_documented_schema_and_serialises() -> None:
     assert run["details"]["numpy_value"] == 1.5
     assert doc["baseline"]["cost"]["provenance"]["flops"] == "not_applicable"
     text = json.dumps(doc, allow_nan=False)
-    assert json.loads(text)["runs"][0]["gain"]["vs_baseline"] == pytest.approx(2.0)
+    assert json.loads(text)["runs"][0]["gain"]["vs_baseline"]["points"] == pytest.approx(4.0)
+    assert run["verdict"]["state"] == "pass" and run["verdict"]["interval"]["n"] == N
+    assert run["intervals"]["validation"]["accuracy"]["low"] == 0.83
 
 
 def test_json_without_recommendation_has_null() -> None:
@@ -155,7 +179,8 @@ def test_table_is_aligned_and_shows_verdicts_with_reasons() -> None:
     assert verdict_col in starts
     body = lines[2:7]
     assert all(line[verdict_col:].startswith(("PASS", "FAIL")) for line in body)
-    assert "FAIL: accuracy 0.780 < 0.800" in text
+    assert "FAIL: accuracy 0.740 [" in text and "upper bound < 0.800" in text
+    assert "0.850 [0.830, 0.870] n=1000" in text
     assert "n/a/e/e" in text  # the baseline's FLOPs are labelled not applicable
 
 
@@ -163,7 +188,7 @@ def test_markdown_keeps_the_table_intact_with_odd_names() -> None:
     md = to_markdown(make_report(top_name="a|b <img src=x>"))
     assert "a\\|b &lt;img src=x>" in md
     assert "<img" not in md
-    assert "accuracy 0.780 < 0.800" in md  # comparisons stay readable
+    assert "upper bound < 0.800" in md  # comparisons stay readable
 
 
 def test_html_is_self_contained_and_escapes_user_strings() -> None:

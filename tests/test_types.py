@@ -66,6 +66,10 @@ def test_run_result_round_trips_through_dict() -> None:
 
 def test_verdict_invariants() -> None:
     with pytest.raises(ValueError):
-        Verdict("r", passed=True, reasons=("x",), failed=("accuracy",))
+        Verdict("r", state="pass", reasons=("x",), failed=("accuracy",))
     with pytest.raises(ValueError):
-        Verdict("r", passed=False, reasons=("x",))
+        Verdict("r", state="fail", reasons=("x",))
+    with pytest.raises(ValueError, match="pass/fail/undecided"):
+        Verdict("r", state="maybe", reasons=("x",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot list failed"):
+        Verdict("r", state="undecided", reasons=("x",), failed=("floor",))
