@@ -31,14 +31,14 @@ from advisor.ledger import Ledger, locked
 from advisor.models import check_ladder, is_safe_name, load_for_classification
 from advisor.policy import budget_exhausted, decision_level, run_gains
 from advisor.report import write_reports
-from advisor.stats import metric_interval
+from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.types import Candidate, Cost, Report, RunResult, Verdict
 
 Progress = Callable[[str], None]
 
 
-def _fingerprint(config: Config) -> str:
+def _fingerprint(config: Config, data: TaskData) -> str:
     """What must not change for a run directory to be resumed: the task, the data and its split."""
     d = config.data
     key = json.dumps(
@@ -47,7 +47,7 @@ def _fingerprint(config: Config) -> str:
             d.source,
             d.text_column,
             d.label_column,
-            d.validation_fraction,
+            len(data.validation),  # the split as carved (sized from the floor unless set)
             d.test_fraction,
             d.split_seed,
             config.train.max_length,
@@ -161,7 +161,9 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
     """
     say = progress or (lambda _m: None)
     # validate the data before anything is written: bad input leaves no run directory behind
-    data = load_task_data(config.data, progress=say)
+    crit = config.criteria
+    wanted = rows_for_margin(crit.floor, config.data.validation_margin, crit.confidence)
+    data = load_task_data(config.data, progress=say, validation_rows=wanted)
     validate_metric_name(config.criteria.metric, len(data.label_names))
     if from_run is None:  # a bad ladder or model fails now, not hours into the climb
         check_ladder(
@@ -171,7 +173,7 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         _previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
     run_dir = prepare_run_dir(config.output.out)
     with locked(run_dir), Ledger(run_dir) as ledger:
-        fp = _fingerprint(config)
+        fp = _fingerprint(config, data)
         recorded = ledger.get_meta("fingerprint")
         if recorded is not None and recorded != fp:
             raise RunDirError(
@@ -199,7 +201,7 @@ def _climb(
     say: Progress,
     distiller: Distiller | None = None,
 ) -> Report:
-    climb = Climb(config, data, run_dir, ledger, _fingerprint(config), say, distiller)
+    climb = Climb(config, data, run_dir, ledger, _fingerprint(config, data), say, distiller)
     stop = climb.run()
     runs = [r for r in climb.runs if r.run_id != "baseline"]
     baseline = next(r for r in climb.runs if r.run_id == "baseline")

@@ -26,6 +26,10 @@ from advisor.types import AcceptanceCriteria
 
 #: folder holding the YAML a user copies (shipped inside the package so installs find it)
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: bounds of the automatically sized validation split (data.validation_fraction unset): never less
+#: than the 15% a fixed split used to take, never so much that training keeps under half the rows
+MIN_VALIDATION_FRACTION = 0.15
+MAX_VALIDATION_FRACTION = 0.35
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,14 @@ class DataConfig:
     text_column: str | None = None
     #: column holding the label; detected when unset
     label_column: str | None = None
-    #: share of rows held out for validation when the data has no validation split
-    validation_fraction: float = 0.15
+    #: share of rows held out for validation when the data has no validation split; unset (the
+    #: default), it is sized from the floor: enough rows for an interval of +-validation_margin
+    #: near the floor at criteria.confidence, between 15% and 35% of the rows (scoring rows costs
+    #: inference only, training costs far more, so evidence is bought on the validation side)
+    validation_fraction: float | None = None
+    #: half-width of the validation interval the automatic split aims for near the floor: models
+    #: further than this from the floor get a clear pass or fail rather than "undecided"
+    validation_margin: float = 0.03
     #: share of rows held out for the final test when the data has no test split
     test_fraction: float = 0.15
     #: seed of the stratified split, fixed so reruns see the same rows
@@ -344,8 +354,11 @@ def build_config(
 def _range_problems(config: Config) -> list[str]:
     out = []
     d, t, u = config.data, config.train, config.tuning
-    if not (0 < d.validation_fraction < 1 and 0 < d.test_fraction < 1 and d.validation_fraction + d.test_fraction < 1):
+    val = d.validation_fraction if d.validation_fraction is not None else MAX_VALIDATION_FRACTION
+    if not (0 < val < 1 and 0 < d.test_fraction < 1 and val + d.test_fraction < 1):
         out.append("data.validation_fraction and data.test_fraction must each be in (0, 1) and sum to less than 1.")
+    if not 0 < d.validation_margin < 0.5:
+        out.append(f"data.validation_margin must be in (0, 0.5). Got {d.validation_margin} instead.")
     for name in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch"):
         if getattr(t, name) <= 0:
             out.append(f"The config key train.{name} must be positive. Got {getattr(t, name)} instead.")

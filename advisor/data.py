@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from advisor.builtin_data import BUILTINS, load_builtin
-from advisor.config import DataConfig
+from advisor.config import MAX_VALIDATION_FRACTION, MIN_VALIDATION_FRACTION, DataConfig
 from advisor.errors import DataError
 
 Progress = Callable[[str], None] | None
@@ -104,7 +104,16 @@ class TaskData:
         return out
 
 
-def load_task_data(cfg: DataConfig, progress: Progress = None) -> TaskData:
+def validation_share(cfg: DataConfig, total_rows: int, wanted_rows: int | None) -> float:
+    """The validation fraction to carve: the configured one, or ``wanted_rows`` within the bounds."""
+    if cfg.validation_fraction is not None:
+        return cfg.validation_fraction
+    if not wanted_rows or total_rows <= 0:
+        return MIN_VALIDATION_FRACTION
+    return min(max(wanted_rows / total_rows, MIN_VALIDATION_FRACTION), MAX_VALIDATION_FRACTION)
+
+
+def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: int | None = None) -> TaskData:
     """Load, check, deduplicate and split the dataset named by ``cfg.source``.
 
     Given train/validation/test splits are kept; missing ones are carved out of train (or out of
@@ -151,7 +160,15 @@ def load_task_data(cfg: DataConfig, progress: Progress = None) -> TaskData:
         if name in rows and (unseen := sorted(set(rows[name][1]) - seen)):
             warnings.append(f"class(es) {', '.join(map(repr, unseen))} of {name} never occur in train")
 
-    rows = _carve_missing_splits(rows, label_names, cfg, where)
+    total = sum(len(texts) for texts, _ in rows.values())
+    share = validation_share(cfg, total, validation_rows)
+    rows = _carve_missing_splits(rows, label_names, cfg, where, share)
+    if validation_rows and len(rows["validation"][0]) < validation_rows:
+        warnings.append(
+            f"the validation split has {len(rows['validation'][0])} rows, fewer than the {validation_rows} that an "
+            f"interval of +-{cfg.validation_margin:g} near the floor needs: models that close to the floor will be "
+            "undecided (more labelled rows, a wider data.validation_margin or a lower criteria.confidence decide more)"
+        )
     index = {name: i for i, name in enumerate(label_names)}
     features = datasets.Features(
         {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(label_names))}
@@ -486,15 +503,17 @@ def _min_class_rows(fractions: Sequence[float]) -> int:
 
 
 def _carve_missing_splits(
-    rows: dict[str, tuple[list[str], list[str]]], label_names: tuple[str, ...], cfg: DataConfig, where: str
+    rows: dict[str, tuple[list[str], list[str]]],
+    label_names: tuple[str, ...],
+    cfg: DataConfig,
+    where: str,
+    validation_fraction: float,
 ) -> dict[str, tuple[list[str], list[str]]]:
     """Take the missing validation and/or test splits out of train, stratified, with the fixed seed.
 
     When both are missing each fraction is a share of all rows; when one is, a share of train.
     """
-    wanted = [
-        (name, fraction) for name, fraction in (("test", cfg.test_fraction), ("validation", cfg.validation_fraction))
-    ]
+    wanted = [(name, fraction) for name, fraction in (("test", cfg.test_fraction), ("validation", validation_fraction))]
     wanted = [(name, f) for name, f in wanted if name not in rows]
     if not wanted:
         return rows

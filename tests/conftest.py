@@ -85,3 +85,33 @@ def tiny_model(tmp_path: Path) -> Path:
 @pytest.fixture
 def synthetic_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "reviews.csv", synthetic_rows(160))
+
+
+@pytest.fixture
+def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real baseline, made wrong on every validation row so that the ladder must be climbed.
+
+    TF-IDF solves the keyword task outright. Its validation predictions, metrics and the
+    cross-validated interval are replaced consistently (every row predicted as the next class), so
+    its verdict is a clear fail rather than a figure that disagrees with its own predictions.
+    """
+    import dataclasses
+
+    import advisor.climb as climb
+    from advisor.criteria import compute_metrics
+    from advisor.data import column
+
+    real = climb.fit_baseline
+
+    def fit(data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        run = real(data, *args, **kwargs)
+        labels = column(data.validation, "label")
+        wrong = [(y + 1) % len(data.label_names) for y in labels]
+        return dataclasses.replace(
+            run,
+            metrics=compute_metrics(labels, wrong, data.label_names),
+            val_predictions=tuple(wrong),
+            details={**run.details, "cv": None},
+        )
+
+    monkeypatch.setattr(climb, "fit_baseline", fit)

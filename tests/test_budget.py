@@ -1,0 +1,166 @@
+"""Hard budgets: a search stops inside a run before it would cross what the user allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from advisor.advise import advise
+from advisor.budget import BudgetCallback, Rates, forecast_run
+from advisor.cli import main
+from advisor.config import build_config
+from advisor.types import AcceptanceCriteria, Cost
+from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+
+FAST = [
+    "train.epochs=6",
+    "train.learning_rate=5e-3",
+    "tuning.lr_max=1e-2",
+    "train.batch_size=8",
+    "train.freeze_embeddings=false",
+    "rules.enabled=false",
+    "tuning.trials_per_rung=1",
+]
+#: metered seconds outside any run's step loop that a seconds budget cannot stop mid-way: saving
+#: the partial model and timing its latency after the stop (stated in the README)
+START_UP_S = 3.0
+
+
+class FakeMeter:
+    def __init__(self) -> None:
+        self.flops, self.seconds = 0.0, 0.0
+
+    def so_far(self) -> tuple[float, float]:
+        return self.flops, self.seconds
+
+
+def test_the_budget_callback_stops_before_the_step_that_would_cross_the_budget() -> None:
+    crit = AcceptanceCriteria(budget_pflops=1.0)
+    cb = BudgetCallback(crit, Cost(train_flops=0.2e15), eval_flops=0.05e15, rates=Rates())
+    meter = FakeMeter()
+    cb.bind(meter, None)
+    control = SimpleNamespace(should_training_stop=False, should_evaluate=False, should_save=False)
+    steps = 0
+    while not control.should_training_stop:
+        meter.flops += 0.1e15  # each step costs 0.1 PFLOP
+        meter.seconds += 1.0
+        steps += 1
+        cb.on_step_end(None, None, control)
+    # 0.2 spent before + steps x 0.1 + one more step + the judging pass (0.05) must stay <= 1.0
+    assert steps == 6 and 0.2 + steps * 0.1 + 0.05 <= 1.0 + 1e-9
+    assert cb.stop_message is not None and "budget" in cb.stop_message and "PFLOPs" in cb.stop_message
+
+
+def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> None:
+    from transformers import BertConfig
+
+    cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    from advisor.flops import encoder_forward_flops
+
+    f = forecast_run(cfg, [10, 20], [10], epochs=2, evals_per_epoch=1, num_labels=2, rates=Rates(flops_per_s=1e9))
+    fwd = encoder_forward_flops(cfg, 10, 2) + encoder_forward_flops(cfg, 20, 2)
+    assert f.train_flops == pytest.approx(3 * fwd * 2)
+    assert f.eval_flops == pytest.approx(encoder_forward_flops(cfg, 10, 2) * 3)  # 2 epoch evals + the final pass
+    assert f.wall_s == pytest.approx(f.flops / 1e9)
+
+
+@pytest.fixture
+def one_rung(tmp_path: Path) -> tuple[Path, Path]:
+    model = make_tiny_model(tmp_path / "tiny", seed=0, layers=2, hidden=32)
+    ladder = tmp_path / "ladder.yaml"
+    rung = {
+        "name": "tiny",
+        "source": str(model),
+        "description": "2 layers",
+        "params_total": 20_000,
+        "params_non_embedding": 18_000,
+        "layers": 2,
+        "hidden": 32,
+    }
+    ladder.write_text(yaml.safe_dump({"rungs": [rung]}))
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(240))
+    return ladder, data
+
+
+def _config(tmp_path: Path, ladder: Path, data: Path, out: str, *extra: str):  # type: ignore[no-untyped-def]
+    return build_config(
+        overrides=[
+            *FAST,
+            f"ladder.name={ladder}",
+            f"data.source={data}",
+            "criteria.floor=0.99",
+            f"output.out={tmp_path / out}",
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("phase", ["trial", "small experiment"])
+def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budget(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, phase: str
+) -> None:
+    ladder, data = one_rung
+    small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
+    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=false", *small))
+    first = free.runs[0]
+    assert first.status == "ok"
+    budget = 0.5 * first.cost.flops / 1e15
+    capped = advise(
+        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=false", f"criteria.budget_pflops={budget}", *small)
+    )
+    run = capped.runs[0]
+    assert run.status == "budget" and "budget" in (run.message or "")
+    assert run.details["steps"] < first.details["steps"]
+    assert capped.total_cost.flops <= 1.05 * budget * 1e15
+    assert capped.details["outcome"] == "budget" and "budget" in capped.stop_reason
+    assert capped.details["budgets"]["pflops"]["allowed"] == pytest.approx(budget)
+    assert capped.details["budgets"]["pflops"]["spent"] <= 1.05 * budget
+    # the partial model was judged on the validation rows like any early-stopped run
+    assert run.metrics and len(run.val_predictions) == len(first.val_predictions)
+    if phase == "trial":
+        assert capped.verdicts[run.run_id].state in ("fail", "undecided")
+
+
+def test_a_seconds_budget_stops_the_run_inside_the_budget(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+) -> None:
+    ladder, data = one_rung
+    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=false", "train.epochs=8"))
+    trial = free.runs[0]
+    budget = free.baseline.cost.wall_s + 0.5 * trial.cost.wall_s
+    capped = advise(
+        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=false", "train.epochs=8", f"criteria.budget_seconds={budget}")
+    )
+    assert capped.runs[0].status == "budget"
+    assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
+
+
+def test_a_kwh_budget_stops_the_run_inside_the_budget(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+) -> None:
+    ladder, data = one_rung
+    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=true", "train.epochs=8"))
+    trial = free.runs[0]
+    assert trial.cost.energy_kwh > 0
+    budget = free.baseline.cost.energy_kwh + 0.5 * trial.cost.energy_kwh
+    capped = advise(
+        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=true", "train.epochs=8", f"criteria.budget_kwh={budget}")
+    )
+    assert capped.runs[0].status == "budget"
+    # energy is read when a phase ends; inside a run it is the seconds times the rate measured so far
+    assert capped.total_cost.energy_kwh <= 1.05 * budget + START_UP_S * (trial.cost.energy_kwh / trial.cost.wall_s)
+
+
+def test_an_exhausted_budget_exits_1_and_says_what_was_spent(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ladder, data = one_rung
+    args = ["--data", str(data), "--ladder", str(ladder), "--target", "accuracy=0.99", "--out", str(tmp_path / "cli")]
+    sets = [x for s in [*FAST, "metering.codecarbon=false", "criteria.budget_pflops=1e-9"] for x in ("--set", s)]
+    code = main([*args, *sets])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "budget: spent" in out and "PFLOPs" in out
