@@ -29,8 +29,8 @@ from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
 from advisor.ledger import Ledger, locked
 from advisor.models import check_ladder, is_safe_name, load_for_classification
+from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level, run_gains
-from advisor.report import write_reports
 from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.types import Candidate, Cost, Report, RunResult, Verdict

@@ -157,7 +157,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(ladder_table(rungs, config.ladder.cache_dir))
         return EXIT_OK
     from advisor.advise import advise
-    from advisor.report import run_notes, to_json, to_table
+    from advisor.pages import run_notes
+    from advisor.report import to_json, to_table
 
     _progress(
         f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "

@@ -193,13 +193,18 @@ def budget_refuses(config: Config, spent: Cost, forecast: Cost) -> str | None:
 # ----------------------------------------------------------------------------- the policy
 
 
-def decide(evidence: Evidence, config: Config) -> Action:
-    """The next action of the climb, from the evidence alone."""
+def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action:
+    """The next action of the climb, from the evidence alone.
+
+    ``rule`` is how runs are judged: ``interval`` (the lower bound must clear the floor) or
+    ``point`` (the point estimate alone: greenladder's rule before intervals, kept so the reliability
+    benchmark can replay both on the same runs).
+    """
     metric = config.criteria.metric
     baseline = evidence.run("baseline")
     if baseline is None:
         return FitBaseline()
-    judged = verdicts(evidence, config)
+    judged = verdicts(evidence, config, rule)
     if judged["baseline"].passed:
         return Stop("the baseline meets every criterion: no transformer was trained", "baseline", "met")
 

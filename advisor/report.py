@@ -3,78 +3,20 @@
 No decisions are taken here: verdicts, the recommendation and the stop reason come from the
 climb; this module only lays them out, with every cost figure next to where it came from.
 
-JSON schema (version :data:`~advisor.types.REPORT_SCHEMA_VERSION`; also in docs/report-schema.md)
--------------------------------------------------------------------------------------------------
-
-``to_json(report)`` returns a dict that ``json.dumps`` accepts as is::
-
-    schema_version  int     bumped when a field changes meaning or disappears (adding fields does not)
-    generator       str     "greenladder <version>"
-    task            str     "text-classification"
-    dataset         object  what the climb was run on (name/source, sizes, label names ...), as given
-    criteria        object  AcceptanceCriteria fields: metric, floor, max_params, max_size_mb,
-                            max_latency_ms, budget_kwh, budget_pflops, budget_seconds, min_gain_per_pflop,
-                            confidence
-    recommendation  object | null
-                    {run_id, candidate, metrics, test_metrics, intervals, verdict, artifact}; null when
-                    no run passed
-    stop_reason     str     why the climb stopped, in words
-    baseline        run | null
-    runs            [run]   in climb order; includes failed, stopped and skipped runs and every trial
-    total_cost      cost    the whole search, baseline included
-    details         object  extras of the climb: outcome ("met" | "not_met" | "budget"), decision_level
-                            (per-run level after the Bonferroni correction), budgets ({pflops|kwh|seconds:
-                            {spent, allowed}} for each budget set), next_cost (budget stops: the forecast
-                            of what was not started), closest (no pass: the run kept on disk),
-                            disk_freed_mb, low_carbon_alternatives, incremental ...
-    config          object  the resolved configuration the climb ran with
-
-    run = {
-      run_id, status ("ok" | "stopped" | "budget" | "failed" | "skipped"), message (str | null),
-      candidate: {name, kind, source, params_total, params_non_embedding, layers, hidden, parent_run},
-      hyperparameters: object,
-      metrics: {name: value in 0..1 (mcc in -1..1)}   validation split
-      test_metrics: object                           only for the baseline and the recommendation
-      intervals: {split: {metric: {value, low, high, level, n, method}}}  split: validation, test,
-                 cross_validation (the baseline's out-of-fold predictions over train + validation)
-      val_predictions, test_predictions: [int]       predicted label id per row (paired comparisons)
-      cost: cost, artifact: str | null (relative to the run directory),
-      verdict: {run_id, state ("pass" | "fail" | "undecided"), passed, reasons: [str],
-                failed: [criterion], shortfall, interval (at the decision level), rows_needed,
-                floor_met} | null,
-      gain: {vs_baseline, vs_previous: {points, low, high, level, n, method, p_value,
-             distinguishable (+ reference: the run compared with)} | null,
-             per_pflop, per_kwh: {value, low, high, distinguishable}: vs_previous per unit of this
-             run's own cost | null},
-      recommended: bool,
-      details: object                                size_mb, latency_ms_p95, rule, forecast, trials ...
-    }
-    cost = {wall_s, cpu_s, train_flops, eval_flops, inference_flops, padding_flops, flops, tokens,
-            padded_tokens, energy_cpu_kwh, energy_gpu_kwh, energy_ram_kwh, energy_kwh, emissions_g,
-            peak_rss_mb, peak_gpu_mem_mb, gpu_util_avg, device, location,
-            provenance: {time | flops | energy | emissions | memory: label}}
-
-Provenance labels: measured, estimated, analytic, not_applicable, not_measured, or several joined
-with "+" for sums of mixed origin. Non-finite numbers are written as null.
+``to_json(report)`` returns the dict written as report.json; its schema (version
+:data:`~advisor.types.REPORT_SCHEMA_VERSION`) is documented field by field in docs/report-schema.md,
+and a test keeps the two in step. Non-finite numbers are written as null.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advisor.criteria import PFLOP, fmt_count, fmt_num
-from advisor.errors import RunDirError
-from advisor.ledger import fault_point
+from advisor.criteria import PFLOP, fmt_num
 from advisor.types import REPORT_SCHEMA_VERSION, Report, RunResult
 
 _PROV_SHORT = {"measured": "m", "estimated": "e", "analytic": "a", "not_applicable": "n/a", "not_measured": "-"}
@@ -103,7 +45,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _ordered(report: Report) -> list[RunResult]:
+def ordered_runs(report: Report) -> list[RunResult]:
     return ([report.baseline] if report.baseline is not None else []) + list(report.runs)
 
 
@@ -130,7 +72,7 @@ def rung_rows(report: Report) -> list[dict[str, Any]]:
     gains = report.details.get("gains", {})
     seen: dict[str, int] = {}
     rows = []
-    for run in _ordered(report):
+    for run in ordered_runs(report):
         cost, prov = run.cost, dict(run.cost.provenance)
         seen[run.candidate.name] = seen.get(run.candidate.name, 0) + 1
         g = gains.get(run.run_id, {})
@@ -206,7 +148,7 @@ def _prov_cell(prov: Mapping[str, str]) -> str:
     return "/".join(short(prov.get(k, "")) for k in ("flops", "energy", "emissions"))
 
 
-def _table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
+def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     metric = report.criteria.metric
     header = [
         "",
@@ -252,7 +194,7 @@ def _table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-_NOTES = (
+NOTES = (
     "* recommended; the metric with its confidence interval and rows (cv: the baseline's cross-validation over "
     "train + validation); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
     "paired on the same validation rows; ~ marks a gain whose paired interval contains 0 (not distinguishable); "
@@ -263,7 +205,7 @@ _NOTES = (
 
 def to_table(report: Report) -> str:
     """The plain-text table the CLI prints at the end: one aligned line per run, then the legend."""
-    header, body = _table_cells(report)
+    header, body = table_cells(report)
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     numeric = set(range(4, 13))
 
@@ -272,132 +214,8 @@ def to_table(report: Report) -> str:
         return "  ".join(cells).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    lines = [line(header), rule, *(line(r) for r in body), "", *_NOTES]
+    lines = [line(header), rule, *(line(r) for r in body), "", *NOTES]
     return "\n".join(lines) + "\n"
-
-
-def _iv_text(run: RunResult, split: str, metric: str) -> str:
-    iv = run.intervals.get(split, {}).get(metric)
-    if iv is None:
-        value = run.metrics.get(metric) if split == "validation" else run.test_metrics.get(metric)
-        return "" if value is None else f"{value:.3f}"
-    return f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] (n={iv['n']}, {iv['level']:.0%})"
-
-
-def _summary(report: Report) -> list[tuple[str, str]]:
-    """(label, text) pairs shared by the Markdown and HTML headers."""
-    crit, metric = report.criteria, report.criteria.metric
-    rec = report.recommended
-    if rec is None:
-        recommendation = "none: no run met the criteria"
-    else:
-        recommendation = f"{rec.candidate.name} ({rec.run_id}): " + "; ".join(
-            f"{split} {metric} {_iv_text(rec, split, metric)}"
-            for split in ("cross_validation", "validation", "test")
-            if metric in rec.intervals.get(split, {}) or (split == "validation" and metric in rec.metrics)
-        )
-    level = report.details.get("decision_level")
-    decided = f", decided at {level:.1%} per run (Bonferroni)" if level and level > crit.confidence + 1e-9 else ""
-    wanted = [f"{metric} >= {crit.floor:.3f} with {crit.confidence:.0%} confidence{decided}"]
-    if crit.max_params is not None:
-        wanted.append(f"params <= {fmt_count(crit.max_params)}")
-    if crit.max_size_mb is not None:
-        wanted.append(f"size <= {fmt_num(crit.max_size_mb)} MB")
-    if crit.max_latency_ms is not None:
-        wanted.append(f"p95 latency <= {fmt_num(crit.max_latency_ms)} ms")
-    budgets = [
-        f"spent {fmt_num(b['spent'])} of {fmt_num(b['allowed'])} {unit}"
-        for key, unit in (("kwh", "kWh"), ("pflops", "PFLOPs"), ("seconds", "s"))
-        if (b := report.details.get("budgets", {}).get(key))
-    ]
-    total = report.total_cost
-    prov = total.provenance
-    cost = (
-        f"{fmt_num(total.wall_s)} s wall ({prov.get('time', '?')}), "
-        f"{fmt_num(total.flops / PFLOP)} PFLOPs ({prov.get('flops', '?')}), "
-        f"{fmt_num(total.energy_kwh)} kWh ({prov.get('energy', '?')}), "
-        f"{fmt_num(total.emissions_g)} gCO2e ({prov.get('emissions', '?')})"
-    )
-    if total.location:
-        cost += f" at {total.location}"
-    if total.device:
-        cost += f" on {total.device}"
-    dataset = dataset_name(report)
-    out = [
-        ("Task", f"{report.task}" + (f" on {dataset}" if dataset else "")),
-        ("Recommendation", recommendation),
-        ("Why the climb stopped", report.stop_reason),
-        ("Criteria", ", ".join(wanted)),
-    ]
-    if budgets:
-        out.append(("Budget", ", ".join(budgets)))
-    out.append(("Cost of the search", cost))
-    return out
-
-
-def _extras(report: Report) -> list[str]:
-    """Lines about the climb's extras: freed disk, greener regions, incremental training."""
-    d = report.details
-    lines = []
-    if d.get("disk_freed_mb"):
-        lines.append(
-            f"Checkpoints of runs not recommended were deleted, freeing {fmt_num(float(d['disk_freed_mb']))} MB."
-        )
-    regions = d.get("low_carbon_alternatives") or []
-    if regions:
-        pairs = ", ".join(f"{r} {fmt_num(float(g))} g" for r, g in regions)
-        lines.append(f"The same energy would have emitted, in lower-carbon regions: {pairs}.")
-    inc = d.get("incremental")
-    if isinstance(inc, Mapping):
-        line = f"Incremental training continued from {inc.get('from_run') or '?'} in {inc.get('from') or '?'}"
-        now, before = inc.get("incremental_cost"), inc.get("from_scratch_cost")
-        if isinstance(now, Mapping) and isinstance(before, Mapping):
-            line += f": it cost {_cost_words(now)}, against {_cost_words(before)} for the original climb's run"
-        lines.append(line + ".")
-    elif inc:
-        lines.append(f"Incremental training: {json.dumps(jsonable(inc), sort_keys=True)}")
-    lines += [f"Data warning: {w}" for w in report.dataset.get("warnings") or []]
-    return lines + run_notes(report)
-
-
-def run_notes(report: Report) -> list[str]:
-    """One line per run worth explaining: where its settings came from, its forecast against the
-    actual result, and what a stopped run saved compared with running to the end."""
-    metric = report.criteria.metric
-    lines = []
-    for run in report.runs:
-        d, parts = run.details, []
-        if d.get("trial_origin"):
-            parts.append(f"settings from {d['trial_origin']}")
-        fc = d.get("forecast")
-        if isinstance(fc, Mapping) and "mean" in fc:
-            text = f"forecast {metric} {float(fc['mean']):.3f} ± {float(fc.get('sigma', 0.0)):.3f} ({fc.get('method', '?')})"
-            if run.status == "ok" and metric in run.metrics:
-                text += f", actual {run.metrics[metric]:.3f}"
-            parts.append(text)
-        if run.status in ("stopped", "failed", "skipped") and run.message:
-            parts.append(run.message)
-        if d.get("early_stop"):
-            parts.append(f"stopped early, model kept: {d['early_stop']}")
-        if d.get("steps_saved"):
-            parts.append(
-                f"{int(d['steps_saved'])} of {int(d.get('total_steps') or 0)} training steps saved by stopping early"
-            )
-        if d.get("train_fraction") not in (None, 1.0):
-            parts.append(f"small experiment on {float(d['train_fraction']):.0%} of the training data")
-        if parts:
-            lines.append(f"{run.run_id}: " + "; ".join(parts) + ".")
-    return lines
-
-
-def _cost_words(cost: Mapping[str, Any]) -> str:
-    """'120 s, 0.3 PFLOPs, 0.002 kWh' from a Cost dict (missing figures left out)."""
-    parts = []
-    for key, scale, unit in (("wall_s", 1.0, "s"), ("train_flops", PFLOP, "PFLOPs"), ("energy_kwh", 1.0, "kWh")):
-        value = cost.get(key)
-        if isinstance(value, (int, float)):
-            parts.append(f"{fmt_num(value / scale)} {unit}")
-    return ", ".join(parts) or "unknown"
 
 
 def dataset_name(report: Report) -> str:
@@ -472,219 +290,3 @@ def md_escape(text: Any) -> str:
     """
     safe = _TAG_START.sub("&lt;", str(text).replace("&", "&amp;"))
     return safe.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def to_markdown(report: Report) -> str:
-    """A Markdown report: summary, the runs table, every verdict's reasons, notes."""
-    lines = ["# greenladder report", ""]
-    lines += [f"- **{label}:** {md_escape(text)}" for label, text in _summary(report)]
-    header, body = _table_cells(report)
-    numeric = set(range(4, 13))
-    lines += ["", "## Runs", "", "| " + " | ".join(md_escape(h) for h in header) + " |"]
-    lines.append("|" + "|".join("---:" if i in numeric else "---" for i in range(len(header))) + "|")
-    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in body]
-    lines += [""] + [f"_{md_escape(n)}_  " for n in _NOTES]
-    lines += ["", "## Verdicts", ""]
-    for run in _ordered(report):
-        verdict = report.verdicts.get(run.run_id)
-        if verdict is None:
-            lines.append(
-                f"- **{md_escape(run.run_id)}**: not judged" + (f" ({md_escape(run.message)})" if run.message else "")
-            )
-            continue
-        lines.append(f"- **{md_escape(run.run_id)}**: {verdict.state.upper()}: {md_escape('; '.join(verdict.reasons))}")
-    extras = _extras(report)
-    if extras:
-        lines += ["", "## Notes", ""] + [f"- {md_escape(x)}" for x in extras]
-    lines += ["", "The HTML report (report.html) shows the metric against compute.", ""]
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- plot and HTML
-
-
-def plot_png(report: Report) -> bytes:
-    """PNG of validation metric against training PFLOPs (log x), with floor, budget and recommendation.
-
-    The baseline has no FLOPs (not applicable), so it is drawn as a horizontal reference line
-    rather than placed at a made-up compute.
-    """
-    from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
-
-    metric, crit = report.criteria.metric, report.criteria
-    fig = Figure(figsize=(7.5, 4.5), dpi=100)
-    ax = fig.add_subplot()
-    points = [
-        r
-        for r in rung_rows(report)
-        if r["kind"] != "baseline"
-        and r["value"] is not None
-        and r["train_pflops"] is not None
-        and r["train_pflops"] > 0
-    ]
-    for r in points:
-        faded = r["trial"] > 1 and not r["best_of_rung"] and not r["recommended"]
-        if r["low"] is not None:  # the confidence interval as an error bar
-            err = [[r["value"] - r["low"]], [r["high"] - r["value"]]]
-            ax.errorbar(r["train_pflops"], r["value"], yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
-        ax.scatter(r["train_pflops"], r["value"], s=40, color="tab:blue", alpha=0.35 if faded else 1.0, zorder=3)
-        ax.annotate(r["label"], (r["train_pflops"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    rec = next((r for r in points if r["recommended"]), None)
-    if rec is not None:
-        ax.scatter(
-            rec["train_pflops"], rec["value"], s=260, marker="*", color="tab:green", zorder=4, label="recommended"
-        )
-    base = report.baseline
-    if base is not None and metric in base.metrics:
-        note = " (recommended)" if report.recommendation == base.run_id else ""
-        ax.axhline(
-            base.metrics[metric],
-            color="tab:gray",
-            linestyle=":",
-            label=f"baseline ({base.candidate.source}, FLOPs not applicable){note}",
-        )
-        biv = next(
-            (
-                base.intervals[k][metric]
-                for k in ("cross_validation", "validation")
-                if metric in base.intervals.get(k, {})
-            ),
-            None,
-        )
-        if biv is not None:
-            ax.axhspan(biv["low"], biv["high"], color="tab:gray", alpha=0.12, label="baseline's interval")
-    ax.axhline(crit.floor, color="tab:red", linestyle="--", label=f"floor {crit.floor:.3f}")
-    if crit.budget_pflops is not None:
-        ax.axvline(
-            crit.budget_pflops,
-            color="tab:orange",
-            linestyle="-.",
-            label=f"budget of the whole search, {fmt_num(crit.budget_pflops)} PFLOPs",
-        )
-    ax.set_xscale("log")
-    xs = [r["train_pflops"] for r in points] + ([crit.budget_pflops] if crit.budget_pflops else [])
-    if xs:
-        ax.set_xlim(min(xs) / 3, max(xs) * 3)
-    else:
-        ax.set_xlim(1e-4, 1e1)
-        ax.text(0.5, 0.5, "no transformer run with measured compute", transform=ax.transAxes, ha="center", color="gray")
-    ax.set_xlabel("training compute, PFLOPs (log scale)")
-    ax.set_ylabel(f"validation {metric} ({crit.confidence:.0%} interval)")
-    ax.set_title(f"{metric} against training compute")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222; padding: 0 1em; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .3em 1em; }
-dt { font-weight: 600; }
-table { border-collapse: collapse; font-size: .85em; }
-th, td { border-bottom: 1px solid #ddd; padding: .3em .6em; text-align: left; white-space: nowrap; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.rec { background: #e8f6e8; }
-.pass { color: #1a7f37; font-weight: 600; } .fail { color: #b42318; }
-.note { color: #666; font-size: .85em; }
-pre { background: #f6f8fa; padding: 1em; overflow: auto; font-size: .8em; }
-"""
-
-
-def to_html(report: Report) -> str:
-    """A self-contained HTML report: inline CSS, the plot as a base64 PNG, every user string escaped."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>greenladder report</title>',
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>greenladder report</h1>",
-        "<dl>",
-    ]
-    parts += [f"<dt>{e(label)}</dt><dd>{e(text)}</dd>" for label, text in _summary(report)]
-    parts.append("</dl>")
-    header, body = _table_cells(report)
-    rows = rung_rows(report)
-    numeric = set(range(4, 13))
-    parts += ["<h2>Runs</h2>", "<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
-    for row, cells in zip(rows, body, strict=True):
-        tds = []
-        for i, c in enumerate(cells):
-            cls = (
-                "num"
-                if i in numeric
-                else ("pass" if c == "PASS" else "fail" if c.startswith(("FAIL", "UNDECIDED")) else "")
-            )
-            tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
-        parts.append(f'<tr class="{"rec" if row["recommended"] else ""}">' + "".join(tds) + "</tr>")
-    parts.append("</table>")
-    parts += [f'<p class="note">{e(n)}</p>' for n in _NOTES]
-    png = base64.b64encode(plot_png(report)).decode("ascii")
-    parts += [
-        "<h2>Metric against compute</h2>",
-        f'<img src="data:image/png;base64,{png}" alt="validation {e(report.criteria.metric)} against training PFLOPs">',
-        "<h2>Verdicts</h2>",
-        "<ul>",
-    ]
-    for run in _ordered(report):
-        verdict = report.verdicts.get(run.run_id)
-        text = "not judged" if verdict is None else f"{verdict.state.upper()}: " + "; ".join(verdict.reasons)
-        parts.append(f"<li><b>{e(run.run_id)}</b>: {e(text)}</li>")
-    parts.append("</ul>")
-    extras = _extras(report)
-    if extras:
-        parts += ["<h2>Notes</h2>", "<ul>", *(f"<li>{e(x)}</li>" for x in extras), "</ul>"]
-    config = json.dumps(jsonable(report.config), indent=2, sort_keys=True)
-    parts += ["<h2>Configuration</h2>", f"<pre>{e(config)}</pre>", "</body></html>", ""]
-    return "\n".join(parts)
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old file or the complete new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fault_point(f"report:{path.name}")  # test-only crash injection while a report is half on disk
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_reports(report: Report, run_dir: Path) -> dict[str, Path]:
-    """Write report.json, report.md and report.html into ``run_dir`` atomically.
-
-    Returns:
-        {"json": path, "markdown": path, "html": path}
-
-    Raises:
-        RunDirError: the folder cannot be written (missing, read-only, disk full).
-    """
-    run_dir = Path(run_dir)
-    contents = {
-        "json": ("report.json", json.dumps(to_json(report), indent=2, allow_nan=False) + "\n"),
-        "markdown": ("report.md", to_markdown(report)),
-        "html": ("report.html", to_html(report)),
-    }
-    out = {}
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".report.*.tmp"):  # left by a process killed mid-write; never read
-            stale.unlink(missing_ok=True)
-        for key, (name, text) in contents.items():
-            _write_atomic(run_dir / name, text)
-            out[key] = run_dir / name
-    except OSError as exc:
-        raise RunDirError(
-            f"Cannot write the reports into {run_dir} ({exc.strerror or exc}). Free space or pick another --out."
-        ) from exc
-    return out

@@ -23,6 +23,7 @@ FAST = [
     "train.epochs=6",
     "train.learning_rate=5e-3",
     "tuning.lr_max=1e-2",
+    "tuning.epochs_max=8",
     "train.batch_size=16",
     "train.freeze_embeddings=false",
     "metering.codecarbon=false",
@@ -172,7 +173,9 @@ def test_a_run_that_failed_is_trained_again_on_rerun(
 
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         run = real(*args, **kwargs)
-        return dataclasses.replace(run, status="failed", metrics={}, val_predictions=(), message="training raised MemoryError")
+        return dataclasses.replace(
+            run, status="failed", metrics={}, val_predictions=(), message="training raised MemoryError"
+        )
 
     monkeypatch.setattr(climb_mod, "train_run", crash)
     first = advise(config)

@@ -19,6 +19,7 @@ FAST = [
     "train.epochs=6",
     "train.learning_rate=5e-3",
     "tuning.lr_max=1e-2",
+    "tuning.epochs_max=8",
     "train.batch_size=8",
     "train.freeze_embeddings=false",
     "rules.enabled=false",
@@ -109,7 +110,9 @@ def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budge
     assert first.status == "ok"
     budget = 0.5 * first.cost.flops / 1e15
     capped = advise(
-        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=false", f"criteria.budget_pflops={budget}", *small)
+        _config(
+            tmp_path, ladder, data, "capped", "metering.codecarbon=false", f"criteria.budget_pflops={budget}", *small
+        )
     )
     run = capped.runs[0]
     assert run.status == "budget" and "budget" in (run.message or "")
@@ -132,7 +135,15 @@ def test_a_seconds_budget_stops_the_run_inside_the_budget(
     trial = free.runs[0]
     budget = free.baseline.cost.wall_s + 0.5 * trial.cost.wall_s
     capped = advise(
-        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=false", "train.epochs=8", f"criteria.budget_seconds={budget}")
+        _config(
+            tmp_path,
+            ladder,
+            data,
+            "capped",
+            "metering.codecarbon=false",
+            "train.epochs=8",
+            f"criteria.budget_seconds={budget}",
+        )
     )
     assert capped.runs[0].status == "budget"
     assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
@@ -147,7 +158,15 @@ def test_a_kwh_budget_stops_the_run_inside_the_budget(
     assert trial.cost.energy_kwh > 0
     budget = free.baseline.cost.energy_kwh + 0.5 * trial.cost.energy_kwh
     capped = advise(
-        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=true", "train.epochs=8", f"criteria.budget_kwh={budget}")
+        _config(
+            tmp_path,
+            ladder,
+            data,
+            "capped",
+            "metering.codecarbon=true",
+            "train.epochs=8",
+            f"criteria.budget_kwh={budget}",
+        )
     )
     assert capped.runs[0].status == "budget"
     # energy is read when a phase ends; inside a run it is the seconds times the rate measured so far

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import dataclasses
+
+import pytest
 
 from advisor.criteria import (
     closest_failure,
@@ -16,8 +16,8 @@ from advisor.criteria import (
     run_interval,
     validate_metric_name,
 )
-from advisor.stats import Interval
 from advisor.errors import ConfigError
+from advisor.stats import Interval
 from advisor.types import AcceptanceCriteria, Candidate, Cost, RunResult
 
 PROV = {"time": "measured", "flops": "analytic", "energy": "estimated", "emissions": "estimated"}

@@ -56,7 +56,9 @@ def run(
 
 
 def config(tmp_path: Path, *sets: str):  # type: ignore[no-untyped-def]
-    return build_config(overrides=["criteria.floor=0.75", "tuning.trials_per_rung=2", *sets], extra={"output": {"out": str(tmp_path)}})
+    return build_config(
+        overrides=["criteria.floor=0.75", "tuning.trials_per_rung=2", *sets], extra={"output": {"out": str(tmp_path)}}
+    )
 
 
 def ev(*runs: RunResult, **kw) -> Evidence:  # type: ignore[no-untyped-def]

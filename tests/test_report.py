@@ -13,9 +13,10 @@ import yaml
 
 from advisor.card import model_card
 from advisor.criteria import judge, run_interval
-from advisor.policy import run_gains
 from advisor.errors import RunDirError
-from advisor.report import rung_rows, to_html, to_json, to_markdown, to_table, write_reports
+from advisor.pages import to_html, to_markdown, write_reports
+from advisor.policy import run_gains
+from advisor.report import rung_rows, to_json, to_table
 from advisor.types import REPORT_SCHEMA_VERSION, AcceptanceCriteria, Candidate, Cost, Report, RunResult
 
 CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)
@@ -88,7 +89,11 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         test_metrics={"accuracy": 0.80, "macro_f1": 0.79},
         details={"latency_ms_p95": 21.0, "numpy_value": np.float32(1.5)},
         val_predictions=preds(0.85, 3),
-        intervals={"validation": {"accuracy": {"value": 0.85, "low": 0.83, "high": 0.87, "level": 0.95, "n": N, "method": "wilson"}}},
+        intervals={
+            "validation": {
+                "accuracy": {"value": 0.85, "low": 0.83, "high": 0.87, "level": 0.95, "n": N, "method": "wilson"}
+            }
+        },
     )
     skipped = RunResult(
         "mpnet-t0", Candidate("mpnet", "finetune", "x/y"), {}, "skipped", {}, Cost(), message="over budget"
