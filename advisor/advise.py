@@ -112,7 +112,9 @@ def _with_intervals(run: RunResult, data: TaskData, level: float) -> RunResult:
     return dataclasses.replace(run, intervals=out)
 
 
-def _publish(report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bool, ledger: Ledger) -> float:
+def _publish(
+    report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bool, ledger: Ledger, keep_closest: bool = True
+) -> float:
     """Copy the recommended model to ``run_dir/model`` with its card; delete unneeded checkpoints.
 
     Returns the disk space freed, in MB (remembered in the ledger so a rerun reports it too).
@@ -135,7 +137,7 @@ def _publish(report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bo
             os.replace(tmp, dest)
     freed = float(ledger.get_meta("disk_freed_mb") or 0.0)
     # when nothing passes, the run that came closest keeps its checkpoint: it may be what the user wants
-    keep = {report.recommendation, report.details.get("closest")}
+    keep = {report.recommendation, report.details.get("closest") if keep_closest else None}
     if not keep_checkpoints:
         for run in report.runs:
             if run.artifact and run.run_id not in keep and run.candidate.kind != "baseline":
@@ -266,7 +268,7 @@ def _finish(
         config=config.to_dict(),
         details=extra,
     )
-    freed = _publish(report, run_dir, data, config.output.keep_checkpoints, ledger)
+    freed = _publish(report, run_dir, data, config.output.keep_checkpoints, ledger, config.output.keep_closest)
     report = dataclasses.replace(report, details={**report.details, "disk_freed_mb": freed})
     write_reports(report, run_dir)
     say(f"reports written to {run_dir}")

@@ -168,6 +168,8 @@ class OutputConfig:
     #: keep checkpoints of rungs that were not recommended (deleted by default: storing
     #: artifacts nobody needs costs energy too)
     keep_checkpoints: bool = False
+    #: when no run passes, keep the checkpoint of the run that came closest (the report names it)
+    keep_closest: bool = True
 
 
 @dataclass(frozen=True)
