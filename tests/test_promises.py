@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
+import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -81,3 +85,254 @@ def test_recommended_model_is_moved_to_model_not_copied_and_a_rerun_finds_it(
     assert (run_dir / "model" / "README.md").is_file() and (run_dir / "model" / "labels.json").is_file()
     assert _dir_bytes(run_dir / "model") == size
     assert list(run_dir.rglob("model.safetensors")) == [run_dir / "model" / "model.safetensors"]
+
+
+# -- every config key is read, every key and flag the docs name exists ----------------------------
+#
+# Unknown keys are rejected by the config loader; what that cannot catch is a key that is accepted
+# and then ignored (teacher_train.bf16 once was: the teacher's loop never looked at it). A static
+# scan of the package finds, for every section of both configurations, the fields that code outside
+# the config modules reads:
+#   - directly: ``config.teacher_train.epochs``, or through a name bound to the section in the same
+#     function (``t = config.teacher_train`` ... ``t.epochs``; ``getattr(t, "epochs")``);
+#   - or, once the section is handed to another function (``load_task_data(config.data)``), through
+#     a parameter or attribute annotated with the section's class (``cfg: DataConfig`` ... ``cfg.source``).
+# Validation (the config modules) and copying (``dataclasses.asdict``/``replace``) do not count.
+
+PACKAGE_FILES = sorted(
+    p for p in [*ROOT.glob("advisor/*.py"), *ROOT.glob("distill/*.py")] if p.name not in ("config.py",)
+)
+NOT_CONSUMERS = {"asdict", "replace", "astuple", "fields", "to_dict"}
+
+
+def _sections() -> dict[str, dict[str, type]]:
+    """Top-level section name -> {"advise" or "distill": its dataclass}."""
+    from advisor.config import Config
+    from distill.config import DistillConfig
+
+    out: dict[str, dict[str, type]] = {}
+    for tool, cls in (("advise", Config), ("distill", DistillConfig)):
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                out.setdefault(f.name, {})[tool] = hint
+    return out
+
+
+def _names_in(annotation: ast.expr | None) -> set[str]:
+    if annotation is None:
+        return set()
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        annotation = ast.parse(annotation.value, mode="eval").body
+    return {n.id for n in ast.walk(annotation) if isinstance(n, ast.Name)}
+
+
+def _const_strings(node: ast.AST) -> set[str]:
+    return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+class _Reads(ast.NodeVisitor):
+    """Collects section reads, handed-off sections and class-typed reads over the package."""
+
+    def __init__(self, sections: set[str], classes: set[str]) -> None:
+        self.sections, self.classes = sections, classes
+        self.direct: set[tuple[str, str]] = set()  # (section, field)
+        self.handed: set[str] = set()  # sections passed to another function
+        self.typed: set[tuple[str, str]] = set()  # (class name, field)
+        self.self_attrs: dict[str, str] = {}  # self.<attr> -> class name, per class body
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        saved = self.self_attrs
+        self.self_attrs = {}
+        for fn in (n for n in node.body if isinstance(n, ast.FunctionDef)):
+            params = {a.arg: _names_in(a.annotation) & self.classes for a in fn.args.args}
+            for stmt in ast.walk(fn):
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Name) and params.get(stmt.value.id):
+                    for t in stmt.targets:
+                        if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                            self.self_attrs[t.attr] = next(iter(params[stmt.value.id]))
+        if node.name in self.classes:  # a config class's own methods (AcceptanceCriteria) read self
+            self.self_attrs["__self__"] = node.name
+        self.generic_visit(node)
+        self.self_attrs = saved
+
+    def visit_FunctionDef(self, fn: ast.FunctionDef) -> None:
+        typed = {a.arg: c for a in fn.args.args + fn.args.kwonlyargs for c in _names_in(a.annotation) & self.classes}
+        if "__self__" in self.self_attrs:
+            typed["self"] = self.self_attrs["__self__"]
+        alias: dict[str, str] = {}
+
+        def section_of(e: ast.expr) -> str | None:
+            if isinstance(e, ast.Attribute) and e.attr in self.sections:
+                return e.attr
+            return alias.get(e.id) if isinstance(e, ast.Name) else None
+
+        def class_of(e: ast.expr) -> str | None:
+            if isinstance(e, ast.Name):
+                return typed.get(e.id)
+            if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self":
+                return self.self_attrs.get(e.attr)
+            return None
+
+        def read(e: ast.expr, attr: str) -> None:
+            if (s := section_of(e)) is not None:
+                self.direct.add((s, attr))
+            if (c := class_of(e)) is not None:
+                self.typed.add((c, attr))
+
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign):  # v = config.train; d, t = config.data, config.train
+                pairs = (
+                    list(zip(node.targets[0].elts, node.value.elts, strict=False))
+                    if (isinstance(node.targets[0], ast.Tuple) and isinstance(node.value, ast.Tuple))
+                    else [(t, node.value) for t in node.targets]
+                )
+                for target, value in pairs:
+                    if isinstance(target, ast.Name) and (s := section_of(value)) is not None:
+                        alias[target.id] = s
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+                read(node.value, node.attr)
+            elif isinstance(node, ast.Call):
+                callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                args = [*node.args, *(k.value for k in node.keywords)]
+                if callee == "getattr" and len(node.args) >= 2:
+                    # getattr(t, "epochs"), or getattr(k, name) in a loop over names written out
+                    loops = [n.iter for n in ast.walk(fn) if isinstance(n, (ast.For, ast.comprehension))]
+                    names = _const_strings(node.args[1]) or {x for it in loops for x in _const_strings(it)}
+                    for name in names:
+                        read(node.args[0], name)
+                elif callee not in NOT_CONSUMERS:
+                    self.handed |= {s for a in args if (s := section_of(a)) is not None}
+        self.generic_visit(fn)
+
+
+def _unread_keys() -> list[str]:
+    sections = _sections()
+    classes = {c.__name__ for tools in sections.values() for c in tools.values()}
+    visitor = _Reads(set(sections), classes)
+    for path in PACKAGE_FILES:
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8")))
+    unread = []
+    for section, tools in sorted(sections.items()):
+        for tool, cls in sorted(tools.items()):
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                by_type = section in visitor.handed and (cls.__name__, f.name) in visitor.typed
+                if (section, f.name) not in visitor.direct and not by_type:
+                    unread.append(f"{tool}: {section}.{f.name}")
+    return unread
+
+
+def test_every_config_key_is_read_by_the_code_not_only_accepted() -> None:
+    assert _unread_keys() == []
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def _key_exists(parts: list[str]) -> bool:
+    """Whether ``section.key`` (or a top-level key) is a field of the advise or distill config."""
+    from advisor.config import Config
+    from distill.config import DistillConfig
+
+    for root in (Config, DistillConfig):
+        cls: Any = root
+        for part in parts:
+            hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+            if part not in hints:
+                break
+            cls = hints[part]
+        else:
+            return True
+    return False
+
+
+def _yaml_keys(node: Any, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    if not isinstance(node, dict):
+        return [list(prefix)]
+    return [k for key, value in node.items() for k in _yaml_keys(value, (*prefix, str(key)))] or [list(prefix)]
+
+
+#: file names the README writes in backticks that look like section.key (configs/distill.yaml ...)
+_EXTENSIONS = {"yaml", "py", "json", "md", "csv", "html", "sqlite", "safetensors", "skops", "onnx", "txt"}
+
+
+def _readme_keys() -> list[str]:
+    sections = set(_sections())
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    fenced = re.compile(r"```.*?```", re.S)
+    spans = fenced.findall(text) + re.findall(r"`([^`]+)`", fenced.sub("", text))
+    found = []
+    for span in spans:
+        for m in re.finditer(r"(?<![\w/.-])([a-z_]+)\.([a-z_][a-z0-9_]*)\b", span):
+            if m.group(1) in sections and m.group(2) not in _EXTENSIONS:
+                found.append(f"{m.group(1)}.{m.group(2)}")
+    return sorted(set(found))
+
+
+def test_every_key_the_readme_and_shipped_configs_name_exists() -> None:
+    named = _readme_keys()
+    assert "tuning.trials_per_rung" in named and "student.layer_map" in named  # the scan finds keys at all
+    missing = [k for k in named if not _key_exists(k.split("."))]
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        missing += [
+            f"{path.name}: {'.'.join(k)}"
+            for k in _yaml_keys(yaml.safe_load(path.read_text()))
+            if k and not _key_exists(k)
+        ]
+    assert missing == []
+
+
+def _flags_of(parser: Any) -> dict[str, str]:
+    return {opt: a.dest for a in parser._actions for opt in a.option_strings if opt.startswith("--")}
+
+
+def _benchmark_flags() -> set[str]:
+    flags = set()
+    for path in (ROOT / "benchmarks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+                flags |= {a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")}
+    return flags
+
+
+#: flags of other tools the README shows (pip's), not ours
+_OTHER_TOOLS = {"--no-deps"}
+
+
+def test_every_flag_the_readme_names_exists_and_each_cli_flag_is_read() -> None:
+    from advisor.cli import _parser
+    from distill.cli import build_parser
+
+    advise_flags, distill_flags = _flags_of(_parser()), _flags_of(build_parser())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
+    assert {"--from", "--list-datasets", "--student-layers"} <= named  # the scan finds flags at all
+    known = set(advise_flags) | set(distill_flags) | _benchmark_flags() | _OTHER_TOOLS
+    assert sorted(named - known) == []
+    # a parsed flag that the CLI never looks at would be accepted and ignored
+    for module, flags in (("advisor/cli.py", advise_flags), ("distill/cli.py", distill_flags)):
+        tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and getattr(n.value, "id", "") == "args"}
+        used |= _const_strings(tree)  # getattr(args, flag) over a table of names; "--debug" in argv
+        unread = sorted(f for f, dest in flags.items() if dest not in used and f not in used and f != "--help")
+        assert unread == [], module
+
+
+def test_shipped_distill_yaml_holds_the_defaults_distill_runs_without_it() -> None:
+    from distill.config import build_distill_config
+
+    teacher = {"teacher": "minilm-l6"}
+    assert build_distill_config([ROOT / "configs" / "distill.yaml"], extra=teacher) == build_distill_config(
+        extra=teacher
+    )
+
+
+@pytest.mark.parametrize("key", ["freeze_embeddings", "bf16", "torch_compile", "evals_per_epoch", "allow_pickle"])
+def test_teacher_train_refuses_settings_the_teacher_loop_does_not_use(key: str) -> None:
+    from advisor.errors import ConfigError
+    from distill.config import build_distill_config
+
+    with pytest.raises(ConfigError, match=f"Unknown config key teacher_train.{key}"):
+        build_distill_config(overrides=[f"teacher_train.{key}=true"], extra={"teacher": "minilm-l6"})
