@@ -336,3 +336,38 @@ def test_teacher_train_refuses_settings_the_teacher_loop_does_not_use(key: str) 
 
     with pytest.raises(ConfigError, match=f"Unknown config key teacher_train.{key}"):
         build_distill_config(overrides=[f"teacher_train.{key}=true"], extra={"teacher": "minilm-l6"})
+
+
+# -- the model card's model-index names the dataset by an identifier ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "data_type", "data_name"),
+    [
+        ("uncertainty", "uncertainty", "uncertainty"),
+        ("data/reviews.csv", "csv", "reviews.csv"),
+        ("reviews.tsv.gz", "csv", "reviews.tsv.gz"),
+        ("reviews.jsonl", "json", "reviews.jsonl"),
+        ("stanfordnlp/imdb", "stanfordnlp/imdb", "stanfordnlp/imdb"),
+    ],
+)
+def test_model_card_loads_with_huggingface_hub_and_names_the_dataset_by_identifier(
+    tmp_path: Path, source: str, data_type: str, data_name: str
+) -> None:
+    from huggingface_hub import ModelCard
+
+    from advisor.card import model_card
+    from tests.test_report import make_report
+
+    report = make_report()
+    long_description = "file /home/me/data/reviews.csv (prose a reader needs, not an identifier)"
+    report = dataclasses.replace(
+        report, dataset={**report.dataset, "source": long_description}, config={"data": {"source": source}}
+    )
+    path = tmp_path / "README.md"
+    path.write_text(model_card(report, report.run("l6-t0")), encoding="utf-8")
+    card = ModelCard.load(path)
+    results = card.data.eval_results  # one per metric
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {(data_type, data_name, "test")}
+    assert {(r.metric_type, r.metric_value) for r in results} == {("accuracy", 0.8), ("macro_f1", 0.79)}
+    assert "prose a reader needs" in card.text  # the description stays in the card's text
