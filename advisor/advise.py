@@ -33,7 +33,6 @@ from advisor.criteria import (
     would_exceed_budget,
 )
 from advisor.data import TaskData, column, load_task_data
-from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
 from advisor.forecast import Forecast, forecast_full
 from advisor.ledger import Ledger, fault_point, locked
@@ -45,6 +44,7 @@ from advisor.models import (
     load_ladder,
     materialise,
 )
+from advisor.regions import low_carbon_alternatives
 from advisor.report import write_reports
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
@@ -479,7 +479,8 @@ def _finish(
     if rec is not None and "test_cost" in rec.details:
         total = total + Cost.from_dict(rec.details["test_cost"])
     extra = dict(details or {})
-    extra["low_carbon_alternatives"] = [list(x) for x in low_carbon_alternatives(total.energy_kwh)]
+    greener = low_carbon_alternatives(total.energy_kwh, config.metering)
+    extra["low_carbon_alternatives"] = [dataclasses.asdict(x) for x in greener]
     extra["dataset_summary"] = data.summary()
     report = Report(
         task=config.task,

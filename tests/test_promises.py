@@ -371,3 +371,63 @@ def test_model_card_loads_with_huggingface_hub_and_names_the_dataset_by_identifi
     assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in results} == {(data_type, data_name, "test")}
     assert {(r.metric_type, r.metric_value) for r in results} == {("accuracy", 0.8), ("macro_f1", 0.79)}
     assert "prose a reader needs" in card.text  # the description stays in the card's text
+
+
+# -- region advice names cloud regions, with intensity and saving ----------------------------------
+
+
+def test_region_advice_names_only_cloud_regions_each_with_intensity_and_saving() -> None:
+    from advisor.config import MeteringConfig
+    from advisor.energy import grid_intensity_g_per_kwh
+    from advisor.regions import PROVIDERS, cloud_region_intensities, low_carbon_alternatives
+
+    usa = MeteringConfig(country_iso_code="USA")
+    here = grid_intensity_g_per_kwh(usa)
+    regions = cloud_region_intensities()
+    options = low_carbon_alternatives(2.0, usa)
+    # the two cleanest of each provider, all of them real regions of AWS, Azure or GCP
+    assert sorted({o.region.split(":")[0] for o in options}) == list(PROVIDERS) and len(options) == 6
+    for o in options:
+        provider, region = o.region.split(":", 1)
+        assert regions[(provider, region)][1] == o.g_per_kwh
+        assert 0 < o.g_per_kwh < here and o.source
+        assert o.emissions_g == pytest.approx(2.0 * o.g_per_kwh)
+        assert o.saving_g == pytest.approx(2.0 * (here - o.g_per_kwh))
+    assert [o.g_per_kwh for o in options] == sorted(o.g_per_kwh for o in options)
+    # the report says it in words, with intensity and saving
+    from advisor.report import to_markdown
+    from tests.test_report import make_report
+
+    report = make_report()
+    report = dataclasses.replace(report, details={"low_carbon_alternatives": [dataclasses.asdict(o) for o in options]})
+    md = to_markdown(report)
+    first = options[0]
+    assert f"{first.region} ({first.location}" in md and "gCO2e/kWh" in md and "g less" in md
+    # nothing cleaner of the same provider was left out
+    for provider in PROVIDERS:
+        shown = max(o.g_per_kwh for o in options if o.region.startswith(f"{provider}:"))
+        cleaner = [g for (p, _), (_, g, _) in regions.items() if p == provider and 0 < g < shown]
+        assert len(cleaner) == 1
+
+
+def test_region_advice_keeps_to_the_users_provider_and_says_nothing_when_none_is_cleaner() -> None:
+    from advisor.config import MeteringConfig
+    from advisor.regions import cloud_region_intensities, low_carbon_alternatives
+
+    frankfurt = MeteringConfig(cloud_provider="aws", cloud_region="eu-central-1")
+    options = low_carbon_alternatives(1.0, frankfurt)
+    here = cloud_region_intensities()[("aws", "eu-central-1")][1]
+    assert options and all(o.region.startswith("aws:") for o in options)
+    assert all(o.saving_g == pytest.approx(here - o.g_per_kwh) for o in options)
+    cleanest = min(cloud_region_intensities().items(), key=lambda kv: kv[1][1] if kv[1][1] > 0 else 1e9)
+    (provider, region), _ = cleanest
+    assert low_carbon_alternatives(1.0, MeteringConfig(cloud_provider=provider, cloud_region=region)) == []
+
+
+def test_every_aws_and_azure_region_finds_its_own_grid_not_the_national_average() -> None:
+    from advisor.regions import _REGION_LOCATIONS, _location_intensity
+
+    # a misspelt state, province or zone would fall back silently to the country's figure
+    for (provider, region), (_, country, zone) in _REGION_LOCATIONS.items():
+        if zone is not None:
+            assert _location_intensity(country, zone)[0] != _location_intensity(country, None)[0], (provider, region)

@@ -90,7 +90,19 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         stop_reason="l6-t0 met the criteria" if recommend else "ladder exhausted",
         total_cost=sum((r.cost for r in (base, *runs)), Cost()),
         config={"metering": {"codecarbon": True}},
-        details={"disk_freed_mb": 120.5, "low_carbon_alternatives": [["FRA", 0.3], ["SWE", 0.1]]},
+        details={
+            "disk_freed_mb": 120.5,
+            "low_carbon_alternatives": [
+                {
+                    "region": "aws:eu-north-1",
+                    "location": "Stockholm, SWE",
+                    "g_per_kwh": 27.0,
+                    "emissions_g": 0.3,
+                    "saving_g": 3.8,
+                    "source": "ENTSO-E zone SE3",
+                }
+            ],
+        },
     )
 
 
