@@ -30,7 +30,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 @dataclass(frozen=True)
 class DataConfig:
-    #: built-in dataset name (see ``advise datasets``), a CSV/TSV/JSON/JSONL/Parquet file, a
+    #: built-in dataset name (see ``advise --list-datasets``), a CSV/TSV/JSON/JSONL/Parquet file, a
     #: ``save_to_disk`` folder, or a hub id (online only). The default is the embedded demo.
     source: str = "uncertainty"
     #: column holding the text; detected when unset

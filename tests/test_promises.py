@@ -431,3 +431,27 @@ def test_every_aws_and_azure_region_finds_its_own_grid_not_the_national_average(
     for (provider, region), (_, country, zone) in _REGION_LOCATIONS.items():
         if zone is not None:
             assert _location_intensity(country, zone)[0] != _location_intensity(country, None)[0], (provider, region)
+
+
+# -- messages name commands that exist --------------------------------------------------------------
+
+
+def test_commands_quoted_in_messages_docs_and_configs_use_real_flags() -> None:
+    from advisor.cli import _parser
+    from distill.cli import build_parser
+
+    flags = {"advise": set(_flags_of(_parser())), "distill": set(_flags_of(build_parser()))}
+    files = [*PACKAGE_FILES, ROOT / "advisor" / "config.py", ROOT / "distill" / "config.py", ROOT / "README.md"]
+    files += [*(ROOT / "configs").glob("*.yaml"), ROOT / "quickstart.py"]
+    quoted = [
+        (path.name, m.group(1), m.group(2).split())
+        for path in files
+        for m in re.finditer(r"`(advise|distill) ([^`]+)`", path.read_text(encoding="utf-8"))
+    ]
+    assert len(quoted) >= 5  # the scan finds the quoted commands at all
+    # every word after the command is a flag of that command or a flag's value ("advise datasets" was not)
+    wrong = [(name, tool, words) for name, tool, words in quoted if not words[0].startswith("--")]
+    wrong += [
+        (name, tool, w) for name, tool, words in quoted for w in words if w.startswith("--") and w not in flags[tool]
+    ]
+    assert wrong == []
