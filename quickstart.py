@@ -2,15 +2,21 @@
 """Set up greenladder in ./.venv and run one thing: `python3 quickstart.py advise` or `python3 quickstart.py test`.
 
 Needs nothing but Python 3.11+. Idempotent: a second call reuses the virtual environment and only
-reinstalls when pyproject.toml changed. torch is installed first, as the CPU wheel torch==2.13.0,
-unless the environment already has a torch (GPU users: create .venv and install your own torch
-build first, or set GREENLADDER_TORCH to the pip requirement you want, e.g. "torch==2.13.0").
+reinstalls when pyproject.toml changed.
+
+torch is installed first, unless .venv already has one, with ``pip install torch==2.13.0`` from
+whatever index pip is set up to use. Which build that gives depends on the machine: from PyPI on
+Linux x86_64 it is the CUDA build (it pulls NVIDIA's libraries, several GB, and also runs on a CPU);
+on macOS and Windows it is the CPU build. To choose, set GREENLADDER_TORCH to the pip arguments you
+want, e.g. "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" for the CPU-only build
+(a 190 MB wheel), or install your own torch into .venv before the first run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 import venv
@@ -20,6 +26,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".greenladder-installed"
+#: the torch the project is tested with (pip picks the build: see the module docstring)
+TORCH = "torch==2.13.0"
 
 
 def sh(*cmd: str | os.PathLike[str]) -> None:
@@ -38,7 +46,15 @@ def setup() -> None:
         return
     has_torch = subprocess.run([str(PY), "-c", "import torch"], capture_output=True).returncode == 0
     if not has_torch:
-        sh(PY, "-m", "pip", "install", "--quiet", os.environ.get("GREENLADDER_TORCH", "torch==2.13.0"))
+        torch_args = shlex.split(os.environ.get("GREENLADDER_TORCH", TORCH))
+        if "GREENLADDER_TORCH" not in os.environ:
+            print(
+                f"installing {TORCH} from your package index: from PyPI on Linux that is the CUDA build "
+                "(several GB); for the CPU-only build, stop and set GREENLADDER_TORCH="
+                f'"{TORCH} --index-url https://download.pytorch.org/whl/cpu"',
+                flush=True,
+            )
+        sh(PY, "-m", "pip", "install", "--quiet", *torch_args)
     sh(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
     STAMP.write_text(want)
 

@@ -25,12 +25,12 @@ from advisor.config import Config, save_config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import closest_verdict, compute_metrics, judge, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
-from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
 from advisor.ledger import Ledger, locked
 from advisor.models import check_ladder, is_safe_name, load_for_classification
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level, run_gains
+from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.types import Candidate, Cost, Report, RunResult, Verdict
@@ -80,7 +80,8 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
             return run
         with Meter(config.metering, phase=f"test {run.run_id}") as meter:
             with quiet_libraries():
-                model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
+                path = run_dir / str(_published_artifact(run, run_dir, ledger).artifact)
+                model, tok = load_for_classification(str(path), data.label_names)
             counter = MeteringCallback(meter, num_labels=len(data.label_names))
             counter.attach(model)  # the test pass's FLOPs, counted like every validation pass
             preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
@@ -112,31 +113,44 @@ def _with_intervals(run: RunResult, data: TaskData, level: float) -> RunResult:
     return dataclasses.replace(run, intervals=out)
 
 
+#: where the recommended model lives, relative to the run directory
+PUBLISHED = "model"
+
+
 def _publish(
     report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bool, ledger: Ledger, keep_closest: bool = True
 ) -> float:
-    """Copy the recommended model to ``run_dir/model`` with its card; delete unneeded checkpoints.
+    """Move the recommended model to ``run_dir/model`` with its card; delete unneeded checkpoints.
+
+    The model is moved, not copied, so it is stored once. Each step can be redone after a crash:
+    a model still at its run's path is staged, a staged one replaces ``model/``, and the labels and
+    card are (re)written into ``model/``. When nothing passed, the run that came closest keeps its
+    checkpoint (``keep_closest``): it may be the model the user wants.
 
     Returns the disk space freed, in MB (remembered in the ledger so a rerun reports it too).
     """
     rec = report.recommended
-    dest = run_dir / "model"
-    if rec is not None and rec.artifact:
+    dest = run_dir / PUBLISHED
+    staged = run_dir / ".model-tmp"
+    if rec is not None and rec.artifact and Path(rec.artifact).parts[0] != PUBLISHED:
         src = run_dir / rec.artifact
         if src.exists():
-            tmp = run_dir / ".model-tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(staged, ignore_errors=True)
             if src.is_dir():
-                shutil.copytree(src, tmp)
+                os.replace(src, staged)  # a rename on the same file system: no second copy
             else:
-                tmp.mkdir()
-                shutil.copy2(src, tmp / src.name)
-            (tmp / "labels.json").write_text(json.dumps(list(data.label_names)), encoding="utf-8")
-            (tmp / "README.md").write_text(model_card(report, rec), encoding="utf-8")
+                staged.mkdir()
+                os.replace(src, staged / src.name)
+        if staged.exists():
             shutil.rmtree(dest, ignore_errors=True)
-            os.replace(tmp, dest)
+            os.replace(staged, dest)
+        ledger.set_meta("published", rec.run_id)
+    if rec is not None and ledger.get_meta("published") == rec.run_id and dest.is_dir():
+        for name, text in (("labels.json", json.dumps(list(data.label_names))), ("README.md", model_card(report, rec))):
+            tmp = dest / f".{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, dest / name)
     freed = float(ledger.get_meta("disk_freed_mb") or 0.0)
-    # when nothing passes, the run that came closest keeps its checkpoint: it may be what the user wants
     keep = {report.recommendation, report.details.get("closest") if keep_closest else None}
     if not keep_checkpoints:
         for run in report.runs:
@@ -147,6 +161,15 @@ def _publish(
                     shutil.rmtree(path, ignore_errors=True)
         ledger.set_meta("disk_freed_mb", freed)
     return freed
+
+
+def _published_artifact(run: RunResult, run_dir: Path, ledger: Ledger) -> RunResult:
+    """``run`` with its artifact pointing into ``model/`` once :func:`_publish` moved it there."""
+    if run.artifact is None or ledger.get_meta("published") != run.run_id:
+        return run
+    # a transformer is a folder and becomes model/ itself; the baseline is one file inside it
+    moved = Path(PUBLISHED) / Path(run.artifact).name if run.candidate.kind == "baseline" else Path(PUBLISHED)
+    return dataclasses.replace(run, artifact=str(moved))
 
 
 def advise(config: Config, *, from_run: str | Path | None = None, progress: Progress | None = None) -> Report:
@@ -249,7 +272,8 @@ def _finish(
         total = total + Cost.from_dict(rec.details["test_cost"])
     extra["budgets"] = spent_against_allowed(config.criteria, total)
     extra["gains"] = run_gains(baseline, runs, column(data.validation, "label"), len(data.label_names), config.criteria)
-    extra["low_carbon_alternatives"] = [list(x) for x in low_carbon_alternatives(total.energy_kwh)]
+    greener = low_carbon_alternatives(total.energy_kwh, config.metering)
+    extra["low_carbon_alternatives"] = [dataclasses.asdict(x) for x in greener]
     extra["dataset_summary"] = data.summary()
     if recommendation is None:
         closest = closest_verdict({k: v for k, v in verdicts.items() if k != "baseline"})
@@ -269,7 +293,12 @@ def _finish(
         details=extra,
     )
     freed = _publish(report, run_dir, data, config.output.keep_checkpoints, ledger, config.output.keep_closest)
-    report = dataclasses.replace(report, details={**report.details, "disk_freed_mb": freed})
+    report = dataclasses.replace(
+        report,
+        baseline=_published_artifact(report.baseline, run_dir, ledger) if report.baseline else None,
+        runs=tuple(_published_artifact(r, run_dir, ledger) for r in report.runs),
+        details={**report.details, "disk_freed_mb": freed},
+    )
     write_reports(report, run_dir)
     say(f"reports written to {run_dir}")
     return report

@@ -33,7 +33,7 @@ Progress = Callable[[str], None] | None
 
 @dataclass(frozen=True)
 class BuiltinInfo:
-    """What ``advise datasets`` shows about one built-in dataset."""
+    """What ``advise --list-datasets`` shows about one built-in dataset."""
 
     name: str
     description: str
@@ -114,7 +114,7 @@ BUILTINS: dict[str, BuiltinInfo] = {
 
 
 def builtin_table() -> str:
-    """A plain-text table of the built-in datasets, for ``advise datasets``."""
+    """A plain-text table of the built-in datasets, for ``advise --list-datasets``."""
     header = ("name", "size", "labels", "licence")
     rows = [(i.name, i.size, ", ".join(i.labels), i.licence) for i in BUILTINS.values()]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header) - 1)]

@@ -13,14 +13,45 @@ from typing import Any
 import yaml
 
 from advisor.criteria import PFLOP, fmt_count, fmt_num
-from advisor.report import dataset_name, jsonable, md_escape, shown_figure
+from advisor.report import jsonable, md_escape, shown_figure
 from advisor.types import Report, RunResult
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def dataset_identifier(source: str) -> tuple[str, str]:
+    """(type, name) of the model-index's dataset for a ``data.source`` as the user gave it.
+
+    The hub reads ``dataset.type`` as an identifier: a built-in's name, a hub id, or the loader of a
+    local file (``csv``, ``json``, ``parquet``; ``arrow`` for a ``save_to_disk`` folder). ``name``
+    is the built-in's name, the hub id, or the file's name; the long description goes in the card's
+    text, not here.
+    """
+    from advisor.builtin_data import BUILTINS
+    from advisor.data import FILE_FORMATS
+
+    if source in BUILTINS:
+        return source, source
+    path = Path(source).expanduser()
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    if suffixes[-1:] == [".gz"]:  # reviews.csv.gz is read as csv
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in FILE_FORMATS:
+        return FILE_FORMATS[suffixes[-1]], path.name
+    if path.is_dir() or source.startswith(("/", ".", "~")):
+        return "arrow", path.name or source
+    return source, source  # a hub dataset id
+
+
+def _report_dataset(report: Report) -> tuple[str, str]:
+    """(type, name) of the report's dataset, from the ``data.source`` its configuration names."""
+    data_config = report.config.get("data")
+    source = data_config.get("source") if isinstance(data_config, Mapping) else None
+    return dataset_identifier(str(source or report.dataset.get("name") or "custom"))
+
+
 def _card_meta(report: Report, run: RunResult) -> dict[str, Any]:
-    dataset = dataset_name(report) or "custom"
+    data_type, data_name = _report_dataset(report)
     scores = run.test_metrics or run.metrics
     split = "test" if run.test_metrics else "validation"
     is_base = run.candidate.kind == "baseline"
@@ -40,7 +71,7 @@ def _card_meta(report: Report, run: RunResult) -> dict[str, Any]:
             "results": [
                 {
                     "task": {"type": "text-classification", "name": "Text Classification"},
-                    "dataset": {"name": dataset, "type": dataset, "split": split},
+                    "dataset": {"name": data_name, "type": data_type, "split": split},
                     "metrics": [
                         {"type": k, "value": round(float(v), 4), "name": f"{split} {k}"}
                         for k, v in sorted(scores.items())
@@ -126,9 +157,11 @@ def model_card(report: Report, run: RunResult) -> str:
         f"This is {what}"
         + (f" ({shape})" if shape else "")
         + f", trained for {report.task}"
-        + (f" on {md_escape(dataset_name(report))}" if dataset_name(report) else "")
-        + ".",
+        + f" on {md_escape(_report_dataset(report)[1])}.",
     ]
+    described = report.dataset.get("source")
+    if described:
+        lines += ["", f"Data: {md_escape(str(described))}"]
     labels = report.dataset.get("label_names")
     if labels:
         lines += ["", "Labels: " + ", ".join(md_escape(x) for x in labels) + "."]

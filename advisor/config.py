@@ -34,7 +34,7 @@ MAX_VALIDATION_FRACTION = 0.35
 
 @dataclass(frozen=True)
 class DataConfig:
-    #: built-in dataset name (see ``advise datasets``), a CSV/TSV/JSON/JSONL/Parquet file, a
+    #: built-in dataset name (see ``advise --list-datasets``), a CSV/TSV/JSON/JSONL/Parquet file, a
     #: ``save_to_disk`` folder, or a hub id (online only). The default is the embedded demo.
     source: str = "uncertainty"
     #: column holding the text; detected when unset

@@ -156,11 +156,14 @@ def _country_intensities() -> dict[str, tuple[str, float]]:
 
 
 @functools.cache
-def _cloud_intensities() -> dict[tuple[str, str], tuple[str, float]]:
-    """(provider, region) -> (country name, gCO2e/kWh) from codecarbon's cloud impact table."""
+def cloud_intensities() -> dict[tuple[str, str], tuple[str, float]]:
+    """(provider, region) -> ("city, country", gCO2e/kWh) from codecarbon's cloud impact table."""
     with (_codecarbon_data() / "cloud" / "impact.csv").open(encoding="utf-8-sig", newline="") as fh:
         return {
-            (row["provider"], row["region"]): (row["country_name"], float(row["impact"]))
+            (row["provider"], row["region"]): (
+                ", ".join(x for x in (row.get("city"), row["country_name"]) if x),
+                float(row["impact"]),
+            )
             for row in csv.DictReader(fh)
             if row.get("impact")
         }
@@ -180,7 +183,7 @@ def grid_intensity_g_per_kwh(cfg: MeteringConfig) -> float:
         ConfigError: codecarbon knows no such country or cloud region.
     """
     if cfg.cloud_provider and cfg.cloud_region:
-        clouds = _cloud_intensities()
+        clouds = cloud_intensities()
         key = (cfg.cloud_provider, cfg.cloud_region)
         if key not in clouds:
             known = sorted(f"{p}:{r}" for p, r in clouds)
@@ -196,15 +199,3 @@ def grid_intensity_g_per_kwh(cfg: MeteringConfig) -> float:
             "Use an ISO 3166 alpha-3 code such as USA, FRA, DEU or IND."
         )
     return countries[cfg.country_iso_code][1]
-
-
-def low_carbon_alternatives(kwh: float, n: int = 3) -> list[tuple[str, float]]:
-    """What ``kwh`` would emit (grams) on the ``n`` lowest-carbon grids codecarbon knows.
-
-    Countries and cloud regions are ranked together; grids listed at 0 gCO2e/kWh are skipped (a
-    zero is a gap in the data, not a grid without emissions). Sorted from lowest emissions.
-    """
-    grids = [(f"{name} ({code})", g) for code, (name, g) in _country_intensities().items()]
-    grids += [(f"{prov}:{region} ({name})", g) for (prov, region), (name, g) in _cloud_intensities().items()]
-    ranked = sorted((g, label) for label, g in grids if g > 0)[:n]
-    return [(label, kwh * g) for g, label in ranked]

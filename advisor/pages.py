@@ -99,10 +99,15 @@ def extra_notes(report: Report) -> list[str]:
         lines.append(
             f"Checkpoints of runs not recommended were deleted, freeing {fmt_num(float(d['disk_freed_mb']))} MB."
         )
-    regions = d.get("low_carbon_alternatives") or []
+    regions = [r for r in d.get("low_carbon_alternatives") or [] if isinstance(r, Mapping)]
     if regions:
-        pairs = ", ".join(f"{r} {fmt_num(float(g))} g" for r, g in regions)
-        lines.append(f"The same energy would have emitted, in lower-carbon regions: {pairs}.")
+        here = report.total_cost.location or "the configured location"
+        shown = "; ".join(
+            f"{r['region']} ({r['location']}, {fmt_num(float(r['g_per_kwh']))} gCO2e/kWh, {r['source']}): "
+            f"{fmt_num(float(r['emissions_g']))} g, {fmt_num(float(r['saving_g']))} g less"
+            for r in regions
+        )
+        lines.append(f"The same energy in a lower-carbon cloud region than {here}: {shown}.")
     inc = d.get("incremental")
     if isinstance(inc, Mapping):
         line = f"Incremental training continued from {inc.get('from_run') or '?'} in {inc.get('from') or '?'}"

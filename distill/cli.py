@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trained without the teacher, and measure size, speed and compute.",
     )
     p.add_argument("--teacher", help="teacher folder, hub id, or offline rung name (e.g. minilm-l6)")
-    p.add_argument("--data", help="built-in dataset name, data file or folder (see `advise datasets`)")
+    p.add_argument("--data", help="built-in dataset name, data file or folder (see `advise --list-datasets`)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--student-layers", type=int, help="keep this many teacher layers (default: half, every other)")
     group.add_argument("--student", help="a smaller checkpoint sharing the teacher's tokenizer")

@@ -13,8 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from advisor import config as advisor_config
-from advisor.config import DataConfig, MeteringConfig, TrainConfig
+from advisor.config import DataConfig, MeteringConfig
 from advisor.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    """The teacher's fine-tune: only the settings that loop reads (a plain AdamW loop, not the
+    advisor's Trainer, so it has no bf16, compile, frozen embeddings or evaluations to set)."""
+
+    #: two epochs: a teacher is fine-tuned once and only needs to beat its students
+    epochs: float = 2.0
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,8 +85,8 @@ class DistillConfig:
     teacher: str = ""
     #: fine-tune the teacher first when it has no head for the data's labels (metered and reported)
     finetune_teacher: bool = True
-    #: settings of that fine-tune (embeddings are not frozen for a teacher unless set here)
-    teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(freeze_embeddings=False, epochs=2.0))
+    #: settings of that fine-tune
+    teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: KDConfig = field(default_factory=KDConfig)
@@ -98,10 +113,6 @@ def build_distill_config(
     """
     merged = advisor_config.merge_sources(files, overrides, extra)
     problems: list[str] = []
-    if "teacher_train" in merged and isinstance(merged["teacher_train"], Mapping):
-        # teacher_train starts from its own defaults, not TrainConfig's
-        base = dataclasses.asdict(DistillConfig().teacher_train)
-        merged["teacher_train"] = {**base, **merged["teacher_train"]}
     config: DistillConfig = advisor_config.build_dataclass(DistillConfig, merged, "", problems)
     problems.extend(_range_problems(config))
     if problems:
@@ -128,6 +139,10 @@ def _range_problems(c: DistillConfig) -> list[str]:
     ):
         if getattr(k, name) <= 0:
             out.append(f"The {flag} value must be positive. Got {getattr(k, name)} instead.")
+    t = c.teacher_train
+    for name in ("epochs", "learning_rate", "batch_size", "max_length"):
+        if getattr(t, name) <= 0:
+            out.append(f"The config key teacher_train.{name} must be positive. Got {getattr(t, name)} instead.")
     if not k.seeds:
         out.append("The --seeds value must list at least one seed.")
     s = c.student

@@ -20,7 +20,7 @@ from transformers import (
 
 from advisor.config import MeteringConfig
 from advisor.cost import Meter, MeteringCallback
-from advisor.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh, low_carbon_alternatives
+from advisor.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh
 from advisor.errors import ConfigError
 from advisor.flops import batch_flops
 
@@ -169,16 +169,6 @@ def test_codecarbon_phase_is_estimated_here_and_leaves_no_files(tmp_path, monkey
     assert "measured" in cost.provenance["energy"] or "estimated" in cost.provenance["energy"]
     assert _leftovers(tmp_path) == set()
     assert _leftovers(tmp) == before
-
-
-def test_low_carbon_alternatives_are_the_three_cleanest_grids_sorted():
-    alternatives = low_carbon_alternatives(2.0)
-    assert len(alternatives) == 3
-    grams = [g for _, g in alternatives]
-    assert grams == sorted(grams)
-    assert all(g > 0 for g in grams)
-    assert all(g / 2.0 < grid_intensity_g_per_kwh(MeteringConfig(country_iso_code="USA")) for g in grams)
-    assert len(low_carbon_alternatives(1.0, n=5)) == 5
 
 
 # -- token counting in a real (tiny) Trainer run ---------------------------------------------------

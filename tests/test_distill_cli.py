@@ -149,5 +149,5 @@ def test_shipped_distill_yaml_loads_and_flags_override_it():
     from distill.config import build_distill_config
 
     config = build_distill_config([CONFIG_DIR / "distill.yaml"], ["distill.seeds=[0, 1]"], {"teacher": "minilm-l6"})
-    assert config.student.layers == 3 and config.distill.seeds == [0, 1]
-    assert config.teacher_train.freeze_embeddings is False
+    assert config.student.layers is None and config.distill.seeds == [0, 1]
+    assert config.teacher_train.epochs == 2.0

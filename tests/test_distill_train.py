@@ -12,9 +12,9 @@ from datasets import Dataset
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from advisor.config import MeteringConfig, TrainConfig
+from advisor.config import MeteringConfig
 from distill.compress import measure_latency, quantize_int8
-from distill.config import CompressConfig, DistillConfig, KDConfig, StudentConfig
+from distill.config import CompressConfig, DistillConfig, KDConfig, StudentConfig, TeacherTrainConfig
 from distill.pipeline import distill_models
 from distill.report import render_markdown, save_student, write_reports
 from distill.teacher import teacher_outputs
@@ -167,7 +167,7 @@ def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tm
     config = DistillConfig(
         teacher="tiny-teacher",
         student=StudentConfig(layers=1),
-        teacher_train=TrainConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16),
+        teacher_train=TeacherTrainConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16),
         distill=KDConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16, seeds=[0, 1]),
         compress=CompressConfig(quantize=True, latency_repeats=5, warmup=1, throughput_batch=8),
         metering=MeteringConfig(enabled=False, codecarbon=False),

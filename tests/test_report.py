@@ -113,7 +113,16 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         config={"metering": {"codecarbon": True}},
         details={
             "disk_freed_mb": 120.5,
-            "low_carbon_alternatives": [["FRA", 0.3], ["SWE", 0.1]],
+            "low_carbon_alternatives": [
+                {
+                    "region": "aws:eu-north-1",
+                    "location": "Stockholm, SWE",
+                    "g_per_kwh": 27.0,
+                    "emissions_g": 0.3,
+                    "saving_g": 3.8,
+                    "source": "ENTSO-E zone SE3",
+                }
+            ],
             "gains": run_gains(base, runs, LABELS, 2, CRIT),
         },
     )
