@@ -303,12 +303,14 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 if run is not None:
                     say(f"{run_id}: read back from the ledger (not retrained)")
                 else:
-                    if tuner.started() >= config.tuning.trials_per_rung:
-                        say(f"{rung.name}: the trial budget was used by other workers sharing the study")
-                        break
+                    # found-elsewhere first: a rung another worker already passed ends the climb here
+                    # even when the trial budget is spent, else this worker would go on to the next rung
                     best_shared = tuner.best_value() if tuner.shared else None
                     if best_shared is not None and best_shared >= criteria.floor:
                         found_elsewhere = best_shared
+                        break
+                    if tuner.started() >= config.tuning.trials_per_rung:
+                        say(f"{rung.name}: the trial budget was used by other workers sharing the study")
                         break
                     trial, hp, origin = tuner.ask()
                     pruner = PruningCallback(trial, metric)
