@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advisor import distributed
 from advisor.baseline import fit_baseline
 from advisor.card import model_card
 from advisor.compact import distil_run, only_ceilings_failed
@@ -36,7 +37,7 @@ from advisor.data import TaskData, column, load_task_data
 from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
 from advisor.forecast import Forecast, forecast_full
-from advisor.ledger import Ledger, fault_point, locked
+from advisor.ledger import Ledger, fault_point, rank_run_dir
 from advisor.models import (
     candidate_for,
     check_ladder,
@@ -183,8 +184,9 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         )
     if from_run is not None:
         _previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
-    run_dir = prepare_run_dir(config.output.out)
-    with locked(run_dir), Ledger(run_dir) as ledger:
+    # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
+    run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
+    with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
         fp = _fingerprint(config)
         recorded = ledger.get_meta("fingerprint")
         if recorded is not None and recorded != fp:
@@ -201,6 +203,7 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
 
 
 def _record(ledger: Ledger, run: RunResult) -> RunResult:
+    run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
     ledger.add(run)
     return run
 
@@ -451,7 +454,8 @@ def _finish(
     say: Progress,
     details: dict[str, Any] | None = None,
 ) -> Report:
-    if recommendation and recommendation != "baseline":
+    main = distributed.is_main()  # the other ranks of a multi-process job only trained in lockstep
+    if recommendation and recommendation != "baseline" and main:
         runs = [_evaluate_on_test(r, run_dir, data, config, ledger) if r.run_id == recommendation else r for r in runs]
     total = sum((r.cost for r in runs), baseline.cost)
     rec = next((r for r in [baseline, *runs] if r.run_id == recommendation), None)
@@ -473,6 +477,8 @@ def _finish(
         config=config.to_dict(),
         details=extra,
     )
+    if not main:
+        return report
     freed = _publish(report, run_dir, data, config.output.keep_checkpoints, ledger)
     report = dataclasses.replace(report, details={**report.details, "disk_freed_mb": freed})
     write_reports(report, run_dir)
