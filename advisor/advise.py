@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advisor import distributed
 from advisor.baseline import fit_baseline
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
@@ -26,7 +27,7 @@ from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import closest_verdict, compute_metrics, judge, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, RunDirError
-from advisor.ledger import Ledger, locked
+from advisor.ledger import Ledger, rank_run_dir
 from advisor.models import check_ladder, is_safe_name, load_for_classification
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level, run_gains
@@ -196,8 +197,9 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         )
     if from_run is not None:
         _previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
-    run_dir = prepare_run_dir(config.output.out)
-    with locked(run_dir), Ledger(run_dir) as ledger:
+    # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
+    run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
+    with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
         fp = _fingerprint(config, data)
         recorded = ledger.get_meta("fingerprint")
         if recorded is not None and recorded != fp:
@@ -214,6 +216,7 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
 
 
 def _record(ledger: Ledger, run: RunResult) -> RunResult:
+    run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
     ledger.add(run)
     return run
 
@@ -254,7 +257,8 @@ def _finish(
 ) -> Report:
     extra = dict(details or {})
     spent = sum((r.cost for r in runs), baseline.cost)
-    if recommendation and recommendation != "baseline":
+    main = distributed.is_main()  # the other ranks of a multi-process job only trained in lockstep
+    if recommendation and recommendation != "baseline" and main:
         over = budget_exhausted(config, spent)
         if over is None:  # scoring the test split draws on the same budget as everything else
             runs = [
@@ -292,6 +296,8 @@ def _finish(
         config=config.to_dict(),
         details=extra,
     )
+    if not main:
+        return report
     freed = _publish(report, run_dir, data, config.output.keep_checkpoints, ledger, config.output.keep_closest)
     report = dataclasses.replace(
         report,

@@ -164,7 +164,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
         f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
     )
-    report = advise(config, from_run=args.from_run, progress=_progress)
+    from advisor import distributed
+
+    main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
+    report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None)
+    met = report.recommendation is not None and report.verdicts[report.recommendation].passed
+    if not main_rank:
+        return EXIT_OK  # rank 0 answers for the job; a non-zero exit here would make torchrun kill it
     if args.json:
         print(json.dumps(to_json(report), indent=2))
     else:
@@ -186,7 +192,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if report.details.get("outcome") == "budget":
             print(f"budget: {_budget_words(report)}")
         print(f"reports: {Path(config.output.out) / 'report.html'}")
-    return EXIT_OK if report.recommendation and report.verdicts[report.recommendation].passed else EXIT_NOT_MET
+    return EXIT_OK if met else EXIT_NOT_MET
 
 
 def _budget_words(report: Any) -> str:

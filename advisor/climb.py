@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advisor import distributed
 from advisor.baseline import fit_baseline
 from advisor.budget import BudgetCallback, Rates, any_budget, forecast_run, search_spent
 from advisor.config import Config
@@ -159,6 +160,7 @@ class Climb:
             run = self._train_trial(action)
         else:  # pragma: no cover - the policy has no other actions
             raise TypeError(f"unknown action {action!r}")
+        run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
         self.ledger.add(run)
         return run
 

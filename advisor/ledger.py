@@ -4,7 +4,8 @@ Every finished run is written at once, in one transaction, so a crash leaves eit
 record or nothing. Re-running the same command reads finished runs back instead of repeating
 them; a run that failed (it raised: out of memory, a broken file) is tried again, and its new
 record replaces the failed one. A second ``advise`` on the same run directory stops with a clear
-message (file lock).
+message (file lock). In a multi-process job (``accelerate launch``) only rank 0 takes the lock and
+writes here; the other ranks get a private copy of the ledger (:func:`rank_run_dir`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import signal
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from advisor import distributed
 from advisor.errors import RunDirError
 from advisor.types import RunResult
 
@@ -49,9 +52,7 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run directory's lock; a second process gets a RunDirError at once."""
+def _acquire(run_dir: Path) -> FileLock:
     lock = FileLock(str(run_dir / LOCK_NAME))
     try:
         lock.acquire(timeout=0)
@@ -59,10 +60,79 @@ def locked(run_dir: Path) -> Iterator[None]:
         raise RunDirError(
             f"Another advise process is using {run_dir}. Wait for it to finish, or pass a different --out."
         ) from None
+    return lock
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock; a second process gets a RunDirError at once."""
+    lock = _acquire(run_dir)
     try:
         yield
     finally:
         lock.release()
+
+
+def _snapshot(path: Path) -> bytes | None:
+    """The ledger file's database as bytes (a consistent copy), or None if there is none yet."""
+    if not path.exists():
+        return None
+    db = sqlite3.connect(path, timeout=30)
+    try:
+        return db.serialize()
+    except sqlite3.DatabaseError:
+        return None  # a broken ledger: rank 0 reports it when it opens it
+    finally:
+        db.close()
+
+
+def _restore(image: bytes, path: Path) -> None:
+    memory = sqlite3.connect(":memory:")
+    disk = sqlite3.connect(path)
+    try:
+        memory.deserialize(image)
+        memory.backup(disk)
+    finally:
+        memory.close()
+        disk.close()
+
+
+@contextmanager
+def rank_run_dir(run_dir: Path) -> Iterator[Path]:
+    """The folder this process records its runs in, locked for as long as it is used.
+
+    One process alone: ``run_dir`` itself, under :func:`locked`. In a multi-process job rank 0
+    does the same, and every other rank gets a private scratch folder holding a copy of rank 0's
+    ledger as it stood before this job wrote anything, sent over the process group (no shared file
+    system needed). All ranks then read the same runs back on a resume and take the same turns;
+    what the other ranks write in their folder is thrown away with it. When rank 0 cannot take the
+    lock, every rank raises its RunDirError.
+    """
+    if distributed.world_size() == 1:
+        with locked(run_dir):
+            yield run_dir
+        return
+    if distributed.is_main():
+        try:
+            lock = _acquire(run_dir)
+        except RunDirError as exc:
+            distributed.share(exc)
+            raise
+        try:
+            distributed.share(None)
+            distributed.share(_snapshot(run_dir / LEDGER_NAME))
+            yield run_dir
+        finally:
+            lock.release()
+        return
+    error = distributed.share(None)
+    if error is not None:
+        raise error
+    image = distributed.share(None)
+    with tempfile.TemporaryDirectory(prefix=f"greenladder-rank{distributed.rank()}-") as tmp:
+        if image is not None:
+            _restore(image, Path(tmp) / LEDGER_NAME)
+        yield Path(tmp)
 
 
 class Ledger:

@@ -30,13 +30,14 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from advisor import distributed
 from advisor.baseline import latency_ms
 from advisor.batching import BucketTrainer
 from advisor.config import Config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
-from advisor.errors import GreenladderError
+from advisor.errors import ConfigError, GreenladderError
 from advisor.ledger import fault_point
 from advisor.models import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
@@ -236,6 +237,12 @@ def train_run(
     steps_per_epoch = max(1, math.ceil(len(train_ds) / hp["batch_size"]))
     total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
     eval_steps = max(1, steps_per_epoch // t.evals_per_epoch)
+    ranks = distributed.world_size()
+    if hp["batch_size"] % ranks:
+        raise ConfigError(
+            f"The batch size {hp['batch_size']} does not split evenly over {ranks} processes. "
+            f"Set train.batch_size to a multiple of {ranks}."
+        )
     metric = config.criteria.metric
 
     def trainer_metrics(pred: Any) -> dict[str, float]:
@@ -251,7 +258,7 @@ def train_run(
         args = TrainingArguments(
             output_dir=str(tmp_out),
             per_device_train_batch_size=hp["batch_size"],
-            per_device_eval_batch_size=64,
+            per_device_eval_batch_size=ranks * max(1, 64 // ranks),  # split over the ranks too
             learning_rate=hp["learning_rate"],
             num_train_epochs=hp["epochs"],
             warmup_steps=int(hp["warmup_ratio"] * total_steps),
@@ -266,6 +273,9 @@ def train_run(
             use_cpu=not on_gpu,
             bf16=t.bf16,
             torch_compile=t.torch_compile,
+            # several processes (accelerate launch): each takes its share of every batch, so the
+            # global batch, the step count and the schedule are those of one process alone
+            accelerator_config={"split_batches": True},
             # batches come from advisor.batching.BucketSampler (length buckets, shuffled batches)
             disable_tqdm=False,
         )
@@ -286,6 +296,7 @@ def train_run(
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_QuietProgress())
+        trainer.add_callback(distributed.StopTogether())  # last: sees every other callback's stop
         say(
             f"{run_id}: fine-tuning {candidate.name} ({total_steps} steps, lr {hp['learning_rate']:.2g}, "
             f"{hp['epochs']:g} epochs, {len(train_ds)} examples)"
@@ -318,7 +329,9 @@ def train_run(
         metrics: dict[str, float] = {}
         preds = np.zeros(0, dtype=int)
         if status != "failed":
-            preds = predict_labels(model, tokenizer, column(data.validation, "text"), t.max_length)
+            texts = column(data.validation, "text")
+            # once per job: every rank holds the same weights
+            preds = distributed.from_main(lambda: predict_labels(model, tokenizer, texts, t.max_length))
             metrics = compute_metrics(column(data.validation, "label"), preds, data.label_names)
             if status in ("stopped", "budget") and not all(math.isfinite(v) for v in metrics.values()):
                 metrics = {}
@@ -341,7 +354,8 @@ def train_run(
     )
     artifact = None
     cost = meter.cost
-    if status in ("ok", "budget") and metrics and save_model:
+    # rank 0's record is the job's (agree below); a budget-stopped run's partial model is judged and kept
+    if status in ("ok", "budget") and metrics and save_model and distributed.is_main():
         dest = run_dir / "runs" / run_id / "model"
         save_model_folder(model, tokenizer, dest)
         artifact = str(dest.relative_to(run_dir))
@@ -368,17 +382,19 @@ def train_run(
         hidden=getattr(model.config, "hidden_size", candidate.hidden),
         parent_run=candidate.parent_run,
     )
-    return RunResult(
-        run_id=run_id,
-        candidate=used_candidate,
-        hyperparameters=hp,
-        status=status,  # type: ignore[arg-type]
-        metrics=metrics if status != "failed" else {},
-        cost=cost,
-        artifact=artifact,
-        message=message,
-        details=details,
-        val_predictions=tuple(int(x) for x in preds) if metrics else (),
+    return distributed.agree(
+        RunResult(
+            run_id=run_id,
+            candidate=used_candidate,
+            hyperparameters=hp,
+            status=status,  # type: ignore[arg-type]
+            metrics=metrics if status != "failed" else {},
+            cost=cost,
+            artifact=artifact,
+            message=message,
+            details=details,
+            val_predictions=tuple(int(x) for x in preds) if metrics else (),
+        )
     )
 
 

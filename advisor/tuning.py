@@ -18,7 +18,9 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
+from advisor import distributed
 from advisor.config import Config
+from advisor.errors import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -118,6 +120,11 @@ class RungTuner:
             else optuna.pruners.NopPruner()
         )
         self.shared = config.tuning.storage is not None
+        if self.shared and distributed.world_size() > 1:
+            raise ConfigError(
+                "tuning.storage (a study shared by workers) cannot be combined with a multi-process job yet. "
+                "Run each worker as one process, or drop tuning.storage under accelerate launch."
+            )
         if self.shared:
             self.study = optuna.create_study(
                 storage=open_storage(str(config.tuning.storage)),
