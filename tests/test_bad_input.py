@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import advisor.advise as advise_mod
 from advisor.cli import main
 from advisor.errors import DataError
 from tests.conftest import SPECIAL, make_tiny_model, synthetic_rows, write_csv
@@ -495,16 +494,9 @@ def test_a_disk_that_fills_up_mid_write_leaves_the_old_files_and_says_to_free_sp
 
 
 def test_extremely_long_texts_are_truncated_not_a_crash(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: World, tmp_path: Path, weak_baseline: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # the tiny model has 64 positions; texts of thousands of words must be cut to fit, in training and test
-    real = advise_mod.fit_baseline
-
-    def weak(*args, **kwargs):  # type: ignore[no-untyped-def]
-        run = real(*args, **kwargs)
-        return dataclasses.replace(run, metrics={k: 0.0 for k in run.metrics})
-
-    monkeypatch.setattr(advise_mod, "fit_baseline", weak)
     rows = [(" ".join([text] * 400), label) for text, label in synthetic_rows(60)]
     data = write_csv(tmp_path / "long.csv", rows)
     out = tmp_path / "run"
@@ -515,7 +507,7 @@ def test_extremely_long_texts_are_truncated_not_a_crash(
             "--ladder",
             str(world.ladder),
             "--target",
-            "accuracy=0.3",
+            "accuracy=0.75",
             "--out",
             str(out),
             "--set",
@@ -526,36 +518,34 @@ def test_extremely_long_texts_are_truncated_not_a_crash(
             "tuning.trials_per_rung=1",
         ]
     )
-    assert code == 0, capsys.readouterr().err[-2000:]
+    # one epoch on 60 rows decides nothing (exit 1: not met); what matters is that nothing crashed
+    assert code in (0, 1), capsys.readouterr().err[-2000:]
     doc = json.loads((out / "report.json").read_text())
-    assert doc["recommendation"]["run_id"] == "tiny-t1"
     (run,) = doc["runs"]
-    assert run["status"] == "ok" and run["test_metrics"]  # trained, validated and tested on the long texts
-    assert (out / "model" / "model.safetensors").is_file()
+    assert run["status"] == "ok" and len(run["val_predictions"]) == doc["dataset"]["splits"]["validation"]["rows"]
+    # trained and validated on the long texts; the closest (or recommended) model is kept and loads
+    kept = out / "model" if doc["recommendation"] else out / "runs" / "tiny-t1" / "model"
+    assert (kept / "model.safetensors").is_file()
     shutil.rmtree(out)
 
 
 def test_a_disk_that_fills_up_while_saving_a_model_says_so_and_records_nothing_half_done(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    weak_baseline: None,  # a baseline wrong on every row: a rung is trained and saved
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import os
 
     import advisor.train as train_mod
-
-    real_fit = advise_mod.fit_baseline
-
-    def weak(*args, **kwargs):  # type: ignore[no-untyped-def]  # a baseline scored 0: a rung is trained and saved
-        run = real_fit(*args, **kwargs)
-        return dataclasses.replace(run, metrics=dict.fromkeys(run.metrics, 0.0))
-
-    monkeypatch.setattr(advise_mod, "fit_baseline", weak)
 
     def full(model, tokenizer, dest: Path) -> None:  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
 
     monkeypatch.setattr(train_mod, "save_model_folder", full)
     out = tmp_path / "run"
-    argv = ["--data", str(world.data), "--ladder", str(world.ladder), "--target", "accuracy=0.3", "--out", str(out)]
+    argv = ["--data", str(world.data), "--ladder", str(world.ladder), "--target", "accuracy=0.75", "--out", str(out)]
     code = main([*argv, "--set", "metering.codecarbon=false", "--set", "tuning.trials_per_rung=1"])
     err = capsys.readouterr().err
     assert code == 2

@@ -6,7 +6,6 @@ assert the clean refusal the user sees and that the marker never appears.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -15,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import advisor.advise as advise_mod
 from advisor.cli import main
 from advisor.config import TrainConfig, build_config
 from advisor.errors import ConfigError
@@ -68,18 +66,6 @@ def _pickled_model(folder: Path, payload: object | None = None) -> Path:
     return folder
 
 
-@pytest.fixture
-def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Score the baseline 0 so that the climb reaches the ladder (see tests/test_advise.py)."""
-    real = advise_mod.fit_baseline
-
-    def fit(*args, **kwargs):  # type: ignore[no-untyped-def]
-        run = real(*args, **kwargs)
-        return dataclasses.replace(run, metrics={k: 0.0 for k in run.metrics})
-
-    monkeypatch.setattr(advise_mod, "fit_baseline", fit)
-
-
 def _errors(err: str) -> list[str]:
     return [line.removeprefix("advise: error: ") for line in err.splitlines() if line.startswith("advise: error: ")]
 
@@ -93,7 +79,7 @@ def test_pickled_weights_are_refused_unless_allowed_then_loaded_weights_only(
     folder = _pickled_model(tmp_path / "pickled")
     ladder = _ladder(tmp_path / "ladder.yaml", _rung("pickled", folder))
     data = write_csv(tmp_path / "data.csv", synthetic_rows(80))
-    argv = ["--data", str(data), "--ladder", str(ladder), "--target", "accuracy=0.3", *FAST]
+    argv = ["--data", str(data), "--ladder", str(ladder), "--target", "accuracy=0.75", *FAST]
 
     assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
     assert _errors(capsys.readouterr().err) == [
@@ -104,10 +90,13 @@ def test_pickled_weights_are_refused_unless_allowed_then_loaded_weights_only(
     assert not (tmp_path / "refused").exists()  # refused before anything was written
 
     # explicitly allowed: the plain-tensor pickle loads (weights_only) and the rung trains
-    assert main([*argv, "--out", str(tmp_path / "allowed"), "--set", "train.allow_pickle=true"]) == 0
+    code = main([*argv, "--out", str(tmp_path / "allowed"), "--set", "train.allow_pickle=true"])
+    assert code in (0, 1)  # met or not met: the weights loaded and trained either way
     doc = json.loads((tmp_path / "allowed" / "report.json").read_text())
-    assert doc["recommendation"]["run_id"] == "pickled-t1"
-    assert (tmp_path / "allowed" / "model" / "model.safetensors").is_file()  # what we write is safetensors
+    (run,) = doc["runs"]
+    assert run["run_id"] == "pickled-t1" and run["status"] == "ok" and run["metrics"]
+    kept = tmp_path / "allowed" / ("model" if doc["recommendation"] else "runs/pickled-t1/model")
+    assert (kept / "model.safetensors").is_file()  # what we write is safetensors
 
 
 def test_a_pickle_that_would_run_code_is_refused_even_when_pickles_are_allowed(
@@ -124,7 +113,7 @@ def test_a_pickle_that_would_run_code_is_refused_even_when_pickles_are_allowed(
             "--ladder",
             str(ladder),
             "--target",
-            "accuracy=0.3",
+            "accuracy=0.75",
             "--out",
             str(tmp_path / "run"),
             "--set",
