@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from advisor.config import MeteringConfig
 from advisor.energy import cloud_intensities, grid_intensity_g_per_kwh
@@ -109,6 +110,15 @@ class RegionOption:
 
 
 @functools.cache
+def _emissions() -> Any:
+    """codecarbon's emissions calculator, built once (it reads its data files on first use)."""
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.input import DataSource
+
+    return Emissions(DataSource())
+
+
+@functools.cache
 def _location_intensity(country: str, region: str | None) -> tuple[float, str]:
     """gCO2e/kWh of a place's grid as codecarbon computes it for private infrastructure.
 
@@ -118,12 +128,10 @@ def _location_intensity(country: str, region: str | None) -> tuple[float, str]:
     generation (codecarbon's nordic_emissions.json); countries from codecarbon's global energy mix
     (Our World in Data / Ember annual averages).
     """
-    from codecarbon.core.emissions import Emissions
     from codecarbon.core.units import Energy
     from codecarbon.external.geography import GeoMetadata
-    from codecarbon.input import DataSource
 
-    kg = Emissions(DataSource()).get_private_infra_emissions(
+    kg = _emissions().get_private_infra_emissions(
         Energy.from_energy(kWh=1.0), GeoMetadata(country_iso_code=country, region=region)
     )
     source = {"USA": "EPA eGRID2023 state average", "CAN": "provincial generation mix"}.get(country, "")

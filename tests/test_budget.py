@@ -50,8 +50,10 @@ def test_the_budget_callback_stops_before_the_step_that_would_cross_the_budget()
         meter.seconds += 1.0
         steps += 1
         cb.on_step_end(None, None, control)
-    # 0.2 spent before + steps x 0.1 + one more step + the judging pass (0.05) must stay <= 1.0
-    assert steps == 6 and 0.2 + steps * 0.1 + 0.05 <= 1.0 + 1e-9
+    # it stops at the last step after which the judging pass (0.05) still fits: 0.2 + 0.7 + 0.05 <= 1.0,
+    # while one more step would have crossed the budget (0.2 + 0.8 + 0.05 > 1.0)
+    assert steps == 7
+    assert 0.2 + steps * 0.1 + 0.05 <= 1.0 + 1e-9 < 0.2 + (steps + 1) * 0.1 + 0.05
     assert cb.stop_message is not None and "budget" in cb.stop_message and "PFLOPs" in cb.stop_message
 
 

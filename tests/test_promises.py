@@ -298,7 +298,7 @@ def _benchmark_flags() -> set[str]:
 
 
 #: flags of other tools the README shows (pip's), not ours
-_OTHER_TOOLS = {"--no-deps"}
+_OTHER_TOOLS = {"--no-deps", "--index-url"}
 
 
 def test_every_flag_the_readme_names_exists_and_each_cli_flag_is_read() -> None:
