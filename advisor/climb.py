@@ -147,6 +147,7 @@ class Climb:
                 metrics={},
                 cost=Cost(),
                 message=action.message,
+                details={"forecast": dict(action.forecast)},
             )
             self.say(f"{rung.name}: {action.message}")
         elif isinstance(action, Distil):

@@ -104,6 +104,8 @@ class Skip:
     rung: str
     run_id: str
     message: str
+    #: the forecast behind the skip (``Forecast.to_dict()``)
+    forecast: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,7 @@ def _next_on_rung(
                     f"{rung.name}-skipped",
                     f"skipped: forecast {crit.metric} {f.mean:.3f} ± {f.sigma:.3f} "
                     f"(optimistic {f.optimistic:.3f}) misses the floor {crit.floor:g}",
+                    f.to_dict(),
                 )
     shared = evidence.shared.get(rung.name)
     if shared is not None and shared.started >= config.tuning.trials_per_rung:

@@ -135,7 +135,8 @@ def test_a_seconds_budget_stops_the_run_inside_the_budget(
     ladder, data = one_rung
     free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=false", "train.epochs=8"))
     trial = free.runs[0]
-    budget = free.baseline.cost.wall_s + 0.5 * trial.cost.wall_s
+    # a quarter of one training: well inside what timing noise on a shared machine can move
+    budget = free.baseline.cost.wall_s + 0.25 * trial.cost.wall_s
     capped = advise(
         _config(
             tmp_path,
