@@ -262,9 +262,9 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name, title = result_name(args)
+    set_threads(args.threads)
     writer = ResultsWriter(name, command_line("distill_bench.py", argv), args.out)  # fails now if --out is unusable
     say(f"results: {writer.out / name}.md/.json; each student's row in {writer.jsonl} as it finishes")
-    set_threads(args.threads)
     import torch
 
     from advisor.models import load_for_classification

@@ -695,9 +695,9 @@ def split_name(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name, title = result_name(args)
+    set_threads(args.threads)
     writer = ResultsWriter(name, command_line("select_models.py", argv), args.out)  # fails now if --out is unusable
     say(f"results: {writer.out / name}.md/.json; each method's row in {writer.jsonl} as it finishes")
-    set_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="greenladder-select-"))
     say(f"working in {work}")
     data, folder = fixed_split(

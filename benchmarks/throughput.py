@@ -252,9 +252,9 @@ HEADERS = [
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name, title = result_name(args)
+    set_threads(args.threads)
     writer = ResultsWriter(name, command_line("throughput.py", argv), args.out)  # fails now if --out is unusable
     say(f"results: {writer.out / name}.md/.json; each training's measurement in {writer.jsonl} as it finishes")
-    set_threads(args.threads)
     import torch
 
     from advisor.models import BUILTIN_SOURCES, resolve_source
