@@ -92,10 +92,13 @@ def test_split_folder_is_safe_even_from_a_raw_path(awkward_csv: Path) -> None:
     assert data.train.num_rows == 10
 
 
-def test_results_go_to_out_and_default_to_benchmarks_results(tmp_path: Path) -> None:
+def test_results_default_to_benchmarks_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     common = _module("common")
-    assert common.ResultsWriter.__init__.__defaults__ == (None,)
     assert common.RESULTS == BENCHMARKS / "results"
+    for script in SCRIPTS:
+        assert _module(script).parse_args([]).out is None
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "default results")  # keep the repository clean
+    assert common.ResultsWriter("x-quick", "cmd").jsonl == tmp_path / "default results" / "x-quick.jsonl"
     with pytest.raises(ValueError, match="safe file stem"):
         common.ResultsWriter("select_models-/some/dir/sentences.csv", "cmd", tmp_path)
 
