@@ -135,6 +135,7 @@ def test_a_finished_run_writes_markdown_json_and_lines(tmp_path: Path) -> None:
     assert md == tmp_path / "throughput-s-0123abcd-quick.md"
     assert "| 1 |" in md.read_text(encoding="utf-8") and "- note" in md.read_text(encoding="utf-8")
     assert json.loads(md.with_suffix(".json").read_text(encoding="utf-8"))["results"] == {"rows": [1]}
+    assert md.stat().st_mode & 0o777 == writer.jsonl.stat().st_mode & 0o777, "as readable as any file written here"
     events = [json.loads(line)["event"] for line in writer.jsonl.read_text(encoding="utf-8").splitlines()]
     assert events == ["start", "result", "finished"]
 
