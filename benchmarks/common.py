@@ -21,6 +21,7 @@ Names and outputs (reusable by any script here):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -361,21 +362,22 @@ class ResultsWriter:
         print(flush=True)
         print(text, flush=True)
         md, js = self.out / f"{self.name}.md", self.out / f"{self.name}.json"
-        try:
-            payload = json.dumps({"command": self.command, "machine": self.info, "results": raw}, indent=2, default=str)
-            _atomic_write(js, payload)
-            _atomic_write(md, text)
+        payload = json.dumps({"command": self.command, "machine": self.info, "results": raw}, indent=2, default=str)
+        for path, content in ((js, payload), (md, text)):
+            try:
+                _atomic_write(path, content)
+            except OSError as exc:
+                saved = (
+                    f"each method's result is in {self.jsonl}"
+                    if self._record_error is None
+                    else f"the per-method results could not be saved either ({self._record_error})"
+                )
+                raise BenchError(
+                    f"could not write {path} ({exc.strerror or exc}); the tables are printed above and {saved}. "
+                    "Free space or choose another folder with --out."
+                ) from exc
+        with contextlib.suppress(OSError):  # the files are written; this line only marks the run complete
             self._append({"event": "finished", "files": [str(md), str(js)]})
-        except OSError as exc:
-            saved = (
-                f"each method's result is in {self.jsonl}"
-                if self._record_error is None
-                else f"the per-method results could not be saved either ({self._record_error})"
-            )
-            raise BenchError(
-                f"could not write {md.name} / {js.name} in {self.out} ({exc.strerror or exc}); the tables are "
-                f"printed above and {saved}. Free space or choose another folder with --out."
-            ) from exc
         if self._record_error is not None:
             raise BenchError(f"the tables were written, but per-method results were not saved: {self._record_error}")
         return md

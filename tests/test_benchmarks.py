@@ -117,7 +117,9 @@ def test_writer_failing_at_the_end_keeps_each_method_and_the_tables(
     (out / "select_models-sentences-0123abcd.md").mkdir()
     (out / "select_models-sentences-0123abcd.md" / "keep").write_text("x")
     table = common.markdown_table(["method", "accuracy"], [list(r.values()) for r in rows])
-    with pytest.raises(common.BenchError, match=r"tables are printed above.*select_models-sentences-0123abcd\.jsonl"):
+    with pytest.raises(
+        common.BenchError, match=r"could not write .*0123abcd\.md .*tables are printed above.*0123abcd\.jsonl"
+    ):
         writer.finish("Model selection", [table], ["a note"], rows)
     printed = capsys.readouterr().out
     assert "| exhaustive grid | 0.93 |" in printed and "| greenladder | 0.91 |" in printed
