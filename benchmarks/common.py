@@ -1,19 +1,35 @@
-"""What the benchmark scripts share: thread settings, one fixed data split, tables and result files.
+"""What the benchmark scripts share: thread settings, one fixed data split, safe names, tables and result files.
 
 Every method in a benchmark reads the same split: :func:`fixed_split` loads the dataset once with
 ``advisor.data.load_task_data`` (fixed seed), optionally keeps a stratified subset of each split,
 and saves it as a ``datasets`` folder with train/validation/test splits, which ``load_task_data``
-reads back unchanged (given splits are kept). Tables are printed and written, with the raw numbers,
-under ``benchmarks/results/``; nothing in a table is typed by hand.
+reads back unchanged (given splits are kept). Nothing in a table is typed by hand.
+
+Names and outputs (reusable by any script here):
+
+* :func:`data_slug` turns ``--data`` (a built-in name, a file or a folder) into a name safe for a
+  file: a built-in name as it is, a file or folder as its stem plus 8 hex digits of the SHA-256 of
+  its content. Output files and temporary folders are named from it, never from the raw path.
+* :class:`ResultsWriter` owns one run's outputs under ``--out`` (default ``benchmarks/results/``):
+  ``<name>.jsonl`` gets one JSON line per method as soon as that method finishes (flushed and
+  synced), the tables are printed before ``<name>.md`` and ``<name>.json`` are written (each
+  atomically), so a failure at the end (a full disk, an unwritable folder) loses nothing measured.
+* :class:`BenchError` is a problem the user can fix (a bad ``--data`` or ``--out``);
+  :func:`run_cli` turns it, and greenladder's own errors, into one line and exit status 2
+  (``BENCH_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
+import re
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +49,17 @@ DEFAULT_TARGETS = {
     "drug-reviews-binary": ("accuracy", 0.78),
 }
 
+#: what a file or folder name may hold here: no separators, spaces, dots or shell metacharacters
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+#: suffixes dropped from a data file's name before it becomes a slug (``reviews.csv.gz`` -> ``reviews``)
+_DATA_SUFFIXES = {".gz", ".bz2", ".xz", ".zip", ".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt"}
+#: longest stem kept in a slug: the hash, not the stem, makes it unique
+_STEM_CHARS = 40
+
+
+class BenchError(Exception):
+    """A problem the user can fix (a bad ``--data`` or ``--out``); the message says what to do."""
+
 
 def set_threads(n: int = 2) -> None:
     """Pin torch (and BLAS/OpenMP) to ``n`` threads: the machine is small and shared."""
@@ -48,6 +75,71 @@ def set_threads(n: int = 2) -> None:
 
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- names
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in sorted order)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f is not path:
+            h.update(f.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def safe_name(text: str) -> str:
+    """``text`` as it is when it is already a safe file name, else its safe characters plus a hash of it.
+
+    Two different texts never share a result: a changed text carries 8 hex digits of its SHA-256.
+    """
+    if _SAFE.fullmatch(text):
+        return text
+    kept = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:_STEM_CHARS].strip("-_") or "data"
+    return f"{kept}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def data_slug(source: str) -> str:
+    """A short name for ``--data`` that is safe in a file name and changes when the data do.
+
+    A built-in dataset name is kept as it is. A file or folder becomes its stem (data suffixes such as
+    ``.csv.gz`` dropped, anything but letters, digits, ``_`` and ``-`` turned into ``-``) plus the first
+    8 hex digits of the SHA-256 of its content: ``/my data/v1.2/sentences.csv`` -> ``sentences-3f9a1c0b``.
+
+    Raises:
+        BenchError: ``source`` is neither a built-in name nor an existing file or folder, and
+            looks like a path.
+    """
+    from advisor.builtin_data import BUILTINS
+
+    if source in BUILTINS:  # advise reads a built-in name first, even when a file of that name exists
+        return source
+    path = Path(source).expanduser()
+    if path.exists():
+        name = path.name
+        while Path(name).suffix.lower() in _DATA_SUFFIXES:
+            name = name[: -len(Path(name).suffix)]
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:_STEM_CHARS].strip("-_") or "data"
+        try:
+            return f"{stem}-{_digest(path)[:8]}"
+        except OSError as exc:
+            raise BenchError(
+                f"--data {source}: cannot be read ({exc.strerror or exc}); check its permissions."
+            ) from exc
+    if _SAFE.fullmatch(source):  # a name advise may still know (it says so itself when it does not)
+        return source
+    raise BenchError(
+        f"--data {source}: no such file or folder. Give a CSV, JSON or Parquet file, a folder, or a built-in "
+        f"dataset ({', '.join(BUILTINS)})."
+    )
+
+
+# ----------------------------------------------------------------------------------------------- data
 
 
 def _stratified_head(split: Any, rows: int | None, seed: int) -> Any:
@@ -73,7 +165,10 @@ def fixed_split(
 
     Args:
         source: a built-in dataset name or a file (anything ``advise --data`` takes).
-        name: folder name under ``$TMPDIR/greenladder-bench`` (kept out of the repository).
+        name: names the folder under ``$TMPDIR/greenladder-bench`` (kept out of the repository);
+            build it from :func:`data_slug`, e.g. ``f"select-{data_slug(source)}"``. Anything
+            unsafe in it is replaced (:func:`safe_name`); sizes and seed are appended, so runs of
+            different sizes on the same data do not share a folder.
         train_rows: keep at most this many training rows (stratified); all when None.
         eval_rows: keep at most this many validation and test rows each; all when None.
         seed: the split and subsample seed, the same for every method.
@@ -90,7 +185,8 @@ def fixed_split(
         "validation": _stratified_head(full.validation, eval_rows, seed),
         "test": _stratified_head(full.test, eval_rows, seed),
     }
-    folder = Path(tempfile.gettempdir()) / "greenladder-bench" / name
+    sizes = f"{train_rows if train_rows is not None else 'all'}-{eval_rows if eval_rows is not None else 'all'}"
+    folder = Path(tempfile.gettempdir()) / "greenladder-bench" / f"{safe_name(name)}-{sizes}-seed{seed}"
     dd = datasets.DatasetDict(
         {
             k: datasets.Dataset.from_dict({"text": list(v["text"]), "label": [names[i] for i in v["label"]]})
@@ -126,6 +222,9 @@ def machine() -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------------------------- tables
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
@@ -156,26 +255,173 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write_results(name: str, title: str, command: str, tables: Sequence[str], notes: Sequence[str], raw: Any) -> Path:
-    """Print the tables and write ``<name>.md`` (tables + notes + command) and ``<name>.json`` (raw)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    info = machine()
-    body = [f"### {title}", "", f"`{command}`", ""]
-    body += [
-        f"{info['date']}; {info['cpu']}, {info['cores']} cores, torch {info['torch']} with "
-        f"{info['torch_threads']} threads; 1-minute load average at the start {info['load_average_1m_at_start']:.1f} "
-        f"on {info['cores']} cores (a lagging average: it includes a job that just ended; other jobs running "
-        "alongside inflate timings and energy, FLOPs are analytic and unaffected).",
-        "",
-    ]
-    for t in tables:
-        body += [t, ""]
-    body += [f"- {n}" for n in notes]
-    text = "\n".join(body).rstrip() + "\n"
-    (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps({"command": command, "machine": info, "results": raw}, indent=2, default=str), encoding="utf-8"
-    )
-    print()
-    print(text)
-    return RESULTS / f"{name}.md"
+# ----------------------------------------------------------------------------------------------- outputs
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder: a failed write leaves the old file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are ordinary files
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultsWriter:
+    """One benchmark run's outputs: per-method JSON lines as they arrive, tables and files at the end.
+
+    Opening the writer checks that ``out`` can be written before anything is measured. Each
+    :meth:`record` appends one line to ``<out>/<name>.jsonl`` (appended, never truncated: a later
+    run adds its own lines, each carrying the run's start time). :meth:`finish` prints the tables
+    first, then writes ``<name>.md`` and ``<name>.json``.
+
+    Args:
+        name: the file stem, e.g. ``select_models-<data_slug>-quick``; must be a safe name.
+        command: the command line, written beside the results.
+        out: the results folder; ``benchmarks/results/`` when None.
+
+    Raises:
+        BenchError: ``out`` cannot be created or written.
+        ValueError: ``name`` holds a separator, a space or a dot (build it from :func:`data_slug`).
+    """
+
+    def __init__(self, name: str, command: str, out: str | Path | None = None) -> None:
+        if not _SAFE.fullmatch(name):
+            raise ValueError(f"result name {name!r} must be a safe file stem; build it from data_slug()")
+        self.name, self.command = name, command
+        self.out = Path(out).expanduser() if out is not None else RESULTS
+        self.jsonl = self.out / f"{name}.jsonl"
+        self.run_started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.info = machine()
+        self._record_error: str | None = None
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._append({"event": "start", "command": command, "machine": self.info})
+        except OSError as exc:
+            raise BenchError(
+                f"--out {self.out}: cannot write there ({exc.strerror or exc}); choose a writable folder with --out."
+            ) from exc
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps({"run_started": self.run_started, **record}, default=str)
+        with self.jsonl.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def record(self, method: str, result: Any) -> None:
+        """Append one method's raw result to ``<name>.jsonl``, on disk before this returns.
+
+        A write that fails here is reported on stderr and the run goes on (its tables are still
+        printed); :meth:`finish` then fails with the reason.
+        """
+        try:
+            self._append({"event": "result", "method": method, "result": result})
+        except OSError as exc:
+            self._record_error = f"{self.jsonl}: {exc.strerror or exc}"
+            print(f"warning: could not save {method}'s result ({self._record_error}); going on", file=sys.stderr)
+
+    def render(self, title: str, tables: Sequence[str], notes: Sequence[str] = ()) -> str:
+        """The Markdown the run writes: title, command, machine line, tables, notes."""
+        info = self.info
+        body = [f"### {title}", "", f"`{self.command}`", ""]
+        body += [
+            f"{info['date']}; {info['cpu']}, {info['cores']} cores, torch {info['torch']} with "
+            f"{info['torch_threads']} threads; 1-minute load average at the start {info['load_average_1m_at_start']:.1f} "
+            f"on {info['cores']} cores (a lagging average: it includes a job that just ended; other jobs running "
+            "alongside inflate timings and energy, FLOPs are analytic and unaffected).",
+            "",
+        ]
+        for t in tables:
+            body += [t, ""]
+        body += [f"- {n}" for n in notes]
+        return "\n".join(body).rstrip() + "\n"
+
+    def show(self, heading: str, tables: Sequence[str]) -> None:
+        """Print the tables so far (after each method), so that a crash later leaves them on screen."""
+        print(f"\n--- {heading} ---", flush=True)
+        for t in tables:
+            print(t + "\n", flush=True)
+
+    def finish(self, title: str, tables: Sequence[str], notes: Sequence[str], raw: Any) -> Path:
+        """Print the final tables, then write ``<name>.md`` and ``<name>.json``; return the ``.md`` path.
+
+        Raises:
+            BenchError: a file could not be written; the message names the JSON lines that hold
+                every method's result.
+        """
+        text = self.render(title, tables, notes)
+        print(flush=True)
+        print(text, flush=True)
+        md, js = self.out / f"{self.name}.md", self.out / f"{self.name}.json"
+        payload = json.dumps({"command": self.command, "machine": self.info, "results": raw}, indent=2, default=str)
+        for path, content in ((js, payload), (md, text)):
+            try:
+                _atomic_write(path, content)
+            except OSError as exc:
+                saved = (
+                    f"each method's result is in {self.jsonl}"
+                    if self._record_error is None
+                    else f"the per-method results could not be saved either ({self._record_error})"
+                )
+                raise BenchError(
+                    f"could not write {path} ({exc.strerror or exc}); the tables are printed above and {saved}. "
+                    "Free space or choose another folder with --out."
+                ) from exc
+        with contextlib.suppress(OSError):  # the files are written; this line only marks the run complete
+            self._append({"event": "finished", "files": [str(md), str(js)]})
+        if self._record_error is not None:
+            raise BenchError(f"the tables were written, but per-method results were not saved: {self._record_error}")
+        return md
+
+
+def write_results(
+    name: str,
+    title: str,
+    command: str,
+    tables: Sequence[str],
+    notes: Sequence[str],
+    raw: Any,
+    out: str | Path | None = None,
+) -> Path:
+    """Print the tables and write ``<name>.md`` and ``<name>.json`` under ``out`` in one go.
+
+    For a script that has nothing to save per method; one that does opens a :class:`ResultsWriter`
+    at its start and records each method as it finishes. An unsafe ``name`` is made safe.
+    """
+    writer = ResultsWriter(safe_name(name), command, out)
+    writer.record("all", raw)
+    return writer.finish(title, tables, notes, raw)
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command as the user typed it, arguments quoted where the shell needs it."""
+    import shlex
+
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return shlex.join(["python", f"benchmarks/{script}", *args])
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a script's ``main``: a known error becomes one line on stderr and exit status 2.
+
+    Known: :class:`BenchError` and greenladder's own errors (a bad CSV, an unknown model). Anything
+    else still raises with its traceback; ``BENCH_DEBUG=1`` shows the traceback of known ones too.
+    """
+    from advisor.errors import GreenladderError
+
+    try:
+        return main(argv) or 0
+    except (BenchError, GreenladderError) as exc:
+        if os.environ.get("BENCH_DEBUG"):
+            raise
+        print(f"error: {exc} (set BENCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2

@@ -11,23 +11,37 @@ over the no-teacher control, and the compute saved by caching the teacher's logi
 cache the teacher would run over the training set in every epoch of every seed; with it, once.
 
     python benchmarks/distill_bench.py --quick
+    python benchmarks/distill_bench.py --quick --data "my data/reviews.csv" --out /tmp/results
+
+Each student's row is printed and appended to ``<out>/<name>.jsonl`` as soon as it is measured;
+``<name>`` comes from the data's slug (file stem + content hash), never from the raw path.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import fixed_split, markdown_table, median, say, set_threads, write_results
+from common import (
+    ResultsWriter,
+    command_line,
+    data_slug,
+    fixed_split,
+    markdown_table,
+    median,
+    run_cli,
+    say,
+    set_threads,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="bbc-news", help="built-in dataset name or a file")
+    p.add_argument("--data", default="bbc-news", help="built-in dataset name, a file or a folder")
+    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
     p.add_argument("--teacher", default="minilm-l6", help="ladder rung (or folder) fine-tuned as the teacher")
     p.add_argument("--small", default="minilm-l3", help="smaller ladder checkpoint used as the second student")
     p.add_argument("--train-rows", type=int, default=None, help="training rows (default 800; quick 300)")
@@ -45,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    args.slug = data_slug(args.data)  # before anything is trained: a missing file fails here
     if args.quick:
         args.train_rows = args.train_rows or 300
         args.eval_rows = args.eval_rows or 150
@@ -170,20 +185,96 @@ def student_row(
     }
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return resolve_args(build_parser().parse_args(argv))
+
+
+def result_name(args: argparse.Namespace) -> tuple[str, str]:
+    """File name and title of the results, from the data's slug."""
+    quick = "-quick" if args.quick else ""
+    return f"distill-{args.slug}{quick}", f"Distillation on {args.slug}" + (" (quick)" if args.quick else "")
+
+
+def split_name(args: argparse.Namespace) -> str:
+    """The name of the temporary folder holding the split (see ``fixed_split``)."""
+    return f"distill-{args.slug}"
+
+
+def tables(rows: list[dict[str, Any]]) -> list[str]:
+    """The students' table, the targets (once the half-depth student is in) and the latency table."""
+    headers = [
+        "student",
+        "params",
+        "test acc (teacher → student)",
+        "retention",
+        "fp32 speed-up (p50, batch 1)",
+        "int8 retention",
+        "int8 speed-up",
+        "no-teacher control acc",
+        "KD gain (points)",
+        "teacher-logit cache saves",
+    ]
+    body = [
+        [
+            r["student"],
+            r["params"],
+            f"{r['teacher_test_accuracy']:.3f} → {r['student_test_accuracy']:.3f}",
+            r["retention"],
+            r["speedup_fp32"],
+            r["retention_int8"],
+            r["speedup_int8"],
+            r["control_test_accuracy"],
+            r["kd_gain_points"],
+            f"{100 * r['cache_saving']:.0f}% of {r['distill_compute_without_cache']:.3g} FLOPs",
+        ]
+        for r in rows
+    ]
+    out = [markdown_table(headers, body)]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    if rows:
+        half = rows[0]
+        targets = [
+            ["half-depth retention ≥ 0.98", half["retention"], verdict(half["retention"] >= 0.98)],
+            ["half-depth fp32 speed-up ≥ 1.9x", half["speedup_fp32"], verdict(half["speedup_fp32"] >= 1.9)],
+            ["int8 retention ≥ 0.97", half["retention_int8"], verdict((half["retention_int8"] or 0) >= 0.97)],
+            ["int8 speed-up ≥ 3x", half["speedup_int8"], verdict(half["speedup_int8"] >= 3.0)],
+            ["teacher-logit caching saves ≥ 35%", half["cache_saving"], verdict((half["cache_saving"] or 0) >= 0.35)],
+            ["KD beats the no-teacher control", half["kd_gain_points"], verdict((half["kd_gain_points"] or 0) > 0)],
+        ]
+        out.append(markdown_table(["target (issue 7), half-depth student", "measured", "verdict"], targets))
+    lat_rows = [
+        [r["student"], m, v["p50_ms"], v["speedup_paired"], v["throughput_per_s"]]
+        for r in rows
+        for m, v in r["latency"].items()
+    ]
+    out.append(
+        markdown_table(
+            ["student run", "model", "p50 ms, batch 1", "speed-up (median of paired ratios)", "texts/s at batch 32"],
+            lat_rows,
+        )
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = resolve_args(build_parser().parse_args(argv))
+    args = parse_args(argv)
+    name, title = result_name(args)
     set_threads(args.threads)
+    writer = ResultsWriter(name, command_line("distill_bench.py", argv), args.out)  # fails now if --out is unusable
+    say(f"results: {writer.out / name}.md/.json; each student's row in {writer.jsonl} as it finishes")
     import torch
 
     from advisor.models import load_for_classification
     from distill.compress import quantize_int8
     from distill.pipeline import distill_models
 
-    command = "python benchmarks/distill_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     data, folder = fixed_split(
         args.data,
-        f"distill-{args.data}",
+        split_name(args),
         train_rows=args.train_rows,
         eval_rows=args.eval_rows,
         seed=args.seed,
@@ -215,59 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 lat = interleaved_latency(models, tok, texts, args)
             rows.append(student_row(label, report, teacher_pass_flops, lat, args))
+            writer.record(label, rows[-1])
+            writer.show(f"{title}: after {label}", tables(rows))
     elapsed = time.perf_counter() - started
 
-    headers = [
-        "student",
-        "params",
-        "test acc (teacher → student)",
-        "retention",
-        "fp32 speed-up (p50, batch 1)",
-        "int8 retention",
-        "int8 speed-up",
-        "no-teacher control acc",
-        "KD gain (points)",
-        "teacher-logit cache saves",
-    ]
-    body = [
-        [
-            r["student"],
-            r["params"],
-            f"{r['teacher_test_accuracy']:.3f} → {r['student_test_accuracy']:.3f}",
-            r["retention"],
-            r["speedup_fp32"],
-            r["retention_int8"],
-            r["speedup_int8"],
-            r["control_test_accuracy"],
-            r["kd_gain_points"],
-            f"{100 * r['cache_saving']:.0f}% of {r['distill_compute_without_cache']:.3g} FLOPs",
-        ]
-        for r in rows
-    ]
-    main_table = markdown_table(headers, body)
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "MISSED"
-
-    half = rows[0]
-    targets = [
-        ["half-depth retention ≥ 0.98", half["retention"], verdict(half["retention"] >= 0.98)],
-        ["half-depth fp32 speed-up ≥ 1.9x", half["speedup_fp32"], verdict(half["speedup_fp32"] >= 1.9)],
-        ["int8 retention ≥ 0.97", half["retention_int8"], verdict((half["retention_int8"] or 0) >= 0.97)],
-        ["int8 speed-up ≥ 3x", half["speedup_int8"], verdict(half["speedup_int8"] >= 3.0)],
-        ["teacher-logit caching saves ≥ 35%", half["cache_saving"], verdict((half["cache_saving"] or 0) >= 0.35)],
-        ["KD beats the no-teacher control", half["kd_gain_points"], verdict((half["kd_gain_points"] or 0) > 0)],
-    ]
-    target_table = markdown_table(["target (issue 7), half-depth student", "measured", "verdict"], targets)
-    lat_rows = [
-        [r["student"], m, v["p50_ms"], v["speedup_paired"], v["throughput_per_s"]]
-        for r in rows
-        for m, v in r["latency"].items()
-    ]
-    lat_table = markdown_table(
-        ["student run", "model", "p50 ms, batch 1", "speed-up (median of paired ratios)", "texts/s at batch 32"],
-        lat_rows,
-    )
     tcost = teacher_cost.to_dict() if teacher_cost is not None else {}
     notes = [
         f"Data: `{args.data}`, train {data.train.num_rows} / validation {data.validation.num_rows} / test "
@@ -288,17 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole benchmark: {elapsed:.0f} s.",
     ]
     raw = {"args": vars(args), "rows": rows, "teacher_cost": tcost, "elapsed_s": elapsed}
-    name = f"distill-{args.data}" + ("-quick" if args.quick else "")
-    write_results(
-        name,
-        f"Distillation on {args.data}" + (" (quick)" if args.quick else ""),
-        command,
-        [main_table, target_table, lat_table],
-        notes,
-        raw,
-    )
+    writer.finish(title, tables(rows), notes, raw)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -19,6 +19,10 @@ Selection overhead = total compute of the method / compute of one training of th
 
     python benchmarks/select_models.py --quick
     python benchmarks/select_models.py --data spamassassin          # 400 training rows, 64 tokens: < 30 min
+    python benchmarks/select_models.py --quick --data "my data/sentences.csv" --out /tmp/results
+
+Each method's row is printed and appended to ``<out>/<name>.jsonl`` as soon as the method finishes;
+``<name>`` comes from the data's slug (file stem + content hash), never from the raw path.
 """
 
 from __future__ import annotations
@@ -27,13 +31,23 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_TARGETS, fixed_split, markdown_table, say, set_threads, write_results
+from common import (
+    DEFAULT_TARGETS,
+    ResultsWriter,
+    command_line,
+    data_slug,
+    fixed_split,
+    markdown_table,
+    run_cli,
+    safe_name,
+    say,
+    set_threads,
+)
 
 DEFAULT_METHODS = "greenladder,exhaustive,optuna,flaml"
 DEFAULT_TRAIN_ROWS = 400
@@ -41,7 +55,8 @@ DEFAULT_TRAIN_ROWS = 400
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default="uncertainty", help="built-in dataset name or a file (as advise --data)")
+    p.add_argument("--data", default="uncertainty", help="built-in dataset name, a file or a folder (as advise --data)")
+    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
     p.add_argument("--target", default=None, help="metric=floor, e.g. accuracy=0.79 (per-dataset default)")
     p.add_argument("--rungs", default="minilm-l3,minilm-l6", help="ladder rungs, smallest first")
     p.add_argument(
@@ -75,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    args.slug = data_slug(args.data)  # before anything is trained: a missing file fails here
     if args.quick:
         # a smoke run under 5 minutes on 2 cores: FLAML gets greenladder's time once, not 1x + 3x
         # (4x greenladder's time would be most of the five minutes on its own)
@@ -667,15 +683,26 @@ def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     return [main, *targets]
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return resolve_args(build_parser().parse_args(argv))
+
+
+def split_name(args: argparse.Namespace) -> str:
+    """The name of the temporary folder holding the split every method reads (see ``fixed_split``)."""
+    return f"select-{args.slug}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = resolve_args(build_parser().parse_args(argv))
+    args = parse_args(argv)
+    name, title = result_name(args)
     set_threads(args.threads)
-    command = "python benchmarks/select_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    writer = ResultsWriter(name, command_line("select_models.py", argv), args.out)  # fails now if --out is unusable
+    say(f"results: {writer.out / name}.md/.json; each method's row in {writer.jsonl} as it finishes")
     work = Path(tempfile.mkdtemp(prefix="greenladder-select-"))
     say(f"working in {work}")
     data, folder = fixed_split(
         args.data,
-        f"select-{args.data}",
+        split_name(args),
         train_rows=args.train_rows,
         eval_rows=args.eval_rows,
         seed=args.seed,
@@ -686,24 +713,32 @@ def main(argv: list[str] | None = None) -> int:
     gl_wall = None
     reuse = RunReuse(enabled=not args.no_reuse)
     started = time.perf_counter()
+
+    def done(row: dict[str, Any]) -> None:
+        """Keep a finished method's row: on disk at once, and the tables so far on screen."""
+        rows.append(row)
+        writer.record(row["method"], row)
+        writer.show(f"{title}: after {row['method']}", tables(rows, args))
+
     try:
         if "greenladder" in methods:
             say("== greenladder advise")
-            rows.append(run_greenladder(args, folder, work, data, reuse))
+            done(run_greenladder(args, folder, work, data, reuse))
             gl_wall = rows[-1]["wall_s"]
         if "exhaustive" in methods:
             say("== exhaustive grid")
-            rows.append(run_exhaustive(args, folder, work, data, reuse))
+            done(run_exhaustive(args, folder, work, data, reuse))
         if "optuna" in methods:
             say("== optuna TPE")
-            rows.append(run_optuna(args, folder, work, data, reuse))
+            done(run_optuna(args, folder, work, data, reuse))
         if "flaml" in methods:
             if gl_wall is None:
-                rows.append({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
-            for mult in (float(x) for x in args.flaml_multiples.split(",")):
-                label = f"FLAML ({mult:g}x greenladder's time)"
-                say(f"== {label}: budget {mult * gl_wall:.0f} s")
-                rows.append(run_flaml(args, folder, work, data, mult * gl_wall, label))
+                done({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
+            else:
+                for mult in (float(x) for x in args.flaml_multiples.split(",")):
+                    label = f"FLAML ({mult:g}x greenladder's time)"
+                    say(f"== {label}: budget {mult * gl_wall:.0f} s")
+                    done(run_flaml(args, folder, work, data, mult * gl_wall, label))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -728,18 +763,17 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole benchmark: {elapsed:.0f} s.",
     ]
     raw = {"args": {k: v for k, v in vars(args).items()}, "rows": rows, "elapsed_s": elapsed}
-    name, title = _result_name(args)
-    write_results(name, title, command, main_tables, notes, raw)
+    writer.finish(title, main_tables, notes, raw)
     return 0
 
 
-def _result_name(args: argparse.Namespace) -> tuple[str, str]:
+def result_name(args: argparse.Namespace) -> tuple[str, str]:
     """File name and title of the results: a run off the default size or methods gets its own file.
 
     So ``--train-rows 500 --methods greenladder`` writes ``select_models-<data>-500rows-greenladder``
-    and leaves the default run's tables alone.
+    and leaves the default run's tables alone; ``<data>`` is the data's slug (``data_slug``).
     """
-    name, title = f"select_models-{args.data}", f"Model selection on {args.data}"
+    name, title = f"select_models-{args.slug}", f"Model selection on {args.slug}"
     extra = []
     if args.quick:
         name, title = name + "-quick", title + " (quick)"
@@ -747,9 +781,9 @@ def _result_name(args: argparse.Namespace) -> tuple[str, str]:
         name, extra = name + f"-{args.train_rows}rows", [*extra, f"{args.train_rows} training rows"]
     if args.methods != DEFAULT_METHODS:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        name, extra = name + "-" + "+".join(methods), [*extra, "methods: " + ", ".join(methods)]
+        name, extra = name + "-" + safe_name("-".join(methods)), [*extra, "methods: " + ", ".join(methods)]
     return name, title + (f" ({'; '.join(extra)})" if extra else "")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

@@ -15,23 +15,39 @@ FLOPs per second (``advisor.cost.MeteringCallback``: 6N per token plus attention
 thread count. Timings are medians over rounds that alternate the methods.
 
     python benchmarks/throughput.py --quick
+    python benchmarks/throughput.py --quick --data "my data/sentences.csv" --out /tmp/results
+
+Each training's measurement is appended to ``<out>/<name>.jsonl`` as it finishes and the table so far
+is printed after every round; ``<name>`` comes from the data's slug (file stem + content hash).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import fixed_split, markdown_table, median, say, set_threads, write_results
+from common import (
+    ResultsWriter,
+    command_line,
+    data_slug,
+    fixed_split,
+    markdown_table,
+    median,
+    run_cli,
+    say,
+    set_threads,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="uncertainty", help="built-in dataset name or a file (sentence-length texts)")
+    p.add_argument(
+        "--data", default="uncertainty", help="built-in dataset name, a file or a folder (sentence-length texts)"
+    )
+    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
     p.add_argument("--model", default="minilm-l6", help="ladder rung or model folder")
     p.add_argument("--train-rows", type=int, default=640, help="rows trained on per measurement (one epoch)")
     p.add_argument("--max-length", type=int, default=128, help="truncation length, and the padded length")
@@ -148,47 +164,39 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    args.slug = data_slug(args.data)  # before anything is trained: a missing file fails here
     if args.quick:
         # HF's length grouping sorts within mega-batches of min(rows // (4 x batch), 50) batches, so
         # below 256 rows at batch 32 it groups nothing; 384 rows give mega-batches of 3 batches
         args.train_rows = min(args.train_rows, 384)
         args.rounds = min(args.rounds, 2)
         args.matmul_size = min(args.matmul_size, 1024)
-    set_threads(args.threads)
-    import torch
+    return args
 
-    from advisor.models import BUILTIN_SOURCES, resolve_source
 
-    command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    started = time.perf_counter()
-    data, _ = fixed_split(
-        args.data, f"throughput-{args.data}", train_rows=args.train_rows, seed=args.seed, progress=say
-    )
-    name = f"pypi:{args.model}"
-    source = str(resolve_source(name if name in BUILTIN_SOURCES else args.model, progress=say))
+def result_name(args: argparse.Namespace) -> tuple[str, str]:
+    """File name and title of the results, from the data's slug."""
+    quick = "-quick" if args.quick else ""
+    return f"throughput-{args.slug}{quick}", f"Training throughput on {args.slug}" + (" (quick)" if args.quick else "")
 
-    say(f"matmul peak, {args.matmul_size}^3, {' and '.join(['fp32'] if args.no_bf16 else ['fp32', 'bf16'])}")
-    # the bf16 peak is only needed for the bf16 row (and takes minutes where bf16 is emulated)
-    dtypes = {"fp32": torch.float32} if args.no_bf16 else {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
-    methods = ["HF Trainer, padding=max_length", "greenladder (fp32)"] + (
-        [] if args.no_bf16 else ["greenladder (bf16)"]
-    )
-    samples: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    for r in range(args.rounds):
-        for m in methods if r % 2 == 0 else list(reversed(methods)):
-            res = train_once(m, source, data, args)
-            samples[m].append(res)
-            say(f"round {r + 1} {m}: {res['wall_s']:.1f} s, {res['real_tokens'] / res['wall_s']:.0f} real tokens/s")
-    peaks_after = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
-    peak = {k: max(peaks[k]["peak"], peaks_after[k]["peak"]) for k in peaks}
 
+def split_name(args: argparse.Namespace) -> str:
+    """The name of the temporary folder holding the subset (see ``fixed_split``)."""
+    return f"throughput-{args.slug}"
+
+
+def summarise(
+    methods: list[str], samples: dict[str, list[dict[str, Any]]], peak: dict[str, float]
+) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Table rows and raw rows of the methods measured so far: medians over their rounds."""
     rows, raw_rows = [], []
     padded_tps = None
     for m in methods:
         s = samples[m]
+        if not s:
+            continue
         wall = median([x["wall_s"] for x in s])
         first = s[0]  # counts are the same in every round (same rows, same batches)
         tps = first["real_tokens"] / wall
@@ -225,19 +233,63 @@ def main(argv: list[str] | None = None) -> int:
                 "samples": s,
             }
         )
+    return rows, raw_rows
+
+
+HEADERS = [
+    "method",
+    "precision",
+    "train s (median)",
+    "real tokens",
+    "padding share",
+    "real tokens/s",
+    "× padded Trainer",
+    "MFU (real-token FLOPs / peak)",
+    "FLOPs incl. padding / peak",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name, title = result_name(args)
+    set_threads(args.threads)
+    writer = ResultsWriter(name, command_line("throughput.py", argv), args.out)  # fails now if --out is unusable
+    say(f"results: {writer.out / name}.md/.json; each training's measurement in {writer.jsonl} as it finishes")
+    import torch
+
+    from advisor.models import BUILTIN_SOURCES, resolve_source
+
+    started = time.perf_counter()
+    data, _ = fixed_split(args.data, split_name(args), train_rows=args.train_rows, seed=args.seed, progress=say)
+    builtin = f"pypi:{args.model}"
+    source = str(resolve_source(builtin if builtin in BUILTIN_SOURCES else args.model, progress=say))
+
+    say(f"matmul peak, {args.matmul_size}^3, {' and '.join(['fp32'] if args.no_bf16 else ['fp32', 'bf16'])}")
+    # the bf16 peak is only needed for the bf16 row (and takes minutes where bf16 is emulated)
+    dtypes = {"fp32": torch.float32} if args.no_bf16 else {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
+    writer.record("matmul peak (before)", peaks)
+    methods = ["HF Trainer, padding=max_length", "greenladder (fp32)"] + (
+        [] if args.no_bf16 else ["greenladder (bf16)"]
+    )
+    samples: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    for r in range(args.rounds):
+        for m in methods if r % 2 == 0 else list(reversed(methods)):
+            res = train_once(m, source, data, args)
+            samples[m].append(res)
+            say(f"round {r + 1} {m}: {res['wall_s']:.1f} s, {res['real_tokens'] / res['wall_s']:.0f} real tokens/s")
+            writer.record(m, {"round": r + 1, **res})
+        so_far, _ = summarise(methods, samples, {k: v["peak"] for k, v in peaks.items()})
+        writer.show(
+            f"{title}: after round {r + 1} (peak measured before the rounds)", [markdown_table(HEADERS, so_far)]
+        )
+    peaks_after = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
+    peak = {k: max(peaks[k]["peak"], peaks_after[k]["peak"]) for k in peaks}
+
+    writer.record("matmul peak (after)", peaks_after)
+    rows, raw_rows = summarise(methods, samples, peak)
     elapsed = time.perf_counter() - started
-    headers = [
-        "method",
-        "precision",
-        "train s (median)",
-        "real tokens",
-        "padding share",
-        "real tokens/s",
-        "× padded Trainer",
-        "MFU (real-token FLOPs / peak)",
-        "FLOPs incl. padding / peak",
-    ]
-    table = markdown_table(headers, rows)
+    table = markdown_table(HEADERS, rows)
     ours = next(r for r in raw_rows if r["method"] == "greenladder (fp32)")
     speed = ours["tokens_per_s"] / raw_rows[0]["tokens_per_s"]
     targets = markdown_table(
@@ -282,17 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": raw_rows,
         "elapsed_s": elapsed,
     }
-    name = f"throughput-{args.data}" + ("-quick" if args.quick else "")
-    write_results(
-        name,
-        f"Training throughput on {args.data}" + (" (quick)" if args.quick else ""),
-        command,
-        [table, targets, peak_table],
-        notes,
-        raw,
-    )
+    writer.finish(title, [table, targets, peak_table], notes, raw)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_cli(main))

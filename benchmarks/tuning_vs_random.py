@@ -12,6 +12,10 @@ busy machine too; wall times are only comparable on a quiet one.
     python benchmarks/tuning_vs_random.py                       # the embedded demo, 3 trials per rung
     python benchmarks/tuning_vs_random.py --quick               # 600 training rows, 1-2 epochs: a few minutes
     python benchmarks/tuning_vs_random.py --data bbc-news --target accuracy=0.97
+    python benchmarks/tuning_vs_random.py --quick --data "my data/sentences.csv" --out /tmp/results
+
+Each method's row is printed and appended to ``<out>/<name>.jsonl`` as soon as its climb ends;
+``<name>`` comes from the data's slug (file stem + content hash), never from the raw path.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from common import ResultsWriter, command_line, data_slug, markdown_table, run_cli
 
 from advisor.advise import advise
 from advisor.config import CONFIG_DIR, build_config
@@ -42,24 +49,48 @@ METHODS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="built-in name or file (default: the demo's dataset)")
+    p.add_argument("--data", default=None, help="built-in name, a file or a folder (default: the demo's dataset)")
     p.add_argument("--target", default=None, help="metric=floor (default: the demo's criteria)")
     p.add_argument("--trials", type=int, default=3, help="trial budget per rung, the same for both methods")
     p.add_argument("--quick", action="store_true", help="subsample to 600 training rows and shorten epochs")
-    p.add_argument("--out", default=None, help="where run directories go (default: a temporary folder)")
+    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
+    p.add_argument("--runs-dir", default=None, help="where run directories go (default: a temporary folder)")
     p.add_argument(
         "--no-write-results",
         dest="write_results",
         action="store_false",
-        help="do not write benchmarks/results/tuning_vs_random-<data>.md/.json",
+        help="print the tables only: no <out>/tuning_vs_random-<data>.md/.json/.jsonl",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    # before anything is trained: a missing file fails here; the demo's dataset is the built-in uncertainty
+    args.slug = data_slug(args.data) if args.data else "uncertainty"
+    return args
+
+
+def result_name(args: argparse.Namespace) -> tuple[str, str]:
+    """File name and title of the results, from the data's slug."""
+    title = f"Tuning on {args.slug}: greenladder's search against optuna's random sampler without pruning"
+    return f"tuning_vs_random-{args.slug}" + ("-quick" if args.quick else ""), title + (
+        " (quick)" if args.quick else ""
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name, title = result_name(args)
+    writer = ResultsWriter(name, command_line("tuning_vs_random.py", argv), args.out) if args.write_results else None
+    if writer is not None:
+        print(f"results: {writer.out / name}.md/.json; each method's row in {writer.jsonl} as it finishes", flush=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     base = [f"tuning.trials_per_rung={args.trials}", "ladder.rungs=[minilm-l3,minilm-l6]"]
-    if args.data:
-        base.append(f"data.source={args.data}")
+    # the data go in as a value, not as a --set string: a path may hold anything (spaces, '=', '#')
+    extra = {"data": {"source": args.data}} if args.data else None
     if args.target:
         metric, _, floor = args.target.partition("=")
         base += [f"criteria.metric={metric}", f"criteria.floor={floor}"]
@@ -72,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             "data.validation_fraction=0.1",
             "data.test_fraction=0.1",
         ]
-    out_root = Path(args.out or tempfile.mkdtemp(prefix="tuning-vs-random-"))
+    out_root = Path(args.runs_dir or tempfile.mkdtemp(prefix="tuning-vs-random-"))
     rows = []
-    for name, overrides in METHODS.items():
-        run_dir = out_root / ("tpe" if "TPE" in name else "random")
-        config = build_config([CONFIG_DIR / "demo.yaml"], [*base, *overrides, f"output.out={run_dir}"])
+    for method, overrides in METHODS.items():
+        run_dir = out_root / ("tpe" if "TPE" in method else "random")
+        config = build_config([CONFIG_DIR / "demo.yaml"], [*base, *overrides], extra=_with_out(extra, run_dir))
         if args.quick:
             from advisor import data as data_mod
 
@@ -88,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = [r for r in report.runs if r.status != "skipped"]
         rows.append(
             {
-                "method": name,
+                "method": method,
                 "trials run": len(trained),
                 "stopped early": sum(r.status == "stopped" for r in trained),
                 "picked": rec.candidate.name if rec else "none",
@@ -100,27 +131,44 @@ def main(argv: list[str] | None = None) -> int:
                 "wall s": wall,
             }
         )
-    _print(rows)
-    if args.write_results:
-        _write(rows, args, argv)
+        if writer is not None:
+            writer.record(method, rows[-1])
+            writer.show(f"{title}: after {method}", tables(rows))
+        else:
+            _print(rows)
+    if writer is not None:
+        writer.finish(title, tables(rows), _notes(args), rows)
     return 0
 
 
-def _write(rows: list[dict], args: argparse.Namespace, argv: list[str] | None) -> None:
-    """The table and notes as ``benchmarks/results/tuning_vs_random-<data>[-quick].md`` (+ JSON)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import markdown_table, write_results
+def _with_out(extra: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+    return {**(extra or {}), "output": {"out": str(run_dir)}}
 
+
+def tables(rows: list[dict[str, Any]]) -> list[str]:
+    """The methods' table, and the done-when verdicts once both methods are in."""
     cols = list(rows[0])
-    a, b = rows
-    ratio = a["total PFLOPs"] / b["total PFLOPs"] if b["total PFLOPs"] else None
-    verdict = [
-        ["greenladder's total FLOPs ÷ random's", ratio, "met" if ratio is not None and ratio < 1 else "MISSED"],
-        ["greenladder's pick meets the criteria", a["meets criteria"], "met" if a["meets criteria"] else "MISSED"],
-    ]
-    command = "python benchmarks/tuning_vs_random.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    name = f"tuning_vs_random-{args.data or 'uncertainty'}" + ("-quick" if args.quick else "")
-    notes = [
+    out = [markdown_table(cols, [[r[c] for c in cols] for r in rows])]
+    if len(rows) == 2:
+        a, b = rows
+        ratio = a["total PFLOPs"] / b["total PFLOPs"] if b["total PFLOPs"] else None
+        # when the baseline passes, neither trains a model: there is no ratio to judge
+        untrained = a["total PFLOPs"] == 0 and b["total PFLOPs"] == 0
+        verdict = [
+            [
+                "greenladder's total FLOPs ÷ random's",
+                "neither trained a model" if untrained else ratio,
+                "n/a" if untrained else ("met" if ratio is not None and ratio < 1 else "MISSED"),
+            ],
+            ["greenladder's pick meets the criteria", a["meets criteria"], "met" if a["meets criteria"] else "MISSED"],
+        ]
+        out.append(markdown_table(["done-when (issue 5)", "measured", "verdict"], verdict))
+    return out
+
+
+def _notes(args: argparse.Namespace) -> list[str]:
+    return [
+        *([f"Data: `{args.data}`."] if args.data else []),
         f"{args.trials} trials per rung for both methods, the default ladder (minilm-l3, minilm-l6), "
         "the demo's split and seed; both stop at the first run that meets the criteria.",
         "Random arm: optuna RandomSampler, no pruning, nothing queued (tuning.default_first=false, "
@@ -128,17 +176,6 @@ def _write(rows: list[dict], args: argparse.Namespace, argv: list[str] | None) -
         "FLOPs are analytic (model shape × tokens seen) and the same formula for both; total includes "
         "validation passes and the final test evaluation.",
     ]
-    write_results(
-        name,
-        "Tuning: greenladder's search against optuna's random sampler without pruning",
-        command,
-        [
-            markdown_table(cols, [[r[c] for c in cols] for r in rows]),
-            markdown_table(["done-when (issue 5)", "measured", "verdict"], verdict),
-        ],
-        notes,
-        rows,
-    )
 
 
 def _quick_data(config, data_mod):  # type: ignore[no-untyped-def]
@@ -169,6 +206,8 @@ def _print(rows: list[dict]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    if len(rows) < 2:
+        return
     a, b = rows
     if b["total PFLOPs"]:
         print(f"\ncompute ratio (greenladder / random): {a['total PFLOPs'] / b['total PFLOPs']:.2f}")
@@ -181,4 +220,4 @@ def _fmt(v: object) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))
