@@ -197,8 +197,9 @@ class SlowStep(TrainerCallback):
 
 
 def test_stall_rule_ends_a_step_that_hangs_instead_of_waiting_for_it(tmp_path):
-    # the step at 3 would sleep a minute; the watchdog interrupts it after about a second
-    rule = StallRule(seconds=1.0)
+    # the step at 3 would sleep a minute; the watchdog interrupts it after about 3 s (not 1 s: on a
+    # loaded machine an ordinary tiny step can take a second)
+    rule = StallRule(seconds=3.0)
     began = time.monotonic()
     with pytest.raises(Stalled) as caught:
         train([rule, SlowStep(3, 60.0)], tmp_path, lr=1e-3, max_steps=50)
@@ -206,7 +207,7 @@ def test_stall_rule_ends_a_step_that_hangs_instead_of_waiting_for_it(tmp_path):
     rule.stop()
     assert caught.value.firing is rule.firing and rule.stalled
     assert rule.firing is not None and rule.firing.rule == "stall" and rule.firing.step == 3
-    assert rule.firing.numbers["idle_seconds"] > 1.0
+    assert rule.firing.numbers["idle_seconds"] > 3.0
     # the watchdog ends, and the signal handler is given back
     assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
@@ -214,10 +215,10 @@ def test_stall_rule_ends_a_step_that_hangs_instead_of_waiting_for_it(tmp_path):
 
 def test_off_the_main_thread_the_stall_rule_stops_at_the_next_callback(tmp_path):
     # no signal can reach another thread: the rule falls back to the flag the next callback reads
-    rule, result = StallRule(seconds=1.0), {}
+    rule, result = StallRule(seconds=3.0), {}
 
     def work():
-        result["trainer"] = train([rule, SlowStep(3, 2.5)], tmp_path, lr=1e-3, max_steps=50)
+        result["trainer"] = train([rule, SlowStep(3, 6.0)], tmp_path, lr=1e-3, max_steps=50)
 
     worker = threading.Thread(target=work)
     worker.start()
