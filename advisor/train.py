@@ -240,6 +240,7 @@ def train_run(
                 + (f", batch {batch[0]} x {batch[1]} accumulated" if batch[1] > 1 else "")
                 + ")"
             )
+            smaller: tuple[int, int] | None = None
             try:
                 try:
                     trainer.train()
@@ -257,16 +258,17 @@ def train_run(
                     details.setdefault("oom_retries", []).append(
                         {"batch_size": batch[0], "accumulation": batch[1], "error": _first_line(exc)}
                     )
-                    say(
-                        f"{run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated"
-                    )
-                    del trainer
-                    _release_memory()
-                    batch = smaller
-                    model, tokenizer = load()
-                    continue
-                status, message = "failed", f"training raised {type(exc).__name__}: {_first_line(exc)}"
-            break
+                else:
+                    status, message = "failed", f"training raised {type(exc).__name__}: {_first_line(exc)}"
+            if smaller is None:
+                break
+            # outside the except block: the exception's traceback no longer pins the failed step's tensors
+            say(f"{run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
+            metering.close()  # its hook holds the old model; the next Trainer attaches it to the new one
+            del trainer, model
+            _release_memory()
+            batch = smaller
+            model, tokenizer = load()
         firing = first_firing(rules)
         pruned = next((m for cb in extra_callbacks if (m := getattr(cb, "stop_message", None))), None)
         if status == "ok" and firing is not None:
