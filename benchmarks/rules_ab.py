@@ -259,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole benchmark: {elapsed:.0f} s.",
     ]
     name = "rules_ab-quick" if args.quick else "rules_ab"
+    if args.data != DATASETS or args.rungs != RUNGS:  # a partial run does not overwrite the full one's tables
+        name += (
+            "-" + "-".join(args.data.split(",")) + ("" if args.rungs == RUNGS else "-" + args.rungs.replace(",", "-"))
+        )
     write_results(
         name, "Rules on vs off, same seed", command, [runs_table, diffs], notes, {"rows": rows, "pairs": pairs}
     )
