@@ -1,4 +1,9 @@
-"""Length-bucketed training batches: little padding, batches still in a random order.
+"""The shape of batches: length buckets for training, length order for evaluation, smaller on OOM.
+
+Padding is compute spent on nothing, so every batch is padded only to its own longest text and
+batches are made of texts of similar length.
+
+Training (:class:`BucketSampler`): length-bucketed batches, still in a random order.
 
 Hugging Face's ``group_by_length`` sorts by length inside mega-batches of
 ``min(rows // (4 x batch), 50)`` batches, so on the small training sets this tool often sees
@@ -7,6 +12,13 @@ padding. Here each epoch shuffles the rows, sorts them by length inside buckets 
 batches (the whole set when it is smaller), cuts the buckets into batches and shuffles the
 batches. Neighbouring batches are no longer ordered by length, and the one short batch (when the
 row count is not a multiple of the batch size) comes last so every other batch stays whole.
+
+Evaluation (:func:`sort_by_length`): the order does not matter, so the validation split is simply
+sorted by length, with the permutation kept to put predictions back in the split's order.
+
+Out of memory (:func:`is_out_of_memory`, :func:`smaller_batch`): the same trial is retried with
+half the rows per device and twice the gradient accumulation, so the effective batch (and with
+it the optimisation) stays the same.
 """
 
 from __future__ import annotations
@@ -14,7 +26,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from accelerate.utils.memory import should_reduce_batch_size
 from transformers import Trainer
 
 
@@ -89,3 +103,34 @@ def padding_share(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> f
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     real = sum(lengths[i] for b in batches for i in b)
     return 1 - real / padded if padded else 0.0
+
+
+def sort_by_length(dataset: Any) -> tuple[Any, np.ndarray]:
+    """``dataset`` (with a ``length`` column) sorted by length, and ``order``: row ``i`` of it is row ``order[i]``."""
+    order = np.argsort(np.asarray(dataset["length"]), kind="stable")
+    return dataset.select(order.tolist()), order
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device or host ran out of memory (worth retrying at a smaller batch).
+
+    accelerate's test covers CUDA, XPU, MPS and CPU allocator messages; a Python ``MemoryError``
+    (the host) and torch's ``OutOfMemoryError`` with any message count too.
+    """
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, Exception) and should_reduce_batch_size(exc)
+
+
+def smaller_batch(per_device: int, accumulation: int) -> tuple[int, int] | None:
+    """The next (rows per device, accumulation steps) after an OOM, with the same effective batch.
+
+    The rows per device become the largest divisor of the effective batch that is at most half of
+    them, so the product stays exactly the same (32 x 1 -> 16 x 2 -> 8 x 4; 24 x 1 -> 12 x 2; a
+    prime such as 7 x 1 -> 1 x 7). None when a single row per device already ran out of memory.
+    """
+    effective = per_device * accumulation
+    for rows in range(per_device // 2, 0, -1):
+        if effective % rows == 0:
+            return rows, effective // rows
+    return None

@@ -30,7 +30,8 @@ from advisor.flops import PASSES, encoder_forward_flops
 from advisor.types import AcceptanceCriteria, Cost, RunResult
 
 PFLOP = 1e15
-#: validation passes after training ends that judge the kept weights (train_run's final pass)
+#: validation passes that judge the partial model once the budget stops a run (one evaluation,
+#: forced at the stopping step; the best evaluation's weights are the ones kept)
 JUDGING_PASSES = 1
 
 
@@ -177,7 +178,7 @@ class BudgetCallback(TrainerCallback):
         if why is not None:
             self.stop_message = why
             control.should_training_stop = True
-            control.should_evaluate = False  # the judging pass after training was reserved instead
+            control.should_evaluate = True  # judge the partial model now: its pass was reserved
             control.should_save = False
 
 

@@ -86,8 +86,11 @@ class TrainConfig:
     #: bf16 autocast; off unless a benchmark on the device at hand shows it faster at equal accuracy
     bf16: bool = False
     torch_compile: bool = False
-    #: evaluations on the validation split per epoch (feeds health rules and pruning)
-    evals_per_epoch: int = 2
+    #: evaluations on the validation split per epoch (feed early stopping, best-weight keeping and
+    #: pruning). Each costs a forward pass over the validation split, about a third of a training
+    #: step per row: with 2 per epoch evaluation was over a tenth of the demo's search FLOPs, with 1
+    #: it is under (benchmarks/rules_ab.py measures it)
+    evals_per_epoch: int = 1
     seed: int = 0
     #: pickled .bin weights are refused unless this is set (then loaded with weights_only=True)
     allow_pickle: bool = False
@@ -144,21 +147,38 @@ class MeteringConfig:
 
 @dataclass(frozen=True)
 class RulesConfig:
-    """Training-health rules; defaults follow the built-in rules of cloud training debuggers."""
+    """Training-health rules (stop broken runs) and early stopping on the criterion metric.
+
+    Every default is set so that a healthy run is never cut short: the rules stop a run only when
+    more steps cannot help, and early stopping only after a third of the run's evaluations (at
+    least two) brought no new best, keeping the best weights either way.
+    """
 
     enabled: bool = True
-    #: loss not decreasing: compare mean loss over windows of this many steps
+    #: the loss rules compare mean training loss over windows of at least this many steps
     loss_window: int = 20
-    #: relative improvement below which the loss counts as not decreasing
-    loss_min_delta: float = 0.001
-    #: overfitting: evaluations in a row with rising validation loss and falling training loss
-    overfit_patience: int = 2
+    #: loss not moving: from loss_min_progress of training on, the latest window must be at least
+    #: this much (relative) below the first window after warm-up. A run that learns has fallen far
+    #: more than 1% by half-way; one that has not trains nothing
+    loss_min_delta: float = 0.01
+    #: ... judged only from this share of the run's steps on: a slow starter sat on a plateau for
+    #: a quarter of its steps before learning (MiniLM-L3 on a sentiment set), so half, not earlier
+    loss_min_progress: float = 0.5
+    #: divergence: the latest window's mean loss above this multiple of the first window's (and a
+    #: nat above it); a healthy run's windowed loss never triples
+    divergence_factor: float = 3.0
     #: vanishing gradients: global gradient norm below this for loss_window steps
     vanishing_grad_norm: float = 1e-7
-    #: stalled job: seconds without a training step
+    #: stalled job: seconds without a training step; the hung step is interrupted
     stall_seconds: float = 600.0
     #: low utilisation (GPU only): average utilisation percent below which the rule fires
     low_gpu_util_percent: float = 10.0
+    #: early stopping: stop once this share of the run's planned evaluations has passed without a
+    #: new best of the criterion metric (the best weights are kept whether or not it stops)
+    early_stop_share: float = 0.34
+    #: ... and never before this many evaluations without a new best: one evaluation's dip is noise
+    #: (a validation set of a few hundred rows moves by a point between evaluations)
+    early_stop_min_patience: int = 2
 
 
 @dataclass(frozen=True)
@@ -368,6 +388,11 @@ def _range_problems(config: Config) -> list[str]:
         out.append(f"The config key tuning.trials_per_rung must be at least 1. Got {u.trials_per_rung} instead.")
     if u.sampler not in ("tpe", "random"):
         out.append(f"The config key tuning.sampler must be 'tpe' or 'random'. Got {u.sampler!r} instead.")
+    r = config.rules
+    if not 0 <= r.loss_min_progress <= 1 or not 0 < r.early_stop_share <= 1:
+        out.append("rules.loss_min_progress must be in [0, 1] and rules.early_stop_share in (0, 1].")
+    if r.early_stop_min_patience < 1 or r.divergence_factor <= 1:
+        out.append("rules.early_stop_min_patience must be at least 1 and rules.divergence_factor above 1.")
     if not 0 <= u.small_fraction < 1:
         out.append(f"The config key tuning.small_fraction must be in [0, 1). Got {u.small_fraction} instead.")
     if u.probe_factor <= 1:

@@ -2,13 +2,15 @@
 
 This is the only place a transformer is trained for the advisor. It uses the Hugging Face
 ``Trainer`` (so ``accelerate launch`` on a multi-GPU machine works unchanged), with dynamic
-padding and length-bucketed batches (padding is compute spent on nothing), training-health rules
-and metering as Trainer callbacks, and optional callbacks from the tuner (pruning).
+padding, length-bucketed training batches and length-sorted evaluation (padding is compute spent on
+nothing), training-health rules, early stopping, best-weight keeping and metering as Trainer
+callbacks, and optional callbacks from the tuner (pruning).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import shutil
@@ -21,42 +23,30 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import (
-    DataCollatorWithPadding,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
-    TrainingArguments,
     set_seed,
 )
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from advisor import distributed
 from advisor.baseline import latency_ms
-from advisor.batching import BucketTrainer
+from advisor.batching import is_out_of_memory, smaller_batch, sort_by_length
+from advisor.best import BestWeights, EarlyStopping, eval_history, patience_for
 from advisor.config import Config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import ConfigError, GreenladderError
+from advisor.hf_trainer import build_trainer
 from advisor.ledger import fault_point
 from advisor.models import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
 from advisor.types import Candidate, RunResult
+from advisor.watchdog import Stalled, StallRule
 
 #: hyperparameters a trial may set; anything else is a programming error
 HPARAM_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_ratio", "weight_decay")
-
-
-class _QuietProgress(ProgressCallback):
-    """A progress bar that does not print every log dict (we log each step for the health rules)."""
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        return None
-
-    def on_prediction_step(
-        self, args: Any, state: Any, control: Any, eval_dataloader: Any = None, **kwargs: Any
-    ) -> None:
-        return None  # no nested bar for each mid-training evaluation
 
 
 @contextlib.contextmanager
@@ -146,31 +136,6 @@ def predict_labels(
     return out
 
 
-#: a loss plateau counts as convergence when the loss has fallen at least this much since the start
-CONVERGED_FALL = 0.10
-
-
-def _loss_fell(log_history: Sequence[Mapping[str, Any]], firing: Any, window: int) -> str | None:
-    """Why a rule's stop is early stopping of a run that learned (keep its model), or None.
-
-    Overfitting and a loss that levelled off after falling are where further steps buy nothing;
-    NaN, vanishing gradients, stalls and a loss that never fell are hopeless runs (return None).
-    """
-    if firing.rule == "overfit":
-        # early stopping in the usual sense: the model learned, and more steps would make it worse
-        return "validation loss started rising while training loss fell"
-    if firing.rule != "loss_not_decreasing":
-        return None
-    losses = [float(h["loss"]) for h in log_history if "loss" in h and math.isfinite(float(h["loss"]))]
-    recent = firing.numbers.get("recent_loss")
-    if len(losses) < window or recent is None:
-        return None
-    start = sum(losses[:window]) / window
-    if recent <= (1.0 - CONVERGED_FALL) * start:
-        return f"mean loss fell from {start:.4g} (first {window} steps) to {recent:.4g}"
-    return None
-
-
 def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
@@ -204,11 +169,17 @@ def train_run(
 ) -> RunResult:
     """Fine-tune ``model_source`` on ``data.train`` and judge it on ``data.validation``.
 
+    The weights kept, judged, saved and returned are those of the evaluation with the best
+    ``criteria.metric`` (:class:`advisor.best.BestWeights`); the metrics and ``val_predictions``
+    are that evaluation's, so validation is not run again after training. An out-of-memory error
+    restarts the trial at half the rows per device with twice the gradient accumulation (the
+    same effective batch), recorded in ``details["oom_retries"]``.
+
     Args:
         candidate: what is being trained (recorded in the result).
         model_source: a local transformers folder (or a hub id when online).
         data: the task's splits; the test split is not touched here.
-        config: resolved configuration (train, rules, metering sections are used).
+        config: resolved configuration (train, rules, metering, criteria.metric are used).
         run_dir: the advisor's run directory; the model is saved under ``runs/<run_id>/model``.
         run_id: unique id of this run in the ledger.
         hparams: overrides of ``config.train`` (learning_rate, epochs, batch_size, warmup_ratio, weight_decay).
@@ -217,141 +188,131 @@ def train_run(
         extra_callbacks: more Trainer callbacks (the tuner's pruning callback).
 
     Returns:
-        A RunResult: ``ok`` with validation metrics, ``stopped`` when a health rule or the pruner
-        stopped it, ``failed`` when training raised.
+        A RunResult: ``ok`` with validation metrics (also when early stopping ended it),
+        ``stopped`` when a health rule or the pruner stopped it (with the best evaluation's metrics
+        when there was one), ``failed`` when training raised.
     """
     say = progress or (lambda _m: None)
     hp = resolve_hparams(config, hparams or {})
-    t = config.train
-    set_seed(t.seed)
+    t, metric = config.train, config.criteria.metric
+
+    def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        set_seed(t.seed)  # a retry after an OOM starts from the very same weights and head
+        with quiet_libraries():
+            return load_for_classification(
+                model_source, data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
+            )
+
+    model, tokenizer = load()
     with quiet_libraries():
-        model, tokenizer = load_for_classification(
-            model_source, data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
-        )
         train_ds = tokenize(subsample(data.train, train_fraction, t.seed), tokenizer, t.max_length)
-        val_ds = tokenize(data.validation, tokenizer, t.max_length)
-    if t.freeze_embeddings:
-        model.get_input_embeddings().requires_grad_(False)
+        val_ds, val_order = sort_by_length(tokenize(data.validation, tokenizer, t.max_length))
     total_params, non_emb = count_parameters(model)
-    on_gpu = torch.cuda.is_available()
     steps_per_epoch = max(1, math.ceil(len(train_ds) / hp["batch_size"]))
     total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
     eval_steps = max(1, steps_per_epoch // t.evals_per_epoch)
+    r = config.rules
     ranks = distributed.world_size()
     if hp["batch_size"] % ranks:
         raise ConfigError(
             f"The batch size {hp['batch_size']} does not split evenly over {ranks} processes. "
             f"Set train.batch_size to a multiple of {ranks}."
         )
-    metric = config.criteria.metric
 
-    def trainer_metrics(pred: Any) -> dict[str, float]:
+    def metrics_fn(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
         fault_point(f"train:{run_id}")  # test-only crash injection mid-training (first evaluation)
-        return compute_metrics(pred.label_ids, np.argmax(pred.predictions, axis=-1), data.label_names)
+        return compute_metrics(labels, ids, data.label_names)
 
     tmp_out = scratch_dir(run_dir, run_id)
-    rules = health_callbacks(config.rules, on_gpu=on_gpu) if config.rules.enabled else []
     started = time.time()
     status, message = "ok", None
     details: dict[str, Any] = {}
+    batch = (hp["batch_size"], 1)
     with Meter(config.metering, phase=f"train {run_id}") as meter:
-        args = TrainingArguments(
-            output_dir=str(tmp_out),
-            per_device_train_batch_size=hp["batch_size"],
-            per_device_eval_batch_size=ranks * max(1, 64 // ranks),  # split over the ranks too
-            learning_rate=hp["learning_rate"],
-            num_train_epochs=hp["epochs"],
-            warmup_steps=int(hp["warmup_ratio"] * total_steps),
-            weight_decay=hp["weight_decay"],
-            eval_strategy="steps",
-            eval_steps=eval_steps,
-            save_strategy="no",
-            logging_strategy="steps",
-            logging_steps=1,  # health rules read every step's loss; cheap on a single device
-            report_to="none",
-            seed=t.seed,
-            use_cpu=not on_gpu,
-            bf16=t.bf16,
-            torch_compile=t.torch_compile,
-            # several processes (accelerate launch): each takes its share of every batch, so the
-            # global batch, the step count and the schedule are those of one process alone
-            accelerator_config={"split_batches": True},
-            # batches come from advisor.batching.BucketSampler (length buckets, shuffled batches)
-            disable_tqdm=False,
-        )
         metering = MeteringCallback(meter, model.config, num_labels=len(data.label_names))
         for cb in extra_callbacks:  # the budget watch reads this run's meter as it goes
             if hasattr(cb, "bind"):
                 cb.bind(meter, metering)
-        trainer = BucketTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_ds,
-            eval_dataset=val_ds,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            processing_class=tokenizer,
-            compute_metrics=trainer_metrics,
-            callbacks=[metering, *rules, *extra_callbacks],
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(_QuietProgress())
-        trainer.add_callback(distributed.StopTogether())  # last: sees every other callback's stop
-        say(
-            f"{run_id}: fine-tuning {candidate.name} ({total_steps} steps, lr {hp['learning_rate']:.2g}, "
-            f"{hp['epochs']:g} epochs, {len(train_ds)} examples)"
-        )
-        try:
-            trainer.train()
-        except GreenladderError:
-            raise
-        except Exception as exc:  # a crash in one run must not end the climb; record it
-            status, message = "failed", f"training raised {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        for rule in rules:  # watchdog threads end with the run, also when it raised
-            if hasattr(rule, "stop"):
-                rule.stop()
+        while True:
+            if t.freeze_embeddings:
+                model.get_input_embeddings().requires_grad_(False)
+            rules = health_callbacks(r, on_gpu=torch.cuda.is_available())
+            best = BestWeights(metric, metrics_fn, val_order)
+            patience = patience_for(math.ceil(total_steps / eval_steps), r.early_stop_share, r.early_stop_min_patience)
+            stopper = EarlyStopping(metric, patience) if r.enabled else None
+            callbacks = [metering, best, *rules, *([stopper] if stopper else []), *extra_callbacks]
+            trainer = build_trainer(
+                model, tokenizer, (train_ds, val_ds), tmp_out, hp, batch, (total_steps, eval_steps), callbacks, config
+            )
+            say(
+                f"{run_id}: fine-tuning {candidate.name} ({total_steps} steps, lr {hp['learning_rate']:.2g}, "
+                f"{hp['epochs']:g} epochs, {len(train_ds)} examples"
+                + (f", batch {batch[0]} x {batch[1]} accumulated" if batch[1] > 1 else "")
+                + ")"
+            )
+            smaller: tuple[int, int] | None = None
+            try:
+                try:
+                    trainer.train()
+                finally:  # watchdogs end with the run, also when it raised; no Stalled after this
+                    for rule in rules:
+                        if isinstance(rule, StallRule):
+                            rule.stop()
+            except Stalled:
+                pass  # the stall rule holds the firing; the run is recorded as stopped below
+            except GreenladderError:
+                raise
+            except Exception as exc:  # a crash in one run must not end the climb; record it
+                smaller = smaller_batch(*batch) if is_out_of_memory(exc) else None
+                if smaller is not None:
+                    details.setdefault("oom_retries", []).append(
+                        {"batch_size": batch[0], "accumulation": batch[1], "error": _first_line(exc)}
+                    )
+                else:
+                    status, message = "failed", f"training raised {type(exc).__name__}: {_first_line(exc)}"
+            if smaller is None:
+                break
+            # outside the except block: the exception's traceback no longer pins the failed step's tensors
+            say(f"{run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
+            metering.close()  # its hook holds the old model; the next Trainer attaches it to the new one
+            del trainer, model
+            _release_memory()
+            batch = smaller
+            model, tokenizer = load()
         firing = first_firing(rules)
-        stopper = next((cb for cb in extra_callbacks if getattr(cb, "stop_message", None)), None)
-        stopped_by = getattr(stopper, "stop_message", None)
+        stopper_cb = next((cb for cb in extra_callbacks if getattr(cb, "stop_message", None)), None)
+        pruned = getattr(stopper_cb, "stop_message", None)
         if status == "ok" and firing is not None:
             details["rule"] = {"rule": firing.rule, "step": firing.step, "numbers": dict(firing.numbers)}
             details["steps_saved"] = steps_saved(firing, total_steps)
-            learned = _loss_fell(trainer.state.log_history, firing, config.rules.loss_window)
-            if learned is not None:
-                # a plateau after real learning, or overfitting, is early stopping: keep the model
-                details["early_stop"] = f"{firing.rule} at step {firing.step}: {learned}; {firing.message}"
-            else:
-                status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
-        elif status == "ok" and stopped_by:
-            # the pruner's "stopped", or the budget's "budget" (its partial model is judged)
-            status, message = getattr(stopper, "stop_status", "stopped"), stopped_by
+            status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
+        elif status == "ok" and pruned:
+            # the pruner's "stopped", or the budget's "budget" (whose partial model is judged and kept)
+            status, message = getattr(stopper_cb, "stop_status", "stopped"), pruned
             details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
-        metrics: dict[str, float] = {}
-        preds = np.zeros(0, dtype=int)
+        elif status == "ok" and stopper is not None and stopper.stopped_step is not None:
+            details["early_stop"] = stopper.describe(metric)
+            details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
+        if status == "ok" and best.step is None:
+            status, message = "failed", "no evaluation of the validation split completed; nothing to judge"
         if status != "failed":
-            texts = column(data.validation, "text")
-            # once per job: every rank holds the same weights
-            preds = distributed.from_main(lambda: predict_labels(model, tokenizer, texts, t.max_length))
-            metrics = compute_metrics(column(data.validation, "label"), preds, data.label_names)
-            if status in ("stopped", "budget") and not all(math.isfinite(v) for v in metrics.values()):
-                metrics = {}
+            best.restore(model)  # the judged weights are the ones saved and measured below
     shutil.rmtree(tmp_out, ignore_errors=True)
-    history = [
-        {"step": h["step"], metric: h.get(f"eval_{metric}"), "eval_loss": h.get("eval_loss")}
-        for h in trainer.state.log_history
-        if f"eval_{metric}" in h
-    ]
+    metrics = best.metrics if status != "failed" else {}
     details.update(
         {
             "steps": trainer.state.global_step,
             "total_steps": total_steps,
+            "best_step": best.step,
             "train_examples": len(train_ds),
             "train_fraction": train_fraction,
-            "eval_history": history,
+            "eval_history": eval_history(trainer.state.log_history, metric),
             "hf_total_flos": float(getattr(trainer.state, "total_flos", 0.0) or 0.0),
             "elapsed_s": time.time() - started,
         }
     )
+    if batch[1] > 1:
+        details["per_device_batch_size"], details["gradient_accumulation_steps"] = batch
     artifact = None
     cost = meter.cost
     # rank 0's record is the job's (agree below); a budget-stopped run's partial model is judged and kept
@@ -369,7 +330,7 @@ def train_run(
         cost = cost + lat_meter.cost
     metering.close()
     if status == "ok" and metrics:
-        say(f"{run_id}: validation {metric} {metrics.get(metric, float('nan')):.3f}")
+        say(f"{run_id}: validation {metric} {metrics.get(metric, float('nan')):.3f} (best at step {best.step})")
     elif message:
         say(f"{run_id}: {status}: {message}")
     used_candidate = Candidate(
@@ -388,14 +349,25 @@ def train_run(
             candidate=used_candidate,
             hyperparameters=hp,
             status=status,  # type: ignore[arg-type]
-            metrics=metrics if status != "failed" else {},
+            metrics=metrics,
             cost=cost,
             artifact=artifact,
             message=message,
             details=details,
-            val_predictions=tuple(int(x) for x in preds) if metrics else (),
+            val_predictions=tuple(int(x) for x in best.predictions) if metrics else (),
         )
     )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]
+
+
+def _release_memory() -> None:
+    """Give back what a failed attempt held before the next one allocates (host and device)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:

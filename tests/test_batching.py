@@ -60,3 +60,15 @@ def test_trainer_reads_the_precomputed_length_column_the_trainer_strips(tmp_path
     assert "length" not in stripped.column_names
     sampler = trainer._get_train_sampler(stripped)
     assert isinstance(sampler, BucketSampler) and sampler.lengths == marked
+
+
+def test_after_out_of_memory_the_batch_halves_and_the_effective_batch_stays_exact() -> None:
+    from advisor.batching import is_out_of_memory, smaller_batch
+
+    assert smaller_batch(32, 1) == (16, 2) and smaller_batch(16, 2) == (8, 4)
+    assert smaller_batch(24, 1) == (12, 2) and smaller_batch(7, 1) == (1, 7)
+    assert smaller_batch(1, 32) is None  # one row per device already ran out
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

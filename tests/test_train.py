@@ -1,30 +1,151 @@
+"""train_run end to end on a tiny BERT: the judged weights, out-of-memory retries, a hung step."""
+
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from pathlib import Path
 
-from advisor.rules import RuleFiring
-from advisor.train import _loss_fell, scratch_dir
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+
+import advisor.train as train_mod
+from advisor.config import Config, build_config
+from advisor.criteria import compute_metrics
+from advisor.data import TaskData, column, load_task_data
+from advisor.train import predict_labels, scratch_dir, train_run
+from advisor.types import Candidate
+from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 
-def _history(losses: list[float]) -> list[dict[str, float]]:
-    return [{"loss": v, "step": i + 1} for i, v in enumerate(losses)]
+@pytest.fixture
+def task(tmp_path: Path) -> tuple[Path, TaskData]:
+    model = make_tiny_model(tmp_path / "tiny", layers=1)
+    csv = write_csv(tmp_path / "data.csv", synthetic_rows(400))
+    return model, load_task_data(build_config(overrides=[f"data.source={csv}"]).data)
 
 
-def test_a_plateau_after_real_learning_counts_as_convergence() -> None:
-    firing = RuleFiring("loss_not_decreasing", 60, "loss not decreasing", {"recent_loss": 0.30})
-    assert "fell from 0.7 (first 20 steps) to 0.3" in (_loss_fell(_history([0.7] * 20 + [0.3] * 40), firing, 20) or "")
+def _config(tmp_path: Path, *extra: str) -> Config:
+    return build_config(
+        overrides=[
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.learning_rate=3e-3",
+            "metering.codecarbon=false",
+            f"output.out={tmp_path / 'run'}",
+            *extra,
+        ]
+    )
 
 
-def test_a_loss_that_never_fell_is_not_convergence() -> None:
-    firing = RuleFiring("loss_not_decreasing", 40, "loss not decreasing", {"recent_loss": 0.69})
-    assert _loss_fell(_history([0.70] * 40), firing, 20) is None
+def _run(model: Path, data: TaskData, config: Config, tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
+    candidate = Candidate(name="tiny", kind="finetune", source=str(model))
+    return train_run(candidate, str(model), data, config, tmp_path / "run", "tiny-t1", **kw)
 
 
-def test_hopeless_rules_are_never_early_stopping_but_overfitting_is() -> None:
-    firing = RuleFiring("nan_loss", 5, "NaN", {"recent_loss": 0.1})
-    assert _loss_fell(_history([0.7] * 30), firing, 20) is None
-    overfit = RuleFiring("overfit", 50, "overfitting", {})
-    assert "validation loss started rising" in (_loss_fell(_history([0.7] * 30), overfit, 20) or "")
+def test_the_saved_model_is_the_judged_one_and_its_predictions_are_the_reported_ones(
+    tmp_path: Path, task: tuple[Path, TaskData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = task
+    run = _run(model, data, _config(tmp_path, "train.evals_per_epoch=2", "rules.enabled=false"), tmp_path)
+    assert run.status == "ok", run.message
+    history = run.details["eval_history"]
+    assert len(history) == 6  # 2 per epoch; the last at the last step
+    assert len({h["accuracy"] for h in history}) > 1 and 0 < sum(run.val_predictions) < len(run.val_predictions)
+    best = max(history, key=lambda h: h["accuracy"])  # max() keeps the first of equals, as BestWeights does
+    assert run.details["best_step"] == best["step"] and run.metrics["accuracy"] == best["accuracy"]
+    # the predictions are those of the saved (best) weights, row for row, and the metrics come from them
+    folder = tmp_path / "run" / str(run.artifact)
+    saved = AutoModelForSequenceClassification.from_pretrained(folder)
+    texts = column(data.validation, "text")
+    again = predict_labels(saved, AutoTokenizer.from_pretrained(folder), texts, 128)
+    assert list(again) == list(run.val_predictions) and len(again) == len(texts)
+    labels = np.asarray(column(data.validation, "label"))
+    assert compute_metrics(labels, np.asarray(run.val_predictions), data.label_names) == pytest.approx(run.metrics)
+
+
+def test_validation_is_not_run_again_after_training(
+    tmp_path: Path, task: tuple[Path, TaskData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = task
+
+    def second_pass(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a validation pass after training")
+
+    monkeypatch.setattr(train_mod, "predict_labels", second_pass)
+    run = _run(model, data, _config(tmp_path, "train.epochs=1"), tmp_path, save_model=False)
+    assert run.status == "ok" and run.val_predictions and len(run.details["eval_history"]) == 1
+    assert run.cost.eval_flops > 0
+
+
+class OutOfMemoryOnce(TrainerCallback):
+    """Raises the error CUDA raises, at the first step of the first attempt only."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error, self.batches = error, []
+
+    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        self.batches.append((args.per_device_train_batch_size, args.gradient_accumulation_steps))
+        if len(self.batches) == 1:
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+        MemoryError(),
+    ],
+    ids=["cuda", "cpu-allocator", "host"],
+)
+def test_out_of_memory_retries_the_trial_at_half_the_batch_with_the_same_effective_batch(
+    tmp_path: Path, task: tuple[Path, TaskData], error: BaseException
+) -> None:
+    model, data = task
+    fake = OutOfMemoryOnce(error)
+    run = _run(model, data, _config(tmp_path, "train.epochs=1"), tmp_path, extra_callbacks=[fake], save_model=False)
+    assert run.status == "ok", run.message
+    assert fake.batches[0] == (16, 1) and set(fake.batches[1:]) == {(8, 2)}
+    (retry,) = run.details["oom_retries"]
+    assert retry["batch_size"] == 16 and retry["accumulation"] == 1
+    assert (run.details["per_device_batch_size"], run.details["gradient_accumulation_steps"]) == (8, 2)
+    assert run.details["steps"] == run.details["total_steps"]  # same optimizer steps as at batch 16
+    assert run.hyperparameters["batch_size"] == 16
+
+
+def test_an_error_that_is_not_out_of_memory_fails_the_run_without_a_retry(
+    tmp_path: Path, task: tuple[Path, TaskData]
+) -> None:
+    model, data = task
+    fake = OutOfMemoryOnce(RuntimeError("shape mismatch"))
+    run = _run(model, data, _config(tmp_path, "train.epochs=1"), tmp_path, extra_callbacks=[fake], save_model=False)
+    assert run.status == "failed" and "shape mismatch" in str(run.message)
+    assert len(fake.batches) == 1 and "oom_retries" not in run.details
+
+
+class HangAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
+            time.sleep(120)  # a step that never comes back, as far as the run is concerned
+
+
+def test_a_hung_step_is_ended_and_recorded_as_stopped(tmp_path: Path, task: tuple[Path, TaskData]) -> None:
+    model, data = task
+    config = _config(tmp_path, "rules.stall_seconds=3.0")  # 3 s: a loaded machine can take 1 s per tiny step
+    began = time.monotonic()
+    run = _run(model, data, config, tmp_path, extra_callbacks=[HangAt(3)])
+    assert time.monotonic() - began < 60
+    assert run.status == "stopped" and str(run.message).startswith("stopped by rule stall at step 3")
+    assert run.details["rule"]["numbers"]["idle_seconds"] > 3.0
+    assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
 def test_trainer_scratch_lives_in_the_run_dir_and_a_killed_runs_leftover_is_removed(tmp_path: Path) -> None:
