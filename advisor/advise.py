@@ -27,10 +27,11 @@ from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import closest_verdict, compute_metrics, judge, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, RunDirError
+from advisor.gains import run_gains
 from advisor.ledger import Ledger, rank_run_dir
 from advisor.models import check_ladder, is_safe_name, load_for_classification
 from advisor.pages import write_reports
-from advisor.policy import budget_exhausted, decision_level, run_gains
+from advisor.policy import budget_exhausted, decision_level
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from advisor.config import build_config
+from advisor.gains import run_gains
 from advisor.policy import (
     Distil,
     Evidence,
@@ -19,7 +20,6 @@ from advisor.policy import (
     Train,
     candidates_planned,
     decide,
-    run_gains,
     verdicts,
 )
 from advisor.types import Candidate, Cost, RunResult

@@ -14,8 +14,8 @@ import yaml
 from advisor.card import model_card
 from advisor.criteria import judge, run_interval
 from advisor.errors import RunDirError
+from advisor.gains import run_gains
 from advisor.pages import to_html, to_markdown, write_reports
-from advisor.policy import run_gains
 from advisor.report import rung_rows, to_json, to_table
 from advisor.types import REPORT_SCHEMA_VERSION, AcceptanceCriteria, Candidate, Cost, Report, RunResult
 
