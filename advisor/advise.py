@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from advisor import incremental
 from advisor.baseline import fit_baseline
 from advisor.card import model_card
 from advisor.compact import distil_run, only_ceilings_failed
@@ -34,13 +35,12 @@ from advisor.criteria import (
 )
 from advisor.data import TaskData, column, load_task_data
 from advisor.energy import low_carbon_alternatives
-from advisor.errors import DataError, RunDirError
+from advisor.errors import RunDirError
 from advisor.forecast import Forecast, forecast_full
 from advisor.ledger import Ledger, fault_point, locked
 from advisor.models import (
     candidate_for,
     check_ladder,
-    is_safe_name,
     load_for_classification,
     load_ladder,
     materialise,
@@ -48,7 +48,7 @@ from advisor.models import (
 from advisor.report import write_reports
 from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
-from advisor.types import Candidate, Cost, Report, RunResult, Verdict
+from advisor.types import Cost, Report, RunResult, Verdict
 
 Progress = Callable[[str], None]
 
@@ -182,7 +182,7 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
             config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
         )
     if from_run is not None:
-        _previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
+        incremental.previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
     run_dir = prepare_run_dir(config.output.out)
     with locked(run_dir), Ledger(run_dir) as ledger:
         fp = _fingerprint(config)
@@ -196,7 +196,11 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         for w in data.warnings:
             say(f"warning: {w}")
         if from_run is not None:
-            return _incremental(config, Path(from_run), data, run_dir, ledger, say)
+            c = incremental.continue_from(config, Path(from_run), data, run_dir, ledger, say)
+            runs, rec = list(c.runs), c.recommendation
+            return _finish(
+                config, data, run_dir, ledger, c.baseline, runs, c.verdicts, rec, c.stop_reason, say, c.details
+            )
         return _climb(config, data, run_dir, ledger, say)
 
 
@@ -476,85 +480,3 @@ def _finish(
     write_reports(report, run_dir)
     say(f"reports written to {run_dir}")
     return report
-
-
-def _previous_recommendation(from_dir: Path, data: TaskData) -> dict[str, Any]:
-    """Read and check the earlier run's recommendation before anything is written.
-
-    Returns the earlier report.json; raises RunDirError or DataError when it cannot be continued.
-    """
-    prev_report_path = from_dir / "report.json"
-    if not prev_report_path.is_file():
-        raise RunDirError(f"{from_dir} has no report.json. Pass the run directory of a finished advise with --from.")
-    try:
-        prev = json.loads(prev_report_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise RunDirError(
-            f"{prev_report_path} is not valid JSON. Pass the run directory of a finished advise with --from."
-        ) from None
-    rec = prev.get("recommendation")
-    if not rec:
-        raise RunDirError(f"{from_dir} has no recommended model to continue from. Run advise without --from.")
-    old_labels = list(prev.get("dataset", {}).get("label_names", []))
-    new = sorted(set(data.label_names) - set(old_labels))
-    if new:
-        raise DataError(
-            f"The expanded data has labels the earlier model does not know: {', '.join(new)}. "
-            "Drop those rows, or run advise without --from to train a new head."
-        )
-    if list(data.label_names) != old_labels:
-        raise DataError(
-            f"The expanded data has labels {list(data.label_names)} but the earlier model has {old_labels}; "
-            "keep every earlier label in the data."
-        )
-    cand_info = rec["candidate"]
-    if not is_safe_name(str(cand_info.get("name", ""))):  # it names this run's folder
-        raise RunDirError(
-            f"{prev_report_path} names the model {cand_info.get('name')!r}, not a valid rung name. "
-            "Pass the run directory of a finished advise with --from."
-        )
-    if cand_info["kind"] == "baseline":
-        raise RunDirError(
-            f"The recommendation in {from_dir} is the TF-IDF baseline; incremental training needs a transformer. "
-            "Run advise without --from."
-        )
-    source = from_dir / "model"
-    if not (source / "config.json").is_file():
-        raise RunDirError(f"{source} does not hold the recommended model (was it deleted?). Run advise without --from.")
-    return prev
-
-
-def _incremental(
-    config: Config, from_dir: Path, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress
-) -> Report:
-    """Continue the earlier run's recommended model on the (expanded) data instead of climbing again."""
-    prev = _previous_recommendation(from_dir, data)
-    rec = prev["recommendation"]
-    cand_info = rec["candidate"]
-    source = from_dir / "model"
-    criteria = config.criteria
-    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
-    verdicts = {"baseline": judge(baseline, criteria)}
-    run_id = f"{cand_info['name']}-incremental"
-    run = ledger.finished(run_id)
-    if run is None:
-        candidate = Candidate(name=cand_info["name"], kind="incremental", source=str(source), parent_run=str(from_dir))
-        run = _record(ledger, train_run(candidate, str(source), data, config, run_dir, run_id, progress=say))
-    verdicts[run_id] = judge(run, criteria)
-    # what the recommended rung cost when it was trained from the pre-trained checkpoint
-    scratch: dict[str, Any] = next(
-        (r.get("cost", {}) for r in prev.get("runs", []) if r.get("run_id") == rec.get("run_id")), {}
-    )
-    details = {
-        "incremental": {
-            "from": str(from_dir),
-            "from_run": rec.get("run_id"),
-            "from_scratch_cost": scratch,
-            "incremental_cost": run.cost.to_dict(),
-        }
-    }
-    recommendation = run_id if verdicts[run_id].passed else ("baseline" if verdicts["baseline"].passed else None)
-    stop_reason = f"incremental training of {cand_info['name']} from {from_dir}: " + (
-        "meets every criterion" if verdicts[run_id].passed else f"fails ({'; '.join(verdicts[run_id].failed)})"
-    )
-    return _finish(config, data, run_dir, ledger, baseline, [run], verdicts, recommendation, stop_reason, say, details)
