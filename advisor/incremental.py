@@ -7,7 +7,7 @@ tuned by a :class:`~advisor.tuning.RungTuner` that is told the earlier run's tri
 is set against training the same rung from its pre-trained checkpoint on the same data: measured
 with ``incremental.compare_scratch``, otherwise forecast from the earlier run's measured cost, and
 the metric difference comes with a paired interval on the same validation rows
-(:mod:`advisor.paired`). A baseline recommendation is simply refitted. Every run goes into the
+(:mod:`advisor.comparison`). A baseline recommendation is simply refitted. Every run goes into the
 ledger, so a rerun after a kill reads finished runs back.
 """
 
@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import optuna
 from transformers import TrainerCallback
 
 from advisor.baseline import fit_baseline
@@ -112,9 +113,7 @@ def continue_from(
     rec = prev["recommendation"]
     name = str(rec["candidate"]["name"])
     criteria, metric = config.criteria, config.criteria.metric
-    baseline = ledger.get("baseline")
-    if baseline is None:
-        baseline = _record(ledger, fit_baseline(data, config, run_dir, progress=say))
+    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
     verdicts = {"baseline": judge(baseline, criteria)}
     if rec["candidate"]["kind"] == "baseline":
         # a TF-IDF model costs next to nothing to fit: refitting it on all the data is the continuation
@@ -131,30 +130,13 @@ def continue_from(
     seen = _earlier_train_texts(from_dir, say)
     val_texts = column(data.validation, "text")
     unseen_rows = [i for i, t in enumerate(val_texts) if seen is None or t not in seen]
-    notes: list[str] = []
-    if seen is None:
-        notes.append(
-            "the earlier training rows could not be read back, so validation rows the earlier model trained on "
-            "could not be left out of the comparisons"
-        )
-    else:
-        if len(unseen_rows) < len(val_texts):
-            notes.append(
-                f"{len(val_texts) - len(unseen_rows)} validation rows were in the earlier model's training data: "
-                "the paired comparisons leave them out, the verdicts do not"
-            )
-        if in_test := sum(t in seen for t in column(data.test, "text")):
-            notes.append(
-                f"{in_test} test rows were in the earlier model's training data: test scores may be optimistic"
-            )
+    notes = _overlap_notes(seen, len(val_texts) - len(unseen_rows), column(data.test, "text"))
     source = from_dir / "model"
-    if config.incremental.extend_head and set(data.label_names) != set(prev["dataset"]["label_names"]):
-        source = extend_head(
-            source, prev["dataset"]["label_names"], data.label_names, run_dir / "runs" / "head", config
-        )
+    old_labels = prev["dataset"]["label_names"]
+    if config.incremental.extend_head and set(data.label_names) != set(old_labels):
+        source = extend_head(source, old_labels, data.label_names, run_dir / "runs" / "head", config)
         notes.append(f"the head was extended to {', '.join(data.label_names)}; earlier classes kept their weights")
     runs: list[RunResult] = []
-
     earlier = ledger.finished(f"{name}-earlier")
     if earlier is None:
         say(f"{name}: judging the earlier model on the new validation split")
@@ -162,7 +144,6 @@ def continue_from(
     runs.append(earlier)
     verdicts[earlier.run_id] = judge(earlier, criteria)
     spent = baseline.cost + earlier.cost
-
     train_data, schedule = _training_rows(data, seen, config)
     cont = _continuation_config(config, earlier_run)
     schedule.update({k: getattr(cont.train, k) for k in ("learning_rate", "epochs", "warmup_ratio")})
@@ -291,11 +272,26 @@ def _earlier_trials(from_dir: Path, name: str, metric: str, cont: Config) -> lis
             for r in earlier.all()
             if r.candidate.name == name and r.run_id.startswith(f"{name}-t") and r.status != "failed"
         ]
-    return [
-        (hp, v)
-        for hp, v in trials
-        if all(k in hp and dist._contains(dist.to_internal_repr(hp[k])) for k, dist in space.items())
-    ]
+    return [(hp, v) for hp, v in trials if _fits(hp, space)]
+
+
+def _fits(hp: dict[str, Any], space: dict[str, Any]) -> bool:
+    """Whether the trial's settings lie in the search space (optuna refuses to be told one that does not)."""
+    try:
+        optuna.trial.create_trial(params={k: hp.get(k) for k in space}, distributions=space, value=0.0)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _overlap_notes(seen: frozenset[str] | None, in_val: int, test_texts: Sequence[str]) -> list[str]:
+    """What the report must say about rows the earlier model trained on that now sit in validation or test."""
+    if seen is None:
+        return ["the earlier training rows could not be read back: comparisons may include rows it trained on"]
+    notes = [f"{in_val} validation rows were in the earlier training data: left out of the paired comparisons"]
+    if in_test := sum(t in seen for t in test_texts):
+        notes.append(f"{in_test} test rows were in the earlier training data: test scores may be optimistic")
+    return notes[0 if in_val else 1 :]
 
 
 def _continuation_config(config: Config, earlier: RunResult) -> Config:
