@@ -141,6 +141,8 @@ def continue_from(
     if earlier is None:
         say(f"{name}: judging the earlier model on the new validation split")
         earlier = _record(ledger, _judge_earlier(name, source, from_dir, data, config))
+    else:
+        say(f"{earlier.run_id}: read back from the ledger (not judged again)")
     runs.append(earlier)
     verdicts[earlier.run_id] = judge(earlier, criteria)
     spent = baseline.cost + earlier.cost
@@ -209,8 +211,7 @@ def continue_from(
     if scratch is not None:
         runs.append(scratch)
         verdicts[scratch.run_id] = judge(scratch, criteria)
-    ok = [r for r in continued if r.status == "ok"]
-    best = max(ok, key=lambda r: r.metrics.get(metric, 0.0)) if ok else None
+    best = max((r for r in continued if r.status == "ok"), key=lambda r: r.metrics.get(metric, 0.0), default=None)
     if recommendation is None:
         if scratch is not None and verdicts[scratch.run_id].passed:
             recommendation = scratch.run_id

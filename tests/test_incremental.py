@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,3 +222,22 @@ def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: 
     assert [r.run_id for r in again.runs] == ["tiny-a-earlier"]
     assert "stopped before tiny-a-c1" in again.stop_reason and "compute budget" in again.stop_reason
     assert "resume the climb from tiny-a" in again.stop_reason
+
+
+def test_from_killed_mid_continuation_resumes_without_redoing_finished_work(
+    tmp_path: Path, earlier: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_crash_safety import _killed_fork, _run_ids
+
+    expanded = write_csv(tmp_path / "expanded.csv", _rows(120, 1, "b"))
+    out = tmp_path / "run2"
+    argv = ["--data", str(expanded), "--from", str(earlier), "--out", str(out), "--target", "accuracy=0.3"]
+    argv += [a for o in FAST for a in ("--set", o)]
+    assert _killed_fork(argv, "train:tiny-a-c1") == -signal.SIGKILL  # at c1's first evaluation
+    assert _run_ids(out) == ["baseline", "tiny-a-earlier"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "tiny-a-earlier: read back from the ledger" in err and "fitting TF-IDF" not in err
+    assert err.count("tiny-a-c1: fine-tuning") == 1
+    assert _run_ids(out) == ["baseline", "tiny-a-earlier", "tiny-a-c1"]
