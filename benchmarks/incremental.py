@@ -85,6 +85,7 @@ def one(source: str, seed: int, args: argparse.Namespace, work: Path) -> dict[st
         f"criteria.metric={metric}",
         f"criteria.floor={floor}",
         "output.keep_checkpoints=true",
+        *args.overrides,
     ]
     real_fit = advise_mod.fit_baseline
 
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-rows", type=int, default=None)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--replay", type=float, default=0.5, help="replay_fraction of the emphasis variant")
+    p.add_argument("--set", action="append", default=[], dest="overrides", help="config override for every run")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a crowded machine)")
     args = p.parse_args(argv)
     if args.quick:
@@ -185,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         args.eval_rows = args.eval_rows or 100
     set_threads(args.threads)
     # a fixed folder: a rerun after a crash or a kill reads finished runs back from each run's ledger
-    work = Path(tempfile.gettempdir()) / "greenladder-bench" / f"incremental-{args.train_rows}-{args.rung}"
+    work = (
+        Path(tempfile.gettempdir())
+        / "greenladder-bench"
+        / f"incremental-{args.train_rows}-{args.eval_rows}-{args.rung}"
+    )
     results = [one(source, seed, args, work) for source in args.datasets for seed in args.seeds]
     shutil.rmtree(work, ignore_errors=True)
     headers = [
@@ -227,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     n_val = results[0]["continued"]["val_vs_scratch"]["n"] if results and "continued" in results[0] else "?"
     n_test = results[0]["continued"]["test_vs_scratch"]["n"] if results and "continued" in results[0] else "?"
     notes = [
-        f"Rung {args.rung}, max_length {args.max_length}, one trial per rung; train rows as shown, "
+        f"Rung {args.rung}, max_length {args.max_length}, one trial per rung, overrides {args.overrides or 'none'}; "
+        "train rows as shown, "
         f"validation n={n_val}, test n={n_test} per seed (the same rows for every run of a seed).",
         "continued: the earlier model (trained on half the rows) continued on all rows with the continuation schedule; "
         f"replay {args.replay:g}: the same with every new row and {args.replay:.0%} of the earlier rows; "
