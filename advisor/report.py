@@ -380,7 +380,7 @@ def _incremental_lines(inc: Mapping[str, Any]) -> list[str]:
     now, before, how = inc.get("incremental_cost"), inc.get("from_scratch_cost"), inc.get("from_scratch") or {}
     if isinstance(now, Mapping) and isinstance(before, Mapping):
         ratio = inc.get("flops_ratio")
-        share = f" ({fmt_num(float(ratio))}x the training FLOPs)" if isinstance(ratio, (int, float)) else ""
+        share = f" ({fmt_num(float(ratio))}x the FLOPs)" if isinstance(ratio, (int, float)) else ""
         lines.append(
             f"Continuing cost {_cost_words(now)}{share}, against {_cost_words(before)} to train the same rung from its "
             f"pre-trained checkpoint on the same data ({how.get('basis', 'basis unknown')})."
