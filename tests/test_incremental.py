@@ -118,6 +118,24 @@ def test_extending_the_head_keeps_the_rows_of_the_labels_it_knew(tmp_path: Path)
     assert not np.allclose(w_new[0], w_old[0])
 
 
+def test_replay_keeps_every_new_row_and_the_asked_share_of_the_earlier_ones() -> None:
+    import datasets
+
+    from advisor.data import TaskData, column
+
+    rows = _rows(40, 0, "x")
+    split = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [int(y == "pos") for _, y in rows]})
+    data = TaskData(split, split, split, ("neg", "pos"), "test", "text", "label")
+    seen = frozenset(t for t, _ in rows[:30])
+    config = build_config(overrides=["incremental.replay_fraction=0.5"])
+    trained, schedule = incremental_mod._training_rows(data, seen, config)
+    texts = column(trained.train, "text")
+    assert schedule == {"new_rows": 10, "earlier_rows": 30, "earlier_rows_replayed": 15}
+    assert set(t for t, _ in rows[30:]) <= set(texts) and len(texts) == 25
+    everything, unknown = incremental_mod._training_rows(data, None, config)  # earlier rows unknown: train on all
+    assert everything.train.num_rows == 40 and unknown["earlier_rows"] == 0
+
+
 # ----------------------------------------------------------------------------- continuing
 
 
