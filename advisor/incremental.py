@@ -110,8 +110,7 @@ def continue_from(
         extra_callbacks: Trainer callbacks for every training here (e.g. a budget callback).
     """
     prev = previous_recommendation(from_dir, data, config)
-    rec = prev["recommendation"]
-    name = str(rec["candidate"]["name"])
+    rec, name = prev["recommendation"], str(prev["recommendation"]["candidate"]["name"])
     criteria, metric = config.criteria, config.criteria.metric
     baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
     verdicts = {"baseline": judge(baseline, criteria)}
@@ -231,6 +230,7 @@ def continue_from(
         {
             "from": str(from_dir),
             "from_run": earlier_run.run_id,
+            "continued_runs": [r.run_id for r in continued],  # the cost also holds judging the earlier model
             "from_hyperparameters": dict(earlier_run.hyperparameters),
             "schedule": schedule,
             "warm_start_trials": len(warm),

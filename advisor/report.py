@@ -371,7 +371,7 @@ def _incremental_lines(inc: Mapping[str, Any]) -> list[str]:
     sched = inc.get("schedule")
     if isinstance(sched, Mapping):
         line += (
-            f" ({len(inc.get('continued_runs') or [])} runs; first trial lr {fmt_num(float(sched.get('learning_rate', 0)))}, "
+            f" ({len(inc.get('continued_runs') or [])} continuation runs; first trial lr {fmt_num(float(sched.get('learning_rate', 0)))}, "
             f"{fmt_num(float(sched.get('epochs', 0)))} epochs; {sched.get('new_rows')} new rows and "
             f"{sched.get('earlier_rows_replayed')} of {sched.get('earlier_rows')} earlier rows; "
             f"{inc.get('warm_start_trials', 0)} earlier trials told to the tuner)"
