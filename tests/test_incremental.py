@@ -259,3 +259,13 @@ def test_from_killed_mid_continuation_resumes_without_redoing_finished_work(
     assert "tiny-a-earlier: read back from the ledger" in err and "fitting TF-IDF" not in err
     assert err.count("tiny-a-c1: fine-tuning") == 1
     assert _run_ids(out) == ["baseline", "tiny-a-earlier", "tiny-a-c1"]
+
+
+def test_the_from_flags_land_in_the_incremental_config() -> None:
+    from advisor.cli import _extra, _parser
+
+    flags = _parser().parse_args(["--data", "x.csv", "--from", "r", "--extend-head", "--compare-scratch"])
+    inc = build_config(extra=_extra(flags)).incremental
+    assert inc.extend_head and inc.compare_scratch
+    plain = build_config(extra=_extra(_parser().parse_args(["--data", "x.csv"]))).incremental
+    assert not plain.extend_head and not plain.compare_scratch
