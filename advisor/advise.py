@@ -182,9 +182,8 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
             config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
         )
     if from_run is not None:
-        incremental.previous_recommendation(
-            Path(from_run), data, config
-        )  # refuse bad --from before anything is written
+        # refuse a bad --from before anything is written
+        incremental.previous_recommendation(Path(from_run), data, config)
     run_dir = prepare_run_dir(config.output.out)
     with locked(run_dir), Ledger(run_dir) as ledger:
         fp = _fingerprint(config)
