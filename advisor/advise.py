@@ -16,26 +16,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advisor import distributed
-from advisor.baseline import fit_baseline
+from advisor import distributed, incremental
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
 from advisor.climb import Climb, Distiller
 from advisor.compact import distil_run
 from advisor.config import Config, save_config
 from advisor.cost import Meter, MeteringCallback
-from advisor.criteria import closest_verdict, compute_metrics, judge, validate_metric_name
+from advisor.criteria import closest_verdict, compute_metrics, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
-from advisor.errors import DataError, RunDirError
+from advisor.errors import RunDirError
 from advisor.gains import run_gains
 from advisor.ledger import Ledger, rank_run_dir
-from advisor.models import check_ladder, is_safe_name, load_for_classification
+from advisor.models import check_ladder, load_for_classification
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
-from advisor.train import dir_size_mb, predict_labels, quiet_libraries, train_run
-from advisor.types import Candidate, Cost, Report, RunResult, Verdict
+from advisor.train import dir_size_mb, predict_labels, quiet_libraries
+from advisor.types import Cost, Report, RunResult, Verdict
 
 Progress = Callable[[str], None]
 
@@ -197,7 +196,8 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
             config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
         )
     if from_run is not None:
-        _previous_recommendation(Path(from_run), data)  # refuse bad --from before anything is written
+        # refuse a bad --from before anything is written
+        incremental.previous_recommendation(Path(from_run), data, config)
     # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
     run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
@@ -212,8 +212,36 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         for w in data.warnings:
             say(f"warning: {w}")
         if from_run is not None:
-            return _incremental(config, Path(from_run), data, run_dir, ledger, say)
+            c = incremental.continue_from(
+                config, Path(from_run), data, run_dir, ledger, say, extra_callbacks=_budget_watch(config, ledger)
+            )
+            return _finish(
+                config,
+                data,
+                run_dir,
+                ledger,
+                c.baseline,
+                list(c.runs),
+                c.verdicts,
+                c.recommendation,
+                c.stop_reason,
+                say,
+                c.details,
+            )
         return _climb(config, data, run_dir, ledger, say, distil_run if config.ladder.distil_on_ceiling else None)
+
+
+def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
+    """A budget callback for trainings outside the climb (``--from``): it reads the ledger's spend at each run."""
+    from advisor.budget import BudgetCallback, Rates, any_budget
+
+    if not any_budget(config.criteria):
+        return []
+    return [
+        BudgetCallback(
+            config.criteria, lambda: sum((r.cost for r in ledger.all()), Cost()), 0.0, Rates.measured(ledger.all())
+        )
+    ]
 
 
 def _record(ledger: Ledger, run: RunResult) -> RunResult:
@@ -309,85 +337,3 @@ def _finish(
     write_reports(report, run_dir)
     say(f"reports written to {run_dir}")
     return report
-
-
-def _previous_recommendation(from_dir: Path, data: TaskData) -> dict[str, Any]:
-    """Read and check the earlier run's recommendation before anything is written.
-
-    Returns the earlier report.json; raises RunDirError or DataError when it cannot be continued.
-    """
-    prev_report_path = from_dir / "report.json"
-    if not prev_report_path.is_file():
-        raise RunDirError(f"{from_dir} has no report.json. Pass the run directory of a finished advise with --from.")
-    try:
-        prev = json.loads(prev_report_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise RunDirError(
-            f"{prev_report_path} is not valid JSON. Pass the run directory of a finished advise with --from."
-        ) from None
-    rec = prev.get("recommendation")
-    if not rec:
-        raise RunDirError(f"{from_dir} has no recommended model to continue from. Run advise without --from.")
-    old_labels = list(prev.get("dataset", {}).get("label_names", []))
-    new = sorted(set(data.label_names) - set(old_labels))
-    if new:
-        raise DataError(
-            f"The expanded data has labels the earlier model does not know: {', '.join(new)}. "
-            "Drop those rows, or run advise without --from to train a new head."
-        )
-    if list(data.label_names) != old_labels:
-        raise DataError(
-            f"The expanded data has labels {list(data.label_names)} but the earlier model has {old_labels}; "
-            "keep every earlier label in the data."
-        )
-    cand_info = rec["candidate"]
-    if not is_safe_name(str(cand_info.get("name", ""))):  # it names this run's folder
-        raise RunDirError(
-            f"{prev_report_path} names the model {cand_info.get('name')!r}, not a valid rung name. "
-            "Pass the run directory of a finished advise with --from."
-        )
-    if cand_info["kind"] == "baseline":
-        raise RunDirError(
-            f"The recommendation in {from_dir} is the TF-IDF baseline; incremental training needs a transformer. "
-            "Run advise without --from."
-        )
-    source = from_dir / "model"
-    if not (source / "config.json").is_file():
-        raise RunDirError(f"{source} does not hold the recommended model (was it deleted?). Run advise without --from.")
-    return prev
-
-
-def _incremental(
-    config: Config, from_dir: Path, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress
-) -> Report:
-    """Continue the earlier run's recommended model on the (expanded) data instead of climbing again."""
-    prev = _previous_recommendation(from_dir, data)
-    rec = prev["recommendation"]
-    cand_info = rec["candidate"]
-    source = from_dir / "model"
-    criteria = config.criteria
-    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
-    verdicts = {"baseline": judge(baseline, criteria)}
-    run_id = f"{cand_info['name']}-incremental"
-    run = ledger.finished(run_id)
-    if run is None:
-        candidate = Candidate(name=cand_info["name"], kind="incremental", source=str(source), parent_run=str(from_dir))
-        run = _record(ledger, train_run(candidate, str(source), data, config, run_dir, run_id, progress=say))
-    verdicts[run_id] = judge(run, criteria)
-    # what the recommended rung cost when it was trained from the pre-trained checkpoint
-    scratch: dict[str, Any] = next(
-        (r.get("cost", {}) for r in prev.get("runs", []) if r.get("run_id") == rec.get("run_id")), {}
-    )
-    details = {
-        "incremental": {
-            "from": str(from_dir),
-            "from_run": rec.get("run_id"),
-            "from_scratch_cost": scratch,
-            "incremental_cost": run.cost.to_dict(),
-        }
-    }
-    recommendation = run_id if verdicts[run_id].passed else ("baseline" if verdicts["baseline"].passed else None)
-    stop_reason = f"incremental training of {cand_info['name']} from {from_dir}: " + (
-        "meets every criterion" if verdicts[run_id].passed else f"fails ({'; '.join(verdicts[run_id].failed)})"
-    )
-    return _finish(config, data, run_dir, ledger, baseline, [run], verdicts, recommendation, stop_reason, say, details)

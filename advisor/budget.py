@@ -20,7 +20,7 @@ does not see.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +113,7 @@ class BudgetCallback(TrainerCallback):
 
     Args:
         criteria: the budgets.
-        spent: what the search spent before this run.
+        spent: what the search spent before this run, or a function that says so when a run starts.
         eval_flops: FLOPs of one validation pass (reserved so the partial model can be judged).
         rates: speeds measured earlier in the search.
 
@@ -124,8 +124,12 @@ class BudgetCallback(TrainerCallback):
     #: train_run records a run this callback stopped with this status
     stop_status = "budget"
 
-    def __init__(self, criteria: AcceptanceCriteria, spent: Cost, eval_flops: float, rates: Rates) -> None:
-        self.criteria, self.spent, self.eval_flops, self.rates = criteria, spent, eval_flops, rates
+    def __init__(
+        self, criteria: AcceptanceCriteria, spent: Cost | Callable[[], Cost], eval_flops: float, rates: Rates
+    ) -> None:
+        self.criteria, self.eval_flops, self.rates = criteria, eval_flops, rates
+        self._spent_now = spent if callable(spent) else (lambda: spent)
+        self.spent = self._spent_now()
         self.meter: Any = None
         self.counter: Any = None
         self.stop_message: str | None = None
@@ -133,7 +137,12 @@ class BudgetCallback(TrainerCallback):
         self._steps = 0
 
     def bind(self, meter: Any, counter: Any) -> None:
+        """Watch a new run: its meter and counter; the search's spend is read again (one callback may
+        serve several runs in turn, as ``--from`` does)."""
         self.meter, self.counter = meter, counter
+        self.spent = self._spent_now()
+        self.stop_message = None
+        self._last, self._steps = (0.0, 0.0), 0
 
     def _now(self) -> tuple[float, float]:
         flops, seconds = self.meter.so_far()

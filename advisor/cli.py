@@ -28,7 +28,7 @@ EXAMPLES = """examples:
       the embedded demo: CoNLL-2010 uncertainty sentences, criteria in configs/demo.yaml
   advise --task text-classification --data reviews.csv --text-column review --label-column stars --target macro_f1=0.8
   advise --data bbc-news --target accuracy=0.95 --budget-kwh 0.05 --out runs/bbc
-  advise --data expanded.csv --from runs/bbc --out runs/bbc-v2      (incremental training)
+  advise --data expanded.csv --from runs/bbc --out runs/bbc-v2 --compare-scratch      (incremental training)
   advise --list-rungs --ladder offline        advise --list-datasets        advise --fetch-models
 """
 
@@ -77,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue from that run's recommended model on the (expanded) --data",
     )
+    p.add_argument(
+        "--compare-scratch",
+        action="store_true",
+        help="with --from: also train the rung from its pre-trained checkpoint, to measure what continuing saved",
+    )
+    p.add_argument(
+        "--extend-head", action="store_true", help="with --from: add the expanded data's new labels to the model's head"
+    )
     p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
     p.add_argument("--list-rungs", action="store_true", help="list the ladder's rungs and exit")
     p.add_argument("--list-datasets", action="store_true", help="list the built-in datasets and exit")
@@ -122,6 +130,9 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
         extra["criteria"] = crit
     if args.out:
         extra["output"] = {"out": args.out}
+    incremental = {k: True for k in ("compare_scratch", "extend_head") if getattr(args, k)}
+    if incremental:
+        extra["incremental"] = incremental
     return extra
 
 

@@ -182,6 +182,26 @@ class RulesConfig:
 
 
 @dataclass(frozen=True)
+class IncrementalConfig:
+    """How ``advise --from`` continues an earlier model on expanded data (advisor/incremental.py)."""
+
+    #: the continuation's first trial: the earlier winning learning rate times this (the model has
+    #: already left its pre-trained start; a full rate would undo part of what it learned)
+    lr_factor: float = 0.33
+    #: the continuation's first trial trains this many epochs (the earlier run trained several)
+    epochs: float = 1.0
+    #: share of the earlier training rows replayed beside all new rows; 1.0 trains on every row.
+    #: Below 1 puts the emphasis on new rows and saves compute; benchmarks/incremental.py measures it
+    replay_fraction: float = 1.0
+    #: new labels in the expanded data: extend the classifier head (the old classes keep their
+    #: weights) instead of stopping with an error
+    extend_head: bool = False
+    #: also train the same rung from its pre-trained checkpoint on the expanded data, to measure
+    #: (not forecast) what continuing saved
+    compare_scratch: bool = False
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     #: run directory: ledger, reports, recommended model, logs
     out: str = "runs/advise"
@@ -202,6 +222,7 @@ class Config:
     criteria: AcceptanceCriteria = field(default_factory=AcceptanceCriteria)
     metering: MeteringConfig = field(default_factory=MeteringConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
+    incremental: IncrementalConfig = field(default_factory=IncrementalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -404,6 +425,13 @@ def _range_problems(config: Config) -> list[str]:
         out.append("tuning.lr_min must be positive and no larger than tuning.lr_max.")
     if not 0 < u.epochs_min <= u.epochs_max:
         out.append("tuning.epochs_min must be positive and no larger than tuning.epochs_max.")
+    inc = config.incremental
+    if not 0 < inc.lr_factor <= 1:
+        out.append(f"The config key incremental.lr_factor must be in (0, 1]. Got {inc.lr_factor} instead.")
+    if inc.epochs <= 0:
+        out.append(f"The config key incremental.epochs must be positive. Got {inc.epochs} instead.")
+    if not 0 <= inc.replay_fraction <= 1:
+        out.append(f"The config key incremental.replay_fraction must be in [0, 1]. Got {inc.replay_fraction} instead.")
     return out
 
 

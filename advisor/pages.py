@@ -110,11 +110,7 @@ def extra_notes(report: Report) -> list[str]:
         lines.append(f"The same energy in a lower-carbon cloud region than {here}: {shown}.")
     inc = d.get("incremental")
     if isinstance(inc, Mapping):
-        line = f"Incremental training continued from {inc.get('from_run') or '?'} in {inc.get('from') or '?'}"
-        now, before = inc.get("incremental_cost"), inc.get("from_scratch_cost")
-        if isinstance(now, Mapping) and isinstance(before, Mapping):
-            line += f": it cost {_cost_words(now)}, against {_cost_words(before)} for the original climb's run"
-        lines.append(line + ".")
+        lines += _incremental_lines(inc)
     elif inc:
         lines.append(f"Incremental training: {json.dumps(jsonable(inc), sort_keys=True)}")
     lines += [f"Data warning: {w}" for w in report.dataset.get("warnings") or []]
@@ -148,6 +144,36 @@ def run_notes(report: Report) -> list[str]:
             parts.append(f"small experiment on {float(d['train_fraction']):.0%} of the training data")
         if parts:
             lines.append(f"{run.run_id}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _incremental_lines(inc: Mapping[str, Any]) -> list[str]:
+    """details["incremental"] in words: the schedule, the cost against from-scratch, paired differences."""
+    line = f"Incremental training continued {inc.get('from_run') or '?'} from {inc.get('from') or '?'}"
+    sched = inc.get("schedule")
+    if isinstance(sched, Mapping):
+        line += (
+            f" ({len(inc.get('continued_runs') or [])} continuation runs; first trial lr {fmt_num(float(sched.get('learning_rate', 0)))}, "
+            f"{fmt_num(float(sched.get('epochs', 0)))} epochs; {sched.get('new_rows')} new rows and "
+            f"{sched.get('earlier_rows_replayed')} of {sched.get('earlier_rows')} earlier rows; "
+            f"{inc.get('warm_start_trials', 0)} earlier trials told to the tuner)"
+        )
+    lines = [line + "."]
+    now, before, how = inc.get("incremental_cost"), inc.get("from_scratch_cost"), inc.get("from_scratch") or {}
+    if isinstance(now, Mapping) and isinstance(before, Mapping):
+        ratio = inc.get("flops_ratio")
+        share = f" ({fmt_num(float(ratio))}x the FLOPs)" if isinstance(ratio, (int, float)) else ""
+        lines.append(
+            f"Continuing cost {_cost_words(now)}{share}, against {_cost_words(before)} to train the same rung from its "
+            f"pre-trained checkpoint on the same data ({how.get('basis', 'basis unknown')})."
+        )
+    for diff in inc.get("differences") or []:
+        if diff.get("difference") is not None:
+            lines.append(
+                f"{diff['metric']} of {diff['run']} minus {diff['against']}: {diff['difference']:+.3f} "
+                f"[{diff['low']:+.3f}, {diff['high']:+.3f}], n={diff['n']} ({diff['method']})."
+            )
+    lines += [f"Note: {n}." for n in inc.get("notes") or []]
     return lines
 
 

@@ -276,39 +276,3 @@ def test_a_rung_that_is_good_enough_but_too_big_is_distilled_and_the_student_jud
     assert "distilled student meets every criterion" in report.stop_reason
     assert student.cost.train_flops > 0
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
-
-
-def test_incremental_training_continues_the_recommended_model_on_expanded_data(
-    tmp_path: Path, ladder: Path, weak_baseline: None
-) -> None:
-    first = write_csv(tmp_path / "first.csv", synthetic_rows(120))
-    report = advise(_config(tmp_path, ladder, first, floor=0.75))
-    assert report.recommendation == "tiny-a-t1"
-    expanded = write_csv(tmp_path / "expanded.csv", synthetic_rows(200, seed=1))
-    config = build_config(
-        overrides=[*FAST, f"data.source={expanded}", "criteria.floor=0.75", f"output.out={tmp_path / 'run2'}"]
-    )
-    again = advise(config, from_run=tmp_path / "run")
-    [run] = again.runs
-    assert run.run_id == "tiny-a-incremental" and run.candidate.kind == "incremental"
-    assert run.candidate.parent_run == str(tmp_path / "run")
-    inc = again.details["incremental"]
-    assert inc["from_run"] == "tiny-a-t1"
-    assert inc["incremental_cost"]["train_flops"] > 0 and inc["from_scratch_cost"]["train_flops"] > 0
-    assert again.recommendation == "tiny-a-incremental"
-
-
-def test_incremental_training_refuses_labels_the_earlier_model_does_not_know(
-    tmp_path: Path, ladder: Path, weak_baseline: None
-) -> None:
-    from advisor.errors import DataError
-
-    first = write_csv(tmp_path / "first.csv", synthetic_rows(120))
-    advise(_config(tmp_path, ladder, first, floor=0.75))
-    rows = synthetic_rows(150, seed=2)
-    rows = [(t, "mixed" if i % 3 == 0 else y) for i, (t, y) in enumerate(rows)]
-    expanded = write_csv(tmp_path / "expanded.csv", rows)
-    config = build_config(overrides=[*FAST, f"data.source={expanded}", f"output.out={tmp_path / 'run2'}"])
-    with pytest.raises(DataError, match="labels the earlier model does not know: mixed"):
-        advise(config, from_run=tmp_path / "run")
-    assert not (tmp_path / "run2").exists()

@@ -1,0 +1,410 @@
+"""Incremental training: continue an earlier run's recommended model on expanded data.
+
+``advise --from RUN_DIR --data EXPANDED`` lands here instead of climbing the ladder again. The
+earlier model is judged on the new validation split as it stands, then continued with a schedule
+made for continuation (its winning learning rate times ``incremental.lr_factor``, fewer epochs),
+tuned by a :class:`~advisor.tuning.RungTuner` that is told the earlier run's trials. What it cost
+is set against training the same rung from its pre-trained checkpoint on the same data: measured
+with ``incremental.compare_scratch``, otherwise forecast from the earlier run's measured cost, and
+the metric difference comes with a paired interval on the same validation rows
+(:mod:`advisor.comparison`). A baseline recommendation is simply refitted. Every run goes into the
+ledger, so a rerun after a kill reads finished runs back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optuna
+from transformers import TrainerCallback
+
+from advisor.baseline import fit_baseline
+from advisor.comparison import compare, forecast_scratch, scaled_cost
+from advisor.config import Config, build_config
+from advisor.cost import Meter, MeteringCallback
+from advisor.criteria import compute_metrics, run_interval
+from advisor.criteria import judge as judge_run
+from advisor.data import TaskData, column, load_task_data
+from advisor.errors import DataError, GreenladderError, RunDirError
+from advisor.head import extend_head
+from advisor.ledger import LEDGER_NAME, Ledger
+from advisor.models import is_safe_name, load_for_classification, load_ladder, materialise
+from advisor.policy import budget_refuses
+from advisor.stats import bonferroni
+from advisor.train import predict_labels, quiet_libraries, train_run
+from advisor.tuning import PruningCallback, RungTuner, search_space
+from advisor.types import Candidate, RunResult, Verdict
+
+Progress = Callable[[str], None]
+
+
+class Continued(NamedTuple):
+    """What continuing produced, for the advisor to finish like any climb."""
+
+    baseline: RunResult
+    runs: Sequence[RunResult]
+    verdicts: dict[str, Verdict]
+    recommendation: str | None
+    stop_reason: str
+    details: dict[str, Any]
+
+
+def previous_recommendation(from_dir: Path, data: TaskData, config: Config | None = None) -> dict[str, Any]:
+    """Read and check the earlier run's recommendation before anything is written.
+
+    Returns the earlier report.json; raises RunDirError or DataError when it cannot be continued.
+    """
+    prev_report_path = from_dir / "report.json"
+    if not prev_report_path.is_file():
+        raise RunDirError(f"{from_dir} has no report.json. Pass the run directory of a finished advise with --from.")
+    try:
+        prev = json.loads(prev_report_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise RunDirError(
+            f"{prev_report_path} is not valid JSON. Pass the run directory of a finished advise with --from."
+        ) from None
+    rec = prev.get("recommendation")
+    if not rec:
+        raise RunDirError(f"{from_dir} has no recommended model to continue from. Run advise without --from.")
+    old_labels = list(prev.get("dataset", {}).get("label_names", []))
+    new = sorted(set(data.label_names) - set(old_labels))
+    extending = config is not None and config.incremental.extend_head
+    if new and not extending:
+        raise DataError(
+            f"The expanded data has labels the earlier model does not know: {', '.join(new)}. "
+            "Drop those rows, or pass --extend-head (incremental.extend_head=true) to add them to the head."
+        )
+    if missing := sorted(set(old_labels) - set(data.label_names)):
+        raise DataError(
+            f"The expanded data has no rows of the earlier labels {', '.join(missing)}; keep every earlier label in the data."
+        )
+    cand_info = rec["candidate"]
+    if not is_safe_name(str(cand_info.get("name", ""))):  # it names this run's folder
+        raise RunDirError(
+            f"{prev_report_path} names the model {cand_info.get('name')!r}, not a valid rung name. "
+            "Pass the run directory of a finished advise with --from."
+        )
+    if cand_info["kind"] == "baseline":
+        return prev  # refitted on the expanded data: nothing to load
+    source = from_dir / "model"
+    if not (source / "config.json").is_file():
+        raise RunDirError(f"{source} does not hold the recommended model (was it deleted?). Run advise without --from.")
+    return prev
+
+
+def continue_from(
+    config: Config,
+    from_dir: Path,
+    data: TaskData,
+    run_dir: Path,
+    ledger: Ledger,
+    say: Progress,
+    extra_callbacks: Sequence[TrainerCallback] = (),
+) -> Continued:
+    """Continue the earlier run's recommended model on the (expanded) data instead of climbing again.
+
+    Args:
+        extra_callbacks: Trainer callbacks for every training here (e.g. a budget callback).
+    """
+    prev = previous_recommendation(from_dir, data, config)
+    rec, name = prev["recommendation"], str(prev["recommendation"]["candidate"]["name"])
+    criteria, metric = config.criteria, config.criteria.metric
+    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
+    # decided from intervals, Bonferroni-corrected over the candidates judged here: the baseline, the
+    # earlier model as it stands, each continuation trial and the from-scratch comparison
+    val_labels, k = column(data.validation, "label"), len(data.label_names)
+    level = bonferroni(criteria.confidence, 3 + config.tuning.trials_per_rung)
+
+    def judge(run: RunResult, criteria: Any) -> Verdict:
+        return judge_run(run, criteria, run_interval(run, metric, val_labels, k, level))
+
+    verdicts = {"baseline": judge(baseline, criteria)}
+    if rec["candidate"]["kind"] == "baseline":
+        # a TF-IDF model costs next to nothing to fit: refitting it on all the data is the continuation
+        passed = verdicts["baseline"].passed
+        reason = "the earlier recommendation was the TF-IDF baseline; refitted on the expanded data, it " + (
+            "meets every criterion"
+            if passed
+            else f"fails ({'; '.join(verdicts['baseline'].failed)}): climb the ladder (advise without --from)"
+        )
+        details = {"incremental": {"from": str(from_dir), "from_run": "baseline", "refitted_baseline": True}}
+        return Continued(baseline, [], verdicts, "baseline" if passed else None, reason, details)
+
+    earlier_run = _earlier_run(prev, from_dir)
+    seen = _earlier_train_texts(from_dir, say)
+    val_texts = column(data.validation, "text")
+    unseen_rows = [i for i, t in enumerate(val_texts) if seen is None or t not in seen]
+    notes = _overlap_notes(seen, len(val_texts) - len(unseen_rows), column(data.test, "text"))
+    source = from_dir / "model"
+    old_labels = prev["dataset"]["label_names"]
+    if config.incremental.extend_head and set(data.label_names) != set(old_labels):
+        source = extend_head(source, old_labels, data.label_names, run_dir / "runs" / "head", config)
+        notes.append(f"the head was extended to {', '.join(data.label_names)}; earlier classes kept their weights")
+    runs: list[RunResult] = []
+    earlier = ledger.finished(f"{name}-earlier")
+    if earlier is None:
+        say(f"{name}: judging the earlier model on the new validation split")
+        earlier = _record(ledger, _judge_earlier(name, source, from_dir, data, config))
+    else:
+        say(f"{earlier.run_id}: read back from the ledger (not judged again)")
+    runs.append(earlier)
+    verdicts[earlier.run_id] = judge(earlier, criteria)
+    spent = baseline.cost + earlier.cost
+    train_data, schedule = _training_rows(data, seen, config)
+    cont = _continuation_config(config, earlier_run)
+    schedule.update({k: getattr(cont.train, k) for k in ("learning_rate", "epochs", "warmup_ratio")})
+    warm = _earlier_trials(from_dir, name, metric, cont)
+    done = [r for r in ledger.all() if r.run_id.startswith(f"{name}-c") and r.status != "failed"]
+    tuner = RungTuner(
+        cont,
+        previous=[*warm, *[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done]],
+        seed=config.train.seed,
+        prune_after=math.ceil(len(train_data.train) / config.train.batch_size),
+    )
+    old_train = prev.get("dataset", {}).get("splits", {}).get("train", {})
+    scratch_forecast = forecast_scratch(earlier_run, old_train, data.summary()["splits"]["train"])
+    # a first trial's cost, for the budget check: from-scratch scaled by epochs and rows trained
+    scale = (cont.train.epochs / float(earlier_run.hyperparameters.get("epochs") or config.train.epochs)) * (
+        len(train_data.train) / len(data.train)
+    )
+    first_forecast = scaled_cost(scratch_forecast[0], scale)
+    candidate = Candidate(name=name, kind="incremental", source=str(source), parent_run=str(from_dir))
+    continued: list[RunResult] = []
+    recommendation: str | None = None
+    stop_reason = ""
+    for i in range(config.tuning.trials_per_rung):
+        run_id = f"{name}-c{i + 1}"
+        run = ledger.finished(run_id)
+        if run is not None:
+            say(f"{run_id}: read back from the ledger (not retrained)")
+        else:
+            forecast = continued[-1].cost if continued else first_forecast
+            if over := budget_refuses(config, spent, forecast):
+                stop_reason = f"stopped before {run_id}: {over}"
+                break
+            trial, hp, origin = tuner.ask()
+            pruner = PruningCallback(trial, metric)
+            hp = {**hp, "batch_size": config.train.batch_size}
+            run = train_run(
+                candidate,
+                str(source),
+                train_data,
+                cont,
+                run_dir,
+                run_id,
+                hp,
+                extra_callbacks=[pruner, *extra_callbacks],
+                progress=say,
+            )
+            run = dataclasses.replace(run, details={**run.details, "trial_origin": f"continuation {origin}"})
+            tuner.tell(trial, run.metrics.get(metric) if run.status == "ok" else None, pruned=bool(pruner.stop_message))
+            _record(ledger, run)
+        runs.append(run)
+        continued.append(run)
+        spent = spent + run.cost
+        if i == 0:
+            losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
+            tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
+        verdicts[run_id] = judge(run, criteria)
+        if verdicts[run_id].passed:
+            recommendation = run_id
+            stop_reason = f"{name} continued from {from_dir} meets every criterion"
+            break
+
+    scratch = _scratch(config, prev, earlier_run, data, run_dir, ledger, say, extra_callbacks)
+    if scratch is not None:
+        runs.append(scratch)
+        verdicts[scratch.run_id] = judge(scratch, criteria)
+    best = max((r for r in continued if r.status == "ok"), key=lambda r: r.metrics.get(metric, 0.0), default=None)
+    if recommendation is None:
+        if scratch is not None and verdicts[scratch.run_id].passed:
+            recommendation = scratch.run_id
+        elif verdicts["baseline"].passed:
+            recommendation = "baseline"
+        failed = "; ".join(verdicts[best.run_id].failed) if best is not None else "no continuation finished"
+        stop_reason = (stop_reason + "; " if stop_reason else "") + (
+            f"{name} continued from {from_dir} fails ({failed}): resume the climb from {name} "
+            f"(advise --data {config.data.source} without --from)"
+        )
+    y_val = column(data.validation, "label")
+    spent_runs = [earlier, *continued]  # judging the earlier model is part of what continuing cost
+    comparison = compare(
+        metric, len(data.label_names), y_val, unseen_rows, spent_runs, best, scratch, scratch_forecast, [earlier]
+    )
+    comparison.update(
+        {
+            "from": str(from_dir),
+            "from_run": earlier_run.run_id,
+            "continued_runs": [r.run_id for r in continued],  # the cost also holds judging the earlier model
+            "from_hyperparameters": dict(earlier_run.hyperparameters),
+            "schedule": schedule,
+            "warm_start_trials": len(warm),
+            "notes": notes,
+        }
+    )
+    return Continued(baseline, runs, verdicts, recommendation, stop_reason, {"incremental": comparison})
+
+
+# ----------------------------------------------------------------------------- the earlier run
+
+
+def _earlier_run(prev: dict[str, Any], from_dir: Path) -> RunResult:
+    """The earlier recommended run's full record (hyperparameters, cost), from its report."""
+    rid = prev["recommendation"].get("run_id")
+    for d in prev.get("runs", []):
+        if d.get("run_id") == rid:
+            return RunResult.from_dict(d)
+    raise RunDirError(f"{from_dir / 'report.json'} lists no run {rid!r}. Pass the run directory of a finished advise.")
+
+
+def _earlier_train_texts(from_dir: Path, say: Progress) -> frozenset[str] | None:
+    """The texts the earlier model trained on, by reloading its data with its saved config; None if gone."""
+    try:
+        earlier_config = build_config([from_dir / "config.yaml"])
+        return frozenset(column(load_task_data(earlier_config.data).train, "text"))
+    except GreenladderError as exc:
+        say(f"warning: the earlier training data could not be read back ({str(exc)[:200]})")
+        return None
+
+
+def _earlier_trials(from_dir: Path, name: str, metric: str, cont: Config) -> list[tuple[dict[str, Any], float | None]]:
+    """The earlier run's trials of this rung, as (hyperparameters, score), where they fit the search space."""
+    if not (from_dir / LEDGER_NAME).is_file():
+        return []
+    space = search_space(cont)
+    with Ledger(from_dir) as earlier:
+        trials = [
+            (dict(r.hyperparameters), r.metrics.get(metric) if r.status == "ok" else None)
+            for r in earlier.all()
+            if r.candidate.name == name and r.run_id.startswith(f"{name}-t") and r.status != "failed"
+        ]
+    return [(hp, v) for hp, v in trials if _fits(hp, space)]
+
+
+def _fits(hp: dict[str, Any], space: dict[str, Any]) -> bool:
+    """Whether the trial's settings lie in the search space (optuna refuses to be told one that does not)."""
+    try:
+        optuna.trial.create_trial(params={k: hp.get(k) for k in space}, distributions=space, value=0.0)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _overlap_notes(seen: frozenset[str] | None, in_val: int, test_texts: Sequence[str]) -> list[str]:
+    """What the report must say about rows the earlier model trained on that now sit in validation or test."""
+    if seen is None:
+        return ["the earlier training rows could not be read back: comparisons may include rows it trained on"]
+    notes = [f"{in_val} validation rows were in the earlier training data: left out of the paired comparisons"]
+    if in_test := sum(t in seen for t in test_texts):
+        notes.append(f"{in_test} test rows were in the earlier training data: test scores may be optimistic")
+    return notes[0 if in_val else 1 :]
+
+
+def _continuation_config(config: Config, earlier: RunResult) -> Config:
+    """The config the continuation trains with: the earlier winning rate scaled down, fewer epochs."""
+    t, u, inc = config.train, config.tuning, config.incremental
+    lr = float(earlier.hyperparameters.get("learning_rate", t.learning_rate)) * inc.lr_factor
+    warmup = earlier.hyperparameters.get("warmup_ratio", t.warmup_ratio)
+    train = dataclasses.replace(
+        t,
+        learning_rate=min(max(lr, u.lr_min), u.lr_max),
+        epochs=min(max(inc.epochs, u.epochs_min), u.epochs_max),
+        warmup_ratio=warmup if warmup in u.warmup_choices else u.warmup_choices[0],
+    )
+    return dataclasses.replace(config, train=train)
+
+
+def _training_rows(data: TaskData, seen: frozenset[str] | None, config: Config) -> tuple[TaskData, dict[str, Any]]:
+    """Every new row plus ``incremental.replay_fraction`` of the earlier rows (all rows when unknown)."""
+    texts = column(data.train, "text")
+    old = [i for i, t in enumerate(texts) if seen is not None and t in seen]
+    new = [i for i, t in enumerate(texts) if seen is None or t not in seen]
+    fraction = config.incremental.replay_fraction if seen is not None else 1.0
+    keep = round(len(old) * fraction)
+    replayed = sorted(random.Random(config.train.seed).sample(old, keep))
+    rows = sorted(new + replayed)
+    schedule = {"new_rows": len(new), "earlier_rows": len(old), "earlier_rows_replayed": len(replayed)}
+    if len(rows) == len(texts):
+        return data, schedule
+    return dataclasses.replace(data, train=data.train.select(rows)), schedule
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _judge_earlier(name: str, source: Path, from_dir: Path, data: TaskData, config: Config) -> RunResult:
+    """The earlier model as it stands, judged on the new validation split (a forward pass, metered)."""
+    t = config.train
+    with Meter(config.metering, phase=f"judge {name}-earlier") as meter:
+        with quiet_libraries():
+            model, tok = load_for_classification(
+                str(source), data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
+            )
+        counter = MeteringCallback(meter, num_labels=len(data.label_names))
+        counter.attach(model)
+        preds = predict_labels(model, tok, column(data.validation, "text"), t.max_length)
+        counter.close()
+    return RunResult(
+        run_id=f"{name}-earlier",
+        candidate=Candidate(name=name, kind="incremental", source=str(source), parent_run=str(from_dir)),
+        hyperparameters={},
+        status="ok",
+        metrics=compute_metrics(column(data.validation, "label"), preds, data.label_names),
+        cost=meter.cost,
+        message="the earlier model, not trained again, judged on the new validation split",
+        val_predictions=tuple(int(p) for p in preds),
+    )
+
+
+def _scratch(
+    config: Config,
+    prev: dict[str, Any],
+    earlier: RunResult,
+    data: TaskData,
+    run_dir: Path,
+    ledger: Ledger,
+    say: Progress,
+    extra_callbacks: Sequence[TrainerCallback],
+) -> RunResult | None:
+    """With ``incremental.compare_scratch``: the same rung trained from its pre-trained checkpoint on
+    the expanded data, with the earlier winning settings (measured, for the comparison)."""
+    if not config.incremental.compare_scratch:
+        return None
+    name = earlier.candidate.name
+    run_id = f"{name}-scratch"
+    run = ledger.finished(run_id)
+    if run is not None:
+        say(f"{run_id}: read back from the ledger (not retrained)")
+        return run
+    ladder_name = prev.get("config", {}).get("ladder", {}).get("name", config.ladder.name)
+    rungs = {r.name: r for r in load_ladder(ladder_name)}
+    if name not in rungs:
+        raise RunDirError(
+            f"--compare-scratch: the ladder {ladder_name!r} of the earlier run has no rung {name!r}; "
+            "run without --compare-scratch (the saving is then forecast)."
+        )
+    rung = rungs[name]
+    source = str(materialise(rung, config.ladder.cache_dir, progress=say, allow_pickle=config.train.allow_pickle))
+    hp = {
+        k: earlier.hyperparameters[k]
+        for k in ("learning_rate", "epochs", "warmup_ratio")
+        if k in earlier.hyperparameters
+    }
+    candidate = Candidate(name=name, kind="finetune", source=rung.source)
+    hp["batch_size"] = config.train.batch_size
+    run = train_run(candidate, source, data, config, run_dir, run_id, hp, extra_callbacks=extra_callbacks, progress=say)
+    run = dataclasses.replace(
+        run, details={**run.details, "trial_origin": "from the pre-trained checkpoint, for comparison"}
+    )
+    return _record(ledger, run)
+
+
+def _record(ledger: Ledger, run: RunResult) -> RunResult:
+    ledger.add(run)
+    return run

@@ -1,0 +1,256 @@
+"""Incremental training (``advise --from``): continue an earlier recommendation on expanded data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import advisor.advise as advise_mod
+import advisor.incremental as incremental_mod
+from advisor.advise import advise
+from advisor.cli import main
+from advisor.comparison import forecast_scratch, paired_difference
+from advisor.config import build_config
+from advisor.errors import DataError
+from advisor.head import extend_head
+from advisor.models import load_for_classification
+from advisor.types import Candidate, Cost, RunResult
+from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+from tests.test_advise import FAST, _config
+
+
+@pytest.fixture
+def ladder(tmp_path: Path) -> Path:
+    """A one-rung ladder of a tiny random BERT (the earlier climb recommends it)."""
+    a = make_tiny_model(tmp_path / "tiny-a", seed=0, layers=1, hidden=32)
+    rung = {
+        "name": "tiny-a",
+        "source": str(a),
+        "description": "1 layer",
+        "params_total": 10_000,
+        "params_non_embedding": 9_000,
+        "layers": 1,
+        "hidden": 32,
+    }
+    path = tmp_path / "ladder.yaml"
+    path.write_text(yaml.safe_dump({"rungs": [rung]}))
+    return path
+
+
+@pytest.fixture
+def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real baseline scored 0, in the climb and when refitted, so that a transformer is recommended."""
+    real = advise_mod.fit_baseline
+
+    def fit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        run = real(*args, **kwargs)
+        return dataclasses.replace(run, metrics={k: 0.0 for k in run.metrics})
+
+    monkeypatch.setattr(advise_mod, "fit_baseline", fit)
+    monkeypatch.setattr(incremental_mod, "fit_baseline", fit)
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def test_paired_difference_is_zero_for_the_same_predictions_and_excludes_zero_for_a_clearly_better_model() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    noisy = np.where(rng.random(200) < 0.4, 1 - y, y)  # ~60% right
+    same = paired_difference(y, noisy, noisy, "accuracy", 2)
+    assert same["difference"] == same["low"] == same["high"] == 0.0 and same["n"] == 200
+    better = paired_difference(y, y, noisy, "macro_f1", 2)
+    assert better["a"] == 1.0 and better["low"] > 0.25  # ~0.4 better: the interval is nowhere near 0
+    assert better["low"] <= better["difference"] <= better["high"]
+    close = paired_difference(y, np.where(np.arange(200) == 0, 1 - y, y), y, "accuracy", 2)
+    assert close["low"] < 0 <= close["high"]  # one row apart: the interval holds 0
+
+
+def test_the_from_scratch_forecast_scales_the_earlier_cost_by_training_tokens() -> None:
+    earlier = RunResult(
+        run_id="r-t1",
+        candidate=Candidate(name="r", kind="finetune", source="x"),
+        hyperparameters={"epochs": 3.0},
+        status="ok",
+        metrics={"accuracy": 0.9},
+        cost=Cost(wall_s=10.0, train_flops=1e12, energy_cpu_kwh=0.001, peak_rss_mb=500.0),
+        details={"train_examples": 100},
+    )
+    cost, basis = forecast_scratch(earlier, {"rows": 999, "mean_words": 20.0}, {"rows": 300, "mean_words": 10.0})
+    assert cost.train_flops == pytest.approx(1.5e12) and cost.wall_s == pytest.approx(15.0)  # 300x10 / 100x20
+    assert basis.startswith("forecast: ") and "x 1.50" in basis
+
+
+def test_extending_the_head_keeps_the_rows_of_the_labels_it_knew(tmp_path: Path) -> None:
+    from advisor.train import save_model_folder
+
+    model, tok = load_for_classification(str(make_tiny_model(tmp_path / "tiny")), ["neg", "pos"])
+    save_model_folder(model, tok, tmp_path / "trained")
+    config = build_config(overrides=FAST)
+    out = extend_head(tmp_path / "trained", ["neg", "pos"], ["mixed", "neg", "pos"], tmp_path / "extended", config)
+    extended, _ = load_for_classification(str(out), ["mixed", "neg", "pos"])
+    w_old, w_new = model.classifier.weight.detach(), extended.classifier.weight.detach()
+    assert w_new.shape[0] == 3
+    assert np.allclose(w_new[1], w_old[0]) and np.allclose(w_new[2], w_old[1])  # moved by name, not index
+    assert np.allclose(extended.classifier.bias.detach()[1:], model.classifier.bias.detach())
+    assert not np.allclose(w_new[0], w_old[0])
+
+
+def test_replay_keeps_every_new_row_and_the_asked_share_of_the_earlier_ones() -> None:
+    import datasets
+
+    from advisor.data import TaskData, column
+
+    rows = _rows(40, 0, "x")
+    split = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [int(y == "pos") for _, y in rows]})
+    data = TaskData(split, split, split, ("neg", "pos"), "test", "text", "label")
+    seen = frozenset(t for t, _ in rows[:30])
+    config = build_config(overrides=["incremental.replay_fraction=0.5"])
+    trained, schedule = incremental_mod._training_rows(data, seen, config)
+    texts = column(trained.train, "text")
+    assert schedule == {"new_rows": 10, "earlier_rows": 30, "earlier_rows_replayed": 15}
+    assert set(t for t, _ in rows[30:]) <= set(texts) and len(texts) == 25
+    everything, unknown = incremental_mod._training_rows(data, None, config)  # earlier rows unknown: train on all
+    assert everything.train.num_rows == 40 and unknown["earlier_rows"] == 0
+
+
+# ----------------------------------------------------------------------------- continuing
+
+
+def _rows(n: int, seed: int, tag: str) -> list[tuple[str, str]]:
+    return [(f"{t} {tag}", y) for t, y in synthetic_rows(n, seed=seed)]
+
+
+@pytest.fixture
+def earlier(tmp_path: Path, ladder: Path, weak_baseline: None) -> Iterator[Path]:
+    """An earlier run directory whose recommendation is tiny-a, trained on 120 rows."""
+    first = write_csv(tmp_path / "first.csv", _rows(120, 0, "a"))
+    report = advise(_config(tmp_path, ladder, first, floor=0.3))
+    assert report.recommendation == "tiny-a-t1"
+    yield tmp_path / "run"
+
+
+def _from_config(tmp_path: Path, rows: list[tuple[str, str]], *extra: str):  # type: ignore[no-untyped-def]
+    expanded = write_csv(tmp_path / "expanded.csv", rows)
+    return build_config(
+        overrides=[*FAST, f"data.source={expanded}", "criteria.floor=0.3", f"output.out={tmp_path / 'run2'}", *extra]
+    )
+
+
+def test_from_continues_with_a_continuation_schedule_warm_started_and_compared_and_a_rerun_trains_nothing(
+    tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _from_config(tmp_path, _rows(120, 0, "a") + _rows(120, 1, "b"))  # the earlier rows and as many new
+    again = advise(config, from_run=earlier)
+    ids = [r.run_id for r in again.runs]
+    assert ids[0] == "tiny-a-earlier" and ids[1] == "tiny-a-c1", ids
+    assert again.recommendation == "tiny-a-c1", again.stop_reason
+    first = json.loads((earlier / "report.json").read_text())["runs"][0]
+    c1 = again.run("tiny-a-c1")
+    assert c1.candidate.kind == "incremental" and c1.candidate.parent_run == str(earlier)
+    assert c1.hyperparameters["learning_rate"] == pytest.approx(first["hyperparameters"]["learning_rate"] * 0.33)
+    assert c1.hyperparameters["epochs"] == 1.0 < first["hyperparameters"]["epochs"]
+    inc = again.details["incremental"]
+    assert inc["warm_start_trials"] == 1 and inc["from_run"] == "tiny-a-t1"
+    assert inc["from_scratch"]["kind"] == "forecast" and inc["from_scratch"]["basis"].startswith("forecast: ")
+    # the expanded data is twice the earlier data: the forecast is about twice the earlier run's cost
+    assert 1.5 < inc["from_scratch_cost"]["train_flops"] / first["cost"]["train_flops"] < 2.5
+    assert (
+        inc["schedule"]["new_rows"] + inc["schedule"]["earlier_rows"]
+        == len(again.dataset["label_names"]) * 0 + (again.dataset["splits"]["train"]["rows"])
+    )
+    [diff] = inc["differences"]
+    assert diff["against"] == "tiny-a-earlier" and diff["low"] <= diff["difference"] <= diff["high"]
+    leaked = again.dataset["splits"]["validation"]["rows"] - diff["n"]
+    assert leaked > 0 and any(f"{leaked} validation rows" in n for n in inc["notes"])
+    md = (tmp_path / "run2" / "report.md").read_text()
+    assert "minus tiny-a-earlier" in md and "forecast: " in md
+
+    def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a rerun must read finished runs back from the ledger")
+
+    monkeypatch.setattr(incremental_mod, "train_run", no_training)
+    rerun = advise(config, from_run=earlier)
+    assert [r.run_id for r in rerun.runs] == ids and rerun.recommendation == "tiny-a-c1"
+
+
+def test_compare_scratch_measures_the_same_rung_from_its_checkpoint_on_the_same_data(
+    tmp_path: Path, earlier: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expanded = write_csv(tmp_path / "expanded.csv", _rows(120, 0, "a") + _rows(120, 1, "b"))
+    args = ["--data", str(expanded), "--from", str(earlier), "--out", str(tmp_path / "run2"), "--compare-scratch"]
+    code = main([*args, "--target", "accuracy=0.3", *[a for o in FAST for a in ("--set", o)]])
+    assert code == 0
+    report = json.loads((tmp_path / "run2" / "report.json").read_text())
+    inc = report["details"]["incremental"]
+    assert inc["from_scratch"]["kind"] == "measured"
+    scratch = next(r for r in report["runs"] if r["run_id"] == "tiny-a-scratch")
+    assert scratch["candidate"]["kind"] == "finetune" and scratch["hyperparameters"]["epochs"] == 2.0
+    assert inc["from_scratch_cost"]["train_flops"] == scratch["cost"]["train_flops"]
+    # one epoch on the same rows against two: continuing spent well under the from-scratch FLOPs
+    assert inc["flops_ratio"] < 0.8
+    assert [d["against"] for d in inc["differences"]] == ["tiny-a-scratch", "tiny-a-earlier"]
+
+
+def test_new_labels_are_an_error_unless_the_head_is_extended(tmp_path: Path, earlier: Path) -> None:
+    rows = _rows(150, 2, "c")
+    rows = [(t, "mixed" if i % 3 == 0 else y) for i, (t, y) in enumerate(rows)]
+    with pytest.raises(DataError, match="labels the earlier model does not know: mixed.*--extend-head"):
+        advise(_from_config(tmp_path, rows), from_run=earlier)
+    assert not (tmp_path / "run2").exists()
+    again = advise(_from_config(tmp_path, rows, "incremental.extend_head=true"), from_run=earlier)
+    run = again.run("tiny-a-c1")
+    assert run.status == "ok" and any("head was extended" in n for n in again.details["incremental"]["notes"])
+    assert again.dataset["label_names"] == ["mixed", "neg", "pos"]
+
+
+def test_a_baseline_recommendation_is_refitted_on_the_expanded_data(tmp_path: Path, ladder: Path) -> None:
+    first = write_csv(tmp_path / "first.csv", _rows(120, 0, "a"))
+    assert advise(_config(tmp_path, ladder, first, floor=0.3)).recommendation == "baseline"
+    again = advise(_from_config(tmp_path, _rows(200, 1, "b")), from_run=tmp_path / "run")
+    assert again.recommendation == "baseline" and again.runs == ()
+    assert "refitted on the expanded data" in again.stop_reason
+
+
+def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: Path, earlier: Path) -> None:
+    config = _from_config(tmp_path, _rows(120, 1, "b"), "criteria.budget_pflops=1e-12")
+    again = advise(config, from_run=earlier)
+    assert [r.run_id for r in again.runs] == ["tiny-a-earlier"]
+    assert "stopped before tiny-a-c1" in again.stop_reason and "compute budget" in again.stop_reason
+    assert "resume the climb from tiny-a" in again.stop_reason
+
+
+def test_from_killed_mid_continuation_resumes_without_redoing_finished_work(
+    tmp_path: Path, earlier: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_crash_safety import _killed_fork, _run_ids
+
+    expanded = write_csv(tmp_path / "expanded.csv", _rows(120, 1, "b"))
+    out = tmp_path / "run2"
+    argv = ["--data", str(expanded), "--from", str(earlier), "--out", str(out), "--target", "accuracy=0.3"]
+    argv += [a for o in FAST for a in ("--set", o)]
+    assert _killed_fork(argv, "train:tiny-a-c1") == -signal.SIGKILL  # at c1's first evaluation
+    assert _run_ids(out) == ["baseline", "tiny-a-earlier"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "tiny-a-earlier: read back from the ledger" in err and "fitting TF-IDF" not in err
+    assert err.count("tiny-a-c1: fine-tuning") == 1
+    assert _run_ids(out) == ["baseline", "tiny-a-earlier", "tiny-a-c1"]
+
+
+def test_the_from_flags_land_in_the_incremental_config() -> None:
+    from advisor.cli import _extra, _parser
+
+    flags = _parser().parse_args(["--data", "x.csv", "--from", "r", "--extend-head", "--compare-scratch"])
+    inc = build_config(extra=_extra(flags)).incremental
+    assert inc.extend_head and inc.compare_scratch
+    plain = build_config(extra=_extra(_parser().parse_args(["--data", "x.csv"]))).incremental
+    assert not plain.extend_head and not plain.compare_scratch
