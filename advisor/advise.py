@@ -20,7 +20,6 @@ from typing import Any
 
 from advisor.baseline import fit_baseline
 from advisor.card import model_card
-from advisor.compact import distil_run, only_ceilings_failed
 from advisor.config import Config, save_config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import (
@@ -33,6 +32,7 @@ from advisor.criteria import (
     would_exceed_budget,
 )
 from advisor.data import TaskData, column, load_task_data
+from advisor.distiller import Distiller, find_distiller, only_ceilings_failed
 from advisor.energy import low_carbon_alternatives
 from advisor.errors import DataError, RunDirError
 from advisor.forecast import Forecast, forecast_full
@@ -161,7 +161,13 @@ def _publish(report: Report, run_dir: Path, data: TaskData, keep_checkpoints: bo
     return freed
 
 
-def advise(config: Config, *, from_run: str | Path | None = None, progress: Progress | None = None) -> Report:
+def advise(
+    config: Config,
+    *,
+    from_run: str | Path | None = None,
+    progress: Progress | None = None,
+    distiller: Distiller | None = None,
+) -> Report:
     """Find the smallest model that meets ``config.criteria``; write reports and the model to the run dir.
 
     Args:
@@ -169,6 +175,8 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         from_run: an earlier run directory whose recommended model is continued on the (expanded)
             data instead of climbing the ladder again (incremental training).
         progress: receives one line per step of work.
+        distiller: turns a run that is good enough but too big into a judged student; None uses
+            the installed one (``advisor.distiller.find_distiller``).
 
     Returns:
         The Report (also written as report.json, report.md and report.html in the run directory).
@@ -197,7 +205,7 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
             say(f"warning: {w}")
         if from_run is not None:
             return _incremental(config, Path(from_run), data, run_dir, ledger, say)
-        return _climb(config, data, run_dir, ledger, say)
+        return _climb(config, data, run_dir, ledger, say, distiller if distiller is not None else find_distiller())
 
 
 def _record(ledger: Ledger, run: RunResult) -> RunResult:
@@ -205,7 +213,9 @@ def _record(ledger: Ledger, run: RunResult) -> RunResult:
     return run
 
 
-def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress) -> Report:
+def _climb(
+    config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: Progress, distiller: Distiller
+) -> Report:
     criteria = config.criteria
     metric = criteria.metric
     runs: list[RunResult] = []
@@ -378,7 +388,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             sid = f"{too_big.run_id}-student"
             student = ledger.finished(sid)
             if student is None:
-                student = _record(ledger, distil_run(too_big, data, config, run_dir, sid, progress=say))
+                student = _record(ledger, distiller(too_big, data, config, run_dir, sid, say))
             else:
                 say(f"{sid}: read back from the ledger (not distilled again)")
             runs.append(student)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor import config as advisor_config
-from advisor.config import DataConfig, MeteringConfig, TrainConfig
+from advisor.config import DataConfig, MeteringConfig, RulesConfig, TrainConfig
 from advisor.errors import ConfigError
 
 
@@ -24,8 +24,9 @@ class StudentConfig:
     layers: int | None = None
     #: teacher layer kept as each student layer, e.g. [0, 2, 4]; overrides ``layers``
     layer_map: list[int] = field(default_factory=list)
-    #: a smaller checkpoint (folder or hub id) that shares the teacher's tokenizer, instead of a
-    #: layer subset
+    #: a smaller pre-trained checkpoint (folder, hub id or offline rung name) instead of a layer
+    #: subset; it keeps its own tokenizer (logits are per text), unless hidden_weight > 0, which
+    #: compares hidden states token for token and so needs the teacher's vocabulary
     checkpoint: str | None = None
 
 
@@ -57,11 +58,8 @@ class CompressConfig:
     quantize: bool = False
     #: also export the student to ONNX (needs torch's exporter; see the README)
     onnx: bool = False
-    #: timed batch-1 calls for p50/p95 after ``warmup`` untimed ones
+    #: timed batch-1 calls for p50/p95 (``advisor.baseline.latency_ms``, tokenisation included)
     latency_repeats: int = 50
-    warmup: int = 5
-    #: batch size of the throughput measurement
-    throughput_batch: int = 32
 
 
 @dataclass(frozen=True)
@@ -73,11 +71,20 @@ class DistillConfig:
     #: settings of that fine-tune (embeddings are not frozen for a teacher unless set here)
     teacher_train: TrainConfig = field(default_factory=lambda: TrainConfig(freeze_embeddings=False, epochs=2.0))
     data: DataConfig = field(default_factory=DataConfig)
+    #: a file of unlabelled texts from the same domain (CSV/JSONL/... with a text column, or one
+    #: text per line in .txt): the teacher's logits on them train the student (the control cannot
+    #: use them)
+    unlabeled: str | None = None
+    #: load teacher or student weights from pickles (pytorch_model.bin) when no safetensors exist;
+    #: they are read with weights_only=True. Only for checkpoints whose origin you trust
+    allow_pickle: bool = False
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: KDConfig = field(default_factory=KDConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     metering: MeteringConfig = field(default_factory=MeteringConfig)
-    #: output folder: reports and the saved student
+    #: training-health rules, as for the advisor's fine-tuning
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    #: output folder: ledger, reports and the saved student
     out: str = "runs/distill"
     #: where teacher logits are cached (``<out>`` when unset, so reruns into the same folder reuse them)
     cache_dir: str | None = None
@@ -136,8 +143,8 @@ def _range_problems(c: DistillConfig) -> list[str]:
     if s.layers is not None and s.layers < 1:
         out.append(f"The --student-layers value must be at least 1. Got {s.layers} instead.")
     p = c.compress
-    if p.latency_repeats < 1 or p.warmup < 0 or p.throughput_batch < 1:
-        out.append("compress.latency_repeats and compress.throughput_batch must be >= 1, compress.warmup >= 0.")
+    if p.latency_repeats < 1:
+        out.append(f"The config key compress.latency_repeats must be >= 1. Got {p.latency_repeats} instead.")
     return out
 
 
