@@ -323,6 +323,9 @@ def _train_one(
     save_model_folder(model, tok, folder)
     say(f"{run_id}: validation {METRIC} {judged['metrics'][METRIC]:.4f}, test {judged['test_metrics'][METRIC]:.4f}")
     rule = facts.get("rule")
+    if rule is not None and rule["rule"] == "overfit":
+        # early stopping in the usual sense: the student learned, more steps would make it worse
+        facts["early_stop"], rule = rule["message"], None
     return RunResult(
         run_id=run_id,
         candidate=_candidate(run_id, origin, model, "distilled" if with_teacher else "finetune", parent="teacher"),
