@@ -71,9 +71,7 @@ def load_int8(float_folder: str | Path, path: str | Path) -> torch.nn.Module:
     return shell.eval()
 
 
-def model_latency(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, repeats: int
-) -> dict[str, float]:
+def model_latency(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, repeats: int) -> dict[str, float]:
     """p50/p95 batch-1 CPU latency of a transformers classifier (``advisor.baseline.latency_ms``)."""
     return latency_ms(lambda batch: predict_labels(model, tokenizer, batch, max_length), texts, repeats=repeats)
 

@@ -142,7 +142,9 @@ def test_tiny_end_to_end_run_writes_report_and_student(encoder_folder, reviews_c
     assert "retention" in capsys.readouterr().out
 
 
-def test_a_finetuned_pickle_only_teacher_is_refused_without_allow_pickle(finetuned_pickle_teacher, reviews_csv, tmp_path, capsys):
+def test_a_finetuned_pickle_only_teacher_is_refused_without_allow_pickle(
+    finetuned_pickle_teacher, reviews_csv, tmp_path, capsys
+):
     rc = main(["--teacher", str(finetuned_pickle_teacher), "--data", str(reviews_csv), "--out", str(tmp_path / "o")])
     assert rc == 2 and "pickled weights" in _one_line_error(capsys)
 
