@@ -9,8 +9,6 @@ again reads the work back instead of repeating it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +17,15 @@ import torch
 
 from advisor.cost import Meter
 from advisor.data import TaskData, column
-from advisor.errors import RunDirError
 from advisor.ledger import Ledger
 from advisor.models import count_parameters, load_for_classification
 from advisor.train import quiet_libraries, save_model_folder
 from advisor.types import Candidate, Cost, RunResult
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
 from distill.config import DistillConfig, KDConfig
+from distill.decide import TeacherCheck, describe, teacher_vs_control
 from distill.losses import NO_LABEL
+from distill.records import Runs
 from distill.students import (
     check_same_vocabulary,
     default_layer_map,
@@ -49,14 +48,6 @@ def resolve_source(source: str, allow_pickle: bool = False, progress: Progress |
     if f"pypi:{source}" in BUILTIN_SOURCES:
         source = f"pypi:{source}"
     return str(resolve(source, progress=progress, allow_pickle=allow_pickle))
-
-
-def fingerprint(config: DistillConfig) -> str:
-    """What must not change for an output folder's ledger to be read back: everything but where it goes."""
-    d = config.to_dict()
-    for key in ("out", "cache_dir", "compress", "metering"):
-        d.pop(key, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _candidate(name: str, source: str, model: Any, kind: Any, parent: str | None = None) -> Candidate:
@@ -122,32 +113,6 @@ def make_student(
     )
 
 
-class _Runs:
-    """The ledger when there is one: a finished record is read back, a new one written at once."""
-
-    def __init__(self, ledger: Ledger | None, say: Progress) -> None:
-        self.ledger, self.say = ledger, say
-
-    def get(self, run_id: str, folder: Path | None = None) -> RunResult | None:
-        run = self.ledger.finished(run_id) if self.ledger is not None else None
-        if run is not None and (folder is None or folder.exists()):
-            self.say(f"{run_id}: read back from the ledger (not run again)")
-            return run
-        return None
-
-    def put(self, run: RunResult) -> RunResult:
-        if self.ledger is not None:
-            self.ledger.add(run)
-        return run
-
-    def meta(self, key: str) -> Any:
-        return self.ledger.get_meta(key) if self.ledger is not None else None
-
-    def set_meta(self, key: str, value: Any) -> None:
-        if self.ledger is not None:
-            self.ledger.set_meta(key, value)
-
-
 def distill_models(
     teacher: Any,
     tokenizer: Any,
@@ -178,7 +143,7 @@ def distill_models(
         The report (without ``student_dir``), the student to save, and its tokenizer.
     """
     say = progress or (lambda _msg: None)
-    runs = _Runs(ledger, say)
+    runs = Runs(ledger, say)
     k = config.distill
     label_names = tuple(data.label_names)
     texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
@@ -222,6 +187,7 @@ def distill_models(
                                         "batch_size", "max_length", "warmup_ratio", "weight_decay")}  # fmt: skip
     students: list[RunResult] = []
     controls: list[RunResult] = []
+    check: TeacherCheck | None = None
     for seed in k.seeds:
         # the control first: it is the cheap path the distilled student has to beat
         for role in (["control"] if k.control else []) + ["distilled"]:
@@ -240,6 +206,11 @@ def distill_models(
                 run = runs.put(_train_one(role, seed, config, teacher, tokenizer, data, texts, labels, transfer,
                                           outputs, work_dir, folder, hp_kd, say))  # fmt: skip
             (students if role == "distilled" else controls).append(run)
+            if role == "control" and check is None:
+                check = teacher_vs_control(
+                    teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
+                )
+                say(f"before distilling: {describe(check)}")
     if logits_cost is not None:
         phases["teacher_logits"] = Cost.from_dict(logits_cost)
     phases["distill"] = sum((r.cost for r in students), Cost())
@@ -291,6 +262,8 @@ def distill_models(
         summary={
             **summarise(teacher_run, students, controls, quantized_run, latency, sizes, best.run_id),
             "unlabeled_rows": len(transfer),
+            "teacher_vs_control": check.to_dict() if check is not None else None,
+            "teacher_vs_control_text": describe(check) if check is not None else None,
         },
         saved_run=best.run_id,
         config=config.to_dict(),
@@ -345,7 +318,7 @@ def _train_one(
 
 
 def _latency(
-    runs: _Runs, config: DistillConfig, saved: str, teacher: Any, tok: Any, student: Any, student_tok: Any,
+    runs: Runs, config: DistillConfig, saved: str, teacher: Any, tok: Any, student: Any, student_tok: Any,
     q: Any, data: TaskData, say: Progress,
 ) -> tuple[dict[str, dict[str, float]], Cost]:  # fmt: skip
     """Batch-1 CPU latency of teacher and students, measured once per saved student and kept in the ledger."""
@@ -367,18 +340,3 @@ def _latency(
             latency["student_int8"] = model_latency(q, student_tok, texts, max_length, n)
     runs.set_meta("latency", {"saved_run": saved, "latency": latency, "cost": m.cost.to_dict()})
     return latency, m.cost
-
-
-def open_ledger(out: Path, config: DistillConfig) -> Ledger:
-    """The output folder's ledger; refuses one written with other settings (its runs would not apply)."""
-    out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(out)
-    fp = fingerprint(config)
-    recorded = ledger.get_meta("fingerprint")
-    if recorded is not None and recorded != fp:
-        ledger.close()
-        raise RunDirError(
-            f"{out} holds a distillation made with other settings or data. Pass a new --out, or rerun with the original settings."
-        )
-    ledger.set_meta("fingerprint", fp)
-    return ledger

@@ -65,6 +65,8 @@ def render_markdown(report: Any) -> str:
         + (f"; int8: {_num(s.get('speedup_p50_student_int8'), '.2f')}x" if "speedup_p50_student_int8" in s else ""),
         f"- **Parameters**: teacher {s.get('params_teacher'):,}, student {s.get('params_student'):,}",
     ]
+    if s.get("teacher_vs_control_text"):
+        lines.append(f"- **Does the teacher add anything?** {s['teacher_vs_control_text']}")
     if s.get("unlabeled_rows"):
         lines.append(
             f"- **Transfer set**: the student also learned from the teacher's logits on {s['unlabeled_rows']:,} "

@@ -15,7 +15,8 @@ from advisor.ledger import locked
 from advisor.train import save_model_folder
 from distill.compress import INT8_WEIGHTS, export_onnx, onnx_latency
 from distill.config import DistillConfig
-from distill.pipeline import Progress, distill_models, open_ledger, resolve_source
+from distill.pipeline import Progress, distill_models, resolve_source
+from distill.records import open_ledger
 from distill.report import model_card, write_reports
 from distill.summary import DistillReport
 from distill.teacher import load_teacher

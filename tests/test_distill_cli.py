@@ -140,6 +140,9 @@ def test_tiny_end_to_end_run_writes_report_and_student(encoder_folder, reviews_c
     assert (out / "student" / "README.md").is_file() and (out / "student" / "config.json").is_file()
     assert (out / "student" / "student_int8.pt").is_file()
     assert "retention" in capsys.readouterr().out
+    check = report["summary"]["teacher_vs_control"]  # decided before the distilled student was trained
+    assert check["n"] == len(report["teacher"]["val_predictions"]) and check["low"] <= check["high"]
+    assert "Does the teacher add anything?" in (out / "distill_report.md").read_text()
 
 
 def test_a_finetuned_pickle_only_teacher_is_refused_without_allow_pickle(
