@@ -120,11 +120,31 @@ def test_bad_alpha_is_refused(capsys):
     assert "--alpha" in _one_line_error(capsys)
 
 
+def test_unlabelled_texts_without_the_text_column_are_refused_before_any_training(
+    encoder_folder, reviews_csv, tmp_path, capsys
+):
+    bad = tmp_path / "extra.csv"
+    bad.write_text("body\nsome text\n", encoding="utf-8")
+    out = tmp_path / "o"
+    rc = main(
+        ["--teacher", str(encoder_folder), "--data", str(reviews_csv), "--unlabeled", str(bad), "--out", str(out)]
+    )
+    assert rc == 2
+    line = _one_line_error(capsys)
+    assert "no column 'text'" in line and "data.text_column" in line
+    assert not out.exists()
+
+
 def test_tiny_end_to_end_run_writes_report_and_student(encoder_folder, reviews_csv, tmp_path, capsys):
     out = tmp_path / "run"
+    extra = tmp_path / "unlabelled.txt"
+    rng = random.Random(5)
+    extra.write_text(
+        "\n".join(" ".join(rng.choices(FILLER + POSITIVE + NEGATIVE, k=6)) for _ in range(50)) + "\n", encoding="utf-8"
+    )
     rc = main(
         [
-            "--teacher", str(encoder_folder), "--data", str(reviews_csv), "--out", str(out),
+            "--teacher", str(encoder_folder), "--data", str(reviews_csv), "--out", str(out), "--unlabeled", str(extra),
             "--student-layers", "1", "--epochs", "1", "--lr", "3e-3", "--max-length", "16", "--quantize",
             "--set", "teacher_train.epochs=1", "--set", "compress.latency_repeats=5",
             "--set", "metering.codecarbon=false",
@@ -140,6 +160,11 @@ def test_tiny_end_to_end_run_writes_report_and_student(encoder_folder, reviews_c
     assert (out / "student" / "README.md").is_file() and (out / "student" / "config.json").is_file()
     assert (out / "student" / "student_int8.pt").is_file()
     assert "retention" in capsys.readouterr().out
+    # the transfer set trains the distilled student only; the report says the control cannot use it
+    assert report["summary"]["unlabeled_rows"] == 50
+    assert report["students"][0]["details"]["unlabeled_rows"] == 50
+    assert report["controls"][0]["details"]["unlabeled_rows"] == 0
+    assert "the no-teacher control cannot use them" in (out / "distill_report.md").read_text()
     check = report["summary"]["teacher_vs_control"]  # decided before the distilled student was trained
     assert check["n"] == len(report["teacher"]["val_predictions"]) and check["low"] <= check["high"]
     assert "Does the teacher add anything?" in (out / "distill_report.md").read_text()
