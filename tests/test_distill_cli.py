@@ -194,13 +194,13 @@ def test_existing_finetuned_teacher_labels_by_name_and_a_rerun_finishes_from_the
     assert report["teacher"]["test_metrics"]["accuracy"] >= 0.9
     weights = out / "student" / "model.safetensors"
     stamp = (out / "runs" / "distilled-seed0" / "model" / "model.safetensors").stat().st_mtime_ns
-    assert "distilling" in first_err
+    assert "distilled-seed0: distilling" in first_err
 
     assert main(argv) == 0
     second_err = capsys.readouterr().err
     for run_id in ("teacher", "control-seed0", "distilled-seed0", "student-int8"):
         assert f"{run_id}: read back from the ledger" in second_err
-    assert "distilling" not in second_err and "running the teacher" not in second_err
+    assert "distilled-seed0: distilling" not in second_err and "running the teacher" not in second_err
     assert (out / "runs" / "distilled-seed0" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     again = json.loads((out / "distill_report.json").read_text())
     assert again["summary"]["student_accuracy"] == report["summary"]["student_accuracy"]

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from advisor.config import MeteringConfig, TrainConfig
 from advisor.cost import Meter
+from advisor.types import Cost
 from distill.compress import load_int8, model_latency, quantize_int8, save_int8
 from distill.config import CompressConfig, DistillConfig, KDConfig, StudentConfig
 from distill.losses import NO_LABEL
@@ -230,6 +233,12 @@ def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tm
     assert (tmp_path / "out" / "runs" / "distilled-seed0" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "out" / "teacher" / "model.safetensors").is_file()  # the fine-tune is kept
     assert "without the teacher" in model_card(report, LABELS)
+    # with emissions metered, the card carries them as the advisor's cards do, for the whole distillation
+    metered = Cost(emissions_g=0.25, location="FRA", device="cpu", provenance={"emissions": "estimated"})
+    with_emissions = dataclasses.replace(report, phases=dict.fromkeys(report.phases, metered))
+    front = yaml.safe_load(model_card(with_emissions, LABELS).split("---")[1])
+    assert front["co2_eq_emissions"]["emissions"] == pytest.approx(0.25 * len(report.phases))
+    assert front["co2_eq_emissions"]["geographical_location"] == "FRA"
     json_path, md_path = write_reports(report, tmp_path / "out")
     assert json.loads(json_path.read_text())["summary"]["seeds"] == 2
     md = render_markdown(report)
@@ -247,6 +256,10 @@ def test_onnx_export_gives_the_same_logits(teacher, tok, tmp_path):
     with torch.inference_mode():
         want = teacher.eval()(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
     assert abs(got - want).max() < 1e-4
+    from distill.compress import onnx_latency
+
+    lat = onnx_latency(path, tok, ["great film", "dull plot"], max_length=16, repeats=5)
+    assert lat is not None and 0 < lat["latency_ms_p50"] <= lat["latency_ms_p95"]
 
 
 def test_hidden_state_loss_trains_a_narrower_student_through_a_projection(teacher, tok, tmp_path):
