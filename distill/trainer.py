@@ -192,7 +192,7 @@ def train_student(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     say(
-        f"{run_id}: {'distilling' if teacher is not None else 'training without the teacher'} "
+        f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
         f"({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
     )
     try:
