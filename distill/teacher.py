@@ -152,7 +152,7 @@ def head_order(path_or_id: str, label_names: Sequence[str]) -> list[int] | None:
         return [names.index(n) for n in wanted]
     generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
     if generic and len(names) == len(wanted):
-        # nothing names the outputs: position is all there is (the report says so)
+        # nothing names the outputs: position is all there is (not yet flagged in the report)
         return list(range(len(wanted)))
     raise ModelError(
         f"The teacher {path_or_id} classifies into {names}, but the data's labels are {wanted}. "
