@@ -19,12 +19,12 @@ from typing import Any
 from advisor import distributed, incremental
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
-from advisor.climb import Climb, Distiller
-from advisor.compact import distil_run
+from advisor.climb import Climb
 from advisor.config import Config, save_config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import closest_verdict, compute_metrics, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
+from advisor.distiller import Distiller, find_distiller
 from advisor.errors import RunDirError
 from advisor.gains import run_gains
 from advisor.ledger import Ledger, rank_run_dir
@@ -173,7 +173,13 @@ def _published_artifact(run: RunResult, run_dir: Path, ledger: Ledger) -> RunRes
     return dataclasses.replace(run, artifact=str(moved))
 
 
-def advise(config: Config, *, from_run: str | Path | None = None, progress: Progress | None = None) -> Report:
+def advise(
+    config: Config,
+    *,
+    from_run: str | Path | None = None,
+    progress: Progress | None = None,
+    distiller: Distiller | None = None,
+) -> Report:
     """Find the smallest model that meets ``config.criteria``; write reports and the model to the run dir.
 
     Args:
@@ -181,6 +187,8 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
         from_run: an earlier run directory whose recommended model is continued on the (expanded)
             data instead of climbing the ladder again (incremental training).
         progress: receives one line per step of work.
+        distiller: turns a run that is good enough but too big into a judged student; None uses
+            the installed one (``advisor.distiller.find_distiller``).
 
     Returns:
         The Report (also written as report.json, report.md and report.html in the run directory).
@@ -228,7 +236,9 @@ def advise(config: Config, *, from_run: str | Path | None = None, progress: Prog
                 say,
                 c.details,
             )
-        return _climb(config, data, run_dir, ledger, say, distil_run if config.ladder.distil_on_ceiling else None)
+        if config.ladder.distil_on_ceiling and distiller is None:
+            distiller = find_distiller()
+        return _climb(config, data, run_dir, ledger, say, distiller if config.ladder.distil_on_ceiling else None)
 
 
 def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:

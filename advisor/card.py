@@ -80,19 +80,33 @@ def _card_meta(report: Report, run: RunResult) -> dict[str, Any]:
             ],
         }
     ]
-    emissions_prov = run.cost.provenance.get("emissions", "")
-    if emissions_prov and emissions_prov not in ("not_measured", "not_applicable"):
-        metering = report.config.get("metering", {}) if isinstance(report.config.get("metering"), Mapping) else {}
-        by_codecarbon = bool(metering.get("codecarbon", False)) and emissions_prov in ("measured", "estimated")
-        meta["co2_eq_emissions"] = {
-            "emissions": round(run.cost.emissions_g, 4),
-            "source": "codecarbon" if by_codecarbon else "estimate",
-            # hub values are "pre-training" and "fine-tuning"; this model was never pre-trained here
-            "training_type": "fine-tuning" if not is_base else "training from scratch (TF-IDF + linear model)",
-            "geographical_location": run.cost.location or "unknown",
-            "hardware_used": run.cost.device or "unknown",
-        }
+    metering = report.config.get("metering", {}) if isinstance(report.config.get("metering"), Mapping) else {}
+    co2 = co2_eq_emissions(run, metering)
+    if co2 is not None:
+        meta["co2_eq_emissions"] = co2
     return jsonable(meta)
+
+
+def co2_eq_emissions(run: RunResult, metering: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The hub's ``co2_eq_emissions`` card entry for ``run`` (None when emissions were not measured).
+
+    Args:
+        run: the run whose cost the entry reports.
+        metering: the metering settings it ran under (``codecarbon`` names the source).
+    """
+    emissions_prov = run.cost.provenance.get("emissions", "")
+    if not emissions_prov or emissions_prov in ("not_measured", "not_applicable"):
+        return None
+    is_base = run.candidate.kind == "baseline"
+    by_codecarbon = bool(metering.get("codecarbon", False)) and emissions_prov in ("measured", "estimated")
+    return {
+        "emissions": round(run.cost.emissions_g, 4),
+        "source": "codecarbon" if by_codecarbon else "estimate",
+        # hub values are "pre-training" and "fine-tuning"; this model was never pre-trained here
+        "training_type": "fine-tuning" if not is_base else "training from scratch (TF-IDF + linear model)",
+        "geographical_location": run.cost.location or "unknown",
+        "hardware_used": run.cost.device or "unknown",
+    }
 
 
 def _load_snippet(run: RunResult) -> list[str]:

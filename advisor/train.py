@@ -106,6 +106,55 @@ def tokenize(dataset: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) 
     return dataset.map(enc, batched=True, remove_columns=["text"], desc=None)
 
 
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+    *,
+    features: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits for ``texts``, batched and padded per batch, in ``inference_mode``, in input order.
+
+    Args:
+        features: also return ``features(model_output, attention_mask)`` per row (e.g. pooled
+            hidden states); the model is then called with ``output_hidden_states=True``.
+
+    Returns:
+        ``logits`` ``[N, C]`` float32 on the CPU, and the features ``[N, F]`` or None.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+    logits_out: torch.Tensor | None = None
+    feats_out: torch.Tensor | None = None
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            idx = torch.as_tensor(order[start : start + batch_size])
+            enc = tokenizer(
+                [texts[i] for i in idx.tolist()],
+                truncation=True,
+                max_length=min(max_length, tokenizer.model_max_length),
+                padding=True,
+                return_tensors="pt",
+            )
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model(**enc, output_hidden_states=features is not None)
+            logits = out.logits.float().cpu()
+            if logits_out is None:
+                logits_out = torch.empty((len(texts), logits.shape[-1]), dtype=torch.float32)
+            logits_out[idx] = logits
+            if features is not None:
+                f = features(out, enc["attention_mask"]).float().cpu()
+                if feats_out is None:
+                    feats_out = torch.empty((len(texts), f.shape[-1]), dtype=torch.float32)
+                feats_out[idx] = f
+    if logits_out is None:
+        logits_out = torch.zeros((0, int(getattr(model.config, "num_labels", 0))), dtype=torch.float32)
+    return logits_out, feats_out
+
+
 def predict_labels(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -113,27 +162,9 @@ def predict_labels(
     max_length: int,
     batch_size: int = 64,
 ) -> np.ndarray:
-    """Predicted label ids for ``texts``, batched and padded per batch, in ``inference_mode``."""
-    model.eval()
-    device = next(model.parameters()).device
-    preds: list[np.ndarray] = []
-    order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in idx],
-                truncation=True,
-                max_length=min(max_length, tokenizer.model_max_length),
-                padding=True,
-                return_tensors="pt",
-            )
-            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
-            preds.append(logits.argmax(-1).cpu().numpy())
-    flat = np.concatenate(preds) if preds else np.zeros(0, dtype=int)
-    out = np.empty_like(flat)
-    out[order] = flat
-    return out
+    """Predicted label ids for ``texts`` (the argmax of :func:`predict_logits`)."""
+    logits, _ = predict_logits(model, tokenizer, texts, max_length, batch_size)
+    return logits.argmax(-1).numpy().astype(int)
 
 
 def dir_size_mb(path: Path) -> float:

@@ -93,7 +93,7 @@ def _config(args: argparse.Namespace, folder: Path, work: Path, student: dict[st
             "student": student,
             "distill": {"epochs": args.epochs, "max_length": args.max_length, "seeds": args.seed_list},
             # the pipeline's own latency pass is kept minimal: this script measures the models interleaved
-            "compress": {"quantize": True, "latency_repeats": 1, "warmup": 1},
+            "compress": {"quantize": True, "latency_repeats": 1},
             "out": str(work),
             "cache_dir": str(work / "cache"),
         }
@@ -101,7 +101,7 @@ def _config(args: argparse.Namespace, folder: Path, work: Path, student: dict[st
 
 
 def interleaved_latency(
-    models: dict[str, Any], tokenizer: Any, texts: list[str], args: argparse.Namespace
+    models: dict[str, Any], tokenizers: dict[str, Any], texts: list[str], args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
     """Batch-1 latency with the models interleaved call by call, and batch-32 throughput likewise.
 
@@ -111,31 +111,32 @@ def interleaved_latency(
     """
     import torch
 
-    from distill.batching import collate, encode, pad_id_of
+    def batch_of(name: str, rows: list[str]) -> Any:
+        # tokenised ahead of the timing: this table times the models alone (each with its own tokenizer)
+        return tokenizers[name](rows, truncation=True, max_length=args.max_length, padding=True, return_tensors="pt")
 
-    pad = pad_id_of(tokenizer)
-    encoded = encode(tokenizer, texts, args.max_length)
     names = list(models)
     times: dict[str, list[float]] = {k: [] for k in names}
     warmup = 3
     with torch.inference_mode():
         for i in range(warmup + args.repeats):
-            batch = collate([encoded[i % len(encoded)]], pad)
+            singles = {name: batch_of(name, [texts[i % len(texts)]]) for name in names}
             shift = i % len(names)
             for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                models[name](**batch)
+                models[name](**singles[name])
                 if i >= warmup:
                     times[name].append((time.perf_counter() - start) * 1000.0)
-        big = [collate([encoded[(b * 32 + j) % len(encoded)] for j in range(32)], pad) for b in range(args.rounds + 1)]
+        big = [[texts[(b * 32 + j) % len(texts)] for j in range(32)] for b in range(args.rounds + 1)]
         for name in names:
-            models[name](**big[0])
+            models[name](**batch_of(name, big[0]))
         batch_s: dict[str, list[float]] = {k: [] for k in names}
-        for b, batch in enumerate(big[1:]):
+        for b, rows in enumerate(big[1:]):
             shift = b % len(names)
+            encoded = {name: batch_of(name, rows) for name in names}
             for name in names[shift:] + names[:shift]:
                 start = time.perf_counter()
-                models[name](**batch)
+                models[name](**encoded[name])
                 batch_s[name].append(time.perf_counter() - start)
     out: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -292,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"== student: {label}")
             config = _config(args, folder, work, student)
             # the first call fine-tunes the teacher in place; the second reuses it and its cached logits
-            report, best = distill_models(teacher, tok, data, config, teacher_needs_finetune=(i == 0), progress=say)
+            report, best, best_tok = distill_models(
+                teacher, tok, data, config, work_dir=work / f"student{i}", teacher_needs_finetune=(i == 0), progress=say
+            )
             if i == 0:
                 teacher_pass_flops = report.phases["teacher_logits"].flops
-                teacher_cost = report.phases.get("teacher_finetune")
+                teacher_cost = report.phases.get("teacher")
             say("latency: teacher, student and int8 student interleaved call by call")
             models = {
                 "teacher": teacher.cpu().eval(),
@@ -303,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                 "student_int8": quantize_int8(best),
             }
             texts = list(data.test["text"])[:64]
+            tokenizers = {"teacher": tok, "student": best_tok, "student_int8": best_tok}
             with torch.inference_mode():
-                lat = interleaved_latency(models, tok, texts, args)
+                lat = interleaved_latency(models, tokenizers, texts, args)
             rows.append(student_row(label, report, teacher_pass_flops, lat, args))
             writer.record(label, rows[-1])
             writer.show(f"{title}: after {label}", tables(rows))
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = [
         f"Data: `{args.data}`, train {data.train.num_rows} / validation {data.validation.num_rows} / test "
         f"{data.test.num_rows} rows (stratified, split seed {args.seed}), {args.max_length} tokens.",
-        f"Teacher: {args.teacher} fine-tuned here for {args.teacher_epochs:g} epochs "
+        f"Teacher: {args.teacher} fine-tuned here for {args.teacher_epochs:g} epochs and evaluated "
         f"({tcost.get('flops', 0):.3g} FLOPs, {tcost.get('wall_s', 0):.0f} s), once, shared by both students. "
         f"Students: {args.epochs:g} epochs, seeds {args.seed_list}, KD defaults of `distill` (alpha 0.5, T 2).",
         "Accuracies are on the test split; retention = student ÷ teacher; KD gain = student − no-teacher control "

@@ -6,6 +6,8 @@ losses, the training loop, compression and latency) are importable on their own.
 """
 
 from distill.config import DistillConfig, build_distill_config
-from distill.pipeline import DistillReport, distill, distill_models
+from distill.pipeline import distill_models
+from distill.run import distill
+from distill.summary import DistillReport
 
 __all__ = ["DistillConfig", "DistillReport", "build_distill_config", "distill", "distill_models"]

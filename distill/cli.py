@@ -22,7 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="built-in dataset name, data file or folder (see `advise --list-datasets`)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--student-layers", type=int, help="keep this many teacher layers (default: half, every other)")
-    group.add_argument("--student", help="a smaller checkpoint sharing the teacher's tokenizer")
+    group.add_argument(
+        "--student", help="a smaller pre-trained checkpoint (folder or rung name); its own tokenizer is fine"
+    )
+    p.add_argument(
+        "--unlabeled",
+        metavar="FILE",
+        help="unlabelled texts from the same domain (.txt one per line, or .csv/.jsonl with a text column): "
+        "the teacher's logits on them also train the student",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        default=None,
+        help="load pytorch_model.bin-only checkpoints (read with weights_only=True); only if you trust them",
+    )
     p.add_argument("--config", action="append", default=[], help="YAML file(s), e.g. configs/distill.yaml")
     p.add_argument(
         "--set",
@@ -71,6 +85,8 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     put(None, "teacher", args.teacher)
     put(None, "out", args.out)
     put(None, "finetune_teacher", args.finetune_teacher)
+    put(None, "unlabeled", args.unlabeled)
+    put(None, "allow_pickle", args.allow_pickle)
     put("data", "source", args.data)
     put("student", "layers", args.student_layers)
     put("student", "checkpoint", args.student)
@@ -97,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug or bool(os.environ.get("GREENLADDER_DEBUG"))
     try:
         from distill.config import build_distill_config, save_distill_config
-        from distill.pipeline import distill
+        from distill.run import distill
 
         config = build_distill_config(args.config, args.overrides, _extra(args))
         report = distill(config, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -113,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"retention {100 * (s.get('retention_accuracy') or 0):.1f}%, "
         f"gain over control {100 * (s.get('gain_over_control_accuracy') or 0):+.1f} pts, "
-        f"speed-up {s.get('speedup_p50_student', 0):.2f}x at batch 1"
+        f"speed-up {s.get('speedup_p50_student') or 0:.2f}x at batch 1"
     )
     return 0
 

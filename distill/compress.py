@@ -2,26 +2,27 @@
 
 Dynamic int8 quantisation replaces each ``nn.Linear`` with a version whose weights are int8 and
 whose activations are quantised on the fly (no calibration data needed); it targets CPU inference.
-Latency is measured, not estimated: untimed warm-up calls, then repeated timed calls under
-``torch.inference_mode``.
+Latency has one definition in this project, ``advisor.baseline.latency_ms`` (p50/p95 of batch-1
+calls, tokenisation included), used here for the float and int8 students and the ONNX export.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import os
-import statistics
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from advisor.baseline import latency_ms
 from advisor.errors import ModelError
-from distill.batching import collate, encode, pad_id_of
+from advisor.train import predict_labels
+
+#: file of the int8 student's weights, next to the float student's folder
+INT8_WEIGHTS = "student_int8.pt"
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -46,65 +47,33 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-def folder_bytes(folder: str | Path) -> int:
-    """Size on disk of everything in a saved model folder."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+def save_int8(model: torch.nn.Module, path: str | Path) -> Path:
+    """Save a dynamically quantised model's state dict (tensors only: it reloads with ``weights_only=True``)."""
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return path
 
 
-def measure_latency(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    max_length: int,
-    repeats: int = 50,
-    warmup: int = 5,
-    throughput_batch: int = 32,
-) -> dict[str, float]:
-    """CPU latency at batch 1 (p50/p95) and throughput at ``throughput_batch``.
+def load_int8(float_folder: str | Path, path: str | Path) -> torch.nn.Module:
+    """Rebuild the int8 student: the float student's architecture, quantised, then the saved int8 weights.
 
-    Texts are cycled; each batch-1 call sees one real text, padded to nothing. Throughput runs
-    ``max(3, repeats // 10)`` batches of ``throughput_batch`` texts padded to their longest.
-
-    Returns:
-        ``p50_ms``, ``p95_ms``, ``mean_ms`` (batch 1), ``throughput_per_s`` (texts per second),
-        ``threads`` (torch intra-op threads during the measurement), ``load_avg_1min`` (how busy the
-        machine was).
+    Args:
+        float_folder: the saved float student (config.json; its weights are replaced).
+        path: the file written by :func:`save_int8`.
     """
-    if not texts:
-        raise ValueError("measure_latency needs at least one text.")
-    model.eval()
-    encoded = encode(tokenizer, texts, max_length)
-    pad_id = pad_id_of(tokenizer)
-    singles = [collate([encoded[i % len(encoded)]], pad_id) for i in range(warmup + repeats)]
-    times_ms: list[float] = []
-    with torch.inference_mode():
-        for i, batch in enumerate(singles):
-            start = time.perf_counter()
-            model(**batch)
-            if i >= warmup:
-                times_ms.append((time.perf_counter() - start) * 1000.0)
-        n_batches = max(3, repeats // 10)
-        big = [
-            collate([encoded[(b * throughput_batch + j) % len(encoded)] for j in range(throughput_batch)], pad_id)
-            for b in range(n_batches + 1)
-        ]
-        model(**big[0])  # warm-up at the larger shape
-        start = time.perf_counter()
-        for batch in big[1:]:
-            model(**batch)
-        elapsed = time.perf_counter() - start
-    times_ms.sort()
-    p95_index = min(len(times_ms) - 1, math.ceil(0.95 * len(times_ms)) - 1)
-    return {
-        "p50_ms": float(statistics.median(times_ms)),
-        "p95_ms": float(times_ms[p95_index]),
-        "mean_ms": float(statistics.fmean(times_ms)),
-        "throughput_per_s": n_batches * throughput_batch / elapsed,
-        "threads": float(torch.get_num_threads()),
-        # other processes competing for the cores inflate latency; say how busy the machine was
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
-    }
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(str(float_folder))
+    shell = quantize_int8(AutoModelForSequenceClassification.from_config(config))
+    shell.load_state_dict(torch.load(str(path), weights_only=True))
+    return shell.eval()
+
+
+def model_latency(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, repeats: int) -> dict[str, float]:
+    """p50/p95 batch-1 CPU latency of a transformers classifier (``advisor.baseline.latency_ms``)."""
+    return latency_ms(lambda batch: predict_labels(model, tokenizer, batch, max_length), texts, repeats=repeats)
 
 
 def export_onnx(model: torch.nn.Module, tokenizer: Any, path: str | Path, *, max_length: int = 128) -> Path:
@@ -115,7 +84,7 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: str | Path, *, max
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sample = collate(encode(tokenizer, ["an example sentence"], max_length), pad_id_of(tokenizer))
+    sample = tokenizer(["an example sentence"], truncation=True, max_length=max_length, return_tensors="pt")
     model_cpu = copy.deepcopy(model).cpu().eval()
     try:
         with warnings.catch_warnings():
@@ -137,3 +106,23 @@ def export_onnx(model: torch.nn.Module, tokenizer: Any, path: str | Path, *, max
             "Drop --onnx, or install onnxscript for torch's newer exporter."
         ) from exc
     return path
+
+
+def onnx_latency(
+    path: str | Path, tokenizer: Any, texts: Sequence[str], max_length: int, repeats: int
+) -> dict[str, float] | None:
+    """Batch-1 latency of the exported model under onnxruntime (None when onnxruntime is not installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same threads as the torch timings
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def predict(batch: Sequence[str]) -> np.ndarray:
+        enc = tokenizer(list(batch), truncation=True, max_length=max_length, padding=True, return_tensors="np")
+        feeds = {k: enc[k].astype("int64") for k in ("input_ids", "attention_mask")}
+        return np.asarray(session.run(None, feeds)[0]).argmax(-1)
+
+    return latency_ms(predict, texts, repeats=repeats)

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from advisor import config as advisor_config
-from advisor.config import DataConfig, MeteringConfig
+from advisor.config import DataConfig, MeteringConfig, RulesConfig
 from advisor.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    """The teacher's fine-tune: only the settings that loop reads (a plain AdamW loop, not the
-    advisor's Trainer, so it has no bf16, compile, frozen embeddings or evaluations to set)."""
+    """The teacher's fine-tune: only the settings it reads (the distillation trainer, with alpha 1:
+    the hard labels alone), so nothing here is accepted and then ignored."""
 
     #: two epochs: a teacher is fine-tuned once and only needs to beat its students
     epochs: float = 2.0
@@ -39,8 +39,9 @@ class StudentConfig:
     layers: int | None = None
     #: teacher layer kept as each student layer, e.g. [0, 2, 4]; overrides ``layers``
     layer_map: list[int] = field(default_factory=list)
-    #: a smaller checkpoint (folder or hub id) that shares the teacher's tokenizer, instead of a
-    #: layer subset
+    #: a smaller pre-trained checkpoint (folder, hub id or offline rung name) instead of a layer
+    #: subset; it keeps its own tokenizer (logits are per text), unless hidden_weight > 0, which
+    #: compares hidden states token for token and so needs the teacher's vocabulary
     checkpoint: str | None = None
 
 
@@ -72,11 +73,8 @@ class CompressConfig:
     quantize: bool = False
     #: also export the student to ONNX (needs torch's exporter; see the README)
     onnx: bool = False
-    #: timed batch-1 calls for p50/p95 after ``warmup`` untimed ones
+    #: timed batch-1 calls for p50/p95 (``advisor.baseline.latency_ms``, tokenisation included)
     latency_repeats: int = 50
-    warmup: int = 5
-    #: batch size of the throughput measurement
-    throughput_batch: int = 32
 
 
 @dataclass(frozen=True)
@@ -85,14 +83,23 @@ class DistillConfig:
     teacher: str = ""
     #: fine-tune the teacher first when it has no head for the data's labels (metered and reported)
     finetune_teacher: bool = True
-    #: settings of that fine-tune
+    #: settings of that fine-tune (embeddings are not frozen for a teacher unless set here)
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    #: a file of unlabelled texts from the same domain (CSV/JSONL/... with a text column, or one
+    #: text per line in .txt): the teacher's logits on them train the student (the control cannot
+    #: use them)
+    unlabeled: str | None = None
+    #: load teacher or student weights from pickles (pytorch_model.bin) when no safetensors exist;
+    #: they are read with weights_only=True. Only for checkpoints whose origin you trust
+    allow_pickle: bool = False
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: KDConfig = field(default_factory=KDConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     metering: MeteringConfig = field(default_factory=MeteringConfig)
-    #: output folder: reports and the saved student
+    #: training-health rules, as for the advisor's fine-tuning
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    #: output folder: ledger, reports and the saved student
     out: str = "runs/distill"
     #: where teacher logits are cached (``<out>`` when unset, so reruns into the same folder reuse them)
     cache_dir: str | None = None
@@ -139,10 +146,6 @@ def _range_problems(c: DistillConfig) -> list[str]:
     ):
         if getattr(k, name) <= 0:
             out.append(f"The {flag} value must be positive. Got {getattr(k, name)} instead.")
-    t = c.teacher_train
-    for name in ("epochs", "learning_rate", "batch_size", "max_length"):
-        if getattr(t, name) <= 0:
-            out.append(f"The config key teacher_train.{name} must be positive. Got {getattr(t, name)} instead.")
     if not k.seeds:
         out.append("The --seeds value must list at least one seed.")
     s = c.student
@@ -151,8 +154,8 @@ def _range_problems(c: DistillConfig) -> list[str]:
     if s.layers is not None and s.layers < 1:
         out.append(f"The --student-layers value must be at least 1. Got {s.layers} instead.")
     p = c.compress
-    if p.latency_repeats < 1 or p.warmup < 0 or p.throughput_batch < 1:
-        out.append("compress.latency_repeats and compress.throughput_batch must be >= 1, compress.warmup >= 0.")
+    if p.latency_repeats < 1:
+        out.append(f"The config key compress.latency_repeats must be >= 1. Got {p.latency_repeats} instead.")
     return out
 
 

@@ -11,24 +11,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: label id of a row without a label (a transfer-set text): only the teacher's soft targets train on it
+NO_LABEL = -100
 
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+
+def soft_target_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, reduction: str = "mean"
+) -> torch.Tensor:
     """T^2 * KL(p_teacher || p_student), both distributions softened at temperature T.
 
     Args:
         student_logits: ``[B, C]``.
         teacher_logits: ``[B, C]``, treated as a constant (no gradient flows into it).
         temperature: T > 0; 1 leaves the distributions as they are.
+        reduction: "mean" over the batch (a scalar) or "none" (``[B]``, one value per row).
 
     Returns:
-        A scalar: the batch mean of the KL divergence, times T^2.
+        The KL divergence times T^2: the batch mean, or ``[B]`` per row.
     """
     if temperature <= 0:
         raise ValueError(f"The temperature must be positive. Got {temperature} instead.")
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    per_row = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(dim=-1)
+    per_row = per_row * temperature**2
+    return per_row if reduction == "none" else per_row.mean()
 
 
 def distillation_loss(
@@ -38,13 +45,17 @@ def distillation_loss(
     alpha: float,
     temperature: float,
 ) -> torch.Tensor:
-    """alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(p_teacher || p_student).
+    """Mean over rows of alpha * CE + (1 - alpha) * T^2 * KL(p_teacher || p_student).
+
+    A row labelled :data:`NO_LABEL` (an unlabelled transfer-set text) contributes the soft-target
+    term alone, at full weight: the teacher is all there is to learn from on it.
 
     Args:
         student_logits: ``[B, C]``.
         teacher_logits: ``[B, C]``.
-        labels: ``[B]`` integer class ids.
-        alpha: weight of the hard-label term, in [0, 1]; 1 ignores the teacher, 0 ignores labels.
+        labels: ``[B]`` integer class ids, or ``NO_LABEL``.
+        alpha: weight of the hard-label term on labelled rows, in [0, 1]; 1 ignores the teacher
+            there, 0 ignores the labels.
         temperature: softening temperature T of the soft-target term.
 
     Returns:
@@ -52,13 +63,13 @@ def distillation_loss(
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]. Got {alpha} instead.")
-    hard = F.cross_entropy(student_logits, labels)
-    if alpha == 1.0:
-        return hard
-    soft = soft_target_loss(student_logits, teacher_logits, temperature)
-    if alpha == 0.0:
-        return soft
-    return alpha * hard + (1.0 - alpha) * soft
+    labelled = labels != NO_LABEL
+    hard = F.cross_entropy(student_logits, labels.clamp(min=0), reduction="none")
+    if alpha == 1.0 and bool(labelled.all()):
+        return hard.mean()  # the teacher is not consulted at all (and its logits may be absent)
+    soft = soft_target_loss(student_logits, teacher_logits, temperature, reduction="none")
+    per_row = torch.where(labelled, alpha * hard + (1.0 - alpha) * soft, soft)
+    return per_row.mean()
 
 
 def hidden_state_loss(

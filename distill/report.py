@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from advisor.card import co2_eq_emissions
 from advisor.criteria import fmt_num
 from advisor.types import Cost, RunResult
 
 _PHASE_NAMES = {
-    "teacher_finetune": "teacher fine-tune",
-    "teacher_eval": "teacher evaluation",
+    "teacher": "teacher (fine-tune if needed, evaluation)",
     "teacher_logits": "teacher logits (cached once)",
     "distill": "distillation (all seeds)",
     "control": "no-teacher control (all seeds)",
@@ -61,11 +64,20 @@ def render_markdown(report: Any) -> str:
         f"- **Speed-up** at batch 1 (p50): {_num(s.get('speedup_p50_student'), '.2f')}x"
         + (f"; int8: {_num(s.get('speedup_p50_student_int8'), '.2f')}x" if "speedup_p50_student_int8" in s else ""),
         f"- **Parameters**: teacher {s.get('params_teacher'):,}, student {s.get('params_student'):,}",
+    ]
+    if s.get("teacher_vs_control_text"):
+        lines.append(f"- **Does the teacher add anything?** {s['teacher_vs_control_text']}")
+    if s.get("unlabeled_rows"):
+        lines.append(
+            f"- **Transfer set**: the student also learned from the teacher's logits on {s['unlabeled_rows']:,} "
+            "unlabelled texts; the no-teacher control cannot use them (it trains on the labelled rows only)."
+        )
+    lines += [
         "",
         "## Models (test split)",
         "",
-        "| model | params | size MB | accuracy | macro-F1 | p50 ms | p95 ms | texts/s @32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | params | size MB | accuracy | macro-F1 | p50 ms | p95 ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     sizes = s.get("size_mb", {})
     rows: list[tuple[str, RunResult | None, str]] = [("teacher", report.teacher, "teacher")]
@@ -79,13 +91,18 @@ def render_markdown(report: Any) -> str:
         lines.append(
             f"| {name} | {run.candidate.params_total or 0:,} | {_num(sizes.get(key) if key else None, '.1f')} | "
             f"{_num(run.test_metrics.get('accuracy'))} | {_num(run.test_metrics.get('macro_f1'))} | "
-            f"{_num(lat.get('p50_ms'), '.2f')} | {_num(lat.get('p95_ms'), '.2f')} | {_num(lat.get('throughput_per_s'), '.1f')} |"
+            f"{_num(lat.get('latency_ms_p50'), '.2f')} | {_num(lat.get('latency_ms_p95'), '.2f')} |"
+        )
+    if "student_onnx" in report.latency:
+        onnx = report.latency["student_onnx"]
+        lines.append(
+            f"| student (ONNX, onnxruntime) | | | | | {_num(onnx.get('latency_ms_p50'), '.2f')} | "
+            f"{_num(onnx.get('latency_ms_p95'), '.2f')} |"
         )
     lines += [
         "",
-        f"Latency on the CPU with {int(report.latency.get('teacher', {}).get('threads', 0))} torch threads, "
-        f"1-minute load average {_num(report.latency.get('teacher', {}).get('load_avg_1min'), '.1f')} when measured "
-        "(other work on the machine inflates it).",
+        "Latency: batch-1 CPU calls, tokenisation included (the advisor's definition); other work on the "
+        "machine inflates it.",
         "",
         "Sizes are the weights in memory (int8 weights at their packed size). On disk: student weights "
         f"{_num(sizes.get('student_weights_on_disk'), '.1f')} MB (whole folder "
@@ -121,17 +138,26 @@ def write_reports(report: Any, out: str | Path) -> tuple[Path, Path]:
 
 
 def model_card(report: Any, label_names: Sequence[str]) -> str:
-    """README.md for the saved student: what it is, how it was made, how well and at what cost."""
+    """README.md for the saved student: hub front matter (``co2_eq_emissions`` as the advisor writes it),
+    what it is, how it was made, how well and at what cost."""
     s = report.summary
     run = next(r for r in report.students if r.run_id == report.saved_run)
     hp = run.hyperparameters
     total = report.total_cost
+    meta: dict[str, Any] = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["text-classification", "greenladder", "distillation"],
+    }
+    # the student cost everything the distillation spent, not only its own training run
+    co2 = co2_eq_emissions(dataclasses.replace(run, cost=total), report.config.get("metering", {}))
+    if co2 is not None:
+        meta["co2_eq_emissions"] = co2
+    int8 = s.get("student_int8")
     return "\n".join(
         [
             "---",
-            "library_name: transformers",
-            "pipeline_tag: text-classification",
-            "tags: [distillation, greenladder]",
+            yaml.safe_dump(meta, sort_keys=False).rstrip(),
             "---",
             "",
             f"# Distilled student of `{report.teacher.candidate.source}`",
@@ -157,21 +183,29 @@ def model_card(report: Any, label_names: Sequence[str]) -> str:
             f"{fmt_num(total.emissions_g)} gCO2e; "
             "per phase in distill_report.md.",
             "",
+            "## How to load it",
+            "",
+            "```python",
+            "from transformers import pipeline",
+            'classifier = pipeline("text-classification", model="path/to/this/folder")',
+            "```",
+            *(
+                [
+                    "",
+                    f"The int8 student ({int8.rsplit('/', 1)[-1]}, dynamic quantisation of the Linear layers):",
+                    "",
+                    "```python",
+                    "from distill.compress import load_int8",
+                    'model = load_int8("path/to/this/folder", "path/to/this/folder/student_int8.pt")',
+                    "```",
+                ]
+                if int8
+                else []
+            ),
+            "",
             "## Limitations",
             "",
             "Measured on one dataset split; differences under ~2 points between students may be seed noise.",
             "",
         ]
     )
-
-
-def save_student(student: Any, tokenizer: Any, label_names: Sequence[str], report: Any, dest: str | Path) -> Path:
-    """Save the student (safetensors), its tokenizer, and a model card into ``dest``."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    student.config.id2label = dict(enumerate(label_names))
-    student.config.label2id = {n: i for i, n in enumerate(label_names)}
-    student.save_pretrained(str(dest), safe_serialization=True)
-    tokenizer.save_pretrained(str(dest))
-    (dest / "README.md").write_text(model_card(report, label_names), encoding="utf-8")
-    return dest

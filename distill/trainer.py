@@ -1,137 +1,239 @@
-"""One small training loop for the three jobs of a distillation.
+"""Distillation on the advisor's training stack: a ``BucketTrainer`` whose loss reads cached teacher logits.
 
-``fit`` trains a classifier on tokenised texts. Given cached teacher outputs it minimises the
-distillation loss; without them it minimises plain cross-entropy, which serves both the teacher's
-own fine-tune and the no-teacher control. The control uses the same student initialisation, data
-order, steps and seed as the distilled student, so the difference between the two is what the
-teacher added.
+The same Trainer, length-bucketed batches, metering callback and health rules as the advisor's
+fine-tuning (``advisor.train``); only the loss differs. Each training row carries the teacher's
+logits (cached once, see :mod:`distill.teacher`) as an extra column, so the teacher never runs
+during training and may use another tokenizer than the student. Rows labelled ``NO_LABEL`` (an
+unlabelled transfer set) learn from the teacher alone. Without teacher columns the loss is plain
+cross-entropy: the no-teacher control, with the same initialisation, data order, steps and seed.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import get_linear_schedule_with_warmup
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import DataCollatorWithPadding, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from advisor.batching import BucketTrainer
+from advisor.config import RulesConfig
+from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
-from distill.batching import encode, iter_batches, length_grouped_batches, pad_id_of
+from advisor.rules import first_firing, health_callbacks
+from advisor.train import predict_labels, quiet_libraries, scratch_dir, tokenize
 from distill.config import KDConfig
-from distill.inference import meter_batch, predict
-from distill.losses import distillation_loss, hidden_state_loss, mean_pool
+from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
 
+_TEACHER_COLUMNS = ("teacher_logits", "teacher_pooled")
 
-def fit(
-    model: torch.nn.Module,
+
+class _Collator:
+    """Pads token ids per batch (as the advisor does) and stacks the teacher's columns."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        rows = [dict(f) for f in features]
+        extra = {
+            k: torch.tensor([r.pop(k) for r in rows], dtype=torch.float32) for k in _TEACHER_COLUMNS if k in rows[0]
+        }
+        for r in rows:
+            r.pop("length", None)
+        batch = dict(self.pad(rows))
+        batch.update(extra)
+        return batch
+
+
+class DistillTrainer(BucketTrainer):
+    """A BucketTrainer whose loss mixes hard labels with the teacher's cached soft targets.
+
+    Args:
+        kd: alpha, temperature and hidden-state weight; None trains on the labels only.
+        projection: maps the student's pooled state to the teacher's width for the hidden-state
+            loss; trained with the student (added to the optimizer), never saved with it.
+    """
+
+    def __init__(self, *args: Any, kd: KDConfig | None = None, projection: torch.nn.Module | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.kd = kd
+        self.projection = projection
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        labels = inputs.pop("labels")
+        teacher_logits = inputs.pop("teacher_logits", None)
+        teacher_pooled = inputs.pop("teacher_pooled", None)
+        use_hidden = self.kd is not None and teacher_pooled is not None and self.kd.hidden_weight > 0
+        outputs = model(**inputs, output_hidden_states=use_hidden)
+        if self.kd is None or teacher_logits is None:
+            loss = F.cross_entropy(outputs.logits, labels, ignore_index=NO_LABEL)
+        else:
+            loss = distillation_loss(outputs.logits, teacher_logits, labels, self.kd.alpha, self.kd.temperature)
+        if use_hidden:
+            assert self.kd is not None and teacher_pooled is not None
+            pooled = mean_pool(outputs.hidden_states[-1], inputs["attention_mask"])
+            loss = loss + self.kd.hidden_weight * hidden_state_loss(pooled, teacher_pooled, self.projection)
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.projection is not None and not any(
+            p is q for group in optimizer.param_groups for p in group["params"] for q in self.projection.parameters()
+        ):
+            optimizer.add_param_group({"params": list(self.projection.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+
+def _rows(texts: Sequence[str], labels: Sequence[int], teacher: TeacherOutputs | None, hidden: bool) -> Dataset:
+    columns: dict[str, Any] = {"text": list(texts), "label": [int(y) for y in labels]}
+    if teacher is not None:
+        if teacher.logits.shape[0] != len(texts):
+            raise ValueError(f"Teacher outputs have {teacher.logits.shape[0]} rows for {len(texts)} texts.")
+        columns["teacher_logits"] = teacher.logits.tolist()
+        if hidden and teacher.pooled is not None:
+            columns["teacher_pooled"] = teacher.pooled.tolist()
+    return Dataset.from_dict(columns)
+
+
+def train_student(
+    model: Any,
     tokenizer: Any,
     texts: Sequence[str],
     labels: Sequence[int],
     settings: KDConfig,
     *,
     seed: int,
+    scratch_root: Path,
+    run_id: str,
+    meter: Meter,
     teacher: TeacherOutputs | None = None,
-    meter: Any = None,
+    validation: tuple[Sequence[str], Sequence[int]] | None = None,
+    rules: RulesConfig | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place, with the teacher's soft targets when given.
+    """Train ``model`` in place on the rows, with the teacher's soft targets when given.
 
     Args:
-        model: a sequence-classification model.
-        tokenizer: its tokenizer (shared with the teacher when ``teacher`` is given).
-        texts: training texts; ``teacher`` rows must be in the same order.
-        labels: integer labels, one per text.
+        model: a sequence-classification model (the student, or a teacher being fine-tuned).
+        tokenizer: the model's own tokenizer.
+        texts: training texts; ``teacher`` rows are in the same order.
+        labels: label ids, ``NO_LABEL`` for unlabelled rows (used only with a teacher).
         settings: epochs, learning rate, batch size, alpha, temperature, hidden-state weight ...
-        seed: seeds dropout, the data order and the projection's initialisation.
+        seed: seeds dropout and the data order (the same for a student and its control).
+        scratch_root: run folder whose ``.scratch`` holds the Trainer's output while it runs.
+        run_id: names the scratch folder.
+        meter: the open Meter of this phase; training FLOPs and tokens are counted into it.
         teacher: cached teacher outputs; None trains on the labels only.
-        meter: an open ``advisor.cost.Meter`` that training FLOPs and tokens are counted into.
-        progress: called with a line every ~10% of the steps and at the end of each epoch.
+        validation: texts and labels evaluated once per epoch (the health rules read the loss).
+        rules: training-health rules; defaults when None.
 
     Returns:
-        Training facts: steps, epochs, final mean loss of the last epoch.
+        Training facts: steps, total_steps, final_loss, and the health rule that fired, if one did.
     """
-    say = progress or (lambda _msg: None)
-    if teacher is not None and teacher.logits.shape[0] != len(texts):
-        raise ValueError(f"Teacher outputs have {teacher.logits.shape[0]} rows for {len(texts)} texts.")
-    torch.manual_seed(seed)
-    encoded = encode(tokenizer, texts, settings.max_length)
-    lengths = [len(r) for r in encoded]
-    y = torch.tensor(list(labels), dtype=torch.long)
-    pad_id = pad_id_of(tokenizer)
-    config = getattr(model, "config", None)
-    device = next(model.parameters()).device  # train where the caller put the model
-
-    use_hidden = teacher is not None and settings.hidden_weight > 0
+    say = progress or (lambda _m: None)
+    if teacher is None and any(int(y) == NO_LABEL for y in labels):
+        raise ValueError("Unlabelled rows need a teacher: the no-teacher control trains on labelled rows only.")
+    hidden = teacher is not None and settings.hidden_weight > 0
+    with quiet_libraries():
+        train_ds = tokenize(_rows(texts, labels, teacher, hidden), tokenizer, settings.max_length)
+        val_ds = tokenize(_rows(*validation, None, False), tokenizer, settings.max_length) if validation else None
     projection: torch.nn.Module | None = None
-    if use_hidden:
-        assert teacher is not None
-        width = int(getattr(model, "config").hidden_size)  # noqa: B009 (nn.Module types config as Tensor | Module)
+    if hidden and teacher is not None and teacher.pooled is not None:
+        width = int(model.config.hidden_size)
         if width != teacher.pooled.shape[-1]:
-            projection = torch.nn.Linear(width, teacher.pooled.shape[-1]).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if projection is not None:
-        params += list(projection.parameters())
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    batches_per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total_steps = max(1, math.ceil(settings.epochs * batches_per_epoch))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-
-    model.train()
-    every = max(1, total_steps // 10)  # a progress line every ~10% of training
-    step, epoch = 0, 0
-    last_losses: list[float] = []
-    while step < total_steps:
-        last_losses = []
-        batches = length_grouped_batches(lengths, settings.batch_size, seed + epoch)
-        for idx, batch in iter_batches(encoded, batches, pad_id):
-            if step >= total_steps:
-                break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch, output_hidden_states=use_hidden)
-            target = y[idx].to(device)
-            if teacher is None:
-                loss = torch.nn.functional.cross_entropy(out.logits, target)
-            else:
-                loss = distillation_loss(
-                    out.logits, teacher.logits[idx].to(device), target, settings.alpha, settings.temperature
-                )
-                if use_hidden:
-                    pooled = mean_pool(out.hidden_states[-1], batch["attention_mask"])
-                    loss = loss + settings.hidden_weight * hidden_state_loss(
-                        pooled, teacher.pooled[idx].to(device), projection
-                    )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            meter_batch(meter, config, batch["attention_mask"], int(out.logits.shape[-1]), "train")
-            last_losses.append(float(loss.detach()))
-            step += 1
-            if step % every == 0 and step < total_steps:
-                say(f"  step {step}/{total_steps}: loss {np.mean(last_losses[-every:]):.4f}")
-        epoch += 1
-        say(f"  epoch {epoch}: mean loss {np.mean(last_losses):.4f} ({step}/{total_steps} steps)")
+            torch.manual_seed(seed)
+            projection = torch.nn.Linear(width, int(teacher.pooled.shape[-1]))
+            projection.to(next(model.parameters()).device)
+    on_gpu = torch.cuda.is_available()
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / settings.batch_size))
+    total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
+    scratch = scratch_dir(scratch_root, run_id)
+    checks = health_callbacks(rules if rules is not None else RulesConfig(), on_gpu=on_gpu)
+    args = TrainingArguments(
+        output_dir=str(scratch),
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        warmup_steps=int(settings.warmup_ratio * total_steps),
+        weight_decay=settings.weight_decay,
+        eval_strategy="epoch" if val_ds is not None else "no",
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=1,  # health rules read every step's loss
+        report_to="none",
+        seed=seed,
+        use_cpu=not on_gpu,
+        remove_unused_columns=False,  # the teacher's columns reach compute_loss
+        disable_tqdm=True,
+    )
+    metering = MeteringCallback(meter, model.config, num_labels=int(model.config.num_labels))
+    trainer = DistillTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=_Collator(tokenizer),
+        processing_class=tokenizer,
+        callbacks=[metering, *checks],
+        kd=settings if teacher is not None else None,
+        projection=projection,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    say(
+        f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
+        f"({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
+    )
+    try:
+        trainer.train()
+    finally:
+        for rule in checks:  # watchdog threads end with the run, also when it raised
+            if hasattr(rule, "stop"):
+                rule.stop()
+        metering.flush()
+        metering.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     model.eval()
-    return {"steps": step, "epochs": settings.epochs, "final_loss": float(np.mean(last_losses))}
+    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    facts: dict[str, Any] = {
+        "steps": trainer.state.global_step,
+        "total_steps": total_steps,
+        "final_loss": sum(losses[-steps_per_epoch:]) / len(losses[-steps_per_epoch:]) if losses else float("nan"),
+    }
+    firing = first_firing(checks)
+    if firing is not None:
+        facts["rule"] = {"rule": firing.rule, "step": firing.step, "message": firing.message}
+    return facts
 
 
 def evaluate(
-    model: torch.nn.Module,
+    model: Any,
     tokenizer: Any,
     texts: Sequence[str],
     labels: Sequence[int],
     label_names: Sequence[str],
     *,
     max_length: int,
-    batch_size: int = 64,
-    meter: Any = None,
-) -> dict[str, float]:
-    """Accuracy, macro-F1 and the advisor's other metrics on labelled texts (eval FLOPs into ``meter``)."""
-    logits, _ = predict(
-        model, encode(tokenizer, texts, max_length), pad_id_of(tokenizer), batch_size=batch_size, meter=meter
-    )
-    return compute_metrics(list(labels), logits.argmax(dim=-1).tolist(), label_names)
+    meter: Meter | None = None,
+) -> tuple[dict[str, float], tuple[int, ...]]:
+    """The advisor's metrics on labelled texts, and each row's predicted label (forward passes metered)."""
+    counter = MeteringCallback(meter) if meter is not None else None
+    if counter is not None:
+        counter.attach(model)
+    try:
+        preds = predict_labels(model, tokenizer, list(texts), max_length)
+    finally:
+        if counter is not None:
+            counter.close()
+    return compute_metrics(list(labels), preds, label_names), tuple(int(p) for p in preds)

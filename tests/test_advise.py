@@ -276,3 +276,8 @@ def test_a_rung_that_is_good_enough_but_too_big_is_distilled_and_the_student_jud
     assert "distilled student meets every criterion" in report.stop_reason
     assert student.cost.train_flops > 0
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    # the student's retention of its teacher's score reaches report.json (it was always None before)
+    recorded = json.loads((tmp_path / "run" / "report.json").read_text())
+    [entry] = [r for r in recorded["runs"] if r["run_id"] == "tiny-b-t1-student"]
+    assert entry["details"]["retention_metric"] == "accuracy"
+    assert 0.9 <= entry["details"]["retention"] <= 1.2  # the student kept what the teacher knew

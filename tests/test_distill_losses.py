@@ -96,3 +96,19 @@ def test_mean_pool_ignores_padding():
     hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
     mask = torch.tensor([[1, 1, 0]])
     assert mean_pool(hidden, mask).item() == pytest.approx(2.0)
+
+
+def test_an_unlabelled_row_learns_from_the_teacher_alone(logits):
+    from distill.losses import NO_LABEL
+
+    student, teacher, labels = logits
+    unlabelled = torch.full_like(labels, NO_LABEL)
+    assert torch.allclose(
+        distillation_loss(student, teacher, unlabelled, 0.7, 2.0), soft_target_loss(student, teacher, 2.0)
+    )
+    mixed = labels.clone()
+    mixed[0] = NO_LABEL  # one transfer row among labelled ones: soft term only on it, the mix on the others
+    per_row = soft_target_loss(student, teacher, 2.0, reduction="none")
+    hard = torch.nn.functional.cross_entropy(student, labels, reduction="none")
+    want = torch.cat([per_row[:1], 0.7 * hard[1:] + 0.3 * per_row[1:]]).mean()
+    assert torch.allclose(distillation_loss(student, teacher, mixed, 0.7, 2.0), want)

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 from advisor.config import MeteringConfig
-from distill.compress import measure_latency, quantize_int8
+from advisor.cost import Meter
+from advisor.types import Cost
+from distill.compress import load_int8, model_latency, quantize_int8, save_int8
 from distill.config import CompressConfig, DistillConfig, KDConfig, StudentConfig, TeacherTrainConfig
+from distill.losses import NO_LABEL
 from distill.pipeline import distill_models
-from distill.report import render_markdown, save_student, write_reports
+from distill.report import model_card, render_markdown, write_reports
 from distill.teacher import teacher_outputs
-from distill.trainer import evaluate, fit
+from distill.trainer import evaluate, train_student
+
+OFF = MeteringConfig(enabled=False, codecarbon=False)
+
 
 POSITIVE = ["great", "superb", "lovely", "excellent", "fine"]
 NEGATIVE = ["awful", "poor", "terrible", "bad", "dull"]
@@ -61,6 +69,24 @@ def tiny(layers: int, seed: int) -> BertForSequenceClassification:
     return BertForSequenceClassification(config)
 
 
+def fit(model, tok, texts, labels, settings, *, seed, teacher=None, scratch=None, meter=None):
+    """Train through the real stack (DistillTrainer) with metering off unless a meter is given."""
+    import tempfile
+    from pathlib import Path
+
+    root = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp())
+    if meter is not None:
+        return train_student(model, tok, texts, labels, settings, seed=seed, scratch_root=root, run_id="t",
+                             meter=meter, teacher=teacher)  # fmt: skip
+    with Meter(OFF, phase="t") as m:
+        return train_student(model, tok, texts, labels, settings, seed=seed, scratch_root=root, run_id="t",
+                             meter=m, teacher=teacher)  # fmt: skip
+
+
+def accuracy(model, tok, texts, labels) -> float:
+    return evaluate(model, tok, texts, labels, LABELS, max_length=16)[0]["accuracy"]
+
+
 FAST = KDConfig(
     epochs=5, learning_rate=3e-3, batch_size=16, max_length=16, warmup_ratio=0.0, alpha=0.1, temperature=2.0
 )
@@ -81,8 +107,7 @@ def teacher(tok) -> BertForSequenceClassification:
 
 
 def test_teacher_is_good(teacher, tok):
-    metrics = evaluate(teacher, tok, *rows(100, seed=9), LABELS, max_length=16)
-    assert metrics["accuracy"] >= 0.95
+    assert accuracy(teacher, tok, *rows(100, seed=9)) >= 0.95
 
 
 def test_student_with_teacher_beats_or_matches_the_same_student_without_it(teacher, tok, tmp_path):
@@ -98,8 +123,8 @@ def test_student_with_teacher_beats_or_matches_the_same_student_without_it(teach
         assert all(torch.equal(a, b) for a, b in zip(kd.parameters(), control.parameters(), strict=True))
         fit(kd, tok, texts, labels, FAST, seed=seed, teacher=outs)
         fit(control, tok, texts, labels, FAST, seed=seed)
-        kd_scores.append(evaluate(kd, tok, val_texts, val_labels, LABELS, max_length=16)["accuracy"])
-        control_scores.append(evaluate(control, tok, val_texts, val_labels, LABELS, max_length=16)["accuracy"])
+        kd_scores.append(accuracy(kd, tok, val_texts, val_labels))
+        control_scores.append(accuracy(control, tok, val_texts, val_labels))
     assert sum(kd_scores) >= sum(control_scores), (kd_scores, control_scores)
 
 
@@ -143,16 +168,20 @@ def test_cache_key_follows_the_teacher_weights(teacher, tok, tmp_path):
     assert teacher_outputs(changed, tok, texts, max_length=16, cache_dir=tmp_path).key != before.key
 
 
-def test_quantised_student_runs_and_latency_is_measured(teacher, tok):
+def test_quantised_student_runs_is_saved_reloads_and_latency_is_measured(teacher, tok, tmp_path):
     texts, labels = rows(60, seed=6)
     q = quantize_int8(teacher)
     assert any(isinstance(m, DynamicQuantizedLinear) for m in q.modules())
     assert not any(type(m) is torch.nn.Linear for m in q.modules())
-    metrics = evaluate(q, tok, texts, labels, LABELS, max_length=16)
+    metrics, preds = evaluate(q, tok, texts, labels, LABELS, max_length=16)
     assert metrics["accuracy"] >= 0.9  # int8 keeps what the float teacher knew on this easy task
-    lat = measure_latency(q, tok, texts, max_length=16, repeats=10, warmup=2, throughput_batch=8)
-    assert {"p50_ms", "p95_ms", "throughput_per_s"} <= lat.keys()
-    assert 0 < lat["p50_ms"] <= lat["p95_ms"] and lat["throughput_per_s"] > 0
+    teacher.config.save_pretrained(tmp_path)
+    path = save_int8(q, tmp_path / "student_int8.pt")
+    again = load_int8(tmp_path, path)
+    assert any(isinstance(m, DynamicQuantizedLinear) for m in again.modules())
+    assert evaluate(again, tok, texts, labels, LABELS, max_length=16)[1] == preds  # same predictions, row for row
+    lat = model_latency(q, tok, texts, max_length=16, repeats=10)
+    assert 0 < lat["latency_ms_p50"] <= lat["latency_ms_p95"]
 
 
 def _task_data(n_train: int = 48) -> SimpleNamespace:
@@ -169,25 +198,31 @@ def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tm
         student=StudentConfig(layers=1),
         teacher_train=TeacherTrainConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16),
         distill=KDConfig(epochs=1, learning_rate=3e-3, batch_size=16, max_length=16, seeds=[0, 1]),
-        compress=CompressConfig(quantize=True, latency_repeats=5, warmup=1, throughput_batch=8),
+        compress=CompressConfig(quantize=True, latency_repeats=5),
         metering=MeteringConfig(enabled=False, codecarbon=False),
         out=str(tmp_path / "out"),
     )
     teacher = tiny(layers=2, seed=0)  # fresh head: the pipeline fine-tunes it first
-    report, student = distill_models(teacher, tok, _task_data(), config, teacher_needs_finetune=True)
+    report, student, student_tok = distill_models(
+        teacher, tok, _task_data(), config, work_dir=tmp_path / "out", teacher_needs_finetune=True
+    )
 
     assert [r.run_id for r in report.students] == ["distilled-seed0", "distilled-seed1"]
     assert [r.run_id for r in report.controls] == ["control-seed0", "control-seed1"]
-    assert {"teacher_finetune", "teacher_eval", "teacher_logits", "distill", "control", "quantize", "latency"} <= set(
-        report.phases
-    )
-    assert report.phases["distill"].train_flops > 0 and report.phases["teacher_logits"].inference_flops > 0
+    assert {"teacher", "teacher_logits", "distill", "control", "quantize", "latency"} <= set(report.phases)
+    assert report.phases["teacher"].train_flops > 0  # the fine-tune is metered
+    assert report.phases["distill"].train_flops > 0 and report.phases["teacher_logits"].eval_flops > 0
+    assert report.phases["teacher_logits"].train_flops == 0
     assert report.students[0].candidate.kind == "distilled" and report.students[0].candidate.layers == 1
     # both seeds read the one cached set of teacher logits; no teacher inference inside training
     assert {r.details["teacher_logits_key"] for r in report.students} == {
         report.students[0].details["teacher_logits_key"]
     }
-    assert report.phases["distill"].inference_flops == 0
+    # the distilled runs' FLOPs are the student's training and evaluation only: no teacher pass inside
+    student_flops_per_pass = report.students[0].cost.train_flops
+    control_flops_per_pass = report.controls[0].cost.train_flops
+    assert student_flops_per_pass == pytest.approx(control_flops_per_pass, rel=0.01)
+    assert all(len(r.val_predictions) == 40 for r in (*report.students, *report.controls, report.teacher))
     s = report.summary
     assert s["retention_accuracy"] == pytest.approx(s["student_accuracy"] / s["teacher_accuracy"])
     assert s["gain_over_control_accuracy"] == pytest.approx(s["student_accuracy"] - s["control_accuracy"])
@@ -195,9 +230,15 @@ def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tm
     assert {"teacher", "student", "student_int8"} == set(report.latency)
     assert "speedup_p50_student" in s and report.quantized is not None
 
-    folder = save_student(student, tok, LABELS, report, tmp_path / "out" / "student")
-    assert (folder / "model.safetensors").is_file() and (folder / "README.md").is_file()
-    assert "without the teacher" in (folder / "README.md").read_text()
+    assert (tmp_path / "out" / "runs" / "distilled-seed0" / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / "teacher" / "model.safetensors").is_file()  # the fine-tune is kept
+    assert "without the teacher" in model_card(report, LABELS)
+    # with emissions metered, the card carries them as the advisor's cards do, for the whole distillation
+    metered = Cost(emissions_g=0.25, location="FRA", device="cpu", provenance={"emissions": "estimated"})
+    with_emissions = dataclasses.replace(report, phases=dict.fromkeys(report.phases, metered))
+    front = yaml.safe_load(model_card(with_emissions, LABELS).split("---")[1])
+    assert front["co2_eq_emissions"]["emissions"] == pytest.approx(0.25 * len(report.phases))
+    assert front["co2_eq_emissions"]["geographical_location"] == "FRA"
     json_path, md_path = write_reports(report, tmp_path / "out")
     assert json.loads(json_path.read_text())["summary"]["seeds"] == 2
     md = render_markdown(report)
@@ -215,11 +256,16 @@ def test_onnx_export_gives_the_same_logits(teacher, tok, tmp_path):
     with torch.inference_mode():
         want = teacher.eval()(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
     assert abs(got - want).max() < 1e-4
+    from distill.compress import onnx_latency
+
+    lat = onnx_latency(path, tok, ["great film", "dull plot"], max_length=16, repeats=5)
+    assert lat is not None and 0 < lat["latency_ms_p50"] <= lat["latency_ms_p95"]
 
 
 def test_hidden_state_loss_trains_a_narrower_student_through_a_projection(teacher, tok, tmp_path):
     texts, labels = rows(16, seed=7)
-    outs = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path)
+    outs = teacher_outputs(teacher, tok, texts, max_length=16, cache_dir=tmp_path, with_pooled=True)
+    assert outs.pooled is not None and outs.pooled.shape == (16, 32)
     torch.manual_seed(0)
     narrow = BertForSequenceClassification(
         BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
@@ -230,3 +276,18 @@ def test_hidden_state_loss_trains_a_narrower_student_through_a_projection(teache
     facts = fit(narrow, tok, texts, labels, settings, seed=0, teacher=outs)
     assert facts["steps"] == 2 and facts["final_loss"] == facts["final_loss"]  # ran, and the loss is not NaN
     assert any(not torch.equal(a, b) for a, b in zip(before, narrow.parameters(), strict=True))
+
+
+def test_the_control_refuses_unlabelled_rows_and_the_student_learns_from_them(teacher, tok, tmp_path):
+    # 8 labelled rows are too few; 120 unlabelled rows carry the teacher's knowledge
+    texts, labels = rows(8, seed=20)
+    extra, _ = rows(120, seed=21)
+    with pytest.raises(ValueError, match="Unlabelled rows need a teacher"):
+        fit(tiny(layers=1, seed=3), tok, texts + extra, labels + [NO_LABEL] * len(extra), FAST, seed=0)
+    outs = teacher_outputs(teacher, tok, texts + extra, max_length=16, cache_dir=tmp_path)
+    student, control = tiny(layers=1, seed=3), tiny(layers=1, seed=3)
+    fit(student, tok, texts + extra, labels + [NO_LABEL] * len(extra), FAST, seed=0, teacher=outs)
+    fit(control, tok, texts, labels, FAST, seed=0)
+    val = rows(200, seed=9)
+    with_transfer, without = accuracy(student, tok, *val), accuracy(control, tok, *val)
+    assert with_transfer >= 0.9 and with_transfer > without + 0.05, (with_transfer, without)

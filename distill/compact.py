@@ -1,0 +1,101 @@
+"""The advisor's compaction step: a rung good enough but too big becomes a distilled student.
+
+``distil_run`` is an ``advisor.distiller.Distiller``: the climb hands it the run that met the floor
+but failed only ceilings, and judges the RunResult it returns like any rung. It is declared under
+the ``greenladder.distillers`` entry point, so ``advisor`` finds it without importing ``distill``.
+The student keeps half the teacher's layers (every other one) and skips the no-teacher control to
+keep the cost down; ``distill`` itself runs the control.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from advisor.config import Config
+from advisor.cost import Meter
+from advisor.data import TaskData, column
+from advisor.models import load_for_classification
+from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
+from advisor.types import RunResult
+from distill.compress import model_latency
+from distill.config import build_distill_config
+from distill.pipeline import distill_models
+
+
+def distil_run(
+    teacher_run: RunResult,
+    data: TaskData,
+    config: Config,
+    run_dir: Path,
+    run_id: str,
+    progress: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Distil ``teacher_run``'s saved model into a half-depth student; return the student's RunResult.
+
+    The cost covers the teacher's evaluation and logit caching, the distillation and the latency
+    measurement; the student is saved under ``runs/<run_id>/model``. ``details["retention"]`` is the
+    student's validation metric (the criteria's) over the teacher's.
+    """
+    say = progress or (lambda _m: None)
+    teacher_dir = run_dir / str(teacher_run.artifact)
+    work = run_dir / "runs" / run_id
+    t = config.train
+    hp = teacher_run.hyperparameters
+    dcfg = build_distill_config(
+        extra={
+            "teacher": str(teacher_dir),
+            "out": str(work),
+            "cache_dir": str(run_dir / "cache"),
+            "data": dataclasses.asdict(config.data),
+            "metering": dataclasses.asdict(config.metering),
+            "rules": dataclasses.asdict(config.rules),
+            "distill": {
+                "epochs": float(hp.get("epochs", t.epochs)),
+                "learning_rate": float(hp.get("learning_rate", t.learning_rate)),
+                "batch_size": t.batch_size,
+                "max_length": t.max_length,
+                "seeds": [t.seed],
+                "control": False,  # the advisor needs the student; `distill` itself runs the control
+            },
+            "compress": {"quantize": False, "latency_repeats": 30},
+        }
+    )
+    say(f"{run_id}: distilling {teacher_run.run_id} into a half-depth student (it met the floor but not a ceiling)")
+    with quiet_libraries():
+        teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
+    # no ledger here: the climb's own ledger records the student's run
+    report, student, student_tok = distill_models(teacher, tokenizer, data, dcfg, work_dir=work, progress=say)
+    dest = work / "model"
+    save_model_folder(student, student_tok, dest)
+    with Meter(config.metering, phase=f"latency {run_id}") as meter:
+        lat = model_latency(student.cpu(), student_tok, column(data.validation, "text"), t.max_length, 30)
+    best = next(r for r in report.students if r.run_id == report.saved_run)
+    metric = config.criteria.metric
+    teacher_score = report.teacher.metrics.get(metric)
+    student_score = best.metrics.get(metric)
+    retention = student_score / teacher_score if teacher_score and student_score is not None else None
+    return RunResult(
+        run_id=run_id,
+        candidate=dataclasses.replace(
+            best.candidate,
+            name=f"{teacher_run.candidate.name}-student",
+            source=str(teacher_dir.relative_to(run_dir)),
+            parent_run=teacher_run.run_id,
+        ),
+        hyperparameters=dict(best.hyperparameters),
+        status="ok",
+        metrics=dict(best.metrics),
+        cost=report.total_cost + meter.cost,
+        artifact=str(dest.relative_to(run_dir)),
+        details={
+            "size_mb": dir_size_mb(dest),
+            **lat,
+            "teacher_run": teacher_run.run_id,
+            "retention": retention,
+            "retention_metric": metric,
+            "distill_phases": {k: v.to_dict() for k, v in report.phases.items()},
+        },
+        val_predictions=best.val_predictions,
+    )

@@ -1,0 +1,117 @@
+"""Decide before paying: does the teacher beat what the student can learn on its own?
+
+Distillation only pays when the teacher knows more than the student learns from the labels alone.
+Before the distilled students are trained, the teacher and the first no-teacher control (the
+cheap path: the same student trained on the labels) are compared on the same validation rows:
+a paired bootstrap interval of the accuracy difference (Efron & Tibshirani 1993, resampling rows)
+and McNemar's exact test on the rows where they disagree (McNemar 1947). When the interval does not
+lie above ``margin``, the report says so and recommends the cheaper path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy.stats import binomtest
+
+Verdict = Literal["teacher_better", "no_evidence", "control_better"]
+
+
+@dataclass(frozen=True)
+class TeacherCheck:
+    """Teacher against the no-teacher control on the same rows (accuracy)."""
+
+    teacher_accuracy: float
+    control_accuracy: float
+    #: teacher minus control, with its paired bootstrap interval
+    difference: float
+    low: float
+    high: float
+    confidence: float
+    #: rows compared, and rows where exactly one of the two was right (teacher right, control right)
+    n: int
+    teacher_only: int
+    control_only: int
+    #: McNemar's exact two-sided p-value on the discordant rows
+    p_value: float
+    margin: float
+    verdict: Verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def teacher_vs_control(
+    teacher_predictions: Sequence[int],
+    control_predictions: Sequence[int],
+    labels: Sequence[int],
+    *,
+    margin: float = 0.0,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> TeacherCheck:
+    """Compare two models' predictions on the same labelled rows.
+
+    Args:
+        teacher_predictions: ``[N]`` the teacher's predicted label per row.
+        control_predictions: ``[N]`` the control's, same rows in the same order.
+        labels: ``[N]`` the true labels.
+        margin: the teacher must beat the control by more than this (accuracy, 0-1) for the
+            verdict ``teacher_better``: the lower end of the interval must exceed it.
+        confidence: of the two-sided bootstrap interval.
+        resamples: bootstrap resamples of the rows.
+        seed: seeds the resampling, so the same predictions give the same interval.
+    """
+    if not len(teacher_predictions) == len(control_predictions) == len(labels) or len(labels) == 0:
+        raise ValueError(
+            "teacher_vs_control needs the same non-empty rows for both models. "
+            f"Got {len(teacher_predictions)}, {len(control_predictions)}, {len(labels)}."
+        )
+    t = np.asarray(teacher_predictions) == np.asarray(labels)
+    c = np.asarray(control_predictions) == np.asarray(labels)
+    diff_rows = t.astype(float) - c.astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff_rows), size=(resamples, len(diff_rows)))
+    boots = diff_rows[idx].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    low, high = (float(x) for x in np.quantile(boots, [tail, 1.0 - tail]))
+    teacher_only, control_only = int((t & ~c).sum()), int((c & ~t).sum())
+    discordant = teacher_only + control_only
+    p = float(binomtest(teacher_only, discordant, 0.5).pvalue) if discordant else 1.0
+    verdict: Verdict = "teacher_better" if low > margin else "control_better" if high < 0 else "no_evidence"
+    return TeacherCheck(
+        teacher_accuracy=float(t.mean()),
+        control_accuracy=float(c.mean()),
+        difference=float(diff_rows.mean()),
+        low=low,
+        high=high,
+        confidence=confidence,
+        n=len(diff_rows),
+        teacher_only=teacher_only,
+        control_only=control_only,
+        p_value=p,
+        margin=margin,
+        verdict=verdict,
+    )
+
+
+def describe(check: TeacherCheck) -> str:
+    """One line for the report: the comparison with its interval and n, and what to do."""
+    figures = (
+        f"teacher {check.teacher_accuracy:.3f} vs no-teacher control {check.control_accuracy:.3f} on the same "
+        f"{check.n} validation rows: difference {100 * check.difference:+.1f} points "
+        f"[{100 * check.low:+.1f}, {100 * check.high:+.1f}] ({100 * check.confidence:.0f}% paired bootstrap), "
+        f"McNemar p={check.p_value:.3g}"
+    )
+    if check.verdict == "teacher_better":
+        return f"{figures}. The teacher knows more than the student learns alone: distillation can pay."
+    return (
+        f"{figures}. The interval does not show the teacher ahead by more than {100 * check.margin:.1f} points, so "
+        "its soft targets are unlikely to add anything: the cheaper path is to train the small student directly "
+        "(the control). A stronger teacher, or unlabelled texts from the domain (--unlabeled), may change that."
+    )

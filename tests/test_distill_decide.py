@@ -1,0 +1,44 @@
+"""Decide before paying: the teacher against the no-teacher control, paired, on the same rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.decide import describe, teacher_vs_control
+
+
+def test_a_teacher_clearly_ahead_is_worth_distilling():
+    labels = [i % 2 for i in range(200)]
+    teacher = list(labels)  # always right
+    control = [y if i % 4 else 1 - y for i, y in enumerate(labels)]  # wrong on a quarter of the rows
+    check = teacher_vs_control(teacher, control, labels)
+    assert check.verdict == "teacher_better" and check.n == 200
+    assert check.teacher_only == 50 and check.control_only == 0 and check.p_value < 1e-10
+    assert check.difference == pytest.approx(0.25) and 0 < check.low <= check.difference <= check.high
+    assert "can pay" in describe(check)
+
+
+def test_a_teacher_no_better_than_the_control_recommends_the_cheaper_path():
+    labels = [i % 2 for i in range(60)]
+    # each is wrong on its own 6 rows: same accuracy, disagreeing rows split evenly
+    teacher = [1 - y if i < 6 else y for i, y in enumerate(labels)]
+    control = [1 - y if 6 <= i < 12 else y for i, y in enumerate(labels)]
+    check = teacher_vs_control(teacher, control, labels)
+    assert check.verdict == "no_evidence" and check.difference == 0 and check.p_value == 1.0
+    assert check.low < 0 < check.high
+    text = describe(check)
+    assert "train the small student directly" in text and "n=" not in text and "60 validation rows" in text
+
+
+def test_a_small_lead_inside_the_noise_is_not_called_a_win():
+    labels = [i % 2 for i in range(40)]
+    teacher = [1 - y if i < 3 else y for i, y in enumerate(labels)]  # 37/40
+    control = [1 - y if i < 5 else y for i, y in enumerate(labels)]  # 35/40, same rows wrong plus two
+    check = teacher_vs_control(teacher, control, labels)
+    assert check.difference == pytest.approx(0.05) and check.verdict == "no_evidence"
+    assert teacher_vs_control(teacher, control, labels).low == check.low  # seeded: the same interval again
+
+
+def test_mismatched_rows_are_refused():
+    with pytest.raises(ValueError, match="same non-empty rows"):
+        teacher_vs_control([0, 1], [0], [0, 1])
