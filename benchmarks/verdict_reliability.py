@@ -12,7 +12,7 @@ recommendation, and the compute each spent.
 
 Usage::
 
-    python benchmarks/verdict_reliability.py                    # 3 datasets x 5 seeds
+    python benchmarks/verdict_reliability.py                    # 2 datasets x 5 seeds
     python benchmarks/verdict_reliability.py --quick            # 1 dataset x 2 seeds, tiny sizes
 
 Finished runs are cached in the work folder (one JSON line each), so a rerun resumes.
@@ -52,6 +52,7 @@ def train_all(name: str, seed: int, args: argparse.Namespace, work: Path) -> lis
             f"data.test_fraction={args.test_fraction}",
             f"train.max_length={args.max_length}",
             f"train.epochs={args.epochs}",
+            f"train.learning_rate={args.lr}",
             "train.evals_per_epoch=1",
             f"output.out={out}",
         ]
@@ -121,13 +122,14 @@ def replay(rows: list[dict[str, Any]], floor: float, rule: str) -> dict[str, Any
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="uncertainty,spamassassin,drug-reviews-binary")
+    p.add_argument("--datasets", default="uncertainty,spamassassin")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--train-rows", type=int, default=600)
     p.add_argument("--validation-fraction", type=float, default=0.25)
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate of every transformer run")
     p.add_argument("--quick", action="store_true", help="1 dataset x 2 seeds, 200 training rows, 1 epoch")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "greenladder-bench" / "reliability")
     p.add_argument("--out", type=Path, default=RESULTS)
