@@ -294,6 +294,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                 seed=config.train.seed + (zlib.crc32(str(run_dir.resolve()).encode()) if config.tuning.storage else 0),
                 study_name=f"greenladder-{_fingerprint(config)}-{rung.name}",
                 prune_after=math.ceil(len(data.train) / config.train.batch_size),
+                worker=str(run_dir.resolve()),
             )
             rung_runs: list[RunResult] = []
             found_elsewhere: float | None = None
@@ -314,6 +315,9 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
                         break
                     if tuner.started() >= config.tuning.trials_per_rung:
                         say(f"{rung.name}: the trial budget was used by other workers sharing the study")
+                        best_shared = tuner.wait_for_others(say)  # one of theirs may yet pass this rung
+                        if best_shared is not None and best_shared >= criteria.floor:
+                            found_elsewhere = best_shared
                         break
                     trial, hp, origin = tuner.ask()
                     pruner = PruningCallback(trial, metric)
@@ -372,7 +376,7 @@ def _climb(config: Config, data: TaskData, run_dir: Path, ledger: Ledger, say: P
             if found_elsewhere is not None:
                 stop_reason = (
                     f"another worker sharing the study reached {metric} {found_elsewhere:.3f} on {rung.name}: "
-                    "its run directory holds that model"
+                    f"{tuner.best_elsewhere()}; its run directory holds that model"
                 )
                 break
             over = would_exceed_budget(criteria, spent, Cost())

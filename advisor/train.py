@@ -1,7 +1,7 @@
 """Fine-tune one candidate with one set of hyperparameters and return a metered RunResult.
 
 This is the only place a transformer is trained for the advisor. It uses the Hugging Face
-``Trainer`` (so ``accelerate launch`` on a multi-GPU machine works unchanged), with dynamic
+``Trainer`` (under ``accelerate launch`` the ranks train in lockstep: see advisor.distributed), with dynamic
 padding and length-bucketed batches (padding is compute spent on nothing), training-health rules
 and metering as Trainer callbacks, and optional callbacks from the tuner (pruning).
 """
@@ -30,14 +30,14 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from advisor import distributed
+from advisor import devices, distributed
 from advisor.baseline import latency_ms
 from advisor.batching import BucketTrainer
 from advisor.config import Config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
-from advisor.errors import ConfigError, GreenladderError
+from advisor.errors import GreenladderError
 from advisor.ledger import fault_point
 from advisor.models import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
@@ -234,15 +234,11 @@ def train_run(
         model.get_input_embeddings().requires_grad_(False)
     total_params, non_emb = count_parameters(model)
     on_gpu = torch.cuda.is_available()
+    precision = devices.resolve_precision(t.precision, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     steps_per_epoch = max(1, math.ceil(len(train_ds) / hp["batch_size"]))
     total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
     eval_steps = max(1, steps_per_epoch // t.evals_per_epoch)
-    ranks = distributed.world_size()
-    if hp["batch_size"] % ranks:
-        raise ConfigError(
-            f"The batch size {hp['batch_size']} does not split evenly over {ranks} processes. "
-            f"Set train.batch_size to a multiple of {ranks}."
-        )
+    ranks = distributed.check_batch_split(hp["batch_size"])
     metric = config.criteria.metric
 
     def trainer_metrics(pred: Any) -> dict[str, float]:
@@ -271,10 +267,10 @@ def train_run(
             report_to="none",
             seed=t.seed,
             use_cpu=not on_gpu,
-            bf16=t.bf16,
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
             torch_compile=t.torch_compile,
-            # several processes (accelerate launch): each takes its share of every batch, so the
-            # global batch, the step count and the schedule are those of one process alone
+            # several processes (accelerate launch) split each batch: same global batch and steps as one
             accelerator_config={"split_batches": True},
             # batches come from advisor.batching.BucketSampler (length buckets, shuffled batches)
             disable_tqdm=False,
@@ -344,6 +340,7 @@ def train_run(
             "total_steps": total_steps,
             "train_examples": len(train_ds),
             "train_fraction": train_fraction,
+            "precision": precision,
             "eval_history": history,
             "hf_total_flos": float(getattr(trainer.state, "total_flos", 0.0) or 0.0),
             "elapsed_s": time.time() - started,
@@ -359,9 +356,10 @@ def train_run(
         with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
             metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
             lat_meter.before_close(metering.flush)
-            cpu_model: Any = model.to("cpu")  # type: ignore[arg-type]
+            deployed: Any = model.to(devices.latency_device(config.criteria.latency_device))  # type: ignore[arg-type]
             texts = column(data.validation, "text")
-            details.update(latency_ms(lambda batch: predict_labels(cpu_model, tokenizer, batch, t.max_length), texts))
+            details.update(latency_ms(lambda batch: predict_labels(deployed, tokenizer, batch, t.max_length), texts))
+            details["latency_device"] = devices.describe_device(config.criteria.latency_device)  # CPU by default
         cost = cost + lat_meter.cost
     metering.close()
     if status == "ok" and metrics:
@@ -378,20 +376,19 @@ def train_run(
         hidden=getattr(model.config, "hidden_size", candidate.hidden),
         parent_run=candidate.parent_run,
     )
-    return distributed.agree(
-        RunResult(
-            run_id=run_id,
-            candidate=used_candidate,
-            hyperparameters=hp,
-            status=status,  # type: ignore[arg-type]
-            metrics=metrics if status != "failed" else {},
-            cost=cost,
-            artifact=artifact,
-            message=message,
-            details=details,
-            val_predictions=tuple(int(x) for x in preds) if metrics else (),
-        )
+    run = RunResult(
+        run_id=run_id,
+        candidate=used_candidate,
+        hyperparameters=hp,
+        status=status,  # type: ignore[arg-type]
+        metrics=metrics if status != "failed" else {},
+        cost=cost,
+        artifact=artifact,
+        message=message,
+        details=details,
+        val_predictions=tuple(int(x) for x in preds) if metrics else (),
     )
+    return distributed.agree(run)  # one record per job: rank 0's, costed over every rank
 
 
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:

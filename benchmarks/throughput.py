@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "training = 3× forward); MFU counts only the real tokens' FLOPs, the last column also the padding the hardware "
         "computed. Embedding lookups, layer norms, softmax and the optimizer step are not matrix multiplies and are "
         "not counted, as in PaLM's MFU.",
-        "greenladder's fine-tuning runs in fp32 by default (`train.bf16: false`); the bf16 row shows what autocast "
+        "greenladder's fine-tuning runs in fp32 on CPUs by default (`train.precision: auto`); the bf16 row shows what autocast "
         f"would change on this CPU ({_bf16_hardware()}), against the faster of the fp32 and bf16 peaks.",
         f"Whole benchmark: {elapsed:.0f} s.",
     ]
