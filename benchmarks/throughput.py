@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="384 rows, 2 rounds: a few minutes")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="train and measure the peak here")
     return p
 
 
@@ -56,7 +57,7 @@ def _bf16_hardware() -> str:
     return f"CPU flags {', '.join(found)}" if found else "no avx512_bf16 or amx_bf16 CPU flag: bf16 is emulated"
 
 
-def matmul_peak(n: int, dtype: Any, repeats: int = 5) -> dict[str, float]:
+def matmul_peak(n: int, dtype: Any, repeats: int = 5, device: str = "cpu") -> dict[str, float]:
     """Median FLOP/s of an n x n x n product (2 n^3 FLOPs) in ``dtype`` on the CPU, two ways.
 
     ``torch.matmul`` and ``F.linear`` (what ``nn.Linear`` runs) can take different kernels: on this
@@ -66,15 +67,18 @@ def matmul_peak(n: int, dtype: Any, repeats: int = 5) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+    a = torch.randn(n, n).to(device=device, dtype=dtype)
+    b = torch.randn(n, n).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # GPU kernels run asynchronously
     out = {}
     for name, fn in (("matmul", torch.matmul), ("linear", F.linear)):
         fn(a, b)  # warm-up: allocations and kernel selection
         times = []
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             fn(a, b)
+            sync()
             times.append(time.perf_counter() - start)
         out[name] = 2 * n**3 / median(times)
     out["peak"] = max(out["matmul"], out["linear"])
@@ -118,7 +122,7 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
             eval_strategy="no",
             logging_strategy="no",
             report_to="none",
-            use_cpu=True,
+            use_cpu=args.device == "cpu",
             disable_tqdm=True,
             seed=args.seed,
             bf16=method.endswith("bf16"),
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"matmul peak, {args.matmul_size}^3, {' and '.join(['fp32'] if args.no_bf16 else ['fp32', 'bf16'])}")
     # the bf16 peak is only needed for the bf16 row (and takes minutes where bf16 is emulated)
     dtypes = {"fp32": torch.float32} if args.no_bf16 else {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
+    peaks = {k: matmul_peak(args.matmul_size, d, device=args.device) for k, d in dtypes.items()}
     methods = ["HF Trainer, padding=max_length", "greenladder (fp32)"] + (
         [] if args.no_bf16 else ["greenladder (bf16)"]
     )
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             res = train_once(m, source, data, args)
             samples[m].append(res)
             say(f"round {r + 1} {m}: {res['wall_s']:.1f} s, {res['real_tokens'] / res['wall_s']:.0f} real tokens/s")
-    peaks_after = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
+    peaks_after = {k: matmul_peak(args.matmul_size, d, device=args.device) for k, d in dtypes.items()}
     peak = {k: max(peaks[k]["peak"], peaks_after[k]["peak"]) for k in peaks}
 
     rows, raw_rows = [], []
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": raw_rows,
         "elapsed_s": elapsed,
     }
-    name = f"throughput-{args.data}" + ("-quick" if args.quick else "")
+    name = f"throughput-{args.data}" + ("-quick" if args.quick else "") + ("-cuda" if args.device == "cuda" else "")
     write_results(
         name,
         f"Training throughput on {args.data}" + (" (quick)" if args.quick else ""),
