@@ -233,13 +233,16 @@ class RungTuner:
         where = best.user_attrs.get("worker", "an unnamed worker")
         return f"trial {best.number} ({settings}), run by the worker writing to {where}"
 
-    def wait_for_others(self, progress: Callable[[str], None] | None = None, poll_s: float = 2.0) -> float | None:
+    def wait_for_others(
+        self, progress: Callable[[str], None] | None = None, poll_s: float = 2.0, min_patience_s: float = 60.0
+    ) -> float | None:
         """Wait until no other worker is still running a trial of this rung; then the best value.
 
         A worker that finds the rung's trial budget spent must not climb while a trial of the rung
         is still running elsewhere: it may pass, and the rung above would be trained for nothing.
         A trial that has run for twice as long as the slowest finished one (at least a minute) is
-        taken for abandoned (its worker was killed) and no longer waited for.
+        taken for abandoned (its worker was killed) and no longer waited for; ``min_patience_s``
+        is that minute.
         """
         while True:
             trials = self.study.get_trials(deepcopy=False)
@@ -248,7 +251,7 @@ class RungTuner:
                 for t in trials
                 if t.datetime_complete is not None and t.datetime_start is not None
             ]
-            patience = max(60.0, 2.0 * max(durations, default=0.0))
+            patience = max(min_patience_s, 2.0 * max(durations, default=0.0))
             now = datetime.datetime.now()
             running = [
                 t
