@@ -80,7 +80,11 @@ def _group() -> Any:
 
 
 def share(value: T) -> T:
-    """Rank 0's ``value`` on every rank (other ranks' values are ignored); ``value`` as is alone."""
+    """Rank 0's ``value`` on every rank (other ranks' values are ignored); ``value`` as is alone.
+
+    torch's object collectives pickle: only this job's own processes, joined by torchrun's
+    rendezvous, exchange objects this way; nothing is unpickled from disk or from outside the job.
+    """
     if world_size() == 1:
         return value
     box = [value if is_main() else None]
