@@ -167,17 +167,17 @@ def run(argv: Sequence[str] | None = None) -> int:
                 _progress(f"{rung.name}: ready at {path}")
         print(ladder_table(rungs, config.ladder.cache_dir))
         return EXIT_OK
+    from advisor import distributed
     from advisor.advise import advise
     from advisor.pages import run_notes
     from advisor.report import to_json, to_table
 
-    _progress(
-        f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
-        f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
-    )
-    from advisor import distributed
-
     main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
+    if main_rank:
+        _progress(
+            f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
+            f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
+        )
     report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None)
     met = report.recommendation is not None and report.verdicts[report.recommendation].passed
     if not main_rank:

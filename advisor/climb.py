@@ -222,6 +222,7 @@ class Climb:
                 seed=config.train.seed + (zlib.crc32(str(run_dir).encode()) if config.tuning.storage else 0),
                 study_name=f"greenladder-{self.fingerprint}-{rung_name}",
                 prune_after=math.ceil(len(self.data.train) / config.train.batch_size),
+                worker=str(run_dir),
             )
         return self.tuners[rung_name]
 
@@ -230,7 +231,11 @@ class Climb:
         if not self.config.tuning.storage or self.ledger.get(action.run_id) is not None:
             return False
         tuner = self._tuner(action.rung)
-        now = SharedStudy(tuner.started(), tuner.best_value())
+        started, best = tuner.started(), tuner.best_value()
+        floor = self.config.criteria.floor
+        if started >= self.config.tuning.trials_per_rung and (best is None or best < floor):
+            best = tuner.wait_for_others(self.say)  # a trial still running elsewhere may yet pass this rung
+        now = SharedStudy(started, best, tuner.best_elsewhere() if best is not None else "")
         if self.shared.get(action.rung) == now:
             return False
         self.shared[action.rung] = now

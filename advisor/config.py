@@ -83,8 +83,10 @@ class TrainConfig:
     #: 11-24% less time per step (batch 32 x 64 tokens); on the demo it cost accuracy (MiniLM-L3
     #: 0.703 vs 0.714, MiniLM-L6 0.764 vs 0.770), so it is off by default
     freeze_embeddings: bool = False
-    #: bf16 autocast; off unless a benchmark on the device at hand shows it faster at equal accuracy
-    bf16: bool = False
+    #: mixed precision: "auto" is bf16 on GPUs that support it (Ampere and later), fp16 on older
+    #: GPUs, fp32 on CPUs (CPU bf16 is emulated without avx512_bf16/amx_bf16 flags, and was slower
+    #: here: benchmarks/throughput.py); or force "fp32", "bf16" (autocast, CPU too) or "fp16" (GPU)
+    precision: str = "auto"
     torch_compile: bool = False
     #: evaluations on the validation split per epoch (feed early stopping, best-weight keeping and
     #: pruning). Each costs a forward pass over the validation split, about a third of a training
@@ -407,6 +409,8 @@ def _range_problems(config: Config) -> list[str]:
             out.append(f"The config key train.{name} must be positive. Got {getattr(t, name)} instead.")
     if u.trials_per_rung < 1:
         out.append(f"The config key tuning.trials_per_rung must be at least 1. Got {u.trials_per_rung} instead.")
+    if t.precision not in ("auto", "fp32", "bf16", "fp16"):
+        out.append(f"The config key train.precision must be auto, fp32, bf16 or fp16. Got {t.precision!r} instead.")
     if u.sampler not in ("tpe", "random"):
         out.append(f"The config key tuning.sampler must be 'tpe' or 'random'. Got {u.sampler!r} instead.")
     r = config.rules

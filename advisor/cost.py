@@ -18,14 +18,10 @@ A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit)
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import importlib.util
-import platform
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -33,73 +29,15 @@ import psutil
 import torch
 from transformers import TrainerCallback
 
+from advisor import devices
 from advisor.config import MeteringConfig
+from advisor.devices import Sampler, describe_device
 from advisor.energy import EnergyReader, EnergyReading, grid_intensity_g_per_kwh, location_of, make_reader
 from advisor.flops import PASSES, FlopsKind, forward_coefficients
 from advisor.types import Cost
 
 # ---------------------------------------------------------------------------------------------
 # the meter
-
-
-@functools.cache
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def describe_device(device: str | None = None) -> str:
-    """ "cpu (2 threads, <cpu model>)" or "cuda:0 <gpu name>"; None picks CUDA when available."""
-    name = device if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and torch.cuda.is_available():
-        index = torch.device(name).index or 0
-        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
-    if name.startswith("cpu"):
-        return f"cpu ({torch.get_num_threads()} threads, {_cpu_model()})"
-    return name
-
-
-class _Sampler(threading.Thread):
-    """Samples peak RSS (and GPU utilisation through NVML) in the background, every ``every_s``."""
-
-    def __init__(self, every_s: float, gpu_index: int | None) -> None:
-        super().__init__(name="greenladder-meter", daemon=True)
-        self.every_s = every_s
-        self.peak_rss = 0
-        self.gpu_utils: list[float] = []
-        self._stop_event = threading.Event()
-        self._process = psutil.Process()
-        self._nvml: Any = None
-        self._handle: Any = None
-        if gpu_index is not None:
-            with contextlib.suppress(Exception):  # nvidia-ml-py is optional ([gpu] extra)
-                import pynvml
-
-                pynvml.nvmlInit()
-                self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
-
-    def sample(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
-        if self._handle is not None:
-            with contextlib.suppress(Exception):
-                self.gpu_utils.append(float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.every_s):
-            self.sample()
-
-    def finish(self) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join()
-        self.sample()
-        if self._nvml is not None:
-            with contextlib.suppress(Exception):
-                self._nvml.nvmlShutdown()
 
 
 def _children_cpu_s(process: psutil.Process) -> float:
@@ -142,7 +80,9 @@ class Meter:
         self.cfg = cfg if cfg is not None else MeteringConfig()
         self.phase = phase
         self.device = device
-        self.reader = reader if reader is not None else make_reader(self.cfg, f"greenladder-{phase}")
+        self.reader = (
+            reader if reader is not None else make_reader(self.cfg, f"greenladder-{phase}", devices.gpus_in_use())
+        )
         self.sample_every_s = sample_every_s
         if self.cfg.enabled and importlib.util.find_spec("codecarbon") is not None:
             grid_intensity_g_per_kwh(self.cfg)  # a mistyped location fails now, not after the work
@@ -218,16 +158,17 @@ class Meter:
             raise RuntimeError("A Meter meters one phase; create a new one for the next phase.")
         described = describe_device(self.device)
         self._device_label = described
-        cuda_index = int(described.split()[0].split(":")[1]) if described.startswith("cuda:") else None
+        # the GPUs this process trains on: this rank's under DDP, all visible under DataParallel
+        on_gpu = described.startswith("cuda:")
+        self._cuda_indices = devices.torch_gpu_indices() if on_gpu else []
         self._process = psutil.Process()
-        self._sampler: _Sampler | None = None
+        self._sampler: Sampler | None = None
         if self.cfg.enabled:
-            if cuda_index is not None:
-                torch.cuda.reset_peak_memory_stats(cuda_index)
-            self._sampler = _Sampler(self.sample_every_s, cuda_index)
+            for index in self._cuda_indices:
+                torch.cuda.reset_peak_memory_stats(index)
+            self._sampler = Sampler(self.sample_every_s, devices.gpus_in_use() if on_gpu else [])
             self._sampler.sample()
             self._sampler.start()
-        self._cuda_index = cuda_index
         self.reader.start()
         self._active = True
         self._children0 = _children_cpu_s(self._process)
@@ -252,8 +193,7 @@ class Meter:
             peak_rss_mb = self._sampler.peak_rss / 2**20
             if self._sampler.gpu_utils:
                 gpu_util = sum(self._sampler.gpu_utils) / len(self._sampler.gpu_utils)
-            if self._cuda_index is not None:
-                peak_gpu_mb = torch.cuda.max_memory_allocated(self._cuda_index) / 2**20
+            peak_gpu_mb = sum(torch.cuda.max_memory_allocated(i) for i in self._cuda_indices) / 2**20
         self._cost = self._total(wall_s, cpu_s, reading, peak_rss_mb, peak_gpu_mb, gpu_util)
 
     def _total(
@@ -311,19 +251,28 @@ class _Tally:
 
     Real lengths are summed on the device the mask lives on (sum of s and of s^2, enough for the
     FLOPs polynomial of :func:`advisor.flops.forward_coefficients`), so counting needs no host sync
-    per step; the sums are read once, when flushed.
+    per step; the sums are read once, when flushed. One running sum per device: under DataParallel
+    the replicas on each GPU call the hook from their own threads, each with its slice of the batch.
     """
 
     def __init__(self) -> None:
         self.rows = 0
         self.positions = 0
         self.padded_forward_flops = 0.0
-        self.sums: torch.Tensor | None = None
+        self.sums: dict[torch.device, torch.Tensor] = {}
 
     def clear(self) -> None:
         self.rows = self.positions = 0
         self.padded_forward_flops = 0.0
-        self.sums = None
+        self.sums = {}
+
+    def totals(self) -> tuple[int, int]:
+        """(sum of real lengths, sum of their squares) over every device; one host sync per device."""
+        s1 = s2 = 0
+        for sums in self.sums.values():
+            a, b = (int(v) for v in sums.tolist())
+            s1, s2 = s1 + a, s2 + b
+        return s1, s2
 
 
 class MeteringCallback(TrainerCallback):
@@ -354,6 +303,7 @@ class MeteringCallback(TrainerCallback):
         self._handle: Any = None
         self._model: Any = None
         self._coefficients: tuple[float, float, float] | None = None
+        self._lock = threading.Lock()  # DataParallel replicas run the hook from several threads
         meter.before_close(self.flush)
 
     def attach(self, model: torch.nn.Module) -> None:
@@ -389,11 +339,13 @@ class MeteringCallback(TrainerCallback):
             else:
                 lengths = torch.full((rows,), length, dtype=torch.int64, device=ref.device)
             sums = torch.stack([lengths.sum(), (lengths * lengths).sum()])
-            tally.sums = sums if tally.sums is None else tally.sums + sums
-        tally.rows += int(rows)
-        tally.positions += int(rows) * int(length)
         a, b, c = self._coefficients or (0.0, 0.0, 0.0)
-        tally.padded_forward_flops += int(rows) * (a * length + b * length * length + c)
+        with self._lock:
+            before = tally.sums.get(ref.device)
+            tally.sums[ref.device] = sums if before is None else before + sums
+            tally.rows += int(rows)
+            tally.positions += int(rows) * int(length)
+            tally.padded_forward_flops += int(rows) * (a * length + b * length * length + c)
 
     def pending_flops(self) -> float:
         """FLOPs counted but not yet handed to the meter (padding included; no device sync)."""
@@ -405,15 +357,17 @@ class MeteringCallback(TrainerCallback):
             return
         a, b, c = self._coefficients
         for kind, tally in self._tallies.items():
-            if tally.sums is None:
-                continue
-            s1, s2 = (int(v) for v in tally.sums.tolist())
-            real_forward = a * s1 + b * s2 + c * tally.rows
+            with self._lock:
+                if not tally.sums:
+                    continue
+                (s1, s2), rows, positions = tally.totals(), tally.rows, tally.positions
+                padded_forward = tally.padded_forward_flops
+                tally.clear()
+            real_forward = a * s1 + b * s2 + c * rows
             passes = PASSES[kind]
-            total = passes * tally.padded_forward_flops
-            self.meter.add_tokens(real=s1, padded=tally.positions - s1)
+            total = passes * padded_forward
+            self.meter.add_tokens(real=s1, padded=positions - s1)
             self.meter.add_flops(kind, total, max(total - passes * real_forward, 0.0))  # type: ignore[arg-type]
-            tally.clear()
 
     # -- Trainer events ---------------------------------------------------------------------------
 

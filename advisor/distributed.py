@@ -1,4 +1,4 @@
-"""One job, several processes: which rank owns the results, how ranks agree, which GPUs are in use.
+"""One job, several processes: which rank owns the results, and how ranks agree.
 
 Under ``accelerate launch`` (torchrun underneath) every process runs ``advise`` from the top. The
 Trainer trains in lockstep across them (DDP: gloo on CPUs, NCCL on GPUs), and its evaluation
@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import torch
 from transformers import TrainerCallback
 
+from advisor.errors import ConfigError
 from advisor.types import Cost, RunResult
 
 T = TypeVar("T")
@@ -79,7 +80,11 @@ def _group() -> Any:
 
 
 def share(value: T) -> T:
-    """Rank 0's ``value`` on every rank (other ranks' values are ignored); ``value`` as is alone."""
+    """Rank 0's ``value`` on every rank (other ranks' values are ignored); ``value`` as is alone.
+
+    torch's object collectives pickle: only this job's own processes, joined by torchrun's
+    rendezvous, exchange objects this way; nothing is unpickled from disk or from outside the job.
+    """
     if world_size() == 1:
         return value
     box = [value if is_main() else None]
@@ -110,6 +115,21 @@ def from_main(fn: Callable[[], T]) -> T:
     if not ok:
         raise value
     return value  # type: ignore[no-any-return]
+
+
+def check_batch_split(batch_size: int) -> int:
+    """The number of ranks, once sure each can take an equal share of a ``batch_size`` batch.
+
+    Raises:
+        ConfigError: the batch does not split evenly over the ranks.
+    """
+    ranks = world_size()
+    if batch_size % ranks:
+        raise ConfigError(
+            f"The batch size {batch_size} does not split evenly over {ranks} processes. "
+            f"Set train.batch_size to a multiple of {ranks}."
+        )
+    return ranks
 
 
 def job_cost(costs: Sequence[Cost]) -> Cost:
@@ -163,44 +183,3 @@ class StopTogether(TrainerCallback):
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._sync(control)
-
-
-# ---------------------------------------------------------------------------------------------
-# GPUs: which physical devices this process uses
-
-
-def visible_gpu_ids(env: str | None = None, count: int | None = None) -> list[str]:
-    """The physical ids (index or UUID) behind torch's ``cuda:0, cuda:1, ...``, in that order.
-
-    torch numbers the devices ``CUDA_VISIBLE_DEVICES`` leaves visible from 0; NVML numbers every
-    GPU on the machine. ``CUDA_VISIBLE_DEVICES=2,3`` makes torch's ``cuda:0`` NVML's device 2.
-
-    Args:
-        env: the ``CUDA_VISIBLE_DEVICES`` value; read from the environment when None.
-        count: devices torch sees; ``torch.cuda.device_count()`` when None.
-    """
-    value = os.environ.get("CUDA_VISIBLE_DEVICES") if env is None else env
-    n = torch.cuda.device_count() if count is None else count
-    if value is None:
-        return [str(i) for i in range(n)]
-    ids = []
-    for part in value.split(","):
-        part = part.strip()
-        if not part or part == "-1":
-            break  # CUDA stops at the first invalid entry
-        ids.append(part)
-    return ids[:n]
-
-
-def gpus_in_use(env: str | None = None, count: int | None = None) -> list[str]:
-    """Physical ids of the GPUs this process trains on.
-
-    One process per GPU (DDP under accelerate / torchrun): the device of this rank's
-    ``LOCAL_RANK``. One process alone with several GPUs: the Trainer's DataParallel uses them all.
-    """
-    ids = visible_gpu_ids(env, count)
-    if not ids:
-        return []
-    if world_size() > 1:
-        return [ids[local_rank() % len(ids)]]
-    return ids

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -80,9 +81,10 @@ class CodecarbonReader:
     process's share of the machine, so trials running side by side are not each billed for all.
     """
 
-    def __init__(self, cfg: MeteringConfig, project_name: str = "greenladder") -> None:
+    def __init__(self, cfg: MeteringConfig, project_name: str = "greenladder", gpu_ids: Sequence[str] = ()) -> None:
         self.cfg = cfg
         self.project_name = project_name
+        self.gpu_ids = list(gpu_ids)
         self._tracker: Any = None
 
     def start(self) -> None:
@@ -90,11 +92,13 @@ class CodecarbonReader:
 
         # codecarbon logs an INFO line and a WARNING on construction, before log_level applies
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        location: dict[str, Any] = (
+        options: dict[str, Any] = (
             {"cloud_provider": self.cfg.cloud_provider, "cloud_region": self.cfg.cloud_region}
             if self.cfg.cloud_provider and self.cfg.cloud_region
             else {"country_iso_code": self.cfg.country_iso_code}
         )
+        if self.gpu_ids:  # only the GPUs this process uses: each DDP rank meters its own, summed later
+            options["gpu_ids"] = [int(g) if g.isdigit() else g for g in self.gpu_ids]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # save_to_file is deprecated in 3.x, the only spelling in 2.x
             self._tracker = OfflineEmissionsTracker(
@@ -103,7 +107,7 @@ class CodecarbonReader:
                 allow_multiple_runs=True,
                 log_level="error",
                 tracking_mode="process",
-                **location,
+                **options,
             )
         self._tracker.start()
 
@@ -125,10 +129,14 @@ class CodecarbonReader:
         )
 
 
-def make_reader(cfg: MeteringConfig, project_name: str = "greenladder") -> EnergyReader:
-    """codecarbon when metering and codecarbon are enabled and it is installed, else a NullReader."""
+def make_reader(cfg: MeteringConfig, project_name: str = "greenladder", gpu_ids: Sequence[str] = ()) -> EnergyReader:
+    """codecarbon when metering and codecarbon are enabled and it is installed, else a NullReader.
+
+    ``gpu_ids`` are the physical ids of the GPUs in use (:func:`advisor.distributed.gpus_in_use`);
+    codecarbon would otherwise meter every GPU ``CUDA_VISIBLE_DEVICES`` shows, once per process.
+    """
     if cfg.enabled and cfg.codecarbon and importlib.util.find_spec("codecarbon") is not None:
-        return CodecarbonReader(cfg, project_name)
+        return CodecarbonReader(cfg, project_name, gpu_ids)
     return NullReader()
 
 

@@ -22,7 +22,7 @@ from transformers import (
 )
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from advisor import distributed
+from advisor import devices, distributed
 from advisor.batching import BucketTrainer
 from advisor.best import BestWeights
 from advisor.config import Config
@@ -63,6 +63,7 @@ def build_trainer(
     """
     t, on_gpu = config.train, torch.cuda.is_available()
     ranks = distributed.world_size()
+    precision = devices.resolve_precision(t.precision, on_gpu, on_gpu and torch.cuda.is_bf16_supported())
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=batch[0],
@@ -82,7 +83,8 @@ def build_trainer(
         report_to="none",
         seed=t.seed,
         use_cpu=not on_gpu,
-        bf16=t.bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         torch_compile=t.torch_compile,
         # several processes (accelerate launch): each takes its share of every batch, so the
         # global batch, the step count and the schedule are those of one process alone

@@ -52,6 +52,8 @@ class SharedStudy:
 
     started: int = 0
     best: float | None = None
+    #: which trial holds ``best``, its settings and the worker (run directory) that ran it
+    where: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,8 +278,8 @@ def _settled(
     if shared is not None and shared.best is not None and shared.best >= config.criteria.floor:
         # checked before any trial budget: a worker never climbs past a rung another worker passed
         return Stop(
-            f"another worker sharing the study reached {config.criteria.metric} {shared.best:.3f} on {rung}: "
-            "its run directory holds that model",
+            f"another worker sharing the study reached {config.criteria.metric} {shared.best:.3f} on {rung}"
+            f"{': ' + shared.where if shared.where else ''}; its run directory holds that model",
             None,
             "met",
         )

@@ -1,7 +1,7 @@
 """Fine-tune one candidate with one set of hyperparameters and return a metered RunResult.
 
 This is the only place a transformer is trained for the advisor. It uses the Hugging Face
-``Trainer`` (so ``accelerate launch`` on a multi-GPU machine works unchanged), with dynamic
+``Trainer`` (under ``accelerate launch`` the ranks train in lockstep: see advisor.distributed), with dynamic
 padding, length-bucketed training batches and length-sorted evaluation (padding is compute spent on
 nothing), training-health rules, early stopping, best-weight keeping and metering as Trainer
 callbacks, and optional callbacks from the tuner (pruning).
@@ -29,7 +29,7 @@ from transformers import (
     set_seed,
 )
 
-from advisor import distributed
+from advisor import devices, distributed
 from advisor.baseline import latency_ms
 from advisor.batching import is_out_of_memory, smaller_batch, sort_by_length
 from advisor.best import BestWeights, EarlyStopping, eval_history, patience_for
@@ -37,7 +37,7 @@ from advisor.config import Config
 from advisor.cost import Meter, MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
-from advisor.errors import ConfigError, GreenladderError
+from advisor.errors import GreenladderError
 from advisor.hf_trainer import build_trainer
 from advisor.ledger import fault_point
 from advisor.models import count_parameters, load_for_classification
@@ -243,12 +243,7 @@ def train_run(
     total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
     eval_steps = max(1, steps_per_epoch // t.evals_per_epoch)
     r = config.rules
-    ranks = distributed.world_size()
-    if hp["batch_size"] % ranks:
-        raise ConfigError(
-            f"The batch size {hp['batch_size']} does not split evenly over {ranks} processes. "
-            f"Set train.batch_size to a multiple of {ranks}."
-        )
+    distributed.check_batch_split(hp["batch_size"])
 
     def metrics_fn(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
         fault_point(f"train:{run_id}")  # test-only crash injection mid-training (first evaluation)
@@ -337,6 +332,9 @@ def train_run(
             "best_step": best.step,
             "train_examples": len(train_ds),
             "train_fraction": train_fraction,
+            "precision": devices.resolve_precision(
+                t.precision, torch.cuda.is_available(), torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            ),
             "eval_history": eval_history(trainer.state.log_history, metric),
             "hf_total_flos": float(getattr(trainer.state, "total_flos", 0.0) or 0.0),
             "elapsed_s": time.time() - started,
@@ -355,9 +353,10 @@ def train_run(
         with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
             metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
             lat_meter.before_close(metering.flush)
-            cpu_model: Any = model.to("cpu")  # type: ignore[arg-type]
+            deployed: Any = model.to(devices.latency_device(config.criteria.latency_device))  # type: ignore[arg-type]
             texts = column(data.validation, "text")
-            details.update(latency_ms(lambda batch: predict_labels(cpu_model, tokenizer, batch, t.max_length), texts))
+            details.update(latency_ms(lambda batch: predict_labels(deployed, tokenizer, batch, t.max_length), texts))
+            details["latency_device"] = devices.describe_device(config.criteria.latency_device)  # CPU by default
         cost = cost + lat_meter.cost
     metering.close()
     if status == "ok" and metrics:

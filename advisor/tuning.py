@@ -11,8 +11,12 @@ to itself, TPE's first draw is random and can land next to the default, which te
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
 import math
-from collections.abc import Mapping, Sequence
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -74,12 +78,41 @@ def probe_trial(
 def open_storage(url: str) -> optuna.storages.BaseStorage | str:
     """An optuna storage from a URL: ``journal:PATH`` is a journal file (no server needed; several
     processes on one machine or a shared file system), anything else is an RDB URL
-    (``sqlite:///study.db``, ``postgresql://user@host/db``) handed to optuna as is."""
+    (``sqlite:///study.db``, ``postgresql://user@host/db``) handed to optuna (SQLAlchemy).
+
+    A plain ``postgresql://`` URL is given the psycopg (3) driver, the one the ``distributed``
+    extra installs: SQLAlchemy 2.0 would otherwise look for psycopg2, 2.1 for psycopg.
+
+    Raises:
+        ConfigError: the URL names PostgreSQL and no driver for it is installed.
+    """
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return url
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("postgresql+psycopg://") and importlib.util.find_spec("psycopg") is None:
+        raise ConfigError(
+            "tuning.storage names a PostgreSQL server but its driver is not installed. "
+            "Run: pip install 'greenladder[distributed]' (it brings psycopg)."
+        )
+    return _rdb_storage(url)
+
+
+def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """optuna's RDB storage, retried a few times: workers that start together on an empty database
+    all try to create its tables, and all but one fail on a duplicate key the first time."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())  # let the worker that won finish creating the tables
+    raise AssertionError("unreachable")
 
 
 class RungTuner:
@@ -95,6 +128,8 @@ class RungTuner:
             that use the same storage and name share the rung's trial budget.
         prune_after: training steps before the pruner may stop a trial (one epoch, from the
             advisor): the first evaluations are noisy, and a lower learning rate starts slower.
+        worker: this worker's name in a shared study (its run directory), recorded on each trial
+            it runs so that another worker can say where a passing model lives.
     """
 
     def __init__(
@@ -105,8 +140,10 @@ class RungTuner:
         seed: int = 0,
         study_name: str | None = None,
         prune_after: int = 0,
+        worker: str | None = None,
     ) -> None:
         self.config = config
+        self.worker = worker
         self.space = search_space(config)
         sampler: optuna.samplers.BaseSampler
         if config.tuning.sampler == "random":
@@ -186,9 +223,55 @@ class RungTuner:
         done = [t.value for t in self.study.get_trials(deepcopy=False) if t.value is not None]
         return max(done) if done else None
 
+    def best_elsewhere(self) -> str:
+        """Which trial holds the best value, with its settings and the worker that ran it."""
+        done = [t for t in self.study.get_trials(deepcopy=False) if t.value is not None]
+        if not done:
+            return "no finished trial"
+        best = max(done, key=lambda t: float(t.value))  # type: ignore[arg-type]
+        settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        where = best.user_attrs.get("worker", "an unnamed worker")
+        return f"trial {best.number} ({settings}), run by the worker writing to {where}"
+
+    def wait_for_others(
+        self, progress: Callable[[str], None] | None = None, poll_s: float = 2.0, min_patience_s: float = 60.0
+    ) -> float | None:
+        """Wait until no other worker is still running a trial of this rung; then the best value.
+
+        A worker that finds the rung's trial budget spent must not climb while a trial of the rung
+        is still running elsewhere: it may pass, and the rung above would be trained for nothing.
+        A trial that has run for twice as long as the slowest finished one (at least a minute) is
+        taken for abandoned (its worker was killed) and no longer waited for; ``min_patience_s``
+        is that minute.
+        """
+        while True:
+            trials = self.study.get_trials(deepcopy=False)
+            durations = [
+                (t.datetime_complete - t.datetime_start).total_seconds()
+                for t in trials
+                if t.datetime_complete is not None and t.datetime_start is not None
+            ]
+            patience = max(min_patience_s, 2.0 * max(durations, default=0.0))
+            now = datetime.datetime.now()
+            running = [
+                t
+                for t in trials
+                if t.state == optuna.trial.TrialState.RUNNING
+                and t.datetime_start is not None
+                and (now - t.datetime_start).total_seconds() < patience
+            ]
+            if not running:
+                return self.best_value()
+            if progress is not None:
+                progress(f"waiting for {len(running)} trial(s) of this rung still running in other workers")
+                progress = None  # say it once
+            time.sleep(poll_s)
+
     def ask(self) -> tuple[optuna.trial.Trial, dict[str, Any], str]:
         """Next trial, its hyperparameters, and where they came from (default / warm start / sampler)."""
         trial = self.study.ask(self.space)
+        if self.shared and self.worker:
+            trial.set_user_attr("worker", self.worker)
         params = dict(trial.params)
         if self.default is not None and params == self.default:
             origin = "default"

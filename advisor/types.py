@@ -278,7 +278,9 @@ class AcceptanceCriteria:
         floor: the metric value a model must reach.
         max_params: ceiling on total parameters.
         max_size_mb: ceiling on the saved model's size on disk.
-        max_latency_ms: ceiling on p95 CPU latency at batch 1, in milliseconds.
+        max_latency_ms: ceiling on p95 latency at batch 1, in milliseconds, on ``latency_device``.
+        latency_device: where the model will be deployed and its latency is measured: "cpu"
+            (default) or "cuda" / "cuda:N" (needs that GPU on the machine that trains).
         budget_kwh: total energy the whole search may use.
         budget_pflops: total compute the whole search may use, in PFLOPs (1e15 FLOPs).
         budget_seconds: total wall time the whole search may use.
@@ -301,6 +303,7 @@ class AcceptanceCriteria:
     budget_seconds: float | None = None
     min_gain_per_pflop: float | None = None
     confidence: float = 0.95
+    latency_device: str = "cpu"
 
     def problems(self) -> list[str]:
         """Every reason these criteria cannot be met by construction (empty when fine)."""
@@ -315,6 +318,9 @@ class AcceptanceCriteria:
             out.append(f"The criterion confidence must be in [0.5, 1). Got {self.confidence} instead.")
         if self.min_gain_per_pflop is not None and self.min_gain_per_pflop < 0:
             out.append(f"The criterion min_gain_per_pflop must be >= 0. Got {self.min_gain_per_pflop} instead.")
+        device = self.latency_device
+        if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+            out.append(f"The criterion latency_device must be cpu, cuda or cuda:N. Got {device!r} instead.")
         return out
 
     def to_dict(self) -> dict[str, Any]:

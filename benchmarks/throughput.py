@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="384 rows, 2 rounds: a few minutes")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="train and measure the peak here")
     return p
 
 
@@ -72,7 +73,7 @@ def _bf16_hardware() -> str:
     return f"CPU flags {', '.join(found)}" if found else "no avx512_bf16 or amx_bf16 CPU flag: bf16 is emulated"
 
 
-def matmul_peak(n: int, dtype: Any, repeats: int = 5) -> dict[str, float]:
+def matmul_peak(n: int, dtype: Any, repeats: int = 5, device: str = "cpu") -> dict[str, float]:
     """Median FLOP/s of an n x n x n product (2 n^3 FLOPs) in ``dtype`` on the CPU, two ways.
 
     ``torch.matmul`` and ``F.linear`` (what ``nn.Linear`` runs) can take different kernels: on this
@@ -82,15 +83,18 @@ def matmul_peak(n: int, dtype: Any, repeats: int = 5) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+    a = torch.randn(n, n).to(device=device, dtype=dtype)
+    b = torch.randn(n, n).to(device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)  # GPU kernels run asynchronously
     out = {}
     for name, fn in (("matmul", torch.matmul), ("linear", F.linear)):
         fn(a, b)  # warm-up: allocations and kernel selection
         times = []
         for _ in range(repeats):
+            sync()
             start = time.perf_counter()
             fn(a, b)
+            sync()
             times.append(time.perf_counter() - start)
         out[name] = 2 * n**3 / median(times)
     out["peak"] = max(out["matmul"], out["linear"])
@@ -134,7 +138,7 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
             eval_strategy="no",
             logging_strategy="no",
             report_to="none",
-            use_cpu=True,
+            use_cpu=args.device == "cpu",
             disable_tqdm=True,
             seed=args.seed,
             bf16=method.endswith("bf16"),
@@ -179,7 +183,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def result_name(args: argparse.Namespace) -> tuple[str, str]:
     """File name and title of the results, from the data's slug."""
     quick = "-quick" if args.quick else ""
-    return f"throughput-{args.slug}{quick}", f"Training throughput on {args.slug}" + (" (quick)" if args.quick else "")
+    cuda = "-cuda" if getattr(args, "device", "cpu") == "cuda" else ""
+    return f"throughput-{args.slug}{quick}{cuda}", f"Training throughput on {args.slug}" + (
+        " (quick)" if args.quick else ""
+    )
 
 
 def split_name(args: argparse.Namespace) -> str:
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"matmul peak, {args.matmul_size}^3, {' and '.join(['fp32'] if args.no_bf16 else ['fp32', 'bf16'])}")
     # the bf16 peak is only needed for the bf16 row (and takes minutes where bf16 is emulated)
     dtypes = {"fp32": torch.float32} if args.no_bf16 else {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
+    peaks = {k: matmul_peak(args.matmul_size, d, device=args.device) for k, d in dtypes.items()}
     writer.record("matmul peak (before)", peaks)
     methods = ["HF Trainer, padding=max_length", "greenladder (fp32)"] + (
         [] if args.no_bf16 else ["greenladder (bf16)"]
@@ -283,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.show(
             f"{title}: after round {r + 1} (peak measured before the rounds)", [markdown_table(HEADERS, so_far)]
         )
-    peaks_after = {k: matmul_peak(args.matmul_size, d) for k, d in dtypes.items()}
+    peaks_after = {k: matmul_peak(args.matmul_size, d, device=args.device) for k, d in dtypes.items()}
     peak = {k: max(peaks[k]["peak"], peaks_after[k]["peak"]) for k in peaks}
 
     writer.record("matmul peak (after)", peaks_after)
@@ -324,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "training = 3× forward); MFU counts only the real tokens' FLOPs, the last column also the padding the hardware "
         "computed. Embedding lookups, layer norms, softmax and the optimizer step are not matrix multiplies and are "
         "not counted, as in PaLM's MFU.",
-        "greenladder's fine-tuning runs in fp32 by default (`train.bf16: false`); the bf16 row shows what autocast "
+        "greenladder's fine-tuning runs in fp32 on CPUs by default (`train.precision: auto`); the bf16 row shows what autocast "
         f"would change on this CPU ({_bf16_hardware()}), against the faster of the fp32 and bf16 peaks.",
         f"Whole benchmark: {elapsed:.0f} s.",
     ]

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from advisor import distributed
-from advisor.errors import RunDirError
+from advisor import devices, distributed
+from advisor.errors import ConfigError, RunDirError
 from advisor.ledger import Ledger, rank_run_dir
 from advisor.types import Candidate, Cost, RunResult
 
@@ -63,15 +63,15 @@ def test_one_process_is_rank_zero_and_agree_changes_nothing(monkeypatch: pytest.
     ],
 )
 def test_visible_gpu_ids_follow_cuda_visible_devices(env: str | None, count: int, expected: list[str]) -> None:
-    assert distributed.visible_gpu_ids(env, count) == expected
+    assert devices.visible_gpu_ids(env, count) == expected
 
 
 def test_a_ddp_rank_uses_its_own_gpu_and_a_lone_process_all(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert distributed.gpus_in_use("4,5", 2) == ["4", "5"]  # DataParallel over both
+    assert devices.gpus_in_use("4,5", 2) == ["4", "5"]  # DataParallel over both
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert distributed.gpus_in_use("4,5", 2) == ["5"]
+    assert devices.gpus_in_use("4,5", 2) == ["5"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,3 +144,111 @@ def test_rank_zero_owns_the_run_dir_and_ranks_agree_on_each_run(tmp_path: Path) 
     with Ledger(tmp_path) as ledger:  # only rank 0 wrote here, once
         assert [r.run_id for r in ledger.all()] == ["earlier", "new"]
         assert ledger.get("new").cost.train_flops == 30.0  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------
+# the GPU path, checked on the CPU with fakes
+
+
+@pytest.mark.parametrize(
+    ("setting", "on_gpu", "bf16_ok", "expected"),
+    [
+        ("auto", False, False, "fp32"),  # CPUs train in fp32 unless told
+        ("auto", True, True, "bf16"),  # Ampere and later
+        ("auto", True, False, "fp16"),  # older GPUs: fp16 with loss scaling
+        ("fp32", True, True, "fp32"),
+        ("bf16", False, False, "bf16"),  # CPU autocast when asked for
+    ],
+)
+def test_precision_auto_is_bf16_or_fp16_on_gpus_and_fp32_on_cpus(
+    setting: str, on_gpu: bool, bf16_ok: bool, expected: str
+) -> None:
+    assert devices.resolve_precision(setting, on_gpu, bf16_ok) == expected
+
+
+def test_fp16_without_a_gpu_is_a_config_error_that_says_what_to_use() -> None:
+    with pytest.raises(ConfigError, match="needs a GPU. Use auto, fp32 or bf16"):
+        devices.resolve_precision("fp16", False, False)
+
+
+class FakeNvml:
+    """NVML as the sampler uses it: handles by index or UUID, a utilisation per handle."""
+
+    def __init__(self, utilisation: dict[str, float]) -> None:
+        self.utilisation = utilisation
+        self.opened: list[str] = []
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlShutdown(self) -> None:
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        self.opened.append(f"index {index}")
+        return str(index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
+        self.opened.append(f"uuid {uuid}")
+        return uuid
+
+    def nvmlDeviceGetUtilizationRates(self, handle: str) -> object:
+        return type("Rates", (), {"gpu": self.utilisation[handle]})()
+
+
+def test_the_sampler_reads_the_physical_gpus_in_use_not_torchs_indices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from advisor.devices import Sampler
+
+    # CUDA_VISIBLE_DEVICES=2,GPU-7f: torch's cuda:0 and cuda:1 are NVML's device 2 and that UUID
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ids = devices.gpus_in_use("2,GPU-7f", 2)
+    nvml = FakeNvml({"2": 80.0, "GPU-7f": 40.0, "0": 0.0})
+    sampler = Sampler(60.0, ids, nvml=nvml)
+    sampler.sample()
+    assert nvml.opened == ["index 2", "uuid GPU-7f"]
+    assert sampler.gpu_utils == [60.0]  # the mean over the GPUs DataParallel uses
+
+
+class _Embed(torch.nn.Module):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return input_ids.float().mean()
+
+
+def test_token_counts_are_exact_when_dataparallel_replicas_call_the_hook_from_threads() -> None:
+    """DataParallel runs each GPU's replica in its own thread, all through the one forward hook."""
+    import threading
+
+    from transformers import BertConfig
+
+    from advisor.config import MeteringConfig
+    from advisor.cost import Meter, MeteringCallback
+
+    config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    masks = [torch.ones(2, 5 + i % 4, dtype=torch.long) for i in range(40)]
+    for i, m in enumerate(masks):
+        m[0, : i % 3] = 0  # some padding in the first row
+    model = _Embed()
+
+    def count(threads: int) -> tuple[int, int, float]:
+        with Meter(MeteringConfig(enabled=False, codecarbon=False), phase="dp") as meter:
+            cb = MeteringCallback(meter, config, num_labels=2)
+            cb.attach(model)
+            model.train()
+            start = threading.Barrier(threads)
+
+            def replica(part: list[torch.Tensor]) -> None:
+                start.wait()
+                for m in part:
+                    model(input_ids=torch.ones_like(m), attention_mask=m)
+
+            workers = [threading.Thread(target=replica, args=(masks[k::threads],)) for k in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            cb.close()
+        return meter.cost.tokens, meter.cost.padded_tokens, meter.cost.train_flops
+
+    alone = count(1)
+    assert alone[0] == sum(int(m.sum()) for m in masks)
+    assert count(4) == alone

@@ -1,17 +1,22 @@
-"""Several advise workers share one study through a journal file: the trial budget is split, no trial runs twice."""
+"""Several advise workers share one study (a journal file, a PostgreSQL server): the trial budget is
+split, no trial runs twice, and nobody climbs past a rung another worker passed."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from advisor.ledger import Ledger
+from advisor.tuning import open_storage
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 
@@ -86,3 +91,106 @@ def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
         with Ledger(tmp_path / f"w{i}") as led:
             runs += [r for r in led.all() if r.candidate.kind == "finetune"]
     assert len(runs) == 3  # each trial trained by exactly one worker
+
+
+def test_two_workers_on_a_real_postgresql_study(tmp_path: Path) -> None:
+    """Two ``advise`` processes share one study on a PostgreSQL server started here (pgserver, from
+    the dev extra): no trial runs twice, nobody climbs past a rung another worker passed, and both
+    name the same smallest model."""
+    pgserver = pytest.importorskip("pgserver", reason="the dev extra installs pgserver (a PostgreSQL server)")
+    pytest.importorskip("psycopg", reason="the distributed extra installs the PostgreSQL driver (psycopg)")
+    rows = synthetic_rows(384, seed=1)  # a keyword task tiny-a learns in 96 steps at lr 3e-3
+    data = write_csv(tmp_path / "data.csv", rows)
+    rungs = []
+    for i, (name, layers) in enumerate((("tiny-a", 1), ("tiny-b", 2))):
+        folder = make_tiny_model(tmp_path / name, seed=i, layers=layers)
+        rungs.append(
+            {
+                "name": name,
+                "source": str(folder),
+                "description": name,
+                "params_total": 11_000 * layers,
+                "params_non_embedding": 8_000 * layers,
+                "layers": layers,
+                "hidden": 32,
+            }
+        )
+    ladder = tmp_path / "ladder.yaml"
+    ladder.write_text(yaml.safe_dump({"rungs": rungs}))
+    # its own folder outside tmp_path: the server runs as a user of its own (pgserver's, when we are root)
+    # and must reach its data directory
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="greenladder-pg-")), cleanup_mode="delete")
+    try:
+        uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket folder>
+        storage = open_storage(uri)  # with the driver named, as the workers open it
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        sets = {
+            "tuning.storage": uri,
+            "tuning.trials_per_rung": "3",
+            "criteria.max_params": "100000",  # keeps out the TF-IDF baseline (262k hashed features)
+            "metering.codecarbon": "false",
+            "rules.enabled": "false",
+            "train.epochs": "6",
+            "tuning.epochs_max": "6",
+            "train.batch_size": "16",
+            "train.learning_rate": "0.003",
+            "tuning.lr_max": "0.003",
+            "train.warmup_ratio": "0",
+        }
+        common = ["--data", str(data), "--ladder", str(ladder), "--target", "accuracy=0.9"]
+        for key, value in sets.items():
+            common += ["--set", f"{key}={value}"]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "advisor.cli", *common, "--out", str(tmp_path / f"w{i}")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        outputs = [w.communicate(timeout=600) for w in workers]
+        for w, (_, err) in zip(workers, outputs, strict=True):
+            # 1: this worker's own runs met nothing (see below); a crash exits 1 too, with a traceback
+            assert w.returncode in (0, 1) and "Traceback" not in err, err[-3000:]
+
+        trials = {}
+        for rung in ("tiny-a", "tiny-b"):
+            found = [s for s in optuna.get_all_study_summaries(storage) if s.study_name.endswith(rung)]
+            trials[rung] = (
+                optuna.load_study(study_name=found[0].study_name, storage=storage).get_trials() if found else []
+            )
+        # no trial runs twice: every trial is told once, and each ledger run is a distinct trial
+        runs = {}
+        for i in range(2):
+            with Ledger(tmp_path / f"w{i}") as led:
+                runs[i] = [r for r in led.all() if r.candidate.kind == "finetune"]
+        trained = [
+            (r.candidate.name, tuple(sorted((k, r.hyperparameters[k]) for k in ("learning_rate", "epochs"))))
+            for i in range(2)
+            for r in runs[i]
+        ]
+        assert len(trained) == len(set(trained)), trained
+        finished = [t for rung in trials for t in trials[rung] if t.state.is_finished()]
+        assert len(finished) == len(trained)
+        assert all(len(trials[rung]) <= 3 for rung in trials)  # each rung's budget, not twice it
+        # tiny-a met the floor, so no worker trained tiny-b: one whose own trials failed waited for the others'
+        passed = [t for t in trials["tiny-a"] if t.value is not None and t.value >= 0.9]
+        assert passed, [(t.params, t.value) for t in trials["tiny-a"]]
+        assert trials["tiny-b"] == [], [
+            (t.datetime_start, min(t.datetime_complete for t in passed)) for t in trials["tiny-b"]
+        ]
+        # the same recommendation: each worker recommends its own passing tiny-a run, or names the
+        # trial of the worker that passed it
+        reports = [json.loads((tmp_path / f"w{i}" / "report.json").read_text(encoding="utf-8")) for i in range(2)]
+        for i, report in enumerate(reports):
+            rec = report["recommendation"]
+            if rec is not None:
+                assert rec["candidate"]["name"] == "tiny-a"
+            else:
+                other = str((tmp_path / f"w{1 - i}").resolve())
+                assert "on tiny-a: trial" in report["stop_reason"] and other in report["stop_reason"]
+                assert reports[1 - i]["recommendation"]["candidate"]["name"] == "tiny-a"
+    finally:
+        server.cleanup()
