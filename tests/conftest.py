@@ -98,6 +98,7 @@ def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
     import advisor.climb as climb
+    import advisor.incremental as incremental
     from advisor.criteria import compute_metrics
     from advisor.data import column
 
@@ -115,3 +116,4 @@ def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
     monkeypatch.setattr(climb, "fit_baseline", fit)
+    monkeypatch.setattr(incremental, "fit_baseline", fit)  # --from refits the baseline on the expanded data

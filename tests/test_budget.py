@@ -133,10 +133,11 @@ def test_a_seconds_budget_stops_the_run_inside_the_budget(
     tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
 ) -> None:
     ladder, data = one_rung
-    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=false", "train.epochs=8"))
+    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=false", "train.epochs=16"))
     trial = free.runs[0]
-    # a quarter of one training: well inside what timing noise on a shared machine can move
+    # a quarter of one (long) training: well beyond what timing noise on a shared machine can move
     budget = free.baseline.cost.wall_s + 0.25 * trial.cost.wall_s
+    assert free.baseline.cost.wall_s < 0.25 * trial.cost.wall_s  # the baseline's own noise cannot decide it
     capped = advise(
         _config(
             tmp_path,
@@ -144,7 +145,7 @@ def test_a_seconds_budget_stops_the_run_inside_the_budget(
             data,
             "capped",
             "metering.codecarbon=false",
-            "train.epochs=8",
+            "train.epochs=16",
             f"criteria.budget_seconds={budget}",
         )
     )
@@ -156,7 +157,7 @@ def test_a_kwh_budget_stops_the_run_inside_the_budget(
     tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
 ) -> None:
     ladder, data = one_rung
-    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=true", "train.epochs=8"))
+    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=true", "train.epochs=16"))
     trial = free.runs[0]
     assert trial.cost.energy_kwh > 0
     budget = free.baseline.cost.energy_kwh + 0.5 * trial.cost.energy_kwh
@@ -167,7 +168,7 @@ def test_a_kwh_budget_stops_the_run_inside_the_budget(
             data,
             "capped",
             "metering.codecarbon=true",
-            "train.epochs=8",
+            "train.epochs=16",
             f"criteria.budget_kwh={budget}",
         )
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 from collections.abc import Iterator
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 import yaml
 
-import advisor.advise as advise_mod
 import advisor.incremental as incremental_mod
 from advisor.advise import advise
 from advisor.cli import main
@@ -42,19 +40,6 @@ def ladder(tmp_path: Path) -> Path:
     path = tmp_path / "ladder.yaml"
     path.write_text(yaml.safe_dump({"rungs": [rung]}))
     return path
-
-
-@pytest.fixture
-def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real baseline scored 0, in the climb and when refitted, so that a transformer is recommended."""
-    real = advise_mod.fit_baseline
-
-    def fit(*args, **kwargs):  # type: ignore[no-untyped-def]
-        run = real(*args, **kwargs)
-        return dataclasses.replace(run, metrics={k: 0.0 for k in run.metrics})
-
-    monkeypatch.setattr(advise_mod, "fit_baseline", fit)
-    monkeypatch.setattr(incremental_mod, "fit_baseline", fit)
 
 
 # ----------------------------------------------------------------------------- pure parts
@@ -130,9 +115,9 @@ def _rows(n: int, seed: int, tag: str) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def earlier(tmp_path: Path, ladder: Path, weak_baseline: None) -> Iterator[Path]:
-    """An earlier run directory whose recommendation is tiny-a, trained on 120 rows."""
-    first = write_csv(tmp_path / "first.csv", _rows(120, 0, "a"))
-    report = advise(_config(tmp_path, ladder, first, floor=0.3))
+    """An earlier run directory whose recommendation is tiny-a, trained on 200 rows."""
+    first = write_csv(tmp_path / "first.csv", _rows(200, 0, "a"))
+    report = advise(_config(tmp_path, ladder, first, floor=0.75))
     assert report.recommendation == "tiny-a-t1"
     yield tmp_path / "run"
 
@@ -140,14 +125,14 @@ def earlier(tmp_path: Path, ladder: Path, weak_baseline: None) -> Iterator[Path]
 def _from_config(tmp_path: Path, rows: list[tuple[str, str]], *extra: str):  # type: ignore[no-untyped-def]
     expanded = write_csv(tmp_path / "expanded.csv", rows)
     return build_config(
-        overrides=[*FAST, f"data.source={expanded}", "criteria.floor=0.3", f"output.out={tmp_path / 'run2'}", *extra]
+        overrides=[*FAST, f"data.source={expanded}", "criteria.floor=0.75", f"output.out={tmp_path / 'run2'}", *extra]
     )
 
 
 def test_from_continues_with_a_continuation_schedule_warm_started_and_compared_and_a_rerun_trains_nothing(
     tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = _from_config(tmp_path, _rows(120, 0, "a") + _rows(120, 1, "b"))  # the earlier rows and as many new
+    config = _from_config(tmp_path, _rows(200, 0, "a") + _rows(200, 1, "b"))  # the earlier rows and as many new
     again = advise(config, from_run=earlier)
     ids = [r.run_id for r in again.runs]
     assert ids[0] == "tiny-a-earlier" and ids[1] == "tiny-a-c1", ids
@@ -184,9 +169,9 @@ def test_from_continues_with_a_continuation_schedule_warm_started_and_compared_a
 def test_compare_scratch_measures_the_same_rung_from_its_checkpoint_on_the_same_data(
     tmp_path: Path, earlier: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    expanded = write_csv(tmp_path / "expanded.csv", _rows(120, 0, "a") + _rows(120, 1, "b"))
+    expanded = write_csv(tmp_path / "expanded.csv", _rows(200, 0, "a") + _rows(200, 1, "b"))
     args = ["--data", str(expanded), "--from", str(earlier), "--out", str(tmp_path / "run2"), "--compare-scratch"]
-    code = main([*args, "--target", "accuracy=0.3", *[a for o in FAST for a in ("--set", o)]])
+    code = main([*args, "--target", "accuracy=0.75", *[a for o in FAST for a in ("--set", o)]])
     assert code == 0
     report = json.loads((tmp_path / "run2" / "report.json").read_text())
     inc = report["details"]["incremental"]
@@ -213,7 +198,7 @@ def test_new_labels_are_an_error_unless_the_head_is_extended(tmp_path: Path, ear
 
 def test_a_baseline_recommendation_is_refitted_on_the_expanded_data(tmp_path: Path, ladder: Path) -> None:
     first = write_csv(tmp_path / "first.csv", _rows(120, 0, "a"))
-    assert advise(_config(tmp_path, ladder, first, floor=0.3)).recommendation == "baseline"
+    assert advise(_config(tmp_path, ladder, first, floor=0.75)).recommendation == "baseline"
     again = advise(_from_config(tmp_path, _rows(200, 1, "b")), from_run=tmp_path / "run")
     assert again.recommendation == "baseline" and again.runs == ()
     assert "refitted on the expanded data" in again.stop_reason
@@ -234,7 +219,7 @@ def test_from_killed_mid_continuation_resumes_without_redoing_finished_work(
 
     expanded = write_csv(tmp_path / "expanded.csv", _rows(120, 1, "b"))
     out = tmp_path / "run2"
-    argv = ["--data", str(expanded), "--from", str(earlier), "--out", str(out), "--target", "accuracy=0.3"]
+    argv = ["--data", str(expanded), "--from", str(earlier), "--out", str(out), "--target", "accuracy=0.75"]
     argv += [a for o in FAST for a in ("--set", o)]
     assert _killed_fork(argv, "train:tiny-a-c1") == -signal.SIGKILL  # at c1's first evaluation
     assert _run_ids(out) == ["baseline", "tiny-a-earlier"]

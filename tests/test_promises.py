@@ -41,7 +41,7 @@ def _dir_bytes(path: Path) -> int:
 def test_recommended_model_is_moved_to_model_not_copied_and_a_rerun_finds_it(
     tmp_path: Path, one_rung_ladder: Path, monkeypatch: pytest.MonkeyPatch, weak_baseline: None
 ) -> None:
-    data = write_csv(tmp_path / "data.csv", synthetic_rows(120))
+    data = write_csv(tmp_path / "data.csv", synthetic_rows(200))
     run_dir = tmp_path / "run"
     config = build_config(
         overrides=[
