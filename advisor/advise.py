@@ -27,13 +27,14 @@ from advisor.data import TaskData, column, load_task_data
 from advisor.distiller import Distiller, find_distiller
 from advisor.errors import RunDirError
 from advisor.gains import run_gains
+from advisor.inference import predict_labels
 from advisor.ledger import Ledger, rank_run_dir
 from advisor.models import check_ladder, load_for_classification
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
-from advisor.train import dir_size_mb, predict_labels, quiet_libraries
+from advisor.train import dir_size_mb, quiet_libraries
 from advisor.types import Cost, Report, RunResult, Verdict
 
 Progress = Callable[[str], None]

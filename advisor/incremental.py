@@ -33,11 +33,12 @@ from advisor.criteria import judge as judge_run
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import DataError, GreenladderError, RunDirError
 from advisor.head import extend_head
+from advisor.inference import predict_labels
 from advisor.ledger import LEDGER_NAME, Ledger
 from advisor.models import is_safe_name, load_for_classification, load_ladder, materialise
 from advisor.policy import budget_refuses
 from advisor.stats import bonferroni
-from advisor.train import predict_labels, quiet_libraries, train_run
+from advisor.train import quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner, search_space
 from advisor.types import Candidate, RunResult, Verdict
 

@@ -105,8 +105,9 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
     from advisor.batching import BucketTrainer
     from advisor.config import MeteringConfig, TrainConfig
     from advisor.cost import Meter, MeteringCallback
+    from advisor.inference import tokenize
     from advisor.models import load_for_classification
-    from advisor.train import quiet_libraries, tokenize
+    from advisor.train import quiet_libraries
 
     set_seed(args.seed)
     ours = method.startswith("greenladder")
