@@ -28,7 +28,7 @@ def dataset_identifier(source: str) -> tuple[str, str]:
     text, not here.
     """
     from advisor.builtin_data import BUILTINS
-    from advisor.data import FILE_FORMATS
+    from advisor.readers import FILE_FORMATS
 
     if source in BUILTINS:
         return source, source
