@@ -29,7 +29,8 @@ from advisor.errors import RunDirError
 from advisor.gains import run_gains
 from advisor.inference import predict_labels
 from advisor.ledger import Ledger, rank_run_dir
-from advisor.models import check_ladder, load_for_classification
+from advisor.loading import load_for_classification
+from advisor.models import check_ladder
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level
 from advisor.regions import low_carbon_alternatives

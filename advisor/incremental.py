@@ -35,7 +35,8 @@ from advisor.errors import DataError, GreenladderError, RunDirError
 from advisor.head import extend_head
 from advisor.inference import predict_labels
 from advisor.ledger import LEDGER_NAME, Ledger
-from advisor.models import is_safe_name, load_for_classification, load_ladder, materialise
+from advisor.loading import load_for_classification
+from advisor.models import is_safe_name, load_ladder, materialise
 from advisor.policy import budget_refuses
 from advisor.stats import bonferroni
 from advisor.train import quiet_libraries, train_run

@@ -41,7 +41,7 @@ from advisor.errors import ConfigError, GreenladderError
 from advisor.hf_trainer import build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.ledger import fault_point
-from advisor.models import count_parameters, load_for_classification
+from advisor.loading import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
 from advisor.types import Candidate, RunResult
 from advisor.watchdog import Stalled, StallRule

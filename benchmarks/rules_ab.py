@@ -67,7 +67,8 @@ def one_run(source: str, data: Any, folder: Path, work: Path, rung: str, rules: 
     from advisor.config import build_config
     from advisor.data import column
     from advisor.inference import predict_labels
-    from advisor.models import load_for_classification, load_ladder, materialise
+    from advisor.loading import load_for_classification
+    from advisor.models import load_ladder, materialise
     from advisor.train import train_run
     from advisor.types import Candidate
 

@@ -160,7 +160,7 @@ def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str
     from advisor.criteria import compute_metrics
     from advisor.data import column
     from advisor.inference import predict_labels
-    from advisor.models import load_for_classification
+    from advisor.loading import load_for_classification
 
     with Meter(config.metering, phase=f"test {run.run_id}") as meter:
         model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)

@@ -106,7 +106,7 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
     from advisor.config import MeteringConfig, TrainConfig
     from advisor.cost import Meter, MeteringCallback
     from advisor.inference import tokenize
-    from advisor.models import load_for_classification
+    from advisor.loading import load_for_classification
     from advisor.train import quiet_libraries
 
     set_seed(args.seed)
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"results: {writer.out / name}.md/.json; each training's measurement in {writer.jsonl} as it finishes")
     import torch
 
-    from advisor.models import BUILTIN_SOURCES, resolve_source
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.sources import resolve_source
 
     started = time.perf_counter()
     data, _ = fixed_split(args.data, split_name(args), train_rows=args.train_rows, seed=args.seed, progress=say)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from advisor.cost import Meter, MeteringCallback
 from advisor.errors import ModelError
 from advisor.inference import predict_logits
-from advisor.models import load_for_classification
+from advisor.loading import load_for_classification
 from advisor.train import quiet_libraries
 from distill.losses import mean_pool
 

@@ -20,7 +20,7 @@ from advisor.comparison import forecast_scratch, paired_difference
 from advisor.config import build_config
 from advisor.errors import DataError
 from advisor.head import extend_head
-from advisor.models import load_for_classification
+from advisor.loading import load_for_classification
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 from tests.test_advise import FAST, _config
