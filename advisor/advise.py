@@ -21,7 +21,8 @@ from advisor.budget import spent_against_allowed
 from advisor.card import model_card
 from advisor.climb import Climb
 from advisor.config import Config, save_config
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import closest_verdict, compute_metrics, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.distiller import Distiller, find_distiller

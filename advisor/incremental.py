@@ -27,7 +27,8 @@ from transformers import TrainerCallback
 from advisor.baseline import fit_baseline
 from advisor.comparison import compare, forecast_scratch, scaled_cost
 from advisor.config import Config, build_config
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics, run_interval
 from advisor.criteria import judge as judge_run
 from advisor.data import TaskData, column, load_task_data

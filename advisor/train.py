@@ -34,7 +34,8 @@ from advisor.baseline import latency_ms
 from advisor.batching import is_out_of_memory, smaller_batch, sort_by_length
 from advisor.best import BestWeights, EarlyStopping, eval_history, patience_for
 from advisor.config import Config
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import ConfigError, GreenladderError

@@ -156,7 +156,8 @@ def rung_sources(config: Any) -> dict[str, tuple[Any, str]]:
 
 def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str, float], Any]:
     """Test metrics of a saved run, metered the way ``advise`` meters its final evaluation."""
-    from advisor.cost import Meter, MeteringCallback
+    from advisor.cost import Meter
+    from advisor.counting import MeteringCallback
     from advisor.criteria import compute_metrics
     from advisor.data import column
     from advisor.inference import predict_labels

@@ -10,7 +10,7 @@ learning rate and seed) with the Hugging Face ``Trainer``; they differ only in w
 * **HF Trainer, padded**: ``tokenizer(padding="max_length")``, random batches, every weight trained.
 
 Reported: real (non-padding) tokens per second of training, and model FLOPs utilisation = analytic
-FLOPs per second (``advisor.cost.MeteringCallback``: 6N per token plus attention, Kaplan et al. 2020)
+FLOPs per second (``advisor.counting.MeteringCallback``: 6N per token plus attention, Kaplan et al. 2020)
 ÷ the machine's matrix-multiply peak, measured here with ``torch.matmul`` in the same precision and
 thread count. Timings are medians over rounds that alternate the methods.
 
@@ -104,7 +104,8 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
 
     from advisor.batching import BucketTrainer
     from advisor.config import MeteringConfig, TrainConfig
-    from advisor.cost import Meter, MeteringCallback
+    from advisor.cost import Meter
+    from advisor.counting import MeteringCallback
     from advisor.inference import tokenize
     from advisor.loading import load_for_classification
     from advisor.train import quiet_libraries

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.errors import ModelError
 from advisor.inference import predict_logits
 from advisor.loading import load_for_classification

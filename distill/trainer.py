@@ -24,7 +24,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from advisor.batching import BucketTrainer
 from advisor.config import RulesConfig
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.inference import predict_labels, tokenize
 from advisor.rules import first_firing, health_callbacks
