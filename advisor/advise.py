@@ -32,12 +32,13 @@ from advisor.inference import predict_labels
 from advisor.ledger import Ledger, rank_run_dir
 from advisor.loading import load_for_classification
 from advisor.models import check_ladder
+from advisor.outcome import Report, Verdict
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, quiet_libraries
-from advisor.types import Cost, Report, RunResult, Verdict
+from advisor.types import Cost, RunResult
 
 Progress = Callable[[str], None]
 

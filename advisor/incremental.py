@@ -38,11 +38,12 @@ from advisor.inference import predict_labels
 from advisor.ledger import LEDGER_NAME, Ledger
 from advisor.loading import load_for_classification
 from advisor.models import is_safe_name, load_ladder, materialise
+from advisor.outcome import Verdict
 from advisor.policy import budget_refuses
 from advisor.stats import bonferroni
 from advisor.train import quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner, search_space
-from advisor.types import Candidate, RunResult, Verdict
+from advisor.types import Candidate, RunResult
 
 Progress = Callable[[str], None]
 

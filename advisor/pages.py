@@ -19,6 +19,7 @@ from typing import Any
 from advisor.criteria import PFLOP, fmt_count, fmt_num
 from advisor.errors import RunDirError
 from advisor.ledger import fault_point
+from advisor.outcome import Report
 from advisor.report import (
     NOTES,
     dataset_name,
@@ -29,7 +30,7 @@ from advisor.report import (
     table_cells,
     to_json,
 )
-from advisor.types import Report, RunResult
+from advisor.types import RunResult
 
 
 def _iv_text(run: RunResult, split: str, metric: str) -> str:
