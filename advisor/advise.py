@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advisor import distributed, incremental
+from advisor import continuation, distributed, incremental
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
 from advisor.climb import Climb
@@ -209,7 +209,7 @@ def advise(
         )
     if from_run is not None:
         # refuse a bad --from before anything is written
-        incremental.previous_recommendation(Path(from_run), data, config)
+        continuation.previous_recommendation(Path(from_run), data, config)
     # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
     run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
