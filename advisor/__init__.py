@@ -6,7 +6,7 @@ Scripted model selection::
     report = select_model(data="reviews.csv", target={"macro_f1": 0.8}, out="runs/reviews")
 
 ``select_model`` takes the same configuration as the ``advise`` CLI (YAML files and
-``section.key=value`` overrides) and returns the :class:`~advisor.types.Report`.
+``section.key=value`` overrides) and returns the :class:`~advisor.outcome.Report`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from advisor.types import Report
+    from advisor.outcome import Report
 
 __all__ = ["select_model"]
 

@@ -16,25 +16,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advisor import distributed, incremental
+from advisor import continuation, distributed, incremental
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
 from advisor.climb import Climb
 from advisor.config import Config, save_config
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import closest_verdict, compute_metrics, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.distiller import Distiller, find_distiller
 from advisor.errors import RunDirError
 from advisor.gains import run_gains
+from advisor.inference import predict_labels
 from advisor.ledger import Ledger, rank_run_dir
-from advisor.models import check_ladder, load_for_classification
+from advisor.loading import load_for_classification
+from advisor.models import check_ladder
+from advisor.outcome import Report, Verdict
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted, decision_level
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
-from advisor.train import dir_size_mb, predict_labels, quiet_libraries
-from advisor.types import Cost, Report, RunResult, Verdict
+from advisor.train import dir_size_mb, quiet_libraries
+from advisor.types import Cost, RunResult
 
 Progress = Callable[[str], None]
 
@@ -205,7 +209,7 @@ def advise(
         )
     if from_run is not None:
         # refuse a bad --from before anything is written
-        incremental.previous_recommendation(Path(from_run), data, config)
+        continuation.previous_recommendation(Path(from_run), data, config)
     # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
     run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:

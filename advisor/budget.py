@@ -118,7 +118,7 @@ class BudgetCallback(TrainerCallback):
         rates: speeds measured earlier in the search.
 
     ``train_run`` calls :meth:`bind` with the run's open :class:`advisor.cost.Meter` and its
-    :class:`advisor.cost.MeteringCallback` before training starts.
+    :class:`advisor.counting.MeteringCallback` before training starts.
     """
 
     #: train_run records a run this callback stopped with this status

@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 
 from advisor.criteria import PFLOP, fmt_count, fmt_num
+from advisor.outcome import Report
 from advisor.report import jsonable, md_escape, shown_figure
-from advisor.types import Report, RunResult
+from advisor.types import RunResult
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -28,7 +29,7 @@ def dataset_identifier(source: str) -> tuple[str, str]:
     text, not here.
     """
     from advisor.builtin_data import BUILTINS
-    from advisor.data import FILE_FORMATS
+    from advisor.readers import FILE_FORMATS
 
     if source in BUILTINS:
         return source, source

@@ -28,6 +28,7 @@ from advisor.data import TaskData, column
 from advisor.forecast import forecast_full
 from advisor.ledger import Ledger, fault_point
 from advisor.models import Rung, candidate_for, load_ladder, materialise
+from advisor.outcome import Verdict
 from advisor.policy import (
     Action,
     Distil,
@@ -43,7 +44,7 @@ from advisor.policy import (
 )
 from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
-from advisor.types import Cost, RunResult, Verdict
+from advisor.types import Cost, RunResult
 
 Progress = Callable[[str], None]
 #: distil ``parent`` into a student recorded as ``run_id`` (see advisor.compact)

@@ -5,7 +5,7 @@ A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit)
 
 * time: ``measured`` (``time.perf_counter``; CPU time from ``time.process_time`` + children);
 * FLOPs: ``analytic`` (:mod:`advisor.flops` on the tokens actually processed, counted by
-  :class:`MeteringCallback`), ``not_applicable`` for work that is not a transformer (TF-IDF), or
+  :class:`~advisor.counting.MeteringCallback`), ``not_applicable`` for work that is not a transformer (TF-IDF), or
   ``not_measured`` when nothing was counted;
 * energy: from an :class:`~advisor.energy.EnergyReader`. codecarbon reads hardware counters where it can (RAPL for
   the CPU, NVML for NVIDIA GPUs: ``measured``) and otherwise models power from TDP and load
@@ -23,17 +23,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
 
 import psutil
 import torch
-from transformers import TrainerCallback
 
 from advisor import devices
 from advisor.config import MeteringConfig
 from advisor.devices import Sampler, describe_device
 from advisor.energy import EnergyReader, EnergyReading, grid_intensity_g_per_kwh, location_of, make_reader
-from advisor.flops import PASSES, FlopsKind, forward_coefficients
+from advisor.flops import PASSES, FlopsKind
 from advisor.types import Cost
 
 # ---------------------------------------------------------------------------------------------
@@ -240,150 +238,3 @@ class Meter:
             location=location_of(self.cfg),
             provenance=provenance,
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# counting the tokens a model actually processes
-
-
-class _Tally:
-    """Counts of one kind of forward pass (train or eval), kept cheap to update.
-
-    Real lengths are summed on the device the mask lives on (sum of s and of s^2, enough for the
-    FLOPs polynomial of :func:`advisor.flops.forward_coefficients`), so counting needs no host sync
-    per step; the sums are read once, when flushed. One running sum per device: under DataParallel
-    the replicas on each GPU call the hook from their own threads, each with its slice of the batch.
-    """
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.positions = 0
-        self.padded_forward_flops = 0.0
-        self.sums: dict[torch.device, torch.Tensor] = {}
-
-    def clear(self) -> None:
-        self.rows = self.positions = 0
-        self.padded_forward_flops = 0.0
-        self.sums = {}
-
-    def totals(self) -> tuple[int, int]:
-        """(sum of real lengths, sum of their squares) over every device; one host sync per device."""
-        s1 = s2 = 0
-        for sums in self.sums.values():
-            a, b = (int(v) for v in sums.tolist())
-            s1, s2 = s1 + a, s2 + b
-        return s1, s2
-
-
-class MeteringCallback(TrainerCallback):
-    """Counts real and padded tokens and analytic FLOPs of every forward pass into a :class:`Meter`.
-
-    It counts at the model, not in the data collator: a forward pre-hook reads each batch's
-    ``attention_mask`` (rows x padded length from its shape, real tokens from its row sums). The
-    collator is the wrong place because the data loader fetches one batch ahead of the model
-    (accelerate's end-of-data lookahead) and may run in worker processes, so the collator sees
-    batches the model never processes. A forward in ``model.training`` mode counts as training
-    (3x forward FLOPs), otherwise as evaluation.
-
-    The hook is attached when the Trainer is built or training begins (or by :meth:`attach` for a
-    loop of one's own); counts go to the meter at each evaluation, at the end of training and when
-    the meter closes.
-
-    Args:
-        meter: where counts go; may be replaced (``callback.meter = other``) between phases.
-        config: the model config for the FLOPs formula; the attached model's when None.
-        num_labels: classifier outputs; read from the config when None.
-    """
-
-    def __init__(self, meter: Meter, config: Any = None, num_labels: int | None = None) -> None:
-        self.meter = meter
-        self.config = config
-        self.num_labels = num_labels
-        self._tallies = {"train": _Tally(), "eval": _Tally()}
-        self._handle: Any = None
-        self._model: Any = None
-        self._coefficients: tuple[float, float, float] | None = None
-        self._lock = threading.Lock()  # DataParallel replicas run the hook from several threads
-        meter.before_close(self.flush)
-
-    def attach(self, model: torch.nn.Module) -> None:
-        """Start counting the forward passes of ``model`` (idempotent)."""
-        if self._model is model:
-            return
-        self.close()
-        config = self.config if self.config is not None else getattr(model, "config", None)
-        self._coefficients = forward_coefficients(config, self.num_labels)
-        self._model = model
-        self._handle = model.register_forward_pre_hook(self._on_forward, with_kwargs=True)
-
-    def close(self) -> None:
-        """Stop counting (remove the hook); counts not yet flushed are kept."""
-        if self._handle is not None:
-            self._handle.remove()
-        self._handle = self._model = None
-
-    @torch.compiler.disable
-    def _on_forward(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        mask = kwargs.get("attention_mask")
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            ids = kwargs.get("inputs_embeds")
-        ref = mask if mask is not None else ids
-        if ref is None:
-            return
-        rows, length = ref.shape[:2]
-        tally = self._tallies["train" if module.training else "eval"]
-        with torch.no_grad():
-            if mask is not None:
-                lengths = mask.sum(dim=1, dtype=torch.int64)
-            else:
-                lengths = torch.full((rows,), length, dtype=torch.int64, device=ref.device)
-            sums = torch.stack([lengths.sum(), (lengths * lengths).sum()])
-        a, b, c = self._coefficients or (0.0, 0.0, 0.0)
-        with self._lock:
-            before = tally.sums.get(ref.device)
-            tally.sums[ref.device] = sums if before is None else before + sums
-            tally.rows += int(rows)
-            tally.positions += int(rows) * int(length)
-            tally.padded_forward_flops += int(rows) * (a * length + b * length * length + c)
-
-    def pending_flops(self) -> float:
-        """FLOPs counted but not yet handed to the meter (padding included; no device sync)."""
-        return sum(PASSES[kind] * tally.padded_forward_flops for kind, tally in self._tallies.items())
-
-    def flush(self) -> None:
-        """Hand the counts so far to the meter (if it is open); reads the device sums once."""
-        if not self.meter.active or self._coefficients is None:
-            return
-        a, b, c = self._coefficients
-        for kind, tally in self._tallies.items():
-            with self._lock:
-                if not tally.sums:
-                    continue
-                (s1, s2), rows, positions = tally.totals(), tally.rows, tally.positions
-                padded_forward = tally.padded_forward_flops
-                tally.clear()
-            real_forward = a * s1 + b * s2 + c * rows
-            passes = PASSES[kind]
-            total = passes * padded_forward
-            self.meter.add_tokens(real=s1, padded=positions - s1)
-            self.meter.add_flops(kind, total, max(total - passes * real_forward, 0.0))  # type: ignore[arg-type]
-
-    # -- Trainer events ---------------------------------------------------------------------------
-
-    def on_init_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if model is not None:
-            self.attach(model)
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if model is not None:
-            self.attach(model)
-
-    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.flush()
-
-    def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
-        self.flush()
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.flush()

@@ -17,8 +17,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import ConfigError
+from advisor.outcome import Verdict, VerdictState
 from advisor.stats import PROPORTIONS, Interval, metric_interval, rows_to_resolve, wilson
-from advisor.types import AcceptanceCriteria, Cost, RunResult, Verdict, VerdictState
+from advisor.types import AcceptanceCriteria, Cost, RunResult
 
 #: metric name -> what it is; every name here is a key of :func:`compute_metrics`' result
 SUPPORTED_METRICS: dict[str, str] = {

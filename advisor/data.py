@@ -12,31 +12,23 @@ cache folder, so a failed load leaves no cache behind.
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import difflib
-import gzip
 import math
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
-from sklearn.model_selection import train_test_split
 
-from advisor.builtin_data import BUILTINS, load_builtin
-from advisor.config import MAX_VALIDATION_FRACTION, MIN_VALIDATION_FRACTION, DataConfig
+from advisor.config import DataConfig
 from advisor.errors import DataError
+from advisor.readers import read_source
+from advisor.splitting import carve_missing_splits, validation_share
 
 Progress = Callable[[str], None] | None
 
-#: file suffix -> ``datasets`` packaged builder (a trailing ``.gz`` is allowed on each)
-FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 #: preferred names, in order, when the text column is not given
 TEXT_NAMES = ("text", "sentence", "review", "content")
 #: names that mark the label column when it is not given
@@ -104,15 +96,6 @@ class TaskData:
         return out
 
 
-def validation_share(cfg: DataConfig, total_rows: int, wanted_rows: int | None) -> float:
-    """The validation fraction to carve: the configured one, or ``wanted_rows`` within the bounds."""
-    if cfg.validation_fraction is not None:
-        return cfg.validation_fraction
-    if not wanted_rows or total_rows <= 0:
-        return MIN_VALIDATION_FRACTION
-    return min(max(wanted_rows / total_rows, MIN_VALIDATION_FRACTION), MAX_VALIDATION_FRACTION)
-
-
 def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: int | None = None) -> TaskData:
     """Load, check, deduplicate and split the dataset named by ``cfg.source``.
 
@@ -124,7 +107,7 @@ def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: 
             empty, there is a single class, or a class is too small for the split.
     """
     say = progress or (lambda _msg: None)
-    raw, where, source = _read_source(cfg.source, say)
+    raw, where, source = read_source(cfg.source, say)
     splits = _named_splits(raw, where)
     first = splits["train"]
     text_col = cfg.text_column if cfg.text_column is not None else _detect_text_column(first, cfg.label_column, where)
@@ -162,7 +145,7 @@ def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: 
 
     total = sum(len(texts) for texts, _ in rows.values())
     share = validation_share(cfg, total, validation_rows)
-    rows = _carve_missing_splits(rows, label_names, cfg, where, share)
+    rows = carve_missing_splits(rows, label_names, cfg, where, share)
     if validation_rows and len(rows["validation"][0]) < validation_rows:
         warnings.append(
             f"the validation split has {len(rows['validation'][0])} rows, fewer than the {validation_rows} that an "
@@ -199,146 +182,6 @@ def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: 
 def column(split: datasets.Dataset, name: str) -> list[Any]:
     """One column as a Python list, in one Arrow conversion (row-by-row access is ~100x slower)."""
     return split.with_format("arrow")[name].to_pylist()
-
-
-# --- reading ---------------------------------------------------------------------------------
-
-
-def _read_source(source: str, say: Callable[[str], None]) -> tuple[datasets.DatasetDict, str, str]:
-    """Return the raw splits, a short name for messages, and a description of the source."""
-    if source in BUILTINS:
-        info = BUILTINS[source]
-        say(f"loading built-in dataset {source!r} ...")
-        description = f"built-in {source!r}: {info.description}. Source: {info.provenance}. Licence: {info.licence}."
-        return load_builtin(source, say), f"built-in {source!r}", description
-    path = Path(source).expanduser()
-    if _looks_like_path(source):
-        kind = "saved dataset" if path.is_dir() else "file"
-        return _read_path(path, say), path.name or str(path), f"{kind} {path.resolve()}"
-    return _read_hub(source, say), source, f"hub dataset {source!r}"
-
-
-def _looks_like_path(source: str) -> bool:
-    path = Path(source).expanduser()
-    return path.exists() or source.startswith(("/", ".", "~")) or bool(path.suffix) or "\\" in source
-
-
-def _read_path(path: Path, say: Callable[[str], None]) -> datasets.DatasetDict:
-    if not path.exists():
-        raise DataError(
-            f"{path}: no such file or folder. Check the path, or use a built-in dataset ({', '.join(BUILTINS)})."
-        )
-    if path.is_dir():
-        say(f"reading the saved dataset in {path} ...")
-        try:
-            loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
-        except FileNotFoundError as exc:
-            raise DataError(
-                f"{path} is a folder but not a dataset saved with save_to_disk; pass a data file "
-                f"({', '.join(FILE_FORMATS)}) or such a folder."
-            ) from exc
-        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    compressed = suffixes[-1:] == [".gz"]
-    suffix = suffixes[0] if compressed and len(suffixes) == 2 else suffixes[-1] if suffixes else ""
-    if suffix not in FILE_FORMATS or (compressed and suffix == ".parquet"):
-        shown = "".join(suffixes[-2:] if compressed else suffixes[-1:]) or "(none)"
-        raise DataError(
-            f"{path}: unsupported file type {shown}; save the data as CSV, TSV, JSON, JSONL or Parquet "
-            "(a .gz on the text formats is fine)."
-        )
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty; pass a file with a header row and at least a few labelled rows.")
-    fmt = FILE_FORMATS[suffix]
-    if fmt != "parquet":
-        _check_utf8(path, compressed)
-    kwargs: dict[str, Any] = {}
-    if fmt == "csv":
-        # utf-8-sig: a byte-order mark (Excel writes one) would otherwise become part of a column name
-        kwargs = {"encoding": "utf-8-sig", "delimiter": "\t" if suffix == ".tsv" else ","}
-    say(f"reading {path} ...")
-    with tempfile.TemporaryDirectory(prefix="greenladder-data-") as cache, _quiet_datasets():
-        try:
-            loaded = datasets.load_dataset(
-                fmt, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **kwargs
-            )
-        except ValueError as exc:
-            if "corresponds to no data" not in str(exc):  # what datasets says for a header-only file
-                raise _unreadable(path, suffix, exc) from exc
-            loaded = None
-        except Exception as exc:  # the parsers raise many types; all mean "this file is malformed"
-            raise _unreadable(path, suffix, exc) from exc
-    if loaded is None or loaded.num_rows == 0:
-        raise DataError(f"{path} has no data rows; pass a file with a header row and at least a few labelled rows.")
-    return datasets.DatasetDict({"train": loaded})
-
-
-def _unreadable(path: Path, suffix: str, exc: Exception) -> DataError:
-    # datasets wraps the parser's error in "An error occurred while generating the dataset"; the parser's says what
-    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-    detail = str(cause).strip().splitlines()[-1:] or [type(cause).__name__]
-    return DataError(
-        f"{path} could not be read as {suffix.lstrip('.').upper()} ({detail[0][:200]}); check that it is valid."
-    )
-
-
-def _check_utf8(path: Path, compressed: bool) -> None:
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0  # where the bytes the decoder is looking at start in the file
-    opener = gzip.open if compressed else open
-    with opener(path, "rb") as fh:
-        try:
-            read = 0
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                offset = read - len(decoder.getstate()[0])  # a character may straddle two blocks
-                decoder.decode(block)
-                read += len(block)
-            offset = read - len(decoder.getstate()[0])
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as exc:
-            at = offset + exc.start
-            raise DataError(
-                f"{path} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {at} is not valid); "
-                "re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8 in.csv > out.csv`."
-            ) from exc
-        except (OSError, EOFError) as exc:  # a .gz that is not gzip, or truncated
-            raise DataError(f"{path} could not be decompressed ({exc}); check that it is a valid .gz file.") from exc
-
-
-def _read_hub(source: str, say: Callable[[str], None]) -> datasets.DatasetDict:
-    close = difflib.get_close_matches(source, list(BUILTINS), n=1)
-    hint = f" (did you mean the built-in {close[0]!r}?)" if close else ""
-    unreachable = f"{source!r} is not a file or built-in, and the hub is unreachable{hint}; download the data and pass --data path/to/file.csv."
-    if any(
-        os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
-    ):
-        raise DataError(unreachable)
-    say(f"loading {source!r} from the Hugging Face hub ...")
-    try:
-        loaded = datasets.load_dataset(source)
-    except datasets.exceptions.DatasetNotFoundError as exc:
-        raise DataError(
-            f"{source!r} is not a file, a built-in ({', '.join(BUILTINS)}) or a dataset on the hub{hint}; check the name."
-        ) from exc
-    except (ConnectionError, TimeoutError) as exc:
-        raise DataError(unreachable) from exc
-    except Exception as exc:  # scripts, configs and gated repos fail in many ways; say which
-        raise DataError(f"the hub dataset {source!r} could not be loaded ({str(exc)[:200]}).") from exc
-    if not isinstance(loaded, datasets.DatasetDict):
-        loaded = datasets.DatasetDict({"train": loaded})
-    return loaded
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """Hide ``datasets``' progress bars while we read (library code does not print), then restore them."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
 
 
 # --- columns ---------------------------------------------------------------------------------
@@ -480,65 +323,3 @@ def _dedup(texts: list[str], labels: list[str]) -> tuple[tuple[list[str], list[s
         elif first[text] != label:
             conflicting.add(text)
     return (list(first), list(first.values())), len(texts) - len(first), len(conflicting)
-
-
-def _min_class_rows(fractions: Sequence[float]) -> int:
-    """Fewest rows a class needs so that each stratified cut, taken in turn, gets at least one and leaves one.
-
-    scikit-learn allocates each class at least floor(share x rows) to a held-out part, so we
-    simulate the cuts with the worst-case rounding (ceil when taking away, floor when checking).
-    """
-    for rows in range(2, 10_000):
-        left, remaining_share, ok = rows, 1.0, True
-        for fraction in fractions:
-            share = fraction / remaining_share
-            if math.floor(left * share) < 1:
-                ok = False
-                break
-            left -= math.ceil(left * share)
-            remaining_share -= fraction
-        if ok and left >= 1:
-            return rows
-    return 10_000
-
-
-def _carve_missing_splits(
-    rows: dict[str, tuple[list[str], list[str]]],
-    label_names: tuple[str, ...],
-    cfg: DataConfig,
-    where: str,
-    validation_fraction: float,
-) -> dict[str, tuple[list[str], list[str]]]:
-    """Take the missing validation and/or test splits out of train, stratified, with the fixed seed.
-
-    When both are missing each fraction is a share of all rows; when one is, a share of train.
-    """
-    wanted = [(name, fraction) for name, fraction in (("test", cfg.test_fraction), ("validation", validation_fraction))]
-    wanted = [(name, f) for name, f in wanted if name not in rows]
-    if not wanted:
-        return rows
-    texts, labels = rows["train"]
-    minimum = _min_class_rows([f for _, f in wanted])
-    counts = Counter(labels)
-    small = [(name, counts[name]) for name in label_names if 0 < counts[name] < minimum]
-    if small:
-        name, count = min(small, key=lambda item: item[1])
-        cut = " and ".join(f"{n}_fraction={f}" for n, f in wanted)
-        raise DataError(
-            f"{where}: class {name!r} has only {count} rows; the stratified split ({cut}) needs at least {minimum} per class. "
-            "Add examples of it, drop it, or provide your own train/validation/test splits."
-        )
-    out = dict(rows)
-    pool = np.arange(len(texts))
-    remaining_share = 1.0
-    for name, fraction in wanted:
-        pool_labels = [labels[i] for i in pool]
-        keep, held = train_test_split(
-            pool, test_size=fraction / remaining_share, stratify=pool_labels, random_state=cfg.split_seed
-        )
-        held = np.sort(held)
-        out[name] = ([texts[i] for i in held], [labels[i] for i in held])
-        pool = np.sort(keep)
-        remaining_share -= fraction
-    out["train"] = ([texts[i] for i in pool], [labels[i] for i in pool])
-    return out

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from advisor.config import Config
 from advisor.data import TaskData
-from advisor.types import Candidate, Cost, RunResult, Verdict
+from advisor.outcome import Verdict
+from advisor.types import Candidate, Cost, RunResult
 
 Progress = Callable[[str], None]
 

@@ -10,7 +10,7 @@ import torch
 
 from advisor.config import Config
 from advisor.errors import RunDirError
-from advisor.models import load_for_classification
+from advisor.loading import load_for_classification
 from advisor.train import quiet_libraries, save_model_folder
 
 

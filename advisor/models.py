@@ -1,4 +1,4 @@
-"""Ladders of pre-trained encoders, and the local cache that makes them usable without the hub.
+"""Ladders of pre-trained encoders: load them, check that every rung can be used, show them.
 
 A ladder (``configs/ladders/<name>.yaml``) lists rungs smallest first. A rung's ``source`` is one of
 
@@ -9,40 +9,31 @@ A ladder (``configs/ladders/<name>.yaml``) lists rungs smallest first. A rung's 
 * a local folder written by ``save_pretrained``;
 * a hub id, usable only where the hub can be reached (or the model is already in the HF cache).
 
-Weights are only ever read from safetensors, or from pickles with ``weights_only=True`` when the
-user explicitly allows it.
+Resolving a source lives in :mod:`advisor.sources`, opening a model in :mod:`advisor.loading`.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import pickle
 import re
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from typing import Any
 
 import yaml
 
-from advisor.builtin_models import BUILTIN_SOURCES, builtin_folder, manifest_ok, materialise_builtin
+from advisor.builtin_models import BUILTIN_SOURCES, builtin_folder, manifest_ok
 from advisor.config import CONFIG_DIR, LadderConfig
 from advisor.errors import ConfigError, ModelError
+from advisor.loading import tokenizer_mismatch
+from advisor.sources import in_hf_cache, resolve_source, weight_files
 from advisor.types import Candidate
-
-if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Progress = Callable[[str], None] | None
 
 LADDER_DIR = CONFIG_DIR / "ladders"
-# nn.Embedding tables that map ids to vectors; everything else (LayerNorms, relative attention
-# buckets, the encoder) counts as non-embedding, as in Kaplan et al. 2020 ("Scaling laws", sec. 2.1)
-_EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 #: rung names become run ids and folder names in the run directory: one safe path component each
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -199,10 +190,6 @@ def candidate_for(rung: Rung) -> Candidate:
 # ----------------------------------------------------------------------------- the local cache
 
 
-def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    return sorted(folder.glob("*.safetensors")), sorted(folder.glob("pytorch_model*.bin"))
-
-
 def is_available(rung: Rung, cache_dir: str | None = None) -> bool:
     """Whether the rung can be loaded without any download.
 
@@ -213,8 +200,8 @@ def is_available(rung: Rung, cache_dir: str | None = None) -> bool:
         return manifest_ok(builtin_folder(rung.source, cache_dir))
     folder = Path(rung.source).expanduser()
     if folder.is_dir():
-        return (folder / "config.json").is_file() and any(_weight_files(folder))
-    return _in_hf_cache(rung.source)
+        return (folder / "config.json").is_file() and any(weight_files(folder))
+    return in_hf_cache(rung.source)
 
 
 def materialise(
@@ -233,176 +220,7 @@ def materialise(
     return resolve_source(rung.source, cache_dir=cache_dir, progress=progress, allow_pickle=allow_pickle)
 
 
-def resolve_source(
-    source: str, cache_dir: str | None = None, progress: Progress = None, *, allow_pickle: bool = False
-) -> Path | str:
-    """:func:`materialise` for a bare source string (what a :class:`Candidate` carries)."""
-    if source in BUILTIN_SOURCES:
-        return materialise_builtin(source, cache_dir, progress or (lambda _msg: None))
-    if source.startswith("pypi:"):
-        raise ModelError(f"Unknown built-in source {source!r}. Built-in sources: {', '.join(BUILTIN_SOURCES)}.")
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        check_model_folder(folder, allow_pickle=allow_pickle)
-        return folder
-    if _looks_like_path(source):
-        raise ModelError(
-            f"The model folder {source} does not exist. Pass a folder written by save_pretrained, or a rung of the offline ladder."
-        )
-    if _in_hf_cache(source) or not hub_offline():
-        return source
-    raise ModelError(_offline_message(source))
-
-
-# ----------------------------------------------------------------------------- the hub
-
-
-def hub_offline(timeout: float = 2.0) -> bool:
-    """True when the hub must not or cannot be used: HF_HUB_OFFLINE set, or no connection in ``timeout`` s."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return True
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return False
-    except OSError:
-        return True
-
-
-def _looks_like_path(source: str) -> bool:
-    # hub ids are "name" or "org/name"; anything else with separators is meant as a folder
-    return source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception:  # an id the hub library rejects is simply not cached
-        return False
-
-
-def _offline_message(source: str) -> str:
-    return (
-        f"{source!r} is not a local folder and the Hugging Face hub is unreachable (offline). "
-        "Pass a local model folder (one written by save_pretrained), or use the offline ladder (--ladder offline)."
-    )
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def check_model_folder(folder: Path, *, allow_pickle: bool = False) -> None:
-    """Refuse a folder that cannot be loaded safely, with a message that says what to do.
-
-    Raises:
-        ModelError: no ``config.json``; only pickled weights (unless ``allow_pickle``); no weights; a
-            safetensors file whose header cannot be read (truncated or not safetensors).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    if not (folder / "config.json").is_file():
-        raise ModelError(
-            f"{folder} has no config.json, so it is not a transformers model folder. "
-            "Point at the folder written by save_pretrained (it holds config.json and the weights)."
-        )
-    safetensors, pickles = _weight_files(folder)
-    if not safetensors and pickles and not allow_pickle:
-        raise ModelError(
-            f"{folder} holds only pickled weights ({pickles[0].name}), which can run code when loaded. "
-            "Re-save them as safetensors, or set train.allow_pickle: true if you trust their origin "
-            "(they are then loaded with weights_only=True)."
-        )
-    if not safetensors and not pickles:
-        raise ModelError(f"{folder} holds no model weights (model.safetensors). Save the model with save_pretrained.")
-    for path in safetensors:
-        try:
-            with safe_open(str(path), framework="numpy"):
-                pass
-        except (SafetensorError, OSError) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise ModelError(
-                f"{path} is not a readable safetensors file ({reason}). "
-                "Delete the folder and materialise or save the model again."
-            ) from None
-
-
-def load_for_classification(
-    path_or_id: str | Path,
-    label_names: Sequence[str],
-    *,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a pre-trained encoder with a new classification head over ``label_names``, and its tokenizer.
-
-    A head of another size already in the folder (a model fine-tuned on other labels) is replaced.
-
-    Raises:
-        ModelError: the folder is unusable (see :func:`check_model_folder`), the tokenizer is missing
-            or produces ids past the embedding table, or the id is unknown while offline.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    labels = list(label_names)
-    if not labels or len(set(labels)) != len(labels):
-        raise ValueError(f"label_names must be a non-empty list of distinct labels. Got {labels!r}.")
-    source = str(path_or_id)
-    folder = Path(source).expanduser()
-    local = folder.is_dir()
-    if local:
-        check_model_folder(folder, allow_pickle=allow_pickle)
-        source = str(folder)
-    elif _looks_like_path(source):
-        raise ModelError(f"The model folder {source} does not exist. Pass a folder written by save_pretrained.")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        if not local and hub_offline():
-            raise ModelError(_offline_message(source)) from None
-        raise ModelError(
-            f"Could not load a tokenizer from {source} ({_first_line(exc)}). "
-            "Copy the tokenizer files saved with the model (tokenizer.json or vocab.txt) into the folder."
-        ) from None
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            # a head of another size (a model fine-tuned on other labels) is replaced, not an error
-            ignore_mismatched_sizes=True,
-            use_safetensors=None if allow_pickle else True,
-            weights_only=True,
-            trust_remote_code=trust_remote_code,
-        )
-    except pickle.UnpicklingError:  # weights_only refused an object that is not a tensor: it may run code
-        raise ModelError(
-            f"The pickled weights in {source} hold objects other than tensors, which can run code when loaded; "
-            "they were refused. Use safetensors weights from a source you trust."
-        ) from None
-    except (OSError, ValueError) as exc:
-        if not local and hub_offline():
-            raise ModelError(_offline_message(source)) from None
-        raise ModelError(f"Could not load the model in {source} ({_first_line(exc)}).") from None
-    rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
-        raise ModelError(_tokenizer_mismatch(source, len(tokenizer), rows))
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions < tokenizer.model_max_length:
-        tokenizer.model_max_length = positions  # longer texts are cut to what the model can embed, not a crash
-    return model, tokenizer
-
-
-def _tokenizer_mismatch(source: str, tokens: int, rows: int) -> str:
-    return (
-        f"The tokenizer of {source} has {tokens} tokens but the model's embedding table has {rows} "
-        f"rows, so ids {rows} and above would crash. Use the tokenizer saved with this model."
-    )
+# ----------------------------------------------------------------------------- checking
 
 
 def check_ladder(
@@ -449,28 +267,12 @@ def check_ladder(
                 "Copy the tokenizer files saved with the model (tokenizer.json or vocab.txt) into the folder."
             ) from None
         if isinstance(rows, int) and tokens > rows:
-            raise ModelError(_tokenizer_mismatch(str(source), tokens, rows))
+            raise ModelError(tokenizer_mismatch(str(source), tokens, rows))
     return chosen
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(total, non-embedding) parameter counts; shared (tied) tensors are counted once.
-
-    Non-embedding excludes the word, position and token-type embedding tables only.
-    """
-    import torch
-
-    embedding: set[int] = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in _EMBEDDING_TABLES:
-            embedding.update(id(p) for p in module.parameters())
-    params = list(model.parameters())  # deduplicated by torch
-    total = sum(p.numel() for p in params)
-    return total, total - sum(p.numel() for p in params if id(p) in embedding)
 
 
 def _millions(n: int) -> str:

@@ -31,8 +31,9 @@ from advisor.criteria import (
     run_interval,
 )
 from advisor.forecast import forecast_full
+from advisor.outcome import Verdict
 from advisor.stats import bonferroni
-from advisor.types import Cost, RunResult, Verdict
+from advisor.types import Cost, RunResult
 
 PFLOP = 1e15
 

@@ -1,4 +1,4 @@
-"""Render a :class:`~advisor.types.Report` as JSON, Markdown, a plain-text table and HTML (model cards: card.py).
+"""Render a :class:`~advisor.outcome.Report` as JSON, Markdown, a plain-text table and HTML (model cards: card.py).
 
 No decisions are taken here: verdicts, the recommendation and the stop reason come from the
 climb; this module only lays them out, with every cost figure next to where it came from.
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.criteria import PFLOP, fmt_num
-from advisor.types import REPORT_SCHEMA_VERSION, Report, RunResult
+from advisor.outcome import REPORT_SCHEMA_VERSION, Report
+from advisor.types import RunResult
 
 _PROV_SHORT = {"measured": "m", "estimated": "e", "analytic": "a", "not_applicable": "n/a", "not_measured": "-"}
 PROVENANCE_LEGEND = (

@@ -34,13 +34,15 @@ from advisor.baseline import latency_ms
 from advisor.batching import is_out_of_memory, smaller_batch, sort_by_length
 from advisor.best import BestWeights, EarlyStopping, eval_history, patience_for
 from advisor.config import Config
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import GreenladderError
 from advisor.hf_trainer import build_trainer
+from advisor.inference import predict_labels, tokenize
 from advisor.ledger import fault_point
-from advisor.models import count_parameters, load_for_classification
+from advisor.loading import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
 from advisor.types import Candidate, RunResult
 from advisor.watchdog import Stalled, StallRule
@@ -93,78 +95,6 @@ def subsample(dataset: Any, fraction: float, seed: int) -> Any:
         return dataset
     n = max(2, int(round(len(dataset) * fraction)))
     return dataset.shuffle(seed=seed).select(range(n))
-
-
-def tokenize(dataset: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Any:
-    """Tokenise without padding (the collator pads each batch to its own longest text)."""
-
-    def enc(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        out = tokenizer(batch["text"], truncation=True, max_length=min(max_length, tokenizer.model_max_length))
-        out["length"] = [len(ids) for ids in out["input_ids"]]
-        return out
-
-    return dataset.map(enc, batched=True, remove_columns=["text"], desc=None)
-
-
-def predict_logits(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    max_length: int,
-    batch_size: int = 64,
-    *,
-    features: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits for ``texts``, batched and padded per batch, in ``inference_mode``, in input order.
-
-    Args:
-        features: also return ``features(model_output, attention_mask)`` per row (e.g. pooled
-            hidden states); the model is then called with ``output_hidden_states=True``.
-
-    Returns:
-        ``logits`` ``[N, C]`` float32 on the CPU, and the features ``[N, F]`` or None.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
-    logits_out: torch.Tensor | None = None
-    feats_out: torch.Tensor | None = None
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = torch.as_tensor(order[start : start + batch_size])
-            enc = tokenizer(
-                [texts[i] for i in idx.tolist()],
-                truncation=True,
-                max_length=min(max_length, tokenizer.model_max_length),
-                padding=True,
-                return_tensors="pt",
-            )
-            enc = {k: v.to(device) for k, v in enc.items()}
-            out = model(**enc, output_hidden_states=features is not None)
-            logits = out.logits.float().cpu()
-            if logits_out is None:
-                logits_out = torch.empty((len(texts), logits.shape[-1]), dtype=torch.float32)
-            logits_out[idx] = logits
-            if features is not None:
-                f = features(out, enc["attention_mask"]).float().cpu()
-                if feats_out is None:
-                    feats_out = torch.empty((len(texts), f.shape[-1]), dtype=torch.float32)
-                feats_out[idx] = f
-    if logits_out is None:
-        logits_out = torch.zeros((0, int(getattr(model.config, "num_labels", 0))), dtype=torch.float32)
-    return logits_out, feats_out
-
-
-def predict_labels(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    max_length: int,
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Predicted label ids for ``texts`` (the argmax of :func:`predict_logits`)."""
-    logits, _ = predict_logits(model, tokenizer, texts, max_length, batch_size)
-    return logits.argmax(-1).numpy().astype(int)
 
 
 def dir_size_mb(path: Path) -> float:

@@ -77,7 +77,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _source(name: str) -> str:
-    from advisor.models import BUILTIN_SOURCES, resolve_source
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.sources import resolve_source
 
     return str(resolve_source(f"pypi:{name}" if f"pypi:{name}" in BUILTIN_SOURCES else name, progress=say))
 
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"results: {writer.out / name}.md/.json; each student's row in {writer.jsonl} as it finishes")
     import torch
 
-    from advisor.models import load_for_classification
+    from advisor.loading import load_for_classification
     from distill.compress import quantize_int8
     from distill.pipeline import distill_models
 

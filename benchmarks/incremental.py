@@ -50,8 +50,9 @@ def _half(folder: Path, seed: int) -> Path:
 
 def _test_predictions(run_dir: Path, run_id: str, data: Any, max_length: int) -> list[int]:
     from advisor.data import column
-    from advisor.models import load_for_classification
-    from advisor.train import predict_labels, quiet_libraries
+    from advisor.inference import predict_labels
+    from advisor.loading import load_for_classification
+    from advisor.train import quiet_libraries
 
     saved = run_dir / f"test-predictions-{run_id}.json"  # kept for a rerun: the checkpoint is deleted
     if saved.is_file():

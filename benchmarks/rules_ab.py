@@ -66,8 +66,10 @@ def one_run(source: str, data: Any, folder: Path, work: Path, rung: str, rules: 
     """Train one rung once; validation and test accuracy of the kept weights, compute, timings."""
     from advisor.config import build_config
     from advisor.data import column
-    from advisor.models import load_for_classification, load_ladder, materialise
-    from advisor.train import predict_labels, train_run
+    from advisor.inference import predict_labels
+    from advisor.loading import load_for_classification
+    from advisor.models import load_ladder, materialise
+    from advisor.train import train_run
     from advisor.types import Candidate
 
     config = build_config(

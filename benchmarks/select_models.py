@@ -156,11 +156,12 @@ def rung_sources(config: Any) -> dict[str, tuple[Any, str]]:
 
 def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str, float], Any]:
     """Test metrics of a saved run, metered the way ``advise`` meters its final evaluation."""
-    from advisor.cost import Meter, MeteringCallback
+    from advisor.cost import Meter
+    from advisor.counting import MeteringCallback
     from advisor.criteria import compute_metrics
     from advisor.data import column
-    from advisor.models import load_for_classification
-    from advisor.train import predict_labels
+    from advisor.inference import predict_labels
+    from advisor.loading import load_for_classification
 
     with Meter(config.metering, phase=f"test {run.run_id}") as meter:
         model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)

@@ -27,7 +27,8 @@ import time
 import torch
 from common import ResultsWriter, command_line, data_slug, markdown_table, run_cli, set_threads
 
-from advisor.models import load_for_classification, load_ladder, materialise
+from advisor.loading import load_for_classification
+from advisor.models import load_ladder, materialise
 
 
 def _set_dropout(model: torch.nn.Module, on: bool) -> None:

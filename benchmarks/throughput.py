@@ -10,7 +10,7 @@ learning rate and seed) with the Hugging Face ``Trainer``; they differ only in w
 * **HF Trainer, padded**: ``tokenizer(padding="max_length")``, random batches, every weight trained.
 
 Reported: real (non-padding) tokens per second of training, and model FLOPs utilisation = analytic
-FLOPs per second (``advisor.cost.MeteringCallback``: 6N per token plus attention, Kaplan et al. 2020)
+FLOPs per second (``advisor.counting.MeteringCallback``: 6N per token plus attention, Kaplan et al. 2020)
 ÷ the machine's matrix-multiply peak, measured here with ``torch.matmul`` in the same precision and
 thread count. Timings are medians over rounds that alternate the methods.
 
@@ -108,9 +108,11 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
 
     from advisor.batching import BucketTrainer
     from advisor.config import MeteringConfig, TrainConfig
-    from advisor.cost import Meter, MeteringCallback
-    from advisor.models import load_for_classification
-    from advisor.train import quiet_libraries, tokenize
+    from advisor.cost import Meter
+    from advisor.counting import MeteringCallback
+    from advisor.inference import tokenize
+    from advisor.loading import load_for_classification
+    from advisor.train import quiet_libraries
 
     set_seed(args.seed)
     ours = method.startswith("greenladder")
@@ -264,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"results: {writer.out / name}.md/.json; each training's measurement in {writer.jsonl} as it finishes")
     import torch
 
-    from advisor.models import BUILTIN_SOURCES, resolve_source
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.sources import resolve_source
 
     started = time.perf_counter()
     data, _ = fixed_split(args.data, split_name(args), train_rows=args.train_rows, seed=args.seed, progress=say)

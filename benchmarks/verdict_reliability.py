@@ -40,8 +40,10 @@ def train_all(name: str, seed: int, args: argparse.Namespace, work: Path) -> lis
     from advisor.baseline import fit_baseline
     from advisor.config import build_config
     from advisor.data import column, load_task_data
-    from advisor.models import candidate_for, load_for_classification, load_ladder, materialise
-    from advisor.train import predict_labels, train_run
+    from advisor.inference import predict_labels
+    from advisor.loading import load_for_classification
+    from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.train import train_run
 
     out = work / f"{name}-s{seed}"
     config = build_config(

@@ -16,7 +16,7 @@ from pathlib import Path
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.data import TaskData, column
-from advisor.models import load_for_classification
+from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
 from advisor.types import RunResult
 from distill.compress import model_latency

@@ -19,7 +19,7 @@ import torch
 
 from advisor.baseline import latency_ms
 from advisor.errors import ModelError
-from advisor.train import predict_labels
+from advisor.inference import predict_labels
 
 #: file of the int8 student's weights, next to the float student's folder
 INT8_WEIGHTS = "student_int8.pt"

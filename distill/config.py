@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor import config as advisor_config
 from advisor.config import DataConfig, MeteringConfig, RulesConfig
 from advisor.errors import ConfigError
+from advisor.layering import build_dataclass, merge_sources
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,9 @@ def build_distill_config(
     Raises:
         ConfigError: listing every problem found.
     """
-    merged = advisor_config.merge_sources(files, overrides, extra)
+    merged = merge_sources(files, overrides, extra)
     problems: list[str] = []
-    config: DistillConfig = advisor_config.build_dataclass(DistillConfig, merged, "", problems)
+    config: DistillConfig = build_dataclass(DistillConfig, merged, "", problems)
     problems.extend(_range_problems(config))
     if problems:
         raise ConfigError("; ".join(problems))

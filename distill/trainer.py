@@ -24,10 +24,12 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from advisor.batching import BucketTrainer
 from advisor.config import RulesConfig
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
+from advisor.inference import predict_labels, tokenize
 from advisor.rules import first_firing, health_callbacks
-from advisor.train import predict_labels, quiet_libraries, scratch_dir, tokenize
+from advisor.train import quiet_libraries, scratch_dir
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs

@@ -253,7 +253,7 @@ def test_small_experiment_skips_rungs_whose_optimistic_forecast_misses_the_floor
 def test_a_rung_that_is_good_enough_but_too_big_is_distilled_and_the_student_judged(
     tmp_path: Path, ladder: Path, weak_baseline: None
 ) -> None:
-    from advisor.models import count_parameters, load_for_classification
+    from advisor.loading import count_parameters, load_for_classification
 
     data = write_csv(tmp_path / "data.csv", synthetic_rows(160))
     two_layers, _ = load_for_classification(str(tmp_path / "tiny-b"), ["neg", "pos"])

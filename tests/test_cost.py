@@ -19,7 +19,8 @@ from transformers import (
 )
 
 from advisor.config import MeteringConfig
-from advisor.cost import Meter, MeteringCallback
+from advisor.cost import Meter
+from advisor.counting import MeteringCallback
 from advisor.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh
 from advisor.errors import ConfigError
 from advisor.flops import batch_flops

@@ -221,7 +221,8 @@ def test_token_counts_are_exact_when_dataparallel_replicas_call_the_hook_from_th
     from transformers import BertConfig
 
     from advisor.config import MeteringConfig
-    from advisor.cost import Meter, MeteringCallback
+    from advisor.cost import Meter
+    from advisor.counting import MeteringCallback
 
     config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
     masks = [torch.ones(2, 5 + i % 4, dtype=torch.long) for i in range(40)]

@@ -16,9 +16,10 @@ from advisor.advise import advise
 from advisor.cli import main
 from advisor.comparison import forecast_scratch, paired_difference
 from advisor.config import build_config
+from advisor.continuation import training_rows
 from advisor.errors import DataError
 from advisor.head import extend_head
-from advisor.models import load_for_classification
+from advisor.loading import load_for_classification
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 from tests.test_advise import FAST, _config
@@ -98,11 +99,11 @@ def test_replay_keeps_every_new_row_and_the_asked_share_of_the_earlier_ones() ->
     data = TaskData(split, split, split, ("neg", "pos"), "test", "text", "label")
     seen = frozenset(t for t, _ in rows[:30])
     config = build_config(overrides=["incremental.replay_fraction=0.5"])
-    trained, schedule = incremental_mod._training_rows(data, seen, config)
+    trained, schedule = training_rows(data, seen, config)
     texts = column(trained.train, "text")
     assert schedule == {"new_rows": 10, "earlier_rows": 30, "earlier_rows_replayed": 15}
     assert set(t for t, _ in rows[30:]) <= set(texts) and len(texts) == 25
-    everything, unknown = incremental_mod._training_rows(data, None, config)  # earlier rows unknown: train on all
+    everything, unknown = training_rows(data, None, config)  # earlier rows unknown: train on all
     assert everything.train.num_rows == 40 and unknown["earlier_rows"] == 0
 
 

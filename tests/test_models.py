@@ -16,20 +16,12 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
-from advisor import builtin_models, models
+from advisor import builtin_models, sources
 from advisor.convert_onnx import bert_weights_from_onnx, convert_onnx_to_bert
 from advisor.errors import ConfigError, ModelError
 from advisor.fetch import fetch
-from advisor.models import (
-    Rung,
-    candidate_for,
-    count_parameters,
-    is_available,
-    ladder_table,
-    load_for_classification,
-    load_ladder,
-    materialise,
-)
+from advisor.loading import count_parameters, load_for_classification
+from advisor.models import Rung, candidate_for, is_available, ladder_table, load_ladder, materialise
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
@@ -308,7 +300,7 @@ def test_local_folder_rung_is_returned_as_is(tiny_folder: Path) -> None:
 
 
 def test_hub_id_is_returned_unchanged_when_online(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "hub_offline", lambda timeout=2.0: False)
+    monkeypatch.setattr(sources, "hub_offline", lambda timeout=2.0: False)
     assert materialise(_rung(source="google/bert_uncased_L-2_H-128_A-2")) == "google/bert_uncased_L-2_H-128_A-2"
 
 

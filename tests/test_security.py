@@ -17,7 +17,8 @@ import yaml
 from advisor.cli import main
 from advisor.config import TrainConfig, build_config
 from advisor.errors import ConfigError
-from advisor.models import Rung, load_for_classification, load_ladder
+from advisor.loading import load_for_classification
+from advisor.models import Rung, load_ladder
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ import advisor.train as train_mod
 from advisor.config import Config, build_config
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column, load_task_data
-from advisor.train import predict_labels, scratch_dir, train_run
+from advisor.inference import predict_labels
+from advisor.train import scratch_dir, train_run
 from advisor.types import Candidate
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 

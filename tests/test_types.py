@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.types import Candidate, Cost, RunResult, Verdict
+from advisor.outcome import Verdict
+from advisor.types import Candidate, Cost, RunResult
 
 CAND = Candidate(name="tiny", kind="finetune", source="x")
 

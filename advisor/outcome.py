@@ -1,0 +1,110 @@
+"""What a climb concludes: a :class:`Verdict` per run, and the :class:`Report` that gathers them.
+
+The last two records of the flow described in :mod:`advisor.types`: a :class:`~advisor.types.RunResult`
+judged against :class:`~advisor.types.AcceptanceCriteria` gives a :class:`Verdict`, and the runs,
+verdicts, recommendation and total cost of one ``advise`` make a :class:`Report`. Both check their
+own invariants on construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from advisor.types import AcceptanceCriteria, Cost, RunResult
+
+VerdictState = Literal["pass", "fail", "undecided"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one run meets the criteria, decided from the metric's interval, with one reason per criterion.
+
+    ``state`` is ``pass`` when the metric's lower confidence bound clears the floor and every
+    ceiling holds, ``fail`` when a ceiling is broken, the run did not finish, or the upper bound is
+    below the floor, and ``undecided`` when the interval straddles the floor (the validation rows
+    cannot tell). ``failed`` names the criteria that were not met; ``shortfall`` is how far the
+    point estimate is below the floor (0 when it meets it), used to say which run came closest.
+    ``interval`` is the floor metric's interval at the level the decision used (``level``; lower
+    than ``confidence`` only when corrected for several candidates judged on the same rows);
+    ``rows_needed`` says, for an undecided run, how many validation rows would decide it.
+    """
+
+    run_id: str
+    state: VerdictState
+    reasons: tuple[str, ...]
+    failed: tuple[str, ...] = ()
+    shortfall: float = 0.0
+    interval: Mapping[str, Any] | None = None
+    rows_needed: int | None = None
+    #: the metric floor alone is met (by the lower bound; by the point estimate under the point rule)
+    floor_met: bool = False
+
+    def __post_init__(self) -> None:
+        if self.state not in ("pass", "fail", "undecided"):
+            raise ValueError(f"Verdict {self.run_id}: state must be pass/fail/undecided. Got {self.state!r}.")
+        if self.state != "fail" and self.failed:
+            raise ValueError(f"Verdict {self.run_id}: a {self.state!r} verdict cannot list failed criteria.")
+        if self.state == "fail" and not self.failed:
+            raise ValueError(f"Verdict {self.run_id}: a failing verdict must list the failed criteria.")
+        if self.interval is not None:
+            object.__setattr__(self, "interval", dict(self.interval))
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "pass"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "failed": list(self.failed),
+            "shortfall": self.shortfall,
+            "interval": self.interval,
+            "rows_needed": self.rows_needed,
+            "floor_met": self.floor_met,
+        }
+
+
+REPORT_SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one ``advise`` produced: the input to every report format.
+
+    ``recommendation`` is the run_id of the recommended run, or None when no run met the criteria;
+    ``stop_reason`` says in words why the climb stopped.
+    """
+
+    task: str
+    dataset: Mapping[str, Any]
+    criteria: AcceptanceCriteria
+    baseline: RunResult | None
+    runs: tuple[RunResult, ...]
+    verdicts: Mapping[str, Verdict]
+    recommendation: str | None
+    stop_reason: str
+    total_cost: Cost
+    config: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ids = {r.run_id for r in self.runs}
+        if self.baseline is not None:
+            ids.add(self.baseline.run_id)
+        if self.recommendation is not None and self.recommendation not in ids:
+            raise ValueError(f"Report: recommendation {self.recommendation!r} is not one of its runs.")
+
+    def run(self, run_id: str) -> RunResult:
+        for r in ((self.baseline,) if self.baseline else ()) + tuple(self.runs):
+            if r.run_id == run_id:
+                return r
+        raise KeyError(run_id)
+
+    @property
+    def recommended(self) -> RunResult | None:
+        return self.run(self.recommendation) if self.recommendation else None

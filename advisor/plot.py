@@ -1,0 +1,90 @@
+"""The one figure of a report: validation metric against training compute, as a PNG.
+
+Drawn from the rows :mod:`advisor.report` gathered (nothing is computed again here), with
+matplotlib's object API and the Agg backend, so nothing global changes; :mod:`advisor.pages`
+embeds it in report.html.
+"""
+
+from __future__ import annotations
+
+import io
+
+from advisor.criteria import fmt_num
+from advisor.outcome import Report
+from advisor.report import rung_rows
+
+
+def plot_png(report: Report) -> bytes:
+    """PNG of validation metric against training PFLOPs (log x), with floor, budget and recommendation.
+
+    The baseline has no FLOPs (not applicable), so it is drawn as a horizontal reference line
+    rather than placed at a made-up compute.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state, renders with Agg
+
+    metric, crit = report.criteria.metric, report.criteria
+    fig = Figure(figsize=(7.5, 4.5), dpi=100)
+    ax = fig.add_subplot()
+    points = [
+        r
+        for r in rung_rows(report)
+        if r["kind"] != "baseline"
+        and r["value"] is not None
+        and r["train_pflops"] is not None
+        and r["train_pflops"] > 0
+    ]
+    for r in points:
+        faded = r["trial"] > 1 and not r["best_of_rung"] and not r["recommended"]
+        if r["low"] is not None:  # the confidence interval as an error bar
+            err = [[r["value"] - r["low"]], [r["high"] - r["value"]]]
+            ax.errorbar(r["train_pflops"], r["value"], yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
+        ax.scatter(r["train_pflops"], r["value"], s=40, color="tab:blue", alpha=0.35 if faded else 1.0, zorder=3)
+        ax.annotate(r["label"], (r["train_pflops"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    rec = next((r for r in points if r["recommended"]), None)
+    if rec is not None:
+        ax.scatter(
+            rec["train_pflops"], rec["value"], s=260, marker="*", color="tab:green", zorder=4, label="recommended"
+        )
+    base = report.baseline
+    if base is not None and metric in base.metrics:
+        note = " (recommended)" if report.recommendation == base.run_id else ""
+        ax.axhline(
+            base.metrics[metric],
+            color="tab:gray",
+            linestyle=":",
+            label=f"baseline ({base.candidate.source}, FLOPs not applicable){note}",
+        )
+        biv = next(
+            (
+                base.intervals[k][metric]
+                for k in ("cross_validation", "validation")
+                if metric in base.intervals.get(k, {})
+            ),
+            None,
+        )
+        if biv is not None:
+            ax.axhspan(biv["low"], biv["high"], color="tab:gray", alpha=0.12, label="baseline's interval")
+    ax.axhline(crit.floor, color="tab:red", linestyle="--", label=f"floor {crit.floor:.3f}")
+    if crit.budget_pflops is not None:
+        ax.axvline(
+            crit.budget_pflops,
+            color="tab:orange",
+            linestyle="-.",
+            label=f"budget of the whole search, {fmt_num(crit.budget_pflops)} PFLOPs",
+        )
+    ax.set_xscale("log")
+    xs = [r["train_pflops"] for r in points] + ([crit.budget_pflops] if crit.budget_pflops else [])
+    if xs:
+        ax.set_xlim(min(xs) / 3, max(xs) * 3)
+    else:
+        ax.set_xlim(1e-4, 1e1)
+        ax.text(0.5, 0.5, "no transformer run with measured compute", transform=ax.transAxes, ha="center", color="gray")
+    ax.set_xlabel("training compute, PFLOPs (log scale)")
+    ax.set_ylabel(f"validation {metric} ({crit.confidence:.0%} interval)")
+    ax.set_title(f"{metric} against training compute")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
