@@ -115,7 +115,7 @@ def test_accelerate_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
         assert _real_flops(b) == pytest.approx(_real_flops(a), rel=0.01)
         # padding differs a little: each rank pads its half of a batch to that half's longest row
         assert b["cost"]["train_flops"] + b["cost"]["eval_flops"] == pytest.approx(
-            a["cost"]["train_flops"] + a["cost"]["eval_flops"], rel=0.02
+            a["cost"]["train_flops"] + a["cost"]["eval_flops"], rel=0.03
         )
     with Ledger(tmp_path / "multi") as ledger:  # one record per run, written by rank 0
         assert [r.run_id for r in ledger.all()] == ["baseline", "tiny-a-t1"]

@@ -295,7 +295,16 @@ def _benchmark_flags() -> set[str]:
 
 #: flags of other tools the README shows (pip's), not ours
 #: flags of other tools the README quotes: pip's, and accelerate launch's (README "Past one machine")
-_OTHER_TOOLS = {"--no-deps", "--index-url", "--cpu", "--multi_gpu", "--num_processes", "--num_machines"}
+_OTHER_TOOLS = {
+    "--no-deps",
+    "--index-url",
+    "--cpu",
+    "--multi_gpu",
+    "--num_processes",
+    "--num_machines",
+    "--mixed_precision",
+    "--dynamo_backend",
+}
 
 
 def test_every_flag_the_readme_names_exists_and_each_cli_flag_is_read() -> None:
