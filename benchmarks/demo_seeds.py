@@ -9,6 +9,12 @@ Usage::
 
     python benchmarks/demo_seeds.py                 # seeds 0,1,2
     python benchmarks/demo_seeds.py --seeds 0,1,2,3
+    python benchmarks/demo_seeds.py --replay --set criteria.floor=0.75   # decisions at another floor
+
+``--replay`` trains nothing: it reads the runs recorded in each seed's run directory and replays the
+climb's decision function (``advisor.policy.decide``) on them with the configuration given, so the
+same trained runs can be judged at another floor or confidence. A run the replayed climb would ask
+for and that is not recorded is reported as missing.
 """
 
 from __future__ import annotations
@@ -30,7 +36,11 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "greenladder-bench" / "demo-seeds")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--replay", action="store_true", help="judge the recorded runs again; train nothing")
+    p.add_argument("--set", action="append", default=[], help="section.key=value on top of configs/demo.yaml")
     args = p.parse_args()
+    if args.replay:
+        return replay(args)
     set_threads(2)
     from advisor.advise import advise
     from advisor.config import CONFIG_DIR, build_config
@@ -38,7 +48,9 @@ def main() -> int:
     rows, picks = [], {}
     for seed in (int(s) for s in args.seeds.split(",")):
         out = args.work / f"seed-{seed}"
-        config = build_config([CONFIG_DIR / "demo.yaml"], overrides=[f"data.split_seed={seed}", f"output.out={out}"])
+        config = build_config(
+            [CONFIG_DIR / "demo.yaml"], overrides=[f"data.split_seed={seed}", f"output.out={out}", *args.set]
+        )
         started = time.perf_counter()
         report = advise(config, progress=say)
         wall = time.perf_counter() - started
@@ -72,6 +84,74 @@ def main() -> int:
     path.write_text(
         f"# The demo on several split seeds\n\nCommand: `python benchmarks/demo_seeds.py {' '.join(sys.argv[1:])}`\n\n"
         f"{table}\n\n{verdict}\n",
+        encoding="utf-8",
+    )
+    say(f"wrote {path}")
+    return 0 if same else 1
+
+
+def replay(args: argparse.Namespace) -> int:
+    """The climb's decisions on each seed's recorded runs, under configs/demo.yaml plus ``--set``."""
+    from advisor.config import CONFIG_DIR, build_config
+    from advisor.data import column, load_task_data
+    from advisor.ledger import Ledger
+    from advisor.models import load_ladder
+    from advisor.policy import Evidence, RungInfo, Stop, decide, verdicts
+    from advisor.stats import rows_for_margin
+
+    rows, picks = [], {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        out = args.work / f"seed-{seed}"
+        config = build_config([CONFIG_DIR / "demo.yaml"], overrides=[f"data.split_seed={seed}", *args.set])
+        with Ledger(out) as ledger:
+            recorded = {r.run_id: r for r in ledger.all()}
+        # the validation labels, from the same split advise made (deterministic for a seed and floor)
+        crit = config.criteria
+        data = load_task_data(
+            config.data, validation_rows=rows_for_margin(crit.floor, config.data.validation_margin, crit.confidence)
+        )
+        labels = tuple(int(y) for y in column(data.validation, "label"))
+        k = len(data.label_names)
+        rungs = tuple(RungInfo(r.name, r.params_non_embedding, r.optional) for r in load_ladder(config.ladder.name))
+        runs: list = []
+        while True:
+            ev = Evidence(rungs, tuple(runs), labels, k)
+            action = decide(ev, config)
+            if isinstance(action, Stop):
+                break
+            run = recorded.get(getattr(action, "run_id", ""))
+            if run is None:
+                action = Stop(
+                    f"{getattr(action, 'run_id', action)} would be trained next: not recorded", None, "missing"
+                )
+                break
+            runs.append(run)
+        picks[seed] = action.recommendation
+        judged = verdicts(Evidence(rungs, tuple(runs), labels, k), config)
+        for run in runs:
+            v = judged[run.run_id]
+            iv = v.interval or {}
+            rows.append(
+                [
+                    seed,
+                    run.run_id,
+                    f"{iv.get('value', 0):.3f} [{iv.get('low', 0):.3f}, {iv.get('high', 0):.3f}] n={iv.get('n')}",
+                    v.state,
+                    "*" if run.run_id == action.recommendation else "",
+                ]
+            )
+        rows.append([seed, "(stop)", action.reason[:120], action.outcome, ""])
+    headers = ["seed", "run", f"{config.criteria.metric} at the decision level", "verdict", "pick"]
+    table = markdown_table(headers, rows)
+    same = len(set(picks.values())) == 1 and None not in picks.values()
+    verdict = f"replayed with {args.set or 'configs/demo.yaml'}: the recommendation is {'the same' if same else 'NOT the same'} on every seed: {picks}"
+    print(table)
+    print(verdict)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "demo_seeds-replay.md"
+    path.write_text(
+        f"# The demo's decisions replayed on recorded runs\n\nCommand: `python benchmarks/demo_seeds.py "
+        f"{' '.join(sys.argv[1:])}`\n\n{table}\n\n{verdict}\n",
         encoding="utf-8",
     )
     say(f"wrote {path}")
