@@ -95,6 +95,8 @@ def rung_rows(report: Report) -> list[dict[str, Any]]:
                 "high": iv["high"] if iv else None,
                 "n": iv["n"] if iv else None,
                 "interval_split": split if iv else None,
+                # the estimate the interval is around: the baseline's cross-validated figure, when it has one
+                "interval_value": iv["value"] if iv else None,
                 "gain_vs_baseline": vs_base["points"] if vs_base else None,
                 "gain_vs_baseline_ci": (vs_base["low"], vs_base["high"]) if vs_base else None,
                 "gain_vs_baseline_real": vs_base["distinguishable"] if vs_base else None,
@@ -137,7 +139,7 @@ def _interval_cell(r: Mapping[str, Any]) -> str:
     if r["low"] is None:
         return f"{r['value']:.3f}"
     cv = " cv" if r["interval_split"] == "cross_validation" else ""
-    return f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] n={r['n']}{cv}"
+    return f"{r['interval_value']:.3f} [{r['low']:.3f}, {r['high']:.3f}] n={r['n']}{cv}"
 
 
 def _prov_cell(prov: Mapping[str, str]) -> str:
