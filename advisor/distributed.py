@@ -29,26 +29,12 @@ import torch
 from transformers import TrainerCallback
 
 from advisor.errors import ConfigError
-from advisor.types import Cost, RunResult
+from advisor.types import MAXED, SUMMED, Cost, RunResult
 
 T = TypeVar("T")
 
 #: fields of a Cost that ranks running side by side spend each on its own, so the job's figure is their sum
-_RANK_SUMMED = (
-    "cpu_s",
-    "train_flops",
-    "eval_flops",
-    "inference_flops",
-    "padding_flops",
-    "tokens",
-    "padded_tokens",
-    "energy_cpu_kwh",
-    "energy_gpu_kwh",
-    "energy_ram_kwh",
-    "emissions_g",
-    "peak_rss_mb",
-    "peak_gpu_mem_mb",
-)
+_RANK_SUMMED = tuple(f for f in SUMMED if f != "wall_s") + MAXED  # wall time: the slowest rank's
 
 
 def world_size() -> int:

