@@ -199,7 +199,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             if closest:
                 v = report.verdicts.get(closest)
                 more = f"; about {v.rows_needed} validation rows would decide it" if v and v.rows_needed else ""
-                print(f"closest: {closest} (kept in {Path(config.output.out) / 'runs' / closest / 'model'}){more}")
+                where = Path(config.output.out) / "runs" / closest / "model"
+                print(f"closest trained model: {closest}, kept in {where}{more}")
         if report.details.get("outcome") == "budget":
             print(f"budget: {_budget_words(report)}")
         print(f"reports: {Path(config.output.out) / 'report.html'}")
