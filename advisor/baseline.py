@@ -61,24 +61,45 @@ def latency_ms(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], re
 CV_FOLDS = 5
 
 
-def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int]) -> dict[str, Any] | None:
+def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int], train_size: int) -> dict[str, Any] | None:
     """Out-of-fold predictions of the chosen pipeline over train + validation (stratified k-fold).
 
     A TF-IDF fit takes a second, so the baseline can afford what a transformer cannot: every
     labelled row is predicted once by a model that never saw it, and its interval rests on all of
     them instead of the validation split alone (Kohavi 1995 on k-fold estimates; the source guidance
-    names efficient cross-validation). C was chosen on the validation split, a mild optimism for 3
-    candidate values. None when a class has fewer rows than folds.
+    names efficient cross-validation). Each fold's model is fitted on a stratified subsample of
+    ``train_size`` rows, the size of the training split the delivered model was fitted on: a fold
+    fitted on more rows than that estimates a better model than the one delivered (on SpamAssassin
+    with 500 training rows and 1,500 validation rows, unmatched folds put the interval 3-5 points
+    above the delivered model's test score). C was chosen on the validation split, a mild optimism
+    for 3 candidate values. None when a class has fewer rows than folds.
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.utils import resample
 
-    counts = np.bincount(labels)
+    y = np.asarray(labels)
+    counts = np.bincount(y)
     folds = min(CV_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
         return None
+    preds = np.empty_like(y)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    preds = cross_val_predict(_pipeline(c, seed), texts, labels, cv=splitter)
-    return {"folds": folds, "labels": [int(y) for y in labels], "predictions": [int(p) for p in preds]}
+    for fold, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        if len(fit_idx) > train_size:
+            try:
+                fit_idx = resample(
+                    fit_idx, n_samples=train_size, replace=False, stratify=y[fit_idx], random_state=seed + fold
+                )
+            except ValueError:  # a class too small to stratify at this size: plain subsample
+                fit_idx = resample(fit_idx, n_samples=train_size, replace=False, random_state=seed + fold)
+        pipe = _pipeline(c, seed).fit([texts[i] for i in fit_idx], y[fit_idx])
+        preds[held_idx] = pipe.predict([texts[i] for i in held_idx])
+    return {
+        "folds": folds,
+        "train_size": int(min(train_size, len(y))),
+        "labels": [int(v) for v in y],
+        "predictions": [int(p) for p in preds],
+    }
 
 
 def fit_baseline(
@@ -107,7 +128,7 @@ def fit_baseline(
         _, c, pipe = best
         val_pred = pipe.predict(val_x)
         metrics = compute_metrics(val_y, val_pred, data.label_names)
-        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y)
+        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y, len(train_x))
         test_pred = pipe.predict(column(data.test, "text"))
         test_metrics = compute_metrics(column(data.test, "label"), test_pred, data.label_names)
     out = run_dir / "runs" / "baseline"
