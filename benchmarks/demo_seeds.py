@@ -58,8 +58,11 @@ def main() -> int:
         picks[seed] = report.recommendation
         metric = config.criteria.metric
         for run in [doc["baseline"], *doc["runs"]]:
-            iv = run["intervals"].get("cross_validation", run["intervals"].get("validation", {})).get(metric)
             verdict = run.get("verdict") or {}
+            # the interval the verdict was decided on (the decision level), else the 95 % one
+            iv = verdict.get("interval") or run["intervals"].get(
+                "cross_validation", run["intervals"].get("validation", {})
+            ).get(metric)
             shown = f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] n={iv['n']}" if iv else ""
             test = run["intervals"].get("test", {}).get(metric)
             rows.append(
@@ -73,7 +76,7 @@ def main() -> int:
                     f"{wall:.0f}" if run is doc["baseline"] else "",
                 ]
             )
-    headers = ["seed", "run", "validation (baseline: 5-fold CV) [95%]", "verdict", "test [95%]", "pick", "wall s"]
+    headers = ["seed", "run", "validation (baseline: 5-fold CV) [decision level]", "verdict", "test [95%]", "pick", "wall s"]
     table = markdown_table(headers, rows)
     same = len(set(picks.values())) == 1
     verdict = f"the recommendation is {'the same' if same else 'NOT the same'} on every seed: {picks}"
