@@ -89,6 +89,25 @@ class BestWeights(TrainerCallback):
         return True
 
 
+def evaluation_rows(labels: Sequence[int], rows: int, seed: int) -> list[int] | None:
+    """Indices of a fixed stratified sample of ``rows`` validation rows to score during training.
+
+    None when ``rows`` is 0 or the split is no larger: then every evaluation scores the whole split
+    and its best one is judged as it is. Sorted, so the sample keeps the split's order.
+    """
+    if rows <= 0 or len(labels) <= rows:
+        return None
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    y = np.asarray(labels)
+    try:
+        picked, _ = train_test_split(index, train_size=rows, stratify=y, random_state=seed)
+    except ValueError:  # a class too rare to stratify at this size
+        picked, _ = train_test_split(index, train_size=rows, random_state=seed)
+    return sorted(int(i) for i in picked)
+
+
 def patience_for(planned_evals: int, share: float, min_patience: int) -> int:
     """Evaluations without a new best before early stopping: ``share`` of the planned ones, at least ``min_patience``.
 

@@ -63,6 +63,7 @@ def forecast_run(
     evals_per_epoch: int,
     num_labels: int,
     rates: Rates,
+    eval_rows: int = 0,
 ) -> Cost:
     """Forecast one full trial: training FLOPs, every evaluation pass, and the seconds and kWh they take.
 
@@ -70,14 +71,17 @@ def forecast_run(
         model_config: the rung's transformers config (its shape gives the FLOPs per token).
         train_lengths, val_lengths: token count of every training / validation text, truncated.
         epochs: epochs of the trial.
-        evals_per_epoch: validation passes per epoch (one more at the end is counted too).
+        evals_per_epoch: evaluations per epoch during training.
+        eval_rows: rows each of those scores (``train.eval_rows``; 0: the whole split); one pass
+            over the whole split at the end judges the kept weights.
         num_labels: classes of the task.
         rates: speeds measured earlier in the search; without them seconds and kWh are 0 (unknown).
     """
     fwd_train = sum(encoder_forward_flops(model_config, n, num_labels) for n in train_lengths)
     fwd_val = sum(encoder_forward_flops(model_config, n, num_labels) for n in val_lengths)
     train = PASSES["train"] * fwd_train * epochs
-    evals = fwd_val * (max(1, round(evals_per_epoch * epochs)) + 1)
+    share = min(1.0, eval_rows / len(val_lengths)) if eval_rows and val_lengths else 1.0
+    evals = fwd_val * (max(1, round(evals_per_epoch * epochs)) * share + (share < 1.0))
     seconds = (train + evals) / rates.flops_per_s if rates.flops_per_s else 0.0
     kwh = seconds * rates.kwh_per_s if rates.kwh_per_s else 0.0
     return Cost(

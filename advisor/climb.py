@@ -345,4 +345,5 @@ class Climb:
             t.evals_per_epoch,
             len(self.data.label_names),
             Rates.measured(self.runs),
+            t.eval_rows,
         )

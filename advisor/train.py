@@ -32,7 +32,7 @@ from transformers import (
 from advisor import devices, distributed
 from advisor.baseline import latency_ms
 from advisor.batching import is_out_of_memory, smaller_batch, sort_by_length
-from advisor.best import BestWeights, EarlyStopping, eval_history, patience_for
+from advisor.best import BestWeights, EarlyStopping, eval_history, evaluation_rows, patience_for
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
@@ -167,7 +167,9 @@ def train_run(
     model, tokenizer = load()
     with quiet_libraries():
         train_ds = tokenize(subsample(data.train, train_fraction, t.seed), tokenizer, t.max_length)
-        val_ds, val_order = sort_by_length(tokenize(data.validation, tokenizer, t.max_length))
+        sample = evaluation_rows(column(data.validation, "label"), t.eval_rows, t.seed)
+        scored = data.validation if sample is None else data.validation.select(sample)
+        val_ds, val_order = sort_by_length(tokenize(scored, tokenizer, t.max_length))
     total_params, non_emb = count_parameters(model)
     steps_per_epoch = max(1, math.ceil(len(train_ds) / hp["batch_size"]))
     total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
@@ -253,8 +255,13 @@ def train_run(
             status, message = "failed", "no evaluation of the validation split completed; nothing to judge"
         if status != "failed":
             best.restore(model)  # the judged weights are the ones saved and measured below
+        metrics, judged = (best.metrics, best.predictions) if status != "failed" else ({}, best.predictions)
+        if metrics and sample is not None:  # the kept weights, scored once on the whole split
+            judged = predict_labels(model, tokenizer, column(data.validation, "text"), t.max_length)
+            metrics = compute_metrics(column(data.validation, "label"), judged, data.label_names)
+            metering.flush()
+            details["eval_rows"] = len(sample)
     shutil.rmtree(tmp_out, ignore_errors=True)
-    metrics = best.metrics if status != "failed" else {}
     details.update(
         {
             "steps": trainer.state.global_step,
@@ -314,7 +321,7 @@ def train_run(
             artifact=artifact,
             message=message,
             details=details,
-            val_predictions=tuple(int(x) for x in best.predictions) if metrics else (),
+            val_predictions=tuple(int(x) for x in judged) if metrics else (),
         )
     )
 

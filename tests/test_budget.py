@@ -66,8 +66,11 @@ def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> 
     f = forecast_run(cfg, [10, 20], [10], epochs=2, evals_per_epoch=1, num_labels=2, rates=Rates(flops_per_s=1e9))
     fwd = encoder_forward_flops(cfg, 10, 2) + encoder_forward_flops(cfg, 20, 2)
     assert f.train_flops == pytest.approx(3 * fwd * 2)
-    assert f.eval_flops == pytest.approx(encoder_forward_flops(cfg, 10, 2) * 3)  # 2 epoch evals + the final pass
+    assert f.eval_flops == pytest.approx(encoder_forward_flops(cfg, 10, 2) * 2)  # 2 epoch evals of the whole split
     assert f.wall_s == pytest.approx(f.flops / 1e9)
+    # evaluations on a 2-row sample of 4 rows, then one pass over all 4 for the kept weights
+    g = forecast_run(cfg, [10], [10] * 4, 2, 1, 2, Rates(flops_per_s=1e9), eval_rows=2)
+    assert g.eval_flops == pytest.approx(encoder_forward_flops(cfg, 10, 2) * (2 * 2 + 4))
 
 
 @pytest.fixture

@@ -51,7 +51,8 @@ def test_the_saved_model_is_the_judged_one_and_its_predictions_are_the_reported_
     tmp_path: Path, task: tuple[Path, TaskData], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, data = task
-    run = _run(model, data, _config(tmp_path, "train.evals_per_epoch=2", "rules.enabled=false"), tmp_path)
+    config = _config(tmp_path, "train.evals_per_epoch=2", "rules.enabled=false", "train.eval_rows=0")
+    run = _run(model, data, config, tmp_path)
     assert run.status == "ok", run.message
     history = run.details["eval_history"]
     assert len(history) == 6  # 2 per epoch; the last at the last step
@@ -68,7 +69,7 @@ def test_the_saved_model_is_the_judged_one_and_its_predictions_are_the_reported_
     assert compute_metrics(labels, np.asarray(run.val_predictions), data.label_names) == pytest.approx(run.metrics)
 
 
-def test_validation_is_not_run_again_after_training(
+def test_validation_is_not_run_again_after_training_when_each_evaluation_scores_it_all(
     tmp_path: Path, task: tuple[Path, TaskData], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, data = task
@@ -77,9 +78,44 @@ def test_validation_is_not_run_again_after_training(
         raise AssertionError("a validation pass after training")
 
     monkeypatch.setattr(train_mod, "predict_labels", second_pass)
-    run = _run(model, data, _config(tmp_path, "train.epochs=1"), tmp_path, save_model=False)
+    run = _run(model, data, _config(tmp_path, "train.epochs=1", "train.eval_rows=0"), tmp_path, save_model=False)
     assert run.status == "ok" and run.val_predictions and len(run.details["eval_history"]) == 1
     assert run.cost.eval_flops > 0
+
+
+def test_evaluations_on_a_sample_then_the_kept_weights_judged_on_the_whole_split(
+    tmp_path: Path, task: tuple[Path, TaskData]
+) -> None:
+    model, data = task
+    n = len(data.validation)
+    assert n > 40
+    full = _run(
+        model,
+        data,
+        _config(tmp_path / "a", "train.eval_rows=0", "rules.enabled=false"),
+        tmp_path / "a",
+        save_model=False,
+    )
+    sampled = _run(model, data, _config(tmp_path / "b", "train.eval_rows=20", "rules.enabled=false"), tmp_path / "b")
+    assert sampled.status == "ok" and sampled.details["eval_rows"] == 20
+    assert len(sampled.details["eval_history"]) == 3
+    # the judged figures are the kept weights' on every validation row, not the 20-row sample's
+    assert len(sampled.val_predictions) == n
+    labels = np.asarray(column(data.validation, "label"))
+    assert compute_metrics(labels, np.asarray(sampled.val_predictions), data.label_names) == pytest.approx(
+        sampled.metrics
+    )
+    folder = tmp_path / "b" / "run" / str(sampled.artifact)
+    again = predict_labels(
+        AutoModelForSequenceClassification.from_pretrained(folder),
+        AutoTokenizer.from_pretrained(folder),
+        column(data.validation, "text"),
+        128,
+    )
+    assert list(again) == list(sampled.val_predictions)
+    # 3 evaluations of 20 rows and one of n cost less than 3 of n (same training, same tokens per row)
+    assert sampled.cost.eval_flops < full.cost.eval_flops * (3 * 20 + n) / (3 * n) * 1.3
+    assert sampled.cost.eval_flops < full.cost.eval_flops
 
 
 class OutOfMemoryOnce(TrainerCallback):
