@@ -171,15 +171,32 @@ def test_a_failed_continuation_resumes_the_climb_on_the_rung_above_and_a_rerun_t
     assert [r.run_id for r in rerun.runs] == ids and rerun.recommendation == "tiny-b-t1"
 
 
-def test_no_resume_climb_stops_after_the_failed_continuation_with_exit_1(
+def test_no_resume_climb_stops_with_exit_1_and_a_rerun_without_it_climbs_within_the_budget_left(
     tmp_path: Path, earlier: Path, weak_continuation: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(_argv(tmp_path, earlier, "--no-resume-climb")) == 1
+    argv = _argv(tmp_path, earlier)
+    assert main([*argv, "--no-resume-climb"]) == 1
     out = capsys.readouterr().out
     assert "recommended: none met the criteria" in out and "--no-resume-climb" in out
-    doc = json.loads((tmp_path / "run2" / "report.json").read_text())
+    run2 = tmp_path / "run2"
+    doc = json.loads((run2 / "report.json").read_text())
     assert [r["run_id"] for r in doc["runs"]] == ["tiny-a-earlier", "tiny-a-c1", "tiny-a-c2"]
     assert "resumed_climb" not in doc["details"]["incremental"]
+
+    # the same command without the flag, with a compute budget 2 % above what the continuation
+    # spent: the continuation is read back, and tiny-b's forecast does not fit in what is left
+    spent = doc["total_cost"]["train_flops"] + doc["total_cost"]["eval_flops"]
+    assert main([*argv, "--budget-pflops", repr(spent * 1.02 / 1e15)]) == 1
+    captured = capsys.readouterr()
+    assert "tiny-a-c1: fine-tuning" not in captured.err and "tiny-b-t1: fine-tuning" not in captured.err
+    doc = json.loads((run2 / "report.json").read_text())
+    assert doc["details"]["outcome"] == "budget" and "stopped before tiny-b" in doc["stop_reason"]
+    assert "budget: spent" in captured.out and [r["run_id"] for r in doc["runs"]][-1] == "tiny-a-c2"
+
+    # and without a budget it climbs: only tiny-b is trained
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "fine-tuning" in err and err.count("fine-tuning") == err.count("tiny-b-t1: fine-tuning") == 1
 
 
 def test_a_resumed_climb_killed_mid_rung_resumes_without_retraining_the_continuation(
