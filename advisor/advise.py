@@ -225,7 +225,7 @@ def advise(
         for w in data.warnings:
             say(f"warning: {w}")
         if config.ladder.distil_on_ceiling and distiller is None:
-            distiller = find_distiller()
+            distiller = find_distiller()  # loaded here, with a --from too: its climb may resume
         if from_run is not None:
             c = incremental.continue_from(
                 config,
