@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advisor import continuation, distributed, incremental
+from advisor import continuation, distributed, incremental, resumption
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
 from advisor.climb import Climb
@@ -209,7 +209,8 @@ def advise(
         )
     if from_run is not None:
         # refuse a bad --from before anything is written
-        continuation.previous_recommendation(Path(from_run), data, config)
+        prev = continuation.previous_recommendation(Path(from_run), data, config)
+        resume = resumption.plan(config, prev)  # the climb that follows if the continuation fails
     # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
     run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
@@ -223,10 +224,23 @@ def advise(
         save_config(config, run_dir / "config.yaml")
         for w in data.warnings:
             say(f"warning: {w}")
+        if config.ladder.distil_on_ceiling and distiller is None:
+            distiller = find_distiller()  # loaded here, with a --from too: its climb may resume
         if from_run is not None:
             c = incremental.continue_from(
-                config, Path(from_run), data, run_dir, ledger, say, extra_callbacks=_budget_watch(config, ledger)
+                config,
+                Path(from_run),
+                data,
+                run_dir,
+                ledger,
+                say,
+                extra_callbacks=_budget_watch(config, ledger),
+                later_candidates=resume.candidates,
             )
+            if c.recommendation is None and resume.config is not None and c.outcome != "budget":
+                c = resumption.resume_climb(resume, c, prev, data, run_dir, ledger, fp, say, distiller)
+            elif c.recommendation is None:
+                c = resumption.not_resumed(resume, c)
             return _finish(
                 config,
                 data,
@@ -238,10 +252,8 @@ def advise(
                 c.recommendation,
                 c.stop_reason,
                 say,
-                c.details,
+                {"outcome": c.outcome, **c.details},
             )
-        if config.ladder.distil_on_ceiling and distiller is None:
-            distiller = find_distiller()
         return _climb(config, data, run_dir, ledger, say, distiller if config.ladder.distil_on_ceiling else None)
 
 

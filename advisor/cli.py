@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--extend-head", action="store_true", help="with --from: add the expanded data's new labels to the model's head"
     )
+    p.add_argument(
+        "--no-resume-climb",
+        dest="resume_climb",
+        action="store_false",
+        help="with --from: when the continued model fails, stop (exit 1) instead of climbing on from the rung above it",
+    )
     p.add_argument("--json", action="store_true", help="print report.json to stdout instead of the table")
     p.add_argument("--list-rungs", action="store_true", help="list the ladder's rungs and exit")
     p.add_argument("--list-datasets", action="store_true", help="list the built-in datasets and exit")
@@ -130,7 +136,9 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
         extra["criteria"] = crit
     if args.out:
         extra["output"] = {"out": args.out}
-    incremental = {k: True for k in ("compare_scratch", "extend_head") if getattr(args, k)}
+    incremental: dict[str, Any] = {k: True for k in ("compare_scratch", "extend_head") if getattr(args, k)}
+    if not args.resume_climb:
+        incremental["resume_climb"] = False
     if incremental:
         extra["incremental"] = incremental
     return extra

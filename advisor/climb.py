@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,11 @@ class Climb:
         fingerprint: the run directory's fingerprint (names the shared optuna studies).
         say: progress lines.
         distiller: distils a run that meets the floor but not a ceiling; None turns that off.
+        before: runs made in this run directory before the climb (a ``--from`` continuation that
+            failed): their cost counts against the budgets; the policy does not judge them.
+        prior_candidates: how many runs were judged before the climb (see ``Evidence``).
+        warm_start: settings for the first rung's first trial when no rung below was climbed here
+            (the earlier run's winning settings on the rung below).
     """
 
     def __init__(
@@ -81,9 +86,14 @@ class Climb:
         fingerprint: str,
         say: Progress,
         distiller: Distiller | None = None,
+        before: Sequence[RunResult] = (),
+        prior_candidates: int = 0,
+        warm_start: Mapping[str, Any] | None = None,
     ) -> None:
         self.config, self.data, self.run_dir, self.ledger = config, data, run_dir, ledger
         self.fingerprint, self.say, self.distiller = fingerprint, say, distiller
+        self.before, self.prior_candidates = tuple(before), prior_candidates
+        self.warm_start = dict(warm_start) if warm_start else None
         self.rungs = {r.name: r for r in ladder_rungs(config)}
         self.runs: list[RunResult] = []
         self.tuners: dict[str, RungTuner] = {}
@@ -104,11 +114,13 @@ class Climb:
             len(self.data.label_names),
             dict(self.forecasts),
             dict(self.shared),
-            search_spent(self.runs),
+            search_spent([*self.before, *self.runs]),
+            self.prior_candidates,
         )
 
     def run(self) -> Stop:
         """Climb until the policy says stop; returns the stop (its reason and recommendation)."""
+        self._update_forecasts()  # a climb resumed after a continuation forecasts its first rung
         while True:
             action = decide(self.evidence(), self.config)
             if isinstance(action, Train) and not action.small and self._shared_changed(action):
@@ -179,7 +191,8 @@ class Climb:
         if not any_budget(self.config.criteria):
             return []
         eval_flops = self._val_pass_flops(rung_name)
-        return [BudgetCallback(self.config.criteria, search_spent(self.runs), eval_flops, Rates.measured(self.runs))]
+        runs = [*self.before, *self.runs]
+        return [BudgetCallback(self.config.criteria, search_spent(runs), eval_flops, Rates.measured(runs))]
 
     def _train_small(self, action: Train) -> RunResult:
         rung = self.rungs[action.rung]
@@ -209,7 +222,7 @@ class Climb:
             # warm start: the best settings of the last rung climbed below this one
             below = [r for r in self.runs if r.run_id.count("-t") and r.status == "ok" and metric in r.metrics]
             below = [r for r in below if r.candidate.name != rung_name and r.candidate.kind == "finetune"]
-            warm = None
+            warm = self.warm_start
             if below:
                 last = below[-1].candidate.name
                 best = max((r for r in below if r.candidate.name == last), key=lambda r: r.metrics[metric])
@@ -327,15 +340,15 @@ class Climb:
         if not any_budget(self.config.criteria):
             return
         tried = {r.candidate.name for r in self.runs if r.candidate.kind == "finetune"}
-        if not tried:
-            return
+        if not tried and not any(r.cost.flops > 0 for r in self.before):
+            return  # no speed measured yet to forecast with
         nxt = next((name for name in self.rungs if name not in tried), None)
         if nxt is None or nxt in self.forecasts:
             return
         rung = self.rungs[nxt]
         if rung.optional and rung.name not in self.config.ladder.rungs:
             return
-        train, val = self._token_lengths(next(iter(tried)))
+        train, val = self._token_lengths(next(iter(tried), nxt))
         t = self.config.train
         self.forecasts[nxt] = forecast_run(
             self._model_config(nxt),
@@ -344,6 +357,6 @@ class Climb:
             t.epochs,
             t.evals_per_epoch,
             len(self.data.label_names),
-            Rates.measured(self.runs),
+            Rates.measured([*self.before, *self.runs]),
             t.eval_rows,
         )

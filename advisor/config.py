@@ -204,6 +204,9 @@ class IncrementalConfig:
     #: also train the same rung from its pre-trained checkpoint on the expanded data, to measure
     #: (not forecast) what continuing saved
     compare_scratch: bool = False
+    #: when the continued model fails the criteria on the expanded data, climb on from the rung
+    #: above it in the same run directory (advisor/resumption.py says why above); false stops there
+    resume_climb: bool = True
 
 
 @dataclass(frozen=True)

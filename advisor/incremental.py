@@ -63,6 +63,14 @@ class Continued(NamedTuple):
     recommendation: str | None
     stop_reason: str
     details: dict[str, Any]
+    #: ``met``, ``not_met``, or ``budget`` (a continuation trial did not fit in what was left)
+    outcome: str = "not_met"
+
+
+def candidates_judged(config: Config) -> int:
+    """Runs a continuation judges on the validation rows besides the baseline: the earlier model as
+    it stands, each continuation trial and the from-scratch comparison (its Bonferroni family)."""
+    return 2 + config.tuning.trials_per_rung
 
 
 def continue_from(
@@ -73,11 +81,15 @@ def continue_from(
     ledger: Ledger,
     say: Progress,
     extra_callbacks: Sequence[TrainerCallback] = (),
+    later_candidates: int = 0,
 ) -> Continued:
     """Continue the earlier run's recommended model on the (expanded) data instead of climbing again.
 
     Args:
         extra_callbacks: Trainer callbacks for every training here (e.g. a budget callback).
+        later_candidates: runs a climb resumed after a failed continuation may judge on the same
+            validation rows; counted in the Bonferroni family from the start, so a verdict here does
+            not depend on whether the climb follows.
     """
     prev = previous_recommendation(from_dir, data, config)
     rec, name = prev["recommendation"], str(prev["recommendation"]["candidate"]["name"])
@@ -86,7 +98,7 @@ def continue_from(
     # decided from intervals, Bonferroni-corrected over the candidates judged here: the baseline, the
     # earlier model as it stands, each continuation trial and the from-scratch comparison
     val_labels, k = column(data.validation, "label"), len(data.label_names)
-    level = bonferroni(criteria.confidence, 3 + config.tuning.trials_per_rung)
+    level = bonferroni(criteria.confidence, 1 + candidates_judged(config) + later_candidates)
 
     def judge(run: RunResult, criteria: Any) -> Verdict:
         return judge_run(run, criteria, run_interval(run, metric, val_labels, k, level))
@@ -96,12 +108,12 @@ def continue_from(
         # a TF-IDF model costs next to nothing to fit: refitting it on all the data is the continuation
         passed = verdicts["baseline"].passed
         reason = "the earlier recommendation was the TF-IDF baseline; refitted on the expanded data, it " + (
-            "meets every criterion"
-            if passed
-            else f"fails ({'; '.join(verdicts['baseline'].failed)}): climb the ladder (advise without --from)"
+            "meets every criterion" if passed else f"fails ({'; '.join(verdicts['baseline'].failed)})"
         )
         details = {"incremental": {"from": str(from_dir), "from_run": "baseline", "refitted_baseline": True}}
-        return Continued(baseline, [], verdicts, "baseline" if passed else None, reason, details)
+        return Continued(
+            baseline, [], verdicts, "baseline" if passed else None, reason, details, "met" if passed else "not_met"
+        )
 
     earlier_run = recommended_run(prev, from_dir)
     seen = earlier_train_texts(from_dir, say)
@@ -144,7 +156,7 @@ def continue_from(
     candidate = Candidate(name=name, kind="incremental", source=str(source), parent_run=str(from_dir))
     continued: list[RunResult] = []
     recommendation: str | None = None
-    stop_reason = ""
+    stop_reason, outcome = "", "not_met"
     for i in range(config.tuning.trials_per_rung):
         run_id = f"{name}-c{i + 1}"
         run = ledger.finished(run_id)
@@ -153,7 +165,7 @@ def continue_from(
         else:
             forecast = continued[-1].cost if continued else first_forecast
             if over := budget_refuses(config, spent, forecast):
-                stop_reason = f"stopped before {run_id}: {over}"
+                stop_reason, outcome = f"stopped before {run_id}: {over}", "budget"
                 break
             trial, hp, origin = tuner.ask()
             pruner = PruningCallback(trial, metric)
@@ -179,6 +191,8 @@ def continue_from(
             losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
             tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
         verdicts[run_id] = judge(run, criteria)
+        if run.status == "budget":
+            outcome = "budget"
         if verdicts[run_id].passed:
             recommendation = run_id
             stop_reason = f"{name} continued from {from_dir} meets every criterion"
@@ -195,10 +209,7 @@ def continue_from(
         elif verdicts["baseline"].passed:
             recommendation = "baseline"
         failed = "; ".join(verdicts[best.run_id].failed) if best is not None else "no continuation finished"
-        stop_reason = (stop_reason + "; " if stop_reason else "") + (
-            f"{name} continued from {from_dir} fails ({failed}): resume the climb from {name} "
-            f"(advise --data {config.data.source} without --from)"
-        )
+        stop_reason = (stop_reason + "; " if stop_reason else "") + f"{name} continued from {from_dir} fails ({failed})"
     y_val = column(data.validation, "label")
     spent_runs = [earlier, *continued]  # judging the earlier model is part of what continuing cost
     comparison = compare(
@@ -215,7 +226,8 @@ def continue_from(
             "notes": notes,
         }
     )
-    return Continued(baseline, runs, verdicts, recommendation, stop_reason, {"incremental": comparison})
+    outcome = "met" if recommendation is not None else outcome
+    return Continued(baseline, runs, verdicts, recommendation, stop_reason, {"incremental": comparison}, outcome)
 
 
 # ----------------------------------------------------------------------------- runs

@@ -175,6 +175,14 @@ def _incremental_lines(inc: Mapping[str, Any]) -> list[str]:
                 f"[{diff['low']:+.3f}, {diff['high']:+.3f}], n={diff['n']} ({diff['method']})."
             )
     lines += [f"Note: {n}." for n in inc.get("notes") or []]
+    resumed = inc.get("resumed_climb")
+    if isinstance(resumed, Mapping):
+        rec = resumed.get("recommendation")
+        lines.append(
+            f"The continuation of {resumed.get('after')} failed the criteria, so the climb resumed on "
+            f"{', '.join(resumed.get('rungs') or [])} ({len(resumed.get('runs') or [])} runs): "
+            + (f"recommended {rec}." if rec else "none of its runs met the criteria either.")
+        )
     return lines
 
 

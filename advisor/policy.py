@@ -69,6 +69,10 @@ class Evidence:
         forecasts: forecast cost of each rung's next full trial (analytic FLOPs, measured speed).
         shared: per rung, what other workers sharing the study did (empty without a shared study).
         spent: what the search has spent so far, all phases (budgets are checked against it).
+        prior_candidates: runs judged on the same validation rows before this climb began, other
+            than the baseline (a ``--from`` continuation's: the earlier model, its trials, the
+            from-scratch run); they widen the Bonferroni family, and a climb that follows them
+            holds its first rung to its budget forecast like any later rung.
     """
 
     rungs: tuple[RungInfo, ...]
@@ -78,6 +82,7 @@ class Evidence:
     forecasts: Mapping[str, Cost] = field(default_factory=dict)
     shared: Mapping[str, SharedStudy] = field(default_factory=dict)
     spent: Cost = field(default_factory=Cost)
+    prior_candidates: int = 0
 
     def run(self, run_id: str) -> RunResult | None:
         return next((r for r in self.runs if r.run_id == run_id), None)
@@ -140,10 +145,16 @@ def candidates_planned(evidence: Evidence, config: Config) -> int:
     """How many runs the climb may judge as candidates on the validation rows (the Bonferroni family).
 
     The baseline, every planned trial of every rung, and one distilled student when distillation
-    is on. Fixed before the climb starts, so a verdict does not depend on how far the climb got.
+    is on, plus the candidates judged before the climb (``evidence.prior_candidates``). Fixed before
+    the climb starts, so a verdict does not depend on how far the climb got.
     """
-    rungs = [r for r in evidence.rungs if not r.optional or r.name in config.ladder.rungs]
-    return 1 + len(rungs) * config.tuning.trials_per_rung + (1 if config.ladder.distil_on_ceiling else 0)
+    return 1 + rung_candidates(evidence.rungs, config) + evidence.prior_candidates
+
+
+def rung_candidates(rungs: Sequence[RungInfo], config: Config) -> int:
+    """Candidates the ladder's rungs may put on the validation rows: every trial, and one student."""
+    climbed = [r for r in rungs if not r.optional or r.name in config.ladder.rungs]
+    return len(climbed) * config.tuning.trials_per_rung + (1 if config.ladder.distil_on_ceiling else 0)
 
 
 def decision_level(evidence: Evidence, config: Config) -> float:
@@ -296,10 +307,13 @@ def _gate(
     if over is not None:
         return _none_passed(verdicts(evidence, config), f"stopped before {rung.name}: {over}", "budget")
     forecast = evidence.forecasts.get(rung.name)
-    trained = any(r.candidate.kind == "finetune" and r.status != "skipped" for r in evidence.runs)
+    trained = evidence.prior_candidates > 0 or any(
+        r.candidate.kind == "finetune" and r.status != "skipped" for r in evidence.runs
+    )
     if forecast is not None and trained:
         # the first rung always starts (a partial model, stopped by the budget inside the run, is
-        # still the best use of a budget smaller than one training); later rungs must fit
+        # still the best use of a budget smaller than one training); later rungs, and the first
+        # rung of a climb resumed after a continuation, must fit
         refused = budget_refuses(config, evidence.spent, forecast)
         if refused is not None:
             return _none_passed(

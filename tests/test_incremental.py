@@ -217,7 +217,7 @@ def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: 
     again = advise(config, from_run=earlier)
     assert [r.run_id for r in again.runs] == ["tiny-a-earlier"]
     assert "stopped before tiny-a-c1" in again.stop_reason and "compute budget" in again.stop_reason
-    assert "resume the climb from tiny-a" in again.stop_reason
+    assert "the climb was not resumed: the budget" in again.stop_reason and again.details["outcome"] == "budget"
 
 
 def test_from_killed_mid_continuation_resumes_without_redoing_finished_work(
@@ -246,4 +246,6 @@ def test_the_from_flags_land_in_the_incremental_config() -> None:
     inc = build_config(extra=_extra(flags)).incremental
     assert inc.extend_head and inc.compare_scratch
     plain = build_config(extra=_extra(_parser().parse_args(["--data", "x.csv"]))).incremental
-    assert not plain.extend_head and not plain.compare_scratch
+    assert not plain.extend_head and not plain.compare_scratch and plain.resume_climb
+    off = _parser().parse_args(["--data", "x.csv", "--from", "r", "--no-resume-climb"])
+    assert build_config(extra=_extra(off)).incremental.resume_climb is False
