@@ -16,6 +16,7 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from advisor.budget import FitBudget
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.criteria import compute_metrics
@@ -61,33 +62,47 @@ def latency_ms(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], re
 CV_FOLDS = 5
 
 
-def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int]) -> dict[str, Any] | None:
+def _cross_validate(
+    c: float, seed: int, texts: list[str], labels: list[int], next_fit: Callable[[str], bool] = lambda _what: True
+) -> dict[str, Any] | None:
     """Out-of-fold predictions of the chosen pipeline over train + validation (stratified k-fold).
 
     A TF-IDF fit takes a second, so the baseline can afford what a transformer cannot: every
     labelled row is predicted once by a model that never saw it, and its interval rests on all of
     them instead of the validation split alone (Kohavi 1995 on k-fold estimates; the source guidance
     names efficient cross-validation). C was chosen on the validation split, a mild optimism for 3
-    candidate values. None when a class has fewer rows than folds.
+    candidate values. None when a class has fewer rows than folds, or when ``next_fit`` (the budget
+    check between fits) refuses a fold.
     """
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(labels)
     folds = min(CV_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
         return None
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    preds = cross_val_predict(_pipeline(c, seed), texts, labels, cv=splitter)
+    preds = np.zeros(len(labels), dtype=int)
+    for i, (fit_rows, held_out) in enumerate(splitter.split(texts, labels)):
+        if not next_fit(f"cross-validation fold {i + 1}"):
+            return None  # some rows unpredicted: the verdict rests on the validation split instead
+        fold = _pipeline(c, seed).fit([texts[j] for j in fit_rows], [labels[j] for j in fit_rows])
+        preds[held_out] = fold.predict([texts[j] for j in held_out])
     return {"folds": folds, "labels": [int(y) for y in labels], "predictions": [int(p) for p in preds]}
 
 
 def fit_baseline(
-    data: TaskData, config: Config, run_dir: Path, progress: Callable[[str], None] | None = None
+    data: TaskData,
+    config: Config,
+    run_dir: Path,
+    progress: Callable[[str], None] | None = None,
+    budget: FitBudget | None = None,
 ) -> RunResult:
     """Fit TF-IDF + logistic regression, choose C on validation, evaluate once on test, save with skops.
 
     The model is saved as ``<run_dir>/runs/baseline/model.skops`` (skops format: loads without
-    unpickling arbitrary objects).
+    unpickling arbitrary objects). With ``budget``, each fit (C values, cross-validation folds) is
+    checked before it starts; once one is refused the best fit so far is judged and the run is
+    recorded with status ``budget`` (without the cross-validation if it was not complete).
     """
     import skops.io as sio
 
@@ -97,8 +112,13 @@ def fit_baseline(
     val_x, val_y = column(data.validation, "text"), column(data.validation, "label")
     with Meter(config.metering, phase="baseline") as meter:
         meter.not_applicable_flops()
+        if budget is not None:
+            budget.bind(meter)
+        next_fit = budget.next_fit if budget is not None else (lambda _what: True)
         best: tuple[float, float, Pipeline] | None = None
         for c in C_GRID:
+            if not next_fit(f"the fit at C={c:g}"):
+                break
             pipe = _pipeline(c, config.train.seed).fit(train_x, train_y)
             score = compute_metrics(val_y, pipe.predict(val_x), data.label_names)[config.criteria.metric]
             if best is None or score > best[0]:
@@ -107,7 +127,7 @@ def fit_baseline(
         _, c, pipe = best
         val_pred = pipe.predict(val_x)
         metrics = compute_metrics(val_y, val_pred, data.label_names)
-        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y)
+        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y, next_fit)
         test_pred = pipe.predict(column(data.test, "text"))
         test_metrics = compute_metrics(column(data.test, "label"), test_pred, data.label_names)
     out = run_dir / "runs" / "baseline"
@@ -127,13 +147,17 @@ def fit_baseline(
         params_non_embedding=n_params,
     )
     say(f"baseline: validation {config.criteria.metric} {metrics[config.criteria.metric]:.3f} (C={c:g})")
+    stopped = budget.stop_message if budget is not None else None
+    if stopped:
+        say(f"baseline: stopped: {stopped}")
     return RunResult(
         run_id="baseline",
         candidate=candidate,
         hyperparameters={"C": c, "ngram_range": "1-2", "n_features": N_FEATURES},
-        status="ok",
+        status="budget" if stopped else "ok",
         metrics=metrics,
         test_metrics=test_metrics,
+        message=stopped,
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
         details={"size_mb": size_mb, **lat, "params": n_params, "cv": cv},

@@ -22,7 +22,7 @@ from typing import Any
 
 from advisor import distributed
 from advisor.baseline import fit_baseline
-from advisor.budget import BudgetCallback, Rates, any_budget, forecast_run, search_spent
+from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, forecast_run, search_spent
 from advisor.config import Config
 from advisor.data import TaskData, column
 from advisor.forecast import forecast_full
@@ -136,7 +136,10 @@ class Climb:
                 self._after_trial(action, known)
             return known
         if isinstance(action, FitBaseline):
-            run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say)
+            budget = None
+            if any_budget(self.config.criteria):
+                budget = FitBudget(self.config.criteria, search_spent(self.runs), Rates.measured(self.runs))
+            run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say, budget=budget)
             fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
         elif isinstance(action, Skip):
             rung = self.rungs[action.rung]

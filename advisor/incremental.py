@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from transformers import TrainerCallback
 
 from advisor.baseline import fit_baseline
+from advisor.budget import FitBudget, Rates, any_budget
 from advisor.comparison import compare, forecast_scratch, scaled_cost
 from advisor.config import Config
 from advisor.continuation import (
@@ -49,7 +50,7 @@ from advisor.policy import budget_refuses
 from advisor.stats import bonferroni
 from advisor.train import quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
-from advisor.types import Candidate, RunResult
+from advisor.types import Candidate, Cost, RunResult
 
 Progress = Callable[[str], None]
 
@@ -82,7 +83,12 @@ def continue_from(
     prev = previous_recommendation(from_dir, data, config)
     rec, name = prev["recommendation"], str(prev["recommendation"]["candidate"]["name"])
     criteria, metric = config.criteria, config.criteria.metric
-    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
+    baseline = ledger.get("baseline")
+    if baseline is None:
+        watch = None
+        if any_budget(criteria):
+            watch = FitBudget(criteria, sum((r.cost for r in ledger.all()), Cost()), Rates.measured(ledger.all()))
+        baseline = _record(ledger, fit_baseline(data, config, run_dir, progress=say, budget=watch))
     # decided from intervals, Bonferroni-corrected over the candidates judged here: the baseline, the
     # earlier model as it stands, each continuation trial and the from-scratch comparison
     val_labels, k = column(data.validation, "label"), len(data.label_names)

@@ -212,6 +212,8 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
     judged = verdicts(evidence, config, rule)
     if judged["baseline"].passed:
         return Stop("the baseline meets every criterion: no transformer was trained", "baseline", "met")
+    if baseline.status == "budget":
+        return _none_passed(judged, f"the baseline was stopped by the budget: {baseline.message}", "budget")
 
     budget_run = next((r for r in evidence.runs if r.status == "budget"), None)
     previous_best: RunResult | None = None  # best finished run of the last rung climbed
