@@ -239,3 +239,32 @@ def test_a_seconds_budget_smaller_than_the_baseline_stops_it_between_fits(
     assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
     # the partial baseline is judged like any stopped run
     assert capped.baseline.metrics and capped.verdicts["baseline"].state in ("fail", "undecided")
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_training(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+) -> None:
+    ladder, data = one_rung
+    # the trial meets the floor but not max_params: the climb distils it
+    common = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
+    free = advise(_config(tmp_path, ladder, data, "free", *common))
+    student = free.run("tiny-t1-student")
+    assert student is not None and student.status == "ok", free.stop_reason
+    phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
+    before_training = free.total_cost.flops - student.cost.flops + phases["teacher"].flops
+    before_training += phases["teacher_logits"].flops
+    # room for the teacher's passes and half of the student's training and judging
+    budget = (before_training + 0.5 * phases["distill"].flops) / 1e15
+    capped = advise(_config(tmp_path, ladder, data, "capped", *common, f"criteria.budget_pflops={budget}"))
+    stopped = capped.run("tiny-t1-student")
+    assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or "")
+    assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
+    assert 0 < stopped.details["steps"] < student.details["steps"]
+    assert capped.total_cost.flops <= 1.05 * budget * 1e15
+    assert capped.details["outcome"] == "budget"
+    assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
+    # the partial student was judged on the validation rows like any stopped run
+    assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
