@@ -258,7 +258,11 @@ def advise(
 
 
 def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
-    """A budget callback for trainings outside the climb (``--from``): it reads the ledger's spend at each run."""
+    """A budget callback for trainings outside the climb (``--from``): it reads the ledger's spend at each run.
+
+    The judging pass it must leave room for is reserved by ``incremental.continue_from``, which
+    knows the model being continued.
+    """
     from advisor.budget import BudgetCallback, Rates, any_budget
 
     if not any_budget(config.criteria):

@@ -16,6 +16,7 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from advisor.budget import FitBudget
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.criteria import compute_metrics
@@ -61,7 +62,14 @@ def latency_ms(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], re
 CV_FOLDS = 5
 
 
-def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int], train_size: int) -> dict[str, Any] | None:
+def _cross_validate(
+    c: float,
+    seed: int,
+    texts: list[str],
+    labels: list[int],
+    train_size: int,
+    next_fit: Callable[[str], bool] = lambda _what: True,
+) -> dict[str, Any] | None:
     """Out-of-fold predictions of the chosen pipeline over train + validation (stratified k-fold).
 
     A TF-IDF fit takes a second, so the baseline can afford what a transformer cannot: every
@@ -72,7 +80,8 @@ def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int], tr
     fitted on more rows than that estimates a better model than the one delivered (on SpamAssassin
     with 500 training rows and 1,500 validation rows, unmatched folds put the interval 3-5 points
     above the delivered model's test score). C was chosen on the validation split, a mild optimism
-    for 3 candidate values. None when a class has fewer rows than folds.
+    for 3 candidate values. None when a class has fewer rows than folds, or when ``next_fit`` (the
+    budget check between fits) refuses a fold.
     """
     from sklearn.model_selection import StratifiedKFold
     from sklearn.utils import resample
@@ -85,6 +94,8 @@ def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int], tr
     preds = np.empty_like(y)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (fit_idx, held_idx) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        if not next_fit(f"cross-validation fold {fold + 1}"):
+            return None  # some rows unpredicted: the verdict rests on the validation split instead
         if len(fit_idx) > train_size:
             try:
                 fit_idx = resample(
@@ -103,12 +114,18 @@ def _cross_validate(c: float, seed: int, texts: list[str], labels: list[int], tr
 
 
 def fit_baseline(
-    data: TaskData, config: Config, run_dir: Path, progress: Callable[[str], None] | None = None
+    data: TaskData,
+    config: Config,
+    run_dir: Path,
+    progress: Callable[[str], None] | None = None,
+    budget: FitBudget | None = None,
 ) -> RunResult:
     """Fit TF-IDF + logistic regression, choose C on validation, evaluate once on test, save with skops.
 
     The model is saved as ``<run_dir>/runs/baseline/model.skops`` (skops format: loads without
-    unpickling arbitrary objects).
+    unpickling arbitrary objects). With ``budget``, each fit (C values, cross-validation folds) is
+    checked before it starts; once one is refused the best fit so far is judged and the run is
+    recorded with status ``budget`` (without the cross-validation if it was not complete).
     """
     import skops.io as sio
 
@@ -118,8 +135,13 @@ def fit_baseline(
     val_x, val_y = column(data.validation, "text"), column(data.validation, "label")
     with Meter(config.metering, phase="baseline") as meter:
         meter.not_applicable_flops()
+        if budget is not None:
+            budget.bind(meter)
+        next_fit = budget.next_fit if budget is not None else (lambda _what: True)
         best: tuple[float, float, Pipeline] | None = None
         for c in C_GRID:
+            if not next_fit(f"the fit at C={c:g}"):
+                break
             pipe = _pipeline(c, config.train.seed).fit(train_x, train_y)
             score = compute_metrics(val_y, pipe.predict(val_x), data.label_names)[config.criteria.metric]
             if best is None or score > best[0]:
@@ -128,7 +150,7 @@ def fit_baseline(
         _, c, pipe = best
         val_pred = pipe.predict(val_x)
         metrics = compute_metrics(val_y, val_pred, data.label_names)
-        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y, len(train_x))
+        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y, len(train_x), next_fit)
         test_pred = pipe.predict(column(data.test, "text"))
         test_metrics = compute_metrics(column(data.test, "label"), test_pred, data.label_names)
     out = run_dir / "runs" / "baseline"
@@ -148,13 +170,17 @@ def fit_baseline(
         params_non_embedding=n_params,
     )
     say(f"baseline: validation {config.criteria.metric} {metrics[config.criteria.metric]:.3f} (C={c:g})")
+    stopped = budget.stop_message if budget is not None else None
+    if stopped:
+        say(f"baseline: stopped: {stopped}")
     return RunResult(
         run_id="baseline",
         candidate=candidate,
         hyperparameters={"C": c, "ngram_range": "1-2", "n_features": N_FEATURES},
-        status="ok",
+        status="budget" if stopped else "ok",
         metrics=metrics,
         test_metrics=test_metrics,
+        message=stopped,
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
         details={"size_mb": size_mb, **lat, "params": n_params, "cv": cv},

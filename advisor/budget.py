@@ -11,7 +11,13 @@ the user's ``budget_pflops`` / ``budget_kwh`` / ``budget_seconds``:
   forecast does not fit (:func:`advisor.policy.budget_refuses`).
 * :class:`BudgetCallback` watches a run step by step and stops it when the next step, plus one
   evaluation pass to judge the partial model, would cross a budget. The run is recorded with status
-  ``budget`` and judged like any early-stopped run.
+  ``budget`` and judged like any early-stopped run. The climb hands the same callback to the
+  distiller, which charges it with the phases it runs outside the Trainer (the teacher's pass, its
+  logits) and tells it what judging the student costs (:meth:`BudgetCallback.charge`,
+  :meth:`BudgetCallback.reserve`).
+* :class:`FitBudget` does the same between the fits of a phase without steps (the TF-IDF
+  baseline's C grid and cross-validation folds): the next fit, forecast as the longest one so far,
+  does not start when it would cross the seconds or kWh budget.
 
 Seconds are metered wall time of the phases; the minutes spent outside them (loading data and
 libraries, about a few seconds per run for loading a model) are the "start-up" the budget check
@@ -131,20 +137,42 @@ class BudgetCallback(TrainerCallback):
     def __init__(
         self, criteria: AcceptanceCriteria, spent: Cost | Callable[[], Cost], eval_flops: float, rates: Rates
     ) -> None:
-        self.criteria, self.eval_flops, self.rates = criteria, eval_flops, rates
+        self.criteria, self.rates = criteria, rates
         self._spent_now = spent if callable(spent) else (lambda: spent)
+        self._charged = Cost()
         self.spent = self._spent_now()
+        self.reserve(eval_flops)
         self.meter: Any = None
         self.counter: Any = None
         self.stop_message: str | None = None
         self._last: tuple[float, float] = (0.0, 0.0)
         self._steps = 0
 
+    def reserve(self, eval_flops: float, judging_flops: float | None = None, evaluate_on_stop: bool = True) -> None:
+        """What the passes of the watched runs cost, once the caller knows (a distiller, its student).
+
+        Args:
+            eval_flops: one validation pass due during training.
+            judging_flops: judging the partial model once stopped; None: ``JUDGING_PASSES`` validation passes.
+            evaluate_on_stop: the judging is an evaluation the Trainer runs at the stopping step
+                (``train_run`` keeps the best evaluation's weights); False when the caller judges the
+                model itself after training (a distillation scores its student on validation and test).
+        """
+        self.eval_flops = eval_flops
+        self.judging_flops = judging_flops if judging_flops is not None else JUDGING_PASSES * eval_flops
+        self.evaluate_on_stop = evaluate_on_stop
+
+    def charge(self, cost: Cost) -> None:
+        """Count ``cost``, spent outside any watched Trainer (a distillation's teacher pass and logits,
+        an earlier student), as spent before the next run this callback watches."""
+        self._charged = self._charged + cost
+        self.spent = self._spent_now() + self._charged
+
     def bind(self, meter: Any, counter: Any) -> None:
         """Watch a new run: its meter and counter; the search's spend is read again (one callback may
         serve several runs in turn, as ``--from`` does)."""
         self.meter, self.counter = meter, counter
-        self.spent = self._spent_now()
+        self.spent = self._spent_now() + self._charged
         self.stop_message = None
         self._last, self._steps = (0.0, 0.0), 0
 
@@ -160,11 +188,10 @@ class BudgetCallback(TrainerCallback):
         self._last = (flops, seconds)
         self._steps += 1
         rate = flops / seconds if seconds > 0 and flops > 0 else self.rates.flops_per_s
-        eval_s = self.eval_flops / rate if rate else 0.0
-        # what is spent once the next step, an evaluation due now, and the judging pass are done
-        evals = (1 if evaluating else 0) + JUDGING_PASSES
-        need_flops = flops + step_flops + evals * self.eval_flops
-        need_s = seconds + step_s + evals * eval_s
+        # what is spent once the next step, an evaluation due now, and the judging passes are done
+        passes = (self.eval_flops if evaluating else 0.0) + self.judging_flops
+        need_flops = flops + step_flops + passes
+        need_s = seconds + step_s + (passes / rate if rate else 0.0)
         kwh_rate = self.rates.kwh_per_s or 0.0
         need = {"flops": need_flops, "seconds": need_s, "kwh": need_s * kwh_rate}
         for key, left in _left(self.criteria, self.spent).items():
@@ -187,12 +214,82 @@ class BudgetCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.stop_message is not None or self.meter is None:
             return
-        why = self.check(bool(getattr(control, "should_evaluate", False)))
+        self._stop_if(self.check(bool(getattr(control, "should_evaluate", False))), control)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # an evaluation per epoch (a distillation's) is asked for after the last step's check: it
+        # must fit too, with the judging passes after it
+        if self.stop_message is not None or self.meter is None or not getattr(control, "should_evaluate", False):
+            return
+        self._steps -= 1  # no step was taken since the last check
+        self._stop_if(self.check(True), control)
+
+    def _stop_if(self, why: str | None, control: Any) -> None:
         if why is not None:
             self.stop_message = why
             control.should_training_stop = True
-            control.should_evaluate = True  # judge the partial model now: its pass was reserved
+            # judge the partial model now (its pass was reserved), unless the caller judges it itself
+            control.should_evaluate = self.evaluate_on_stop
             control.should_save = False
+
+
+class FitBudget:
+    """Checks the seconds and kWh budgets between the fits of a phase that has no steps (the baseline).
+
+    Before each fit, the next one is forecast as the longest fit timed so far (the first always runs:
+    there is nothing to forecast it from); it does not start when the phase's elapsed time plus that
+    forecast would cross what is left. kWh are seconds times the energy rate measured earlier in the
+    search, so a kWh budget is checked only once one is known. FLOPs do not apply (a TF-IDF fit has
+    no meaningful FLOPs count).
+
+    Args:
+        criteria: the budgets.
+        spent: what the search spent before this phase.
+        rates: speeds measured earlier in the search.
+    """
+
+    #: the phase is recorded with this status when a fit was refused
+    stop_status = "budget"
+
+    def __init__(self, criteria: AcceptanceCriteria, spent: Cost, rates: Rates) -> None:
+        self.criteria, self.spent, self.rates = criteria, spent, rates
+        self.meter: Any = None
+        self.stop_message: str | None = None
+        self._started: float | None = None
+        self._longest = 0.0
+        self._fits = 0
+
+    def bind(self, meter: Any) -> None:
+        """Watch a new phase: its open :class:`advisor.cost.Meter`."""
+        self.meter, self.stop_message = meter, None
+        self._started, self._longest, self._fits = None, 0.0, 0
+
+    def next_fit(self, what: str) -> bool:
+        """True when the next fit (``what``, for the message) may start; False once a budget refuses it."""
+        if self.stop_message is not None:
+            return False
+        if self.meter is None:
+            return True
+        _, now = self.meter.so_far()
+        if self._started is not None:
+            self._longest = max(self._longest, now - self._started)
+            self._fits += 1
+        self._started = now
+        if self._fits == 0:
+            return True
+        need_s = now + self._longest
+        need = {"seconds": need_s, "kwh": need_s * (self.rates.kwh_per_s or 0.0)}
+        for key, left in _left(self.criteria, self.spent).items():
+            if key == "flops" or (key == "kwh" and not self.rates.kwh_per_s):
+                continue
+            if need[key] > left:
+                unit = {"seconds": "s", "kwh": "kWh"}[key]
+                self.stop_message = (
+                    f"budget: after {self._fits} fits, {what} (forecast {self._longest:.3g} s, the longest fit so far) "
+                    f"would bring this phase to {need[key]:.3g} {unit}, past the {max(left, 0.0):.3g} {unit} left"
+                )
+                return False
+        return True
 
 
 def search_spent(runs: Iterable[RunResult], extra: Iterable[Cost] = ()) -> Cost:

@@ -22,9 +22,10 @@ from typing import Any
 
 from advisor import distributed
 from advisor.baseline import fit_baseline
-from advisor.budget import BudgetCallback, Rates, any_budget, forecast_run, search_spent
+from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, forecast_run, search_spent
 from advisor.config import Config
 from advisor.data import TaskData, column
+from advisor.distiller import Distiller
 from advisor.forecast import forecast_full
 from advisor.ledger import Ledger, fault_point
 from advisor.models import Rung, candidate_for, load_ladder, materialise
@@ -47,8 +48,6 @@ from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Cost, RunResult
 
 Progress = Callable[[str], None]
-#: distil ``parent`` into a student recorded as ``run_id`` (see advisor.compact)
-Distiller = Callable[..., RunResult]
 
 
 def ladder_rungs(config: Config) -> tuple[Rung, ...]:
@@ -148,7 +147,10 @@ class Climb:
                 self._after_trial(action, known)
             return known
         if isinstance(action, FitBaseline):
-            run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say)
+            budget = None
+            if any_budget(self.config.criteria):
+                budget = FitBudget(self.config.criteria, search_spent(self.runs), Rates.measured(self.runs))
+            run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say, budget=budget)
             fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
         elif isinstance(action, Skip):
             rung = self.rungs[action.rung]
@@ -167,7 +169,11 @@ class Climb:
             if self.distiller is None:
                 raise RuntimeError("the policy asked for a distillation but no distiller was supplied")
             parent = next(r for r in self.runs if r.run_id == action.parent)
-            run = self.distiller(parent, self.data, self.config, self.run_dir, action.run_id, progress=self.say)
+            # the teacher's budget watch: the distiller charges it and reserves its student's passes
+            watch = self._budget(parent.candidate.name)
+            run = self.distiller(
+                parent, self.data, self.config, self.run_dir, action.run_id, progress=self.say, callbacks=watch
+            )
         elif isinstance(action, Train) and action.small:
             run = self._train_small(action)
         elif isinstance(action, Train):

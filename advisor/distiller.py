@@ -7,13 +7,20 @@ rung. ``advisor`` does not import ``distill`` (the dependency runs one way): the
 is the one a package declares under the entry-point group ``greenladder.distillers`` (greenladder
 declares ``distill.compact:distil_run`` in its pyproject.toml), and without one the climb records
 that distillation was unavailable instead of failing.
+
+The climb passes the distiller its budget watch (``callbacks``, an
+:class:`advisor.budget.BudgetCallback` when a budget is set): the distiller charges it with the work
+it does outside a Trainer, tells it what judging the student costs, and hands it to the Trainer
+that trains the student, so a distillation stops before the step that would cross the budget and
+comes back with status ``budget``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any, Protocol
 
 from advisor.config import Config
 from advisor.data import TaskData
@@ -22,8 +29,22 @@ from advisor.types import Candidate, Cost, RunResult
 
 Progress = Callable[[str], None]
 
-#: (teacher run, task data, config, run directory, student run id, progress) -> the student's run
-Distiller = Callable[[RunResult, TaskData, Config, Path, str, "Progress | None"], RunResult]
+
+class Distiller(Protocol):
+    """(teacher run, task data, config, run directory, student run id, progress, Trainer callbacks)
+    -> the student's run (status ``budget`` when a callback stopped it)."""
+
+    def __call__(
+        self,
+        teacher_run: RunResult,
+        data: TaskData,
+        config: Config,
+        run_dir: Path,
+        run_id: str,
+        progress: Progress | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> RunResult: ...
+
 
 #: the entry-point group a package declares its distiller under
 ENTRY_POINT_GROUP = "greenladder.distillers"
@@ -66,6 +87,7 @@ def _unavailable(why: str) -> Distiller:
         run_dir: Path,
         run_id: str,
         progress: Progress | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> RunResult:
         if progress is not None:
             progress(f"{run_id}: distillation unavailable: {why}")

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from transformers import TrainerCallback
 
 from advisor.baseline import fit_baseline
+from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget
 from advisor.comparison import compare, forecast_scratch, scaled_cost
 from advisor.config import Config
 from advisor.continuation import (
@@ -39,6 +40,7 @@ from advisor.criteria import compute_metrics, run_interval
 from advisor.criteria import judge as judge_run
 from advisor.data import TaskData, column
 from advisor.errors import RunDirError
+from advisor.flops import encoder_forward_flops
 from advisor.head import extend_head
 from advisor.inference import predict_labels
 from advisor.ledger import Ledger
@@ -49,7 +51,7 @@ from advisor.policy import budget_refuses
 from advisor.stats import bonferroni
 from advisor.train import quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
-from advisor.types import Candidate, RunResult
+from advisor.types import Candidate, Cost, RunResult
 
 Progress = Callable[[str], None]
 
@@ -94,7 +96,12 @@ def continue_from(
     prev = previous_recommendation(from_dir, data, config)
     rec, name = prev["recommendation"], str(prev["recommendation"]["candidate"]["name"])
     criteria, metric = config.criteria, config.criteria.metric
-    baseline = ledger.get("baseline") or _record(ledger, fit_baseline(data, config, run_dir, progress=say))
+    baseline = ledger.get("baseline")
+    if baseline is None:
+        watch = None
+        if any_budget(criteria):
+            watch = FitBudget(criteria, sum((r.cost for r in ledger.all()), Cost()), Rates.measured(ledger.all()))
+        baseline = _record(ledger, fit_baseline(data, config, run_dir, progress=say, budget=watch))
     # decided from intervals, Bonferroni-corrected over the candidates judged here: the baseline, the
     # earlier model as it stands, each continuation trial and the from-scratch comparison
     val_labels, k = column(data.validation, "label"), len(data.label_names)
@@ -125,6 +132,9 @@ def continue_from(
     if config.incremental.extend_head and set(data.label_names) != set(old_labels):
         source = extend_head(source, old_labels, data.label_names, run_dir / "runs" / "head", config)
         notes.append(f"the head was extended to {', '.join(data.label_names)}; earlier classes kept their weights")
+    for cb in extra_callbacks:  # leave room for the pass that judges a continuation the budget stops
+        if isinstance(cb, BudgetCallback):
+            cb.reserve(val_pass_flops(source, data, config))
     runs: list[RunResult] = []
     earlier = ledger.finished(f"{name}-earlier")
     if earlier is None:
@@ -231,6 +241,18 @@ def continue_from(
 
 
 # ----------------------------------------------------------------------------- runs
+
+
+def val_pass_flops(source: Path, data: TaskData, config: Config) -> float:
+    """Forecast FLOPs of one validation pass of the model at ``source``: the meter's forward formula
+    over the split's token lengths, as the climb forecasts a rung's (``Climb._val_pass_flops``)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(source))
+    model_config = AutoConfig.from_pretrained(str(source))
+    limit = min(config.train.max_length, tok.model_max_length)
+    ids = tok(column(data.validation, "text"), truncation=True, max_length=limit)["input_ids"]
+    return sum(encoder_forward_flops(model_config, len(x), len(data.label_names)) for x in ids)
 
 
 def _judge_earlier(name: str, source: Path, from_dir: Path, data: TaskData, config: Config) -> RunResult:

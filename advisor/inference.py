@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from advisor.flops import forward_coefficients
+
 
 def tokenize(dataset: Any, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Any:
     """Tokenise without padding (the collator pads each batch to its own longest text)."""
@@ -85,3 +87,31 @@ def predict_labels(
     """Predicted label ids for ``texts`` (the argmax of :func:`predict_logits`)."""
     logits, _ = predict_logits(model, tokenizer, texts, max_length, batch_size)
     return logits.argmax(-1).numpy().astype(int)
+
+
+def forward_flops(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 64,
+    *,
+    length_sorted: bool = True,
+) -> float:
+    """The forward FLOPs the meter will count for ``texts``, padding included, without running the model.
+
+    Batches as :func:`predict_logits` forms them (``length_sorted``), or in the texts' own order (a
+    Trainer's evaluation loop); each row costs the meter's formula at its batch's padded length
+    (:func:`advisor.flops.forward_coefficients`). A budget reserves this for a pass it must leave
+    room for.
+    """
+    a, b, c = forward_coefficients(model.config)
+    enc = tokenizer(list(texts), truncation=True, max_length=min(max_length, tokenizer.model_max_length))
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    order = np.argsort([len(t) for t in texts], kind="stable") if length_sorted else np.arange(len(texts))
+    total = 0.0
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        padded = max(lengths[i] for i in rows)
+        total += len(rows) * (a * padded + b * padded * padded + c)
+    return total

@@ -223,6 +223,8 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
     judged = verdicts(evidence, config, rule)
     if judged["baseline"].passed:
         return Stop("the baseline meets every criterion: no transformer was trained", "baseline", "met")
+    if baseline.status == "budget":
+        return _none_passed(judged, f"the baseline was stopped by the budget: {baseline.message}", "budget")
 
     budget_run = next((r for r in evidence.runs if r.status == "budget"), None)
     previous_best: RunResult | None = None  # best finished run of the last rung climbed
@@ -276,12 +278,21 @@ def _settled(
     if too_big is not None and config.ladder.distil_on_ceiling:
         sid = f"{too_big.run_id}-student"
         student = evidence.run(sid)
-        if student is None:
-            return Distil(too_big.run_id, sid)
         failed = ", ".join(judged[too_big.run_id].failed)
+        if student is None:
+            over = budget_exhausted(config, evidence.spent)
+            if over is not None:
+                return _none_passed(judged, f"{rung} met the floor but not {failed}; not distilled: {over}", "budget")
+            return Distil(too_big.run_id, sid)
         if judged[sid].passed:
             return Stop(
                 f"{rung} met the floor but not {failed}; its distilled student meets every criterion", sid, "met"
+            )
+        if student.status == "budget":
+            return _none_passed(
+                judged,
+                f"{rung} met the floor but not {failed}; {sid} was stopped by the budget: {student.message}",
+                "budget",
             )
         return _none_passed(judged, f"{rung} met the floor but not {failed}, nor did its distilled student")
     if budget_run is not None and budget_run.candidate.name == rung:

@@ -10,8 +10,9 @@ keep the cost down; ``distill`` itself runs the control.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from advisor.config import Config
 from advisor.cost import Meter
@@ -31,12 +32,15 @@ def distil_run(
     run_dir: Path,
     run_id: str,
     progress: Callable[[str], None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Distil ``teacher_run``'s saved model into a half-depth student; return the student's RunResult.
 
     The cost covers the teacher's evaluation and logit caching, the distillation and the latency
     measurement; the student is saved under ``runs/<run_id>/model``. ``details["retention"]`` is the
-    student's validation metric (the criteria's) over the teacher's.
+    student's validation metric (the criteria's) over the teacher's. ``callbacks`` (the climb's
+    budget watch) go to the student's Trainer: a student it stopped is returned with status
+    ``budget``, its partial model judged and saved like any.
     """
     say = progress or (lambda _m: None)
     teacher_dir = run_dir / str(teacher_run.artifact)
@@ -66,7 +70,9 @@ def distil_run(
     with quiet_libraries():
         teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
     # no ledger here: the climb's own ledger records the student's run
-    report, student, student_tok = distill_models(teacher, tokenizer, data, dcfg, work_dir=work, progress=say)
+    report, student, student_tok = distill_models(
+        teacher, tokenizer, data, dcfg, work_dir=work, progress=say, callbacks=callbacks
+    )
     dest = work / "model"
     save_model_folder(student, student_tok, dest)
     with Meter(config.metering, phase=f"latency {run_id}") as meter:
@@ -85,7 +91,8 @@ def distil_run(
             parent_run=teacher_run.run_id,
         ),
         hyperparameters=dict(best.hyperparameters),
-        status="ok",
+        status="budget" if best.status == "budget" else "ok",
+        message=best.message if best.status == "budget" else None,
         metrics=dict(best.metrics),
         cost=report.total_cost + meter.cost,
         artifact=str(dest.relative_to(run_dir)),
@@ -93,6 +100,8 @@ def distil_run(
             "size_mb": dir_size_mb(dest),
             **lat,
             "teacher_run": teacher_run.run_id,
+            "steps": best.details.get("steps"),
+            "total_steps": best.details.get("total_steps"),
             "retention": retention,
             "retention_metric": metric,
             "distill_phases": {k: v.to_dict() for k, v in report.phases.items()},

@@ -16,13 +16,16 @@ from typing import Any
 import torch
 
 from advisor import sources as advisor_sources
+from advisor.budget import BudgetCallback
 from advisor.builtin_models import BUILTIN_SOURCES
 from advisor.cost import Meter
 from advisor.data import TaskData, column
+from advisor.errors import BudgetError
+from advisor.inference import forward_flops
 from advisor.ledger import Ledger
 from advisor.loading import count_parameters, load_for_classification
 from advisor.train import quiet_libraries, save_model_folder
-from advisor.types import Candidate, Cost, RunResult
+from advisor.types import Candidate, Cost, RunResult, RunStatus
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
 from distill.config import DistillConfig, KDConfig
 from distill.decide import TeacherCheck, describe, teacher_vs_control
@@ -123,6 +126,7 @@ def distill_models(
     unlabeled: Sequence[str] = (),
     ledger: Ledger | None = None,
     progress: Progress | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[DistillReport, Any, Any]:
     """Run every phase on a loaded teacher and data.
 
@@ -137,6 +141,8 @@ def distill_models(
         unlabeled: texts without labels: the teacher's logits on them also train the student.
         ledger: finished runs are read back from it and new ones written to it (None: no resume).
         progress: called with one-line progress messages.
+        callbacks: Trainer callbacks for every student and control (the climb's budget watch: each
+            phase is charged to it as it ends, and once it stops a student no further one starts).
 
     Returns:
         The report (without ``student_dir``), the student to save, and its tokenizer.
@@ -177,6 +183,9 @@ def distill_models(
             )  # fmt: skip
         )
     say(f"teacher: validation {METRIC} {teacher_run.metrics[METRIC]:.4f}, test {teacher_run.test_metrics[METRIC]:.4f}")
+    watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
+    for cb in watch:  # the teacher's pass ran outside any Trainer the watch can see
+        cb.charge(teacher_run.cost)
 
     outputs: TeacherOutputs | None = None
     phases: dict[str, Cost] = {"teacher": teacher_run.cost}
@@ -202,20 +211,30 @@ def distill_models(
                         )  # fmt: skip
                     logits_cost = m.cost.to_dict()
                     runs.set_meta("teacher_logits_cost", logits_cost)
+                    for cb in watch:
+                        cb.charge(m.cost)
                 run = runs.put(_train_one(role, seed, config, teacher, tokenizer, data, texts, labels, transfer,
-                                          outputs, work_dir, folder, hp_kd, say))  # fmt: skip
+                                          outputs, work_dir, folder, hp_kd, say, callbacks))  # fmt: skip
+                for cb in watch:
+                    cb.charge(run.cost)
             (students if role == "distilled" else controls).append(run)
+            if run.status == "budget":
+                break
             if role == "control" and check is None:
                 check = teacher_vs_control(
                     teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
                 )
                 say(f"before distilling: {describe(check)}")
+        if any(r.status == "budget" for r in (*students, *controls)):
+            break  # the budget is spent: no further seed starts
     if logits_cost is not None:
         phases["teacher_logits"] = Cost.from_dict(logits_cost)
     phases["distill"] = sum((r.cost for r in students), Cost())
     if controls:
         phases["control"] = sum((r.cost for r in controls), Cost())
 
+    if not students:  # a control stopped by the budget before its seed's student started
+        raise BudgetError(f"The budget ran out before a distilled student was trained: {controls[-1].message}")
     best = max(students, key=lambda r: r.metrics[METRIC])
     with quiet_libraries():
         student, student_tok = load_for_classification(str(work_dir / str(best.artifact)), label_names)
@@ -273,7 +292,7 @@ def distill_models(
 def _train_one(
     role: str, seed: int, config: DistillConfig, teacher: Any, tokenizer: Any, data: TaskData, texts: list[str],
     labels: list[int], transfer: list[str], outputs: TeacherOutputs | None, work_dir: Path, folder: Path,
-    hp: dict[str, Any], say: Progress,
+    hp: dict[str, Any], say: Progress, callbacks: Sequence[Any] = (),
 ) -> RunResult:  # fmt: skip
     """Train, judge and save one student (with the teacher) or control (without it)."""
     run_id = f"{role}-seed{seed}"
@@ -282,13 +301,19 @@ def _train_one(
     model.to(next(teacher.parameters()).device)
     with_teacher = role == "distilled"
     k = config.distill
+    for cb in callbacks:  # leave room for the epoch's evaluation, and for _judge once stopped
+        if isinstance(cb, BudgetCallback):
+            val, test = column(data.validation, "text"), column(data.test, "text")
+            epoch_eval = forward_flops(model, tok, val, k.max_length, length_sorted=False)
+            judging = forward_flops(model, tok, val, k.max_length) + forward_flops(model, tok, test, k.max_length)
+            cb.reserve(epoch_eval, judging, evaluate_on_stop=False)
     with Meter(config.metering, phase=run_id) as m:
         facts = train_student(
             model, tok, texts + transfer if with_teacher else texts,
             labels + [NO_LABEL] * len(transfer) if with_teacher else labels, k, seed=seed,
             scratch_root=work_dir, run_id=run_id, meter=m, teacher=outputs if with_teacher else None,
             validation=(column(data.validation, "text"), column(data.validation, "label")),
-            rules=config.rules, progress=say,
+            rules=config.rules, progress=say, callbacks=callbacks,
         )  # fmt: skip
         judged = _judge(model, tok, data, k.max_length, m)
     model.cpu()
@@ -298,12 +323,18 @@ def _train_one(
     if rule is not None and rule["rule"] == "overfit":
         # early stopping in the usual sense: the student learned, more steps would make it worse
         facts["early_stop"], rule = rule["message"], None
+    status: RunStatus = "ok"
+    message: str | None = None
+    if rule is not None:
+        status, message = "stopped", f"stopped by rule {rule['rule']} at step {rule['step']}: {rule['message']}"
+    if facts.get("budget"):  # the partial student is judged and kept, like any budget-stopped run
+        status, message = "budget", facts["budget"]
     return RunResult(
         run_id=run_id,
         candidate=_candidate(run_id, origin, model, "distilled" if with_teacher else "finetune", parent="teacher"),
         hyperparameters={**hp, "seed": seed, **({} if with_teacher else {"alpha": 1.0})},
-        status="stopped" if rule else "ok",
-        message=f"stopped by rule {rule['rule']} at step {rule['step']}: {rule['message']}" if rule else None,
+        status=status,
+        message=message,
         cost=m.cost,
         artifact=str(folder.relative_to(work_dir)),
         details={

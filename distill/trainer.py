@@ -122,6 +122,7 @@ def train_student(
     validation: tuple[Sequence[str], Sequence[int]] | None = None,
     rules: RulesConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train ``model`` in place on the rows, with the teacher's soft targets when given.
 
@@ -138,9 +139,12 @@ def train_student(
         teacher: cached teacher outputs; None trains on the labels only.
         validation: texts and labels evaluated once per epoch (the health rules read the loss).
         rules: training-health rules; defaults when None.
+        callbacks: more Trainer callbacks; one with ``bind`` (the budget watch) is bound to ``meter``
+            and this run's counter first.
 
     Returns:
-        Training facts: steps, total_steps, final_loss, and the health rule that fired, if one did.
+        Training facts: steps, total_steps, final_loss, the health rule that fired, if one did, and
+        ``budget``: why a budget callback stopped the run, if one did.
     """
     say = progress or (lambda _m: None)
     if teacher is None and any(int(y) == NO_LABEL for y in labels):
@@ -180,6 +184,9 @@ def train_student(
         disable_tqdm=True,
     )
     metering = MeteringCallback(meter, model.config, num_labels=int(model.config.num_labels))
+    for cb in callbacks:  # the budget watch reads this run's meter as it goes
+        if hasattr(cb, "bind"):
+            cb.bind(meter, metering)
     trainer = DistillTrainer(
         model=model,
         args=args,
@@ -187,7 +194,7 @@ def train_student(
         eval_dataset=val_ds,
         data_collator=_Collator(tokenizer),
         processing_class=tokenizer,
-        callbacks=[metering, *checks],
+        callbacks=[metering, *checks, *callbacks],
         kd=settings if teacher is not None else None,
         projection=projection,
     )
@@ -213,6 +220,9 @@ def train_student(
         "total_steps": total_steps,
         "final_loss": sum(losses[-steps_per_epoch:]) / len(losses[-steps_per_epoch:]) if losses else float("nan"),
     }
+    stopped = next((cb.stop_message for cb in callbacks if getattr(cb, "stop_status", None) == "budget"), None)
+    if stopped:
+        facts["budget"] = stopped
     firing = first_firing(checks)
     if firing is not None:
         facts["rule"] = {"rule": firing.rule, "step": firing.step, "message": firing.message}

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from advisor.advise import advise
-from advisor.budget import BudgetCallback, Rates, forecast_run
+from advisor.budget import BudgetCallback, FitBudget, Rates, forecast_run
 from advisor.cli import main
 from advisor.config import build_config
 from advisor.types import AcceptanceCriteria, Cost
@@ -180,3 +180,94 @@ def test_an_exhausted_budget_exits_1_and_says_what_was_spent(
     out = capsys.readouterr().out
     assert code == 1
     assert "budget: spent" in out and "PFLOPs" in out
+
+
+# ----------------------------------------------------------------------------- the baseline, between its fits
+
+
+@pytest.mark.parametrize(
+    "crit, spent, rates",
+    [
+        (AcceptanceCriteria(budget_seconds=10.0), Cost(wall_s=2.0), Rates()),
+        (AcceptanceCriteria(budget_kwh=0.1), Cost(energy_cpu_kwh=0.02), Rates(kwh_per_s=0.01)),
+    ],
+    ids=["seconds", "kwh"],
+)
+def test_the_baseline_watch_refuses_the_fit_forecast_to_cross_the_budget(
+    crit: AcceptanceCriteria, spent: Cost, rates: Rates
+) -> None:
+    watch = FitBudget(crit, spent, rates)
+    meter = FakeMeter()
+    watch.bind(meter)
+    fits = 0
+    while watch.next_fit(f"fit {fits + 1}"):
+        meter.seconds += 1.5 if fits == 0 else 1.0  # the first fit is the longest: it is the forecast
+        fits += 1
+    # after 6 fits (6.5 s) the next one, forecast at 1.5 s, still fits (2 + 6.5 + 1.5 = 10 s, or 0.1 kWh
+    # at 0.01 kWh/s); after 7 (7.5 s) it would not (11 s, 0.11 kWh)
+    assert fits == 7
+    assert watch.stop_message is not None and "fit 8" in watch.stop_message and "left" in watch.stop_message
+    assert not watch.next_fit("fit 9")  # once refused, the phase stays stopped
+
+
+def test_the_baseline_watch_cannot_check_kwh_without_an_energy_rate() -> None:
+    watch = FitBudget(AcceptanceCriteria(budget_kwh=1e-9), Cost(), Rates())
+    meter = FakeMeter()
+    watch.bind(meter)
+    for _ in range(5):
+        assert watch.next_fit("a fit")
+        meter.seconds += 1.0
+    assert watch.stop_message is None
+
+
+def test_a_seconds_budget_smaller_than_the_baseline_stops_it_between_fits(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+) -> None:
+    from advisor.baseline import fit_baseline
+    from advisor.data import load_task_data
+
+    ladder, _ = one_rung
+    data = write_csv(tmp_path / "big.csv", synthetic_rows(1500))
+    free_config = _config(tmp_path, ladder, data, "free", "metering.codecarbon=false")
+    free = fit_baseline(load_task_data(free_config.data), free_config, tmp_path / "free")
+    assert free.status == "ok" and free.details["cv"] is not None
+    # well under the baseline's own time: timing noise between the two fits cannot decide it
+    budget = 0.3 * free.cost.wall_s
+    capped = advise(
+        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=false", f"criteria.budget_seconds={budget}")
+    )
+    assert capped.baseline.status == "budget" and "fit" in (capped.baseline.message or "")
+    assert capped.runs == ()  # the climb ends: no transformer starts on a spent budget
+    assert capped.details["outcome"] == "budget" and "baseline was stopped by the budget" in capped.stop_reason
+    assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
+    # the partial baseline is judged like any stopped run
+    assert capped.baseline.metrics and capped.verdicts["baseline"].state in ("fail", "undecided")
+
+
+# ----------------------------------------------------------------------------- distillation
+
+
+def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_training(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+) -> None:
+    ladder, data = one_rung
+    # the trial meets the floor but not max_params: the climb distils it
+    common = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
+    free = advise(_config(tmp_path, ladder, data, "free", *common))
+    student = free.run("tiny-t1-student")
+    assert student is not None and student.status == "ok", free.stop_reason
+    phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
+    before_training = free.total_cost.flops - student.cost.flops + phases["teacher"].flops
+    before_training += phases["teacher_logits"].flops
+    # room for the teacher's passes and half of the student's training and judging
+    budget = (before_training + 0.5 * phases["distill"].flops) / 1e15
+    capped = advise(_config(tmp_path, ladder, data, "capped", *common, f"criteria.budget_pflops={budget}"))
+    stopped = capped.run("tiny-t1-student")
+    assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or "")
+    assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
+    assert 0 < stopped.details["steps"] < student.details["steps"]
+    assert capped.total_cost.flops <= 1.05 * budget * 1e15
+    assert capped.details["outcome"] == "budget"
+    assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
+    # the partial student was judged on the validation rows like any stopped run
+    assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)

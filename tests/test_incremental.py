@@ -220,6 +220,40 @@ def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: 
     assert "the climb was not resumed: the budget" in again.stop_reason and again.details["outcome"] == "budget"
 
 
+def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
+    tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from advisor.budget import BudgetCallback
+
+    watches: list[BudgetCallback] = []
+    real = incremental_mod.train_run
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        watches.extend(cb for cb in kwargs.get("extra_callbacks", ()) if isinstance(cb, BudgetCallback))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(incremental_mod, "train_run", watched)
+    # the gate before a continuation (tested above) would refuse it outright: let it start, to be stopped inside
+    monkeypatch.setattr(incremental_mod, "budget_refuses", lambda *_a: None)
+    rows = _rows(200, 0, "a") + _rows(200, 1, "b")
+    never = ["criteria.floor=0.99", "tuning.trials_per_rung=1"]  # no continuation passes: nothing is test-scored
+    free = advise(_from_config(tmp_path, rows, *never, f"output.out={tmp_path / 'free'}"), from_run=earlier)
+    c1 = free.run("tiny-a-c1")
+    assert c1.status == "ok"
+    judged_earlier = free.run("tiny-a-earlier").cost.flops  # one measured validation pass of this model
+    budget = (free.total_cost.flops - 0.5 * c1.cost.flops) / 1e15
+    watches.clear()
+    capped = advise(
+        _from_config(tmp_path, rows, *never, f"output.out={tmp_path / 'capped'}", f"criteria.budget_pflops={budget}"),
+        from_run=earlier,
+    )
+    # the watch reserved the forecast of the judging pass: about the validation pass measured above
+    assert watches and 0.8 * judged_earlier <= watches[0].judging_flops <= 1.05 * judged_earlier
+    stopped = capped.run("tiny-a-c1")
+    assert stopped.status == "budget" and stopped.metrics  # stopped inside, then judged
+    assert capped.total_cost.flops <= 1.05 * budget * 1e15
+
+
 def test_from_killed_mid_continuation_resumes_without_redoing_finished_work(
     tmp_path: Path, earlier: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
