@@ -402,6 +402,35 @@ def write_results(
     return writer.finish(title, tables, notes, raw)
 
 
+def open_results(
+    script: str,
+    argv: Sequence[str] | None,
+    args: Any,
+    result_name: Callable[[Any], tuple[str, str]],
+    each: str,
+) -> tuple[ResultsWriter, str]:
+    """A script's start: its threads set, its :class:`ResultsWriter` opened, where results go said.
+
+    Args:
+        script: the file name under ``benchmarks/``, for the command line written beside the results.
+        argv: the arguments as given to ``main`` (None: ``sys.argv``).
+        args: the parsed arguments; ``args.threads`` and ``args.out`` are read.
+        result_name: the script's ``args -> (file stem, title)``.
+        each: what one line of ``<name>.jsonl`` holds, e.g. ``"method's row"``.
+
+    Returns:
+        The writer (a bad ``--out`` has failed here, before anything is measured) and the title.
+
+    Raises:
+        BenchError: ``args.out`` cannot be created or written.
+    """
+    name, title = result_name(args)
+    set_threads(args.threads)
+    writer = ResultsWriter(name, command_line(script, argv), args.out)
+    say(f"results: {writer.out / name}.md/.json; each {each} in {writer.jsonl} as it finishes")
+    return writer, title
+
+
 def command_line(script: str, argv: Sequence[str] | None) -> str:
     """The command as the user typed it, arguments quoted where the shell needs it."""
     import shlex
