@@ -20,7 +20,7 @@ from advisor.config import Config
 from advisor.cost import Meter
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
-from advisor.types import Candidate, RunResult
+from advisor.types import Candidate, Footprint, RunResult
 
 BASELINE = Candidate(name="baseline", kind="baseline", source="tfidf+logreg")
 
@@ -136,7 +136,8 @@ def fit_baseline(
         test_metrics=test_metrics,
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
-        details={"size_mb": size_mb, **lat, "params": n_params, "cv": cv},
+        details={"cv": cv},
+        footprint=Footprint(size_mb=size_mb, params=n_params, **lat),
         val_predictions=tuple(int(x) for x in val_pred),
         test_predictions=tuple(int(x) for x in test_pred),
     )

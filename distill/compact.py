@@ -18,7 +18,7 @@ from advisor.cost import Meter
 from advisor.data import TaskData, column
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
-from advisor.types import RunResult
+from advisor.types import Footprint, RunResult
 from distill.compress import model_latency
 from distill.config import build_distill_config
 from distill.pipeline import distill_models
@@ -90,12 +90,11 @@ def distil_run(
         cost=report.total_cost + meter.cost,
         artifact=str(dest.relative_to(run_dir)),
         details={
-            "size_mb": dir_size_mb(dest),
-            **lat,
             "teacher_run": teacher_run.run_id,
             "retention": retention,
             "retention_metric": metric,
             "distill_phases": {k: v.to_dict() for k, v in report.phases.items()},
         },
+        footprint=Footprint(size_mb=dir_size_mb(dest), params=best.candidate.params_total, latency_device="cpu", **lat),
         val_predictions=best.val_predictions,
     )
