@@ -137,7 +137,7 @@ def fit_baseline(
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
         details={"cv": cv},
-        footprint=Footprint(size_mb=size_mb, params=n_params, **lat),
+        footprint=Footprint(size_mb, lat["latency_ms_p50"], lat["latency_ms_p95"], n_params),
         val_predictions=tuple(int(x) for x in val_pred),
         test_predictions=tuple(int(x) for x in test_pred),
     )

@@ -290,7 +290,8 @@ def train_run(
             size_mb=dir_size_mb(dest),
             params=total_params,
             latency_device=devices.describe_device(config.criteria.latency_device),  # CPU by default
-            **lat,
+            latency_ms_p50=lat["latency_ms_p50"],
+            latency_ms_p95=lat["latency_ms_p95"],
         )
         cost = cost + lat_meter.cost
     metering.close()

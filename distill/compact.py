@@ -95,6 +95,8 @@ def distil_run(
             "retention_metric": metric,
             "distill_phases": {k: v.to_dict() for k, v in report.phases.items()},
         },
-        footprint=Footprint(size_mb=dir_size_mb(dest), params=best.candidate.params_total, latency_device="cpu", **lat),
+        footprint=Footprint(
+            dir_size_mb(dest), lat["latency_ms_p50"], lat["latency_ms_p95"], best.candidate.params_total, "cpu"
+        ),
         val_predictions=best.val_predictions,
     )
