@@ -21,7 +21,7 @@ from advisor.config import Config
 from advisor.cost import Meter
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
-from advisor.types import Candidate, RunResult
+from advisor.types import Candidate, Footprint, RunResult
 
 BASELINE = Candidate(name="baseline", kind="baseline", source="tfidf+logreg")
 
@@ -183,7 +183,8 @@ def fit_baseline(
         message=stopped,
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
-        details={"size_mb": size_mb, **lat, "params": n_params, "cv": cv},
+        details={"cv": cv},
+        footprint=Footprint(size_mb, lat["latency_ms_p50"], lat["latency_ms_p95"], n_params),
         val_predictions=tuple(int(x) for x in val_pred),
         test_predictions=tuple(int(x) for x in test_pred),
     )

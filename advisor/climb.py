@@ -200,9 +200,9 @@ class Climb:
         runs = [*self.before, *self.runs]
         return [BudgetCallback(self.config.criteria, search_spent(runs), eval_flops, Rates.measured(runs))]
 
-    def _train_small(self, action: Train) -> RunResult:
+    def _train(self, action: Train, hp: dict[str, Any], callbacks: list[Any], **kw: Any) -> RunResult:
+        """Train the action's rung with ``hp`` (the configured batch size added), its budget watched."""
         rung = self.rungs[action.rung]
-        self.say(f"{rung.name}: small experiment on {self.config.tuning.small_fraction:.0%} of the training data")
         return train_run(
             candidate_for(rung),
             self._source(rung.name),
@@ -210,12 +210,15 @@ class Climb:
             self.config,
             self.run_dir,
             action.run_id,
-            {"batch_size": self.config.train.batch_size},
-            train_fraction=self.config.tuning.small_fraction,
-            save_model=False,
-            extra_callbacks=self._budget(rung.name),
+            {**hp, "batch_size": self.config.train.batch_size},
+            extra_callbacks=[*callbacks, *self._budget(rung.name)],
             progress=self.say,
+            **kw,
         )
+
+    def _train_small(self, action: Train) -> RunResult:
+        self.say(f"{action.rung}: small experiment on {self.config.tuning.small_fraction:.0%} of the training data")
+        return self._train(action, {}, [], train_fraction=self.config.tuning.small_fraction, save_model=False)
 
     def _tuner(self, rung_name: str) -> RungTuner:
         if rung_name not in self.tuners:
@@ -266,17 +269,7 @@ class Climb:
         tuner = self._tuner(rung.name)
         trial, hp, origin = tuner.ask()
         pruner = PruningCallback(trial, self.config.criteria.metric)
-        run = train_run(
-            candidate_for(rung),
-            self._source(rung.name),
-            self.data,
-            self.config,
-            self.run_dir,
-            action.run_id,
-            {**hp, "batch_size": self.config.train.batch_size},
-            extra_callbacks=[pruner, *self._budget(rung.name)],
-            progress=self.say,
-        )
+        run = self._train(action, hp, [pruner])
         extra: dict[str, Any] = {"trial_origin": origin}
         small = next((r for r in self.runs if r.run_id == f"{rung.name}-small" and r.status == "ok"), None)
         if small is not None:

@@ -156,9 +156,7 @@ def judge(
             open_reasons.append(f"{shown} straddles {floor:.3f}: undecided{more}")
 
     if criteria.max_params is not None:
-        params = run.candidate.params_total
-        if params is None:
-            params = run.details.get("params")
+        params = run.candidate.params_total if run.candidate.params_total is not None else run.footprint.params
         if params is None:
             check("max_params", False, f"params not measured (ceiling {fmt_count(criteria.max_params)})")
         else:
@@ -168,18 +166,17 @@ def judge(
             )
 
     ceilings = (
-        ("max_size_mb", "size", "size_mb", criteria.max_size_mb, "MB"),
-        ("max_latency_ms", "p95 latency", "latency_ms_p95", criteria.max_latency_ms, "ms"),
+        ("max_size_mb", "size", run.footprint.size_mb, criteria.max_size_mb, "MB"),
+        ("max_latency_ms", "p95 latency", run.footprint.latency_ms_p95, criteria.max_latency_ms, "ms"),
     )
-    for key, label, detail, limit, unit in ceilings:
+    for key, label, measured, limit, unit in ceilings:
         if limit is None:
             continue
-        measured = run.details.get(detail)
         if measured is None:
             check(key, False, f"{label} not measured (ceiling {fmt_num(limit)} {unit})")
         else:
-            ok = float(measured) <= limit
-            check(key, ok, f"{label} {fmt_num(float(measured))} {unit} {'<=' if ok else '>'} {fmt_num(limit)} {unit}")
+            ok = measured <= limit
+            check(key, ok, f"{label} {fmt_num(measured)} {unit} {'<=' if ok else '>'} {fmt_num(limit)} {unit}")
 
     reasons = tuple(r for _, r in failing) + tuple(open_reasons) + tuple(passing)
     floor_met = value is not None and not open_reasons and all(k != "floor" for k, _ in failing)

@@ -52,6 +52,34 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def write_text_atomic(path: Path, text: str, *, fault: str | None = None) -> None:
+    """Write ``text`` so that ``path`` is either the old file or the complete new one, never half.
+
+    The text goes to a temporary file in the same folder (``.<name>.*.tmp``), synced, then renamed
+    over ``path``. The file gets the permissions of an ordinary new file (the umask's), not the
+    private ones ``mkstemp`` gives. ``fault`` names a :func:`fault_point` hit while the file is
+    half written (crash-safety tests).
+
+    Raises:
+        OSError: the folder cannot be written; the temporary file is removed.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if fault is not None:
+                fault_point(fault)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _acquire(run_dir: Path) -> FileLock:
     lock = FileLock(str(run_dir / LOCK_NAME))
     try:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from advisor.criteria import PFLOP, fmt_count, fmt_num
 from advisor.errors import RunDirError
-from advisor.ledger import fault_point
+from advisor.ledger import write_text_atomic
 from advisor.outcome import Report
 from advisor.plot import plot_png
 from advisor.report import (
@@ -291,21 +289,6 @@ def to_html(report: Report) -> str:
 # ----------------------------------------------------------------------------- files
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old file or the complete new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fault_point(f"report:{path.name}")  # test-only crash injection while a report is half on disk
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(report: Report, run_dir: Path) -> dict[str, Path]:
     """Write report.json, report.md and report.html into ``run_dir`` atomically.
 
@@ -327,7 +310,7 @@ def write_reports(report: Report, run_dir: Path) -> dict[str, Path]:
         for stale in run_dir.glob(".report.*.tmp"):  # left by a process killed mid-write; never read
             stale.unlink(missing_ok=True)
         for key, (name, text) in contents.items():
-            _write_atomic(run_dir / name, text)
+            write_text_atomic(run_dir / name, text, fault=f"report:{name}")  # fault: crash-safety tests
             out[key] = run_dir / name
     except OSError as exc:
         raise RunDirError(

@@ -44,7 +44,7 @@ from advisor.inference import predict_labels, tokenize
 from advisor.ledger import fault_point
 from advisor.loading import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
-from advisor.types import Candidate, RunResult
+from advisor.types import Candidate, Footprint, RunResult
 from advisor.watchdog import Stalled, StallRule
 
 #: hyperparameters a trial may set; anything else is a programming error
@@ -280,20 +280,26 @@ def train_run(
     if batch[1] > 1:
         details["per_device_batch_size"], details["gradient_accumulation_steps"] = batch
     artifact = None
+    footprint = Footprint(params=total_params)
     cost = meter.cost
     # rank 0's record is the job's (agree below); a budget-stopped run's partial model is judged and kept
     if status in ("ok", "budget") and metrics and save_model and distributed.is_main():
         dest = run_dir / "runs" / run_id / "model"
         save_model_folder(model, tokenizer, dest)
         artifact = str(dest.relative_to(run_dir))
-        details["size_mb"] = dir_size_mb(dest)
         with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
             metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
             lat_meter.before_close(metering.flush)
             deployed: Any = model.to(devices.latency_device(config.criteria.latency_device))  # type: ignore[arg-type]
             texts = column(data.validation, "text")
-            details.update(latency_ms(lambda batch: predict_labels(deployed, tokenizer, batch, t.max_length), texts))
-            details["latency_device"] = devices.describe_device(config.criteria.latency_device)  # CPU by default
+            lat = latency_ms(lambda batch: predict_labels(deployed, tokenizer, batch, t.max_length), texts)
+        footprint = Footprint(
+            size_mb=dir_size_mb(dest),
+            params=total_params,
+            latency_device=devices.describe_device(config.criteria.latency_device),  # CPU by default
+            latency_ms_p50=lat["latency_ms_p50"],
+            latency_ms_p95=lat["latency_ms_p95"],
+        )
         cost = cost + lat_meter.cost
     metering.close()
     if status == "ok" and metrics:
@@ -321,6 +327,7 @@ def train_run(
             artifact=artifact,
             message=message,
             details=details,
+            footprint=footprint,
             val_predictions=tuple(int(x) for x in judged) if metrics else (),
         )
     )

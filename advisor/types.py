@@ -174,6 +174,47 @@ class Candidate:
         return cls(**dict(d))
 
 
+#: RunResult.details keys that ledgers written before :class:`Footprint` existed hold its figures in
+FOOTPRINT_KEYS = ("size_mb", "latency_ms_p50", "latency_ms_p95", "params", "latency_device")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a saved model costs to keep and to serve, as measured after training (None: not measured).
+
+    Attributes:
+        size_mb: the saved model on disk, in MB (1e6 bytes).
+        latency_ms_p50: median latency of one prediction at batch 1 (tokenising included), in ms.
+        latency_ms_p95: its 95th percentile, what ``max_latency_ms`` is checked against.
+        params: parameters of the model as saved (TF-IDF: the linear model's weights).
+        latency_device: where the latency was measured, e.g. "cpu".
+    """
+
+    size_mb: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    params: int | None = None
+    latency_device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("size_mb", "latency_ms_p50", "latency_ms_p95", "params"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or math.isnan(value) or value < 0):
+                raise ValueError(f"Footprint.{name} must be a number >= 0 or None. Got {value!r} instead.")
+        if self.params is not None:
+            object.__setattr__(self, "params", int(self.params))
+        for name in ("size_mb", "latency_ms_p50", "latency_ms_p95"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Footprint:
+        return cls(**{k: d[k] for k in FOOTPRINT_KEYS if d.get(k) is not None})
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One finished piece of training work and everything known about it.
@@ -196,8 +237,10 @@ class RunResult:
     message: str | None = None
     #: test metrics: only for the baseline and the recommendation, never used for choices
     test_metrics: Mapping[str, float] = field(default_factory=dict)
-    #: free-form extras: rule that fired and its numbers, forecasts, warm-start origin, size on disk ...
+    #: free-form extras: rule that fired and its numbers, forecasts, warm-start origin ...
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: size on disk, latency and parameters of the saved model (what the ceilings are checked against)
+    footprint: Footprint = field(default_factory=Footprint)
     #: predicted label id of every validation row, in the split's order, from the weights that were
     #: judged: paired comparisons between runs (same rows) and intervals are computed from these
     val_predictions: tuple[int, ...] = ()
@@ -245,6 +288,7 @@ class RunResult:
             "artifact": self.artifact,
             "message": self.message,
             "details": dict(self.details),
+            "footprint": self.footprint.to_dict(),
             "intervals": {k: dict(v) for k, v in self.intervals.items()},
             "val_predictions": list(self.val_predictions),
             "test_predictions": list(self.test_predictions),
@@ -252,6 +296,13 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        """The record from :meth:`to_dict`'s dict; also one written before ``footprint`` existed,
+        whose size, latency and parameters are read out of ``details``."""
+        details = dict(d.get("details", {}))
+        if "footprint" in d:
+            footprint = Footprint.from_dict(d["footprint"])
+        else:
+            footprint = Footprint.from_dict({k: details.pop(k) for k in FOOTPRINT_KEYS if k in details})
         return cls(
             run_id=d["run_id"],
             candidate=Candidate.from_dict(d["candidate"]),
@@ -262,7 +313,8 @@ class RunResult:
             artifact=d.get("artifact"),
             message=d.get("message"),
             test_metrics=d.get("test_metrics", {}),
-            details=d.get("details", {}),
+            details=details,
+            footprint=footprint,
             val_predictions=tuple(d.get("val_predictions", ())),
             test_predictions=tuple(d.get("test_predictions", ())),
             intervals=d.get("intervals", {}),

@@ -258,23 +258,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 # ----------------------------------------------------------------------------------------------- outputs
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder: a failed write leaves the old file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); results are ordinary files
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ResultsWriter:
     """One benchmark run's outputs: per-method JSON lines as they arrive, tables and files at the end.
 
@@ -363,9 +346,11 @@ class ResultsWriter:
         print(text, flush=True)
         md, js = self.out / f"{self.name}.md", self.out / f"{self.name}.json"
         payload = json.dumps({"command": self.command, "machine": self.info, "results": raw}, indent=2, default=str)
+        from advisor.ledger import write_text_atomic
+
         for path, content in ((js, payload), (md, text)):
             try:
-                _atomic_write(path, content)
+                write_text_atomic(path, content)
             except OSError as exc:
                 saved = (
                     f"each method's result is in {self.jsonl}"
@@ -400,6 +385,35 @@ def write_results(
     writer = ResultsWriter(safe_name(name), command, out)
     writer.record("all", raw)
     return writer.finish(title, tables, notes, raw)
+
+
+def open_results(
+    script: str,
+    argv: Sequence[str] | None,
+    args: Any,
+    result_name: Callable[[Any], tuple[str, str]],
+    each: str,
+) -> tuple[ResultsWriter, str]:
+    """A script's start: its threads set, its :class:`ResultsWriter` opened, where results go said.
+
+    Args:
+        script: the file name under ``benchmarks/``, for the command line written beside the results.
+        argv: the arguments as given to ``main`` (None: ``sys.argv``).
+        args: the parsed arguments; ``args.threads`` and ``args.out`` are read.
+        result_name: the script's ``args -> (file stem, title)``.
+        each: what one line of ``<name>.jsonl`` holds, e.g. ``"method's row"``.
+
+    Returns:
+        The writer (a bad ``--out`` has failed here, before anything is measured) and the title.
+
+    Raises:
+        BenchError: ``args.out`` cannot be created or written.
+    """
+    name, title = result_name(args)
+    set_threads(args.threads)
+    writer = ResultsWriter(name, command_line(script, argv), args.out)
+    say(f"results: {writer.out / name}.md/.json; each {each} in {writer.jsonl} as it finishes")
+    return writer, title
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:

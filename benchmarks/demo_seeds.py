@@ -76,21 +76,30 @@ def main() -> int:
                     f"{wall:.0f}" if run is doc["baseline"] else "",
                 ]
             )
-    headers = ["seed", "run", "validation (baseline: 5-fold CV) [decision level]", "verdict", "test [95%]", "pick", "wall s"]
-    table = markdown_table(headers, rows)
+    headers = [
+        "seed",
+        "run",
+        "validation (baseline: 5-fold CV) [decision level]",
+        "verdict",
+        "test [95%]",
+        "pick",
+        "wall s",
+    ]
     same = len(set(picks.values())) == 1
     verdict = f"the recommendation is {'the same' if same else 'NOT the same'} on every seed: {picks}"
+    _publish(args.out / "demo_seeds.md", "The demo on several split seeds", headers, rows, verdict)
+    return 0 if same else 1
+
+
+def _publish(path: Path, title: str, headers: list[str], rows: list[list], verdict: str) -> None:
+    """Print the table and its verdict, and write them under ``title`` with the command that made them."""
+    table = markdown_table(headers, rows)
     print(table)
     print(verdict)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "demo_seeds.md"
-    path.write_text(
-        f"# The demo on several split seeds\n\nCommand: `python benchmarks/demo_seeds.py {' '.join(sys.argv[1:])}`\n\n"
-        f"{table}\n\n{verdict}\n",
-        encoding="utf-8",
-    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = f"python benchmarks/demo_seeds.py {' '.join(sys.argv[1:])}"
+    path.write_text(f"# {title}\n\nCommand: `{command}`\n\n{table}\n\n{verdict}\n", encoding="utf-8")
     say(f"wrote {path}")
-    return 0 if same else 1
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -145,19 +154,11 @@ def replay(args: argparse.Namespace) -> int:
             )
         rows.append([seed, "(stop)", action.reason[:120], action.outcome, ""])
     headers = ["seed", "run", f"{config.criteria.metric} at the decision level", "verdict", "pick"]
-    table = markdown_table(headers, rows)
     same = len(set(picks.values())) == 1 and None not in picks.values()
     verdict = f"replayed with {args.set or 'configs/demo.yaml'}: the recommendation is {'the same' if same else 'NOT the same'} on every seed: {picks}"
-    print(table)
-    print(verdict)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "demo_seeds-replay.md"
-    path.write_text(
-        f"# The demo's decisions replayed on recorded runs\n\nCommand: `python benchmarks/demo_seeds.py "
-        f"{' '.join(sys.argv[1:])}`\n\n{table}\n\n{verdict}\n",
-        encoding="utf-8",
+    _publish(
+        args.out / "demo_seeds-replay.md", "The demo's decisions replayed on recorded runs", headers, rows, verdict
     )
-    say(f"wrote {path}")
     return 0 if same else 1
 
 

@@ -26,15 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    ResultsWriter,
-    command_line,
     data_slug,
     fixed_split,
     markdown_table,
     median,
+    open_results,
     run_cli,
     say,
-    set_threads,
 )
 
 
@@ -263,10 +261,7 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    name, title = result_name(args)
-    set_threads(args.threads)
-    writer = ResultsWriter(name, command_line("distill_bench.py", argv), args.out)  # fails now if --out is unusable
-    say(f"results: {writer.out / name}.md/.json; each student's row in {writer.jsonl} as it finishes")
+    writer, title = open_results("distill_bench.py", argv, args, result_name, "student's row")
     import torch
 
     from advisor.loading import load_for_classification

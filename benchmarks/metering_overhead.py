@@ -23,7 +23,7 @@ import tempfile
 import time
 
 import torch
-from common import ResultsWriter, command_line, data_slug, markdown_table, run_cli, set_threads
+from common import data_slug, markdown_table, open_results, run_cli
 from datasets import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -180,10 +180,7 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    set_threads(args.threads)
-    name, title = result_name(args)
-    writer = ResultsWriter(name, command_line("metering_overhead.py", argv), args.out)  # fails now if --out is unusable
-    print(f"results: {writer.out / name}.md/.json; each timed run in {writer.jsonl} as it finishes", flush=True)
+    writer, title = open_results("metering_overhead.py", argv, args, result_name, "timed run")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     n = args.steps * args.batch_size

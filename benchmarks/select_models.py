@@ -38,15 +38,13 @@ from typing import Any
 
 from common import (
     DEFAULT_TARGETS,
-    ResultsWriter,
-    command_line,
     data_slug,
     fixed_split,
     markdown_table,
+    open_results,
     run_cli,
     safe_name,
     say,
-    set_threads,
 )
 
 DEFAULT_METHODS = "greenladder,exhaustive,optuna,flaml"
@@ -695,10 +693,7 @@ def split_name(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    name, title = result_name(args)
-    set_threads(args.threads)
-    writer = ResultsWriter(name, command_line("select_models.py", argv), args.out)  # fails now if --out is unusable
-    say(f"results: {writer.out / name}.md/.json; each method's row in {writer.jsonl} as it finishes")
+    writer, title = open_results("select_models.py", argv, args, result_name, "method's row")
     work = Path(tempfile.mkdtemp(prefix="greenladder-select-"))
     say(f"working in {work}")
     data, folder = fixed_split(

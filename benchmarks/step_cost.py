@@ -25,7 +25,7 @@ import sys
 import time
 
 import torch
-from common import ResultsWriter, command_line, data_slug, markdown_table, run_cli, set_threads
+from common import data_slug, markdown_table, open_results, run_cli
 
 from advisor.loading import load_for_classification
 from advisor.models import load_ladder, materialise
@@ -98,10 +98,7 @@ def _batch(args: argparse.Namespace, tokenizer: object, texts: list[str] | None,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    set_threads(args.threads)
-    name, title = result_name(args)
-    writer = ResultsWriter(name, command_line("step_cost.py", argv), args.out)  # fails now if --out is unusable
-    print(f"results: {writer.out / name}.md/.json; each row in {writer.jsonl} as it is timed", flush=True)
+    writer, title = open_results("step_cost.py", argv, args, result_name, "row")
     steps = 3 if args.quick else args.steps
     texts, labels, label_names = None, None, ["a", "b"]
     if args.data:

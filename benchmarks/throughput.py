@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    ResultsWriter,
-    command_line,
     data_slug,
     fixed_split,
     markdown_table,
     median,
+    open_results,
     run_cli,
     say,
-    set_threads,
 )
 
 
@@ -260,10 +258,7 @@ HEADERS = [
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    name, title = result_name(args)
-    set_threads(args.threads)
-    writer = ResultsWriter(name, command_line("throughput.py", argv), args.out)  # fails now if --out is unusable
-    say(f"results: {writer.out / name}.md/.json; each training's measurement in {writer.jsonl} as it finishes")
+    writer, title = open_results("throughput.py", argv, args, result_name, "training's measurement")
     import torch
 
     from advisor.builtin_models import BUILTIN_SOURCES

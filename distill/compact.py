@@ -19,7 +19,7 @@ from advisor.cost import Meter
 from advisor.data import TaskData, column
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
-from advisor.types import RunResult
+from advisor.types import Footprint, RunResult
 from distill.compress import model_latency
 from distill.config import build_distill_config
 from distill.pipeline import distill_models
@@ -97,8 +97,6 @@ def distil_run(
         cost=report.total_cost + meter.cost,
         artifact=str(dest.relative_to(run_dir)),
         details={
-            "size_mb": dir_size_mb(dest),
-            **lat,
             "teacher_run": teacher_run.run_id,
             "steps": best.details.get("steps"),
             "total_steps": best.details.get("total_steps"),
@@ -106,5 +104,8 @@ def distil_run(
             "retention_metric": metric,
             "distill_phases": {k: v.to_dict() for k, v in report.phases.items()},
         },
+        footprint=Footprint(
+            dir_size_mb(dest), lat["latency_ms_p50"], lat["latency_ms_p95"], best.candidate.params_total, "cpu"
+        ),
         val_predictions=best.val_predictions,
     )

@@ -18,17 +18,23 @@ from advisor.layering import build_dataclass, merge_sources
 
 
 @dataclass(frozen=True)
-class TeacherTrainConfig:
-    """The teacher's fine-tune: only the settings it reads (the distillation trainer, with alpha 1:
-    the hard labels alone), so nothing here is accepted and then ignored."""
+class OptimConfig:
+    """The optimisation settings the teacher's fine-tune and the students share, with one default each."""
 
-    #: two epochs: a teacher is fine-tuned once and only needs to beat its students
-    epochs: float = 2.0
     learning_rate: float = 1e-4
     batch_size: int = 32
     max_length: int = 128
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig(OptimConfig):
+    """The teacher's fine-tune: only the settings it reads (the distillation trainer, with alpha 1:
+    the hard labels alone), so nothing here is accepted and then ignored."""
+
+    #: two epochs: a teacher is fine-tuned once and only needs to beat its students
+    epochs: float = 2.0
     seed: int = 0
 
 
@@ -46,7 +52,7 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
-class KDConfig:
+class KDConfig(OptimConfig):
     #: weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
     alpha: float = 0.5
     #: softening temperature; 2-4 is the usual range for a few classes (Hinton et al., 2015)
@@ -56,11 +62,6 @@ class KDConfig:
     hidden_weight: float = 0.0
     #: students start from teacher layers, so they need fewer epochs than a fine-tune from scratch
     epochs: float = 3.0
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
     #: one student (and one control) per seed; several seeds show the spread of the gain
     seeds: list[int] = field(default_factory=lambda: [0])
     #: train the same student without the teacher (same budget and seed) to measure the gain

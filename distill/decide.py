@@ -3,7 +3,7 @@
 Distillation only pays when the teacher knows more than the student learns from the labels alone.
 Before the distilled students are trained, the teacher and the first no-teacher control (the
 cheap path: the same student trained on the labels) are compared on the same validation rows:
-a paired bootstrap interval of the accuracy difference (Efron & Tibshirani 1993, resampling rows)
+a paired bootstrap interval of the accuracy difference (:func:`advisor.stats.paired_gain`, resampling rows)
 and McNemar's exact test on the rows where they disagree (McNemar 1947). When the interval does not
 lie above ``margin``, the report says so and recommends the cheaper path.
 """
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import binomtest
+
+from advisor.stats import paired_gain
 
 Verdict = Literal["teacher_better", "no_evidence", "control_better"]
 
@@ -72,26 +73,31 @@ def teacher_vs_control(
             "teacher_vs_control needs the same non-empty rows for both models. "
             f"Got {len(teacher_predictions)}, {len(control_predictions)}, {len(labels)}."
         )
+    num_labels = 1 + int(max(max(labels), max(teacher_predictions), max(control_predictions)))
+    gain = paired_gain(
+        "accuracy",
+        labels,
+        teacher_predictions,
+        control_predictions,
+        num_labels,
+        confidence,
+        replicates=resamples,
+        seed=seed,
+    )
+    low, high = gain.low / 100, gain.high / 100
     t = np.asarray(teacher_predictions) == np.asarray(labels)
     c = np.asarray(control_predictions) == np.asarray(labels)
-    diff_rows = t.astype(float) - c.astype(float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff_rows), size=(resamples, len(diff_rows)))
-    boots = diff_rows[idx].mean(axis=1)
-    tail = (1.0 - confidence) / 2
-    low, high = (float(x) for x in np.quantile(boots, [tail, 1.0 - tail]))
     teacher_only, control_only = int((t & ~c).sum()), int((c & ~t).sum())
-    discordant = teacher_only + control_only
-    p = float(binomtest(teacher_only, discordant, 0.5).pvalue) if discordant else 1.0
+    p = gain.p_value if gain.p_value is not None else 1.0
     verdict: Verdict = "teacher_better" if low > margin else "control_better" if high < 0 else "no_evidence"
     return TeacherCheck(
         teacher_accuracy=float(t.mean()),
         control_accuracy=float(c.mean()),
-        difference=float(diff_rows.mean()),
+        difference=gain.points / 100,
         low=low,
         high=high,
         confidence=confidence,
-        n=len(diff_rows),
+        n=gain.n,
         teacher_only=teacher_only,
         control_only=control_only,
         p_value=p,

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 import advisor.climb as climb_mod
 from advisor.advise import advise
@@ -15,7 +14,7 @@ from advisor.cli import main
 from advisor.config import build_config
 from advisor.tuning import default_trial, probe_trial
 from advisor.types import Cost
-from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
 
 # tiny random models that learn the keyword task in a few seconds (a high learning rate): the floors
 # below are far above chance (0.5), so a test passes only when training really learned
@@ -36,28 +35,10 @@ def ladder(tmp_path: Path) -> Path:
     a = make_tiny_model(tmp_path / "tiny-a", seed=0, layers=1, hidden=32)
     b = make_tiny_model(tmp_path / "tiny-b", seed=1, layers=2, hidden=32)
     rungs = [
-        {
-            "name": "tiny-a",
-            "source": str(a),
-            "description": "1 layer",
-            "params_total": 10_000,
-            "params_non_embedding": 9_000,
-            "layers": 1,
-            "hidden": 32,
-        },
-        {
-            "name": "tiny-b",
-            "source": str(b),
-            "description": "2 layers",
-            "params_total": 20_000,
-            "params_non_embedding": 18_000,
-            "layers": 2,
-            "hidden": 32,
-        },
+        tiny_rung(a, "tiny-a", description="1 layer"),
+        tiny_rung(b, "tiny-b", layers=2, params_total=20_000, params_non_embedding=18_000, description="2 layers"),
     ]
-    path = tmp_path / "ladder.yaml"
-    path.write_text(yaml.safe_dump({"rungs": rungs}))
-    return path
+    return write_ladder(tmp_path / "ladder.yaml", rungs)
 
 
 def _config(tmp_path: Path, ladder: Path, data: Path, floor: float, extra: list[str] = ()):  # type: ignore[assignment]

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from advisor.best import BestWeights, EarlyStopping, patience_for
+from tests.conftest import tiny_classifier
 
 
 def _accuracy(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
@@ -35,18 +36,7 @@ class Snapshots(TrainerCallback):
 
 def test_a_run_that_gets_worse_is_stopped_and_the_first_evaluations_weights_come_back(tmp_path) -> None:
     # learn 8 examples by heart; validate on the same texts with flipped labels: accuracy falls as it learns
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(
-        BertConfig(
-            vocab_size=99,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        )
-    )
+    model = tiny_classifier(dropout=0.0)
     best, stop, snaps = BestWeights("accuracy", _accuracy), EarlyStopping("accuracy", patience=2), Snapshots()
     trainer = Trainer(
         model=model,

@@ -18,7 +18,7 @@ from advisor.criteria import (
 )
 from advisor.errors import ConfigError
 from advisor.stats import Interval
-from advisor.types import AcceptanceCriteria, Candidate, Cost, RunResult
+from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
 
 PROV = {"time": "measured", "flops": "analytic", "energy": "estimated", "emissions": "estimated"}
 
@@ -30,6 +30,7 @@ def make_run(
     params: int | None = 22_700_000,
     details: dict | None = None,
     cost: Cost | None = None,
+    footprint: Footprint | None = None,
     message: str | None = None,
 ) -> RunResult:
     return RunResult(
@@ -41,6 +42,7 @@ def make_run(
         cost=cost or Cost(),
         message=message,
         details=details or {},
+        footprint=footprint or Footprint(),
     )
 
 
@@ -50,7 +52,7 @@ def iv(value: float, half: float, n: int = 500) -> Interval:
 
 def test_judge_gives_one_reason_per_criterion_and_fails_below_floor() -> None:
     crit = AcceptanceCriteria(metric="accuracy", floor=0.9, max_params=30_000_000, max_latency_ms=50, max_size_mb=50)
-    v = judge(make_run(details={"latency_ms_p95": 41.0, "size_mb": 87.0}), crit, iv(0.874, 0.02))
+    v = judge(make_run(footprint=Footprint(latency_ms_p95=41.0, size_mb=87.0)), crit, iv(0.874, 0.02))
     assert not v.passed and v.state == "fail"
     assert set(v.failed) == {"floor", "max_size_mb"}
     # failing reasons first, so the first reason is what a table shows

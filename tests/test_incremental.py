@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import advisor.incremental as incremental_mod
 from advisor.advise import advise
@@ -21,7 +20,7 @@ from advisor.errors import DataError
 from advisor.head import extend_head
 from advisor.loading import load_for_classification
 from advisor.types import Candidate, Cost, RunResult
-from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
 from tests.test_advise import FAST, _config
 
 
@@ -29,18 +28,7 @@ from tests.test_advise import FAST, _config
 def ladder(tmp_path: Path) -> Path:
     """A one-rung ladder of a tiny random BERT (the earlier climb recommends it)."""
     a = make_tiny_model(tmp_path / "tiny-a", seed=0, layers=1, hidden=32)
-    rung = {
-        "name": "tiny-a",
-        "source": str(a),
-        "description": "1 layer",
-        "params_total": 10_000,
-        "params_non_embedding": 9_000,
-        "layers": 1,
-        "hidden": 32,
-    }
-    path = tmp_path / "ladder.yaml"
-    path.write_text(yaml.safe_dump({"rungs": [rung]}))
-    return path
+    return write_ladder(tmp_path / "ladder.yaml", [tiny_rung(a, "tiny-a", description="1 layer")])
 
 
 # ----------------------------------------------------------------------------- pure parts

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import datasets
 import pytest
-import yaml
 
 from advisor.cli import main as advise_main
 from advisor.ledger import Ledger
-from tests.conftest import make_tiny_model, synthetic_rows
+from tests.conftest import KEYWORD_TASK_SETS, make_tiny_model, set_flags, synthetic_rows, tiny_rung, write_ladder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,25 +44,11 @@ def _task(tmp_path: Path) -> list[str]:
         tmp_path / "data"
     )
     folder = make_tiny_model(tmp_path / "tiny-a", seed=0, layers=1)
-    rung = {"name": "tiny-a", "source": str(folder), "description": "tiny", "params_total": 10_951}
-    rung.update(params_non_embedding=7_975, layers=1, hidden=32)
-    (tmp_path / "ladder.yaml").write_text(yaml.safe_dump({"rungs": [rung]}), encoding="utf-8")
-    sets = {
-        "criteria.max_params": "100000",
-        "metering.codecarbon": "false",
-        "rules.enabled": "false",
-        "train.epochs": "6",
-        "tuning.epochs_max": "6",
-        "train.batch_size": "16",
-        "train.learning_rate": "0.003",
-        "tuning.lr_max": "0.003",
-        "train.warmup_ratio": "0",
-        "tuning.trials_per_rung": "2",
-    }
-    args = ["--data", str(tmp_path / "data"), "--ladder", str(tmp_path / "ladder.yaml"), "--target", "accuracy=0.9"]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    return args
+    rung = tiny_rung(folder, "tiny-a", params_total=10_951, params_non_embedding=7_975, description="tiny")
+    write_ladder(tmp_path / "ladder.yaml", [rung])
+    sets = {**KEYWORD_TASK_SETS, "tuning.trials_per_rung": "2"}
+    data, ladder = str(tmp_path / "data"), str(tmp_path / "ladder.yaml")
+    return ["--data", data, "--ladder", ladder, "--target", "accuracy=0.9", *set_flags(sets)]
 
 
 def _real_flops(run: dict) -> float:  # type: ignore[type-arg]

@@ -18,7 +18,7 @@ from advisor.gains import run_gains
 from advisor.outcome import REPORT_SCHEMA_VERSION, Report
 from advisor.pages import to_html, to_markdown, write_reports
 from advisor.report import rung_rows, to_json, to_table
-from advisor.types import AcceptanceCriteria, Candidate, Cost, RunResult
+from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
 
 CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)
 N = 1000
@@ -55,7 +55,7 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         _cost(0.0, 1e-5, 0.004, 2.0, flops_prov="not_applicable"),
         artifact="runs/baseline/model.skops",
         test_metrics={"accuracy": 0.75},
-        details={"size_mb": 3.1, "latency_ms_p95": 0.4},
+        footprint=Footprint(size_mb=3.1, latency_ms_p95=0.4),
         val_predictions=preds(0.70, 0),
     )
     l3 = Candidate("minilm-l3", "finetune", "paraphrase-MiniLM-L3-v2", params_total=17_400_000)
@@ -66,7 +66,7 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         "ok",
         {"accuracy": 0.74},
         _cost(0.3, 0.002, 0.8, 120),
-        details={"latency_ms_p95": 12.0},
+        footprint=Footprint(latency_ms_p95=12.0),
         val_predictions=preds(0.74, 1),
     )
     l3_other = RunResult(
@@ -88,7 +88,8 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         _cost(1.2, 0.006, 2.4, 300),
         artifact="model",
         test_metrics={"accuracy": 0.80, "macro_f1": 0.79},
-        details={"latency_ms_p95": 21.0, "numpy_value": np.float32(1.5)},
+        details={"numpy_value": np.float32(1.5)},
+        footprint=Footprint(latency_ms_p95=21.0),
         val_predictions=preds(0.85, 3),
         intervals={
             "validation": {

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 from datasets import Dataset
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
 from advisor.config import RulesConfig
 from advisor.errors import ConfigError
@@ -28,6 +28,7 @@ from advisor.rules import (
     steps_saved,
 )
 from advisor.watchdog import LowUtilisationRule, Stalled, StallRule
+from tests.conftest import tiny_classifier
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,21 +39,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_model(dropout: float = 0.1) -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        num_labels=2,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    return BertForSequenceClassification(config)
 
 
 def examples(n: int, seed: int = 0, flip: bool = False) -> Dataset:
@@ -79,7 +65,7 @@ def train(
     if eval_ds is not None:
         args = {"eval_strategy": "steps", **args}
     trainer = Trainer(
-        model=model if model is not None else tiny_model(),
+        model=model if model is not None else tiny_classifier(),
         args=TrainingArguments(
             output_dir=str(tmp_path),
             max_steps=max_steps,
@@ -134,7 +120,7 @@ def test_nan_rule_catches_a_divergence_within_20_steps_of_its_start(tmp_path):
 def test_loss_not_decreasing_stops_a_run_that_cannot_learn(tmp_path):
     # lr 0, no dropout, full batches: the same loss every step; judged from the start (min_progress 0)
     rule = LossNotDecreasingRule(window=5, min_delta=0.001, min_progress=0.0)
-    trainer = train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0))
+    trainer = train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_classifier(dropout=0.0))
     assert rule.firing is not None and rule.firing.rule == "loss_not_decreasing"
     assert rule.firing.step == 10  # as soon as two windows of 5 steps exist
     assert trainer.state.global_step == 10
@@ -146,21 +132,21 @@ def test_loss_not_decreasing_stops_a_run_that_cannot_learn(tmp_path):
 def test_loss_rule_works_when_the_trainer_logs_less_often_than_every_step(tmp_path):
     # logs every 4 steps, window 5: each window is the two logs covering 8 steps
     rule = LossNotDecreasingRule(window=5, min_delta=0.001, min_progress=0.0)
-    train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0), logging_steps=4)
+    train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_classifier(dropout=0.0), logging_steps=4)
     assert rule.firing is not None and rule.firing.step == 16
     assert "steps 9-16 vs steps 1-8" in rule.firing.message
 
 
 def test_loss_rule_waits_for_the_learning_rate_warmup(tmp_path):
     rule = LossNotDecreasingRule(window=5, min_delta=0.001, min_progress=0.0)
-    train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0), warmup_steps=10)
+    train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_classifier(dropout=0.0), warmup_steps=10)
     assert rule.firing is not None and rule.firing.step == 20  # windows 11-15 and 16-20
 
 
 def test_loss_rule_judges_a_run_only_from_half_of_its_steps_on(tmp_path):
     # the same run that cannot learn: the default waits until step 50 of 100 before calling it broken
     rule = LossNotDecreasingRule(window=5, min_delta=0.01)
-    trainer = train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_model(dropout=0.0))
+    trainer = train([rule], tmp_path, lr=0.0, max_steps=100, batch_size=32, model=tiny_classifier(dropout=0.0))
     assert rule.firing is not None and rule.firing.step == 50 and trainer.state.global_step == 50
     assert "by 50% of training" in rule.firing.message
 

@@ -13,11 +13,35 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from advisor.ledger import Ledger
 from advisor.tuning import open_storage
-from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+from tests.conftest import (
+    KEYWORD_TASK_SETS,
+    make_tiny_model,
+    set_flags,
+    synthetic_rows,
+    tiny_rung,
+    write_csv,
+    write_ladder,
+)
+
+
+def _two_workers(args: list[str], tmp_path: Path) -> list[tuple[int, str]]:
+    """Run two ``advise`` processes side by side (``--out`` w0 and w1): their exit codes and stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "advisor.cli", *args, "--out", str(tmp_path / f"w{i}")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    errors = [w.communicate(timeout=600)[1] for w in workers]
+    return [(w.returncode, err) for w, err in zip(workers, errors, strict=True)]
 
 
 def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
@@ -25,24 +49,10 @@ def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
     # random labels: nothing reaches the floor, so the workers use the whole budget between them
     rows = [(text, rng.choice(["pos", "neg"])) for text, _ in synthetic_rows(120)]
     data = write_csv(tmp_path / "noise.csv", rows)
-    rungs = []
-    for i, name in enumerate(("tiny-a",)):
-        folder = make_tiny_model(tmp_path / name, seed=i, layers=1)
-        rungs.append(
-            {
-                "name": name,
-                "source": str(folder),
-                "description": name,
-                "params_total": 10_000 * (i + 1),
-                "params_non_embedding": 9_000 * (i + 1),
-                "layers": 1,
-                "hidden": 32,
-            }
-        )
-    ladder = tmp_path / "ladder.yaml"
-    ladder.write_text(yaml.safe_dump({"rungs": rungs}))
+    ladder = write_ladder(
+        tmp_path / "ladder.yaml", [tiny_rung(make_tiny_model(tmp_path / "tiny-a", layers=1), "tiny-a")]
+    )
     journal = tmp_path / "study.journal"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     common = [
         "--data",
         str(data),
@@ -65,19 +75,8 @@ def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
         "--set",
         "train.batch_size=16",
     ]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "advisor.cli", *common, "--out", str(tmp_path / f"w{i}")],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [w.communicate(timeout=600) for w in workers]
-    for w, (_, err) in zip(workers, outputs, strict=True):
-        assert w.returncode == 1, err[-2000:]  # no model met the floor
+    for returncode, err in _two_workers(common, tmp_path):
+        assert returncode == 1, err[-2000:]  # no model met the floor
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     for rung in ("tiny-a",):
@@ -105,55 +104,20 @@ def test_two_workers_on_a_real_postgresql_study(tmp_path: Path) -> None:
     for i, (name, layers) in enumerate((("tiny-a", 1), ("tiny-b", 2))):
         folder = make_tiny_model(tmp_path / name, seed=i, layers=layers)
         rungs.append(
-            {
-                "name": name,
-                "source": str(folder),
-                "description": name,
-                "params_total": 11_000 * layers,
-                "params_non_embedding": 8_000 * layers,
-                "layers": layers,
-                "hidden": 32,
-            }
+            tiny_rung(folder, name, layers=layers, params_total=11_000 * layers, params_non_embedding=8_000 * layers)
         )
-    ladder = tmp_path / "ladder.yaml"
-    ladder.write_text(yaml.safe_dump({"rungs": rungs}))
+    ladder = write_ladder(tmp_path / "ladder.yaml", rungs)
     # its own folder outside tmp_path: the server runs as a user of its own (pgserver's, when we are root)
     # and must reach its data directory
     server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="greenladder-pg-")), cleanup_mode="delete")
     try:
         uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket folder>
         storage = open_storage(uri)  # with the driver named, as the workers open it
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        sets = {
-            "tuning.storage": uri,
-            "tuning.trials_per_rung": "3",
-            "criteria.max_params": "100000",  # keeps out the TF-IDF baseline (262k hashed features)
-            "metering.codecarbon": "false",
-            "rules.enabled": "false",
-            "train.epochs": "6",
-            "tuning.epochs_max": "6",
-            "train.batch_size": "16",
-            "train.learning_rate": "0.003",
-            "tuning.lr_max": "0.003",
-            "train.warmup_ratio": "0",
-        }
-        common = ["--data", str(data), "--ladder", str(ladder), "--target", "accuracy=0.9"]
-        for key, value in sets.items():
-            common += ["--set", f"{key}={value}"]
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-m", "advisor.cli", *common, "--out", str(tmp_path / f"w{i}")],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(2)
-        ]
-        outputs = [w.communicate(timeout=600) for w in workers]
-        for w, (_, err) in zip(workers, outputs, strict=True):
+        sets = {**KEYWORD_TASK_SETS, "tuning.storage": uri, "tuning.trials_per_rung": "3"}
+        common = ["--data", str(data), "--ladder", str(ladder), "--target", "accuracy=0.9", *set_flags(sets)]
+        for returncode, err in _two_workers(common, tmp_path):
             # 1: this worker's own runs met nothing (see below); a crash exits 1 too, with a traceback
-            assert w.returncode in (0, 1) and "Traceback" not in err, err[-3000:]
+            assert returncode in (0, 1) and "Traceback" not in err, err[-3000:]
 
         trials = {}
         for rung in ("tiny-a", "tiny-b"):
