@@ -168,6 +168,24 @@ class BudgetCallback(TrainerCallback):
         self._charged = self._charged + cost
         self.spent = self._spent_now() + self._charged
 
+    def refuses(self, what: str, flops: float) -> str | None:
+        """Why a pass of ``flops`` outside any Trainer (a distillation's teacher scoring, its logits)
+        cannot start on what is left, or None. Its seconds and kWh are the FLOPs at the rates measured
+        earlier in the search; a budget whose rate is unknown is not checked here."""
+        rate, kwh_rate = self.rates.flops_per_s, self.rates.kwh_per_s
+        seconds = flops / rate if rate else None
+        need = {"flops": flops, "seconds": seconds, "kwh": seconds * kwh_rate if seconds and kwh_rate else None}
+        unit = {"flops": "PFLOPs", "seconds": "s", "kwh": "kWh"}
+        for key, left in _left(self.criteria, self.spent).items():
+            cost = need[key]
+            if cost is not None and cost > left:
+                scale = PFLOP if key == "flops" else 1.0
+                return (
+                    f"budget: {what} was not started: forecast {cost / scale:.3g} {unit[key]} "
+                    f"({flops / PFLOP:.3g} PFLOPs), past the {max(left, 0.0) / scale:.3g} {unit[key]} left"
+                )
+        return None
+
     def bind(self, meter: Any, counter: Any) -> None:
         """Watch a new run: its meter and counter; the search's spend is read again (one callback may
         serve several runs in turn, as ``--from`` does)."""
@@ -238,9 +256,11 @@ class FitBudget:
 
     Before each fit, the next one is forecast as the longest fit timed so far (the first always runs:
     there is nothing to forecast it from); it does not start when the phase's elapsed time plus that
-    forecast would cross what is left. kWh are seconds times the energy rate measured earlier in the
-    search, so a kWh budget is checked only once one is known. FLOPs do not apply (a TF-IDF fit has
-    no meaningful FLOPs count).
+    forecast would cross what is left. kWh are the meter's live energy reading (codecarbon's running
+    total, :meth:`advisor.cost.Meter.energy_so_far`) plus the next fit at this phase's own kWh per
+    second, so a fresh search (the baseline comes first) is checked too; when the reader cannot say,
+    seconds times the energy rate measured earlier in the search; without either, kWh are not
+    checked. FLOPs do not apply (a TF-IDF fit has no meaningful FLOPs count).
 
     Args:
         criteria: the budgets.
@@ -278,11 +298,11 @@ class FitBudget:
         if self._fits == 0:
             return True
         need_s = now + self._longest
-        need = {"seconds": need_s, "kwh": need_s * (self.rates.kwh_per_s or 0.0)}
+        need = {"seconds": need_s, "kwh": self._kwh_after(now, need_s)}
         for key, left in _left(self.criteria, self.spent).items():
-            if key == "flops" or (key == "kwh" and not self.rates.kwh_per_s):
+            if key == "flops" or (key == "kwh" and need["kwh"] is None):
                 continue
-            if need[key] > left:
+            if need[key] > left:  # type: ignore[operator]
                 unit = {"seconds": "s", "kwh": "kWh"}[key]
                 self.stop_message = (
                     f"budget: after {self._fits} fits, {what} (forecast {self._longest:.3g} s, the longest fit so far) "
@@ -290,6 +310,17 @@ class FitBudget:
                 )
                 return False
         return True
+
+    def _kwh_after(self, now: float, need_s: float) -> float | None:
+        """kWh of the phase once the next fit is done: the meter's live energy and this phase's own
+        rate when the reader can say, else the rate measured earlier in the search, else None."""
+        if self.criteria.budget_kwh is None:
+            return None
+        read = getattr(self.meter, "energy_so_far", None)
+        kwh_now = read() if read is not None else None
+        if kwh_now is not None and now > 0:
+            return kwh_now + self._longest * kwh_now / now
+        return need_s * self.rates.kwh_per_s if self.rates.kwh_per_s else None
 
 
 def search_spent(runs: Iterable[RunResult], extra: Iterable[Cost] = ()) -> Cost:

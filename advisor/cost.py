@@ -133,6 +133,12 @@ class Meter:
             flops = sum(self._flops.values())
         return flops, (time.perf_counter() - self._wall0) if self._active else 0.0
 
+    def energy_so_far(self) -> float | None:
+        """kWh spent so far in the open phase, from the energy reader's live total; None when it
+        cannot say (no ``so_far`` method, no energy metering, the phase not open)."""
+        read = getattr(self.reader, "so_far", None)
+        return read() if self._active and read is not None else None
+
     @property
     def active(self) -> bool:
         """True between entering and leaving the ``with`` block."""

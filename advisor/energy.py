@@ -40,7 +40,12 @@ class EnergyReading:
 
 
 class EnergyReader(Protocol):
-    """Reads the energy of one phase: ``start()`` before it, ``stop()`` after it."""
+    """Reads the energy of one phase: ``start()`` before it, ``stop()`` after it.
+
+    A reader may also offer ``so_far() -> float | None``: the kWh spent since ``start()``, read while
+    the phase runs (a budget watch uses it); :meth:`advisor.cost.Meter.energy_so_far` treats a reader
+    without it as one that cannot say.
+    """
 
     def start(self) -> None: ...
 
@@ -55,6 +60,9 @@ class NullReader:
 
     def stop(self) -> EnergyReading:
         return EnergyReading()
+
+    def so_far(self) -> float | None:
+        return None
 
 
 # codecarbon CPU modes backed by energy counters; the others (cpu_load, constant) model power
@@ -110,6 +118,23 @@ class CodecarbonReader:
                 **options,
             )
         self._tracker.start()
+
+    def so_far(self) -> float | None:
+        """kWh since ``start()``: codecarbon's running total after one more sample (about 30 ms).
+
+        codecarbon has no public call for this (``flush()`` returns emissions only); it keeps the
+        total in ``_total_energy``, updated by ``_measure_power_and_energy`` (both 2.x and 3.x). On a
+        version without them this says None and a kWh budget waits for a phase's closing reading.
+        """
+        tracker = self._tracker
+        measure = getattr(tracker, "_measure_power_and_energy", None)
+        if tracker is None or measure is None:
+            return None
+        try:
+            measure()
+            return max(float(tracker._total_energy.kWh), 0.0)
+        except Exception:  # noqa: BLE001 - a failed sample must not stop the work it meters
+            return None
 
     def stop(self) -> EnergyReading:
         tracker, self._tracker = self._tracker, None

@@ -19,10 +19,11 @@ from advisor.cost import Meter
 from advisor.data import TaskData, column
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
-from advisor.types import Footprint, RunResult
+from advisor.types import Candidate, Footprint, RunResult
 from distill.compress import model_latency
 from distill.config import build_distill_config
 from distill.pipeline import distill_models
+from distill.teacher import PassRefused
 
 
 def distil_run(
@@ -40,7 +41,8 @@ def distil_run(
     measurement; the student is saved under ``runs/<run_id>/model``. ``details["retention"]`` is the
     student's validation metric (the criteria's) over the teacher's. ``callbacks`` (the climb's
     budget watch) go to the student's Trainer: a student it stopped is returned with status
-    ``budget``, its partial model judged and saved like any.
+    ``budget``, its partial model judged and saved like any. A teacher pass forecast not to fit is
+    not started: the run comes back with status ``budget``, no metrics, and the cost spent before.
     """
     say = progress or (lambda _m: None)
     teacher_dir = run_dir / str(teacher_run.artifact)
@@ -70,9 +72,27 @@ def distil_run(
     with quiet_libraries():
         teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
     # no ledger here: the climb's own ledger records the student's run
-    report, student, student_tok = distill_models(
-        teacher, tokenizer, data, dcfg, work_dir=work, progress=say, callbacks=callbacks
-    )
+    try:
+        report, student, student_tok = distill_models(
+            teacher, tokenizer, data, dcfg, work_dir=work, progress=say, callbacks=callbacks
+        )
+    except PassRefused as refused:  # a teacher pass forecast past the budget: no student to judge
+        say(f"{run_id}: stopped: {refused}")
+        return RunResult(
+            run_id=run_id,
+            candidate=Candidate(
+                name=f"{teacher_run.candidate.name}-student",
+                kind="distilled",
+                source=str(teacher_dir.relative_to(run_dir)),
+                parent_run=teacher_run.run_id,
+            ),
+            hyperparameters={},
+            status="budget",
+            metrics={},
+            message=str(refused),
+            cost=refused.spent,
+            details={"teacher_run": teacher_run.run_id, "steps": 0},
+        )
     dest = work / "model"
     save_model_folder(student, student_tok, dest)
     with Meter(config.metering, phase=f"latency {run_id}") as meter:

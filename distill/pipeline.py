@@ -39,7 +39,7 @@ from distill.students import (
     student_from_teacher,
 )
 from distill.summary import METRIC, DistillReport, summarise
-from distill.teacher import TeacherOutputs, teacher_outputs
+from distill.teacher import TeacherOutputs, refuse_pass, teacher_outputs
 from distill.trainer import evaluate, train_student
 
 Progress = Callable[[str], None]
@@ -157,8 +157,15 @@ def distill_models(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # latency is measured on the CPU
     teacher.to(device)
 
+    watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
     teacher_run = runs.get("teacher")
     if teacher_run is None:
+        if watch:  # forecast the teacher's passes (analytic FLOPs, as the meter counts them) first
+            val, test = column(data.validation, "text"), column(data.test, "text")
+            flops = forward_flops(teacher, tokenizer, val, k.max_length) + forward_flops(teacher, tokenizer, test, k.max_length)
+            if teacher_needs_finetune:  # x3 per training pass (advisor.flops.PASSES), every epoch
+                flops += 3 * _teacher_settings(config).epochs * forward_flops(teacher, tokenizer, texts, k.max_length)
+            refuse_pass(watch, "scoring the teacher on validation and test", flops, Cost())
         with Meter(config.metering, phase="teacher") as m:
             hp: dict[str, Any] = {}
             if teacher_needs_finetune:
@@ -183,7 +190,6 @@ def distill_models(
             )  # fmt: skip
         )
     say(f"teacher: validation {METRIC} {teacher_run.metrics[METRIC]:.4f}, test {teacher_run.test_metrics[METRIC]:.4f}")
-    watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
     for cb in watch:  # the teacher's pass ran outside any Trainer the watch can see
         cb.charge(teacher_run.cost)
 
@@ -208,6 +214,11 @@ def distill_models(
                         outputs = teacher_outputs(
                             teacher, tokenizer, texts + transfer, max_length=k.max_length, cache_dir=cache_dir,
                             with_pooled=k.hidden_weight > 0, meter=m, progress=say,
+                            before_running=lambda: refuse_pass(
+                                watch, "the teacher's logits pass", forward_flops(
+                                    teacher, tokenizer, texts + transfer, k.max_length
+                                ), sum((r.cost for r in (teacher_run, *students, *controls)), Cost()),
+                            ),
                         )  # fmt: skip
                     logits_cost = m.cost.to_dict()
                     runs.set_meta("teacher_logits_cost", logits_cost)

@@ -20,12 +20,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from advisor.budget import BudgetCallback
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
-from advisor.errors import ModelError
+from advisor.errors import BudgetError, ModelError
 from advisor.inference import predict_logits
 from advisor.loading import load_for_classification
 from advisor.train import quiet_libraries
+from advisor.types import Cost
 from distill.losses import mean_pool
 
 #: bump when the cached content changes meaning, so old files are not read as new ones
@@ -85,6 +87,7 @@ def teacher_outputs(
     batch_size: int = 64,
     meter: Meter | None = None,
     progress: Callable[[str], None] | None = None,
+    before_running: Callable[[], None] = lambda: None,
 ) -> TeacherOutputs:
     """The teacher's logits (and pooled states) for ``texts``, from the cache or computed once.
 
@@ -98,6 +101,8 @@ def teacher_outputs(
         batch_size: rows per teacher forward pass.
         meter: an open Meter the teacher's forward passes are counted into (as evaluation FLOPs).
         progress: called with one-line progress messages.
+        before_running: called on a cache miss, before the teacher runs (a budget check that raises
+            :class:`PassRefused` when the pass cannot fit).
     """
     say = progress or (lambda _msg: None)
     key = cache_key(weights_digest(teacher), texts_digest(texts), max_length)
@@ -107,6 +112,7 @@ def teacher_outputs(
         if loaded["logits"].shape[0] == len(texts) and (not with_pooled or "pooled" in loaded):
             say(f"teacher logits: cache hit {path.name[:12]}... ({len(texts)} rows), the teacher is not run")
             return TeacherOutputs(loaded["logits"], loaded.get("pooled"), key, path, cache_hit=True)
+    before_running()
     say(f"teacher logits: running the teacher over {len(texts)} texts (once; cached at {path})")
     counter = MeteringCallback(meter) if meter is not None else None
     if counter is not None:
@@ -126,6 +132,23 @@ def teacher_outputs(
     save_file(tensors, str(tmp), metadata={"max_length": str(max_length)})
     os.replace(tmp, path)
     return TeacherOutputs(logits, pooled, key, path, cache_hit=False)
+
+
+class PassRefused(BudgetError):
+    """A teacher pass that cannot fit in the budget was not started; ``spent``: what the distillation
+    had spent before it (so the caller can still record that cost)."""
+
+    def __init__(self, message: str, spent: Cost) -> None:
+        super().__init__(message)
+        self.spent = spent
+
+
+def refuse_pass(watch: Sequence[BudgetCallback], what: str, flops: float, spent: Cost) -> None:
+    """Raise :class:`PassRefused` when a budget watch says a pass of ``flops`` cannot start now."""
+    for cb in watch:
+        why = cb.refuses(what, flops)
+        if why is not None:
+            raise PassRefused(why, spent)
 
 
 def head_order(path_or_id: str, label_names: Sequence[str]) -> list[int] | None:

@@ -210,7 +210,7 @@ def test_the_baseline_watch_refuses_the_fit_forecast_to_cross_the_budget(
     assert not watch.next_fit("fit 9")  # once refused, the phase stays stopped
 
 
-def test_the_baseline_watch_cannot_check_kwh_without_an_energy_rate() -> None:
+def test_the_baseline_watch_cannot_check_kwh_without_an_energy_rate_or_a_live_reading() -> None:
     watch = FitBudget(AcceptanceCriteria(budget_kwh=1e-9), Cost(), Rates())
     meter = FakeMeter()
     watch.bind(meter)
@@ -218,6 +218,33 @@ def test_the_baseline_watch_cannot_check_kwh_without_an_energy_rate() -> None:
         assert watch.next_fit("a fit")
         meter.seconds += 1.0
     assert watch.stop_message is None
+
+
+class LiveEnergyMeter(FakeMeter):
+    """A meter whose energy reader says what the open phase has spent so far (codecarbon's running total)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kwh = 0.0
+
+    def energy_so_far(self) -> float | None:
+        return self.kwh
+
+
+def test_the_baseline_watch_forecasts_kwh_from_the_live_reading_on_a_fresh_search() -> None:
+    # no energy rate measured earlier (the baseline is the first phase): the live reading decides
+    watch = FitBudget(AcceptanceCriteria(budget_kwh=0.1), Cost(), Rates())
+    meter = LiveEnergyMeter()
+    watch.bind(meter)
+    fits = 0
+    while watch.next_fit(f"fit {fits + 1}"):
+        meter.seconds += 2.0 if fits == 0 else 1.0  # the first fit is the longest: it is the forecast
+        meter.kwh += 0.02 if fits == 0 else 0.01  # 0.01 kWh per second
+        fits += 1
+    # after 7 fits (8 s, 0.08 kWh) the next, forecast at 2 s and this phase's 0.01 kWh/s, still fits
+    # (0.1 kWh); after 8 (0.09 kWh) it would not (0.11 kWh)
+    assert fits == 8
+    assert watch.stop_message is not None and "fit 9" in watch.stop_message and "kWh" in watch.stop_message
 
 
 def test_a_seconds_budget_smaller_than_the_baseline_stops_it_between_fits(
@@ -245,6 +272,19 @@ def test_a_seconds_budget_smaller_than_the_baseline_stops_it_between_fits(
 
 
 # ----------------------------------------------------------------------------- distillation
+
+
+def test_the_budget_watch_refuses_a_pass_outside_the_trainer_that_cannot_fit() -> None:
+    crit = AcceptanceCriteria(budget_pflops=1.0, budget_seconds=100.0, budget_kwh=1.0)
+    cb = BudgetCallback(crit, Cost(train_flops=0.6e15, wall_s=50.0), eval_flops=0.0, rates=Rates(1e13, 0.01))
+    assert cb.refuses("a pass", 0.3e15) is None  # 0.9 PFLOPs, 80 s, 0.8 kWh: it fits
+    why = cb.refuses("a pass", 0.5e15)  # 1.1 PFLOPs
+    assert why is not None and why.startswith("budget: a pass was not started") and "PFLOPs left" in why
+    cb.charge(Cost(wall_s=45.0))  # 95 s spent: 0.1 PFLOP at 1e13 FLOP/s is 10 s more
+    assert "s left" in (cb.refuses("a pass", 0.1e15) or "")
+    # without a measured FLOP rate the seconds and kWh of a pass are unknown: only FLOPs are checked
+    blind = BudgetCallback(AcceptanceCriteria(budget_seconds=1.0), Cost(wall_s=5.0), 0.0, Rates())
+    assert blind.refuses("a pass", 1e15) is None
 
 
 def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_training(
