@@ -1,4 +1,29 @@
-"""Hard budgets: a search stops inside a run before it would cross what the user allowed."""
+"""Hard budgets: a search stops inside a run before it would cross what the user allowed.
+
+Which test shows each budget stopping each phase (issue #16's "Done when"); tests named test_from_*
+are in tests/test_incremental.py, the rest here.
+
+| phase \ budget     | --budget-pflops                              | --budget-kwh                                  | --budget-seconds                                  |
+|--------------------|----------------------------------------------|-----------------------------------------------|---------------------------------------------------|
+| baseline (TF-IDF)  | not applicable: a TF-IDF fit has no counted  | test_a_budget_smaller_than_the_baseline_      | test_a_budget_smaller_than_the_baseline_          |
+|                    | FLOPs (provenance not_applicable), so it     | stops_it_between_fits[kwh] (fresh search:     | stops_it_between_fits[seconds];                   |
+|                    | cannot cross a FLOPs budget                  | live reading); test_the_baseline_watch_*      | test_the_baseline_watch_refuses_*[seconds]        |
+| trial              | test_a_flops_budget_smaller_than_one_        | test_a_kwh_budget_stops_the_run_inside_the_   | test_a_seconds_budget_stops_the_run_inside_the_   |
+|                    | training_stops_the_run_inside_the_budget     | budget[trial]                                 | budget[trial]                                     |
+|                    | [trial]                                      |                                               |                                                   |
+| small experiment   | ...[small experiment] (same test)            | ...[small experiment] (same test)             | ...[small experiment] (same test)                 |
+| distillation       | test_a_flops_budget_too_small_for_the_       | GAP: no test yet (the same BudgetCallback     | GAP: no test yet (as for kWh)                     |
+|                    | distillation_stops_the_student_mid_training; | the trials use; its kWh/seconds checks are    |                                                   |
+|                    | test_a_teacher_pass_that_cannot_fit_the_     | exercised only through trials)                |                                                   |
+|                    | budget_is_not_started[teacher|teacher_logits]|                                               |                                                   |
+| --from             | test_from_leaves_room_for_judging_a_         | GAP: no test yet (same callback)              | GAP: no test yet (same callback)                  |
+|                    | continuation_the_budget_stops; test_from_    |                                               |                                                   |
+|                    | stops_before_a_continuation_that_would_      |                                               |                                                   |
+|                    | break_the_budget                             |                                               |                                                   |
+
+Tolerances: FLOPs <= budget + 5%; seconds <= budget + 5% + START_UP_S; kWh <= budget + 5% +
+START_UP_S at the run's own kWh per second.
+"""
 
 from __future__ import annotations
 
@@ -132,25 +157,29 @@ def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budge
         assert capped.verdicts[run.run_id].state in ("fail", "undecided")
 
 
+@pytest.mark.parametrize("phase", ["trial", "small experiment"])
 def test_a_seconds_budget_stops_the_run_inside_the_budget(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, phase: str
 ) -> None:
     ladder, data = one_rung
-    long = ["metering.codecarbon=false", "train.epochs=40", "tuning.epochs_max=40"]
+    small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
+    long = ["metering.codecarbon=false", "train.epochs=40", "tuning.epochs_max=40", *small]
     free = advise(_config(tmp_path, ladder, data, "free", *long))
     trial = free.runs[0]
     # half of one long training: the baseline's own timing noise (a few seconds) cannot decide it
     budget = free.baseline.cost.wall_s + 0.5 * trial.cost.wall_s
     capped = advise(_config(tmp_path, ladder, data, "capped", *long, f"criteria.budget_seconds={budget}"))
-    assert capped.runs[0].status == "budget"
+    assert capped.runs[0].status == "budget" and capped.runs[0].run_id == trial.run_id
     assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
 
 
+@pytest.mark.parametrize("phase", ["trial", "small experiment"])
 def test_a_kwh_budget_stops_the_run_inside_the_budget(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, phase: str
 ) -> None:
     ladder, data = one_rung
-    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=true", "train.epochs=16"))
+    small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
+    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=true", "train.epochs=16", *small))
     trial = free.runs[0]
     assert trial.cost.energy_kwh > 0
     budget = free.baseline.cost.energy_kwh + 0.5 * trial.cost.energy_kwh
@@ -163,9 +192,10 @@ def test_a_kwh_budget_stops_the_run_inside_the_budget(
             "metering.codecarbon=true",
             "train.epochs=16",
             f"criteria.budget_kwh={budget}",
+            *small,
         )
     )
-    assert capped.runs[0].status == "budget"
+    assert capped.runs[0].status == "budget" and capped.runs[0].run_id == trial.run_id
     # energy is read when a phase ends; inside a run it is the seconds times the rate measured so far
     assert capped.total_cost.energy_kwh <= 1.05 * budget + START_UP_S * (trial.cost.energy_kwh / trial.cost.wall_s)
 
@@ -247,26 +277,32 @@ def test_the_baseline_watch_forecasts_kwh_from_the_live_reading_on_a_fresh_searc
     assert watch.stop_message is not None and "fit 9" in watch.stop_message and "kWh" in watch.stop_message
 
 
-def test_a_seconds_budget_smaller_than_the_baseline_stops_it_between_fits(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+@pytest.mark.parametrize("budget_name", ["seconds", "kwh"])
+def test_a_budget_smaller_than_the_baseline_stops_it_between_fits(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, budget_name: str
 ) -> None:
     from advisor.baseline import fit_baseline
     from advisor.data import load_task_data
 
     ladder, _ = one_rung
     data = write_csv(tmp_path / "big.csv", synthetic_rows(1500))
-    free_config = _config(tmp_path, ladder, data, "free", "metering.codecarbon=false")
+    # kWh: a fresh search has measured no energy rate before the baseline; the meter's live reading decides
+    energy = f"metering.codecarbon={'true' if budget_name == 'kwh' else 'false'}"
+    free_config = _config(tmp_path, ladder, data, "free", energy)
     free = fit_baseline(load_task_data(free_config.data), free_config, tmp_path / "free")
     assert free.status == "ok" and free.details["cv"] is not None
-    # well under the baseline's own time: timing noise between the two fits cannot decide it
-    budget = 0.3 * free.cost.wall_s
-    capped = advise(
-        _config(tmp_path, ladder, data, "capped", "metering.codecarbon=false", f"criteria.budget_seconds={budget}")
-    )
+    spent = free.cost.wall_s if budget_name == "seconds" else free.cost.energy_kwh
+    assert spent > 0
+    # well under the baseline's own cost: timing noise between the two fits cannot decide it
+    budget = 0.3 * spent
+    capped = advise(_config(tmp_path, ladder, data, "capped", energy, f"criteria.budget_{budget_name}={budget}"))
     assert capped.baseline.status == "budget" and "fit" in (capped.baseline.message or "")
     assert capped.runs == ()  # the climb ends: no transformer starts on a spent budget
     assert capped.details["outcome"] == "budget" and "baseline was stopped by the budget" in capped.stop_reason
-    assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
+    if budget_name == "seconds":
+        assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
+    else:  # the start-up constant at the baseline's own kWh per second
+        assert capped.total_cost.energy_kwh <= 1.05 * budget + START_UP_S * spent / free.cost.wall_s
     # the partial baseline is judged like any stopped run
     assert capped.baseline.metrics and capped.verdicts["baseline"].state in ("fail", "undecided")
 
@@ -311,3 +347,29 @@ def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_tra
     assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
     # the partial student was judged on the validation rows like any stopped run
     assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
+
+
+@pytest.mark.parametrize("refused", ["teacher", "teacher_logits"])
+def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, refused: str
+) -> None:
+    ladder, data = one_rung
+    common = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
+    free = advise(_config(tmp_path, ladder, data, "free", *common))
+    student = free.run("tiny-t1-student")
+    assert student is not None and student.status == "ok", free.stop_reason
+    phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
+    before = free.total_cost.flops - student.cost.flops  # the baseline, the trial and its test scoring
+    if refused == "teacher_logits":
+        before += phases["teacher"].flops
+    # room for half of the refused pass: started, it would have crossed the budget
+    budget = (before + 0.5 * phases[refused].flops) / 1e15
+    capped = advise(_config(tmp_path, ladder, data, "capped", *common, f"criteria.budget_pflops={budget}"))
+    stopped = capped.run("tiny-t1-student")
+    assert stopped is not None and stopped.status == "budget" and "was not started" in (stopped.message or "")
+    what = "scoring the teacher" if refused == "teacher" else "the teacher's logits pass"
+    assert what in (stopped.message or "")
+    # nothing of the refused pass was spent: the distillation's cost is the teacher passes before it
+    assert stopped.cost.flops == pytest.approx(0.0 if refused == "teacher" else phases["teacher"].flops)
+    assert capped.total_cost.flops <= budget * 1e15
+    assert capped.details["outcome"] == "budget" and "tiny-t1-student was stopped by the budget" in capped.stop_reason
