@@ -161,8 +161,8 @@ def distill_models(
     teacher_run = runs.get("teacher")
     if teacher_run is None:
         if watch:  # forecast the teacher's passes (analytic FLOPs, as the meter counts them) first
-            val, test = column(data.validation, "text"), column(data.test, "text")
-            flops = forward_flops(teacher, tokenizer, val, k.max_length) + forward_flops(teacher, tokenizer, test, k.max_length)
+            judged_texts = (column(data.validation, "text"), column(data.test, "text"))
+            flops = sum(forward_flops(teacher, tokenizer, t, k.max_length) for t in judged_texts)
             if teacher_needs_finetune:  # x3 per training pass (advisor.flops.PASSES), every epoch
                 flops += 3 * _teacher_settings(config).epochs * forward_flops(teacher, tokenizer, texts, k.max_length)
             refuse_pass(watch, "scoring the teacher on validation and test", flops, Cost())

@@ -1,29 +1,29 @@
-"""Hard budgets: a search stops inside a run before it would cross what the user allowed.
+"""Hard budgets: a search stops inside a run before it would cross what the user allowed."""
 
-Which test shows each budget stopping each phase (issue #16's "Done when"); tests named test_from_*
-are in tests/test_incremental.py, the rest here.
-
-| phase \ budget     | --budget-pflops                              | --budget-kwh                                  | --budget-seconds                                  |
-|--------------------|----------------------------------------------|-----------------------------------------------|---------------------------------------------------|
-| baseline (TF-IDF)  | not applicable: a TF-IDF fit has no counted  | test_a_budget_smaller_than_the_baseline_      | test_a_budget_smaller_than_the_baseline_          |
-|                    | FLOPs (provenance not_applicable), so it     | stops_it_between_fits[kwh] (fresh search:     | stops_it_between_fits[seconds];                   |
-|                    | cannot cross a FLOPs budget                  | live reading); test_the_baseline_watch_*      | test_the_baseline_watch_refuses_*[seconds]        |
-| trial              | test_a_flops_budget_smaller_than_one_        | test_a_kwh_budget_stops_the_run_inside_the_   | test_a_seconds_budget_stops_the_run_inside_the_   |
-|                    | training_stops_the_run_inside_the_budget     | budget[trial]                                 | budget[trial]                                     |
-|                    | [trial]                                      |                                               |                                                   |
-| small experiment   | ...[small experiment] (same test)            | ...[small experiment] (same test)             | ...[small experiment] (same test)                 |
-| distillation       | test_a_flops_budget_too_small_for_the_       | GAP: no test yet (the same BudgetCallback     | GAP: no test yet (as for kWh)                     |
-|                    | distillation_stops_the_student_mid_training; | the trials use; its kWh/seconds checks are    |                                                   |
-|                    | test_a_teacher_pass_that_cannot_fit_the_     | exercised only through trials)                |                                                   |
-|                    | budget_is_not_started[teacher|teacher_logits]|                                               |                                                   |
-| --from             | test_from_leaves_room_for_judging_a_         | GAP: no test yet (same callback)              | GAP: no test yet (same callback)                  |
-|                    | continuation_the_budget_stops; test_from_    |                                               |                                                   |
-|                    | stops_before_a_continuation_that_would_      |                                               |                                                   |
-|                    | break_the_budget                             |                                               |                                                   |
-
-Tolerances: FLOPs <= budget + 5%; seconds <= budget + 5% + START_UP_S; kWh <= budget + 5% +
-START_UP_S at the run's own kWh per second.
-"""
+# Which test shows each budget stopping each phase (issue #16's "Done when"); tests named test_from_*
+# are in tests/test_incremental.py, the rest here.
+#
+# | phase / budget     | --budget-pflops                              | --budget-kwh                                  | --budget-seconds                                  |
+# |--------------------|----------------------------------------------|-----------------------------------------------|---------------------------------------------------|
+# | baseline (TF-IDF)  | not applicable: a TF-IDF fit has no counted  | test_a_budget_smaller_than_the_baseline_      | test_a_budget_smaller_than_the_baseline_          |
+# |                    | FLOPs (provenance not_applicable), so it     | stops_it_between_fits[kwh] (fresh search:     | stops_it_between_fits[seconds];                   |
+# |                    | cannot cross a FLOPs budget                  | live reading); test_the_baseline_watch_*      | test_the_baseline_watch_refuses_*[seconds]        |
+# | trial              | test_a_flops_budget_smaller_than_one_        | test_a_kwh_budget_stops_the_run_inside_the_   | test_a_seconds_budget_stops_the_run_inside_the_   |
+# |                    | training_stops_the_run_inside_the_budget     | budget[trial]                                 | budget[trial]                                     |
+# |                    | [trial]                                      |                                               |                                                   |
+# | small experiment   | ...[small experiment] (same test)            | ...[small experiment] (same test)             | ...[small experiment] (same test)                 |
+# | distillation       | test_a_flops_budget_too_small_for_the_       | GAP: no test yet (the same BudgetCallback     | GAP: no test yet (as for kWh)                     |
+# |                    | distillation_stops_the_student_mid_training; | the trials use; its kWh/seconds checks are    |                                                   |
+# |                    | test_a_teacher_pass_that_cannot_fit_the_     | exercised only through trials)                |                                                   |
+# |                    | budget_is_not_started (both teacher passes:  |                                               |                                                   |
+# |                    | [teacher] and [teacher_logits])              |                                               |                                                   |
+# | --from             | test_from_leaves_room_for_judging_a_         | GAP: no test yet (same callback)              | GAP: no test yet (same callback)                  |
+# |                    | continuation_the_budget_stops; test_from_    |                                               |                                                   |
+# |                    | stops_before_a_continuation_that_would_      |                                               |                                                   |
+# |                    | break_the_budget                             |                                               |                                                   |
+#
+# Tolerances: FLOPs <= budget + 5%; seconds <= budget + 5% + START_UP_S; kWh <= budget + 5% +
+# START_UP_S at the run's own kWh per second.
 
 from __future__ import annotations
 
