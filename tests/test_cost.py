@@ -119,6 +119,13 @@ def test_null_reader_labels_energy_and_emissions_not_measured():
     assert cost.device.startswith("cpu (") or cost.device.startswith("cuda:")
 
 
+def test_a_reader_that_cannot_say_gives_no_live_energy():
+    with Meter(MeteringConfig(), reader=FakeReader(cpu_kwh=1.0)) as meter:  # no so_far method
+        assert meter.energy_so_far() is None
+    with Meter(MeteringConfig(codecarbon=False)) as meter:  # the null reader
+        assert meter.energy_so_far() is None
+
+
 def test_disabled_metering_keeps_the_clocks_only():
     with Meter(MeteringConfig(enabled=False)) as meter:
         pass
@@ -160,7 +167,10 @@ def test_codecarbon_phase_is_estimated_here_and_leaves_no_files(tmp_path, monkey
         deadline = time.perf_counter() + 1.0
         while time.perf_counter() < deadline:
             x = torch.tanh(x @ x)
+        live = meter.energy_so_far()  # what a budget watch reads while the phase runs
     cost = meter.cost
+    assert live is not None and 0 < live <= cost.energy_kwh
+    assert meter.energy_so_far() is None  # the phase is closed
     assert cost.energy_cpu_kwh > 0 and cost.energy_ram_kwh > 0
     assert cost.emissions_g > 0
     assert cost.provenance["emissions"] == "estimated"
