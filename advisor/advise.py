@@ -8,6 +8,7 @@ rerun of the same command reads it back instead of training again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from advisor.loading import load_for_classification
 from advisor.models import check_ladder
 from advisor.outcome import Report, Verdict
 from advisor.pages import write_reports
-from advisor.policy import budget_exhausted, decision_level
+from advisor.policy import budget_exhausted
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, quiet_libraries
@@ -226,6 +227,16 @@ def advise(
             say(f"warning: {w}")
         if config.ladder.distil_on_ceiling and distiller is None:
             distiller = find_distiller()  # loaded here, with a --from too: its climb may resume
+        # a resumed climb keeps the ladder's distil_on_ceiling (resumption.plan changes only the rungs)
+        start = functools.partial(
+            Climb,
+            data=data,
+            run_dir=run_dir,
+            ledger=ledger,
+            fingerprint=fp,
+            say=say,
+            distiller=distiller if config.ladder.distil_on_ceiling else None,
+        )
         if from_run is not None:
             c = incremental.continue_from(
                 config,
@@ -238,7 +249,7 @@ def advise(
                 later_candidates=resume.candidates,
             )
             if c.recommendation is None and resume.config is not None and c.outcome != "budget":
-                c = resumption.resume_climb(resume, c, prev, data, run_dir, ledger, fp, say, distiller)
+                c = resumption.resume_climb(resume, c, prev, start, say)
             elif c.recommendation is None:
                 c = resumption.not_resumed(resume, c)
             return _finish(
@@ -254,7 +265,7 @@ def advise(
                 say,
                 {"outcome": c.outcome, **c.details},
             )
-        return _climb(config, data, run_dir, ledger, say, distiller if config.ladder.distil_on_ceiling else None)
+        return _climb(config, data, run_dir, ledger, say, start(config))
 
 
 def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
@@ -286,18 +297,14 @@ def _climb(
     run_dir: Path,
     ledger: Ledger,
     say: Progress,
-    distiller: Distiller | None = None,
+    climb: Climb,
 ) -> Report:
-    climb = Climb(config, data, run_dir, ledger, _fingerprint(config, data), say, distiller)
     stop = climb.run()
     runs = [r for r in climb.runs if r.run_id != "baseline"]
     baseline = next(r for r in climb.runs if r.run_id == "baseline")
     judged = climb.verdicts()
-    details: dict[str, Any] = {"outcome": stop.outcome, "decision_level": decision_level(climb.evidence(), config)}
-    if stop.next_cost is not None:
-        details["next_cost"] = stop.next_cost.to_dict()
     return _finish(
-        config, data, run_dir, ledger, baseline, runs, judged, stop.recommendation, stop.reason, say, details
+        config, data, run_dir, ledger, baseline, runs, judged, stop.recommendation, stop.reason, say, climb.ending(stop)
     )
 
 

@@ -41,6 +41,7 @@ from advisor.policy import (
     Stop,
     Train,
     decide,
+    decision_level,
     verdicts,
 )
 from advisor.train import train_run
@@ -131,6 +132,16 @@ class Climb:
 
     def verdicts(self) -> dict[str, Verdict]:
         return verdicts(self.evidence(), self.config)
+
+    def ending(self, stop: Stop) -> dict[str, Any]:
+        """How the climb ended, for the report: the outcome, the decision level, the next step's cost."""
+        details: dict[str, Any] = {
+            "outcome": stop.outcome,
+            "decision_level": decision_level(self.evidence(), self.config),
+        }
+        if stop.next_cost is not None:
+            details["next_cost"] = stop.next_cost.to_dict()
+        return details
 
     # -- actions --------------------------------------------------------------------------------
 

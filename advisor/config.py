@@ -66,7 +66,10 @@ class LadderConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class OptimConfig:
+    """The optimisation settings every fine-tune reads, with one default each: the advisor's rungs
+    (:class:`TrainConfig`) and distillation's teacher and students (``distill.config``)."""
+
     #: the cheap, good default trial: small pre-trained encoders on a few thousand examples
     #: converge in ~3 epochs at this rate (measured on the built-in datasets)
     learning_rate: float = 1e-4
@@ -76,6 +79,10 @@ class TrainConfig:
     max_length: int = 128
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+
+
+@dataclass(frozen=True)
+class TrainConfig(OptimConfig):
     #: freeze the word-embedding matrix (30k x H). benchmarks/step_cost.py on a quiet machine:
     #: 11-24% less time per step (batch 32 x 64 tokens); on the demo it cost accuracy (MiniLM-L3
     #: 0.703 vs 0.714, MiniLM-L6 0.764 vs 0.770), so it is off by default

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from advisor.climb import Climb, Distiller
+from advisor.climb import Climb
 from advisor.config import Config
-from advisor.data import TaskData
 from advisor.errors import GreenladderError
 from advisor.incremental import Continued, candidates_judged
-from advisor.ledger import Ledger
 from advisor.models import load_ladder
-from advisor.policy import RungInfo, decision_level, rung_candidates
+from advisor.policy import RungInfo, rung_candidates
 
 Progress = Callable[[str], None]
+#: a climb in the run directory being resumed, for a config (``Climb`` with the data, run
+#: directory, ledger, fingerprint, progress and distiller already given)
+StartClimb = Callable[..., Climb]
 
 
 class Plan(NamedTuple):
@@ -105,12 +105,8 @@ def resume_climb(
     plan: Plan,
     c: Continued,
     prev: dict[str, Any],
-    data: TaskData,
-    run_dir: Path,
-    ledger: Ledger,
-    fingerprint: str,
+    start: StartClimb,
     say: Progress,
-    distiller: Distiller | None = None,
 ) -> Continued:
     """Climb the planned rungs after a failed continuation; the result holds both parts."""
     if plan.config is None:
@@ -121,14 +117,8 @@ def resume_climb(
     hp = earlier.get("hyperparameters") or {}
     warm = {k: hp[k] for k in ("learning_rate", "epochs", "warmup_ratio") if k in hp} or None
     say(f"{name} does not meet the criteria on the expanded data: the climb resumes at {plan.rungs[0]}")
-    climb = Climb(
+    climb = start(
         plan.config,
-        data,
-        run_dir,
-        ledger,
-        fingerprint,
-        say,
-        distiller if plan.config.ladder.distil_on_ceiling else None,
         before=c.runs,
         prior_candidates=0 if from_baseline else candidates_judged(plan.config),
         warm_start=warm,
@@ -149,12 +139,5 @@ def resume_climb(
             "outcome": stop.outcome,
         },
     }
-    details: dict[str, Any] = {
-        **c.details,
-        "incremental": incremental,
-        "outcome": stop.outcome,
-        "decision_level": decision_level(climb.evidence(), plan.config),
-    }
-    if stop.next_cost is not None:
-        details["next_cost"] = stop.next_cost.to_dict()
+    details = {**c.details, "incremental": incremental, **climb.ending(stop)}
     return Continued(baseline, [*c.runs, *climbed], verdicts, stop.recommendation, reason, details, stop.outcome)

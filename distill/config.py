@@ -12,20 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor.config import DataConfig, MeteringConfig, RulesConfig
+from advisor.config import DataConfig, MeteringConfig, OptimConfig, RulesConfig
 from advisor.errors import ConfigError
 from advisor.layering import build_dataclass, merge_sources
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """The optimisation settings the teacher's fine-tune and the students share, with one default each."""
-
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -53,6 +42,9 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class KDConfig(OptimConfig):
+    """How each student is distilled: the shared optimisation settings (students start from teacher
+    layers, so the fine-tune's epochs suffice) plus the distillation loss and the seeds."""
+
     #: weight of the hard-label cross-entropy; 1 - alpha goes to the teacher's soft targets
     alpha: float = 0.5
     #: softening temperature; 2-4 is the usual range for a few classes (Hinton et al., 2015)
@@ -60,8 +52,6 @@ class KDConfig(OptimConfig):
     #: weight of the pooled hidden-state MSE (0 turns it off); adds a learned projection when the
     #: student is narrower than the teacher
     hidden_weight: float = 0.0
-    #: students start from teacher layers, so they need fewer epochs than a fine-tune from scratch
-    epochs: float = 3.0
     #: one student (and one control) per seed; several seeds show the spread of the gain
     seeds: list[int] = field(default_factory=lambda: [0])
     #: train the same student without the teacher (same budget and seed) to measure the gain

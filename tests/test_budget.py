@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,6 +38,7 @@ from advisor.advise import advise
 from advisor.budget import BudgetCallback, FitBudget, Rates, forecast_run
 from advisor.cli import main
 from advisor.config import build_config
+from advisor.outcome import Report
 from advisor.types import AcceptanceCriteria, Cost
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
@@ -129,21 +131,26 @@ def _config(tmp_path: Path, ladder: Path, data: Path, out: str, *extra: str):  #
     )
 
 
+#: ``advise_tiny(out, *settings)``: advise on the one-rung ladder and its data, into ``tmp_path/out``
+AdviseTiny = Callable[..., Report]
+
+
+@pytest.fixture
+def advise_tiny(tmp_path: Path, one_rung: tuple[Path, Path]) -> AdviseTiny:
+    ladder, data = one_rung
+    return lambda out, *settings: advise(_config(tmp_path, ladder, data, out, *settings))
+
+
 @pytest.mark.parametrize("phase", ["trial", "small experiment"])
 def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budget(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, phase: str
+    advise_tiny: AdviseTiny, weak_baseline: None, phase: str
 ) -> None:
-    ladder, data = one_rung
     small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
-    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=false", *small))
+    free = advise_tiny("free", "metering.codecarbon=false", *small)
     first = free.runs[0]
     assert first.status == "ok"
     budget = 0.5 * first.cost.flops / 1e15
-    capped = advise(
-        _config(
-            tmp_path, ladder, data, "capped", "metering.codecarbon=false", f"criteria.budget_pflops={budget}", *small
-        )
-    )
+    capped = advise_tiny("capped", "metering.codecarbon=false", *small, f"criteria.budget_pflops={budget}")
     run = capped.runs[0]
     assert run.status == "budget" and "budget" in (run.message or "")
     assert run.details["steps"] < first.details["steps"]
@@ -159,42 +166,28 @@ def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budge
 
 @pytest.mark.parametrize("phase", ["trial", "small experiment"])
 def test_a_seconds_budget_stops_the_run_inside_the_budget(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, phase: str
+    advise_tiny: AdviseTiny, weak_baseline: None, phase: str
 ) -> None:
-    ladder, data = one_rung
     small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
     long = ["metering.codecarbon=false", "train.epochs=40", "tuning.epochs_max=40", *small]
-    free = advise(_config(tmp_path, ladder, data, "free", *long))
+    free = advise_tiny("free", *long)
     trial = free.runs[0]
     # half of one long training: the baseline's own timing noise (a few seconds) cannot decide it
     budget = free.baseline.cost.wall_s + 0.5 * trial.cost.wall_s
-    capped = advise(_config(tmp_path, ladder, data, "capped", *long, f"criteria.budget_seconds={budget}"))
+    capped = advise_tiny("capped", *long, f"criteria.budget_seconds={budget}")
     assert capped.runs[0].status == "budget" and capped.runs[0].run_id == trial.run_id
     assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
 
 
 @pytest.mark.parametrize("phase", ["trial", "small experiment"])
-def test_a_kwh_budget_stops_the_run_inside_the_budget(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, phase: str
-) -> None:
-    ladder, data = one_rung
+def test_a_kwh_budget_stops_the_run_inside_the_budget(advise_tiny: AdviseTiny, weak_baseline: None, phase: str) -> None:
     small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
-    free = advise(_config(tmp_path, ladder, data, "free", "metering.codecarbon=true", "train.epochs=16", *small))
+    energy = ["metering.codecarbon=true", "train.epochs=16", *small]
+    free = advise_tiny("free", *energy)
     trial = free.runs[0]
     assert trial.cost.energy_kwh > 0
     budget = free.baseline.cost.energy_kwh + 0.5 * trial.cost.energy_kwh
-    capped = advise(
-        _config(
-            tmp_path,
-            ladder,
-            data,
-            "capped",
-            "metering.codecarbon=true",
-            "train.epochs=16",
-            f"criteria.budget_kwh={budget}",
-            *small,
-        )
-    )
+    capped = advise_tiny("capped", *energy, f"criteria.budget_kwh={budget}")
     assert capped.runs[0].status == "budget" and capped.runs[0].run_id == trial.run_id
     # energy is read when a phase ends; inside a run it is the seconds times the rate measured so far
     assert capped.total_cost.energy_kwh <= 1.05 * budget + START_UP_S * (trial.cost.energy_kwh / trial.cost.wall_s)
@@ -324,12 +317,11 @@ def test_the_budget_watch_refuses_a_pass_outside_the_trainer_that_cannot_fit() -
 
 
 def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_training(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None
+    advise_tiny: AdviseTiny, weak_baseline: None
 ) -> None:
-    ladder, data = one_rung
     # the trial meets the floor but not max_params: the climb distils it
     common = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
-    free = advise(_config(tmp_path, ladder, data, "free", *common))
+    free = advise_tiny("free", *common)
     student = free.run("tiny-t1-student")
     assert student is not None and student.status == "ok", free.stop_reason
     phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
@@ -337,7 +329,7 @@ def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_tra
     before_training += phases["teacher_logits"].flops
     # room for the teacher's passes and half of the student's training and judging
     budget = (before_training + 0.5 * phases["distill"].flops) / 1e15
-    capped = advise(_config(tmp_path, ladder, data, "capped", *common, f"criteria.budget_pflops={budget}"))
+    capped = advise_tiny("capped", *common, f"criteria.budget_pflops={budget}")
     stopped = capped.run("tiny-t1-student")
     assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or "")
     assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
