@@ -36,16 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import (
-    DEFAULT_TARGETS,
-    data_slug,
-    fixed_split,
-    markdown_table,
-    open_results,
-    run_cli,
-    safe_name,
-    say,
-)
+from common import DEFAULT_TARGETS, data_slug, fixed_split, markdown_table, open_results, run_cli, safe_name, say
 
 DEFAULT_METHODS = "greenladder,exhaustive,optuna,flaml"
 DEFAULT_TRAIN_ROWS = 400

@@ -29,15 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import (
-    data_slug,
-    fixed_split,
-    markdown_table,
-    median,
-    open_results,
-    run_cli,
-    say,
-)
+from common import data_slug, fixed_split, markdown_table, median, open_results, run_cli, say
 
 
 def build_parser() -> argparse.ArgumentParser:
