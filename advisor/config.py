@@ -61,8 +61,13 @@ class LadderConfig:
     #: where fetched offline checkpoints are kept (defaults to ~/.cache/greenladder/models)
     cache_dir: str | None = None
     #: a rung that meets the floor but fails only a latency/size/params ceiling is distilled into a
-    #: half-depth student, judged like any rung (larger rungs would be slower and bigger still)
+    #: half-depth student, judged like any rung (larger rungs would be slower and bigger still).
+    #: The same student trained without the teacher is trained first and compared with the teacher
+    #: (paired interval); when the teacher is not ahead, that cheaper student is what is judged
     distil_on_ceiling: bool = True
+    #: unlabelled texts from the task's domain for that distillation (.txt, one per line, or a
+    #: CSV/TSV/JSONL with the data's text column): the teacher's logits on them train the student
+    distil_unlabeled: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +314,9 @@ def _range_problems(config: Config) -> list[str]:
         out.append("tuning.lr_min must be positive and no larger than tuning.lr_max.")
     if not 0 < u.epochs_min <= u.epochs_max:
         out.append("tuning.epochs_min must be positive and no larger than tuning.epochs_max.")
+    unlabeled = config.ladder.distil_unlabeled
+    if unlabeled is not None and not Path(unlabeled).is_file():
+        out.append(f"The config key ladder.distil_unlabeled must name a file of unlabelled texts. Got {unlabeled!r}.")
     inc = config.incremental
     if not 0 < inc.lr_factor <= 1:
         out.append(f"The config key incremental.lr_factor must be in (0, 1]. Got {inc.lr_factor} instead.")

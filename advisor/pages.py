@@ -135,6 +135,8 @@ def run_notes(report: Report) -> list[str]:
             parts.append(run.message)
         if d.get("early_stop"):
             parts.append(f"stopped early, model kept: {d['early_stop']}")
+        if d.get("teacher_vs_control_text"):  # the compaction step's decide-first check
+            parts.append(f"kept the {d.get('student_path', 'distilled')} student: {d['teacher_vs_control_text']}")
         if d.get("steps_saved"):
             parts.append(
                 f"{int(d['steps_saved'])} of {int(d.get('total_steps') or 0)} training steps saved by stopping early"

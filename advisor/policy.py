@@ -284,10 +284,9 @@ def _settled(
             if over is not None:
                 return _none_passed(judged, f"{rung} met the floor but not {failed}; not distilled: {over}", "budget")
             return Distil(too_big.run_id, sid)
-        if judged[sid].passed:
-            return Stop(
-                f"{rung} met the floor but not {failed}; its distilled student meets every criterion", sid, "met"
-            )
+        if judged[sid].passed:  # a "finetune" student: the decide-first check kept the no-teacher control
+            how = "distilled" if student.candidate.kind == "distilled" else "trained without the teacher"
+            return Stop(f"{rung} met the floor but not {failed}; its student ({how}) meets every criterion", sid, "met")
         if student.status == "budget":
             return _none_passed(
                 judged,

@@ -13,6 +13,9 @@ cache the teacher would run over the training set in every epoch of every seed; 
     python benchmarks/distill_bench.py --quick
     python benchmarks/distill_bench.py --quick --data "my data/reviews.csv" --out /tmp/results
 
+Issue 22's question (does the teacher add anything over the student trained without it, over
+seeds, with a transfer set and a stronger cross-family teacher?) is ``distill_transfer.py``'s.
+
 Each student's row is printed and appended to ``<out>/<name>.jsonl`` as soon as it is measured;
 ``<name>`` comes from the data's slug (file stem + content hash), never from the raw path.
 """

@@ -3,8 +3,12 @@
 ``distil_run`` is an ``advisor.distiller.Distiller``: the climb hands it the run that met the floor
 but failed only ceilings, and judges the RunResult it returns like any rung. It is declared under
 the ``greenladder.distillers`` entry point, so ``advisor`` finds it without importing ``distill``.
-The student keeps half the teacher's layers (every other one) and skips the no-teacher control to
-keep the cost down; ``distill`` itself runs the control.
+The student keeps half the teacher's layers (every other one). Decide before paying: the same
+student trained without the teacher (the control, the cheaper path) is trained first and compared
+with the teacher on the same validation rows (``distill.decide``); only when the paired interval
+shows the teacher ahead is the distilled student trained, otherwise the control is the student the
+climb judges, and its record says why. ``ladder.distil_unlabeled`` adds a transfer set: the
+teacher's logits on unlabelled texts from the domain, which the control cannot use.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from distill.compress import model_latency
 from distill.config import build_distill_config
 from distill.pipeline import distill_models
 from distill.teacher import PassRefused
+from distill.transfer import read_unlabeled
 
 
 def distil_run(
@@ -63,18 +68,21 @@ def distil_run(
                 "batch_size": t.batch_size,
                 "max_length": t.max_length,
                 "seeds": [t.seed],
-                "control": False,  # the advisor needs the student; `distill` itself runs the control
+                "control": True,  # the cheaper path, trained first: the teacher must beat it
+                "decide_first": True,
             },
             "compress": {"quantize": False, "latency_repeats": 30},
         }
     )
+    unlabeled_path = config.ladder.distil_unlabeled
+    unlabeled = read_unlabeled(unlabeled_path, config.data.text_column) if unlabeled_path else []
     say(f"{run_id}: distilling {teacher_run.run_id} into a half-depth student (it met the floor but not a ceiling)")
     with quiet_libraries():
         teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
     # no ledger here: the climb's own ledger records the student's run
     try:
         report, student, student_tok = distill_models(
-            teacher, tokenizer, data, dcfg, work_dir=work, progress=say, callbacks=callbacks
+            teacher, tokenizer, data, dcfg, work_dir=work, unlabeled=unlabeled, progress=say, callbacks=callbacks
         )
     except PassRefused as refused:  # a teacher pass forecast past the budget: no student to judge
         say(f"{run_id}: stopped: {refused}")
@@ -97,7 +105,8 @@ def distil_run(
     save_model_folder(student, student_tok, dest)
     with Meter(config.metering, phase=f"latency {run_id}") as meter:
         lat = model_latency(student.cpu(), student_tok, column(data.validation, "text"), t.max_length, 30)
-    best = next(r for r in report.students if r.run_id == report.saved_run)
+    best = next(r for r in (*report.students, *report.controls) if r.run_id == report.saved_run)
+    summary = report.summary
     metric = config.criteria.metric
     teacher_score = report.teacher.metrics.get(metric)
     student_score = best.metrics.get(metric)
@@ -123,6 +132,12 @@ def distil_run(
             "retention": retention,
             "retention_metric": metric,
             "distill_phases": {k: v.to_dict() for k, v in report.phases.items()},
+            # what the decide-first check found, and which student it kept: "distilled", or
+            # "control" (trained without the teacher) when the teacher was not ahead
+            "teacher_vs_control": summary.get("teacher_vs_control"),
+            "teacher_vs_control_text": summary.get("teacher_vs_control_text"),
+            "student_path": "distilled" if best.candidate.kind == "distilled" else "control",
+            "unlabeled_rows": len(unlabeled),
         },
         footprint=Footprint(
             dir_size_mb(dest), lat["latency_ms_p50"], lat["latency_ms_p95"], best.candidate.params_total, "cpu"

@@ -56,6 +56,10 @@ class KDConfig(OptimConfig):
     seeds: list[int] = field(default_factory=lambda: [0])
     #: train the same student without the teacher (same budget and seed) to measure the gain
     control: bool = True
+    #: decide before paying: when the teacher does not beat the first control by more than the
+    #: paired interval's width allows (``distill.decide``), train no distilled student and keep the
+    #: control (the cheaper path); needs ``control``. The advisor's compaction step sets it
+    decide_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ def _range_problems(c: DistillConfig) -> list[str]:
             out.append(f"The {flag} value must be positive. Got {getattr(k, name)} instead.")
     if not k.seeds:
         out.append("The --seeds value must list at least one seed.")
+    if k.decide_first and not k.control:
+        out.append("The config key distill.decide_first needs distill.control: true (the check compares with it).")
     s = c.student
     if s.checkpoint and (s.layers is not None or s.layer_map):
         out.append("Pass either --student (a checkpoint) or --student-layers / student.layer_map, not both.")

@@ -119,5 +119,5 @@ def describe(check: TeacherCheck) -> str:
     return (
         f"{figures}. The interval does not show the teacher ahead by more than {100 * check.margin:.1f} points, so "
         "its soft targets are unlikely to add anything: the cheaper path is to train the small student directly "
-        "(the control). A stronger teacher, or unlabelled texts from the domain (--unlabeled), may change that."
+        "(the control). A stronger teacher, or unlabelled texts from the domain (--unlabeled; ladder.distil_unlabeled in advise), may change that."
     )

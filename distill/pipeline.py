@@ -20,7 +20,6 @@ from advisor.budget import BudgetCallback
 from advisor.builtin_models import BUILTIN_SOURCES
 from advisor.cost import Meter
 from advisor.data import TaskData, column
-from advisor.errors import BudgetError
 from advisor.inference import forward_flops
 from advisor.ledger import Ledger
 from advisor.loading import count_parameters, load_for_classification
@@ -202,9 +201,12 @@ def distill_models(
     students: list[RunResult] = []
     controls: list[RunResult] = []
     check: TeacherCheck | None = None
+    cheaper = False  # decide_first and the teacher was not ahead: no distilled student is paid for
     for seed in k.seeds:
         # the control first: it is the cheap path the distilled student has to beat
         for role in (["control"] if k.control else []) + ["distilled"]:
+            if role == "distilled" and cheaper:
+                continue
             run_id = f"{role}-seed{seed}"
             folder = work_dir / "runs" / run_id / "model"
             run = runs.get(run_id, folder)
@@ -236,6 +238,9 @@ def distill_models(
                     teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
                 )
                 say(f"before distilling: {describe(check)}")
+                cheaper = k.decide_first and check.verdict != "teacher_better"
+                if cheaper:
+                    say("decide_first: no distilled student is trained; the control is kept as the student")
         if any(r.status == "budget" for r in (*students, *controls)):
             break  # the budget is spent: no further seed starts
     if logits_cost is not None:
@@ -244,9 +249,9 @@ def distill_models(
     if controls:
         phases["control"] = sum((r.cost for r in controls), Cost())
 
-    if not students:  # a control stopped by the budget before its seed's student started
-        raise BudgetError(f"The budget ran out before a distilled student was trained: {controls[-1].message}")
-    best = max(students, key=lambda r: r.metrics[METRIC])
+    # without a distilled student (the cheaper path, or a control the budget stopped before its
+    # seed's student started) the control is the student: the small model trained directly
+    best = max(students or controls, key=lambda r: r.metrics[METRIC])
     with quiet_libraries():
         student, student_tok = load_for_classification(str(work_dir / str(best.artifact)), label_names)
     student.eval()
@@ -291,6 +296,7 @@ def distill_models(
         summary={
             **summarise(teacher_run, students, controls, quantized_run, latency, sizes, best.run_id),
             "unlabeled_rows": len(transfer),
+            "cheaper_path": cheaper,
             "teacher_vs_control": check.to_dict() if check is not None else None,
             "teacher_vs_control_text": describe(check) if check is not None else None,
         },

@@ -67,6 +67,11 @@ def render_markdown(report: Any) -> str:
     ]
     if s.get("teacher_vs_control_text"):
         lines.append(f"- **Does the teacher add anything?** {s['teacher_vs_control_text']}")
+    if s.get("cheaper_path"):
+        lines.append(
+            "- **Cheaper path taken** (distill.decide_first): no distilled student was trained; the saved "
+            "student is the control, the small model trained on the labels alone."
+        )
     if s.get("unlabeled_rows"):
         lines.append(
             f"- **Transfer set**: the student also learned from the teacher's logits on {s['unlabeled_rows']:,} "
@@ -141,7 +146,7 @@ def model_card(report: Any, label_names: Sequence[str]) -> str:
     """README.md for the saved student: hub front matter (``co2_eq_emissions`` as the advisor writes it),
     what it is, how it was made, how well and at what cost."""
     s = report.summary
-    run = next(r for r in report.students if r.run_id == report.saved_run)
+    run = next(r for r in (*report.students, *report.controls) if r.run_id == report.saved_run)
     hp = run.hyperparameters
     total = report.total_cost
     meta: dict[str, Any] = {

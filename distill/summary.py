@@ -95,7 +95,7 @@ def summarise(
         if r.hyperparameters["seed"] in by_seed
     }
     out["params_teacher"] = teacher.candidate.params_total
-    out["params_student"] = students[0].candidate.params_total if students else None
+    out["params_student"] = next((r.candidate.params_total for r in (*students, *controls)), None)
     out["size_mb"] = {k: v / 1e6 for k, v in sizes.items()}
     t_lat = latency.get("teacher", {})
     for name in ("student", "student_int8", "student_onnx"):

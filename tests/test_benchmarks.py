@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = {
     "select_models": "select_models",
     "distill_bench": "distill",
+    "distill_transfer": "distill_transfer",
     "throughput": "throughput",
     "metering_overhead": "metering_overhead",
     "tuning_vs_random": "tuning_vs_random",

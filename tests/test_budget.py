@@ -325,10 +325,12 @@ def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_tra
     student = free.run("tiny-t1-student")
     assert student is not None and student.status == "ok", free.stop_reason
     phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
+    # the tiny teacher is not ahead of its half-depth student trained alone: the decide-first check
+    # keeps that control (trained first) and no distilled student or teacher logits are paid for
+    assert student.details["student_path"] == "control" and "teacher_logits" not in phases
     before_training = free.total_cost.flops - student.cost.flops + phases["teacher"].flops
-    before_training += phases["teacher_logits"].flops
-    # room for the teacher's passes and half of the student's training and judging
-    budget = (before_training + 0.5 * phases["distill"].flops) / 1e15
+    # room for the teacher's passes and half of the control's training and judging
+    budget = (before_training + 0.5 * phases["control"].flops) / 1e15
     capped = advise_tiny("capped", *common, f"criteria.budget_pflops={budget}")
     stopped = capped.run("tiny-t1-student")
     assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or "")

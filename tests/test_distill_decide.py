@@ -42,3 +42,11 @@ def test_a_small_lead_inside_the_noise_is_not_called_a_win():
 def test_mismatched_rows_are_refused():
     with pytest.raises(ValueError, match="same non-empty rows"):
         teacher_vs_control([0, 1], [0], [0, 1])
+
+
+def test_decide_first_without_the_control_it_compares_with_is_refused():
+    from advisor.errors import ConfigError
+    from distill.config import build_distill_config
+
+    with pytest.raises(ConfigError, match="distill.decide_first needs distill.control"):
+        build_distill_config(extra={"teacher": "t", "distill": {"decide_first": True, "control": False}})

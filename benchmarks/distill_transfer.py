@@ -1,0 +1,284 @@
+"""Does the teacher earn its name? Students against their no-teacher control, over seeds, with a transfer set.
+
+Issue 22's measurement. For each dataset and seed, the training rows are split (stratified, by
+the seed) into a labelled part and a transfer set whose labels are withheld. On the labelled part
+only, two teachers are fine-tuned (metered): a same-family one (MiniLM-L6, the student's
+vocabulary) and a stronger cross-family one (mpnet-base, its own tokenizer). The student
+(MiniLM-L3, a pre-trained checkpoint) is then trained three ways from the same initialisation and
+seed: on the labels alone (the control, the cheap path), and distilled from each teacher on the
+labelled rows plus the teacher's logits on the transfer set (which the control cannot use).
+
+Reported per seed: test accuracy of every model, each distilled student against the control as a
+paired bootstrap interval on the same test rows (``advisor.stats.paired_gain``, with McNemar's
+p), the decide-first check (teacher against control on validation, ``distill.decide``), and the
+compute each arm spent (teacher fine-tune, teacher logits, student training; FLOPs analytic, time
+measured). Pooled over seeds: the paired interval over all (seed, test row) pairs, and a t interval
+over the per-seed differences (seeds are few: read it as wide).
+
+    python benchmarks/distill_transfer.py --data spamassassin,uncertainty --labelled 500 --unlabeled 2000 --seeds 0,1,2
+    python benchmarks/distill_transfer.py --quick      # the smallest run that exercises every arm
+
+The per-seed table is appended row by row to ``<out>/distill_transfer-<slugs>.jsonl`` and written
+as ``.md`` / ``.json`` at the end (``benchmarks/results/`` by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import data_slug, fixed_split, markdown_table, open_results, run_cli, say
+
+#: arm -> the teacher option that names its checkpoint (None: the no-teacher control)
+ARMS = {"control": None, "kd-same-family": "same_teacher", "kd-cross-family": "strong_teacher"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="spamassassin,uncertainty", help="comma-separated built-in names or files")
+    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
+    p.add_argument("--student", default="minilm-l3", help="the student checkpoint (offline rung or folder)")
+    p.add_argument("--same-teacher", default="minilm-l6", help="teacher of the student's family (same vocabulary)")
+    p.add_argument("--strong-teacher", default="mpnet-base", help="stronger teacher of another family")
+    p.add_argument("--labelled", type=int, default=500, help="training rows that keep their labels")
+    p.add_argument("--unlabeled", type=int, default=2000, help="training rows whose labels are withheld (capped)")
+    p.add_argument("--eval-rows", type=int, default=300, help="validation and test rows each (fixed over seeds)")
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--teacher-epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=3.0, help="student epochs (control and distilled alike)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds: each draws its own labelled/withheld split")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 1 epoch, 32 tokens: proves every arm runs")
+    return p
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    args.datasets = [d for d in args.data.split(",") if d]
+    args.slugs = [data_slug(d) for d in args.datasets]  # a missing file fails before any training
+    if args.quick:
+        args.labelled, args.unlabeled, args.eval_rows, args.max_length = 40, 40, 40, 32
+        args.teacher_epochs = args.epochs = 1.0
+    args.seed_list = [int(s) for s in args.seeds.split(",")]
+    return args
+
+
+def result_name(args: argparse.Namespace) -> tuple[str, str]:
+    quick = "-quick" if args.quick else ""
+    name = f"distill_transfer-{'_'.join(args.slugs)}{quick}"
+    return (
+        name,
+        f"Distillation with a transfer set on {', '.join(args.slugs)}: students against the no-teacher control"
+        + (" (quick)" if args.quick else ""),
+    )
+
+
+def _source(name: str) -> str:
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.sources import resolve_source
+
+    return str(resolve_source(f"pypi:{name}" if f"pypi:{name}" in BUILTIN_SOURCES else name, progress=say))
+
+
+def withhold(data: Any, labelled: int, unlabeled: int, seed: int) -> tuple[Any, list[str]]:
+    """``data`` with ``labelled`` training rows (stratified, by ``seed``) and the texts of up to
+    ``unlabeled`` of the rest, their labels withheld (the transfer set)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(data.train.num_rows))
+    keep, rest = train_test_split(idx, train_size=labelled, stratify=data.train["label"], random_state=seed)
+    texts = list(data.train.select(sorted(rest))["text"])[:unlabeled]
+    return dataclasses.replace(data, train=data.train.select(sorted(keep))), texts
+
+
+def _config(args: argparse.Namespace, teacher: str, student: str, seed: int, work: Path, control: bool) -> Any:
+    from distill.config import build_distill_config
+
+    return build_distill_config(
+        extra={
+            "teacher": teacher,
+            "teacher_train": {"epochs": args.teacher_epochs, "max_length": args.max_length, "seed": seed},
+            "student": {"checkpoint": student},
+            "distill": {"epochs": args.epochs, "max_length": args.max_length, "seeds": [seed], "control": control},
+            "compress": {"latency_repeats": 1},  # latency is not this benchmark's question
+            "metering": {"codecarbon": False},
+            "out": str(work),
+        }
+    )
+
+
+def test_predictions(run: Any, work: Path, data: Any, max_length: int) -> tuple[int, ...]:
+    """The saved model's predicted label per test row (the pipeline keeps validation predictions only)."""
+    from advisor.loading import load_for_classification
+    from distill.trainer import evaluate
+
+    model, tok = load_for_classification(str(work / str(run.artifact)), tuple(data.label_names))
+    _, preds = evaluate(
+        model.eval(), tok, list(data.test["text"]), list(data.test["label"]), data.label_names, max_length=max_length
+    )
+    return preds
+
+
+def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work: Path) -> dict[str, Any]:
+    """Both teachers, the control and both distilled students on one seed's split; one table row."""
+    from advisor.loading import load_for_classification
+    from advisor.stats import paired_gain
+    from distill.decide import teacher_vs_control
+    from distill.pipeline import distill_models
+
+    seeded, transfer = withhold(data, args.labelled, args.unlabeled, seed)
+    labels = list(data.test["label"])
+    k = len(data.label_names)
+    row: dict[str, Any] = {
+        "dataset": dataset, "seed": seed, "labelled": seeded.train.num_rows, "unlabeled": len(transfer),
+        "test_rows": len(labels), "arms": {},
+    }  # fmt: skip
+    control_run, control_preds = None, None
+    for arm in ("kd-same-family", "kd-cross-family"):
+        name = getattr(args, ARMS[arm])
+        say(f"== {dataset} seed {seed}: {arm} (teacher {name}, fine-tuned on the {args.labelled} labelled rows)")
+        teacher, tok = load_for_classification(args.sources[name], tuple(data.label_names))
+        folder = work / f"seed{seed}-{arm}"
+        first = control_run is None  # the control is the same for both arms: trained once, with the first
+        config = _config(args, name, args.sources[args.student], seed, folder, control=first)
+        started = time.perf_counter()
+        report, _, _ = distill_models(
+            teacher, tok, seeded, config, work_dir=folder, teacher_needs_finetune=True, unlabeled=transfer,
+            progress=say,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        if first:
+            control_run = report.controls[0]
+            control_preds = test_predictions(control_run, folder, data, args.max_length)
+            row["arms"]["control"] = {
+                "test_accuracy": control_run.test_metrics["accuracy"],
+                "cost": {"student": control_run.cost.to_dict()},
+            }
+        student = report.students[0]
+        preds = test_predictions(student, folder, data, args.max_length)
+        gain = paired_gain("accuracy", labels, preds, control_preds, k, 0.95, seed=seed)
+        check = teacher_vs_control(
+            report.teacher.val_predictions, control_run.val_predictions, list(data.validation["label"])
+        )
+        row["arms"][arm] = {
+            "teacher": name,
+            "teacher_test_accuracy": report.teacher.test_metrics["accuracy"],
+            "test_accuracy": student.test_metrics["accuracy"],
+            "gain_over_control": gain.to_dict(),
+            "correct": [int(p == y) for p, y in zip(preds, labels, strict=True)],
+            "teacher_vs_control": check.to_dict(),
+            "cost": {
+                "teacher_finetune": report.phases["teacher"].to_dict(),
+                "teacher_logits": report.phases["teacher_logits"].to_dict(),
+                "student": report.phases["distill"].to_dict(),
+            },
+            "wall_s": wall,
+        }
+    row["arms"]["control"]["correct"] = [int(p == y) for p, y in zip(control_preds, labels, strict=True)]
+    return row
+
+
+def pooled(rows: list[dict[str, Any]], arm: str) -> dict[str, Any]:
+    """The arm's gain over the control pooled over seeds: a paired bootstrap over every (seed, test row)
+    pair, and a t interval over the per-seed differences (Student 1908)."""
+    import numpy as np
+    from scipy import stats
+
+    from advisor.stats import paired_gain
+
+    a = [c for r in rows for c in r["arms"][arm]["correct"]]
+    b = [c for r in rows for c in r["arms"]["control"]["correct"]]
+    # correctness as predictions against an all-ones truth: accuracy of a minus accuracy of b, paired by row
+    gain = paired_gain("accuracy", [1] * len(a), a, b, 2, 0.95)
+    per_seed = [r["arms"][arm]["gain_over_control"]["points"] for r in rows]
+    mean = statistics.fmean(per_seed)
+    if len(per_seed) > 1:
+        half = stats.t.ppf(0.975, len(per_seed) - 1) * statistics.stdev(per_seed) / np.sqrt(len(per_seed))
+    else:
+        half = float("nan")
+    return {"rows": gain.to_dict(), "seed_mean": mean, "seed_t_low": mean - half, "seed_t_high": mean + half}
+
+
+def _pts(g: dict[str, Any]) -> str:
+    return f"{g['points']:+.1f} [{g['low']:+.1f}, {g['high']:+.1f}], p={g['p_value']:.2g}"
+
+
+def _flops(cost: dict[str, dict[str, Any]]) -> str:
+    parts = {k: v["flops"] for k, v in cost.items()}
+    return " + ".join(f"{k} {v:.2g}" for k, v in parts.items()) + f" = {sum(parts.values()):.3g}"
+
+
+def tables(rows: list[dict[str, Any]]) -> list[str]:
+    per_seed = []
+    for r in rows:
+        c = r["arms"]["control"]
+        per_seed.append([r["dataset"], r["seed"], r["labelled"], r["unlabeled"], "control (labels only)", "—",
+                         c["test_accuracy"], "—", "—", _flops(c["cost"])])  # fmt: skip
+        for arm in ("kd-same-family", "kd-cross-family"):
+            x = r["arms"][arm]
+            check = x["teacher_vs_control"]
+            per_seed.append([
+                r["dataset"], r["seed"], r["labelled"], r["unlabeled"], f"{arm} ({x['teacher']})",
+                x["teacher_test_accuracy"], x["test_accuracy"], _pts(x["gain_over_control"]),
+                f"{check['verdict']} ({100 * check['difference']:+.1f})", _flops(x["cost"]),
+            ])  # fmt: skip
+    headers = ["dataset", "seed", "labelled", "withheld", "arm", "teacher test acc", "student test acc",
+               "gain over control, points [95% paired], McNemar p", "decide-first (val)", "FLOPs spent"]  # fmt: skip
+    out = [markdown_table(headers, per_seed)]
+    pooled_rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        mine = [r for r in rows if r["dataset"] == dataset]
+        for arm in ("kd-same-family", "kd-cross-family"):
+            p = pooled(mine, arm)
+            pooled_rows.append([dataset, arm, len(mine), _pts(p["rows"]),
+                                f"{p['seed_mean']:+.1f} [{p['seed_t_low']:+.1f}, {p['seed_t_high']:+.1f}]"])  # fmt: skip
+    out.append(
+        markdown_table(
+            ["dataset", "arm", "seeds", "pooled paired gain (all seed x row pairs)", "mean of per-seed gains, 95% t"],
+            pooled_rows,
+        )
+    )
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return resolve_args(build_parser().parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    writer, title = open_results("distill_transfer.py", argv, args, result_name, "seed's row")
+    started = time.perf_counter()
+    args.sources = {n: _source(n) for n in (args.student, args.same_teacher, args.strong_teacher)}
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="greenladder-distill-transfer-") as tmp:
+        for dataset, slug in zip(args.datasets, args.slugs, strict=True):
+            # validation and test fixed over seeds; each seed draws its own labelled / withheld split
+            data, _ = fixed_split(
+                dataset, f"distill-transfer-{slug}", train_rows=args.labelled + args.unlabeled,
+                eval_rows=args.eval_rows, seed=0, progress=say,
+            )  # fmt: skip
+            for seed in args.seed_list:
+                rows.append(one_seed(args, dataset, data, seed, Path(tmp) / slug))
+                writer.record(f"{dataset} seed {seed}", rows[-1])
+                writer.show(f"{title}: after {dataset} seed {seed}", tables(rows))
+    elapsed = time.perf_counter() - started
+    notes = [
+        f"Student {args.student} (pre-trained checkpoint, its own tokenizer); teachers {args.same_teacher} (same "
+        f"family) and {args.strong_teacher} (cross-family), each fine-tuned on the labelled rows only for "
+        f"{args.teacher_epochs:g} epochs. Students: {args.epochs:g} epochs, KD defaults of `distill` (alpha 0.5, "
+        f"T 2), {args.max_length} tokens; the control is the same student, seed and initialisation on the labels alone.",
+        "Gains are on the test split (fixed over seeds); the decide-first column is the teacher against the control "
+        "on validation (`distill.decide`). FLOPs analytic (the advisor's formulas), per phase.",
+        f"Whole benchmark: {elapsed:.0f} s on {args.threads} thread(s).",
+    ]
+    writer.finish(title, tables(rows), notes, {"args": {k: v for k, v in vars(args).items()}, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
