@@ -91,21 +91,37 @@ def _unavailable(why: str) -> Distiller:
     ) -> RunResult:
         if progress is not None:
             progress(f"{run_id}: distillation unavailable: {why}")
-        return RunResult(
-            run_id=run_id,
-            candidate=Candidate(
-                name=f"{teacher_run.candidate.name}-student",
-                kind="distilled",
-                source=str(teacher_run.artifact),
-                parent_run=teacher_run.run_id,
-            ),
-            hyperparameters={},
-            # failed, not skipped: the ledger retries failed runs, so a rerun after installing the
-            # distiller distils instead of reading this record back
-            status="failed",
-            metrics={},
-            cost=Cost(),
-            message=f"distillation unavailable: {why}",
+        # failed, not skipped: the ledger retries failed runs, so a rerun after installing the
+        # distiller distils instead of reading this record back
+        return unjudged_student(
+            teacher_run, run_id, str(teacher_run.artifact), "failed", f"distillation unavailable: {why}", Cost()
         )
 
     return distil_unavailable
+
+
+def unjudged_student(
+    teacher_run: RunResult,
+    run_id: str,
+    source: str,
+    status: str,
+    message: str,
+    cost: Cost,
+    details: dict[str, Any] | None = None,
+) -> RunResult:
+    """The record of a student that was never trained to the end (no distiller, a refused pass): no metrics."""
+    return RunResult(
+        run_id=run_id,
+        candidate=Candidate(
+            name=f"{teacher_run.candidate.name}-student",
+            kind="distilled",
+            source=source,
+            parent_run=teacher_run.run_id,
+        ),
+        hyperparameters={},
+        status=status,  # type: ignore[arg-type]
+        metrics={},
+        cost=cost,
+        message=message,
+        details=details or {},
+    )

@@ -200,6 +200,13 @@ def fixed_split(
     return data, folder
 
 
+def split_for(args: Any, name: str) -> tuple[Any, Path]:
+    """:func:`fixed_split` from a benchmark's usual options (--data, --train-rows, --eval-rows, --seed)."""
+    return fixed_split(
+        args.data, name, train_rows=args.train_rows, eval_rows=args.eval_rows, seed=args.seed, progress=say
+    )
+
+
 def machine() -> dict[str, Any]:
     """Where and when the numbers were taken (load average included: the machine is shared)."""
     import torch

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import data_slug, fixed_split, markdown_table, median, open_results, run_cli, say
+from common import data_slug, markdown_table, median, open_results, run_cli, say, split_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,14 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill.pipeline import distill_models
 
     started = time.perf_counter()
-    data, folder = fixed_split(
-        args.data,
-        split_name(args),
-        train_rows=args.train_rows,
-        eval_rows=args.eval_rows,
-        seed=args.seed,
-        progress=say,
-    )
+    data, folder = split_for(args, split_name(args))
     small = _source(args.small)
     teacher, tok = load_for_classification(_source(args.teacher), tuple(data.label_names))
     rows = []

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_TARGETS, data_slug, fixed_split, markdown_table, open_results, run_cli, safe_name, say
+from common import DEFAULT_TARGETS, data_slug, markdown_table, open_results, run_cli, safe_name, say, split_for
 
 DEFAULT_METHODS = "greenladder,exhaustive,optuna,flaml"
 DEFAULT_TRAIN_ROWS = 400
@@ -687,14 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     writer, title = open_results("select_models.py", argv, args, result_name, "method's row")
     work = Path(tempfile.mkdtemp(prefix="greenladder-select-"))
     say(f"working in {work}")
-    data, folder = fixed_split(
-        args.data,
-        split_name(args),
-        train_rows=args.train_rows,
-        eval_rows=args.eval_rows,
-        seed=args.seed,
-        progress=say,
-    )
+    data, folder = split_for(args, split_name(args))
     methods = [m.strip() for m in args.methods.split(",")]
     rows: list[dict[str, Any]] = []
     gl_wall = None

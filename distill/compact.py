@@ -21,9 +21,10 @@ from typing import Any
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.data import TaskData, column
+from advisor.distiller import unjudged_student
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
-from advisor.types import Candidate, Footprint, RunResult
+from advisor.types import Footprint, RunResult
 from distill.compress import model_latency
 from distill.config import build_distill_config
 from distill.pipeline import distill_models
@@ -86,21 +87,9 @@ def distil_run(
         )
     except PassRefused as refused:  # a teacher pass forecast past the budget: no student to judge
         say(f"{run_id}: stopped: {refused}")
-        return RunResult(
-            run_id=run_id,
-            candidate=Candidate(
-                name=f"{teacher_run.candidate.name}-student",
-                kind="distilled",
-                source=str(teacher_dir.relative_to(run_dir)),
-                parent_run=teacher_run.run_id,
-            ),
-            hyperparameters={},
-            status="budget",
-            metrics={},
-            message=str(refused),
-            cost=refused.spent,
-            details={"teacher_run": teacher_run.run_id, "steps": 0},
-        )
+        source = str(teacher_dir.relative_to(run_dir))
+        details = {"teacher_run": teacher_run.run_id, "steps": 0}
+        return unjudged_student(teacher_run, run_id, source, "budget", str(refused), refused.spent, details)
     dest = work / "model"
     save_model_folder(student, student_tok, dest)
     with Meter(config.metering, phase=f"latency {run_id}") as meter:
