@@ -65,7 +65,7 @@ def _test_predictions(run_dir: Path, run_id: str, data: Any, max_length: int) ->
 
 
 def one(source: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import advisor.advise as advise_mod
+    import advisor.climb as climb_mod
     from advisor.advise import advise
     from advisor.comparison import paired_difference
     from advisor.config import build_config
@@ -88,13 +88,18 @@ def one(source: str, seed: int, args: argparse.Namespace, work: Path) -> dict[st
         "output.keep_checkpoints=true",
         *args.overrides,
     ]
-    real_fit = advise_mod.fit_baseline
+    real_fit = climb_mod.fit_baseline
 
-    def weak(*a: Any, **k: Any) -> Any:
-        run = real_fit(*a, **k)
-        return dataclasses.replace(run, metrics={m: 0.0 for m in run.metrics})
+    def weak(task: Any, *a: Any, **k: Any) -> Any:
+        # wrong on every validation row, with no cross-validation to judge it by: it fails any floor
+        run = real_fit(task, *a, **k)
+        n = len(task.label_names)
+        wrong = tuple((int(y) + 1) % n for y in column(task.validation, "label"))
+        return dataclasses.replace(
+            run, metrics={m: 0.0 for m in run.metrics}, val_predictions=wrong, details={**run.details, "cv": None}
+        )
 
-    advise_mod.fit_baseline = weak  # the earlier climb must recommend the transformer (see the docstring)
+    climb_mod.fit_baseline = weak  # the earlier climb must recommend the transformer (see the docstring)
     try:
         say(f"{source} seed {seed}: earlier run on {len(data.train) // 2} training rows")
         earlier_dir = work / f"{source}-{seed}-earlier"
@@ -102,7 +107,7 @@ def one(source: str, seed: int, args: argparse.Namespace, work: Path) -> dict[st
         overrides = [*common, f"data.source={half}", f"output.out={earlier_dir}", "criteria.floor=0.01"]
         advise(build_config(overrides=overrides), progress=say)
     finally:
-        advise_mod.fit_baseline = real_fit
+        climb_mod.fit_baseline = real_fit
     out: dict[str, Any] = {"dataset": source, "seed": seed, "metric": metric, "train_rows": len(data.train)}
     runs: dict[str, dict[str, Any]] = {}
     for label, extra in (
