@@ -40,6 +40,10 @@ class _QuietProgress(ProgressCallback):
         return None  # no nested bar for each mid-training evaluation
 
 
+#: rows per evaluation batch (before the split over ranks)
+EVAL_BATCH = 16
+
+
 def build_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -68,7 +72,10 @@ def build_trainer(
         output_dir=str(out),
         per_device_train_batch_size=batch[0],
         gradient_accumulation_steps=batch[1],
-        per_device_eval_batch_size=ranks * max(1, 64 // ranks),  # split over the ranks too
+        # small evaluation batches: the evaluated rows are sorted by length, and a batch is padded to
+        # its longest text, so 16 rows a batch pad far less than 64 (a 128-row sample of the demo's
+        # sentences: 5,056 tokens computed at 16 a batch against 9,792 at 64, for 3,695 real ones)
+        per_device_eval_batch_size=ranks * max(1, EVAL_BATCH // ranks),  # split over the ranks too
         learning_rate=hp["learning_rate"],
         num_train_epochs=hp["epochs"],
         warmup_steps=int(hp["warmup_ratio"] * steps[0]),
