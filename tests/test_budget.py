@@ -365,7 +365,9 @@ def test_a_seconds_or_kwh_budget_too_small_for_the_distillation_stops_the_studen
     budget = before_training + 0.5 * spent(phases["control"])
     capped = advise_tiny("capped", *common, f"criteria.budget_{budget_name}={budget}")
     stopped = capped.run("tiny-t1-student")
-    assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or ""), capped.stop_reason
+    assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or ""), (
+        capped.stop_reason
+    )
     assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
     assert 0 < stopped.details["steps"] < student.details["steps"]
     # kWh: the start-up constant at the control's own kWh per second
