@@ -12,13 +12,13 @@
 # |                    | training_stops_the_run_inside_the_budget     | budget[trial]                                 | budget[trial]                                     |
 # |                    | [trial]                                      |                                               |                                                   |
 # | small experiment   | ...[small experiment] (same test)            | ...[small experiment] (same test)             | ...[small experiment] (same test)                 |
-# | distillation       | test_a_flops_budget_too_small_for_the_       | GAP: no test yet (the same BudgetCallback     | GAP: no test yet (as for kWh)                     |
-# |                    | distillation_stops_the_student_mid_training; | the trials use; its kWh/seconds checks are    |                                                   |
-# |                    | test_a_teacher_pass_that_cannot_fit_the_     | exercised only through trials)                |                                                   |
-# |                    | budget_is_not_started (both teacher passes:  |                                               |                                                   |
+# | distillation       | test_a_flops_budget_too_small_for_the_       | test_a_seconds_or_kwh_budget_too_small_for_   | test_a_seconds_or_kwh_budget_too_small_for_the_   |
+# |                    | distillation_stops_the_student_mid_training; | the_distillation_stops_the_student_mid_       | distillation_stops_the_student_mid_training       |
+# |                    | test_a_teacher_pass_that_cannot_fit_the_     | training[kwh] (the control, trained first,    | [seconds]                                         |
+# |                    | budget_is_not_started (both teacher passes:  | is stopped)                                   |                                                   |
 # |                    | [teacher] and [teacher_logits])              |                                               |                                                   |
-# | --from             | test_from_leaves_room_for_judging_a_         | GAP: no test yet (same callback)              | GAP: no test yet (same callback)                  |
-# |                    | continuation_the_budget_stops; test_from_    |                                               |                                                   |
+# | --from             | test_from_leaves_room_for_judging_a_         | test_from_a_seconds_or_kwh_budget_stops_the_  | test_from_a_seconds_or_kwh_budget_stops_the_      |
+# |                    | continuation_the_budget_stops; test_from_    | continuation_inside_the_budget[kwh]           | continuation_inside_the_budget[seconds]           |
 # |                    | stops_before_a_continuation_that_would_      |                                               |                                                   |
 # |                    | break_the_budget                             |                                               |                                                   |
 #
