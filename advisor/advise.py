@@ -269,7 +269,7 @@ def advise(
 
 
 def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
-    """A budget callback for trainings outside the climb (``--from``): it reads the ledger's spend at each run.
+    """A budget callback for trainings outside the climb (``--from``): it reads the ledger's spend and rates at each run.
 
     The judging pass it must leave room for is reserved by ``incremental.continue_from``, which
     knows the model being continued.
@@ -280,7 +280,10 @@ def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
         return []
     return [
         BudgetCallback(
-            config.criteria, lambda: sum((r.cost for r in ledger.all()), Cost()), 0.0, Rates.measured(ledger.all())
+            config.criteria,
+            lambda: sum((r.cost for r in ledger.all()), Cost()),
+            0.0,
+            lambda: Rates.measured(ledger.all()),  # measured when a run starts: the ledger is empty now
         )
     ]
 

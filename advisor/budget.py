@@ -125,7 +125,8 @@ class BudgetCallback(TrainerCallback):
         criteria: the budgets.
         spent: what the search spent before this run, or a function that says so when a run starts.
         eval_flops: FLOPs of one validation pass (reserved so the partial model can be judged).
-        rates: speeds measured earlier in the search.
+        rates: speeds measured earlier in the search, or a function that measures them when a run
+            starts (``--from`` makes its callback before the phases that give it a kWh rate run).
 
     ``train_run`` calls :meth:`bind` with the run's open :class:`advisor.cost.Meter` and its
     :class:`advisor.counting.MeteringCallback` before training starts.
@@ -135,10 +136,16 @@ class BudgetCallback(TrainerCallback):
     stop_status = "budget"
 
     def __init__(
-        self, criteria: AcceptanceCriteria, spent: Cost | Callable[[], Cost], eval_flops: float, rates: Rates
+        self,
+        criteria: AcceptanceCriteria,
+        spent: Cost | Callable[[], Cost],
+        eval_flops: float,
+        rates: Rates | Callable[[], Rates],
     ) -> None:
-        self.criteria, self.rates = criteria, rates
+        self.criteria = criteria
         self._spent_now = spent if callable(spent) else (lambda: spent)
+        self._rates_now = rates if callable(rates) else (lambda: rates)
+        self.rates = self._rates_now()
         self._charged = Cost()
         self.spent = self._spent_now()
         self.reserve(eval_flops)
@@ -187,10 +194,11 @@ class BudgetCallback(TrainerCallback):
         return None
 
     def bind(self, meter: Any, counter: Any) -> None:
-        """Watch a new run: its meter and counter; the search's spend is read again (one callback may
-        serve several runs in turn, as ``--from`` does)."""
+        """Watch a new run: its meter and counter; the search's spend and rates are read again (one
+        callback may serve several runs in turn, as ``--from`` does)."""
         self.meter, self.counter = meter, counter
         self.spent = self._spent_now() + self._charged
+        self.rates = self._rates_now()
         self.stop_message = None
         self._last, self._steps = (0.0, 0.0), 0
 

@@ -12,13 +12,13 @@
 # |                    | training_stops_the_run_inside_the_budget     | budget[trial]                                 | budget[trial]                                     |
 # |                    | [trial]                                      |                                               |                                                   |
 # | small experiment   | ...[small experiment] (same test)            | ...[small experiment] (same test)             | ...[small experiment] (same test)                 |
-# | distillation       | test_a_flops_budget_too_small_for_the_       | GAP: no test yet (the same BudgetCallback     | GAP: no test yet (as for kWh)                     |
-# |                    | distillation_stops_the_student_mid_training; | the trials use; its kWh/seconds checks are    |                                                   |
-# |                    | test_a_teacher_pass_that_cannot_fit_the_     | exercised only through trials)                |                                                   |
-# |                    | budget_is_not_started (both teacher passes:  |                                               |                                                   |
+# | distillation       | test_a_flops_budget_too_small_for_the_       | test_a_seconds_or_kwh_budget_too_small_for_   | test_a_seconds_or_kwh_budget_too_small_for_the_   |
+# |                    | distillation_stops_the_student_mid_training; | the_distillation_stops_the_student_mid_       | distillation_stops_the_student_mid_training       |
+# |                    | test_a_teacher_pass_that_cannot_fit_the_     | training[kwh] (the control, trained first,    | [seconds]                                         |
+# |                    | budget_is_not_started (both teacher passes:  | is stopped)                                   |                                                   |
 # |                    | [teacher] and [teacher_logits])              |                                               |                                                   |
-# | --from             | test_from_leaves_room_for_judging_a_         | GAP: no test yet (same callback)              | GAP: no test yet (same callback)                  |
-# |                    | continuation_the_budget_stops; test_from_    |                                               |                                                   |
+# | --from             | test_from_leaves_room_for_judging_a_         | test_from_a_seconds_or_kwh_budget_stops_the_  | test_from_a_seconds_or_kwh_budget_stops_the_      |
+# |                    | continuation_the_budget_stops; test_from_    | continuation_inside_the_budget[kwh]           | continuation_inside_the_budget[seconds]           |
 # |                    | stops_before_a_continuation_that_would_      |                                               |                                                   |
 # |                    | break_the_budget                             |                                               |                                                   |
 #
@@ -340,6 +340,41 @@ def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_tra
     assert capped.details["outcome"] == "budget"
     assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
     # the partial student was judged on the validation rows like any stopped run
+    assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
+
+
+@pytest.mark.parametrize("budget_name", ["seconds", "kwh"])
+def test_a_seconds_or_kwh_budget_too_small_for_the_distillation_stops_the_student_mid_training(
+    advise_tiny: AdviseTiny, weak_baseline: None, budget_name: str
+) -> None:
+    # the distillation trains as many epochs as its teacher's trial: 48 make half of the control
+    # (the student trained alone, kept when the tiny teacher is not ahead) several seconds, so timing
+    # noise in the trial before it cannot decide where the budget stops the search
+    energy = f"metering.codecarbon={'true' if budget_name == 'kwh' else 'false'}"
+    common = [energy, "criteria.floor=0.75", "criteria.max_params=5", "train.epochs=48", "tuning.epochs_max=48"]
+
+    def spent(cost: Cost) -> float:
+        return cost.wall_s if budget_name == "seconds" else cost.energy_kwh
+
+    free = advise_tiny("free", *common)
+    student = free.run("tiny-t1-student")
+    assert student is not None and student.status == "ok", free.stop_reason
+    phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
+    assert student.details["student_path"] == "control" and spent(phases["control"]) > 0
+    before_training = spent(free.total_cost) - spent(student.cost) + spent(phases["teacher"])
+    budget = before_training + 0.5 * spent(phases["control"])
+    capped = advise_tiny("capped", *common, f"criteria.budget_{budget_name}={budget}")
+    stopped = capped.run("tiny-t1-student")
+    assert stopped is not None and stopped.status == "budget" and "budget" in (stopped.message or ""), (
+        capped.stop_reason
+    )
+    assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
+    assert 0 < stopped.details["steps"] < student.details["steps"]
+    # kWh: the start-up constant at the control's own kWh per second
+    per_s = 1.0 if budget_name == "seconds" else phases["control"].energy_kwh / phases["control"].wall_s
+    assert spent(capped.total_cost) <= 1.05 * budget + START_UP_S * per_s
+    assert capped.details["outcome"] == "budget"
+    assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
     assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
 
 
