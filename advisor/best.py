@@ -8,7 +8,9 @@ after training and the predictions a report compares are exactly those of the ju
 :class:`EarlyStopping` ends the run once no new best has come for a patience that scales with the
 run's planned evaluations; it is a rule for plateaus and overfitting, so the run stays ``ok``.
 
-"Better" is strictly greater: a tie keeps the earlier weights (fewer steps, same score).
+A tie goes to the later weights: evaluations during training score a small sample of the
+validation split (``train.eval_rows``), where ties are common, and the later weights have had more
+training (keeping the earlier one on a tie cost MiniLM-L3 1.8 points on the demo's whole split).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class BestWeights(TrainerCallback):
         if pending is None or value is None or not math.isfinite(value) or model is None:
             return
         self.history.append((state.global_step, float(value)))
-        if self.step is not None and not value > self.metrics[self.metric]:
+        if self.step is not None and value < self.metrics[self.metric]:
             return
         self.step = state.global_step
         self.predictions, self.metrics = pending

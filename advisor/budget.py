@@ -99,6 +99,20 @@ def forecast_run(
     )
 
 
+def evaluation_reserve(full_pass_flops: float, n_rows: int, eval_rows: int) -> tuple[float, float]:
+    """What a watched run's passes cost: (one evaluation during training, judging it once stopped).
+
+    With every evaluation on the whole split (``train.eval_rows`` 0, or a split no larger), both are
+    a full pass. With a sample, an evaluation costs the sample's share of a full pass, and a stopped
+    run is judged by the Trainer's evaluation at the stop (on the sample) and then one full pass
+    over the kept weights.
+    """
+    if eval_rows <= 0 or n_rows <= eval_rows:
+        return full_pass_flops, JUDGING_PASSES * full_pass_flops
+    sample = full_pass_flops * eval_rows / n_rows
+    return sample, sample + full_pass_flops
+
+
 def _left(criteria: AcceptanceCriteria, spent: Cost) -> dict[str, float]:
     out = {}
     if criteria.budget_pflops is not None:

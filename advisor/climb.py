@@ -22,7 +22,7 @@ from typing import Any
 
 from advisor import distributed
 from advisor.baseline import fit_baseline
-from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, forecast_run, search_spent
+from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve, forecast_run, search_spent
 from advisor.config import Config
 from advisor.data import TaskData, column
 from advisor.distiller import Distiller
@@ -209,7 +209,9 @@ class Climb:
             return []
         eval_flops = self._val_pass_flops(rung_name)
         runs = [*self.before, *self.runs]
-        return [BudgetCallback(self.config.criteria, search_spent(runs), eval_flops, Rates.measured(runs))]
+        watch = BudgetCallback(self.config.criteria, search_spent(runs), eval_flops, Rates.measured(runs))
+        watch.reserve(*evaluation_reserve(eval_flops, len(self.data.validation), self.config.train.eval_rows))
+        return [watch]
 
     def _train(self, action: Train, hp: dict[str, Any], callbacks: list[Any], **kw: Any) -> RunResult:
         """Train the action's rung with ``hp`` (the configured batch size added), its budget watched."""

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from transformers import TrainerCallback
 
 from advisor.baseline import fit_baseline
-from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget
+from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve
 from advisor.comparison import compare, forecast_scratch, scaled_cost
 from advisor.config import Config
 from advisor.continuation import (
@@ -134,7 +134,9 @@ def continue_from(
         notes.append(f"the head was extended to {', '.join(data.label_names)}; earlier classes kept their weights")
     for cb in extra_callbacks:  # leave room for the pass that judges a continuation the budget stops
         if isinstance(cb, BudgetCallback):
-            cb.reserve(val_pass_flops(source, data, config))
+            cb.reserve(
+                *evaluation_reserve(val_pass_flops(source, data, config), len(data.validation), config.train.eval_rows)
+            )
     runs: list[RunResult] = []
     earlier = ledger.finished(f"{name}-earlier")
     if earlier is None:

@@ -34,7 +34,7 @@ class Snapshots(TrainerCallback):
         self.at[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_a_run_that_gets_worse_is_stopped_and_the_first_evaluations_weights_come_back(tmp_path) -> None:
+def test_a_run_that_gets_worse_is_stopped_and_the_best_evaluations_weights_come_back(tmp_path) -> None:
     # learn 8 examples by heart; validate on the same texts with flipped labels: accuracy falls as it learns
     model = tiny_classifier(dropout=0.0)
     best, stop, snaps = BestWeights("accuracy", _accuracy), EarlyStopping("accuracy", patience=2), Snapshots()
@@ -62,7 +62,7 @@ def test_a_run_that_gets_worse_is_stopped_and_the_first_evaluations_weights_come
     assert stop.stopped_step is not None and trainer.state.global_step == stop.stopped_step < 300
     assert stop.stopped_step == best.history[-1][0] and len(best.history) >= 3
     assert best.metrics["accuracy"] == max(scores) and scores[-1] < max(scores)
-    assert best.step == next(step for step, s in best.history if s == max(scores))  # the first of equals
+    assert best.step == max(step for step, s in best.history if s == max(scores))  # the last of equals
     assert "no new best accuracy for 2 evaluations" in stop.describe("accuracy")
     assert best.restore(trainer.model)
     for name, tensor in trainer.model.state_dict().items():

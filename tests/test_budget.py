@@ -419,3 +419,12 @@ def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
     assert stopped.cost.flops == pytest.approx(spent)
     assert capped.total_cost.flops <= budget * 1e15
     assert capped.details["outcome"] == "budget" and "tiny-t1-student was stopped by the budget" in capped.stop_reason
+
+
+def test_a_sampled_evaluation_reserves_its_share_and_the_judging_pass_over_the_whole_split() -> None:
+    from advisor.budget import evaluation_reserve
+
+    assert evaluation_reserve(100.0, 1000, 0) == (100.0, 100.0)  # every evaluation on all rows
+    assert evaluation_reserve(100.0, 50, 64) == (100.0, 100.0)  # a split no larger than the sample
+    # 64 of 1000 rows: an evaluation is 6.4 % of a pass; a stopped run costs that at the stop plus all rows
+    assert evaluation_reserve(100.0, 1000, 64) == pytest.approx((6.4, 106.4))

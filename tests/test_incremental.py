@@ -211,7 +211,7 @@ def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: 
 def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
     tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from advisor.budget import BudgetCallback
+    from advisor.budget import BudgetCallback, evaluation_reserve
 
     watches: list[BudgetCallback] = []
     real = incremental_mod.train_run
@@ -235,8 +235,12 @@ def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
         _from_config(tmp_path, rows, *never, f"output.out={tmp_path / 'capped'}", f"criteria.budget_pflops={budget}"),
         from_run=earlier,
     )
-    # the watch reserved the forecast of the judging pass: about the validation pass measured above
-    assert watches and 0.8 * judged_earlier <= watches[0].judging_flops <= 1.05 * judged_earlier
+    # the watch reserved the forecast of judging a stopped run: the Trainer's evaluation on the sample
+    # at the stop and one pass over all validation rows (about the pass measured above)
+    rows_sampled = build_config().train.eval_rows
+    _, judging = evaluation_reserve(judged_earlier, len(c1.val_predictions), rows_sampled)
+    assert len(c1.val_predictions) > rows_sampled  # the sample is in play here
+    assert watches and 0.8 * judging <= watches[0].judging_flops <= 1.05 * judging
     stopped = capped.run("tiny-a-c1")
     assert stopped.status == "budget" and stopped.metrics  # stopped inside, then judged
     assert capped.total_cost.flops <= 1.05 * budget * 1e15

@@ -57,7 +57,7 @@ def test_the_saved_model_is_the_judged_one_and_its_predictions_are_the_reported_
     history = run.details["eval_history"]
     assert len(history) == 6  # 2 per epoch; the last at the last step
     assert len({h["accuracy"] for h in history}) > 1 and 0 < sum(run.val_predictions) < len(run.val_predictions)
-    best = max(history, key=lambda h: h["accuracy"])  # max() keeps the first of equals, as BestWeights does
+    best = max(reversed(history), key=lambda h: h["accuracy"])  # the last of equals, as BestWeights keeps
     assert run.details["best_step"] == best["step"] and run.metrics["accuracy"] == best["accuracy"]
     # the predictions are those of the saved (best) weights, row for row, and the metrics come from them
     folder = tmp_path / "run" / str(run.artifact)
