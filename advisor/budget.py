@@ -86,8 +86,9 @@ def forecast_run(
     fwd_train = sum(encoder_forward_flops(model_config, n, num_labels) for n in train_lengths)
     fwd_val = sum(encoder_forward_flops(model_config, n, num_labels) for n in val_lengths)
     train = PASSES["train"] * fwd_train * epochs
-    share = min(1.0, eval_rows / len(val_lengths)) if eval_rows and val_lengths else 1.0
-    evals = fwd_val * (max(1, round(evals_per_epoch * epochs)) * share + (share < 1.0))
+    per_eval, _ = evaluation_reserve(fwd_val, len(val_lengths), eval_rows)
+    # on a sample, one more pass over the whole split judges the kept weights
+    evals = per_eval * max(1, round(evals_per_epoch * epochs)) + (fwd_val if per_eval < fwd_val else 0.0)
     seconds = (train + evals) / rates.flops_per_s if rates.flops_per_s else 0.0
     kwh = seconds * rates.kwh_per_s if rates.kwh_per_s else 0.0
     return Cost(
