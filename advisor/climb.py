@@ -20,30 +20,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor import distributed
+from advisor import distributed, policy
 from advisor.baseline import fit_baseline
 from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve, forecast_run, search_spent
 from advisor.config import Config
 from advisor.data import TaskData, column
-from advisor.distiller import Distiller
+from advisor.distiller import Distiller, DistilRequest
 from advisor.forecast import forecast_full
 from advisor.ledger import Ledger, fault_point
 from advisor.models import Rung, candidate_for, load_ladder, materialise
 from advisor.outcome import Verdict
-from advisor.policy import (
-    Action,
-    Distil,
-    Evidence,
-    FitBaseline,
-    RungInfo,
-    SharedStudy,
-    Skip,
-    Stop,
-    Train,
-    decide,
-    decision_level,
-    verdicts,
-)
 from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Cost, RunResult
@@ -99,15 +85,15 @@ class Climb:
         self.tuners: dict[str, RungTuner] = {}
         self.sources: dict[str, str] = {}
         self.forecasts: dict[str, Cost] = {}
-        self.shared: dict[str, SharedStudy] = {}
+        self.shared: dict[str, policy.SharedStudy] = {}
         self._lengths: tuple[list[int], list[int]] | None = None
         self.val_labels = tuple(int(y) for y in column(data.validation, "label"))
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def evidence(self) -> Evidence:
-        infos = tuple(RungInfo(r.name, r.params_non_embedding, r.optional) for r in self.rungs.values())
-        return Evidence(
+    def evidence(self) -> policy.Evidence:
+        infos = tuple(policy.RungInfo(r.name, r.params_non_embedding, r.optional) for r in self.rungs.values())
+        return policy.Evidence(
             infos,
             tuple(self.runs),
             self.val_labels,
@@ -118,26 +104,26 @@ class Climb:
             self.prior_candidates,
         )
 
-    def run(self) -> Stop:
+    def run(self) -> policy.Stop:
         """Climb until the policy says stop; returns the stop (its reason and recommendation)."""
         self._update_forecasts()  # a climb resumed after a continuation forecasts its first rung
         while True:
-            action = decide(self.evidence(), self.config)
-            if isinstance(action, Train) and not action.small and self._shared_changed(action):
+            action = policy.decide(self.evidence(), self.config)
+            if isinstance(action, policy.Train) and not action.small and self._shared_changed(action):
                 continue  # what other workers did changes the decision: ask again
-            if isinstance(action, Stop):
+            if isinstance(action, policy.Stop):
                 return action
             self.runs.append(self._do(action))
             self._update_forecasts()
 
     def verdicts(self) -> dict[str, Verdict]:
-        return verdicts(self.evidence(), self.config)
+        return policy.verdicts(self.evidence(), self.config)
 
-    def ending(self, stop: Stop) -> dict[str, Any]:
+    def ending(self, stop: policy.Stop) -> dict[str, Any]:
         """How the climb ended, for the report: the outcome, the decision level, the next step's cost."""
         details: dict[str, Any] = {
             "outcome": stop.outcome,
-            "decision_level": decision_level(self.evidence(), self.config),
+            "decision_level": policy.decision_level(self.evidence(), self.config),
         }
         if stop.next_cost is not None:
             details["next_cost"] = stop.next_cost.to_dict()
@@ -145,25 +131,25 @@ class Climb:
 
     # -- actions --------------------------------------------------------------------------------
 
-    def _do(self, action: Action) -> RunResult:
+    def _do(self, action: policy.Action) -> RunResult:
         known = self.ledger.get(getattr(action, "run_id", ""))
-        if known is not None and known.status == "failed" and not isinstance(action, Skip):
+        if known is not None and known.status == "failed" and not isinstance(action, policy.Skip):
             self.say(f"{known.run_id}: failed last time ({known.message}); trying it again")
             known = None
         if known is not None:
             self.say(
                 f"{known.run_id}: read back from the ledger (not {'refitted' if known.run_id == 'baseline' else 'retrained'})"
             )
-            if isinstance(action, Train) and not action.small:
+            if isinstance(action, policy.Train) and not action.small:
                 self._after_trial(action, known)
             return known
-        if isinstance(action, FitBaseline):
+        if isinstance(action, policy.FitBaseline):
             budget = None
             if any_budget(self.config.criteria):
                 budget = FitBudget(self.config.criteria, search_spent(self.runs), Rates.measured(self.runs))
             run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say, budget=budget)
             fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
-        elif isinstance(action, Skip):
+        elif isinstance(action, policy.Skip):
             rung = self.rungs[action.rung]
             run = RunResult(
                 run_id=action.run_id,
@@ -176,18 +162,17 @@ class Climb:
                 details={"forecast": dict(action.forecast)},
             )
             self.say(f"{rung.name}: {action.message}")
-        elif isinstance(action, Distil):
+        elif isinstance(action, policy.Distil):
             if self.distiller is None:
                 raise RuntimeError("the policy asked for a distillation but no distiller was supplied")
             parent = next(r for r in self.runs if r.run_id == action.parent)
             # the teacher's budget watch: the distiller charges it and reserves its student's passes
             watch = self._budget(parent.candidate.name)
-            run = self.distiller(
-                parent, self.data, self.config, self.run_dir, action.run_id, progress=self.say, callbacks=watch
-            )
-        elif isinstance(action, Train) and action.small:
+            request = DistilRequest(parent, self.data, self.config, self.run_dir, action.run_id)
+            run = self.distiller(request, progress=self.say, callbacks=watch)
+        elif isinstance(action, policy.Train) and action.small:
             run = self._train_small(action)
-        elif isinstance(action, Train):
+        elif isinstance(action, policy.Train):
             run = self._train_trial(action)
         else:  # pragma: no cover - the policy has no other actions
             raise TypeError(f"unknown action {action!r}")
@@ -213,7 +198,7 @@ class Climb:
         watch.reserve(*evaluation_reserve(eval_flops, len(self.data.validation), self.config.train.eval_rows))
         return [watch]
 
-    def _train(self, action: Train, hp: dict[str, Any], callbacks: list[Any], **kw: Any) -> RunResult:
+    def _train(self, action: policy.Train, hp: dict[str, Any], callbacks: list[Any], **kw: Any) -> RunResult:
         """Train the action's rung with ``hp`` (the configured batch size added), its budget watched."""
         rung = self.rungs[action.rung]
         return train_run(
@@ -229,7 +214,7 @@ class Climb:
             **kw,
         )
 
-    def _train_small(self, action: Train) -> RunResult:
+    def _train_small(self, action: policy.Train) -> RunResult:
         self.say(f"{action.rung}: small experiment on {self.config.tuning.small_fraction:.0%} of the training data")
         return self._train(action, {}, [], train_fraction=self.config.tuning.small_fraction, save_model=False)
 
@@ -262,7 +247,7 @@ class Climb:
             )
         return self.tuners[rung_name]
 
-    def _shared_changed(self, action: Train) -> bool:
+    def _shared_changed(self, action: policy.Train) -> bool:
         """Refresh what other workers did on the action's rung; True when it changed."""
         if not self.config.tuning.storage or self.ledger.get(action.run_id) is not None:
             return False
@@ -271,13 +256,13 @@ class Climb:
         floor = self.config.criteria.floor
         if started >= self.config.tuning.trials_per_rung and (best is None or best < floor):
             best = tuner.wait_for_others(self.say)  # a trial still running elsewhere may yet pass this rung
-        now = SharedStudy(started, best, tuner.best_elsewhere() if best is not None else "")
+        now = policy.SharedStudy(started, best, tuner.best_elsewhere() if best is not None else "")
         if self.shared.get(action.rung) == now:
             return False
         self.shared[action.rung] = now
         return True
 
-    def _train_trial(self, action: Train) -> RunResult:
+    def _train_trial(self, action: policy.Train) -> RunResult:
         rung = self.rungs[action.rung]
         tuner = self._tuner(rung.name)
         trial, hp, origin = tuner.ask()
@@ -300,7 +285,7 @@ class Climb:
         self._after_trial(action, run)
         return run
 
-    def _after_trial(self, action: Train, run: RunResult) -> None:
+    def _after_trial(self, action: policy.Train, run: RunResult) -> None:
         """After a rung's first trial (trained or read back): queue the lr probe."""
         if action.run_id.endswith("-t1"):
             losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]

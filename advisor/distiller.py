@@ -18,6 +18,7 @@ comes back with status ``budget``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,19 +31,31 @@ from advisor.types import Candidate, Cost, RunResult
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class DistilRequest:
+    """What the climb hands a distiller: the run to distil, the task, and where the student goes.
+
+    Attributes:
+        teacher_run: the run that met the floor but not a ceiling (its saved model is the teacher).
+        data: the task's splits.
+        config: the climb's configuration.
+        run_dir: the run directory (the student is saved under ``runs/<run_id>/``).
+        run_id: the student's run id.
+    """
+
+    teacher_run: RunResult
+    data: TaskData
+    config: Config
+    run_dir: Path
+    run_id: str
+
+
 class Distiller(Protocol):
-    """(teacher run, task data, config, run directory, student run id, progress, Trainer callbacks)
-    -> the student's run (status ``budget`` when a callback stopped it)."""
+    """(request, progress, Trainer callbacks) -> the student's run (status ``budget`` when a callback
+    stopped it)."""
 
     def __call__(
-        self,
-        teacher_run: RunResult,
-        data: TaskData,
-        config: Config,
-        run_dir: Path,
-        run_id: str,
-        progress: Progress | None = None,
-        callbacks: Sequence[Any] = (),
+        self, request: DistilRequest, progress: Progress | None = None, callbacks: Sequence[Any] = ()
     ) -> RunResult: ...
 
 
@@ -81,21 +94,15 @@ def find_distiller(name: str = "default") -> Distiller:
 
 def _unavailable(why: str) -> Distiller:
     def distil_unavailable(
-        teacher_run: RunResult,
-        data: TaskData,
-        config: Config,
-        run_dir: Path,
-        run_id: str,
-        progress: Progress | None = None,
-        callbacks: Sequence[Any] = (),
+        request: DistilRequest, progress: Progress | None = None, callbacks: Sequence[Any] = ()
     ) -> RunResult:
         if progress is not None:
-            progress(f"{run_id}: distillation unavailable: {why}")
+            progress(f"{request.run_id}: distillation unavailable: {why}")
         # failed, not skipped: the ledger retries failed runs, so a rerun after installing the
         # distiller distils instead of reading this record back
-        return unjudged_student(
-            teacher_run, run_id, str(teacher_run.artifact), "failed", f"distillation unavailable: {why}", Cost()
-        )
+        teacher = request.teacher_run
+        message = f"distillation unavailable: {why}"
+        return unjudged_student(teacher, request.run_id, str(teacher.artifact), "failed", message, Cost())
 
     return distil_unavailable
 

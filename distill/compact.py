@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from advisor.config import Config
 from advisor.cost import Meter
-from advisor.data import TaskData, column
-from advisor.distiller import unjudged_student
+from advisor.data import column
+from advisor.distiller import DistilRequest, unjudged_student
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
 from advisor.types import Footprint, RunResult
@@ -33,15 +31,9 @@ from distill.transfer import read_unlabeled
 
 
 def distil_run(
-    teacher_run: RunResult,
-    data: TaskData,
-    config: Config,
-    run_dir: Path,
-    run_id: str,
-    progress: Callable[[str], None] | None = None,
-    callbacks: Sequence[Any] = (),
+    request: DistilRequest, progress: Callable[[str], None] | None = None, callbacks: Sequence[Any] = ()
 ) -> RunResult:
-    """Distil ``teacher_run``'s saved model into a half-depth student; return the student's RunResult.
+    """Distil the request's teacher run's saved model into a half-depth student; return the student's RunResult.
 
     The cost covers the teacher's evaluation and logit caching, the distillation and the latency
     measurement; the student is saved under ``runs/<run_id>/model``. ``details["retention"]`` is the
@@ -50,6 +42,8 @@ def distil_run(
     ``budget``, its partial model judged and saved like any. A teacher pass forecast not to fit is
     not started: the run comes back with status ``budget``, no metrics, and the cost spent before.
     """
+    teacher_run, data, config, run_id = request.teacher_run, request.data, request.config, request.run_id
+    run_dir = request.run_dir
     say = progress or (lambda _m: None)
     teacher_dir = run_dir / str(teacher_run.artifact)
     work = run_dir / "runs" / run_id

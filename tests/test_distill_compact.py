@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.distiller import ENTRY_POINT_GROUP, find_distiller
+from advisor.distiller import ENTRY_POINT_GROUP, DistilRequest, find_distiller
 from advisor.types import Candidate, Cost, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,8 @@ def test_without_a_distiller_the_student_run_says_why_and_is_retried_later():
         artifact="runs/rung-t1/model",
     )
     messages: list[str] = []
-    run = find_distiller("no-such-distiller")(teacher, None, None, Path("."), "rung-t1-student", messages.append)  # type: ignore[arg-type]
+    request = DistilRequest(teacher, None, None, Path("."), "rung-t1-student")  # type: ignore[arg-type]
+    run = find_distiller("no-such-distiller")(request, messages.append)
     assert run.status == "failed" and run.run_id == "rung-t1-student"  # failed runs are retried by the ledger
     assert "distillation unavailable" in (run.message or "") and "distil_on_ceiling" in (run.message or "")
     assert messages and "distillation unavailable" in messages[0]
