@@ -318,12 +318,12 @@ def train_run(
     )
     return distributed.agree(
         RunResult(
-            run_id=run_id,
-            candidate=used_candidate,
-            hyperparameters=hp,
-            status=status,  # type: ignore[arg-type]
-            metrics=metrics,
-            cost=cost,
+            run_id,
+            used_candidate,
+            hp,
+            status,  # type: ignore[arg-type]
+            metrics,
+            cost,
             artifact=artifact,
             message=message,
             details=details,

@@ -21,6 +21,7 @@ Names and outputs (reusable by any script here):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import hashlib
@@ -71,6 +72,23 @@ def set_threads(n: int = 2) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def benchmark_parser(doc: str, data: str, data_help: str) -> argparse.ArgumentParser:
+    """A parser described by the docstring's first paragraph, with ``--data`` and ``--out``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--data", default=data, help=data_help)
+    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
+    return p
+
+
+def add_distill_options(p: argparse.ArgumentParser, seeds: str) -> None:
+    """The training options both distillation benchmarks take, with the same defaults."""
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--teacher-epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=3.0, help="student epochs (the no-teacher control's too)")
+    p.add_argument("--seeds", default=seeds, help="seeds, comma-separated")
+    p.add_argument("--threads", type=int, default=2)
 
 
 def say(msg: str) -> None:

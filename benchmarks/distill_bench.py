@@ -28,26 +28,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import data_slug, markdown_table, median, open_results, run_cli, say, split_for
+from common import (
+    add_distill_options,
+    benchmark_parser,
+    data_slug,
+    markdown_table,
+    median,
+    open_results,
+    run_cli,
+    say,
+    split_for,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="bbc-news", help="built-in dataset name, a file or a folder")
-    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
+    p = benchmark_parser(__doc__, "bbc-news", "built-in dataset name, a file or a folder")
     p.add_argument("--teacher", default="minilm-l6", help="ladder rung (or folder) fine-tuned as the teacher")
     p.add_argument("--small", default="minilm-l3", help="smaller ladder checkpoint used as the second student")
     p.add_argument("--train-rows", type=int, default=None, help="training rows (default 800; quick 300)")
     p.add_argument("--eval-rows", type=int, default=None, help="validation and test rows each (default 300; quick 150)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--teacher-epochs", type=float, default=3.0)
-    p.add_argument("--epochs", type=float, default=3.0, help="student (and control) epochs")
-    p.add_argument("--seeds", default="0", help="student seeds, comma-separated")
     p.add_argument("--rounds", type=int, default=5, help="interleaved batches of 32 for throughput (median taken)")
     p.add_argument("--repeats", type=int, default=100, help="batch-1 texts timed per model, interleaved")
     p.add_argument("--seed", type=int, default=0, help="split seed")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="small subset, 64 tokens, 2 epochs: a few minutes")
+    add_distill_options(p, seeds="0")  # student seeds
     return p
 
 

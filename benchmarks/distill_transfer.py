@@ -32,28 +32,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import data_slug, fixed_split, markdown_table, open_results, run_cli, say
+from common import (
+    add_distill_options,
+    benchmark_parser,
+    data_slug,
+    fixed_split,
+    markdown_table,
+    open_results,
+    run_cli,
+    say,
+)
 
 #: arm -> the teacher option that names its checkpoint (None: the no-teacher control)
 ARMS = {"control": None, "kd-same-family": "same_teacher", "kd-cross-family": "strong_teacher"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="spamassassin,uncertainty", help="comma-separated built-in names or files")
-    p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
+    p = benchmark_parser(__doc__, "spamassassin,uncertainty", "comma-separated built-in names or files")
     p.add_argument("--student", default="minilm-l3", help="the student checkpoint (offline rung or folder)")
     p.add_argument("--same-teacher", default="minilm-l6", help="teacher of the student's family (same vocabulary)")
     p.add_argument("--strong-teacher", default="mpnet-base", help="stronger teacher of another family")
     p.add_argument("--labelled", type=int, default=500, help="training rows that keep their labels")
     p.add_argument("--unlabeled", type=int, default=2000, help="training rows whose labels are withheld (capped)")
     p.add_argument("--eval-rows", type=int, default=300, help="validation and test rows each (fixed over seeds)")
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--teacher-epochs", type=float, default=3.0)
-    p.add_argument("--epochs", type=float, default=3.0, help="student epochs (control and distilled alike)")
-    p.add_argument("--seeds", default="0,1,2", help="seeds: each draws its own labelled/withheld split")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 epoch, 32 tokens: proves every arm runs")
+    add_distill_options(p, seeds="0,1,2")  # each seed draws its own labelled / withheld split
     return p
 
 

@@ -67,11 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--no-reuse",
-        action="store_true",
-        help="train every run, also one another method already trained with the same settings and seed",
-    )
+    reuse = "train every run, also one another method already trained with the same settings and seed"
+    p.add_argument("--no-reuse", action="store_true", help=reuse)
     p.add_argument(
         "--quick", action="store_true", help="200 training rows, 64 tokens, 1 epoch, FLAML at 1x only: under 5 minutes"
     )

@@ -13,22 +13,12 @@ CAND = Candidate(name="tiny", kind="finetune", source="x")
 
 
 def test_costs_add_up_and_merge_provenance() -> None:
-    a = Cost(
-        wall_s=1,
-        train_flops=10,
-        tokens=5,
-        energy_cpu_kwh=0.1,
-        peak_rss_mb=100,
-        provenance={"flops": "analytic", "energy": "estimated"},
+    analytic, not_applicable = (
+        {"flops": "analytic", "energy": "estimated"},
+        {"flops": "not_applicable", "energy": "estimated"},
     )
-    b = Cost(
-        wall_s=2,
-        train_flops=0,
-        tokens=1,
-        energy_cpu_kwh=0.2,
-        peak_rss_mb=50,
-        provenance={"flops": "not_applicable", "energy": "estimated"},
-    )
+    a = Cost(wall_s=1, train_flops=10, tokens=5, energy_cpu_kwh=0.1, peak_rss_mb=100, provenance=analytic)
+    b = Cost(wall_s=2, train_flops=0, tokens=1, energy_cpu_kwh=0.2, peak_rss_mb=50, provenance=not_applicable)
     c = a + b
     assert c.wall_s == 3 and c.train_flops == 10 and c.tokens == 6
     assert c.energy_kwh == pytest.approx(0.3)
