@@ -8,92 +8,35 @@ offline; each intensity carries the name of its source.
 
 from __future__ import annotations
 
+import csv
 import functools
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from advisor.config import MeteringConfig
 from advisor.energy import cloud_intensities, grid_intensity_g_per_kwh
 
 # Cloud regions of AWS and Azure and where each one is, so that its grid can be looked up in
-# codecarbon's data (codecarbon 3 ships intensities for GCP regions only). Locations from the
-# providers' region lists: https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html
-# and https://learn.microsoft.com/azure/reliability/regions-list (with Microsoft's datacenter
-# pages for the state or province). Nordic regions name their ENTSO-E bidding zone (Stockholm and
-# Gävle are in SE3, Oslo in NO1, Stavanger in NO2).
-#: (provider, region) -> (city, ISO 3166 alpha-3, US state / Canadian province / Nordic zone or None)
-_REGION_LOCATIONS: dict[tuple[str, str], tuple[str, str, str | None]] = {
-    ("aws", "us-east-1"): ("N. Virginia", "USA", "virginia"),
-    ("aws", "us-east-2"): ("Ohio", "USA", "ohio"),
-    ("aws", "us-west-1"): ("N. California", "USA", "california"),
-    ("aws", "us-west-2"): ("Oregon", "USA", "oregon"),
-    ("aws", "ca-central-1"): ("Montreal", "CAN", "quebec"),
-    ("aws", "ca-west-1"): ("Calgary", "CAN", "alberta"),
-    ("aws", "mx-central-1"): ("Querétaro", "MEX", None),
-    ("aws", "sa-east-1"): ("São Paulo", "BRA", None),
-    ("aws", "eu-west-1"): ("Dublin", "IRL", None),
-    ("aws", "eu-west-2"): ("London", "GBR", None),
-    ("aws", "eu-west-3"): ("Paris", "FRA", None),
-    ("aws", "eu-central-1"): ("Frankfurt", "DEU", None),
-    ("aws", "eu-central-2"): ("Zurich", "CHE", None),
-    ("aws", "eu-north-1"): ("Stockholm", "SWE", "SE3"),
-    ("aws", "eu-south-1"): ("Milan", "ITA", None),
-    ("aws", "eu-south-2"): ("Aragón", "ESP", None),
-    ("aws", "il-central-1"): ("Tel Aviv", "ISR", None),
-    ("aws", "me-south-1"): ("Bahrain", "BHR", None),
-    ("aws", "me-central-1"): ("UAE", "ARE", None),
-    ("aws", "af-south-1"): ("Cape Town", "ZAF", None),
-    ("aws", "ap-east-1"): ("Hong Kong", "HKG", None),
-    ("aws", "ap-south-1"): ("Mumbai", "IND", None),
-    ("aws", "ap-south-2"): ("Hyderabad", "IND", None),
-    ("aws", "ap-northeast-1"): ("Tokyo", "JPN", None),
-    ("aws", "ap-northeast-2"): ("Seoul", "KOR", None),
-    ("aws", "ap-northeast-3"): ("Osaka", "JPN", None),
-    ("aws", "ap-southeast-1"): ("Singapore", "SGP", None),
-    ("aws", "ap-southeast-2"): ("Sydney", "AUS", None),
-    ("aws", "ap-southeast-3"): ("Jakarta", "IDN", None),
-    ("aws", "ap-southeast-4"): ("Melbourne", "AUS", None),
-    ("aws", "ap-southeast-5"): ("Malaysia", "MYS", None),
-    ("azure", "eastus"): ("Virginia", "USA", "virginia"),
-    ("azure", "eastus2"): ("Virginia", "USA", "virginia"),
-    ("azure", "centralus"): ("Iowa", "USA", "iowa"),
-    ("azure", "northcentralus"): ("Illinois", "USA", "illinois"),
-    ("azure", "southcentralus"): ("Texas", "USA", "texas"),
-    ("azure", "westcentralus"): ("Wyoming", "USA", "wyoming"),
-    ("azure", "westus"): ("California", "USA", "california"),
-    ("azure", "westus2"): ("Washington", "USA", "washington"),
-    ("azure", "westus3"): ("Arizona", "USA", "arizona"),
-    ("azure", "canadacentral"): ("Toronto", "CAN", "ontario"),
-    ("azure", "canadaeast"): ("Quebec City", "CAN", "quebec"),
-    ("azure", "mexicocentral"): ("Querétaro", "MEX", None),
-    ("azure", "brazilsouth"): ("São Paulo", "BRA", None),
-    ("azure", "northeurope"): ("Ireland", "IRL", None),
-    ("azure", "westeurope"): ("Netherlands", "NLD", None),
-    ("azure", "uksouth"): ("London", "GBR", None),
-    ("azure", "ukwest"): ("Cardiff", "GBR", None),
-    ("azure", "francecentral"): ("Paris", "FRA", None),
-    ("azure", "germanywestcentral"): ("Frankfurt", "DEU", None),
-    ("azure", "switzerlandnorth"): ("Zurich", "CHE", None),
-    ("azure", "norwayeast"): ("Oslo", "NOR", "NO1"),
-    ("azure", "norwaywest"): ("Stavanger", "NOR", "NO2"),
-    ("azure", "swedencentral"): ("Gävle", "SWE", "SE3"),
-    ("azure", "polandcentral"): ("Warsaw", "POL", None),
-    ("azure", "italynorth"): ("Milan", "ITA", None),
-    ("azure", "spaincentral"): ("Madrid", "ESP", None),
-    ("azure", "israelcentral"): ("Israel", "ISR", None),
-    ("azure", "qatarcentral"): ("Doha", "QAT", None),
-    ("azure", "uaenorth"): ("Dubai", "ARE", None),
-    ("azure", "southafricanorth"): ("Johannesburg", "ZAF", None),
-    ("azure", "centralindia"): ("Pune", "IND", None),
-    ("azure", "southindia"): ("Chennai", "IND", None),
-    ("azure", "eastasia"): ("Hong Kong", "HKG", None),
-    ("azure", "southeastasia"): ("Singapore", "SGP", None),
-    ("azure", "japaneast"): ("Tokyo", "JPN", None),
-    ("azure", "japanwest"): ("Osaka", "JPN", None),
-    ("azure", "koreacentral"): ("Seoul", "KOR", None),
-    ("azure", "australiaeast"): ("New South Wales", "AUS", None),
-    ("azure", "australiasoutheast"): ("Victoria", "AUS", None),
-}
+# codecarbon's data (codecarbon 3 ships intensities for GCP regions only): _data/cloud_regions.csv,
+# one row a region (provider, region, city, ISO 3166 alpha-3 country, and the US state, Canadian
+# province or Nordic bidding zone where the grid is finer than the country's, else empty).
+# Locations from the providers' region lists:
+# https://docs.aws.amazon.com/global-infrastructure/latest/regions/aws-regions.html and
+# https://learn.microsoft.com/azure/reliability/regions-list (with Microsoft's datacenter pages for
+# the state or province). Nordic regions name their ENTSO-E bidding zone (Stockholm and Gävle are
+# in SE3, Oslo in NO1, Stavanger in NO2).
+REGIONS_CSV = "_data/cloud_regions.csv"
+
+
+@functools.cache
+def region_locations() -> dict[tuple[str, str], tuple[str, str, str | None]]:
+    """(provider, region) -> (city, ISO 3166 alpha-3, US state / Canadian province / Nordic zone or None)."""
+    text = resources.files("advisor").joinpath(REGIONS_CSV).read_text(encoding="utf-8")
+    rows = csv.DictReader(text.splitlines())
+    return {(r["provider"], r["region"]): (r["city"], r["country"], r["zone"] or None) for r in rows}
+
+
 PROVIDERS = ("aws", "azure", "gcp")
 
 
@@ -153,7 +96,7 @@ def cloud_region_intensities() -> dict[tuple[str, str], tuple[str, float, str]]:
         for (p, r), (name, g) in cloud_intensities().items()
         if p == "gcp"
     }
-    for (provider, region), (city, country, zone) in _REGION_LOCATIONS.items():
+    for (provider, region), (city, country, zone) in region_locations().items():
         g, source = _location_intensity(country, zone)
         out[(provider, region)] = (f"{city}, {country}", g, source)
     return out

@@ -431,10 +431,10 @@ def test_region_advice_keeps_to_the_users_provider_and_says_nothing_when_none_is
 
 
 def test_every_aws_and_azure_region_finds_its_own_grid_not_the_national_average() -> None:
-    from advisor.regions import _REGION_LOCATIONS, _location_intensity
+    from advisor.regions import _location_intensity, region_locations
 
     # a misspelt state, province or zone would fall back silently to the country's figure
-    for (provider, region), (_, country, zone) in _REGION_LOCATIONS.items():
+    for (provider, region), (_, country, zone) in region_locations().items():
         if zone is not None:
             assert _location_intensity(country, zone)[0] != _location_intensity(country, None)[0], (provider, region)
 
