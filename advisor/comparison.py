@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from advisor.stats import BOOTSTRAP_REPLICATES, metric_value, paired_gain
+from advisor.stats import BOOTSTRAP_REPLICATES, Labels, metric_value, paired_gain
 from advisor.types import Cost, RunResult
 
 #: Cost figures a forecast scales with the training tokens
@@ -28,36 +28,37 @@ _SCALED = (
 )
 
 
-def paired_difference(
-    y_true: Sequence[int],
-    pred_a: Sequence[int],
-    pred_b: Sequence[int],
-    metric: str,
-    num_labels: int,
-    resamples: int = BOOTSTRAP_REPLICATES,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Metric of A minus metric of B on the same rows, with a paired-bootstrap interval (:func:`advisor.stats.paired_gain`).
+def paired_difference(y_true: Labels, a: Labels, b: Labels, metric: str, k: int, seed: int = 0) -> dict[str, Any]:
+    """Metric of model A minus model B on the same rows, with a 95 % paired-bootstrap interval
+    (:func:`advisor.stats.paired_gain`).
 
     Args:
-        y_true, pred_a, pred_b: label ids of the same n rows, shape (n,).
+        y_true, a, b: label ids of the same n rows (truth, A's predictions, B's), shape (n,).
+        metric: the metric's name; k: the number of labels; seed: the bootstrap's seed.
 
     Returns:
         ``{"metric", "a", "b", "difference", "low", "high", "n", "method"}`` in the metric's units
         (None when n = 0).
     """
     n = len(y_true)
-    if not n == len(pred_a) == len(pred_b):
+    if not n == len(a) == len(b):
         raise ValueError(
-            f"y_true, pred_a and pred_b must have one label per row; got {n}, {len(pred_a)}, {len(pred_b)}"
+            f"y_true and both models' predictions must have one label per row; got {n}, {len(a)}, {len(b)}"
         )
-    out: dict[str, Any] = {"metric": metric, "n": n, "method": f"paired bootstrap over rows, {resamples} resamples"}
+    method = f"paired bootstrap over rows, {BOOTSTRAP_REPLICATES} resamples"
+    out: dict[str, Any] = {"metric": metric, "n": n, "method": method}
     if n == 0:
         return {**out, "a": None, "b": None, "difference": None, "low": None, "high": None}
-    g = paired_gain(metric, y_true, pred_a, pred_b, num_labels, level, replicates=resamples, seed=seed)
-    a, b = metric_value(metric, y_true, pred_a, num_labels), metric_value(metric, y_true, pred_b, num_labels)
-    return {**out, "a": a, "b": b, "difference": a - b, "low": g.low / 100, "high": g.high / 100}
+    g = paired_gain(metric, y_true, a, b, k, 0.95, seed=seed)
+    score_a, score_b = metric_value(metric, y_true, a, k), metric_value(metric, y_true, b, k)
+    return {
+        **out,
+        "a": score_a,
+        "b": score_b,
+        "difference": score_a - score_b,
+        "low": g.low / 100,
+        "high": g.high / 100,
+    }
 
 
 def forecast_scratch(

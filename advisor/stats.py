@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+#: label ids, one per row
+Labels = Sequence[int]
+
 #: metrics that are a share of rows (a binomial proportion for single-label data)
 PROPORTIONS = ("accuracy", "micro_f1")
 #: bootstrap replicates; the percentile interval's Monte Carlo error at 2,000 is about 0.1 point
@@ -174,8 +177,8 @@ def wilson(k: int, n: int, level: float) -> tuple[float, float]:
 
 def metric_interval(
     metric: str,
-    y_true: Sequence[int],
-    y_pred: Sequence[int],
+    y_true: Labels,
+    y_pred: Labels,
     num_labels: int,
     level: float,
     *,

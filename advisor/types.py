@@ -174,6 +174,9 @@ class Candidate:
         return cls(**dict(d))
 
 
+#: a figure measured after training; None when it was not measured
+Measured = float | None
+
 #: RunResult.details keys that ledgers written before :class:`Footprint` existed hold its figures in
 FOOTPRINT_KEYS = ("size_mb", "latency_ms_p50", "latency_ms_p95", "params", "latency_device")
 
@@ -190,9 +193,9 @@ class Footprint:
         latency_device: where the latency was measured, e.g. "cpu".
     """
 
-    size_mb: float | None = None
-    latency_ms_p50: float | None = None
-    latency_ms_p95: float | None = None
+    size_mb: Measured = None
+    latency_ms_p50: Measured = None
+    latency_ms_p95: Measured = None
     params: int | None = None
     latency_device: str | None = None
 

@@ -138,36 +138,17 @@ class StallRule(HealthRule):
                 signal.signal(_SIGNAL, self._previous if self._previous is not None else signal.SIG_DFL)
             self._target = self._previous = None
 
+    def _check(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self._halt(control)
+
+    def _progress(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self._beat(state, control)
+
     # Events that only check for a stall (nothing has completed yet) ...
-    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._halt(control)
-
-    def on_pre_optimizer_step(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ):
-        self._halt(control)
-
+    on_step_begin = on_pre_optimizer_step = _check
     # ... and events that are progress.
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
-
-    def on_substep_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
-
-    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
-
-    def on_prediction_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
-
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
-
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any):
-        self._beat(state, control)
+    on_step_end = on_substep_end = on_epoch_end = on_log = _progress
+    on_prediction_step = on_evaluate = on_save = _progress
 
 
 class LowUtilisationRule(HealthRule):
