@@ -6,7 +6,9 @@ only, two teachers are fine-tuned (metered): a same-family one (MiniLM-L6, the s
 vocabulary) and a stronger cross-family one (mpnet-base, its own tokenizer). The student
 (MiniLM-L3, a pre-trained checkpoint) is then trained three ways from the same initialisation and
 seed: on the labels alone (the control, the cheap path), and distilled from each teacher on the
-labelled rows plus the teacher's logits on the transfer set (which the control cannot use).
+labelled rows plus the teacher's logits on the transfer set (which the control cannot use). With
+``--augment N`` a further arm replaces the withheld texts by N perturbed copies of each labelled text
+(``distill.augment``), the stronger teacher's logits on them: what a user without unlabelled text gets.
 
 Reported per seed: test accuracy of every model, each distilled student against the control as a
 paired bootstrap interval on the same test rows (``advisor.stats.paired_gain``, with McNemar's
@@ -43,8 +45,14 @@ from common import (
     say,
 )
 
-#: arm -> the teacher option that names its checkpoint (None: the no-teacher control)
-ARMS = {"control": None, "kd-same-family": "same_teacher", "kd-cross-family": "strong_teacher"}
+#: distilled arm -> (the option naming its teacher, whether it learns from the withheld transfer set);
+#: "kd-augment" runs with --augment N only: the strong teacher, N perturbed copies of each labelled
+#: text instead of the withheld texts (``distill.augment``)
+ARMS = {
+    "kd-same-family": ("same_teacher", True),
+    "kd-cross-family": ("strong_teacher", True),
+    "kd-augment": ("strong_teacher", False),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=500, help="training rows that keep their labels")
     p.add_argument("--unlabeled", type=int, default=2000, help="training rows whose labels are withheld (capped)")
     p.add_argument("--eval-rows", type=int, default=300, help="validation and test rows each (fixed over seeds)")
+    p.add_argument("--augment", type=int, default=0, help="also the kd-augment arm, with N copies per labelled text")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 epoch, 32 tokens: proves every arm runs")
     add_distill_options(p, seeds="0,1,2")  # each seed draws its own labelled / withheld split
     return p
@@ -98,7 +107,9 @@ def withhold(data: Any, labelled: int, unlabeled: int, seed: int) -> tuple[Any, 
     return dataclasses.replace(data, train=data.train.select(sorted(keep))), texts
 
 
-def _config(args: argparse.Namespace, teacher: str, student: str, seed: int, work: Path, control: bool) -> Any:
+def _config(
+    args: argparse.Namespace, teacher: str, student: str, seed: int, work: Path, control: bool, augment: int = 0
+) -> Any:
     from distill.config import build_distill_config
 
     return build_distill_config(
@@ -106,7 +117,13 @@ def _config(args: argparse.Namespace, teacher: str, student: str, seed: int, wor
             "teacher": teacher,
             "teacher_train": {"epochs": args.teacher_epochs, "max_length": args.max_length, "seed": seed},
             "student": {"checkpoint": student},
-            "distill": {"epochs": args.epochs, "max_length": args.max_length, "seeds": [seed], "control": control},
+            "distill": {
+                "epochs": args.epochs,
+                "max_length": args.max_length,
+                "seeds": [seed],
+                "control": control,
+                "augment": augment,
+            },  # fmt: skip
             "compress": {"latency_repeats": 1},  # latency is not this benchmark's question
             "metering": {"codecarbon": False},
             "out": str(work),
@@ -126,6 +143,11 @@ def test_predictions(run: Any, work: Path, data: Any, max_length: int) -> tuple[
     return preds
 
 
+def arms(args: argparse.Namespace) -> list[str]:
+    """The distilled arms this run trains: kd-augment only with ``--augment``."""
+    return [a for a in ARMS if a != "kd-augment" or args.augment > 0]
+
+
 def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work: Path) -> dict[str, Any]:
     """Both teachers, the control and both distilled students on one seed's split; one table row."""
     from advisor.loading import load_for_classification
@@ -141,17 +163,19 @@ def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work:
         "test_rows": len(labels), "arms": {},
     }  # fmt: skip
     control_run, control_preds = None, None
-    for arm in ("kd-same-family", "kd-cross-family"):
-        name = getattr(args, ARMS[arm])
+    for arm in arms(args):
+        option, withheld = ARMS[arm]
+        name = getattr(args, option)
         say(f"== {dataset} seed {seed}: {arm} (teacher {name}, fine-tuned on the {args.labelled} labelled rows)")
         teacher, tok = load_for_classification(args.sources[name], tuple(data.label_names))
         folder = work / f"seed{seed}-{arm}"
-        first = control_run is None  # the control is the same for both arms: trained once, with the first
-        config = _config(args, name, args.sources[args.student], seed, folder, control=first)
+        first = control_run is None  # the control is the same for every arm: trained once, with the first
+        augment = 0 if withheld else args.augment
+        config = _config(args, name, args.sources[args.student], seed, folder, control=first, augment=augment)
         started = time.perf_counter()
         report, _, _ = distill_models(
-            teacher, tok, seeded, config, work_dir=folder, teacher_needs_finetune=True, unlabeled=transfer,
-            progress=say,
+            teacher, tok, seeded, config, work_dir=folder, teacher_needs_finetune=True,
+            unlabeled=transfer if withheld else (), progress=say,
         )  # fmt: skip
         wall = time.perf_counter() - started
         if first:
@@ -172,6 +196,7 @@ def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work:
             "teacher_test_accuracy": report.teacher.test_metrics["accuracy"],
             "test_accuracy": student.test_metrics["accuracy"],
             "gain_over_control": gain.to_dict(),
+            "transfer_rows": report.summary.get("unlabeled_rows", 0) + report.summary.get("augmented_rows", 0),
             "correct": [int(p == y) for p, y in zip(preds, labels, strict=True)],
             "teacher_vs_control": check.to_dict(),
             "cost": {
@@ -219,23 +244,23 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
     per_seed = []
     for r in rows:
         c = r["arms"]["control"]
-        per_seed.append([r["dataset"], r["seed"], r["labelled"], r["unlabeled"], "control (labels only)", "—",
+        per_seed.append([r["dataset"], r["seed"], r["labelled"], 0, "control (labels only)", "—",
                          c["test_accuracy"], "—", "—", _flops(c["cost"])])  # fmt: skip
-        for arm in ("kd-same-family", "kd-cross-family"):
+        for arm in [a for a in ARMS if a in r["arms"]]:
             x = r["arms"][arm]
             check = x["teacher_vs_control"]
             per_seed.append([
-                r["dataset"], r["seed"], r["labelled"], r["unlabeled"], f"{arm} ({x['teacher']})",
+                r["dataset"], r["seed"], r["labelled"], x.get("transfer_rows", r["unlabeled"]), f"{arm} ({x['teacher']})",
                 x["teacher_test_accuracy"], x["test_accuracy"], _pts(x["gain_over_control"]),
                 f"{check['verdict']} ({100 * check['difference']:+.1f})", _flops(x["cost"]),
             ])  # fmt: skip
-    headers = ["dataset", "seed", "labelled", "withheld", "arm", "teacher test acc", "student test acc",
+    headers = ["dataset", "seed", "labelled", "transfer rows", "arm", "teacher test acc", "student test acc",
                "gain over control, points [95% paired], McNemar p", "decide-first (val)", "FLOPs spent"]  # fmt: skip
     out = [markdown_table(headers, per_seed)]
     pooled_rows = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
-        for arm in ("kd-same-family", "kd-cross-family"):
+        for arm in [a for a in ARMS if a in mine[0]["arms"]]:
             p = pooled(mine, arm)
             pooled_rows.append([dataset, arm, len(mine), _pts(p["rows"]),
                                 f"{p['seed_mean']:+.1f} [{p['seed_t_low']:+.1f}, {p['seed_t_high']:+.1f}]"])  # fmt: skip
@@ -275,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         f"family) and {args.strong_teacher} (cross-family), each fine-tuned on the labelled rows only for "
         f"{args.teacher_epochs:g} epochs. Students: {args.epochs:g} epochs, KD defaults of `distill` (alpha 0.5, "
         f"T 2), {args.max_length} tokens; the control is the same student, seed and initialisation on the labels alone.",
+        "Transfer rows: texts the student learned from through the teacher's logits only (the withheld "
+        "training texts; for kd-augment, perturbed copies of the labelled texts, `distill.augment`).",
         "Gains are on the test split (fixed over seeds); the decide-first column is the teacher against the control "
         "on validation (`distill.decide`). FLOPs analytic (the advisor's formulas), per phase.",
         f"Whole benchmark: {elapsed:.0f} s on {args.threads} thread(s).",

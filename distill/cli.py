@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the teacher's logits on them also train the student",
     )
     p.add_argument(
+        "--augment",
+        type=int,
+        metavar="N",
+        help="add N perturbed copies of each labelled text to the transfer set (off by default; see the README)",
+    )
+    p.add_argument(
         "--allow-pickle",
         action="store_true",
         default=None,
@@ -94,6 +100,7 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     put("distill", "learning_rate", args.lr)
     put("distill", "max_length", args.max_length)
     put("distill", "control", args.control)
+    put("distill", "augment", args.augment)
     put("compress", "quantize", args.quantize)
     put("compress", "onnx", args.onnx)
     if args.seeds is not None:

@@ -60,6 +60,10 @@ class KDConfig(OptimConfig):
     #: paired interval's width allows (``distill.decide``), train no distilled student and keep the
     #: control (the cheaper path); needs ``control``. The advisor's compaction step sets it
     decide_first: bool = False
+    #: perturbed copies of each labelled text added to the transfer set (``distill.augment``: word
+    #: deletion and replacement, a shuffled span); the teacher's logits on them train the student.
+    #: 0 (off) until a benchmark shows it helps
+    augment: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ def _range_problems(c: DistillConfig) -> list[str]:
     ):
         if getattr(k, name) <= 0:
             out.append(f"The {flag} value must be positive. Got {getattr(k, name)} instead.")
+    if not 0 <= k.augment <= 20:
+        out.append(f"The --augment value must be a number of copies from 0 to 20. Got {k.augment} instead.")
     if not k.seeds:
         out.append("The --seeds value must list at least one seed.")
     if k.decide_first and not k.control:

@@ -25,6 +25,7 @@ from advisor.ledger import Ledger
 from advisor.loading import count_parameters, load_for_classification
 from advisor.train import quiet_libraries, save_model_folder
 from advisor.types import Candidate, Cost, RunResult, RunStatus
+from distill.augment import augment
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
 from distill.config import DistillConfig, KDConfig
 from distill.decide import TeacherCheck, describe, teacher_vs_control
@@ -196,6 +197,10 @@ def distill_models(
     phases: dict[str, Cost] = {"teacher": teacher_run.cost}
     logits_cost = runs.meta("teacher_logits_cost")
     transfer = list(unlabeled)
+    added = augment(texts, k.augment, seed=k.seeds[0]) if k.augment else []
+    if added:
+        say(f"augmentation: {len(added)} perturbed copies of the labelled texts join the transfer set")
+    transfer += added
     hp_kd = {f: getattr(k, f) for f in ("alpha", "temperature", "hidden_weight", "epochs", "learning_rate",
                                         "batch_size", "max_length", "warmup_ratio", "weight_decay")}  # fmt: skip
     students: list[RunResult] = []
@@ -295,7 +300,8 @@ def distill_models(
         latency=latency,
         summary={
             **summarise(teacher_run, students, controls, quantized_run, latency, sizes, best.run_id),
-            "unlabeled_rows": len(transfer),
+            "unlabeled_rows": len(transfer) - len(added),
+            "augmented_rows": len(added),
             "cheaper_path": cheaper,
             "teacher_vs_control": check.to_dict() if check is not None else None,
             "teacher_vs_control_text": describe(check) if check is not None else None,
@@ -357,7 +363,8 @@ def _train_one(
         details={
             "role": role,
             "teacher_logits_key": outputs.key if with_teacher and outputs is not None else None,
-            "unlabeled_rows": len(transfer) if with_teacher else 0,
+            # rows without a label it learned from (unlabelled texts and augmented copies)
+            "transfer_rows": len(transfer) if with_teacher else 0,
             **facts,
         },
         **judged,

@@ -72,6 +72,11 @@ def render_markdown(report: Any) -> str:
             "- **Cheaper path taken** (distill.decide_first): no distilled student was trained; the saved "
             "student is the control, the small model trained on the labels alone."
         )
+    if s.get("augmented_rows"):
+        lines.append(
+            f"- **Augmented transfer set** (distill.augment): {s['augmented_rows']:,} perturbed copies of the "
+            "labelled texts, learned from the teacher's logits only; the control cannot use them either."
+        )
     if s.get("unlabeled_rows"):
         lines.append(
             f"- **Transfer set**: the student also learned from the teacher's logits on {s['unlabeled_rows']:,} "

@@ -120,6 +120,12 @@ def test_bad_alpha_is_refused(capsys):
     assert "--alpha" in _one_line_error(capsys)
 
 
+@pytest.mark.parametrize("copies", ["-1", "21"])
+def test_an_augment_count_out_of_range_is_refused(copies, capsys):
+    assert main(["--teacher", "x", "--augment", copies]) == 2
+    assert "--augment" in _one_line_error(capsys)
+
+
 def test_unlabelled_texts_without_the_text_column_are_refused_before_any_training(
     encoder_folder, reviews_csv, tmp_path, capsys
 ):
@@ -145,7 +151,7 @@ def test_tiny_end_to_end_run_writes_report_and_student(encoder_folder, reviews_c
     rc = main(
         [
             "--teacher", str(encoder_folder), "--data", str(reviews_csv), "--out", str(out), "--unlabeled", str(extra),
-            "--student-layers", "1", "--epochs", "1", "--lr", "3e-3", "--max-length", "16", "--quantize",
+            "--student-layers", "1", "--epochs", "1", "--lr", "3e-3", "--max-length", "16", "--quantize", "--augment", "1",
             "--set", "teacher_train.epochs=1", "--set", "compress.latency_repeats=5",
             "--set", "metering.codecarbon=false",
         ]
@@ -161,10 +167,13 @@ def test_tiny_end_to_end_run_writes_report_and_student(encoder_folder, reviews_c
     assert (out / "student" / "student_int8.pt").is_file()
     assert "retention" in capsys.readouterr().out
     # the transfer set trains the distilled student only; the report says the control cannot use it
-    assert report["summary"]["unlabeled_rows"] == 50
-    assert report["students"][0]["details"]["unlabeled_rows"] == 50
-    assert report["controls"][0]["details"]["unlabeled_rows"] == 0
+    # (with --augment 1: one perturbed copy of each labelled text joins it, unless it repeats one)
+    augmented = report["summary"]["augmented_rows"]
+    assert report["summary"]["unlabeled_rows"] == 50 and 0 < augmented <= 120  # at most one per labelled row
+    assert report["students"][0]["details"]["transfer_rows"] == 50 + augmented
+    assert report["controls"][0]["details"]["transfer_rows"] == 0
     assert "the no-teacher control cannot use them" in (out / "distill_report.md").read_text()
+    assert f"{augmented:,} perturbed copies" in (out / "distill_report.md").read_text()
     check = report["summary"]["teacher_vs_control"]  # decided before the distilled student was trained
     assert check["n"] == len(report["teacher"]["val_predictions"]) and check["low"] <= check["high"]
     assert "Does the teacher add anything?" in (out / "distill_report.md").read_text()
