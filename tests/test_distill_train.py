@@ -291,3 +291,17 @@ def test_the_control_refuses_unlabelled_rows_and_the_student_learns_from_them(te
     val = rows(200, seed=9)
     with_transfer, without = accuracy(student, tok, *val), accuracy(control, tok, *val)
     assert with_transfer >= 0.9 and with_transfer > without + 0.05, (with_transfer, without)
+
+
+def test_a_student_learning_from_unlabelled_rows_is_not_judged_by_its_loss_alone():
+    from advisor.config import RulesConfig
+    from advisor.rules import DivergenceRule, LossNotDecreasingRule, NanLossRule
+    from distill.trainer import health_rules
+
+    labelled = health_rules(RulesConfig(), False, [0, 1, 1])
+    mixed = health_rules(RulesConfig(), False, [0, 1, NO_LABEL])
+    assert any(isinstance(c, LossNotDecreasingRule) for c in labelled)
+    assert not any(isinstance(c, LossNotDecreasingRule) for c in mixed)
+    # NaN, and divergence (3x the start and a nat above it: far wider than the mix's swing), stay on
+    assert {NanLossRule, DivergenceRule} <= {type(c) for c in mixed}
+    assert health_rules(RulesConfig(enabled=False), False, [0, 1, NO_LABEL]) == []

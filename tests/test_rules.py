@@ -316,3 +316,25 @@ def test_loss_rule_leaves_a_slow_starter_alone_that_judging_early_would_stop():
     early = replay(LossNotDecreasingRule(window=20, min_delta=0.01, min_progress=0.0))
     assert early is not None and early.step == 40  # what judging from the start would have done
     assert replay(LossNotDecreasingRule(window=20, min_delta=0.01)) is None  # the shipped default waits
+
+
+def test_loss_rule_lets_a_run_that_learned_within_the_warmup_continue():
+    """A distilled student matches its teacher's soft targets within the warm-up, then its loss is
+    flat: judged against the first window after the warm-up alone, it was stopped at half of its
+    steps (uncertainty, seed 2, distill_transfer.py); its start shows it learned."""
+    from types import SimpleNamespace
+
+    def replay(losses: list[float]) -> RuleFiring | None:
+        rule = LossNotDecreasingRule(window=20, min_delta=0.01)
+        state = SimpleNamespace(global_step=0, max_steps=len(losses))
+        control = SimpleNamespace(should_training_stop=False, should_evaluate=False, should_save=False)
+        rule.on_train_begin(SimpleNamespace(get_warmup_steps=lambda n: 20), state, control)
+        for step, loss in enumerate(losses, start=1):
+            state.global_step = step
+            rule.on_log(SimpleNamespace(), state, control, logs={"loss": loss})
+        return rule.firing
+
+    flat = [0.0788 + 0.0004 * (i % 3) for i in range(175)]
+    assert replay([0.9 - 0.04 * i for i in range(20)] + flat) is None  # fell from 0.9 in the warm-up
+    never_moved = replay([0.0788 + 0.0004 * (i % 3) for i in range(195)])  # the same run without the fall
+    assert never_moved is not None and never_moved.step == 98 and "the start's" in never_moved.message
