@@ -183,6 +183,7 @@ def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work:
             control_preds = test_predictions(control_run, folder, data, args.max_length)
             row["arms"]["control"] = {
                 "test_accuracy": control_run.test_metrics["accuracy"],
+                "training": training(control_run),
                 "cost": {"student": control_run.cost.to_dict()},
             }
         student = report.students[0]
@@ -195,6 +196,7 @@ def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work:
             "teacher": name,
             "teacher_test_accuracy": report.teacher.test_metrics["accuracy"],
             "test_accuracy": student.test_metrics["accuracy"],
+            "training": training(student),
             "gain_over_control": gain.to_dict(),
             "transfer_rows": report.summary.get("unlabeled_rows", 0) + report.summary.get("augmented_rows", 0),
             "correct": [int(p == y) for p, y in zip(preds, labels, strict=True)],
@@ -231,6 +233,19 @@ def pooled(rows: list[dict[str, Any]], arm: str) -> dict[str, Any]:
     return {"rows": gain.to_dict(), "seed_mean": mean, "seed_t_low": mean - half, "seed_t_high": mean + half}
 
 
+def training(run: Any) -> dict[str, Any]:
+    """How a student's training ended: its status, steps, and the health rule that stopped it, if one did."""
+    rule = run.details.get("rule") or {}
+    return {"status": run.status, "steps": run.details.get("steps"), "total_steps": run.details.get("total_steps"),
+            "rule": rule.get("rule")}  # fmt: skip
+
+
+def _acc(arm: dict[str, Any]) -> str:
+    t = arm.get("training") or {}
+    stopped = f" (stopped by {t['rule']} at step {t['steps']} of {t['total_steps']})" if t.get("rule") else ""
+    return f"{arm['test_accuracy']:.3g}{stopped}"
+
+
 def _pts(g: dict[str, Any]) -> str:
     return f"{g['points']:+.1f} [{g['low']:+.1f}, {g['high']:+.1f}], p={g['p_value']:.2g}"
 
@@ -245,13 +260,13 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         c = r["arms"]["control"]
         per_seed.append([r["dataset"], r["seed"], r["labelled"], 0, "control (labels only)", "—",
-                         c["test_accuracy"], "—", "—", _flops(c["cost"])])  # fmt: skip
+                         _acc(c), "—", "—", _flops(c["cost"])])  # fmt: skip
         for arm in [a for a in ARMS if a in r["arms"]]:
             x = r["arms"][arm]
             check = x["teacher_vs_control"]
             per_seed.append([
                 r["dataset"], r["seed"], r["labelled"], x.get("transfer_rows", r["unlabeled"]), f"{arm} ({x['teacher']})",
-                x["teacher_test_accuracy"], x["test_accuracy"], _pts(x["gain_over_control"]),
+                x["teacher_test_accuracy"], _acc(x), _pts(x["gain_over_control"]),
                 f"{check['verdict']} ({100 * check['difference']:+.1f})", _flops(x["cost"]),
             ])  # fmt: skip
     headers = ["dataset", "seed", "labelled", "transfer rows", "arm", "teacher test acc", "student test acc",
