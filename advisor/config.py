@@ -177,7 +177,7 @@ class RulesConfig:
     #: the loss rules compare mean training loss over windows of at least this many steps
     loss_window: int = 20
     #: loss not moving: from loss_min_progress of training on, the latest window must be at least
-    #: this much (relative) below the first window after warm-up. A run that learns has fallen far
+    #: this much (relative) below the first window after warm-up or the very first. A run that learns has fallen far
     #: more than 1% by half-way; one that has not trains nothing
     loss_min_delta: float = 0.01
     #: ... judged only from this share of the run's steps on: a slow starter sat on a plateau for

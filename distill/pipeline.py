@@ -28,7 +28,7 @@ from advisor.types import Candidate, Cost, RunResult, RunStatus
 from distill.augment import augment
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
 from distill.config import DistillConfig, KDConfig
-from distill.decide import TeacherCheck, describe, teacher_vs_control
+from distill.decide import TeacherCheck, describe, teacher_vs_control, worth_distilling
 from distill.losses import NO_LABEL
 from distill.records import Runs
 from distill.students import (
@@ -206,7 +206,7 @@ def distill_models(
     students: list[RunResult] = []
     controls: list[RunResult] = []
     check: TeacherCheck | None = None
-    cheaper = False  # decide_first and the teacher was not ahead: no distilled student is paid for
+    cheaper = False  # decide_first and the teacher did not clear its bar: no distilled student is paid for
     for seed in k.seeds:
         # the control first: it is the cheap path the distilled student has to beat
         for role in (["control"] if k.control else []) + ["distilled"]:
@@ -242,8 +242,8 @@ def distill_models(
                 check = teacher_vs_control(
                     teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
                 )
-                say(f"before distilling: {describe(check)}")
-                cheaper = k.decide_first and check.verdict != "teacher_better"
+                say(f"before distilling: {describe(check, len(transfer))}")
+                cheaper = k.decide_first and not worth_distilling(check, len(transfer))
                 if cheaper:
                     say("decide_first: no distilled student is trained; the control is kept as the student")
         if any(r.status == "budget" for r in (*students, *controls)):
@@ -304,7 +304,7 @@ def distill_models(
             "augmented_rows": len(added),
             "cheaper_path": cheaper,
             "teacher_vs_control": check.to_dict() if check is not None else None,
-            "teacher_vs_control_text": describe(check) if check is not None else None,
+            "teacher_vs_control_text": describe(check, len(transfer)) if check is not None else None,
         },
         saved_run=best.run_id,
         config=config.to_dict(),

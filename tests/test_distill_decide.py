@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.decide import describe, teacher_vs_control
+from distill.decide import describe, teacher_vs_control, worth_distilling
 
 
 def test_a_teacher_clearly_ahead_is_worth_distilling():
@@ -28,6 +28,20 @@ def test_a_teacher_no_better_than_the_control_recommends_the_cheaper_path():
     assert check.low < 0 < check.high
     text = describe(check)
     assert "train the small student directly" in text and "n=" not in text and "60 validation rows" in text
+
+
+def test_with_a_transfer_set_only_a_teacher_shown_behind_takes_the_cheaper_path():
+    labels = [i % 2 for i in range(60)]
+    level_t = [1 - y if i < 6 else y for i, y in enumerate(labels)]  # level with the control (as above)
+    level_c = [1 - y if 6 <= i < 12 else y for i, y in enumerate(labels)]
+    behind_t = [1 - y if i < 24 else y for i, y in enumerate(labels)]  # wrong on 24 rows the control gets right
+    level, behind = teacher_vs_control(level_t, level_c, labels), teacher_vs_control(behind_t, level_c, labels)
+    assert level.verdict == "no_evidence" and behind.verdict == "control_better"
+    # without a transfer set the teacher must be shown ahead; with one, only shown behind stops it
+    assert not worth_distilling(level, 0) and worth_distilling(level, 2000)
+    assert not worth_distilling(behind, 0) and not worth_distilling(behind, 2000)
+    assert "labels 2,000 texts the control cannot use" in describe(level, 2000)
+    assert "train the small student directly" in describe(behind, 2000)
 
 
 def test_a_small_lead_inside_the_noise_is_not_called_a_win():
