@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labelled", type=int, default=500, help="training rows that keep their labels")
     p.add_argument("--unlabeled", type=int, default=2000, help="training rows whose labels are withheld (capped)")
     p.add_argument("--eval-rows", type=int, default=300, help="validation and test rows each (fixed over seeds)")
+    p.add_argument(
+        "--arms", default=None, help=f"comma-separated distilled arms to run (default all: {', '.join(ARMS)})"
+    )
     p.add_argument("--augment", type=int, default=0, help="also the kd-augment arm, with N copies per labelled text")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1 epoch, 32 tokens: proves every arm runs")
     add_distill_options(p, seeds="0,1,2")  # each seed draws its own labelled / withheld split
@@ -76,12 +79,16 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.labelled, args.unlabeled, args.eval_rows, args.max_length = 40, 40, 40, 32
         args.teacher_epochs = args.epochs = 1.0
     args.seed_list = [int(s) for s in args.seeds.split(",")]
+    unknown = set(args.arms.split(",")) - set(ARMS) if args.arms else set()
+    if unknown:
+        raise SystemExit(f"error: --arms: unknown arm(s) {', '.join(sorted(unknown))}; choose from {', '.join(ARMS)}")
     return args
 
 
 def result_name(args: argparse.Namespace) -> tuple[str, str]:
     quick = "-quick" if args.quick else ""
-    name = f"distill_transfer-{'_'.join(args.slugs)}{quick}"
+    only = f"-{'_'.join(args.arms.split(','))}" if args.arms else ""  # a subset never overwrites the full run
+    name = f"distill_transfer-{'_'.join(args.slugs)}{only}{quick}"
     return (
         name,
         f"Distillation with a transfer set on {', '.join(args.slugs)}: students against the no-teacher control"
@@ -144,8 +151,10 @@ def test_predictions(run: Any, work: Path, data: Any, max_length: int) -> tuple[
 
 
 def arms(args: argparse.Namespace) -> list[str]:
-    """The distilled arms this run trains: kd-augment only with ``--augment``."""
-    return [a for a in ARMS if a != "kd-augment" or args.augment > 0]
+    """The distilled arms this run trains: those ``--arms`` names (all by default), kd-augment only
+    with ``--augment``."""
+    wanted = set(args.arms.split(",")) if args.arms else set(ARMS)
+    return [a for a in ARMS if a in wanted and (a != "kd-augment" or args.augment > 0)]
 
 
 def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work: Path) -> dict[str, Any]:
