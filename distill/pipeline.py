@@ -197,7 +197,7 @@ def distill_models(
     phases: dict[str, Cost] = {"teacher": teacher_run.cost}
     logits_cost = runs.meta("teacher_logits_cost")
     transfer = list(unlabeled)
-    added = augment(texts, k.augment, seed=k.seeds[0]) if k.augment else []
+    added = augment(texts, k.augment, seed=k.seeds[0])  # [] when distill.augment is 0
     if added:
         say(f"augmentation: {len(added)} perturbed copies of the labelled texts join the transfer set")
     transfer += added

@@ -107,14 +107,14 @@ def _rows(texts: Sequence[str], labels: Sequence[int], teacher: TeacherOutputs |
     return Dataset.from_dict(columns)
 
 
-def health_rules(rules: RulesConfig, on_gpu: bool, labels: Sequence[int]) -> list[Any]:
-    """The advisor's health rules for a student trained on ``labels``; without the loss rule when
-    some rows are unlabelled: each batch's loss then mixes cross-entropy on its labelled rows with
+def health_rules(rules: RulesConfig, on_gpu: bool, unlabelled: bool) -> list[Any]:
+    """The advisor's health rules for a student; without the loss rule when some of its rows are
+    ``unlabelled``: each batch's loss then mixes cross-entropy on its labelled rows with
     the KL of its unlabelled ones, in shares that vary by batch, and a window's mean moves with
     that mix more than with learning (it stopped a healthy student at 52% of its steps:
     distill_transfer.py, uncertainty, seed 2)."""
     checks = health_callbacks(rules, on_gpu=on_gpu)
-    if any(int(y) == NO_LABEL for y in labels):
+    if unlabelled:
         checks = [c for c in checks if not isinstance(c, LossNotDecreasingRule)]
     return checks
 
@@ -159,7 +159,8 @@ def train_student(
         ``budget``: why a budget callback stopped the run, if one did.
     """
     say = progress or (lambda _m: None)
-    if teacher is None and any(int(y) == NO_LABEL for y in labels):
+    unlabelled = any(int(y) == NO_LABEL for y in labels)
+    if teacher is None and unlabelled:
         raise ValueError("Unlabelled rows need a teacher: the no-teacher control trains on labelled rows only.")
     hidden = teacher is not None and settings.hidden_weight > 0
     with quiet_libraries():
@@ -176,7 +177,7 @@ def train_student(
     steps_per_epoch = max(1, math.ceil(len(train_ds) / settings.batch_size))
     total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
     scratch = scratch_dir(scratch_root, run_id)
-    checks = health_rules(rules if rules is not None else RulesConfig(), on_gpu, labels)
+    checks = health_rules(rules if rules is not None else RulesConfig(), on_gpu, unlabelled)
     args = TrainingArguments(
         output_dir=str(scratch),
         per_device_train_batch_size=settings.batch_size,

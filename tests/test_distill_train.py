@@ -298,10 +298,10 @@ def test_a_student_learning_from_unlabelled_rows_is_not_judged_by_its_loss_alone
     from advisor.rules import DivergenceRule, LossNotDecreasingRule, NanLossRule
     from distill.trainer import health_rules
 
-    labelled = health_rules(RulesConfig(), False, [0, 1, 1])
-    mixed = health_rules(RulesConfig(), False, [0, 1, NO_LABEL])
+    labelled = health_rules(RulesConfig(), False, unlabelled=False)
+    mixed = health_rules(RulesConfig(), False, unlabelled=True)
     assert any(isinstance(c, LossNotDecreasingRule) for c in labelled)
     assert not any(isinstance(c, LossNotDecreasingRule) for c in mixed)
     # NaN, and divergence (3x the start and a nat above it: far wider than the mix's swing), stay on
     assert {NanLossRule, DivergenceRule} <= {type(c) for c in mixed}
-    assert health_rules(RulesConfig(enabled=False), False, [0, 1, NO_LABEL]) == []
+    assert health_rules(RulesConfig(enabled=False), False, unlabelled=True) == []
