@@ -68,6 +68,9 @@ class LadderConfig:
     #: unlabelled texts from the task's domain for that distillation (.txt, one per line, or a
     #: CSV/TSV/JSONL with the data's text column): the teacher's logits on them train the student
     distil_unlabeled: str | None = None
+    #: perturbed copies of each labelled text added to that transfer set (``distill.augment``,
+    #: 0 to 20): off, as in ``distill``, until a benchmark shows it pays (BENCHMARKS.md §8)
+    distil_augment: int = 0
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,11 @@ def _range_problems(config: Config) -> list[str]:
     unlabeled = config.ladder.distil_unlabeled
     if unlabeled is not None and not Path(unlabeled).is_file():
         out.append(f"The config key ladder.distil_unlabeled must name a file of unlabelled texts. Got {unlabeled!r}.")
+    if not 0 <= config.ladder.distil_augment <= 20:
+        out.append(
+            "The config key ladder.distil_augment must be a number of copies from 0 to 20. "
+            f"Got {config.ladder.distil_augment} instead."
+        )
     inc = config.incremental
     if not 0 < inc.lr_factor <= 1:
         out.append(f"The config key incremental.lr_factor must be in (0, 1]. Got {inc.lr_factor} instead.")

@@ -65,6 +65,7 @@ def distil_run(
                 "seeds": [t.seed],
                 "control": True,  # the cheaper path, trained first: the teacher must beat it
                 "decide_first": True,
+                "augment": config.ladder.distil_augment,
             },
             "compress": {"quantize": False, "latency_repeats": 30},
         }
@@ -121,6 +122,7 @@ def distil_run(
             "teacher_vs_control_text": summary.get("teacher_vs_control_text"),
             "student_path": "distilled" if best.candidate.kind == "distilled" else "control",
             "unlabeled_rows": len(unlabeled),
+            "augmented_rows": summary.get("augmented_rows", 0),
         },
         footprint=Footprint(
             dir_size_mb(dest), lat["latency_ms_p50"], lat["latency_ms_p95"], best.candidate.params_total, "cpu"

@@ -270,7 +270,7 @@ def test_a_too_big_rung_whose_teacher_is_not_ahead_gives_the_student_trained_wit
     assert 0.9 <= entry["details"]["retention"] <= 1.2  # the student kept what the teacher knew
 
 
-def test_a_too_big_rung_whose_teacher_is_ahead_is_distilled_with_the_unlabelled_texts(
+def test_a_too_big_rung_whose_teacher_is_ahead_is_distilled_with_the_unlabelled_and_augmented_texts(
     tmp_path: Path, ladder: Path, weak_baseline: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import distill.pipeline
@@ -285,10 +285,13 @@ def test_a_too_big_rung_whose_teacher_is_ahead_is_distilled_with_the_unlabelled_
     monkeypatch.setattr(distill.pipeline, "teacher_vs_control", teacher_ahead)
     unlabeled = tmp_path / "more.txt"
     unlabeled.write_text("\n".join(text for text, _ in synthetic_rows(60, seed=7)) + "\n", encoding="utf-8")
-    report = advise(_too_big_config(tmp_path, ladder, [f"ladder.distil_unlabeled={unlabeled}"]))
+    sets = [f"ladder.distil_unlabeled={unlabeled}", "ladder.distil_augment=1"]
+    report = advise(_too_big_config(tmp_path, ladder, sets))
     student = report.run("tiny-b-t1-student")
     assert student.candidate.kind == "distilled" and student.candidate.layers == 1
     assert student.details["student_path"] == "distilled" and student.details["unlabeled_rows"] == 60
+    # one perturbed copy per labelled text (a copy equal to a text already there is dropped)
+    assert 0 < student.details["augmented_rows"] <= report.dataset["splits"]["train"]["rows"]
     assert set(student.details["distill_phases"]) >= {"teacher", "control", "teacher_logits", "distill"}
     assert report.recommendation == "tiny-b-t1-student", report.stop_reason
     assert "its student (distilled) meets every criterion" in report.stop_reason
@@ -299,3 +302,5 @@ def test_an_unlabelled_file_that_does_not_exist_is_a_config_error(tmp_path: Path
 
     with pytest.raises(ConfigError, match="ladder.distil_unlabeled must name a file"):
         build_config(overrides=[f"ladder.distil_unlabeled={tmp_path / 'missing.txt'}"])
+    with pytest.raises(ConfigError, match="ladder.distil_augment must be a number of copies from 0 to 20"):
+        build_config(overrides=["ladder.distil_augment=21"])
