@@ -37,6 +37,10 @@ from advisor.types import Cost, RunResult
 Progress = Callable[[str], None]
 
 
+class _BudgetTaken(Exception):
+    """A trial asked for in a shared study that another worker's trial had already used up."""
+
+
 def ladder_rungs(config: Config) -> tuple[Rung, ...]:
     rungs = load_ladder(config.ladder.name)
     if config.ladder.rungs:
@@ -113,7 +117,10 @@ class Climb:
                 continue  # what other workers did changes the decision: ask again
             if isinstance(action, policy.Stop):
                 return action
-            self.runs.append(self._do(action))
+            try:
+                self.runs.append(self._do(action))
+            except _BudgetTaken:
+                continue  # another worker took the rung's last trial: read the study again
             self._update_forecasts()
 
     def verdicts(self) -> dict[str, Verdict]:
@@ -266,6 +273,9 @@ class Climb:
         rung = self.rungs[action.rung]
         tuner = self._tuner(rung.name)
         trial, hp, origin = tuner.ask()
+        if not tuner.claim(trial):
+            self.say(f"{rung.name}: another worker took the rung's last trial; not training {action.run_id}")
+            raise _BudgetTaken(action.run_id)
         pruner = PruningCallback(trial, self.config.criteria.metric)
         run = self._train(action, hp, [pruner])
         extra: dict[str, Any] = {"trial_origin": origin}

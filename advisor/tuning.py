@@ -115,6 +115,15 @@ def _rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
+#: user attribute of a trial given back unrun because the rung's budget was taken (RungTuner.claim)
+OVER_BUDGET = "over_budget"
+
+
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts against the rung's budget: started, and not given back unrun."""
+    return trial.state != optuna.trial.TrialState.WAITING and not trial.user_attrs.get(OVER_BUDGET)
+
+
 class RungTuner:
     """Proposes hyperparameters for one rung.
 
@@ -215,9 +224,27 @@ class RungTuner:
         )
 
     def started(self) -> int:
-        """Trials of this rung started so far, by every worker sharing the study."""
-        states = (optuna.trial.TrialState.WAITING,)
-        return sum(t.state not in states for t in self.study.get_trials(deepcopy=False))
+        """Trials of this rung started so far, by every worker sharing the study (a trial given
+        back by :meth:`claim` was never run and does not count)."""
+        return sum(_counts(t) for t in self.study.get_trials(deepcopy=False))
+
+    def claim(self, trial: optuna.trial.Trial) -> bool:
+        """Whether ``trial``, just asked for, is within the rung's trial budget.
+
+        Two workers that both see one trial of the budget left may both ask for it. The storage
+        numbers trials in the order they were created, so the later one finds the budget started
+        before its own number, gives its trial back (marked failed and ``over_budget``, never run)
+        and returns False; the worker then reads the study again instead of training.
+        """
+        if not self.shared:
+            return True  # one worker: the policy counted its own trials
+        trials = self.study.get_trials(deepcopy=False)
+        before = sum(_counts(t) for t in trials if t.number < trial.number)
+        if before < self.config.tuning.trials_per_rung:
+            return True
+        trial.set_user_attr(OVER_BUDGET, True)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return False
 
     def best_value(self) -> float | None:
         done = [t.value for t in self.study.get_trials(deepcopy=False) if t.value is not None]

@@ -57,6 +57,22 @@ def test_a_trial_abandoned_long_ago_is_not_waited_for(tmp_path: Path) -> None:
     assert waiting.is_alive()
 
 
+def test_a_trial_asked_after_the_budget_was_taken_is_given_back_unrun(tmp_path: Path) -> None:
+    # both workers saw one trial of the two left and both asked: the later trial is over the budget
+    w0, w1 = _tuner(tmp_path, "/runs/w0"), _tuner(tmp_path, "/runs/w1")
+    first, _, _ = w0.ask()
+    assert w0.claim(first)
+    w0.tell(first, 0.5)
+    second, _, _ = w1.ask()
+    third, _, _ = w0.ask()
+    assert w0.claim(third) is False  # asked later: w1's trial has the budget's last number
+    assert w1.claim(second)  # the earlier trial stays within the budget whoever checks first
+    assert w0.started() == w1.started() == 2  # the given-back trial was never run and does not count
+    given_back = [t for t in w1.study.get_trials() if t.number == third.number]
+    assert given_back[0].state.name == "FAIL" and given_back[0].user_attrs["over_budget"] is True
+    assert w1.study.get_trials()[second.number].state.name == "RUNNING"  # w1 goes on training it
+
+
 def test_postgresql_urls_get_the_psycopg_driver_or_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

@@ -97,6 +97,53 @@ def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
     assert len(runs) == 3  # each trial trained by exactly one worker
 
 
+def test_a_worker_whose_last_trial_another_worker_took_does_not_train_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race the subprocess test above can only hit by chance, made certain: just before this
+    worker asks for the rung's last trial, a rival on the same study asks for (and finishes) one."""
+    from advisor.advise import advise
+    from advisor.config import build_config
+    from advisor.tuning import RungTuner
+
+    rng = random.Random(0)
+    rows = [(text, rng.choice(["pos", "neg"])) for text, _ in synthetic_rows(120)]  # nothing passes
+    data = write_csv(tmp_path / "noise.csv", rows)
+    ladder = write_ladder(
+        tmp_path / "ladder.yaml", [tiny_rung(make_tiny_model(tmp_path / "tiny-a", layers=1), "tiny-a")]
+    )
+    journal = tmp_path / "study.journal"
+    sets = [
+        f"data.source={data}", f"ladder.name={ladder}", "criteria.floor=0.99", f"output.out={tmp_path / 'run'}",
+        f"tuning.storage=journal:{journal}", "tuning.trials_per_rung=2", "metering.codecarbon=false",
+        "rules.enabled=false", "train.epochs=1", "tuning.epochs_max=1", "train.batch_size=16",
+    ]  # fmt: skip
+    config = build_config(overrides=sets)
+    real_ask = RungTuner.ask
+    rivals: list[int] = []
+
+    def ask_after_a_rival(self: RungTuner):  # type: ignore[no-untyped-def]
+        if self.started() == 1 and not rivals:  # this worker is about to ask for the last trial
+            rival = RungTuner(config, study_name=self.study.study_name, worker="/runs/rival", seed=99)
+            trial, _, _ = real_ask(rival)
+            rival.tell(trial, 0.5)
+            rivals.append(trial.number)
+        return real_ask(self)
+
+    monkeypatch.setattr(RungTuner, "ask", ask_after_a_rival)
+    said: list[str] = []
+    report = advise(config, progress=said.append)
+    assert rivals, "the rival never asked: the test did not set up the race"
+    assert report.recommendation is None
+    assert [r.run_id for r in report.runs] == ["tiny-a-t1"]  # the second trial was the rival's
+    assert any("another worker took the rung's last trial" in line for line in said), said
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    [summary] = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert trials[-1].user_attrs.get("over_budget") is True  # given back, never trained
+
+
 def test_two_workers_on_a_real_postgresql_study(tmp_path: Path) -> None:
     """Two ``advise`` processes share one study on a PostgreSQL server started here (pgserver, from
     the dev extra): no trial runs twice, nobody climbs past a rung another worker passed, and both
