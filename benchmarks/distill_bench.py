@@ -263,14 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     writer, title = open_results("distill_bench.py", argv, args, result_name, "student's row")
     import torch
 
-    from advisor.loading import load_for_classification
     from distill.compress import quantize_int8
     from distill.pipeline import distill_models
+    from distill.teacher import load_teacher
 
     started = time.perf_counter()
     data, folder = split_for(args, split_name(args))
     small = _source(args.small)
-    teacher, tok = load_for_classification(_source(args.teacher), tuple(data.label_names))
+    teacher, tok, _ = load_teacher(_source(args.teacher), tuple(data.label_names))  # a new head, seeded
     rows = []
     teacher_pass_flops = 0.0
     teacher_cost = None

@@ -159,10 +159,10 @@ def arms(args: argparse.Namespace) -> list[str]:
 
 def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work: Path) -> dict[str, Any]:
     """Both teachers, the control and both distilled students on one seed's split; one table row."""
-    from advisor.loading import load_for_classification
     from advisor.stats import paired_gain
     from distill.decide import teacher_vs_control
     from distill.pipeline import distill_models
+    from distill.teacher import load_teacher
 
     seeded, transfer = withhold(data, args.labelled, args.unlabeled, seed)
     labels = list(data.test["label"])
@@ -176,7 +176,7 @@ def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work:
         option, withheld = ARMS[arm]
         name = getattr(args, option)
         say(f"== {dataset} seed {seed}: {arm} (teacher {name}, fine-tuned on the {args.labelled} labelled rows)")
-        teacher, tok = load_for_classification(args.sources[name], tuple(data.label_names))
+        teacher, tok, _ = load_teacher(args.sources[name], tuple(data.label_names), seed=seed)  # its new head seeded
         folder = work / f"seed{seed}-{arm}"
         first = control_run is None  # the control is the same for every arm: trained once, with the first
         augment = 0 if withheld else args.augment

@@ -52,7 +52,9 @@ def distill(config: DistillConfig, progress: Progress | None = None) -> DistillR
             # the fine-tune is in the ledger: its result, not the original checkpoint, is the teacher
             teacher, tokenizer, needs_finetune = load_teacher(str(tuned), label_names)
         else:
-            teacher, tokenizer, needs_finetune = load_teacher(source, label_names, allow_pickle=config.allow_pickle)
+            teacher, tokenizer, needs_finetune = load_teacher(
+                source, label_names, allow_pickle=config.allow_pickle, seed=config.teacher_train.seed
+            )
         if needs_finetune and not config.finetune_teacher:
             raise ModelError(
                 f"The teacher {config.teacher} has no classification head for the labels {list(label_names)}, and "

@@ -210,9 +210,9 @@ def _reorder_head(model: torch.nn.Module, order: Sequence[int]) -> None:
 
 
 def load_teacher(
-    source: str, label_names: Sequence[str], *, allow_pickle: bool = False
+    source: str, label_names: Sequence[str], *, allow_pickle: bool = False, seed: int = 0
 ) -> tuple[torch.nn.Module, Any, bool]:
-    """Load the teacher with its outputs in the data's label order.
+    """Load the teacher with its outputs in the data's label order (a new head drawn from ``seed``).
 
     Returns:
         ``(model, tokenizer, needs_finetune)``: ``needs_finetune`` is True when the checkpoint had no
@@ -223,6 +223,9 @@ def load_teacher(
             an unloadable folder.
     """
     order = head_order(source, label_names)
+    # a checkpoint without a head gets a new one drawn from torch's generator, whose start differs
+    # per process: seeded, the same command fine-tunes the same teacher
+    torch.manual_seed(seed)
     with quiet_libraries():
         model, tokenizer = load_for_classification(source, label_names, allow_pickle=allow_pickle)
     if order is not None:

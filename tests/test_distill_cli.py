@@ -306,3 +306,25 @@ def test_shipped_distill_yaml_loads_and_flags_override_it():
     config = build_distill_config([CONFIG_DIR / "distill.yaml"], ["distill.seeds=[0, 1]"], {"teacher": "minilm-l6"})
     assert config.student.layers is None and config.distill.seeds == [0, 1]
     assert config.teacher_train.epochs == 2.0
+
+
+def test_a_new_teacher_head_is_drawn_from_the_seed_not_from_the_process(tmp_path):
+    # a pre-trained checkpoint without a classification head: load_teacher makes one, and the teacher
+    # fine-tuned from it is reproducible only if that head is the same on every run of the command
+    folder = tmp_path / "encoder"
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    BertTokenizerFast.from_pretrained(str(tmp_path / "v")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=37)  # fmt: skip
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+
+    def head(seed: int) -> torch.Tensor:
+        torch.rand(7)  # whatever ran before in the process moved the generator
+        model, _, needs_finetune = load_teacher(str(folder), ("neg", "pos"), seed=seed)
+        assert needs_finetune
+        return model.classifier.weight.detach().clone()
+
+    first = head(0)
+    assert torch.equal(first, head(0))
+    assert not torch.equal(first, head(1))
