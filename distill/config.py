@@ -62,7 +62,7 @@ class KDConfig(OptimConfig):
     decide_first: bool = False
     #: perturbed copies of each labelled text added to the transfer set (``distill.augment``: word
     #: deletion and replacement, a shuffled span); the teacher's logits on them train the student.
-    #: 0 (off) until a benchmark shows it helps
+    #: 0 (off): benchmarked, a hint of a gain at ~15x the control's compute, not a default (BENCHMARKS §8)
     augment: int = 0
 
 
