@@ -216,13 +216,19 @@ def test_existing_finetuned_teacher_labels_by_name_and_a_rerun_finishes_from_the
     assert weights.is_file()
 
 
+def _one_layer_bert(folder: Path, **config: object) -> BertConfig:
+    """A tokenizer saved in ``folder`` and the config of a one-layer BERT on the test vocabulary."""
+    vocab = folder.parent / f"{folder.name}-vocab"
+    vocab.mkdir()
+    (vocab / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    BertTokenizerFast.from_pretrained(str(vocab)).save_pretrained(folder)
+    return BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                      intermediate_size=37, **config)  # fmt: skip
+
+
 def test_labels_that_do_not_match_by_name_are_an_error_not_a_swap(tmp_path):
     folder = tmp_path / "t"
-    (tmp_path / "v").mkdir()
-    (tmp_path / "v" / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    BertTokenizerFast.from_pretrained(str(tmp_path / "v")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                        intermediate_size=37, num_labels=2, id2label={0: "good", 1: "bad"})  # fmt: skip
+    config = _one_layer_bert(folder, num_labels=2, id2label={0: "good", 1: "bad"})
     torch.manual_seed(0)
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
@@ -312,12 +318,7 @@ def test_a_new_teacher_head_is_drawn_from_the_seed_not_from_the_process(tmp_path
     # a pre-trained checkpoint without a classification head: load_teacher makes one, and the teacher
     # fine-tuned from it is reproducible only if that head is the same on every run of the command
     folder = tmp_path / "encoder"
-    (tmp_path / "v").mkdir()
-    (tmp_path / "v" / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    BertTokenizerFast.from_pretrained(str(tmp_path / "v")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                        intermediate_size=37)  # fmt: skip
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    BertModel(_one_layer_bert(folder)).save_pretrained(folder, safe_serialization=True)
 
     def head(seed: int) -> torch.Tensor:
         torch.rand(7)  # whatever ran before in the process moved the generator
