@@ -69,7 +69,7 @@ class LadderConfig:
     #: CSV/TSV/JSONL with the data's text column): the teacher's logits on them train the student
     distil_unlabeled: str | None = None
     #: perturbed copies of each labelled text added to that transfer set (``distill.augment``,
-    #: 0 to 20): off, as in ``distill``, until a benchmark shows it pays (BENCHMARKS.md §8)
+    #: 0 to 20): off, as in ``distill``: benchmarked, not shown to pay for its compute (BENCHMARKS.md §8)
     distil_augment: int = 0
 
 
