@@ -168,7 +168,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         rungs = load_ladder(config.ladder.name)
         if args.fetch_models:
             for rung in rungs:
-                if rung.optional and rung.name not in config.ladder.rungs:
+                if rung.optional and rung.name not in config.ladder.rungs and not config.ladder.probes:
                     _progress(f"{rung.name}: optional, not fetched (add --set 'ladder.rungs=[{rung.name}]')")
                     continue
                 path = materialise(rung, config.ladder.cache_dir, progress=_progress)

@@ -71,6 +71,11 @@ class LadderConfig:
     #: perturbed copies of each labelled text added to that transfer set (``distill.augment``,
     #: 0 to 20): off, as in ``distill``: benchmarked, not shown to pay for its compute (BENCHMARKS.md §8)
     distil_augment: int = 0
+    #: frozen-encoder probes: each encoder of the ladder also gives a rung that embeds every text
+    #: once and fits a linear head (no gradient through the encoder). Probes are climbed with the
+    #: fine-tunes in order of forecast compute; on sentiment and topic data a probe on a large
+    #: encoder beat fine-tuned smaller ones at equal compute (docs/probes.md)
+    probes: bool = True
 
 
 @dataclass(frozen=True)

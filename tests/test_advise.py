@@ -27,6 +27,7 @@ FAST = [
     "train.freeze_embeddings=false",
     "metering.codecarbon=false",
     "rules.enabled=false",
+    "ladder.probes=false",  # these tests are about fine-tune rungs (probes: tests/test_probe.py)
 ]
 
 
