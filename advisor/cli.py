@@ -178,7 +178,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from advisor import distributed
     from advisor.advise import advise
     from advisor.pages import run_notes
-    from advisor.report import to_json, to_table
+    from advisor.report import answer_lines, to_json, to_table
 
     main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
     if main_rank:
@@ -196,13 +196,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(to_table(report))
         for line in run_notes(report):
             print(line)
-        print(f"\nstop: {report.stop_reason}")
-        if report.recommendation:
-            rec = report.recommended
-            where = Path(config.output.out) / "model"
-            print(f"recommended: {rec.candidate.name if rec else report.recommendation} -> {where}")
-        else:
-            print("recommended: none met the criteria")
+        print()
+        for line in answer_lines(report, config.output.out):
+            print(line)
+        if not report.recommendation:
             closest = report.details.get("closest")
             if closest:
                 v = report.verdicts.get(closest)
@@ -211,7 +208,6 @@ def run(argv: Sequence[str] | None = None) -> int:
                 print(f"closest trained model: {closest}, kept in {where}{more}")
         if report.details.get("outcome") == "budget":
             print(f"budget: {_budget_words(report)}")
-        print(f"reports: {Path(config.output.out) / 'report.html'}")
     return EXIT_OK if met else EXIT_NOT_MET
 
 

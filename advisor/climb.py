@@ -40,6 +40,7 @@ from advisor.ledger import Ledger, fault_point
 from advisor.models import Rung, candidate_for, load_ladder, materialise
 from advisor.outcome import Verdict
 from advisor.probe import checkpoint_pooling, fit_probe
+from advisor.report import step_line
 from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Cost, RunResult
@@ -137,7 +138,18 @@ class Climb:
                 self.runs.append(self._do(action))
             except _BudgetTaken:
                 continue  # another worker took the rung's last trial: read the study again
+            self._announce(self.runs[-1])
             self._update_forecasts()
+
+    def _announce(self, run: RunResult) -> None:
+        """One line as each step finishes: metric with interval, verdict, cost, gain per PFLOP."""
+        metric = self.config.criteria.metric
+        earlier = [r for r in self.runs[:-1] if r.status == "ok" and metric in r.metrics]
+        below = [r for r in earlier if r.candidate.name != run.candidate.name and r.run_id != "baseline"]
+        ref_name = below[-1].candidate.name if below else None
+        pool = [r for r in below if r.candidate.name == ref_name] or [r for r in earlier if r.run_id == "baseline"]
+        reference = max(pool, key=lambda r: r.metrics[metric]) if pool and run.run_id != "baseline" else None
+        self.say(step_line(run, self.verdicts().get(run.run_id), reference, metric))
 
     def verdicts(self) -> dict[str, Verdict]:
         return policy.verdicts(self.evidence(), self.config)
@@ -392,8 +404,9 @@ class Climb:
         rates = Rates.measured([*self.before, *self.runs])
         model_config = self._model_config(nxt.rung)
         if nxt.method == "probe":
-            flops = steps.step_flops(nxt, model_config, train, val, k, self.config)
-            self.forecasts[nxt.name] = forecast_cost(0.0, flops, rates)
+            self.forecasts[nxt.name] = forecast_cost(
+                *steps.step_flops(nxt, model_config, train, val, k, self.config), rates
+            )
             return
         self.forecasts[nxt.name] = forecast_run(
             model_config, train, val, t.epochs, t.evals_per_epoch, k, rates, t.eval_rows

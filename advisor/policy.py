@@ -53,7 +53,8 @@ class RungInfo:
     method: str = "finetune"
     #: the ladder rung whose encoder the step uses (the step's own name when empty)
     encoder: str = ""
-    #: forecast FLOPs of the step (a probe's embedding pass, a fine-tune's first trial), if known
+    #: forecast training FLOPs of the step (a probe's pass over the training rows, a fine-tune's
+    #: first trial), the order of the climb; None when not forecast
     forecast_flops: float | None = None
 
     @property

@@ -231,7 +231,10 @@ class ProbeModel:
         tensors = load_file(str(folder / HEAD_FILE))
         self.pooling, self.max_length, self.labels = spec["pooling"], int(spec["max_length"]), list(spec["labels"])
         self.head = LinearHead(tensors["weight"], tensors["bias"], float(spec.get("C", 0.0)))
-        self.model, self.tokenizer = load_encoder(folder / ENCODER_DIR)
+        from advisor.train import quiet_libraries
+
+        with quiet_libraries():
+            self.model, self.tokenizer = load_encoder(folder / ENCODER_DIR)
 
     def embed(self, texts: Sequence[str], meter: Meter | None = None, kind: str = "inference") -> np.ndarray:
         return embed(self.model, self.tokenizer, texts, self.pooling, self.max_length, meter, kind)
@@ -262,8 +265,11 @@ def fit_probe(
     """
     say = progress or (lambda _m: None)
     t = config.train
+    from advisor.train import dir_size_mb, quiet_libraries
+
     with Meter(config.metering, phase=run_id) as meter:
-        model, tok = load_encoder(source, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code)
+        with quiet_libraries():  # transformers' load report: a headless encoder drops its pooler, as expected
+            model, tok = load_encoder(source, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code)
         train_x, train_y = column(data.train, "text"), [int(v) for v in column(data.train, "label")]
         val_x, val_y = column(data.validation, "text"), [int(v) for v in column(data.validation, "label")]
         say(f"{run_id}: embedding {len(train_x) + len(val_x)} texts with the frozen encoder ({pooling} pooling)")
@@ -284,7 +290,6 @@ def fit_probe(
     encoder_params = count_parameters(model)[0]
     head_params = int(head.weight.size + head.bias.size)
     lat = latency_ms(lambda batch: head.predict(embed(model, tok, batch, pooling, t.max_length)), val_x)
-    from advisor.train import dir_size_mb
 
     say(f"{run_id}: validation {config.criteria.metric} {metrics[config.criteria.metric]:.3f} (C={head.C:g})")
     return RunResult(

@@ -2,9 +2,11 @@
 
 A ladder lists encoders; the climb tries ways of using them. Probing an encoder (one forward pass
 per text, :mod:`advisor.probe`) usually costs a fraction of fine-tuning it (three passes per text per
-epoch, plus evaluations), and a probe on a large encoder can cost what a small encoder's fine-tune
-costs while scoring more. So the steps are climbed cheapest first by their forecast FLOPs on this
-data, not encoder by encoder. Pure functions of the ladder, the configuration and the data's token
+epoch), and a probe on a large encoder can cost what a small encoder's fine-tune costs while scoring
+more. So the steps are climbed cheapest first by their forecast training FLOPs on this data (a
+probe's pass over the training rows, a fine-tune's training passes), not encoder by encoder. Both
+kinds also score the validation rows to be judged (a probe once, a fine-tune at each evaluation),
+which the forecast of the whole step includes and the order leaves out. Pure functions of the ladder, the configuration and the data's token
 lengths: they decide nothing that depends on results.
 
 Forecasts need no download: each encoder's shape comes from its ladder entry (layers, hidden size,
@@ -70,19 +72,24 @@ def step_flops(
     val_lengths: Sequence[int],
     num_labels: int,
     config: Config,
-) -> float:
-    """Forecast FLOPs of a step: a probe embeds train and validation once; a fine-tune's first trial
-    trains for ``train.epochs`` and scores its evaluations (:func:`advisor.budget.forecast_run`).
+) -> tuple[float, float]:
+    """Forecast (training, evaluation) FLOPs of a step: a probe embeds the training rows, then the
+    validation rows once; a fine-tune's first trial trains for ``train.epochs`` and scores its
+    evaluations (:func:`advisor.budget.forecast_run`).
 
     ``rung`` is the ladder entry, or a transformers config of the encoder where one is at hand.
     """
     shape = shape_of(rung) if isinstance(rung, Rung) else rung
     if step.method == "probe":
-        return sum(probe_forward_flops(shape, n, num_labels) for n in (*train_lengths, *val_lengths))
+        return (
+            sum(probe_forward_flops(shape, n, num_labels) for n in train_lengths),
+            sum(probe_forward_flops(shape, n, num_labels) for n in val_lengths),
+        )
     t = config.train
-    return forecast_run(
+    trial = forecast_run(
         shape, train_lengths, val_lengths, t.epochs, t.evals_per_epoch, num_labels, Rates(), t.eval_rows
-    ).flops
+    )
+    return trial.train_flops, trial.eval_flops
 
 
 def order_steps(
@@ -93,8 +100,8 @@ def order_steps(
     num_labels: int,
     config: Config,
 ) -> tuple[RungInfo, ...]:
-    """``steps`` with their forecast FLOPs, cheapest first (ties keep ladder order, a probe before its
-    encoder's fine-tune)."""
+    """``steps`` with their forecast training FLOPs, cheapest first (ties keep ladder order, a probe
+    before its encoder's fine-tune)."""
     by_name = {r.name: r for r in rungs}
     costed = [
         RungInfo(
@@ -103,7 +110,7 @@ def order_steps(
             s.optional,
             s.method,
             s.encoder,
-            step_flops(s, by_name[s.encoder], train_lengths, val_lengths, num_labels, config),
+            step_flops(s, by_name[s.encoder], train_lengths, val_lengths, num_labels, config)[0],
         )
         for s in steps
     ]
@@ -114,6 +121,6 @@ def order_table(steps: Sequence[RungInfo]) -> list[str]:
     """One line per step for the progress output: the order the climb will take, with forecasts."""
     return [
         f"  {i}. {s.name:<24} {'probe (frozen encoder + linear head)' if s.method == 'probe' else 'fine-tune':<38}"
-        f" ~{(s.forecast_flops or 0.0) / 1e15:.2g} PFLOPs"
+        f" ~{(s.forecast_flops or 0.0) / 1e15:.2g} training PFLOPs"
         for i, s in enumerate(steps, 1)
     ]
