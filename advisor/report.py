@@ -172,9 +172,7 @@ def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     ]
     body = []
     for r in rung_rows(report):
-        verdict = r["verdict"] or ""
-        if verdict in ("FAIL", "UNDECIDED") and r["reason"]:
-            verdict = f"{verdict}: {r['reason']}"
+        verdict = r["verdict"] or ""  # the reasons are listed below the table (every report format)
         body.append(
             [
                 "*" if r["recommended"] else "",
@@ -198,8 +196,8 @@ def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 NOTES = (
-    "* recommended; the metric with its confidence interval and rows (cv: the baseline's cross-validation over "
-    "train + validation); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
+    "* recommended; the metric with the interval its verdict was decided on, and its rows (cv: cross-validated over "
+    "train + validation, for the baseline and probes); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
     "paired on the same validation rows; ~ marks a gain whose paired interval contains 0 (not distinguishable); "
     "pts/PFLOP and pts/kWh divide the gain over the previous rung by the run's own training PFLOPs and kWh",
     PROVENANCE_LEGEND,
