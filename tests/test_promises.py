@@ -669,3 +669,18 @@ def test_configuration_page_lists_every_key_with_its_default_from_the_dataclasse
     # stale tables: run `PYTHONPATH=. python docs/config_reference.py`
     assert reference.generated_block(page) == reference.render()
     assert "| `train.eval_rows` | `64` |" in page and "| `distill.alpha` | `0.5` |" in page
+
+
+def test_every_cli_flag_is_documented_in_the_readme_or_docs() -> None:
+    from advisor.cli import _parser
+    from distill.cli import build_parser
+
+    pages = [p for p in DOC_PAGES if "benchmarks" not in p.parts and p.name != "BENCHMARKS.md"]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+    undocumented = [
+        f"{tool} {flag}"
+        for tool, parser in (("advise", _parser()), ("distill", build_parser()))
+        for flag in _flags_of(parser)
+        if flag != "--help" and not re.search(re.escape(flag) + r"(?![\w-])", text)
+    ]
+    assert undocumented == []
