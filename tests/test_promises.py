@@ -54,6 +54,7 @@ def test_recommended_model_is_moved_to_model_not_copied_and_a_rerun_finds_it(
             "metering.codecarbon=false",
             "rules.enabled=false",
             "tuning.trials_per_rung=1",
+            "ladder.probes=false",  # a fine-tune's folder (a probe's: tests/test_probe.py)
             f"ladder.name={one_rung_ladder}",
             f"data.source={data}",
             "criteria.floor=0.75",
