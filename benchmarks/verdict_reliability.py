@@ -37,7 +37,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's advisor, when run as a script
+# this checkout's advisor when run as a script, and the scripts' common module however it is imported
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 
 from common import (  # noqa: E402
     add_run_options,
@@ -214,8 +215,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, defaults = parser.parse_args(argv), parser.parse_args([])
     args.changed = {k: getattr(args, k) for k in NAMED_SETTINGS if getattr(args, k) != getattr(defaults, k)}
-    if args.quick:
-        args.seeds, args.train_rows, args.epochs = 2, 200, 1.0
+    if args.quick:  # smaller defaults; a setting given on the command line stays
+        for key, value in (("seeds", 2), ("train_rows", 200), ("epochs", 1.0)):
+            if key not in args.changed:
+                setattr(args, key, value)
     args.named_data = args.datasets is not None and args.datasets != DEFAULT_DATASETS
     if args.datasets is None:
         args.datasets = "uncertainty" if args.quick else DEFAULT_DATASETS
@@ -229,8 +232,8 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
     name, title = "verdict_reliability", "Verdict reliability: point estimate against interval"
     data = "-".join(args.slugs[n] for n in args.names)
     if args.quick:
-        return f"{name}-{data}-quick", f"{title} on {data} (quick)"
-    if args.named_data:
+        name, title = f"{name}-{data}-quick", f"{title} on {data} (quick)"
+    elif args.named_data:
         name, title = f"{name}-{data}", f"{title} on {data}"
     if args.changed:
         digest = hashlib.sha256(json.dumps(args.changed, sort_keys=True).encode()).hexdigest()[:6]

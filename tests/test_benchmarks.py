@@ -27,6 +27,7 @@ SCRIPTS = {
     "tuning_vs_random": "tuning_vs_random",
     "step_cost": "step_cost",
     "verdict_reliability": "verdict_reliability",
+    "pruner_check": "pruner_check",
 }
 
 
@@ -337,3 +338,36 @@ def test_threads_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     for script in ("select_models", "verdict_reliability"):
         assert _module(script).parse_args([]).threads is None
         assert _module(script).parse_args(["--threads", "1"]).threads == 1
+
+
+def _trial(lr: float, rows_right: list[int], final: float) -> dict:
+    """A recorded trial: 64 sampled rows, right on the first ``k`` at each of its three evaluations."""
+    labels = [i % 2 for i in range(64)]
+    evals = [
+        {"step": 13 * (i + 1), "value": k / 64, "predictions": [y if j < k else 1 - y for j, y in enumerate(labels)]}
+        for i, k in enumerate(rows_right)
+    ]
+    return {
+        "rung": "minilm-l6",
+        "learning_rate": lr,
+        "status": "ok",
+        "final": final,
+        "train_flops": 3e12,
+        "total_steps": 39,
+        "eval_steps": 13,
+        "labels": labels,
+        "num_labels": 2,
+        "evals": evals,
+    }
+
+
+def test_pruner_check_replays_the_median_pruner_stopping_the_best_trial_and_the_paired_one_not() -> None:
+    """The issue's case by hand: lr 3e-4 starts 3 rows behind lr 1e-4, then ends the rung's best."""
+    check = _module("pruner_check")
+    trials = [_trial(1e-4, [45, 46, 47], 0.733), _trial(3e-4, [42, 48, 49], 0.753), _trial(3e-5, [20, 22, 24], 0.4)]
+    assert check.replay(trials, (0, 1, 2), "median (before)", "accuracy", 0.95) == [None, 13, 13]
+    assert check.replay(trials, (0, 1, 2), "paired (now)", "accuracy", 0.95) == [None, None, 13]
+    rows, raw = check.summarise("minilm-l6", trials, "accuracy", 0.95)
+    median, paired = rows
+    assert raw["best_trial"] == 3e-4 and median[4] != "0 of 6" and paired[4] == "0 of 6" and paired[5] == 0
+    assert paired[3] != "0 of 18", "the paired pruner still stops the trial that is far behind"
