@@ -131,7 +131,9 @@ class TuningConfig:
     trials_per_rung: int = 2
     #: "tpe" (Bayesian) or "random" (for comparison)
     sampler: str = "tpe"
-    #: stop trials that fall behind on intermediate evaluations (median pruner)
+    #: stop a trial when, at an evaluation after its first epoch, it is worse than the rung's best finished
+    #: trial at the same step on the same sampled rows (paired bootstrap at criteria.confidence, Bonferroni
+    #: over the trial's evaluations); slightly behind, or behind on too few rows to tell, it trains on
     pruning: bool = True
     #: queue the train section's settings as each rung's first trial (off: the sampler picks every trial)
     default_first: bool = True
