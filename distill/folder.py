@@ -68,7 +68,8 @@ def deliver(runs: Runs, out: Path, report: DistillReport, keep_control: bool) ->
             freed.append({"path": artifact, "bytes": tree_bytes(path)})
             runs.set_meta("freed", freed)
         shutil.rmtree(path)
-    _prune_empty(out / "runs")
+    for folder in ("runs", "inprogress", ".scratch"):
+        _prune_empty(out / folder)
     kept = [str(p.relative_to(out)) for p in _models(out)]
     return {
         "student": str(out / STUDENT),
@@ -79,10 +80,10 @@ def deliver(runs: Runs, out: Path, report: DistillReport, keep_control: bool) ->
 
 
 def _prune_empty(folder: Path) -> None:
-    """Remove the run folders a move or delete left empty."""
+    """Remove ``folder`` and the folders under it that a move or delete left empty."""
     if not folder.is_dir():
         return
-    for path in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):
+    for path in [*sorted(folder.rglob("*"), key=lambda p: -len(p.parts)), folder]:
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
 

