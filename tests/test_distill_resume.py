@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
