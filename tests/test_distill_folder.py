@@ -69,6 +69,9 @@ def test_a_distill_folder_holds_each_model_once_and_says_what_it_freed(finished_
     assert "freed" in (out / "distill_report.md").read_text()
     # the student in student/ is the one the report names, with the int8 form beside it
     assert report["saved_run"] == "distilled-seed0" and (out / "student" / "README.md").is_file()
+    # the test split was scored once: for the delivered student and its int8 form, for no other model
+    assert report["students"][0]["test_metrics"] and report["quantized"]["test_metrics"]
+    assert not report["teacher"]["test_metrics"] and not report["controls"][0]["test_metrics"]
 
 
 def test_labels_changed_in_place_are_a_one_line_error_naming_them_not_a_read_back(
@@ -90,9 +93,12 @@ def test_labels_changed_in_place_are_a_one_line_error_naming_them_not_a_read_bac
     assert "the data's labels changed" in line and "--out" in line and "--restart" in line
     assert (out / "ledger.sqlite").read_bytes() == before  # nothing read back, nothing overwritten
 
-    # --restart moves the old folder aside (nothing deleted) and distils the edited file afresh
-    assert main(_argv(teacher, edited, out, "--quantize", "--restart")) in (0, 1)
-    err = capsys.readouterr().err
+    # --restart moves the old folder aside (nothing deleted) and distils the edited file afresh; a
+    # ceiling no student meets gives the verdict FAIL and exit code 1 (the student is still delivered)
+    assert main(_argv(teacher, edited, out, "--quantize", "--restart", "--max-size-mb", "0.001")) == 1
+    captured = capsys.readouterr()
+    assert "verdict: student: FAIL" in captured.out and "> 0.001 MB" in captured.out
+    err = captured.err
     assert f"moved the earlier output folder aside to {out}.old-1" in err and "read back from the ledger" not in err
     assert (Path(f"{out}.old-1") / "ledger.sqlite").read_bytes() == before
     assert json.loads((out / "distill_report.json").read_text())["saved_run"]
