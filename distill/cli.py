@@ -135,14 +135,14 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     put("criteria", "max_size_mb", args.max_size_mb)
     if args.target is not None:
         name, sep, value = args.target.partition("=")
-        try:
-            put("criteria", "floor", float(value) if sep else None)
-        except ValueError:
-            raise ConfigError(f"The --target value {value!r} is not a number. Use e.g. accuracy=0.9.") from None
         if not sep:
             raise ConfigError(
                 f"The --target value must look like metric=value, e.g. accuracy=0.9. Got {args.target!r}."
             )
+        try:
+            put("criteria", "floor", float(value))
+        except ValueError:
+            raise ConfigError(f"The --target value {value!r} is not a number. Use e.g. accuracy=0.9.") from None
         put("criteria", "metric", name.strip())
     if args.seeds is not None:
         try:
