@@ -155,7 +155,6 @@ class Meter:
         with self._lock:
             flops, padding, tokens, padded = dict(self._flops), self._padding_flops, self._tokens, self._padded_tokens
             flops_provenance = "+".join(sorted(self._flops_provenance)) or "not_measured"
-        known = kwh is not None
         return Cost(
             wall_s=wall_s,
             cpu_s=cpu_s,
@@ -165,15 +164,15 @@ class Meter:
             padding_flops=padding,
             tokens=tokens,
             padded_tokens=padded,
-            energy_cpu_kwh=kwh if known else 0.0,
-            emissions_g=kwh * grid_intensity_g_per_kwh(self.cfg) if known else 0.0,
+            energy_cpu_kwh=kwh if kwh is not None else 0.0,
+            emissions_g=kwh * grid_intensity_g_per_kwh(self.cfg) if kwh is not None else 0.0,
             device=self._device_label,
             location=location_of(self.cfg),
             provenance={
                 "time": "measured",
                 "flops": flops_provenance,
-                "energy": "estimated" if known else "not_measured",
-                "emissions": "estimated" if known else "not_measured",
+                "energy": "estimated" if kwh is not None else "not_measured",
+                "emissions": "estimated" if kwh is not None else "not_measured",
                 "memory": "not_measured",
             },
         )
