@@ -139,6 +139,44 @@ class Meter:
         read = getattr(self.reader, "so_far", None)
         return read() if self._active and read is not None else None
 
+    def snapshot(self) -> Cost:
+        """The open phase's cost so far, for saving what a kill would otherwise lose.
+
+        Clocks, the FLOPs and tokens handed to the meter (flush a counting callback first), and
+        energy when the reader can say it while the phase runs (:meth:`energy_so_far`). That running
+        total is not split by device, so it is filed under ``energy_cpu_kwh`` and labelled
+        ``estimated``; memory is not sampled here. The final :attr:`cost` replaces it once the
+        phase closes.
+        """
+        if not self._active:
+            raise RuntimeError("Meter.snapshot is for an open phase; read Meter.cost once it has closed.")
+        wall_s, cpu_s = time.perf_counter() - self._wall0, time.process_time() - self._cpu0
+        kwh = self.energy_so_far()
+        with self._lock:
+            flops, padding, tokens, padded = dict(self._flops), self._padding_flops, self._tokens, self._padded_tokens
+            flops_provenance = "+".join(sorted(self._flops_provenance)) or "not_measured"
+        return Cost(
+            wall_s=wall_s,
+            cpu_s=cpu_s,
+            train_flops=flops["train"],
+            eval_flops=flops["eval"],
+            inference_flops=flops["inference"],
+            padding_flops=padding,
+            tokens=tokens,
+            padded_tokens=padded,
+            energy_cpu_kwh=kwh if kwh is not None else 0.0,
+            emissions_g=kwh * grid_intensity_g_per_kwh(self.cfg) if kwh is not None else 0.0,
+            device=self._device_label,
+            location=location_of(self.cfg),
+            provenance={
+                "time": "measured",
+                "flops": flops_provenance,
+                "energy": "estimated" if kwh is not None else "not_measured",
+                "emissions": "estimated" if kwh is not None else "not_measured",
+                "memory": "not_measured",
+            },
+        )
+
     @property
     def active(self) -> bool:
         """True between entering and leaving the ``with`` block."""
