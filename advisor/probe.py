@@ -23,9 +23,6 @@ model card shows the same few lines.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +36,7 @@ from advisor.cost import Meter
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import ModelError
+from advisor.fetch import atomic_copytree
 from advisor.flops import encoder_shape, forward_coefficients
 from advisor.loading import count_parameters, load_encoder
 from advisor.models import POOLINGS
@@ -187,27 +185,17 @@ def save_probe(
     import torch
     from safetensors.torch import save_file
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
-        model.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
-        tokenizer.save_pretrained(tmp / ENCODER_DIR)
+    from advisor.train import quiet_libraries
+
+    def build(tmp: Path) -> None:
+        with quiet_libraries():  # no "Writing model shards" bar
+            model.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
+            tokenizer.save_pretrained(tmp / ENCODER_DIR)
         save_file({"weight": torch.from_numpy(head.weight), "bias": torch.from_numpy(head.bias)}, str(tmp / HEAD_FILE))
         spec = {"pooling": pooling, "max_length": int(max_length), "labels": list(labels), "C": head.C}
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_umask())
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    atomic_copytree(build, dest)
 
 
 def is_probe_folder(folder: Path | str) -> bool:
