@@ -281,7 +281,7 @@ class Climb:
                 if r.candidate.name == rung_name and r.run_id.startswith(f"{rung_name}-t") and r.status != "failed"
             ]
             # warm start: the best settings of the last rung climbed below this one
-            below = [r for r in self.runs if r.run_id.count("-t") and r.status == "ok" and metric in r.metrics]
+            below = [r for r in self.runs if policy.is_trial(r) and r.status == "ok" and metric in r.metrics]
             below = [r for r in below if r.candidate.name != rung_name and r.candidate.kind == "finetune"]
             warm = self.warm_start
             if below:
@@ -353,7 +353,9 @@ class Climb:
         for name in self.rungs:
             small = next((r for r in self.runs if r.run_id == f"{name}-small" and r.status == "ok"), None)
             full = [
-                r for r in self.runs if r.run_id.startswith(f"{name}-t") and r.status == "ok" and metric in r.metrics
+                r
+                for r in self.runs
+                if r.candidate.name == name and policy.is_trial(r) and r.status == "ok" and metric in r.metrics
             ]
             if small is not None and full and metric in small.metrics:
                 curves_best = max(r.metrics[metric] for r in full)

@@ -103,6 +103,13 @@ class Evidence:
         return next((r for r in self.runs if r.run_id == run_id), None)
 
 
+def is_trial(run: RunResult) -> bool:
+    """Whether ``run`` is one of its rung's tuning trials (``<rung>-t<i>``): not a small experiment,
+    a skip, a probe, a student or a continuation. The one place a trial is recognised by its id."""
+    prefix = f"{run.candidate.name}-t"
+    return run.candidate.kind == "finetune" and run.run_id.startswith(prefix) and run.run_id[len(prefix) :].isdigit()
+
+
 # ----------------------------------------------------------------------------- actions
 
 
@@ -268,7 +275,7 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
                 return probed
             continue
         mine = [r for r in evidence.runs if r.candidate.name == rung.name and r.candidate.kind == "finetune"]
-        trials = [r for r in mine if r.run_id.startswith(f"{rung.name}-t")]
+        trials = [r for r in mine if is_trial(r)]
         # 1. what was already decided on this rung
         stop = _settled(evidence, config, judged, rung.name, trials, budget_run)
         if stop is not None:

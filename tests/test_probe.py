@@ -207,3 +207,18 @@ def test_each_probe_is_one_candidate_of_the_bonferroni_family() -> None:
 
     config = build_config(overrides=["tuning.trials_per_rung=2", "ladder.distil_on_ceiling=false"])
     assert rung_candidates(INFOS, config) == 1 + 2 + 1
+
+
+def test_a_small_experiment_of_a_rung_whose_name_holds_dash_t_is_not_a_trial() -> None:
+    """``bert-tiny-small`` holds ``-t``: it must not become the next rung's warm start (it once could)."""
+    from advisor.policy import is_trial
+
+    def run(run_id: str, name: str, kind: str = "finetune") -> RunResult:
+        cand = Candidate(name=name, kind=kind, source="s")  # type: ignore[arg-type]
+        return RunResult(run_id, cand, {}, "ok", {"accuracy": 0.5}, Cost())
+
+    assert is_trial(run("bert-tiny-t1", "bert-tiny")) and is_trial(run("x-t12", "x"))
+    assert not is_trial(run("bert-tiny-small", "bert-tiny"))
+    assert not is_trial(run("bert-tiny-probe", "bert-tiny-probe", "probe"))
+    assert not is_trial(run("bert-tiny-t1-student", "bert-tiny", "distilled"))
+    assert not is_trial(run("bert-tiny-tx", "bert-tiny"))
