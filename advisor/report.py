@@ -196,8 +196,9 @@ def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 NOTES = (
-    "* recommended; the metric with the interval its verdict was decided on, and its rows (cv: cross-validated over "
-    "train + validation, for the baseline and probes); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
+    "* recommended; the metric with its interval at criteria.confidence and its rows (cv: cross-validated over "
+    "train + validation, for the baseline and probes; verdicts are decided at the Bonferroni-corrected level, "
+    "so their intervals are a little wider); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
     "paired on the same validation rows; ~ marks a gain whose paired interval contains 0 (not distinguishable); "
     "pts/PFLOP and pts/kWh divide the gain over the previous rung by the run's own training PFLOPs and kWh",
     PROVENANCE_LEGEND,
