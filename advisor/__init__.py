@@ -45,21 +45,25 @@ def select_model(
         advisor.errors.GreenladderError: for bad configuration, data, models or run directory.
     """
     from advisor.advise import advise
-    from advisor.config import build_config
+    from advisor.config import build_config, floor_given
     from advisor.criteria import validate_metric_name
+    from advisor.errors import ConfigError
 
     extra: dict[str, Any] = {}
     if data is not None:
         extra["data"] = {"source": data}
     if target:
         if len(target) != 1:
-            from advisor.errors import ConfigError
-
             raise ConfigError(f"The target must name one metric, e.g. {{'accuracy': 0.9}}. Got {dict(target)} instead.")
         ((metric, floor),) = target.items()
         extra["criteria"] = {"metric": metric, "floor": float(floor)}
     if out is not None:
         extra["output"] = {"out": str(out)}
     config = build_config(config_files, overrides, extra)
+    if not floor_given(config_files, overrides, extra):
+        raise ConfigError(
+            "No acceptance criterion was given, so any model would pass a floor of 0. Pass target, e.g. "
+            "{'accuracy': 0.9}, or set criteria.floor in a config file."
+        )
     validate_metric_name(config.criteria.metric)
     return advise(config, from_run=from_run, progress=progress)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.config import CONFIG_DIR, build_config
+from advisor.config import CONFIG_DIR, NO_FLOOR, build_config, floor_given
 from advisor.criteria import fmt_num
+from advisor.datafiles import check_source
 from advisor.errors import ConfigError, GreenladderError
 
 EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -153,7 +154,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     files = list(args.config)
     if not files and not args.data and not args.from_run and DEMO_CONFIG.is_file():
         files = [DEMO_CONFIG]  # the embedded default: demo dataset and demo criteria
-    config = build_config(files, args.overrides, _extra(args))
+    extra = _extra(args)
+    config = build_config(files, args.overrides, extra)
     from advisor.criteria import validate_metric_name
 
     validate_metric_name(config.criteria.metric)
@@ -175,6 +177,9 @@ def run(argv: Sequence[str] | None = None) -> int:
                 _progress(f"{rung.name}: ready at {path}")
         print(ladder_table(rungs, config.ladder.cache_dir))
         return EXIT_OK
+    check_source(config.data.source)  # a mistyped path fails now, not after the heavy imports below
+    if not floor_given(files, args.overrides, extra):
+        raise ConfigError(NO_FLOOR)
     from advisor import distributed
     from advisor.advise import advise
     from advisor.pages import run_notes

@@ -284,6 +284,24 @@ def build_config(
     return config
 
 
+def floor_given(
+    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether a YAML file, a flag or an override sets ``criteria.floor`` (the built-in 0 does not count).
+
+    Without a floor every model "passes" a bar of 0; ``advise`` refuses to run rather than report that.
+    """
+    criteria = merge_sources(files, overrides, extra).get("criteria")
+    return isinstance(criteria, Mapping) and "floor" in criteria
+
+
+#: the one-line refusal when no floor was set (see :func:`floor_given`)
+NO_FLOOR = (
+    "No acceptance criterion was given, so any model would pass a floor of 0. Pass --target METRIC=VALUE "
+    "(e.g. --target accuracy=0.9), or set criteria.floor in a --config file."
+)
+
+
 def _range_problems(config: Config) -> list[str]:
     out = []
     d, t, u = config.data, config.train, config.tuning

@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 
 from advisor import distributed
 from advisor.errors import RunDirError
+from advisor.fetch import current_umask
 from advisor.types import RunResult
 
 LEDGER_NAME = "ledger.sqlite"
@@ -64,8 +65,7 @@ def write_text_atomic(path: Path, text: str, *, fault: str | None = None) -> Non
         OSError: the folder cannot be written; the temporary file is removed.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     try:
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
