@@ -29,6 +29,7 @@ def select_model(
     overrides: Iterable[str] = (),
     from_run: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    restart: bool = False,
 ) -> Report:
     """Run the advisor from Python and return its report.
 
@@ -40,6 +41,8 @@ def select_model(
         overrides: ``section.key=value`` strings, as after ``--set``.
         from_run: continue from an earlier run directory's recommendation (incremental training).
         progress: receives one line per step of work (silent when None).
+        restart: move the earlier records of ``out`` to ``<out>.old-<time>`` and start afresh (records
+            made on other data, models or settings are otherwise refused).
 
     Raises:
         advisor.errors.GreenladderError: for bad configuration, data, models or run directory.
@@ -66,4 +69,4 @@ def select_model(
             "{'accuracy': 0.9}, or set criteria.floor in a config file."
         )
     validate_metric_name(config.criteria.metric)
-    return advise(config, from_run=from_run, progress=progress)
+    return advise(config, from_run=from_run, progress=progress, restart=restart)

@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run directory (ledger, reports, recommended model)")
     p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start afresh in --out: move its earlier records (ledger, reports, models) to <out>.old-<time> first",
+    )
+    p.add_argument(
         "--from",
         dest="from_run",
         metavar="RUN_DIR",
@@ -191,7 +196,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
             f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
         )
-    report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None)
+    report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None, restart=args.restart)
     met = report.recommendation is not None and report.verdicts[report.recommendation].passed
     if not main_rank:
         return EXIT_OK  # rank 0 answers for the job; a non-zero exit here would make torchrun kill it
