@@ -23,7 +23,7 @@ from advisor.climb import Climb
 from advisor.config import Config, save_config
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
-from advisor.criteria import closest_verdict, compute_metrics, validate_metric_name
+from advisor.criteria import PFLOP, closest_verdict, compute_metrics, fmt_num, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.distiller import Distiller, find_distiller
 from advisor.errors import RunDirError
@@ -210,6 +210,9 @@ def advise(
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
         rundir.check(run_dir, ledger.get_meta("fingerprint"), fp)  # nothing stale is read back
         ledger.set_meta("fingerprint", fp)
+        for lost in ledger.settle_interrupted():
+            at = f" at step {lost.step}" if lost.step is not None else " after it finished, before it was recorded"
+            say(f"{lost.run_id}: interrupted last time{at}; {_cost_words(lost.cost)} counted as lost to interruption")
         save_config(config, run_dir / "config.yaml")
         for w in data.warnings:
             say(f"warning: {w}")
@@ -254,6 +257,11 @@ def advise(
                 {"outcome": c.outcome, **c.details},
             )
         return _climb(config, data, run_dir, ledger, say, start(config))
+
+
+def _cost_words(cost: Cost) -> str:
+    """'12.3 s, 0.0041 PFLOPs' for a progress line."""
+    return f"{fmt_num(cost.wall_s)} s, {fmt_num(cost.flops / PFLOP)} PFLOPs"
 
 
 def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
@@ -313,7 +321,9 @@ def _finish(
     details: dict[str, Any] | None = None,
 ) -> Report:
     extra = dict(details or {})
-    spent = sum((r.cost for r in runs), baseline.cost)
+    lost = ledger.lost()  # work a kill interrupted was spent too: in the totals, and listed as such
+    lost_cost = sum((x.cost for x in lost), Cost())
+    spent = sum((r.cost for r in runs), baseline.cost) + lost_cost
     main = distributed.is_main()  # the other ranks of a multi-process job only trained in lockstep
     if recommendation and recommendation != "baseline" and main:
         over = budget_exhausted(config, spent)
@@ -331,6 +341,9 @@ def _finish(
     rec = next((r for r in [baseline, *runs] if r.run_id == recommendation), None)
     if rec is not None and "test_cost" in rec.details:
         total = total + Cost.from_dict(rec.details["test_cost"])
+    if lost:
+        total = total + lost_cost
+        extra["lost_to_interruption"] = {"runs": [x.to_dict() for x in lost], "cost": lost_cost.to_dict()}
     extra["budgets"] = spent_against_allowed(config.criteria, total)
     extra["gains"] = run_gains(baseline, runs, column(data.validation, "label"), len(data.label_names), config.criteria)
     greener = low_carbon_alternatives(total.energy_kwh, config.metering)

@@ -187,7 +187,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(NO_FLOOR)
     from advisor import distributed
     from advisor.advise import advise
-    from advisor.pages import run_notes
+    from advisor.pages import lost_work_line, run_notes
     from advisor.report import to_json, to_table
 
     main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
@@ -206,6 +206,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(to_table(report))
         for line in run_notes(report):
             print(line)
+        lost = lost_work_line(report)
+        if lost:
+            print(lost)
         print(f"\nstop: {report.stop_reason}")
         if report.recommendation:
             rec = report.recommended

@@ -24,6 +24,7 @@ from advisor import distributed, policy
 from advisor.baseline import fit_baseline
 from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve, forecast_run, search_spent
 from advisor.config import Config
+from advisor.counting import checkpoint_to
 from advisor.data import TaskData, column
 from advisor.distiller import Distiller, DistilRequest
 from advisor.forecast import forecast_full
@@ -216,7 +217,7 @@ class Climb:
             self.run_dir,
             action.run_id,
             {**hp, "batch_size": self.config.train.batch_size},
-            extra_callbacks=[*callbacks, *self._budget(rung.name)],
+            extra_callbacks=[*callbacks, *self._budget(rung.name), checkpoint_to(self.ledger, action.run_id)],
             progress=self.say,
             **kw,
         )

@@ -18,6 +18,7 @@ A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import threading
 import time
@@ -138,6 +139,33 @@ class Meter:
         cannot say (no ``so_far`` method, no energy metering, the phase not open)."""
         read = getattr(self.reader, "so_far", None)
         return read() if self._active and read is not None else None
+
+    def snapshot(self, pending: Cost | None = None) -> Cost:
+        """The open phase's cost so far, totalled as closing the meter now would (for a checkpoint).
+
+        Energy is the reader's live reading when it offers one (``reading_so_far``), otherwise
+        ``not_measured``. FLOPs are those handed in so far plus ``pending``, the counts a counter
+        holds but has not handed in (:meth:`advisor.counting.MeteringCallback.pending_cost`), as if
+        they had been. Nothing is changed.
+        """
+        if not self._active:
+            raise RuntimeError("Meter.snapshot needs an open phase (inside the `with Meter(...)` block).")
+        wall_s = time.perf_counter() - self._wall0
+        cpu_s = time.process_time() - self._cpu0 + max(_children_cpu_s(self._process) - self._children0, 0.0)
+        read = getattr(self.reader, "reading_so_far", None)
+        reading = (read() if read is not None else None) or EnergyReading()
+        peak_rss_mb = self._sampler.peak_rss / 2**20 if self._sampler is not None else 0.0
+        peak_gpu_mb = 0.0
+        if self._sampler is not None:
+            peak_gpu_mb = sum(torch.cuda.max_memory_allocated(i) for i in self._cuda_indices) / 2**20
+        with self._lock:
+            cost = self._total(wall_s, cpu_s, reading, peak_rss_mb, peak_gpu_mb, None)
+            counted = set(self._flops_provenance)
+        if pending is None:
+            return cost
+        counted |= {p for p in pending.provenance.get("flops", "").split("+") if p}
+        flops = "+".join(sorted(counted)) or "not_measured"
+        return dataclasses.replace(cost + pending, provenance={**cost.provenance, "flops": flops})
 
     @property
     def active(self) -> bool:
