@@ -208,9 +208,22 @@ def fingerprint(config: Config, data: TaskData, from_run: str | Path | None = No
         "settings": recorded_settings(config),
     }
     if from_run is not None:
-        report = Path(from_run) / "report.json"
-        fp["from"] = hashlib.sha256(report.read_bytes()).hexdigest() if report.is_file() else "no report.json"
+        fp["from"] = _from_digest(Path(from_run))
     return fp
+
+
+def _from_digest(from_run: Path) -> dict[str, Any]:
+    """The model a ``--from`` run hands over: its run id and its weight files' size and mtime (not its
+    card or labels file, which every rerun of that run rewrites)."""
+    try:
+        report = json.loads((from_run / "report.json").read_text(encoding="utf-8"))
+        run_id = (report.get("recommendation") or {}).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        run_id = None
+    model = from_run / "model"
+    weights = sorted(f for f in model.glob("*") if f.suffix in (".safetensors", ".bin", ".skops", ".json"))
+    stats = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in weights if f.name != "labels.json"]
+    return {"recommendation": run_id, "model": stats}
 
 
 def study_key(fp: Mapping[str, Any]) -> str:
