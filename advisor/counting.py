@@ -152,19 +152,24 @@ class MeteringCallback(TrainerCallback):
         A checkpoint adds them to :meth:`advisor.cost.Meter.snapshot`; since nothing is flushed, the
         run's own totals are summed exactly as they would have been without the checkpoint.
         """
-        values: dict[str, float] = {"train_flops": 0.0, "eval_flops": 0.0, "padding_flops": 0.0}
+        flops = {"train": 0.0, "eval": 0.0}
+        padding = 0.0
         tokens = padded_tokens = 0
         for kind, tally in self._tallies.items():
             with self._lock:
                 if not tally.sums or self._coefficients is None:
                     continue
-                real, padded, flops, padding = self._figures(kind, tally)
-            values[f"{kind}_flops"] += flops
-            values["padding_flops"] += padding
+                real, padded, total, wasted = self._figures(kind, tally)
+            flops[kind] += total
+            padding += wasted
             tokens, padded_tokens = tokens + real, padded_tokens + padded
-        counted = tokens + padded_tokens > 0
         return Cost(
-            **values, tokens=tokens, padded_tokens=padded_tokens, provenance={"flops": "analytic"} if counted else {}
+            train_flops=flops["train"],
+            eval_flops=flops["eval"],
+            padding_flops=padding,
+            tokens=tokens,
+            padded_tokens=padded_tokens,
+            provenance={"flops": "analytic"} if tokens + padded_tokens > 0 else {},
         )
 
     # -- Trainer events ---------------------------------------------------------------------------
