@@ -39,7 +39,8 @@ def select_model(
         out: run directory.
         config_files: YAML files, later ones win.
         overrides: ``section.key=value`` strings, as after ``--set``.
-        from_run: continue from an earlier run directory's recommendation (incremental training).
+        from_run: continue from an earlier run directory's recommendation (incremental training);
+            without ``target`` (or a floor in the config) towards the bar of that earlier run.
         progress: receives one line per step of work (silent when None).
         restart: move the earlier records of ``out`` to ``<out>.old-<time>`` and start afresh (records
             made on other data, models or settings are otherwise refused).
@@ -48,7 +49,7 @@ def select_model(
         advisor.errors.GreenladderError: for bad configuration, data, models or run directory.
     """
     from advisor.advise import advise
-    from advisor.config import build_config, floor_given
+    from advisor.config import build_config, earlier_bar, floor_given
     from advisor.criteria import validate_metric_name
     from advisor.errors import ConfigError
 
@@ -62,6 +63,10 @@ def select_model(
         extra["criteria"] = {"metric": metric, "floor": float(floor)}
     if out is not None:
         extra["output"] = {"out": str(out)}
+    if from_run is not None and not floor_given(config_files, overrides, extra):
+        bar = earlier_bar(from_run)  # continue towards the bar the earlier model was chosen for
+        if bar:
+            extra["criteria"] = bar
     config = build_config(config_files, overrides, extra)
     if not floor_given(config_files, overrides, extra):
         raise ConfigError(

@@ -35,6 +35,7 @@ from advisor.models import check_ladder
 from advisor.outcome import Report, Verdict
 from advisor.pages import write_reports
 from advisor.policy import budget_exhausted
+from advisor.probe import ProbeModel
 from advisor.regions import low_carbon_alternatives
 from advisor.stats import metric_interval, rows_for_margin
 from advisor.train import dir_size_mb, quiet_libraries
@@ -73,13 +74,8 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
         if run.candidate.kind == "baseline":
             return run
         with Meter(config.metering, phase=f"test {run.run_id}") as meter:
-            with quiet_libraries():
-                path = run_dir / str(_published_artifact(run, run_dir, ledger).artifact)
-                model, tok = load_for_classification(str(path), data.label_names)
-            counter = MeteringCallback(meter, num_labels=len(data.label_names))
-            counter.attach(model)  # the test pass's FLOPs, counted like every validation pass
-            preds = predict_labels(model, tok, column(data.test, "text"), config.train.max_length)
-            counter.close()
+            path = run_dir / str(_published_artifact(run, run_dir, ledger).artifact)
+            preds = _predict_test(run, path, data, config, meter)
             metrics = compute_metrics(column(data.test, "label"), preds, data.label_names)
         cached = {"metrics": metrics, "cost": meter.cost.to_dict(), "predictions": [int(p) for p in preds]}
         ledger.set_meta(key, cached)
@@ -87,6 +83,20 @@ def _evaluate_on_test(run: RunResult, run_dir: Path, data: TaskData, config: Con
     return dataclasses.replace(
         run, test_metrics=cached["metrics"], details=details, test_predictions=tuple(cached.get("predictions", ()))
     )
+
+
+def _predict_test(run: RunResult, path: Path, data: TaskData, config: Config, meter: Meter) -> Any:
+    """The saved model's predictions on the test split, their FLOPs counted into ``meter``."""
+    texts = column(data.test, "text")
+    with quiet_libraries():
+        if run.candidate.kind == "probe":
+            return ProbeModel(path).predict(texts, meter)
+        model, tok = load_for_classification(str(path), data.label_names)
+    counter = MeteringCallback(meter, num_labels=len(data.label_names))
+    counter.attach(model)  # the test pass's FLOPs, counted like every validation pass
+    preds = predict_labels(model, tok, texts, config.train.max_length)
+    counter.close()
+    return preds
 
 
 def _with_intervals(run: RunResult, data: TaskData, level: float) -> RunResult:

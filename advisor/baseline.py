@@ -62,26 +62,26 @@ def latency_ms(predict: Callable[[Sequence[str]], Any], texts: Sequence[str], re
 CV_FOLDS = 5
 
 
-def _cross_validate(
-    c: float,
-    seed: int,
-    texts: list[str],
-    labels: list[int],
+def cross_validate(
+    labels: Sequence[int],
     train_size: int,
+    seed: int,
+    fit_predict: Callable[[np.ndarray, np.ndarray], Any],
     next_fit: Callable[[str], bool] = lambda _what: True,
 ) -> dict[str, Any] | None:
-    """Out-of-fold predictions of the chosen pipeline over train + validation (stratified k-fold).
+    """Out-of-fold predictions of a cheap model over train + validation (stratified k-fold).
 
-    A TF-IDF fit takes a second, so the baseline can afford what a transformer cannot: every
-    labelled row is predicted once by a model that never saw it, and its interval rests on all of
-    them instead of the validation split alone (Kohavi 1995 on k-fold estimates; the source guidance
-    names efficient cross-validation). Each fold's model is fitted on a stratified subsample of
-    ``train_size`` rows, the size of the training split the delivered model was fitted on: a fold
-    fitted on more rows than that estimates a better model than the one delivered (on SpamAssassin
-    with 500 training rows and 1,500 validation rows, unmatched folds put the interval 3-5 points
-    above the delivered model's test score). C was chosen on the validation split, a mild optimism
-    for 3 candidate values. None when a class has fewer rows than folds, or when ``next_fit`` (the
-    budget check between fits) refuses a fold.
+    ``fit_predict(fit_idx, held_idx)`` fits the model on the rows ``fit_idx`` and returns its
+    predictions for the rows ``held_idx``. A TF-IDF fit or a linear head on cached embeddings takes
+    a second, so these models can afford what a fine-tune cannot: every labelled row is predicted
+    once by a model that never saw it, and the verdict's interval rests on all of them instead of
+    the validation split alone (Kohavi 1995 on k-fold estimates; the source guidance names efficient
+    cross-validation). Each fold's model is fitted on a stratified subsample of ``train_size`` rows,
+    the size of the training split the delivered model was fitted on: a fold fitted on more rows than
+    that estimates a better model than the one delivered (on SpamAssassin with 500 training rows and
+    1,500 validation rows, unmatched folds put the interval 3-5 points above the delivered model's
+    test score). Hyperparameters chosen beforehand (C) are a mild optimism. None when a class has
+    fewer rows than folds, or when ``next_fit`` (the budget check between fits) refuses a fold.
     """
     from sklearn.model_selection import StratifiedKFold
     from sklearn.utils import resample
@@ -103,8 +103,7 @@ def _cross_validate(
                 )
             except ValueError:  # a class too small to stratify at this size: plain subsample
                 fit_idx = resample(fit_idx, n_samples=train_size, replace=False, random_state=seed + fold)
-        pipe = _pipeline(c, seed).fit([texts[i] for i in fit_idx], y[fit_idx])
-        preds[held_idx] = pipe.predict([texts[i] for i in held_idx])
+        preds[held_idx] = fit_predict(np.asarray(fit_idx), np.asarray(held_idx))
     return {
         "folds": folds,
         "train_size": int(min(train_size, len(y))),
@@ -150,7 +149,13 @@ def fit_baseline(
         _, c, pipe = best
         val_pred = pipe.predict(val_x)
         metrics = compute_metrics(val_y, val_pred, data.label_names)
-        cv = _cross_validate(c, config.train.seed, train_x + val_x, train_y + val_y, len(train_x), next_fit)
+        texts, labels = train_x + val_x, train_y + val_y
+
+        def fit_predict(fit_idx: np.ndarray, held_idx: np.ndarray) -> Any:
+            fitted = _pipeline(c, config.train.seed).fit([texts[i] for i in fit_idx], [labels[i] for i in fit_idx])
+            return fitted.predict([texts[i] for i in held_idx])
+
+        cv = cross_validate(labels, len(train_x), config.train.seed, fit_predict, next_fit)
         test_pred = pipe.predict(column(data.test, "text"))
         test_metrics = compute_metrics(column(data.test, "label"), test_pred, data.label_names)
     out = run_dir / "runs" / "baseline"

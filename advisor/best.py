@@ -44,6 +44,9 @@ class BestWeights(TrainerCallback):
         metrics: its metrics (unprefixed, e.g. ``{"accuracy": 0.76, ...}``).
         predictions: its predicted label id for every validation row, in the split's order.
         history: ``(step, metric)`` of every evaluation, in order.
+        latest: ``(labels, predicted ids)`` of the latest evaluation, both in the evaluated rows'
+            own order (the sample's, not the length-sorted one), or None before any evaluation:
+            what a paired comparison between trials on the same rows reads (the pruner).
     """
 
     def __init__(self, metric: str, metrics_fn: MetricsFn, order: Sequence[int] | np.ndarray | None = None) -> None:
@@ -54,6 +57,7 @@ class BestWeights(TrainerCallback):
         self.metrics: dict[str, float] = {}
         self.predictions: np.ndarray = np.zeros(0, dtype=int)
         self.history: list[tuple[int, float]] = []
+        self.latest: tuple[np.ndarray, np.ndarray] | None = None
         self._state: dict[str, torch.Tensor] | None = None
         self._pending: tuple[np.ndarray, dict[str, float]] | None = None
 
@@ -61,11 +65,11 @@ class BestWeights(TrainerCallback):
         """The Trainer's ``compute_metrics``: metrics of one evaluation, its predictions held back."""
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         ids = np.asarray(logits).argmax(axis=-1)
-        metrics = self.metrics_fn(np.asarray(pred.label_ids), ids)
+        labels = np.asarray(pred.label_ids)
+        metrics = self.metrics_fn(labels, ids)
         if self.order is not None and len(self.order) == len(ids):
-            in_split_order = np.empty_like(ids)
-            in_split_order[self.order] = ids
-            ids = in_split_order
+            ids, labels = _unsorted(ids, self.order), _unsorted(labels, self.order)
+        self.latest = (labels, ids)
         self._pending = (ids, metrics)
         return metrics
 
@@ -89,6 +93,13 @@ class BestWeights(TrainerCallback):
             return False
         model.load_state_dict(self._state)
         return True
+
+
+def _unsorted(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``values`` of the length-sorted rows put back in the rows' own order (``order[i]``: row of sorted ``i``)."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
 
 
 def evaluation_rows(labels: Sequence[int], rows: int, seed: int) -> list[int] | None:

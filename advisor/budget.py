@@ -89,12 +89,18 @@ def forecast_run(
     per_eval, _ = evaluation_reserve(fwd_val, len(val_lengths), eval_rows)
     # on a sample, one more pass over the whole split judges the kept weights
     evals = per_eval * max(1, round(evals_per_epoch * epochs)) + (fwd_val if per_eval < fwd_val else 0.0)
-    seconds = (train + evals) / rates.flops_per_s if rates.flops_per_s else 0.0
+    return forecast_cost(train, evals, rates)
+
+
+def forecast_cost(train_flops: float, eval_flops: float, rates: Rates) -> Cost:
+    """A forecast Cost of work of ``train_flops + eval_flops``, its seconds and kWh at measured ``rates``
+    (0, unknown, without them)."""
+    seconds = (train_flops + eval_flops) / rates.flops_per_s if rates.flops_per_s else 0.0
     kwh = seconds * rates.kwh_per_s if rates.kwh_per_s else 0.0
     return Cost(
         wall_s=seconds,
-        train_flops=train,
-        eval_flops=evals,
+        train_flops=train_flops,
+        eval_flops=eval_flops,
         energy_cpu_kwh=kwh,
         provenance={"flops": "analytic", "time": "estimated", "energy": "estimated"},
     )

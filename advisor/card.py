@@ -110,6 +110,36 @@ def co2_eq_emissions(run: RunResult, metering: Mapping[str, Any]) -> dict[str, A
     }
 
 
+#: how to use a saved probe with transformers and torch alone (tests/test_probe.py runs it)
+PROBE_SNIPPET = [
+    "```python",
+    "import json",
+    "",
+    "import torch",
+    "from safetensors.torch import load_file",
+    "from transformers import AutoModel, AutoTokenizer",
+    "",
+    'folder = "path/to/this/folder"  # encoder/, head.safetensors, probe.json',
+    'spec = json.load(open(f"{folder}/probe.json"))',
+    'tokenizer = AutoTokenizer.from_pretrained(f"{folder}/encoder")',
+    'encoder = AutoModel.from_pretrained(f"{folder}/encoder").eval()',
+    'head = load_file(f"{folder}/head.safetensors")  # weight [labels, hidden], bias [labels]',
+    "",
+    'texts = ["some text to classify"]',
+    'batch = tokenizer(texts, padding=True, truncation=True, max_length=spec["max_length"], return_tensors="pt")',
+    "with torch.no_grad():",
+    "    hidden = encoder(**batch).last_hidden_state  # [texts, tokens, hidden]",
+    'if spec["pooling"] == "cls":',
+    "    pooled = hidden[:, 0]",
+    "else:  # mean over the real tokens",
+    '    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)',
+    "    pooled = (hidden * mask).sum(1) / mask.sum(1)",
+    'logits = pooled @ head["weight"].T + head["bias"]',
+    'print([spec["labels"][i] for i in logits.argmax(-1).tolist()])',
+    "```",
+]
+
+
 def _load_snippet(run: RunResult) -> list[str]:
     if run.candidate.kind == "baseline":
         name = Path(run.artifact).name if run.artifact else "model.skops"
@@ -125,6 +155,8 @@ def _load_snippet(run: RunResult) -> list[str]:
             'print(model.predict(["some text to classify"]))',
             "```",
         ]
+    if run.candidate.kind == "probe":
+        return PROBE_SNIPPET
     return [
         "```python",
         "from transformers import pipeline",
@@ -158,6 +190,7 @@ def model_card(report: Report, run: RunResult) -> str:
     )
     what = {
         "baseline": "a TF-IDF + linear model baseline",
+        "probe": f"a frozen-encoder probe: the embeddings of `{c.source}` (not trained here) with a linear head",
         "finetune": f"a text classifier fine-tuned from `{c.source}`",
         "incremental": f"a text classifier trained incrementally from `{c.source}`",
         "distilled": f"a student distilled from `{c.source}`",

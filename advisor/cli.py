@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.config import CONFIG_DIR, NO_FLOOR, build_config, floor_given
-from advisor.criteria import fmt_num
+from advisor.config import CONFIG_DIR, NO_FLOOR, build_config, earlier_bar, floor_given
+from advisor.criteria import fmt_count, fmt_num
 from advisor.datafiles import check_source
 from advisor.errors import ConfigError, GreenladderError
+from advisor.layering import deep_merge
 
 EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
@@ -150,6 +151,21 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     return extra
 
 
+def _inherited_bar(args: argparse.Namespace, files: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """With ``--from`` and no floor given: the bar the earlier run chose its model for (else {})."""
+    if not args.from_run or floor_given(files, args.overrides, extra):
+        return {}
+    return earlier_bar(args.from_run)
+
+
+def _bar_words(bar: dict[str, Any]) -> str:
+    words = [f"{bar.get('metric', 'accuracy')} >= {fmt_num(float(bar['floor']))}"]
+    if "max_params" in bar:
+        words.append(f"params <= {fmt_count(int(bar['max_params']))}")
+    words += [f"{k} <= {fmt_num(float(bar[k]))}" for k in ("max_size_mb", "max_latency_ms") if k in bar]
+    return ", ".join(words)
+
+
 def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -160,6 +176,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if not files and not args.data and not args.from_run and DEMO_CONFIG.is_file():
         files = [DEMO_CONFIG]  # the embedded default: demo dataset and demo criteria
     extra = _extra(args)
+    inherited = _inherited_bar(args, files, extra)
+    if inherited:  # under the flags: a --max-params given now still wins
+        extra = deep_merge({"criteria": inherited}, extra)
     config = build_config(files, args.overrides, extra)
     from advisor.criteria import validate_metric_name
 
@@ -175,7 +194,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         rungs = load_ladder(config.ladder.name)
         if args.fetch_models:
             for rung in rungs:
-                if rung.optional and rung.name not in config.ladder.rungs:
+                if rung.optional and rung.name not in config.ladder.rungs and not config.ladder.probes:
                     _progress(f"{rung.name}: optional, not fetched (add --set 'ladder.rungs=[{rung.name}]')")
                     continue
                 path = materialise(rung, config.ladder.cache_dir, progress=_progress)
@@ -188,9 +207,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     from advisor import distributed
     from advisor.advise import advise
     from advisor.pages import lost_work_line, run_notes
-    from advisor.report import to_json, to_table
+    from advisor.report import answer_lines, to_json, to_table
 
     main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
+    if main_rank and inherited:
+        _progress(f"criteria from {Path(args.from_run) / 'report.json'} (no --target given): {_bar_words(inherited)}")
     if main_rank:
         _progress(
             f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
@@ -209,13 +230,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         lost = lost_work_line(report)
         if lost:
             print(lost)
-        print(f"\nstop: {report.stop_reason}")
-        if report.recommendation:
-            rec = report.recommended
-            where = Path(config.output.out) / "model"
-            print(f"recommended: {rec.candidate.name if rec else report.recommendation} -> {where}")
-        else:
-            print("recommended: none met the criteria")
+        print()
+        for line in answer_lines(report, config.output.out):
+            print(line)
+        if not report.recommendation:
             closest = report.details.get("closest")
             if closest:
                 v = report.verdicts.get(closest)
@@ -224,7 +242,6 @@ def run(argv: Sequence[str] | None = None) -> int:
                 print(f"closest trained model: {closest}, kept in {where}{more}")
         if report.details.get("outcome") == "budget":
             print(f"budget: {_budget_words(report)}")
-        print(f"reports: {Path(config.output.out) / 'report.html'}")
     return EXIT_OK if met else EXIT_NOT_MET
 
 

@@ -20,9 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor import distributed, policy
+from advisor import distributed, policy, steps
 from advisor.baseline import fit_baseline
-from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve, forecast_run, search_spent
+from advisor.budget import (
+    BudgetCallback,
+    FitBudget,
+    Rates,
+    any_budget,
+    evaluation_reserve,
+    forecast_cost,
+    forecast_run,
+    search_spent,
+)
 from advisor.config import Config
 from advisor.counting import checkpoint_to
 from advisor.data import TaskData, column
@@ -31,6 +40,8 @@ from advisor.forecast import forecast_full
 from advisor.ledger import Ledger, fault_point
 from advisor.models import Rung, candidate_for, load_ladder, materialise
 from advisor.outcome import Verdict
+from advisor.probe import checkpoint_pooling, fit_probe
+from advisor.report import step_line
 from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Cost, RunResult
@@ -86,6 +97,10 @@ class Climb:
         self.before, self.prior_candidates = tuple(before), prior_candidates
         self.warm_start = dict(warm_start) if warm_start else None
         self.rungs = {r.name: r for r in ladder_rungs(config)}
+        #: the climb's steps (probes and fine-tunes), put in order of forecast compute before the first
+        #: step is taken (:meth:`_order`); until then in ladder order, which only their count matters for
+        self.steps: tuple[policy.RungInfo, ...] = tuple(steps.steps_for(tuple(self.rungs.values()), config))
+        self._ordered = False
         self.runs: list[RunResult] = []
         self.tuners: dict[str, RungTuner] = {}
         self.sources: dict[str, str] = {}
@@ -97,9 +112,8 @@ class Climb:
     # -- the loop -------------------------------------------------------------------------------
 
     def evidence(self) -> policy.Evidence:
-        infos = tuple(policy.RungInfo(r.name, r.params_non_embedding, r.optional) for r in self.rungs.values())
         return policy.Evidence(
-            infos,
+            self.steps,
             tuple(self.runs),
             self.val_labels,
             len(self.data.label_names),
@@ -114,6 +128,9 @@ class Climb:
         self._update_forecasts()  # a climb resumed after a continuation forecasts its first rung
         while True:
             action = policy.decide(self.evidence(), self.config)
+            if not self._ordered and not isinstance(action, (policy.FitBaseline, policy.Stop)):
+                self._order()  # the first step past the baseline: now the order matters
+                continue
             if isinstance(action, policy.Train) and not action.small and self._shared_changed(action):
                 continue  # what other workers did changes the decision: ask again
             if isinstance(action, policy.Stop):
@@ -122,7 +139,18 @@ class Climb:
                 self.runs.append(self._do(action))
             except _BudgetTaken:
                 continue  # another worker took the rung's last trial: read the study again
+            self._announce(self.runs[-1])
             self._update_forecasts()
+
+    def _announce(self, run: RunResult) -> None:
+        """One line as each step finishes: metric with interval, verdict, cost, gain per PFLOP."""
+        metric = self.config.criteria.metric
+        earlier = [r for r in self.runs[:-1] if r.status == "ok" and metric in r.metrics]
+        below = [r for r in earlier if r.candidate.name != run.candidate.name and r.run_id != "baseline"]
+        ref_name = below[-1].candidate.name if below else None
+        pool = [r for r in below if r.candidate.name == ref_name] or [r for r in earlier if r.run_id == "baseline"]
+        reference = max(pool, key=lambda r: r.metrics[metric]) if pool and run.run_id != "baseline" else None
+        self.say(step_line(run, self.verdicts().get(run.run_id), reference, metric))
 
     def verdicts(self) -> dict[str, Verdict]:
         return policy.verdicts(self.evidence(), self.config)
@@ -178,6 +206,8 @@ class Climb:
             watch = self._budget(parent.candidate.name)
             request = DistilRequest(parent, self.data, self.config, self.run_dir, action.run_id)
             run = self.distiller(request, progress=self.say, callbacks=watch)
+        elif isinstance(action, policy.Probe):
+            run = self._probe(action)
         elif isinstance(action, policy.Train) and action.small:
             run = self._train_small(action)
         elif isinstance(action, policy.Train):
@@ -187,6 +217,23 @@ class Climb:
         run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
         self.ledger.add(run)
         return run
+
+    def _order(self) -> None:
+        """Put the steps in order of forecast compute on this data, and say so."""
+        train, val = self._token_lengths(next(iter(self.rungs)))
+        k = len(self.data.label_names)
+        self.steps = steps.order_steps(self.steps, tuple(self.rungs.values()), train, val, k, self.config)
+        self._ordered = True
+        self.say("climb order (cheapest forecast first):")
+        for line in steps.order_table(self.steps):
+            self.say(line)
+
+    def _probe(self, action: policy.Probe) -> RunResult:
+        rung = self.rungs[action.rung]
+        source = self._source(rung.name)
+        pooling = checkpoint_pooling(source, rung.pooling)
+        probe = dataclasses.replace(candidate_for(rung), name=action.run_id, kind="probe")
+        return fit_probe(probe, source, pooling, self.data, self.config, self.run_dir, action.run_id, self.say)
 
     def _source(self, rung_name: str) -> str:
         if rung_name not in self.sources:
@@ -235,7 +282,7 @@ class Climb:
                 if r.candidate.name == rung_name and r.run_id.startswith(f"{rung_name}-t") and r.status != "failed"
             ]
             # warm start: the best settings of the last rung climbed below this one
-            below = [r for r in self.runs if r.run_id.count("-t") and r.status == "ok" and metric in r.metrics]
+            below = [r for r in self.runs if policy.is_trial(r) and r.status == "ok" and metric in r.metrics]
             below = [r for r in below if r.candidate.name != rung_name and r.candidate.kind == "finetune"]
             warm = self.warm_start
             if below:
@@ -307,7 +354,9 @@ class Climb:
         for name in self.rungs:
             small = next((r for r in self.runs if r.run_id == f"{name}-small" and r.status == "ok"), None)
             full = [
-                r for r in self.runs if r.run_id.startswith(f"{name}-t") and r.status == "ok" and metric in r.metrics
+                r
+                for r in self.runs
+                if r.candidate.name == name and policy.is_trial(r) and r.status == "ok" and metric in r.metrics
             ]
             if small is not None and full and metric in small.metrics:
                 curves_best = max(r.metrics[metric] for r in full)
@@ -344,27 +393,24 @@ class Climb:
         return sum(encoder_forward_flops(cfg, n, k) for n in val)
 
     def _update_forecasts(self) -> None:
-        """Forecast the next untried rung's first trial, when a budget is set and a transformer has run."""
+        """Forecast the next step not yet taken, when a budget is set and a transformer has run."""
         if not any_budget(self.config.criteria):
             return
-        tried = {r.candidate.name for r in self.runs if r.candidate.kind == "finetune"}
+        tried = {r.candidate.name for r in self.runs if r.candidate.kind in ("finetune", "probe")}
         if not tried and not any(r.cost.flops > 0 for r in self.before):
             return  # no speed measured yet to forecast with
-        nxt = next((name for name in self.rungs if name not in tried), None)
-        if nxt is None or nxt in self.forecasts:
+        nxt = next((s for s in self.steps if s.name not in tried), None)
+        if nxt is None or nxt.name in self.forecasts:
             return
-        rung = self.rungs[nxt]
-        if rung.optional and rung.name not in self.config.ladder.rungs:
+        train, val = self._token_lengths(next(iter(self.rungs)))
+        t, k = self.config.train, len(self.data.label_names)
+        rates = Rates.measured([*self.before, *self.runs])
+        model_config = self._model_config(nxt.rung)
+        if nxt.method == "probe":
+            self.forecasts[nxt.name] = forecast_cost(
+                *steps.step_flops(nxt, model_config, train, val, k, self.config), rates
+            )
             return
-        train, val = self._token_lengths(next(iter(tried), nxt))
-        t = self.config.train
-        self.forecasts[nxt] = forecast_run(
-            self._model_config(nxt),
-            train,
-            val,
-            t.epochs,
-            t.evals_per_epoch,
-            len(self.data.label_names),
-            Rates.measured([*self.before, *self.runs]),
-            t.eval_rows,
+        self.forecasts[nxt.name] = forecast_run(
+            model_config, train, val, t.epochs, t.evals_per_epoch, k, rates, t.eval_rows
         )

@@ -71,6 +71,11 @@ class LadderConfig:
     #: perturbed copies of each labelled text added to that transfer set (``distill.augment``,
     #: 0 to 20): off, as in ``distill``: benchmarked, not shown to pay for its compute (BENCHMARKS.md §8)
     distil_augment: int = 0
+    #: frozen-encoder probes: each encoder of the ladder also gives a rung that embeds every text
+    #: once and fits a linear head (no gradient through the encoder). Probes are climbed with the
+    #: fine-tunes in order of forecast compute; on sentiment and topic data a probe on a large
+    #: encoder beat fine-tuned smaller ones at equal compute (docs/probes.md)
+    probes: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,9 @@ class TuningConfig:
     trials_per_rung: int = 2
     #: "tpe" (Bayesian) or "random" (for comparison)
     sampler: str = "tpe"
-    #: stop trials that fall behind on intermediate evaluations (median pruner)
+    #: stop a trial when, at an evaluation after its first epoch, it is worse than the rung's best finished
+    #: trial at the same step on the same sampled rows (paired bootstrap at criteria.confidence, Bonferroni
+    #: over the trial's evaluations); slightly behind, or behind on too few rows to tell, it trains on
     pruning: bool = True
     #: queue the train section's settings as each rung's first trial (off: the sampler picks every trial)
     default_first: bool = True
@@ -293,6 +300,26 @@ def floor_given(
     """
     criteria = merge_sources(files, overrides, extra).get("criteria")
     return isinstance(criteria, Mapping) and "floor" in criteria
+
+
+#: the criteria that make up the bar a model was chosen for (not the budgets of the search that chose it)
+BAR_KEYS = ("metric", "floor", "confidence", "max_params", "max_size_mb", "max_latency_ms", "latency_device")
+
+
+def earlier_bar(run_dir: str | Path) -> dict[str, Any]:
+    """The bar an earlier run chose its model for (its report's criteria), or {} when it cannot be read.
+
+    ``advise --from`` without ``--target`` continues towards the same bar.
+    """
+    import json
+
+    try:
+        criteria = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8")).get("criteria")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(criteria, Mapping) or not isinstance(criteria.get("floor"), (int, float)):
+        return {}
+    return {k: criteria[k] for k in BAR_KEYS if criteria.get(k) is not None}
 
 
 #: the one-line refusal when no floor was set (see :func:`floor_given`)

@@ -141,19 +141,25 @@ class Meter:
         return read() if self._active and read is not None else None
 
     def snapshot(self, pending: Cost | None = None) -> Cost:
-        """The open phase's cost so far, totalled as closing the meter now would (for a checkpoint).
+        """The open phase's cost so far, totalled as closing the meter now would (for a checkpoint of
+        what a kill would otherwise lose); the final :attr:`cost` replaces it once the phase closes.
 
-        Energy is the reader's live reading when it offers one (``reading_so_far``), otherwise
-        ``not_measured``. FLOPs are those handed in so far plus ``pending``, the counts a counter
-        holds but has not handed in (:meth:`advisor.counting.MeteringCallback.pending_cost`), as if
-        they had been. Nothing is changed.
+        FLOPs are those handed in so far plus ``pending``, the counts a counter holds but has not
+        handed in (:meth:`advisor.counting.MeteringCallback.pending_cost`), as if they had been; or
+        flush the counter first. Energy: the reader's live reading split by device when it offers one
+        (``reading_so_far``); else its running total (:meth:`energy_so_far`), filed under
+        ``energy_cpu_kwh`` and labelled ``estimated`` since it is not split; else ``not_measured``.
+        Nothing is changed.
         """
         if not self._active:
-            raise RuntimeError("Meter.snapshot needs an open phase (inside the `with Meter(...)` block).")
+            raise RuntimeError("Meter.snapshot is for an open phase; read Meter.cost once it has closed.")
         wall_s = time.perf_counter() - self._wall0
         cpu_s = time.process_time() - self._cpu0 + max(_children_cpu_s(self._process) - self._children0, 0.0)
         read = getattr(self.reader, "reading_so_far", None)
-        reading = (read() if read is not None else None) or EnergyReading()
+        reading = read() if read is not None else None
+        if reading is None:
+            kwh = self.energy_so_far()
+            reading = EnergyReading(cpu_kwh=kwh, provenance="estimated") if kwh is not None else EnergyReading()
         peak_rss_mb = self._sampler.peak_rss / 2**20 if self._sampler is not None else 0.0
         peak_gpu_mb = 0.0
         if self._sampler is not None:

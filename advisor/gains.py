@@ -37,7 +37,7 @@ def run_gains(
             continue
         if run.candidate.name not in best_of or run.metrics[metric] > best_of[run.candidate.name].metrics[metric]:
             best_of[run.candidate.name] = run
-    order = list(dict.fromkeys(r.candidate.name for r in runs if r.candidate.kind == "finetune"))
+    order = list(dict.fromkeys(r.candidate.name for r in runs if r.candidate.kind in ("probe", "finetune")))
     out: dict[str, dict[str, Any]] = {}
     for run in runs:
         if not run.val_predictions or metric not in run.metrics:

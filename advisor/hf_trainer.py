@@ -8,6 +8,7 @@ that does not print every log.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ def build_trainer(
         # several processes (accelerate launch): each takes its share of every batch, so the
         # global batch, the step count and the schedule are those of one process alone
         accelerator_config={"split_batches": True},
-        disable_tqdm=False,
+        # a bar on a terminal; none in a log file, where each redraw would be a line of noise
+        disable_tqdm=not sys.stderr.isatty(),
     )
     trainer = BucketTrainer(
         model=model,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import ModelError
 from advisor.sources import check_model_folder, hub_offline, looks_like_path, offline_message
@@ -41,11 +41,42 @@ def load_for_classification(
         ModelError: the folder is unusable (see :func:`check_model_folder`), the tokenizer is missing
             or produces ids past the embedding table, or the id is unknown while offline.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     labels = list(label_names)
     if not labels or len(set(labels)) != len(labels):
         raise ValueError(f"label_names must be a non-empty list of distinct labels. Got {labels!r}.")
+    return _open(
+        path_or_id,
+        AutoModelForSequenceClassification,
+        allow_pickle,
+        trust_remote_code,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        # a head of another size (a model fine-tuned on other labels) is replaced, not an error
+        ignore_mismatched_sizes=True,
+    )
+
+
+def load_encoder(
+    path_or_id: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a pre-trained encoder without any task head (a frozen-encoder probe's feature extractor).
+
+    The same checks as :func:`load_for_classification`.
+    """
+    from transformers import AutoModel
+
+    return _open(path_or_id, AutoModel, allow_pickle, trust_remote_code)
+
+
+def _open(
+    path_or_id: str | Path, auto_class: Any, allow_pickle: bool, trust_remote_code: bool, **model_kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Check the source, then load its tokenizer and ``auto_class`` weights safely."""
+    from transformers import AutoTokenizer
+
     source = str(path_or_id)
     folder = Path(source).expanduser()
     local = folder.is_dir()
@@ -64,16 +95,12 @@ def load_for_classification(
             "Copy the tokenizer files saved with the model (tokenizer.json or vocab.txt) into the folder."
         ) from None
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto_class.from_pretrained(
             source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-            # a head of another size (a model fine-tuned on other labels) is replaced, not an error
-            ignore_mismatched_sizes=True,
             use_safetensors=None if allow_pickle else True,
             weights_only=True,
             trust_remote_code=trust_remote_code,
+            **model_kwargs,
         )
     except pickle.UnpicklingError:  # weights_only refused an object that is not a tensor: it may run code
         raise ModelError(

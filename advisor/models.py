@@ -60,8 +60,13 @@ class Rung:
     params_non_embedding: int
     layers: int
     hidden: int
-    #: optional rungs (large downloads) are skipped unless asked for by name
+    #: optional rungs (large downloads) are not fine-tuned unless asked for by name; their probes
+    #: are climbed (a forward pass per text, not a training step)
     optional: bool = False
+    #: how a probe pools the encoder's last hidden states into one vector: ``mean`` (attention-masked,
+    #: what sentence encoders are trained with) or ``cls`` (the first token). None: the checkpoint's
+    #: own sentence-transformers pooling config where it ships one, else mean
+    pooling: str | None = None
 
     def __post_init__(self) -> None:
         problems = _value_problems({f.name: getattr(self, f.name) for f in fields(self)})
@@ -78,8 +83,11 @@ _FIELD_TYPES: dict[str, type] = {
     "layers": int,
     "hidden": int,
     "optional": bool,
+    "pooling": str,
 }
-_REQUIRED = tuple(k for k in _FIELD_TYPES if k != "optional")
+_REQUIRED = tuple(k for k in _FIELD_TYPES if k not in ("optional", "pooling"))
+#: how a probe may pool hidden states (see :attr:`Rung.pooling`)
+POOLINGS = ("mean", "cls")
 
 
 def _value_problems(values: Mapping[str, Any]) -> list[str]:
@@ -97,6 +105,9 @@ def _value_problems(values: Mapping[str, Any]) -> list[str]:
             out.append(f"{key} must be positive. Got {values[key]} instead")
     if values["params_non_embedding"] > values["params_total"]:
         out.append("params_non_embedding cannot exceed params_total")
+    pooling = values.get("pooling")
+    if pooling is not None and pooling not in POOLINGS:
+        out.append(f"pooling must be one of {', '.join(POOLINGS)}. Got {pooling!r} instead")
     source = str(values["source"])
     if source.startswith("pypi:") and source not in BUILTIN_SOURCES:
         out.append(f"unknown built-in source {source!r}; built-in sources: {', '.join(BUILTIN_SOURCES)}")
@@ -163,7 +174,7 @@ def load_ladder(name_or_path: str) -> tuple[Rung, ...]:
             if key in raw and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
                 found.append(f"{where}: {key} must be {kind.__name__}. Got {value!r} instead")
         if not found:
-            found += [f"{where}: {p}" for p in _value_problems({"optional": False, **raw})]
+            found += [f"{where}: {p}" for p in _value_problems({"optional": False, "pooling": None, **raw})]
         if not found:
             rungs.append(Rung(**raw))
         problems += found
@@ -249,7 +260,8 @@ def check_ladder(
             f"ladder.rungs names {', '.join(map(repr, unknown))}, not a rung of ladder {ladder.name}; "
             f"its rungs are {', '.join(names)}.{hint}"
         )
-    chosen = tuple(r for r in rungs if (r.name in ladder.rungs if ladder.rungs else not r.optional))
+    # an optional rung's probe is climbed by default (a forward pass per text): check it too
+    chosen = tuple(r for r in rungs if (r.name in ladder.rungs if ladder.rungs else not r.optional or ladder.probes))
     for rung in chosen:
         if rung.source in BUILTIN_SOURCES:
             continue

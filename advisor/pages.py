@@ -248,18 +248,30 @@ def to_markdown(report: Report) -> str:
 
 
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222; padding: 0 1em; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 80em; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .3em 1em; }
 dt { font-weight: 600; }
-table { border-collapse: collapse; font-size: .85em; }
-th, td { border-bottom: 1px solid #ddd; padding: .3em .6em; text-align: left; white-space: nowrap; }
+.runs { overflow-x: auto; }
+table { border-collapse: collapse; font-size: .8em; }
+th, td { border-bottom: 1px solid #ddd; padding: .3em .45em; text-align: left; }
+th { white-space: normal; vertical-align: bottom; }
+td { white-space: nowrap; }
+td.iv { white-space: normal; min-width: 11em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.rec { background: #e8f6e8; }
-.pass { color: #1a7f37; font-weight: 600; } .fail { color: #b42318; }
+.verdict { display: inline-block; padding: .1em .5em; border-radius: .8em; font-size: .9em; font-weight: 600; }
+.verdict.pass { background: #1a7f37; color: #fff; }
+.verdict.fail { background: #fde8e7; color: #b42318; border: 1px solid #b42318; }
+.verdict.undecided { background: #fff4d6; color: #7a5200; border: 1px dashed #b07d00; }
 .note { color: #666; font-size: .85em; }
 pre { background: #f6f8fa; padding: 1em; overflow: auto; font-size: .8em; }
 """
+
+
+def _verdict_badge(state: str) -> str:
+    """A verdict as a badge with its own style: pass (solid green), fail (red outline), undecided (amber, dashed)."""
+    return f'<span class="verdict {state.lower()}">{html.escape(state)}</span>' if state else ""
 
 
 def to_html(report: Report) -> str:
@@ -277,18 +289,18 @@ def to_html(report: Report) -> str:
     header, body = table_cells(report)
     rows = rung_rows(report)
     numeric = set(range(4, 13))
-    parts += ["<h2>Runs</h2>", "<table>", "<tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>"]
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    parts += ["<h2>Runs</h2>", '<div class="runs"><table>', f"<tr>{head}</tr>"]
     for row, cells in zip(rows, body, strict=True):
         tds = []
         for i, c in enumerate(cells):
-            cls = (
-                "num"
-                if i in numeric
-                else ("pass" if c == "PASS" else "fail" if c.startswith(("FAIL", "UNDECIDED")) else "")
-            )
-            tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
+            if i == len(cells) - 1:
+                tds.append(f"<td>{_verdict_badge(c)}</td>")
+            else:
+                cls = "iv" if i == 4 else "num" if i in numeric else ""
+                tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
         parts.append(f'<tr class="{"rec" if row["recommended"] else ""}">' + "".join(tds) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     parts += [f'<p class="note">{e(n)}</p>' for n in NOTES]
     png = base64.b64encode(plot_png(report)).decode("ascii")
     parts += [
@@ -299,8 +311,9 @@ def to_html(report: Report) -> str:
     ]
     for run in ordered_runs(report):
         verdict = report.verdicts.get(run.run_id)
-        text = "not judged" if verdict is None else f"{verdict.state.upper()}: " + "; ".join(verdict.reasons)
-        parts.append(f"<li><b>{e(run.run_id)}</b>: {e(text)}</li>")
+        badge = _verdict_badge(verdict.state.upper()) if verdict is not None else "not judged"
+        reasons = "; ".join(verdict.reasons) if verdict is not None else ""
+        parts.append(f"<li><b>{e(run.run_id)}</b> {badge} {e(reasons)}</li>")
     parts.append("</ul>")
     extras = extra_notes(report)
     if extras:

@@ -40,11 +40,26 @@ PFLOP = 1e15
 
 @dataclass(frozen=True)
 class RungInfo:
-    """What the policy knows of a rung before training it."""
+    """What the policy knows of a step of the climb before taking it.
+
+    A step is one way of using one encoder of the ladder: its fine-tune (``method`` "finetune",
+    named after the rung, trained as trials ``<name>-t<i>``) or its frozen-encoder probe ("probe",
+    named ``<encoder>-probe``, one run of that id). :mod:`advisor.steps` lists them cheapest first.
+    """
 
     name: str
     params_non_embedding: int | None = None
     optional: bool = False
+    method: str = "finetune"
+    #: the ladder rung whose encoder the step uses (the step's own name when empty)
+    encoder: str = ""
+    #: forecast training FLOPs of the step (a probe's pass over the training rows, a fine-tune's
+    #: first trial), the order of the climb; None when not forecast
+    forecast_flops: float | None = None
+
+    @property
+    def rung(self) -> str:
+        return self.encoder or self.name
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,13 @@ class Evidence:
         return next((r for r in self.runs if r.run_id == run_id), None)
 
 
+def is_trial(run: RunResult) -> bool:
+    """Whether ``run`` is one of its rung's tuning trials (``<rung>-t<i>``): not a small experiment,
+    a skip, a probe, a student or a continuation. The one place a trial is recognised by its id."""
+    prefix = f"{run.candidate.name}-t"
+    return run.candidate.kind == "finetune" and run.run_id.startswith(prefix) and run.run_id[len(prefix) :].isdigit()
+
+
 # ----------------------------------------------------------------------------- actions
 
 
@@ -103,6 +125,14 @@ class Train:
     rung: str
     run_id: str
     small: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``run_id``."""
+
+    rung: str
+    run_id: str
 
 
 @dataclass(frozen=True)
@@ -135,7 +165,7 @@ class Stop:
     next_cost: Cost | None = None
 
 
-Action = FitBaseline | Train | Skip | Distil | Stop
+Action = FitBaseline | Probe | Train | Skip | Distil | Stop
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -152,9 +182,12 @@ def candidates_planned(evidence: Evidence, config: Config) -> int:
 
 
 def rung_candidates(rungs: Sequence[RungInfo], config: Config) -> int:
-    """Candidates the ladder's rungs may put on the validation rows: every trial, and one student."""
+    """Candidates the climb's steps may put on the validation rows: every fine-tune trial, every probe,
+    and one student."""
     climbed = [r for r in rungs if not r.optional or r.name in config.ladder.rungs]
-    return len(climbed) * config.tuning.trials_per_rung + (1 if config.ladder.distil_on_ceiling else 0)
+    probes = sum(1 for r in climbed if r.method == "probe")
+    trials = (len(climbed) - probes) * config.tuning.trials_per_rung
+    return probes + trials + (1 if config.ladder.distil_on_ceiling else 0)
 
 
 def decision_level(evidence: Evidence, config: Config) -> float:
@@ -233,8 +266,16 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
     for rung in evidence.rungs:
         if rung.optional and rung.name not in config.ladder.rungs:
             continue
+        if rung.method == "probe":
+            probed = _probe_step(evidence, config, judged, rung, previous_best, reference)
+            if isinstance(probed, RunResult):
+                reference, previous_best = (previous_best or reference), probed
+                continue
+            if probed is not None:
+                return probed
+            continue
         mine = [r for r in evidence.runs if r.candidate.name == rung.name and r.candidate.kind == "finetune"]
-        trials = [r for r in mine if r.run_id.startswith(f"{rung.name}-t")]
+        trials = [r for r in mine if is_trial(r)]
         # 1. what was already decided on this rung
         stop = _settled(evidence, config, judged, rung.name, trials, budget_run)
         if stop is not None:
@@ -260,6 +301,29 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
                 reference = previous_best
             previous_best = best
     return _none_passed(judged, "every rung of the ladder was tried and none met the criteria")
+
+
+def _probe_step(
+    evidence: Evidence,
+    config: Config,
+    judged: Mapping[str, Verdict],
+    step: RungInfo,
+    previous_best: RunResult | None,
+    reference: RunResult,
+) -> Action | RunResult | None:
+    """A probe step: the action it calls for, or its finished run (the next step's reference), or None
+    when it has no usable result (failed), and the climb goes on."""
+    run = evidence.run(step.name)
+    if run is None:
+        gate = _gate(evidence, config, step, previous_best, reference)
+        return gate if gate is not None else Probe(step.rung, step.name)
+    if judged[run.run_id].passed:
+        return Stop(f"{step.name} meets every criterion: costlier steps were not taken", run.run_id, "met")
+    if run.status == "budget":
+        return _none_passed(judged, f"{run.run_id} was stopped by the budget: {run.message}", "budget")
+    if run.status == "ok" and config.criteria.metric in run.metrics:
+        return run
+    return None
 
 
 def _settled(
@@ -318,7 +382,7 @@ def _gate(
         return _none_passed(verdicts(evidence, config), f"stopped before {rung.name}: {over}", "budget")
     forecast = evidence.forecasts.get(rung.name)
     trained = evidence.prior_candidates > 0 or any(
-        r.candidate.kind == "finetune" and r.status != "skipped" for r in evidence.runs
+        r.candidate.kind in ("finetune", "probe") and r.status != "skipped" for r in evidence.runs
     )
     if forecast is not None and trained:
         # the first rung always starts (a partial model, stopped by the budget inside the run, is

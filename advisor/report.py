@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advisor.criteria import PFLOP, fmt_num
-from advisor.outcome import REPORT_SCHEMA_VERSION, Report
+from advisor.criteria import PFLOP, fmt_num, gain, gain_per_pflop
+from advisor.outcome import REPORT_SCHEMA_VERSION, Report, Verdict
 from advisor.types import RunResult
 
 _PROV_SHORT = {"measured": "m", "estimated": "e", "analytic": "a", "not_applicable": "n/a", "not_measured": "-"}
@@ -172,9 +172,7 @@ def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     ]
     body = []
     for r in rung_rows(report):
-        verdict = r["verdict"] or ""
-        if verdict in ("FAIL", "UNDECIDED") and r["reason"]:
-            verdict = f"{verdict}: {r['reason']}"
+        verdict = r["verdict"] or ""  # the reasons are listed below the table (every report format)
         body.append(
             [
                 "*" if r["recommended"] else "",
@@ -198,8 +196,8 @@ def table_cells(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 NOTES = (
-    "* recommended; the metric with its confidence interval and rows (cv: the baseline's cross-validation over "
-    "train + validation); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
+    "* recommended; the metric with the interval its verdict was decided on, and its rows (cv: cross-validated over "
+    "train + validation, for the baseline and probes); gains in points (0-100 scale) over the baseline and over the previous rung's best run, "
     "paired on the same validation rows; ~ marks a gain whose paired interval contains 0 (not distinguishable); "
     "pts/PFLOP and pts/kWh divide the gain over the previous rung by the run's own training PFLOPs and kWh",
     PROVENANCE_LEGEND,
@@ -293,3 +291,65 @@ def md_escape(text: Any) -> str:
     """
     safe = _TAG_START.sub("&lt;", str(text).replace("&", "&amp;"))
     return safe.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def step_line(run: RunResult, verdict: Verdict | None, reference: RunResult | None, metric: str) -> str:
+    """One line for a step of the climb as it finishes: the run, its metric with the interval its
+    verdict was decided on, the verdict, what it cost, and its gain per PFLOP over ``reference``
+    (the best run of the step before it, or the baseline)."""
+    iv = verdict.interval if verdict is not None else None
+    if iv:
+        cv = " cv" if iv.get("split") == "cross_validation" or run.details.get("cv") else ""
+        shown = f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] n={iv['n']}{cv}"
+    else:
+        shown = f"{run.metrics[metric]:.3f}" if metric in run.metrics else "-"
+    state = verdict.state.upper() if verdict is not None else run.status
+    cost = f"{fmt_num(run.cost.flops / PFLOP)} PFLOPs" if run.cost.flops else "no FLOPs"
+    line = f"{run.run_id}: {metric} {shown}  {state}  ({cost}, {fmt_num(run.cost.wall_s)} s)"
+    g = gain(run, reference, metric)
+    if g is not None and reference is not None:
+        gpp = gain_per_pflop(g, run.cost)
+        line += f"  {g:+.1f} pts over {reference.run_id}" + (f", {gpp:+.3g} pts/PFLOP" if gpp is not None else "")
+    return line
+
+
+_KIND_WORDS = {
+    "baseline": "the TF-IDF baseline",
+    "probe": "a frozen-encoder probe",
+    "finetune": "a fine-tune",
+    "incremental": "a continued model",
+    "distilled": "a distilled student",
+}
+
+
+def _iv_text(iv: Mapping[str, Any] | None) -> str:
+    return f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] n={iv['n']}" if iv else "-"
+
+
+def answer_lines(report: Report, out: Path | str) -> list[str]:
+    """The short answer that ends the terminal output: what is recommended and on what evidence, why
+    the climb stopped, what the search cost, where the model and the report are."""
+    metric, crit = report.criteria.metric, report.criteria
+    rec, out = report.recommended, Path(out)
+    lines = []
+    if rec is not None and report.recommendation is not None:
+        verdict = report.verdicts.get(report.recommendation)
+        lines.append(
+            f"answer: {rec.run_id} ({_KIND_WORDS.get(rec.candidate.kind, rec.candidate.kind)}) meets "
+            f"{metric} >= {crit.floor:g} with {crit.confidence:.0%} confidence"
+        )
+        test = rec.intervals.get("test", {}).get(metric)
+        lines.append(
+            f"  decided on {_iv_text(verdict.interval if verdict else None)}"
+            + (" (cross-validated)" if rec.details.get("cv") else " (validation)")
+            + (f"; test {_iv_text(test)}" if test else "")
+        )
+    else:
+        lines.append(f"answer: no model met {metric} >= {crit.floor:g} with {crit.confidence:.0%} confidence")
+    lines.append(f"why it stopped: {report.stop_reason}")
+    total, n = report.total_cost, len(report.runs) + (1 if report.baseline else 0)
+    energy = f", {fmt_num(total.energy_kwh)} kWh, {fmt_num(total.emissions_g)} gCO2e" if total.energy_kwh else ""
+    lines.append(f"search cost: {fmt_num(total.flops / PFLOP)} PFLOPs{energy}, {fmt_num(total.wall_s)} s over {n} runs")
+    where = f"model: {out / 'model'}   " if rec is not None else ""
+    lines.append(f"{where}report: {out / 'report.html'}")
+    return lines

@@ -196,6 +196,9 @@ def train_run(
                 model.get_input_embeddings().requires_grad_(False)
             rules = health_callbacks(r, on_gpu=torch.cuda.is_available())
             best = BestWeights(metric, metrics_fn, val_order)
+            for cb in extra_callbacks:  # the pruner compares trials on the rows each evaluation scored
+                if hasattr(cb, "watch"):
+                    cb.watch(best, len(data.label_names))
             patience = patience_for(math.ceil(total_steps / eval_steps), r.early_stop_share, r.early_stop_min_patience)
             stopper = EarlyStopping(metric, patience) if r.enabled else None
             callbacks = [metering, best, *rules, *([stopper] if stopper else []), *extra_callbacks]

@@ -1,4 +1,4 @@
-"""Frugal search per rung: the cheap default first, then TPE, warm-started, with median pruning.
+"""Frugal search per rung: the cheap default first, then TPE, warm-started, pruned on paired evidence.
 
 A rung's study is an optuna study driven with ask/tell, so the advisor stays in charge of the
 order of work and can stop the moment a trial meets the criteria. Trials already in the ledger
@@ -7,6 +7,8 @@ best settings of the rung below are tried second, right after the known-good def
 probe: the default's learning rate moved up or down by a fixed factor, in the direction its
 validation loss points (still falling at the end: under-trained; turned up or failed: too hot). Left
 to itself, TPE's first draw is random and can land next to the default, which teaches it nothing.
+A trial is stopped early only when it is worse than the rung's best on the same sampled rows, with
+confidence (:mod:`advisor.pruning`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
-from transformers import TrainerCallback
 
 from advisor import distributed
 from advisor.config import Config
 from advisor.errors import ConfigError
+from advisor.pruning import PairedPruner, PruningCallback
+
+__all__ = ["PruningCallback", "RungTuner", "default_trial", "open_storage", "probe_trial", "search_space"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -160,8 +164,8 @@ class RungTuner:
         else:
             # few startup trials: budgets here are a handful of trials per rung
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=2)
-        pruner = (
-            optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=prune_after)
+        pruner: optuna.pruners.BasePruner = (
+            PairedPruner(config.criteria.metric, config.criteria.confidence, warmup_steps=prune_after)
             if config.tuning.pruning
             else optuna.pruners.NopPruner()
         )
@@ -315,25 +319,3 @@ class RungTuner:
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             self.study.tell(trial, value)
-
-
-class PruningCallback(TrainerCallback):
-    """Reports each intermediate validation metric to the trial and stops it when the pruner says so."""
-
-    def __init__(self, trial: optuna.trial.Trial, metric: str) -> None:
-        self.trial = trial
-        self.key = f"eval_{metric}"
-        self.stop_message: str | None = None
-
-    def on_evaluate(
-        self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None, **kw: Any
-    ) -> None:
-        if not metrics or self.key not in metrics:
-            return
-        self.trial.report(float(metrics[self.key]), step=state.global_step)
-        if self.trial.should_prune():
-            self.stop_message = (
-                f"pruned at step {state.global_step}: {self.key[5:]} {metrics[self.key]:.3f} below the median of "
-                "earlier trials at the same step"
-            )
-            control.should_training_stop = True

@@ -22,7 +22,8 @@ Provenance = Literal["measured", "estimated", "analytic", "not_applicable", "not
 PROVENANCES: tuple[str, ...] = ("measured", "estimated", "analytic", "not_applicable", "not_measured")
 
 RunStatus = Literal["ok", "stopped", "budget", "failed", "skipped"]
-CandidateKind = Literal["baseline", "finetune", "incremental", "distilled"]
+CandidateKind = Literal["baseline", "probe", "finetune", "incremental", "distilled"]
+CANDIDATE_KINDS: tuple[str, ...] = ("baseline", "probe", "finetune", "incremental", "distilled")
 
 #: the figures of a Cost that are summed when costs are added
 SUMMED = (
@@ -163,8 +164,8 @@ class Candidate:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("Candidate.name must be a non-empty string.")
-        if self.kind not in ("baseline", "finetune", "incremental", "distilled"):
-            raise ValueError(f"Candidate.kind must be baseline/finetune/incremental/distilled. Got {self.kind!r}.")
+        if self.kind not in CANDIDATE_KINDS:
+            raise ValueError(f"Candidate.kind must be one of {'/'.join(CANDIDATE_KINDS)}. Got {self.kind!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

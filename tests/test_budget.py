@@ -51,6 +51,7 @@ FAST = [
     "train.freeze_embeddings=false",
     "rules.enabled=false",
     "tuning.trials_per_rung=1",
+    "ladder.probes=false",  # these tests are about fine-tune rungs (probes: tests/test_probe.py)
 ]
 #: metered seconds outside any run's step loop that a seconds budget cannot stop mid-way: saving
 #: the partial model and timing its latency after the stop (stated in the README)

@@ -175,3 +175,56 @@ def test_a_saved_model_folder_is_readable_by_others_under_umask_022(tmp_path: Pa
         os.umask(before)
     modes = _modes(tmp_path / "runs" / "r1" / "model")
     assert modes == {("d", 0o755), ("f", 0o644)}, modes
+
+
+# ----------------------------------------------------------------------------- --from without --target
+
+
+class _Captured(Exception):
+    def __init__(self, config: object) -> None:
+        self.config = config
+
+
+def _config_of(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> object:
+    """The Config the CLI would hand to advise (which is stopped before it does anything)."""
+    import advisor.advise
+
+    def capture(config: object, **_kw: object) -> None:
+        raise _Captured(config)
+
+    monkeypatch.setattr(advisor.advise, "advise", capture)
+    with pytest.raises(_Captured) as caught:
+        main([*argv, "--debug"])
+    return caught.value.config
+
+
+def test_from_without_a_target_continues_towards_the_earlier_runs_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    criteria = {"metric": "macro_f1", "floor": 0.85, "max_params": 1000, "budget_kwh": 1.0, "confidence": 0.9}
+    (earlier / "report.json").write_text(json.dumps({"criteria": criteria}))
+    data = write_csv(tmp_path / "more.csv", synthetic_rows(40))
+    argv = ["--data", str(data), "--from", str(earlier), "--out", str(tmp_path / "run")]
+    config = _config_of(argv, monkeypatch)
+    c = config.criteria  # type: ignore[attr-defined]
+    assert (c.metric, c.floor, c.max_params, c.confidence) == ("macro_f1", 0.85, 1000, 0.9)
+    assert c.budget_kwh is None  # the earlier search's budget is not this one's
+    said = f"criteria from {earlier / 'report.json'} (no --target given): macro_f1 >= 0.85, params <= 1k\n"
+    assert said in capsys.readouterr().err
+    # a target given now wins, and a flag given now wins over the earlier ceiling
+    config = _config_of([*argv, "--target", "accuracy=0.7", "--max-params", "5"], monkeypatch)
+    c = config.criteria  # type: ignore[attr-defined]
+    assert (c.metric, c.floor, c.max_params) == ("accuracy", 0.7, 5)
+
+
+def test_from_a_run_without_a_readable_report_still_needs_a_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_csv(tmp_path / "more.csv", synthetic_rows(40))
+    (tmp_path / "earlier").mkdir()
+    assert main(["--data", str(data), "--from", str(tmp_path / "earlier"), "--out", str(tmp_path / "run")]) == 2
+    assert _errors(capsys.readouterr().err) == [NO_FLOOR]

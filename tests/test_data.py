@@ -366,6 +366,7 @@ def test_builtin_table_lists_every_builtin() -> None:
 #: facts about the shipped data: class counts after exact-duplicate removal, and duplicates removed
 BUILTIN_FACTS = {
     "uncertainty": ({"certain": 1462, "uncertain": 1495}, 43),
+    "movie-sentences": ({"negative": 2000, "positive": 2000}, 0),
     "bbc-news": ({"business": 503, "entertainment": 369, "politics": 403, "sports": 505, "tech": 347}, 98),
     "drug-reviews": ({"negative": 256, "neutral": 90, "positive": 633}, 0),
     "drug-reviews-binary": ({"negative": 256, "positive": 633}, 0),
@@ -394,7 +395,7 @@ def test_spamassassin_ships_with_the_package(builtin: Callable[[str], TaskData])
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["uncertainty", "bbc-news", "drug-reviews", "drug-reviews-binary"])
+@pytest.mark.parametrize("name", ["uncertainty", "movie-sentences", "bbc-news", "drug-reviews", "drug-reviews-binary"])
 def test_fetched_builtin_loads_with_known_counts(name: str, builtin: Callable[[str], TaskData]) -> None:
     _check_builtin(builtin(name), name)
 

@@ -224,8 +224,16 @@ def test_whole_distillation_reports_control_retention_speedup_and_phases(tok, tm
     assert student_flops_per_pass == pytest.approx(control_flops_per_pass, rel=0.01)
     assert all(len(r.val_predictions) == 40 for r in (*report.students, *report.controls, report.teacher))
     s = report.summary
-    assert s["retention_accuracy"] == pytest.approx(s["student_accuracy"] / s["teacher_accuracy"])
-    assert s["gain_over_control_accuracy"] == pytest.approx(s["student_accuracy"] - s["control_accuracy"])
+    assert s["metric"] == "accuracy" and s["saved_run"] in ("distilled-seed0", "distilled-seed1")
+    assert s["retention"] == pytest.approx(s["student_score"] / s["teacher_score"])
+    saved = report.delivered
+    control = next(r for r in report.controls if r.hyperparameters["seed"] == saved.hyperparameters["seed"])
+    gain = s["gain_over_control"]  # paired, on the same validation rows
+    assert gain["points"] == pytest.approx(100 * (saved.metrics["accuracy"] - control.metrics["accuracy"]))
+    assert gain["low"] <= gain["points"] <= gain["high"] and gain["n"] == 40
+    assert set(s["gain_per_seed"]) == {"0", "1"}
+    # the test split is not scored here (no score_test): it is for the delivered student, once
+    assert all(not r.test_metrics for r in (*report.students, *report.controls, report.teacher, report.quantized))
     assert s["params_student"] < s["params_teacher"]
     assert {"teacher", "student", "student_int8"} == set(report.latency)
     assert "speedup_p50_student" in s and report.quantized is not None

@@ -54,6 +54,7 @@ def test_recommended_model_is_moved_to_model_not_copied_and_a_rerun_finds_it(
             "metering.codecarbon=false",
             "rules.enabled=false",
             "tuning.trials_per_rung=1",
+            "ladder.probes=false",  # a fine-tune's folder (a probe's: tests/test_probe.py)
             f"ladder.name={one_rung_ladder}",
             f"data.source={data}",
             "criteria.floor=0.75",
@@ -254,23 +255,45 @@ def _yaml_keys(node: Any, prefix: tuple[str, ...] = ()) -> list[list[str]]:
 _EXTENSIONS = {"yaml", "py", "json", "md", "csv", "html", "sqlite", "safetensors", "skops", "onnx", "txt"}
 
 
-def _readme_keys() -> list[str]:
+#: the pages whose promises are checked: the README, the benchmark summary and every docs/ page
+DOC_PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _is_module(dotted: str) -> bool:
+    """``distill.compress`` in ``distill.compress.load_int8`` names a module, not a config key."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _doc_keys(paths: list[Path]) -> list[str]:
+    """``path: section.key`` for every key-shaped name in backticks or code blocks of the pages."""
     sections = set(_sections())
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
     fenced = re.compile(r"```.*?```", re.S)
-    spans = fenced.findall(text) + re.findall(r"`([^`]+)`", fenced.sub("", text))
     found = []
-    for span in spans:
-        for m in re.finditer(r"(?<![\w/.-])([a-z_]+)\.([a-z_][a-z0-9_]*)\b", span):
-            if m.group(1) in sections and m.group(2) not in _EXTENSIONS:
-                found.append(f"{m.group(1)}.{m.group(2)}")
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        spans = fenced.findall(text) + re.findall(r"`([^`]+)`", fenced.sub("", text))
+        for span in spans:
+            for m in re.finditer(r"(?<![\w/.-])([a-z_]+)\.([a-z_][a-z0-9_]*)\b", span):
+                if m.group(1) in sections and m.group(2) not in _EXTENSIONS and not _is_module(m.group(0)):
+                    found.append(f"{path.relative_to(ROOT)}: {m.group(1)}.{m.group(2)}")
     return sorted(set(found))
 
 
-def test_every_key_the_readme_and_shipped_configs_name_exists() -> None:
-    named = _readme_keys()
-    assert "tuning.trials_per_rung" in named and "student.layer_map" in named  # the scan finds keys at all
-    missing = [k for k in named if not _key_exists(k.split("."))]
+def _readme_keys() -> list[str]:
+    return [k.split(": ", 1)[1] for k in _doc_keys([ROOT / "README.md"])]
+
+
+def test_every_key_the_readme_docs_and_shipped_configs_name_exists() -> None:
+    named = _doc_keys(DOC_PAGES)
+    # the scan finds keys at all, on the README and on the docs pages
+    assert {"README.md: criteria.floor", "docs/tuning-and-rules.md: tuning.trials_per_rung"} <= set(named)
+    assert "docs/distillation.md: student.layer_map" in named
+    missing = [k for k in named if not _key_exists(k.split(": ", 1)[1].split("."))]
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         missing += [
             f"{path.name}: {'.'.join(k)}"
@@ -278,6 +301,22 @@ def test_every_key_the_readme_and_shipped_configs_name_exists() -> None:
             if k and not _key_exists(k)
         ]
     assert missing == []
+
+
+def test_default_yaml_writes_out_every_advise_key() -> None:
+    """configs/default.yaml says it holds every setting: a key added to the dataclasses must appear there."""
+    from advisor.config import Config
+
+    def keys(cls: Any, prefix: str = "") -> set[str]:
+        hints = typing.get_type_hints(cls)
+        out: set[str] = set()
+        for f in dataclasses.fields(cls):
+            name = f"{prefix}{f.name}"
+            out |= keys(hints[f.name], f"{name}.") if dataclasses.is_dataclass(hints[f.name]) else {name}
+        return out
+
+    written = {".".join(k) for k in _yaml_keys(yaml.safe_load((ROOT / "configs" / "default.yaml").read_text()))}
+    assert sorted(keys(Config) - written) == []
 
 
 def _flags_of(parser: Any) -> dict[str, str]:
@@ -293,8 +332,7 @@ def _benchmark_flags() -> set[str]:
     return flags
 
 
-#: flags of other tools the README shows (pip's), not ours
-#: flags of other tools the README quotes: pip's, and accelerate launch's (README "Past one machine")
+#: flags of other tools the pages quote: pip's, and accelerate launch's (docs/scaling.md)
 _OTHER_TOOLS = {
     "--no-deps",
     "--index-url",
@@ -312,11 +350,14 @@ def test_every_flag_the_readme_names_exists_and_each_cli_flag_is_read() -> None:
     from distill.cli import build_parser
 
     advise_flags, distill_flags = _flags_of(_parser()), _flags_of(build_parser())
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", readme))  # accelerate's flags have underscores
-    assert {"--from", "--list-datasets", "--student-layers"} <= named  # the scan finds flags at all
     known = set(advise_flags) | set(distill_flags) | _benchmark_flags() | _OTHER_TOOLS
-    assert sorted(named - known) == []
+    named: dict[str, set[str]] = {}
+    for page in DOC_PAGES:  # accelerate's flags have underscores
+        text = page.read_text(encoding="utf-8")
+        named[str(page.relative_to(ROOT))] = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text))
+    assert {"--from", "--list-datasets", "--student-layers"} <= named["README.md"]  # the scan finds flags at all
+    assert {"--compare-scratch", "--no-resume-climb"} <= named["docs/continuing.md"]
+    assert sorted(f"{page}: {flag}" for page, flags in named.items() for flag in flags - known) == []
     # a parsed flag that the CLI never looks at would be accepted and ignored
     for module, flags in (("advisor/cli.py", advise_flags), ("distill/cli.py", distill_flags)):
         tree = ast.parse((ROOT / module).read_text(encoding="utf-8"))
@@ -447,7 +488,7 @@ def test_commands_quoted_in_messages_docs_and_configs_use_real_flags() -> None:
     from distill.cli import build_parser
 
     flags = {"advise": set(_flags_of(_parser())), "distill": set(_flags_of(build_parser()))}
-    files = [*PACKAGE_FILES, ROOT / "advisor" / "config.py", ROOT / "distill" / "config.py", ROOT / "README.md"]
+    files = [*PACKAGE_FILES, ROOT / "advisor" / "config.py", ROOT / "distill" / "config.py", *DOC_PAGES]
     files += [*(ROOT / "configs").glob("*.yaml"), ROOT / "quickstart.py"]
     quoted = [
         (path.name, m.group(1), m.group(2).split())
@@ -461,3 +502,186 @@ def test_commands_quoted_in_messages_docs_and_configs_use_real_flags() -> None:
         (name, tool, w) for name, tool, words in quoted for w in words if w.startswith("--") and w not in flags[tool]
     ]
     assert wrong == []
+
+
+# -- the docs' commands parse, their Python imports and keywords exist, their links resolve --------------
+
+
+def _code_blocks(text: str, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def _command_lines(text: str) -> list[str]:
+    """Shell lines of ``bash`` blocks (continuations joined, comments dropped) and inline `advise ...`."""
+    lines = []
+    for block in _code_blocks(text, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    # inline commands with a flag and its value (a lone `advise --from` names a flag, checked above)
+    inline = re.finditer(r"`(?:advise|distill|python3 quickstart\.py advise) ([^`]+)`", text)
+    lines += [m.group(0).strip("`") for m in inline if len(m.group(1).split()) >= 2]
+    return lines
+
+
+def _tool_argv(line: str) -> tuple[str, list[str]] | None:
+    """("advise" or "distill", its arguments) when the line runs one of them, else None."""
+    import shlex
+
+    words = shlex.split(line)
+    words = [w for w in words if "=" not in w or w.startswith("-") or words.index(w) > 0]  # VAR=x before a command
+    for i, w in enumerate(words):
+        if w in ("advise", "distill") and (i == 0 or words[i - 1] in ("|", "&&")):
+            return w, words[i + 1 :]
+        if w in ("advisor.cli", "distill.cli") and i > 0 and words[i - 1] == "-m":
+            return w.split(".")[0].replace("advisor", "advise"), words[i + 1 :]
+        if w == "quickstart.py" and words[i + 1 : i + 2] == ["advise"]:
+            return "advise", words[i + 2 :]
+    return None
+
+
+def test_every_advise_and_distill_command_the_pages_show_parses_and_sets_real_keys() -> None:
+    from advisor.cli import _parser
+    from advisor.layering import parse_override
+    from distill.cli import build_parser
+
+    parsers = {"advise": _parser, "distill": build_parser}
+    seen, wrong = 0, []
+    for page in DOC_PAGES:
+        for line in _command_lines(page.read_text(encoding="utf-8")):
+            found = _tool_argv(line)
+            if found is None:
+                continue
+            tool, argv = found
+            seen += 1
+            try:
+                args = parsers[tool]().parse_args(argv)
+            except SystemExit:
+                wrong.append(f"{page.name}: {line}")
+                continue
+            for override in args.overrides:
+                keys, _ = parse_override(override)
+                if not _key_exists(keys):
+                    wrong.append(f"{page.name}: {line} (no key {'.'.join(keys)})")
+    assert seen >= 15  # the scan finds the commands at all
+    assert wrong == []
+
+
+def test_python_examples_import_real_names_and_pass_real_keywords() -> None:
+    import importlib
+    import inspect
+
+    checked = 0
+    for page in DOC_PAGES:
+        for block in _code_blocks(page.read_text(encoding="utf-8"), "python"):
+            tree = ast.parse(block)
+            names: dict[str, Any] = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    module = importlib.import_module(node.module)
+                    for alias in node.names:
+                        assert hasattr(module, alias.name), f"{page.name}: {node.module}.{alias.name}"
+                        names[alias.asname or alias.name] = getattr(module, alias.name)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names:
+                    params = inspect.signature(names[node.func.id]).parameters
+                    unknown = [k.arg for k in node.keywords if k.arg not in params]
+                    assert unknown == [], f"{page.name}: {node.func.id}({unknown})"
+                    checked += 1
+    assert checked >= 3
+
+
+#: the signatures docs/python-api.md writes out, by function
+_API = {
+    "select_model": "advisor.select_model",
+    "advise": "advisor.advise.advise",
+    "build_distill_config": "distill.build_distill_config",
+    "distill": "distill.distill",
+    "distill_models": "distill.distill_models",
+    "load_int8": "distill.compress.load_int8",
+}
+
+
+def test_python_api_page_lists_each_functions_parameters_in_order() -> None:
+    import importlib
+    import inspect
+
+    page = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
+    for name, dotted in _API.items():
+        module, attr = dotted.rsplit(".", 1)
+        real = list(inspect.signature(getattr(importlib.import_module(module), attr)).parameters)
+        m = re.search(rf"`(?:[\w.]+\.)?{name}\(([^`]*?)\)(?: -> [^`]+)?`", page)
+        assert m is not None, f"docs/python-api.md does not write out {name}(...)"
+        written = [p.split("=")[0].split(":")[0].strip() for p in m.group(1).split(",")]
+        assert [p for p in written if p not in ("*", "")] == real, name
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        slug = _slug(heading)
+        out.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+#: files a page links to that the lead adds with their feature (the report page's screenshot);
+#: a link to one of these may point nowhere until then, any other link must resolve
+PENDING_FILES = {"docs/report.png"}
+
+
+def test_every_relative_link_in_the_pages_resolves_to_a_file_and_anchor() -> None:
+    broken, links = [], 0
+    for page in DOC_PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            links += 1
+            file, _, anchor = target.partition("#")
+            dest = (page.parent / file).resolve() if file else page
+            name = f"{page.relative_to(ROOT)} -> {target}"
+            if not dest.exists():
+                if str(dest.relative_to(ROOT)) not in PENDING_FILES:
+                    broken.append(name)
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                broken.append(f"{name} (no such heading)")
+    assert links >= 50  # the scan finds links at all
+    assert broken == []
+
+
+def test_configuration_page_lists_every_key_with_its_default_from_the_dataclasses() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_reference", ROOT / "docs" / "config_reference.py")
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    # stale tables: run `PYTHONPATH=. python docs/config_reference.py`
+    assert reference.generated_block(page) == reference.render()
+    assert "| `train.eval_rows` | `64` |" in page and "| `distill.alpha` | `0.5` |" in page
+
+
+def test_every_cli_flag_is_documented_in_the_readme_or_docs() -> None:
+    from advisor.cli import _parser
+    from distill.cli import build_parser
+
+    pages = [p for p in DOC_PAGES if "benchmarks" not in p.parts and p.name != "BENCHMARKS.md"]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+    undocumented = [
+        f"{tool} {flag}"
+        for tool, parser in (("advise", _parser()), ("distill", build_parser()))
+        for flag in _flags_of(parser)
+        if flag != "--help" and not re.search(re.escape(flag) + r"(?![\w-])", text)
+    ]
+    assert undocumented == []

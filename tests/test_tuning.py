@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 from advisor.config import build_config
-from advisor.tuning import PruningCallback, RungTuner, default_trial, probe_trial
+from advisor.tuning import RungTuner, default_trial, probe_trial
 
 
 def _trials(tuner: RungTuner, n: int) -> list[tuple[dict, str]]:
@@ -100,31 +99,3 @@ def test_probe_can_be_turned_off() -> None:
     tuner.tell(trial, 0.6)
     tuner.queue_probe(hp, [0.5, 0.3], ok=True)
     assert tuner.ask()[2] == "TPESampler"
-
-
-def test_pruning_waits_one_epoch_then_stops_a_trial_behind_the_median() -> None:
-    tuner = RungTuner(build_config(), prune_after=10)
-    first, _, _ = tuner.ask()
-    for step, value in ((5, 0.8), (10, 0.85), (15, 0.9)):
-        first.report(value, step)
-    tuner.tell(first, 0.9)
-    second, _, _ = tuner.ask()
-    callback = PruningCallback(second, "accuracy")
-    control = SimpleNamespace(should_training_stop=False)
-    callback.on_evaluate(None, SimpleNamespace(global_step=5), control, metrics={"eval_accuracy": 0.1})
-    assert control.should_training_stop is False and callback.stop_message is None  # still warming up
-    callback.on_evaluate(None, SimpleNamespace(global_step=10), control, metrics={"eval_accuracy": 0.1})
-    assert control.should_training_stop is True
-    assert callback.stop_message is not None and callback.stop_message.startswith("pruned at step 10")
-
-
-def test_pruning_off_never_stops_a_trial() -> None:
-    tuner = RungTuner(build_config(overrides=["tuning.pruning=false"]))
-    first, _, _ = tuner.ask()
-    first.report(0.9, 5)
-    tuner.tell(first, 0.9)
-    second, _, _ = tuner.ask()
-    callback = PruningCallback(second, "accuracy")
-    control = SimpleNamespace(should_training_stop=False)
-    callback.on_evaluate(None, SimpleNamespace(global_step=5), control, metrics={"eval_accuracy": 0.1})
-    assert control.should_training_stop is False

@@ -1,0 +1,126 @@
+"""The climb's steps: each encoder's frozen-encoder probe and its fine-tune, in order of forecast compute.
+
+A ladder lists encoders; the climb tries ways of using them. Probing an encoder (one forward pass
+per text, :mod:`advisor.probe`) usually costs a fraction of fine-tuning it (three passes per text per
+epoch), and a probe on a large encoder can cost what a small encoder's fine-tune costs while scoring
+more. So the steps are climbed cheapest first by their forecast training FLOPs on this data (a
+probe's pass over the training rows, a fine-tune's training passes), not encoder by encoder. Both
+kinds also score the validation rows to be judged (a probe once, a fine-tune at each evaluation),
+which the forecast of the whole step includes and the order leaves out. Pure functions of the ladder, the configuration and the data's token
+lengths: they decide nothing that depends on results.
+
+Forecasts need no download: each encoder's shape comes from its ladder entry (layers, hidden size,
+and the usual FFN of 4 x hidden), the tokens from the data as the first encoder's tokenizer cuts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from advisor.budget import Rates, forecast_run
+from advisor.config import Config
+from advisor.errors import ConfigError
+from advisor.models import Rung
+from advisor.policy import RungInfo
+from advisor.probe import probe_forward_flops
+
+PROBE_SUFFIX = "-probe"
+
+
+def probe_name(encoder: str) -> str:
+    """The step (and run id) of ``encoder``'s probe."""
+    return f"{encoder}{PROBE_SUFFIX}"
+
+
+def steps_for(rungs: Sequence[Rung], config: Config) -> list[RungInfo]:
+    """The steps a climb over ``rungs`` takes, in ladder order, without forecasts.
+
+    Every encoder's probe when ``ladder.probes`` is on (optional encoders included: a probe is a
+    forward pass, not a training run); its fine-tune unless the encoder is optional and not named
+    in ``ladder.rungs``.
+
+    Raises:
+        ConfigError: a probe's name is also the name of a rung.
+    """
+    names = {r.name for r in rungs}
+    out: list[RungInfo] = []
+    for rung in rungs:
+        if config.ladder.probes:
+            name = probe_name(rung.name)
+            if name in names:
+                raise ConfigError(
+                    f"The ladder has a rung named {name!r}, which is also the name of {rung.name}'s probe. "
+                    "Rename that rung, or set ladder.probes=false."
+                )
+            out.append(RungInfo(name, rung.params_non_embedding, False, "probe", rung.name))
+        if not rung.optional or rung.name in config.ladder.rungs:
+            out.append(RungInfo(rung.name, rung.params_non_embedding, False, "finetune", rung.name))
+    return out
+
+
+def shape_of(rung: Rung) -> dict[str, int]:
+    """The encoder shape the FLOPs formulas read, from the ladder entry (FFN taken as 4 x hidden, as in
+    BERT, MiniLM and MPNet)."""
+    return {"num_hidden_layers": rung.layers, "hidden_size": rung.hidden, "intermediate_size": 4 * rung.hidden}
+
+
+def step_flops(
+    step: RungInfo,
+    rung: Rung | Any,
+    train_lengths: Sequence[int],
+    val_lengths: Sequence[int],
+    num_labels: int,
+    config: Config,
+) -> tuple[float, float]:
+    """Forecast (training, evaluation) FLOPs of a step: a probe embeds the training rows, then the
+    validation rows once; a fine-tune's first trial trains for ``train.epochs`` and scores its
+    evaluations (:func:`advisor.budget.forecast_run`).
+
+    ``rung`` is the ladder entry, or a transformers config of the encoder where one is at hand.
+    """
+    shape = shape_of(rung) if isinstance(rung, Rung) else rung
+    if step.method == "probe":
+        return (
+            sum(probe_forward_flops(shape, n, num_labels) for n in train_lengths),
+            sum(probe_forward_flops(shape, n, num_labels) for n in val_lengths),
+        )
+    t = config.train
+    trial = forecast_run(
+        shape, train_lengths, val_lengths, t.epochs, t.evals_per_epoch, num_labels, Rates(), t.eval_rows
+    )
+    return trial.train_flops, trial.eval_flops
+
+
+def order_steps(
+    steps: Sequence[RungInfo],
+    rungs: Sequence[Rung],
+    train_lengths: Sequence[int],
+    val_lengths: Sequence[int],
+    num_labels: int,
+    config: Config,
+) -> tuple[RungInfo, ...]:
+    """``steps`` with their forecast training FLOPs, cheapest first (ties keep ladder order, a probe
+    before its encoder's fine-tune)."""
+    by_name = {r.name: r for r in rungs}
+    costed = [
+        RungInfo(
+            s.name,
+            s.params_non_embedding,
+            s.optional,
+            s.method,
+            s.encoder,
+            step_flops(s, by_name[s.encoder], train_lengths, val_lengths, num_labels, config)[0],
+        )
+        for s in steps
+    ]
+    return tuple(sorted(costed, key=lambda s: s.forecast_flops or 0.0))
+
+
+def order_table(steps: Sequence[RungInfo]) -> list[str]:
+    """One line per step for the progress output: the order the climb will take, with forecasts."""
+    return [
+        f"  {i}. {s.name:<24} {'probe (frozen encoder + linear head)' if s.method == 'probe' else 'fine-tune':<38}"
+        f" ~{(s.forecast_flops or 0.0) / 1e15:.2g} training PFLOPs"
+        for i, s in enumerate(steps, 1)
+    ]
