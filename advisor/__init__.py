@@ -70,7 +70,7 @@ def select_model(
     config = build_config(config_files, overrides, extra)
     if not floor_given(config_files, overrides, extra):
         raise ConfigError(
-            "No acceptance criterion was given, so any model would pass a floor of 0. Pass target, e.g. "
+            "No acceptance criterion was given (a floor of 0 accepts any model). Pass target, e.g. "
             "{'accuracy': 0.9}, or set criteria.floor in a config file."
         )
     validate_metric_name(config.criteria.metric)

@@ -294,12 +294,19 @@ def build_config(
 def floor_given(
     files: Iterable[str | Path] = (), overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
 ) -> bool:
-    """Whether a YAML file, a flag or an override sets ``criteria.floor`` (the built-in 0 does not count).
+    """Whether a YAML file, a flag or an override sets a floor that some model could fail.
 
-    Without a floor every model "passes" a bar of 0; ``advise`` refuses to run rather than report that.
+    The built-in default does not count, and neither does a floor of 0 on a metric that cannot go
+    below 0 (any model "passes" it); on ``mcc`` (-1 to 1) a floor of 0 means better than chance and
+    counts. Without such a floor ``advise`` refuses to run rather than report a pass that says nothing.
     """
     criteria = merge_sources(files, overrides, extra).get("criteria")
-    return isinstance(criteria, Mapping) and "floor" in criteria
+    if not isinstance(criteria, Mapping) or "floor" not in criteria:
+        return False
+    floor, metric = criteria["floor"], criteria.get("metric", "accuracy")
+    return (
+        not isinstance(floor, (int, float)) or floor > 0 or metric == "mcc"
+    )  # a wrong type is build_config's to report
 
 
 #: the criteria that make up the bar a model was chosen for (not the budgets of the search that chose it)
@@ -324,7 +331,7 @@ def earlier_bar(run_dir: str | Path) -> dict[str, Any]:
 
 #: the one-line refusal when no floor was set (see :func:`floor_given`)
 NO_FLOOR = (
-    "No acceptance criterion was given, so any model would pass a floor of 0. Pass --target METRIC=VALUE "
+    "No acceptance criterion was given (a floor of 0 accepts any model). Pass --target METRIC=VALUE "
     "(e.g. --target accuracy=0.9), or set criteria.floor in a --config file."
 )
 

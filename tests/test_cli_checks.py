@@ -42,10 +42,11 @@ def test_advise_without_a_target_refuses_with_exit_2_naming_target(
 
 def test_a_floor_counts_from_a_config_file_a_flag_or_an_override_but_not_from_the_defaults(tmp_path: Path) -> None:
     assert floor_given([DEMO_CONFIG])  # the embedded demo keeps its bar (configs/demo.yaml)
-    assert not floor_given([CONFIG_DIR / "default.yaml"])  # the template leaves the bar to the user
+    assert not floor_given([CONFIG_DIR / "default.yaml"])  # the template's floor of 0 leaves the bar to the user
     assert not floor_given()
     assert floor_given(overrides=["criteria.floor=0.5"])
-    assert floor_given(extra={"criteria": {"metric": "accuracy", "floor": 0.0}})  # an explicit 0 is a choice
+    assert not floor_given(extra={"criteria": {"metric": "accuracy", "floor": 0.0}})  # any model passes it
+    assert floor_given(extra={"criteria": {"metric": "mcc", "floor": 0.0}})  # better than chance: a real bar
     own = tmp_path / "mine.yaml"
     own.write_text("criteria:\n  metric: macro_f1\n  floor: 0.8\n")
     assert floor_given([own])

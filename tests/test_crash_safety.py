@@ -54,6 +54,7 @@ FAST = [
     "rules.enabled=false",
     "--set",
     "ladder.distil_on_ceiling=false",  # no distillation step: the climb alone is under test
+    "--set",
     "ladder.probes=false",  # these tests are about fine-tune rungs (probes: tests/test_probe.py)
 ]
 ORDER = ["baseline", "tiny-a-t1", "tiny-b-t1"]
