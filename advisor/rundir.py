@@ -56,6 +56,7 @@ NOT_RECORDED: dict[str, str] = {
     "ladder.rungs": "extending or restricting the climb leaves the recorded runs as they are",
     "ladder.cache_dir": "built-in weights are identified by their pinned digest, wherever they are kept",
     "ladder.distil_on_ceiling": "decides whether a distillation happens, not what one holds",
+    "ladder.probes": "decides whether probe rungs join the climb, not what a run holds",
     "tuning.trials_per_rung": "more trials continue the search, fewer end it sooner",
     "criteria.": "verdicts are recomputed from the records on every run; budgets bound only what comes next",
     "incremental.compare_scratch": "decides whether one more run happens",
