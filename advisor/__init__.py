@@ -29,6 +29,7 @@ def select_model(
     overrides: Iterable[str] = (),
     from_run: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    restart: bool = False,
 ) -> Report:
     """Run the advisor from Python and return its report.
 
@@ -38,28 +39,39 @@ def select_model(
         out: run directory.
         config_files: YAML files, later ones win.
         overrides: ``section.key=value`` strings, as after ``--set``.
-        from_run: continue from an earlier run directory's recommendation (incremental training).
+        from_run: continue from an earlier run directory's recommendation (incremental training);
+            without ``target`` (or a floor in the config) towards the bar of that earlier run.
         progress: receives one line per step of work (silent when None).
+        restart: move the earlier records of ``out`` to ``<out>.old-<time>`` and start afresh (records
+            made on other data, models or settings are otherwise refused).
 
     Raises:
         advisor.errors.GreenladderError: for bad configuration, data, models or run directory.
     """
     from advisor.advise import advise
-    from advisor.config import build_config
+    from advisor.config import build_config, earlier_bar, floor_given
     from advisor.criteria import validate_metric_name
+    from advisor.errors import ConfigError
 
     extra: dict[str, Any] = {}
     if data is not None:
         extra["data"] = {"source": data}
     if target:
         if len(target) != 1:
-            from advisor.errors import ConfigError
-
             raise ConfigError(f"The target must name one metric, e.g. {{'accuracy': 0.9}}. Got {dict(target)} instead.")
         ((metric, floor),) = target.items()
         extra["criteria"] = {"metric": metric, "floor": float(floor)}
     if out is not None:
         extra["output"] = {"out": str(out)}
+    if from_run is not None and not floor_given(config_files, overrides, extra):
+        bar = earlier_bar(from_run)  # continue towards the bar the earlier model was chosen for
+        if bar:
+            extra["criteria"] = bar
     config = build_config(config_files, overrides, extra)
+    if not floor_given(config_files, overrides, extra):
+        raise ConfigError(
+            "No acceptance criterion was given (a floor of 0 accepts any model). Pass target, e.g. "
+            "{'accuracy': 0.9}, or set criteria.floor in a config file."
+        )
     validate_metric_name(config.criteria.metric)
-    return advise(config, from_run=from_run, progress=progress)
+    return advise(config, from_run=from_run, progress=progress, restart=restart)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -17,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from advisor import continuation, distributed, incremental, resumption
+from advisor import continuation, distributed, incremental, resumption, rundir
 from advisor.budget import spent_against_allowed
 from advisor.card import model_card
 from advisor.climb import Climb
 from advisor.config import Config, save_config
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
-from advisor.criteria import closest_verdict, compute_metrics, validate_metric_name
+from advisor.criteria import PFLOP, closest_verdict, compute_metrics, fmt_num, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.distiller import Distiller, find_distiller
 from advisor.errors import RunDirError
@@ -45,28 +44,17 @@ from advisor.types import Cost, RunResult
 Progress = Callable[[str], None]
 
 
-def _fingerprint(config: Config, data: TaskData) -> str:
-    """What must not change for a run directory to be resumed: the task, the data and its split."""
-    d = config.data
-    key = json.dumps(
-        [
-            config.task,
-            d.source,
-            d.text_column,
-            d.label_column,
-            len(data.validation),  # the split as carved (sized from the floor unless set)
-            d.test_fraction,
-            d.split_seed,
-            config.train.max_length,
-            config.train.seed,
-        ]
-    )
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def prepare_run_dir(path: str | Path, restart: bool = False, say: Progress | None = None) -> Path:
+    """Create the run directory and check it is writable, without touching anything inside.
 
-
-def prepare_run_dir(path: str | Path) -> Path:
-    """Create the run directory and check it is writable, without touching anything inside."""
+    With ``restart`` the records of an earlier advise in it are first moved to ``<path>.old-<time>``
+    (:func:`advisor.rundir.move_aside`); ``say`` is told where.
+    """
     run_dir = Path(path).expanduser()
+    if restart:
+        aside = rundir.move_aside(run_dir)
+        if aside is not None and say is not None:
+            say(f"--restart: the earlier records of {run_dir} were moved to {aside}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -194,6 +182,7 @@ def advise(
     from_run: str | Path | None = None,
     progress: Progress | None = None,
     distiller: Distiller | None = None,
+    restart: bool = False,
 ) -> Report:
     """Find the smallest model that meets ``config.criteria``; write reports and the model to the run dir.
 
@@ -204,6 +193,9 @@ def advise(
         progress: receives one line per step of work.
         distiller: turns a run that is good enough but too big into a judged student; None uses
             the installed one (``advisor.distiller.find_distiller``).
+        restart: move the run directory's earlier records aside (``<out>.old-<time>``) and start
+            afresh; without it, records made on other data, models or settings are refused
+            (:mod:`advisor.rundir`).
 
     Returns:
         The Report (also written as report.json, report.md and report.html in the run directory).
@@ -223,15 +215,14 @@ def advise(
         prev = continuation.previous_recommendation(Path(from_run), data, config)
         resume = resumption.plan(config, prev)  # the climb that follows if the continuation fails
     # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
-    run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out))
+    fp = rundir.fingerprint(config, data, from_run)
+    run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out, restart, say))
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
-        fp = _fingerprint(config, data)
-        recorded = ledger.get_meta("fingerprint")
-        if recorded is not None and recorded != fp:
-            raise RunDirError(
-                f"{run_dir} holds runs made on other data or settings. Pass a new --out, or rerun with the original settings."
-            )
+        rundir.check(run_dir, ledger.get_meta("fingerprint"), fp)  # nothing stale is read back
         ledger.set_meta("fingerprint", fp)
+        for lost in ledger.settle_interrupted():
+            at = f" at step {lost.step}" if lost.step is not None else " after it finished, before it was recorded"
+            say(f"{lost.run_id}: interrupted last time{at}; {_cost_words(lost.cost)} counted as lost to interruption")
         save_config(config, run_dir / "config.yaml")
         for w in data.warnings:
             say(f"warning: {w}")
@@ -243,7 +234,7 @@ def advise(
             data=data,
             run_dir=run_dir,
             ledger=ledger,
-            fingerprint=fp,
+            fingerprint=rundir.study_key(fp),
             say=say,
             distiller=distiller if config.ladder.distil_on_ceiling else None,
         )
@@ -276,6 +267,11 @@ def advise(
                 {"outcome": c.outcome, **c.details},
             )
         return _climb(config, data, run_dir, ledger, say, start(config))
+
+
+def _cost_words(cost: Cost) -> str:
+    """'12.3 s, 0.0041 PFLOPs' for a progress line."""
+    return f"{fmt_num(cost.wall_s)} s, {fmt_num(cost.flops / PFLOP)} PFLOPs"
 
 
 def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
@@ -335,7 +331,9 @@ def _finish(
     details: dict[str, Any] | None = None,
 ) -> Report:
     extra = dict(details or {})
-    spent = sum((r.cost for r in runs), baseline.cost)
+    lost = ledger.lost()  # work a kill interrupted was spent too: in the totals, and listed as such
+    lost_cost = sum((x.cost for x in lost), Cost())
+    spent = sum((r.cost for r in runs), baseline.cost) + lost_cost
     main = distributed.is_main()  # the other ranks of a multi-process job only trained in lockstep
     if recommendation and recommendation != "baseline" and main:
         over = budget_exhausted(config, spent)
@@ -353,6 +351,9 @@ def _finish(
     rec = next((r for r in [baseline, *runs] if r.run_id == recommendation), None)
     if rec is not None and "test_cost" in rec.details:
         total = total + Cost.from_dict(rec.details["test_cost"])
+    if lost:
+        total = total + lost_cost
+        extra["lost_to_interruption"] = {"runs": [x.to_dict() for x in lost], "cost": lost_cost.to_dict()}
     extra["budgets"] = spent_against_allowed(config.criteria, total)
     extra["gains"] = run_gains(baseline, runs, column(data.validation, "label"), len(data.label_names), config.criteria)
     greener = low_carbon_alternatives(total.energy_kwh, config.metering)

@@ -21,12 +21,13 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-
-import datasets
-import pandas
+from typing import TYPE_CHECKING
 
 from advisor.errors import DataError, ModelError
 from advisor.fetch import PinnedFile, fetch
+
+if TYPE_CHECKING:
+    import datasets
 
 Progress = Callable[[str], None] | None
 
@@ -155,6 +156,8 @@ def load_builtin(name: str, progress: Progress = None) -> datasets.DatasetDict:
         "spamassassin": _read_spamassassin,
     }
     splits = readers[name](progress)
+    import datasets  # here, not at the top: the CLI checks names against BUILTINS before the heavy imports
+
     return datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(
@@ -251,6 +254,8 @@ def _read_spamassassin(progress: Progress) -> dict[str, tuple[list[str], list[st
     if progress:
         progress("reading the SpamAssassin corpus shipped with greenladder ...")
     # pandas rather than csv: some emails exceed the csv module's default field size limit
+    import pandas
+
     with gzip.open(io.BytesIO(source.read_bytes()), "rt", encoding="utf-8", newline="") as fh:
         frame = pandas.read_csv(fh, dtype=str, keep_default_na=False)
     return {"train": (frame["text"].tolist(), frame["label"].tolist())}

@@ -249,6 +249,7 @@ def model_card(report: Report, run: RunResult) -> str:
         f"| energy, kWh | {_card_figure(cost.energy_kwh, prov.get('energy'))} | {fmt_num(total.energy_kwh)} | {prov.get('energy', '?')} |",
         f"| emissions, gCO2e | {_card_figure(cost.emissions_g, prov.get('emissions'))} | {fmt_num(total.emissions_g)} | {prov.get('emissions', '?')} |",
         "",
+        *_lost_lines(report),
         f"Measured on {cost.device or 'an unrecorded device'}; emissions for the grid at {cost.location or 'an unrecorded location'}. "
         "Figures marked not_applicable have no meaning for this model (a TF-IDF fit has no FLOPs count); "
         "estimated energy comes from a power model, not hardware counters.",
@@ -263,3 +264,17 @@ def model_card(report: Report, run: RunResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _lost_lines(report: Report) -> list[str]:
+    """A sentence under the cost table when the search's total includes work lost to interruption."""
+    lost = report.details.get("lost_to_interruption")
+    if not lost:
+        return []
+    c = lost["cost"]
+    runs = ", ".join(x["run_id"] for x in lost["runs"])
+    return [
+        f"The whole search includes work lost to interruption (runs killed and trained again: {runs}): "
+        f"{fmt_num(c['wall_s'])} s, {fmt_num(c['train_flops'] / PFLOP)} training PFLOPs, {fmt_num(c['energy_kwh'])} kWh.",
+        "",
+    ]

@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.config import CONFIG_DIR, build_config
-from advisor.criteria import fmt_num
+from advisor.config import CONFIG_DIR, NO_FLOOR, build_config, earlier_bar, floor_given
+from advisor.criteria import fmt_count, fmt_num
+from advisor.datafiles import check_source
 from advisor.errors import ConfigError, GreenladderError
+from advisor.layering import deep_merge
 
 EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
@@ -71,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         help="override any config key, e.g. --set train.learning_rate=5e-5",
     )
     p.add_argument("--out", help="run directory (ledger, reports, recommended model)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="start afresh in --out: move its earlier records (ledger, reports, models) to <out>.old-<time> first",
+    )
     p.add_argument(
         "--from",
         dest="from_run",
@@ -144,6 +151,21 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     return extra
 
 
+def _inherited_bar(args: argparse.Namespace, files: list[Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """With ``--from`` and no floor given: the bar the earlier run chose its model for (else {})."""
+    if not args.from_run or floor_given(files, args.overrides, extra):
+        return {}
+    return earlier_bar(args.from_run)
+
+
+def _bar_words(bar: dict[str, Any]) -> str:
+    words = [f"{bar.get('metric', 'accuracy')} >= {fmt_num(float(bar['floor']))}"]
+    if "max_params" in bar:
+        words.append(f"params <= {fmt_count(int(bar['max_params']))}")
+    words += [f"{k} <= {fmt_num(float(bar[k]))}" for k in ("max_size_mb", "max_latency_ms") if k in bar]
+    return ", ".join(words)
+
+
 def _progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -153,7 +175,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     files = list(args.config)
     if not files and not args.data and not args.from_run and DEMO_CONFIG.is_file():
         files = [DEMO_CONFIG]  # the embedded default: demo dataset and demo criteria
-    config = build_config(files, args.overrides, _extra(args))
+    extra = _extra(args)
+    inherited = _inherited_bar(args, files, extra)
+    if inherited:  # under the flags: a --max-params given now still wins
+        extra = deep_merge({"criteria": inherited}, extra)
+    config = build_config(files, args.overrides, extra)
     from advisor.criteria import validate_metric_name
 
     validate_metric_name(config.criteria.metric)
@@ -175,18 +201,23 @@ def run(argv: Sequence[str] | None = None) -> int:
                 _progress(f"{rung.name}: ready at {path}")
         print(ladder_table(rungs, config.ladder.cache_dir))
         return EXIT_OK
+    check_source(config.data.source)  # a mistyped path fails now, not after the heavy imports below
+    if not floor_given(files, args.overrides, extra):
+        raise ConfigError(NO_FLOOR)
     from advisor import distributed
     from advisor.advise import advise
-    from advisor.pages import run_notes
+    from advisor.pages import lost_work_line, run_notes
     from advisor.report import answer_lines, to_json, to_table
 
     main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
+    if main_rank and inherited:
+        _progress(f"criteria from {Path(args.from_run) / 'report.json'} (no --target given): {_bar_words(inherited)}")
     if main_rank:
         _progress(
             f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
             f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
         )
-    report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None)
+    report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None, restart=args.restart)
     met = report.recommendation is not None and report.verdicts[report.recommendation].passed
     if not main_rank:
         return EXIT_OK  # rank 0 answers for the job; a non-zero exit here would make torchrun kill it
@@ -196,6 +227,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(to_table(report))
         for line in run_notes(report):
             print(line)
+        lost = lost_work_line(report)
+        if lost:
+            print(lost)
         print()
         for line in answer_lines(report, config.output.out):
             print(line)

@@ -33,6 +33,7 @@ from advisor.budget import (
     search_spent,
 )
 from advisor.config import Config
+from advisor.counting import checkpoint_to
 from advisor.data import TaskData, column
 from advisor.distiller import Distiller, DistilRequest
 from advisor.forecast import forecast_full
@@ -263,7 +264,7 @@ class Climb:
             self.run_dir,
             action.run_id,
             {**hp, "batch_size": self.config.train.batch_size},
-            extra_callbacks=[*callbacks, *self._budget(rung.name)],
+            extra_callbacks=[*callbacks, *self._budget(rung.name), checkpoint_to(self.ledger, action.run_id)],
             progress=self.say,
             **kw,
         )

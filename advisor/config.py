@@ -291,6 +291,51 @@ def build_config(
     return config
 
 
+def floor_given(
+    files: Iterable[str | Path] = (), overrides: Iterable[str] = (), extra: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether a YAML file, a flag or an override sets a floor that some model could fail.
+
+    The built-in default does not count, and neither does a floor of 0 on a metric that cannot go
+    below 0 (any model "passes" it); on ``mcc`` (-1 to 1) a floor of 0 means better than chance and
+    counts. Without such a floor ``advise`` refuses to run rather than report a pass that says nothing.
+    """
+    criteria = merge_sources(files, overrides, extra).get("criteria")
+    if not isinstance(criteria, Mapping) or "floor" not in criteria:
+        return False
+    floor, metric = criteria["floor"], criteria.get("metric", "accuracy")
+    return (
+        not isinstance(floor, (int, float)) or floor > 0 or metric == "mcc"
+    )  # a wrong type is build_config's to report
+
+
+#: the criteria that make up the bar a model was chosen for (not the budgets of the search that chose it)
+BAR_KEYS = ("metric", "floor", "confidence", "max_params", "max_size_mb", "max_latency_ms", "latency_device")
+
+
+def earlier_bar(run_dir: str | Path) -> dict[str, Any]:
+    """The bar an earlier run chose its model for (its report's criteria), or {} when it cannot be read.
+
+    ``advise --from`` without ``--target`` continues towards the same bar.
+    """
+    import json
+
+    try:
+        criteria = json.loads((Path(run_dir) / "report.json").read_text(encoding="utf-8")).get("criteria")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(criteria, Mapping) or not isinstance(criteria.get("floor"), (int, float)):
+        return {}
+    return {k: criteria[k] for k in BAR_KEYS if criteria.get(k) is not None}
+
+
+#: the one-line refusal when no floor was set (see :func:`floor_given`)
+NO_FLOOR = (
+    "No acceptance criterion was given (a floor of 0 accepts any model). Pass --target METRIC=VALUE "
+    "(e.g. --target accuracy=0.9), or set criteria.floor in a --config file."
+)
+
+
 def _range_problems(config: Config) -> list[str]:
     out = []
     d, t, u = config.data, config.train, config.tuning

@@ -18,6 +18,7 @@ A :class:`Meter` wraps one phase (a training run, an evaluation, a baseline fit)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import threading
 import time
@@ -139,43 +140,38 @@ class Meter:
         read = getattr(self.reader, "so_far", None)
         return read() if self._active and read is not None else None
 
-    def snapshot(self) -> Cost:
-        """The open phase's cost so far, for saving what a kill would otherwise lose.
+    def snapshot(self, pending: Cost | None = None) -> Cost:
+        """The open phase's cost so far, totalled as closing the meter now would (for a checkpoint of
+        what a kill would otherwise lose); the final :attr:`cost` replaces it once the phase closes.
 
-        Clocks, the FLOPs and tokens handed to the meter (flush a counting callback first), and
-        energy when the reader can say it while the phase runs (:meth:`energy_so_far`). That running
-        total is not split by device, so it is filed under ``energy_cpu_kwh`` and labelled
-        ``estimated``; memory is not sampled here. The final :attr:`cost` replaces it once the
-        phase closes.
+        FLOPs are those handed in so far plus ``pending``, the counts a counter holds but has not
+        handed in (:meth:`advisor.counting.MeteringCallback.pending_cost`), as if they had been; or
+        flush the counter first. Energy: the reader's live reading split by device when it offers one
+        (``reading_so_far``); else its running total (:meth:`energy_so_far`), filed under
+        ``energy_cpu_kwh`` and labelled ``estimated`` since it is not split; else ``not_measured``.
+        Nothing is changed.
         """
         if not self._active:
             raise RuntimeError("Meter.snapshot is for an open phase; read Meter.cost once it has closed.")
-        wall_s, cpu_s = time.perf_counter() - self._wall0, time.process_time() - self._cpu0
-        kwh = self.energy_so_far()
+        wall_s = time.perf_counter() - self._wall0
+        cpu_s = time.process_time() - self._cpu0 + max(_children_cpu_s(self._process) - self._children0, 0.0)
+        read = getattr(self.reader, "reading_so_far", None)
+        reading = read() if read is not None else None
+        if reading is None:
+            kwh = self.energy_so_far()
+            reading = EnergyReading(cpu_kwh=kwh, provenance="estimated") if kwh is not None else EnergyReading()
+        peak_rss_mb = self._sampler.peak_rss / 2**20 if self._sampler is not None else 0.0
+        peak_gpu_mb = 0.0
+        if self._sampler is not None:
+            peak_gpu_mb = sum(torch.cuda.max_memory_allocated(i) for i in self._cuda_indices) / 2**20
         with self._lock:
-            flops, padding, tokens, padded = dict(self._flops), self._padding_flops, self._tokens, self._padded_tokens
-            flops_provenance = "+".join(sorted(self._flops_provenance)) or "not_measured"
-        return Cost(
-            wall_s=wall_s,
-            cpu_s=cpu_s,
-            train_flops=flops["train"],
-            eval_flops=flops["eval"],
-            inference_flops=flops["inference"],
-            padding_flops=padding,
-            tokens=tokens,
-            padded_tokens=padded,
-            energy_cpu_kwh=kwh if kwh is not None else 0.0,
-            emissions_g=kwh * grid_intensity_g_per_kwh(self.cfg) if kwh is not None else 0.0,
-            device=self._device_label,
-            location=location_of(self.cfg),
-            provenance={
-                "time": "measured",
-                "flops": flops_provenance,
-                "energy": "estimated" if kwh is not None else "not_measured",
-                "emissions": "estimated" if kwh is not None else "not_measured",
-                "memory": "not_measured",
-            },
-        )
+            cost = self._total(wall_s, cpu_s, reading, peak_rss_mb, peak_gpu_mb, None)
+            counted = set(self._flops_provenance)
+        if pending is None:
+            return cost
+        counted |= {p for p in pending.provenance.get("flops", "").split("+") if p}
+        flops = "+".join(sorted(counted)) or "not_measured"
+        return dataclasses.replace(cost + pending, provenance={**cost.provenance, "flops": flops})
 
     @property
     def active(self) -> bool:

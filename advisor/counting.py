@@ -7,6 +7,8 @@ data collator; see :class:`MeteringCallback` for why. FLOPs use :func:`advisor.f
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from transformers import TrainerCallback
 
 from advisor.cost import Meter
 from advisor.flops import PASSES, forward_coefficients
+from advisor.types import Cost
 
 
 class _Tally:
@@ -121,23 +124,53 @@ class MeteringCallback(TrainerCallback):
         """FLOPs counted but not yet handed to the meter (padding included; no device sync)."""
         return sum(PASSES[kind] * tally.padded_forward_flops for kind, tally in self._tallies.items())
 
+    def _figures(self, kind: str, tally: _Tally) -> tuple[int, int, float, float]:
+        """(real tokens, padding tokens, FLOPs, padding FLOPs) of one tally; reads the device sums once."""
+        a, b, c = self._coefficients or (0.0, 0.0, 0.0)
+        s1, s2 = tally.totals()
+        real_forward = a * s1 + b * s2 + c * tally.rows
+        passes = PASSES[kind]
+        total = passes * tally.padded_forward_flops
+        return s1, tally.positions - s1, total, max(total - passes * real_forward, 0.0)
+
     def flush(self) -> None:
         """Hand the counts so far to the meter (if it is open); reads the device sums once."""
         if not self.meter.active or self._coefficients is None:
             return
-        a, b, c = self._coefficients
         for kind, tally in self._tallies.items():
             with self._lock:
                 if not tally.sums:
                     continue
-                (s1, s2), rows, positions = tally.totals(), tally.rows, tally.positions
-                padded_forward = tally.padded_forward_flops
+                real, padded, flops, padding = self._figures(kind, tally)
                 tally.clear()
-            real_forward = a * s1 + b * s2 + c * rows
-            passes = PASSES[kind]
-            total = passes * padded_forward
-            self.meter.add_tokens(real=s1, padded=positions - s1)
-            self.meter.add_flops(kind, total, max(total - passes * real_forward, 0.0))  # type: ignore[arg-type]
+            self.meter.add_tokens(real=real, padded=padded)
+            self.meter.add_flops(kind, flops, padding)  # type: ignore[arg-type]
+
+    def pending_cost(self) -> Cost:
+        """The counts not yet handed to the meter, as FLOPs and tokens, left where they are.
+
+        A checkpoint adds them to :meth:`advisor.cost.Meter.snapshot`; since nothing is flushed, the
+        run's own totals are summed exactly as they would have been without the checkpoint.
+        """
+        flops = {"train": 0.0, "eval": 0.0}
+        padding = 0.0
+        tokens = padded_tokens = 0
+        for kind, tally in self._tallies.items():
+            with self._lock:
+                if not tally.sums or self._coefficients is None:
+                    continue
+                real, padded, total, wasted = self._figures(kind, tally)
+            flops[kind] += total
+            padding += wasted
+            tokens, padded_tokens = tokens + real, padded_tokens + padded
+        return Cost(
+            train_flops=flops["train"],
+            eval_flops=flops["eval"],
+            padding_flops=padding,
+            tokens=tokens,
+            padded_tokens=padded_tokens,
+            provenance={"flops": "analytic"} if tokens + padded_tokens > 0 else {},
+        )
 
     # -- Trainer events ---------------------------------------------------------------------------
 
@@ -157,3 +190,58 @@ class MeteringCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.flush()
+
+
+class CostCheckpoint(TrainerCallback):
+    """Records a training run's cost so far, so that work a kill interrupts is still counted.
+
+    ``write(cost, step)`` gets the run's cost up to now (:meth:`advisor.cost.Meter.snapshot` plus the
+    counter's :meth:`MeteringCallback.pending_cost`) when training begins, at the end of the step
+    before each evaluation, after each evaluation, and otherwise at most every ``every_s`` seconds of
+    ``clock``. The writer keeps the latest only (:meth:`advisor.ledger.Ledger.checkpoint`); a rerun
+    after a kill books it as lost to interruption. What a kill can lose uncounted is the work since
+    the last write: under ``every_s`` seconds, or one evaluation pass.
+
+    :func:`advisor.train.train_run` binds it to the run's meter and counter (``bind``), as it does the
+    budget watch.
+    """
+
+    def __init__(
+        self, write: Callable[[Cost, int], None], every_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.write, self.every_s, self.clock = write, every_s, clock
+        self.meter: Meter | None = None
+        self.counter: MeteringCallback | None = None
+        self._last: float | None = None
+
+    def bind(self, meter: Meter, counter: MeteringCallback | None) -> None:
+        self.meter, self.counter, self._last = meter, counter, None
+
+    def _checkpoint(self, state: Any) -> None:
+        if self.meter is None or not self.meter.active:
+            return
+        cost = self.meter.snapshot(self.counter.pending_cost() if self.counter is not None else None)
+        self.write(cost, int(state.global_step))
+        self._last = self.clock()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._checkpoint(state)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # the Trainer's flow callback runs first and has set should_evaluate for this step
+        due = self._last is None or self.clock() - self._last >= self.every_s
+        if control.should_evaluate or due:
+            self._checkpoint(state)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if control.should_evaluate:  # evaluating once an epoch, the flow callback decides here
+            self._checkpoint(state)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._checkpoint(state)
+
+
+def checkpoint_to(ledger: Any, run_id: str) -> CostCheckpoint:
+    """A :class:`CostCheckpoint` that keeps run ``run_id``'s cost so far in ``ledger`` (an
+    :class:`advisor.ledger.Ledger`: :meth:`~advisor.ledger.Ledger.checkpoint`)."""
+    return CostCheckpoint(lambda cost, step: ledger.checkpoint(run_id, cost, step))

@@ -258,11 +258,36 @@ def gain_per_kwh(gain_points: float | None, cost: Cost) -> float | None:
 # ----------------------------------------------------------------------------- metrics
 
 
+def closest_metrics(name: str) -> list[str]:
+    """The supported metrics a mistyped ``name`` most likely meant, best first (empty when none is close).
+
+    An abbreviation is matched by prefix before spelling (``acc`` is accuracy; difflib alone rates
+    ``mcc`` closer), ignoring case, ``-`` for ``_`` and a word order like ``f1_macro``.
+    """
+    key = name.strip().lower().replace("-", "_")
+    if key in SUPPORTED_METRICS:
+        return [key]
+    swapped = "_".join(reversed(key.split("_")))
+    if swapped in SUPPORTED_METRICS:
+        return [swapped]
+    words = key.split("_")
+
+    def abbreviates(metric: str) -> bool:  # "acc" of accuracy, "bal_acc" of balanced_accuracy
+        parts = metric.split("_")
+        return len(parts) >= len(words) and all(w and p.startswith(w) for w, p in zip(words, parts, strict=False))
+
+    prefixed = [m for m in SUPPORTED_METRICS if abbreviates(m)]
+    if prefixed:
+        return prefixed
+    return difflib.get_close_matches(key, list(SUPPORTED_METRICS), n=1)
+
+
 def validate_metric_name(name: str, num_labels: int | None = None) -> None:
     """Raise ConfigError unless ``name`` is a supported metric (and fits ``num_labels`` classes)."""
     if name not in SUPPORTED_METRICS:
-        close = difflib.get_close_matches(name, list(SUPPORTED_METRICS), n=1)
-        hint = f" Did you mean {close[0]}?" if close else ""
+        close = closest_metrics(name)
+        choices = f"{', '.join(close[:-1])} or {close[-1]}" if len(close) > 1 else "".join(close)
+        hint = f" Did you mean {choices}?" if close else ""
         raise ConfigError(
             f"The criteria.metric must be one of {', '.join(SUPPORTED_METRICS)}. Got {name!r} instead.{hint}"
         )

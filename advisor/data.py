@@ -314,7 +314,12 @@ def _label_names(labels: Sequence[str], label_col: str, where: str) -> tuple[str
 
 
 def _dedup(texts: list[str], labels: list[str]) -> tuple[tuple[list[str], list[str]], int, int]:
-    """Keep the first row of each exact text; return the rows, how many were dropped, how many conflicted."""
+    """Keep the first row of each exact text; return the rows, how many were dropped, how many conflicted.
+
+    The rows come back sorted by text: a canonical order, so that the carved splits and the order
+    of training depend on the rows' content, not on the order of the file. A reordered file is then
+    the same data, and a run directory made from it is reused (:mod:`advisor.fingerprint`).
+    """
     first: dict[str, str] = {}
     conflicting: set[str] = set()
     for text, label in zip(texts, labels, strict=True):
@@ -322,4 +327,5 @@ def _dedup(texts: list[str], labels: list[str]) -> tuple[tuple[list[str], list[s
             first[text] = label
         elif first[text] != label:
             conflicting.add(text)
-    return (list(first), list(first.values())), len(texts) - len(first), len(conflicting)
+    ordered = sorted(first)
+    return (ordered, [first[t] for t in ordered]), len(texts) - len(first), len(conflicting)

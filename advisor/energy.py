@@ -44,7 +44,8 @@ class EnergyReader(Protocol):
 
     A reader may also offer ``so_far() -> float | None``: the kWh spent since ``start()``, read while
     the phase runs (a budget watch uses it); :meth:`advisor.cost.Meter.energy_so_far` treats a reader
-    without it as one that cannot say.
+    without it as one that cannot say. Likewise ``reading_so_far() -> EnergyReading | None``, the
+    same split by component, for :meth:`advisor.cost.Meter.snapshot`.
     """
 
     def start(self) -> None: ...
@@ -135,6 +136,24 @@ class CodecarbonReader:
             return max(float(tracker._total_energy.kWh), 0.0)
         except Exception:  # noqa: BLE001 - a failed sample must not stop the work it meters
             return None
+
+    def reading_so_far(self) -> EnergyReading | None:
+        """The phase's energy so far, split by component, after one more sample; None when it cannot say.
+
+        Read from the same private totals as :meth:`so_far` (``_total_cpu_energy`` ... in 2.x and
+        3.x); a checkpoint of a run's cost uses it, so that work a kill interrupts keeps its energy.
+        """
+        tracker = self._tracker
+        if tracker is None or self.so_far() is None:
+            return None
+        try:
+            cpu, gpu, ram = (
+                max(float(getattr(tracker, f"_total_{part}_energy").kWh), 0.0) for part in ("cpu", "gpu", "ram")
+            )
+        except AttributeError:
+            return None
+        labels = sorted({_component_provenance(h) for h in getattr(tracker, "_hardware", [])} or {"estimated"})
+        return EnergyReading(cpu_kwh=cpu, gpu_kwh=gpu, ram_kwh=ram, provenance="+".join(labels))
 
     def stop(self) -> EnergyReading:
         tracker, self._tracker = self._tracker, None

@@ -35,7 +35,7 @@ from advisor.continuation import (
     training_rows,
 )
 from advisor.cost import Meter
-from advisor.counting import MeteringCallback
+from advisor.counting import MeteringCallback, checkpoint_to
 from advisor.criteria import compute_metrics, run_interval
 from advisor.criteria import judge as judge_run
 from advisor.data import TaskData, column
@@ -190,7 +190,7 @@ def continue_from(
                 run_dir,
                 run_id,
                 hp,
-                extra_callbacks=[pruner, *extra_callbacks],
+                extra_callbacks=[pruner, *extra_callbacks, checkpoint_to(ledger, run_id)],
                 progress=say,
             )
             run = dataclasses.replace(run, details={**run.details, "trial_origin": f"continuation {origin}"})
@@ -317,7 +317,8 @@ def _scratch(
     }
     candidate = Candidate(name=name, kind="finetune", source=rung.source)
     hp["batch_size"] = config.train.batch_size
-    run = train_run(candidate, source, data, config, run_dir, run_id, hp, extra_callbacks=extra_callbacks, progress=say)
+    watch = [*extra_callbacks, checkpoint_to(ledger, run_id)]
+    run = train_run(candidate, source, data, config, run_dir, run_id, hp, extra_callbacks=watch, progress=say)
     run = dataclasses.replace(
         run, details={**run.details, "trial_origin": "from the pre-trained checkpoint, for comparison"}
     )

@@ -25,6 +25,8 @@ from advisor.errors import ConfigError
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``; raise ConfigError naming the file on any problem."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"Config file {p} is a directory. Pass a YAML file, e.g. configs/demo.yaml.")
     if not p.is_file():
         raise ConfigError(f"Config file {p} does not exist. Pass a YAML file, e.g. configs/demo.yaml.")
     try:

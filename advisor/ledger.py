@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from filelock import FileLock, Timeout
 
 from advisor import distributed
 from advisor.errors import RunDirError
-from advisor.types import RunResult
+from advisor.fetch import current_umask
+from advisor.types import Cost, RunResult
 
 LEDGER_NAME = "ledger.sqlite"
 LOCK_NAME = ".advise.lock"
@@ -39,7 +41,31 @@ CREATE TABLE IF NOT EXISTS runs (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS running (run_id TEXT PRIMARY KEY, record TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS lost (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    settled REAL NOT NULL
+);
 """
+
+
+@dataclass(frozen=True)
+class LostWork:
+    """Work a kill interrupted before its run was recorded: the cost checkpointed last, and where."""
+
+    run_id: str
+    cost: Cost
+    #: the training step of the last checkpoint; None for a run that had finished but was not recorded
+    step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step": self.step, "cost": self.cost.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LostWork:
+        return cls(str(d["run_id"]), Cost.from_dict(d["cost"]), d.get("step"))
 
 
 def fault_point(name: str) -> None:
@@ -64,8 +90,7 @@ def write_text_atomic(path: Path, text: str, *, fault: str | None = None) -> Non
         OSError: the folder cannot be written; the temporary file is removed.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     try:
         os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -200,10 +225,17 @@ class Ledger:
 
     def add(self, run: RunResult) -> None:
         """Write one finished run; a run id already present is an error (records are write-once),
-        unless its record says it failed, which the new one replaces."""
+        unless its record says it failed, which the new one replaces.
+
+        The run's whole cost is checkpointed first, and the checkpoint is cleared in the record's own
+        transaction: a kill between the two leaves the cost to be booked as lost, never counted twice.
+        """
         record = json.dumps(run.to_dict(), sort_keys=True)
+        if run.cost.wall_s > 0 or run.cost.flops > 0:
+            self.checkpoint(run.run_id, run.cost)
         try:
             with self._transaction():
+                self._db.execute("DELETE FROM running WHERE run_id = ?", (run.run_id,))
                 self._db.execute("DELETE FROM runs WHERE run_id = ? AND status = 'failed'", (run.run_id,))
                 self._db.execute(
                     "INSERT INTO runs (run_id, rung, status, record, created) VALUES (?, ?, ?, ?, ?)",
@@ -216,6 +248,37 @@ class Ledger:
             raise RunDirError(
                 f"Could not write to the ledger {self.path} ({exc}). Free disk space and rerun."
             ) from None
+
+    def checkpoint(self, run_id: str, cost: Cost, step: int | None = None) -> None:
+        """Keep ``cost`` as what the unfinished run ``run_id`` has spent so far (the latest one wins).
+
+        :class:`advisor.counting.CostCheckpoint` calls it during training; :meth:`add` clears it.
+        """
+        record = json.dumps(LostWork(run_id, cost, step).to_dict(), sort_keys=True)
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO running (run_id, record, updated) VALUES (?, ?, ?)",
+                (run_id, record, time.time()),
+            )
+
+    def settle_interrupted(self) -> list[LostWork]:
+        """Book every checkpoint left by a process that died as lost to interruption; returns them.
+
+        Call it holding the run directory's lock (no other advise is running, so a checkpoint still
+        here belongs to a killed one). The lost records are append-only, like the runs.
+        """
+        with self._transaction():
+            rows = self._db.execute("SELECT run_id, record FROM running ORDER BY updated, rowid").fetchall()
+            now = time.time()
+            for run_id, record in rows:
+                self._db.execute("INSERT INTO lost (run_id, record, settled) VALUES (?, ?, ?)", (run_id, record, now))
+            self._db.execute("DELETE FROM running")
+        return [LostWork.from_dict(json.loads(r)) for _, r in rows]
+
+    def lost(self) -> list[LostWork]:
+        """Every piece of work lost to an interruption in this run directory, oldest first."""
+        rows = self._db.execute("SELECT record FROM lost ORDER BY id").fetchall()
+        return [LostWork.from_dict(json.loads(r[0])) for r in rows]
 
     def get_meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -77,6 +77,9 @@ def summary(report: Report) -> list[tuple[str, str]]:
         cost += f" at {total.location}"
     if total.device:
         cost += f" on {total.device}"
+    lost = report.details.get("lost_to_interruption")
+    if isinstance(lost, Mapping):
+        cost += f"; including {_cost_words(lost.get('cost') or {}, 'flops')} lost to interruption"
     dataset = dataset_name(report)
     out = [
         ("Task", f"{report.task}" + (f" on {dataset}" if dataset else "")),
@@ -113,7 +116,25 @@ def extra_notes(report: Report) -> list[str]:
     elif inc:
         lines.append(f"Incremental training: {json.dumps(jsonable(inc), sort_keys=True)}")
     lines += [f"Data warning: {w}" for w in report.dataset.get("warnings") or []]
+    lost = lost_work_line(report)
+    if lost:
+        lines.append(lost)
     return lines + run_notes(report)
+
+
+def lost_work_line(report: Report) -> str | None:
+    """The work a kill interrupted, run by run, as counted in the cost of the search; None when none was."""
+    lost = report.details.get("lost_to_interruption")
+    if not isinstance(lost, Mapping) or not lost.get("runs"):
+        return None
+    parts = []
+    for x in lost["runs"]:
+        at = f"at step {x['step']}" if x.get("step") is not None else "finished but not recorded"
+        parts.append(f"{x['run_id']} ({at}: {_cost_words(x.get('cost') or {}, 'flops')})")
+    return (
+        f"Lost to interruption, included in the cost of the search: {_cost_words(lost.get('cost') or {}, 'flops')} "
+        f"in {len(parts)} interrupted run(s), each trained again on resume: {'; '.join(parts)}."
+    )
 
 
 def run_notes(report: Report) -> list[str]:
@@ -186,10 +207,11 @@ def _incremental_lines(inc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _cost_words(cost: Mapping[str, Any]) -> str:
-    """'120 s, 0.3 PFLOPs, 0.002 kWh' from a Cost dict (missing figures left out)."""
+def _cost_words(cost: Mapping[str, Any], flops: str = "train_flops") -> str:
+    """'120 s, 0.3 PFLOPs, 0.002 kWh' from a Cost dict (missing figures left out); ``flops`` names the
+    FLOPs figure shown (training only by default, ``flops`` for all)."""
     parts = []
-    for key, scale, unit in (("wall_s", 1.0, "s"), ("train_flops", PFLOP, "PFLOPs"), ("energy_kwh", 1.0, "kWh")):
+    for key, scale, unit in (("wall_s", 1.0, "s"), (flops, PFLOP, "PFLOPs"), ("energy_kwh", 1.0, "kWh")):
         value = cost.get(key)
         if isinstance(value, (int, float)):
             parts.append(f"{fmt_num(value / scale)} {unit}")

@@ -35,9 +35,11 @@ def plot_png(report: Report) -> bytes:
     ]
     for r in points:
         faded = r["trial"] > 1 and not r["best_of_rung"] and not r["recommended"]
-        if r["low"] is not None:  # the confidence interval as an error bar
-            err = [[r["value"] - r["low"]], [r["high"] - r["value"]]]
-            ax.errorbar(r["train_pflops"], r["value"], yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
+        if r["low"] is not None:  # the confidence interval as an error bar, around its own estimate
+            # (a cross-validated interval is centred on the CV estimate, which the validation value may lie outside)
+            mid = r["interval_value"] if r.get("interval_value") is not None else r["value"]
+            err = [[max(mid - r["low"], 0.0)], [max(r["high"] - mid, 0.0)]]
+            ax.errorbar(r["train_pflops"], mid, yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
         ax.scatter(r["train_pflops"], r["value"], s=40, color="tab:blue", alpha=0.35 if faded else 1.0, zorder=3)
         ax.annotate(r["label"], (r["train_pflops"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     rec = next((r for r in points if r["recommended"]), None)

@@ -21,10 +21,8 @@ from typing import Any
 import datasets
 
 from advisor.builtin_data import BUILTINS, load_builtin
+from advisor.datafiles import FILE_FORMATS, check_path, file_format, looks_like_path
 from advisor.errors import DataError
-
-#: file suffix -> ``datasets`` packaged builder (a trailing ``.gz`` is allowed on each)
-FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 def read_source(source: str, say: Callable[[str], None]) -> tuple[datasets.DatasetDict, str, str]:
@@ -35,22 +33,14 @@ def read_source(source: str, say: Callable[[str], None]) -> tuple[datasets.Datas
         description = f"built-in {source!r}: {info.description}. Source: {info.provenance}. Licence: {info.licence}."
         return load_builtin(source, say), f"built-in {source!r}", description
     path = Path(source).expanduser()
-    if _looks_like_path(source):
+    if looks_like_path(source):
         kind = "saved dataset" if path.is_dir() else "file"
         return _read_path(path, say), path.name or str(path), f"{kind} {path.resolve()}"
     return _read_hub(source, say), source, f"hub dataset {source!r}"
 
 
-def _looks_like_path(source: str) -> bool:
-    path = Path(source).expanduser()
-    return path.exists() or source.startswith(("/", ".", "~")) or bool(path.suffix) or "\\" in source
-
-
 def _read_path(path: Path, say: Callable[[str], None]) -> datasets.DatasetDict:
-    if not path.exists():
-        raise DataError(
-            f"{path}: no such file or folder. Check the path, or use a built-in dataset ({', '.join(BUILTINS)})."
-        )
+    check_path(path)
     if path.is_dir():
         say(f"reading the saved dataset in {path} ...")
         try:
@@ -61,17 +51,7 @@ def _read_path(path: Path, say: Callable[[str], None]) -> datasets.DatasetDict:
                 f"({', '.join(FILE_FORMATS)}) or such a folder."
             ) from exc
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    compressed = suffixes[-1:] == [".gz"]
-    suffix = suffixes[0] if compressed and len(suffixes) == 2 else suffixes[-1] if suffixes else ""
-    if suffix not in FILE_FORMATS or (compressed and suffix == ".parquet"):
-        shown = "".join(suffixes[-2:] if compressed else suffixes[-1:]) or "(none)"
-        raise DataError(
-            f"{path}: unsupported file type {shown}; save the data as CSV, TSV, JSON, JSONL or Parquet "
-            "(a .gz on the text formats is fine)."
-        )
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty; pass a file with a header row and at least a few labelled rows.")
+    suffix, compressed = file_format(path)
     fmt = FILE_FORMATS[suffix]
     if fmt != "parquet":
         _check_utf8(path, compressed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -39,6 +38,7 @@ from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import GreenladderError
+from advisor.fetch import atomic_copytree
 from advisor.hf_trainer import build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.ledger import fault_point
@@ -348,16 +348,14 @@ def _release_memory() -> None:
 
 
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:
-    """Save model (safetensors) and tokenizer into ``dest`` atomically: a reader never sees half a folder."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
+    """Save model (safetensors) and tokenizer into ``dest`` atomically: a reader never sees half a folder.
+
+    The folder and its files get the user's umask (:func:`advisor.fetch.atomic_copytree`).
+    """
+
+    def build(tmp: Path) -> None:
         with quiet_libraries():
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_copytree(build, dest)

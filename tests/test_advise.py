@@ -180,7 +180,7 @@ def test_baseline_that_passes_is_the_recommendation_and_nothing_is_trained(
         raise AssertionError("a transformer was trained although the baseline passed")
 
     monkeypatch.setattr(climb_mod, "train_run", no_training)
-    report = advise(_config(tmp_path, ladder, data, floor=0.8))
+    report = advise(_config(tmp_path, ladder, data, floor=0.7))  # its CV interval on these 120 rows clears 0.7
     assert report.recommendation == "baseline"
     assert report.runs == ()
     assert (tmp_path / "run" / "model" / "model.skops").is_file()
@@ -197,7 +197,7 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path: Path, ladder: Path, capsys
             "--ladder",
             str(ladder),
             "--target",
-            "accuracy=0.8",
+            "accuracy=0.7",
             "--out",
             str(out),
             "--set",
@@ -205,7 +205,7 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path: Path, ladder: Path, capsys
         ]
     )
     assert code == 0
-    assert "answer: baseline (the TF-IDF baseline) meets accuracy >= 0.8" in capsys.readouterr().out
+    assert "answer: baseline (the TF-IDF baseline) meets accuracy >= 0.7" in capsys.readouterr().out
     code = main(["--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2

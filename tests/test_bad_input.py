@@ -65,7 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
             "--ladder",
             str(ladder),
             "--target",
-            "accuracy=0.8",
+            "accuracy=0.7",
             "--out",
             str(existing),
             "--set",
@@ -366,6 +366,19 @@ case(
     ),
 )
 case(
+    "abbreviated-metric",
+    lambda w: ["--target", "acc=0.8"],
+    lambda w: (
+        "The criteria.metric must be one of accuracy, macro_f1, micro_f1, weighted_f1, f1, precision, recall, "
+        "macro_precision, macro_recall, balanced_accuracy, mcc. Got 'acc' instead. Did you mean accuracy?"
+    ),
+)
+case(
+    "config-is-a-directory",
+    lambda w: ["--config", str(w.root)],
+    lambda w: f"Config file {w.root} is a directory. Pass a YAML file, e.g. configs/demo.yaml.",
+)
+case(
     "target-without-value",
     lambda w: ["--target", "accuracy"],
     lambda w: "The --target value must look like metric=value, e.g. accuracy=0.9. Got 'accuracy' instead.",
@@ -395,7 +408,7 @@ def _common(world: World) -> list[str]:
         "--ladder",
         str(world.ladder),
         "--target",
-        "accuracy=0.8",
+        "accuracy=0.7",
         "--out",
         str(world.existing),
         "--set",

@@ -24,6 +24,7 @@ from advisor.counting import MeteringCallback
 from advisor.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh
 from advisor.errors import ConfigError
 from advisor.flops import batch_flops
+from advisor.types import Cost
 
 NO_CODECARBON = MeteringConfig(codecarbon=False)
 HAS_RAPL = Path("/sys/class/powercap/intel-rapl").exists()
@@ -259,3 +260,65 @@ def test_callback_counts_real_and_padded_tokens_of_every_step_exactly(tmp_path, 
     unpadded += 2 * sum(batch_flops(config, n, [n], kind="eval")[0] for n in eval_lengths)
     assert cost.padding_flops == pytest.approx(cost.flops - unpadded)
     assert cost.provenance["flops"] == "analytic"
+
+
+@pytest.mark.parametrize("strategy", ["steps", "epoch"])  # advise evaluates every N steps; once an epoch too
+def test_checkpoints_hold_the_cost_so_far_before_each_evaluation_and_change_nothing(tmp_path, tokenizer, strategy):
+    from advisor.counting import CostCheckpoint
+
+    def train(checkpoint: CostCheckpoint | None):
+        torch.manual_seed(0)
+        config = BertConfig(
+            vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37
+        )
+        args = TrainingArguments(
+            output_dir=str(tmp_path / "out"),
+            per_device_train_batch_size=4,
+            per_device_eval_batch_size=3,
+            num_train_epochs=2,
+            eval_strategy=strategy,
+            eval_steps=2 if strategy == "steps" else None,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=0,
+        )
+        with Meter(NO_CODECARBON) as meter:
+            counter = MeteringCallback(meter)
+            if checkpoint is not None:
+                checkpoint.bind(meter, counter)
+            callbacks = [counter, *([checkpoint] if checkpoint else [])]
+            trainer = Trainer(
+                model=BertForSequenceClassification(config),
+                args=args,
+                train_dataset=_dataset([3, 7, 4, 12, 5, 9]),
+                eval_dataset=_dataset([6, 3, 10]),
+                data_collator=DataCollatorWithPadding(tokenizer),
+                callbacks=callbacks,
+            )
+            trainer.train()
+        return meter.cost
+
+    written: list[tuple[int, Cost]] = []
+    frozen = CostCheckpoint(lambda cost, step: written.append((step, cost)), every_s=60.0, clock=lambda: 0.0)
+    cost = train(frozen)
+    # begin, the step before each evaluation (2 steps an epoch), after each evaluation; the clock never came due
+    assert [step for step, _ in written] == [0, 2, 2, 4, 4]
+    assert written[0][1].flops == 0
+    before_eval, after_eval = written[1][1], written[2][1]
+    assert before_eval.train_flops > 0 and before_eval.eval_flops == 0 and before_eval.tokens == 3 + 7 + 4 + 12 + 5 + 9
+    assert after_eval.train_flops == before_eval.train_flops and after_eval.eval_flops > 0
+    assert before_eval.provenance["flops"] == "analytic"
+    last = written[-1][1]
+    for key in ("train_flops", "eval_flops", "padding_flops", "tokens", "padded_tokens"):
+        assert getattr(last, key) == getattr(cost, key), key  # the last checkpoint is the whole run's count
+    # checkpointing hands nothing over early: the run's own figures are those of a run without it
+    plain = train(None)
+    assert (cost.train_flops, cost.eval_flops, cost.tokens) == (plain.train_flops, plain.eval_flops, plain.tokens)
+    # a clock that comes due writes between evaluations too
+    ticks = iter(range(0, 10_000, 100))
+    timed: list[int] = []
+    train(CostCheckpoint(lambda cost, step: timed.append(step), every_s=60.0, clock=lambda: next(ticks)))
+    # (once an epoch, the epoch's end is one more point before its evaluation)
+    assert timed == ([0, 1, 2, 2, 3, 4, 4] if strategy == "steps" else [0, 1, 2, 2, 2, 3, 4, 4, 4])

@@ -54,6 +54,7 @@ FAST = [
     "rules.enabled=false",
     "--set",
     "ladder.distil_on_ceiling=false",  # no distillation step: the climb alone is under test
+    "--set",
     "ladder.probes=false",  # these tests are about fine-tune rungs (probes: tests/test_probe.py)
 ]
 ORDER = ["baseline", "tiny-a-t1", "tiny-b-t1"]
@@ -282,3 +283,46 @@ def test_a_diverging_run_is_stopped_by_the_health_rules_and_the_ladder_carries_o
     assert first["details"]["steps_saved"] > 0
     # the climb went on to the next rung instead of ending on the diverged one
     assert second["run_id"] == "tiny-b-t1" and "tiny-b-t1: fine-tuning" in err
+
+
+def test_work_lost_to_kills_is_counted_labelled_and_the_totals_are_the_uninterrupted_run_plus_it(
+    inputs: tuple[Path, Path], reference: tuple[int, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    argv = _argv(inputs, run_dir)
+    killed = -signal.SIGKILL
+    # tiny-a-t1 is killed at its first evaluation; then tiny-b-t1 is killed after training, inside its
+    # record's transaction: both are trained again on the next run, and both spent compute before
+    assert _killed_fork(argv, "train:tiny-a-t1") == killed
+    assert _killed_fork(argv, "ledger:tiny-b-t1") == killed
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    _, ref = reference
+    assert code == reference[0]
+    doc = json.loads((run_dir / "report.json").read_text())
+    lost = doc["details"]["lost_to_interruption"]
+    (a, b) = lost["runs"]
+    ref_runs = {r["run_id"]: r for r in ref["runs"]}
+    # the first was checkpointed at the end of the step before its first evaluation
+    assert a["run_id"] == "tiny-a-t1" and a["step"] == ref_runs["tiny-a-t1"]["details"]["eval_history"][0]["step"]
+    assert 0 < a["cost"]["train_flops"] < ref_runs["tiny-a-t1"]["cost"]["train_flops"] and a["cost"]["wall_s"] > 0
+    # the second had finished: its whole cost was checkpointed, FLOPs for FLOPs the uninterrupted run's
+    assert b["run_id"] == "tiny-b-t1" and b["step"] is None
+    for key in ("train_flops", "eval_flops", "inference_flops", "padding_flops", "tokens", "padded_tokens"):
+        assert b["cost"][key] == ref_runs["tiny-b-t1"]["cost"][key], key
+    # totals: exactly the uninterrupted run's plus what was lost
+    for key in ("train_flops", "eval_flops", "tokens"):
+        assert doc["total_cost"][key] == ref["total_cost"][key] + (a["cost"][key] + b["cost"][key]), key
+    assert lost["cost"]["train_flops"] == a["cost"]["train_flops"] + b["cost"]["train_flops"]
+    # and the reader is told, on the console (tiny-a-t1's loss was booked by the second, killed run) and in the reports
+    assert "tiny-b-t1: interrupted last time after it finished, before it was recorded;" in err
+    assert "tiny-a-t1: interrupted" not in err
+    notes = (run_dir / "report.md").read_text()
+    assert "Lost to interruption, included in the cost of the search:" in notes
+    assert f"tiny-a-t1 (at step {a['step']}:" in notes and "tiny-b-t1 (finished but not recorded:" in notes
+    # a further rerun books nothing new: the lost work was settled once
+    capsys.readouterr()
+    assert main(argv) == code
+    again = json.loads((run_dir / "report.json").read_text())
+    assert again["details"]["lost_to_interruption"] == lost and again["total_cost"] == doc["total_cost"]

@@ -67,3 +67,44 @@ def test_corrupt_ledger_gives_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(RunDirError, match="cannot be opened"):
         Ledger(tmp_path)
+
+
+# -- work lost to interruption ----------------------------------------------------------------------
+
+
+def test_the_latest_checkpoint_of_an_unrecorded_run_is_booked_as_lost_once(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as led:
+        led.checkpoint("a", Cost(wall_s=1.0, train_flops=10.0), step=1)
+        led.checkpoint("a", Cost(wall_s=2.0, train_flops=20.0), step=2)  # the latest wins
+        led.checkpoint("b", Cost(wall_s=5.0), step=0)
+        led.add(_run("b"))  # recorded: its checkpoint is cleared with it
+    with Ledger(tmp_path) as led:  # the next advise, after the kill
+        lost = led.settle_interrupted()
+        assert [(x.run_id, x.step, x.cost.train_flops) for x in lost] == [("a", 2, 20.0)]
+        assert led.settle_interrupted() == []  # settled once
+        led.checkpoint("a", Cost(wall_s=3.0, train_flops=30.0), step=3)  # killed again on the retry
+    with Ledger(tmp_path) as led:
+        led.settle_interrupted()
+        assert [(x.run_id, x.step, x.cost.wall_s) for x in led.lost()] == [("a", 2, 2.0), ("a", 3, 3.0)]
+
+
+def test_a_run_killed_while_its_record_is_written_is_booked_with_its_whole_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import advisor.ledger as ledger_mod
+
+    def die(name: str) -> None:
+        if name == "ledger:a":
+            raise KeyboardInterrupt  # stands in for the kill: the transaction rolls back
+
+    monkeypatch.setattr(ledger_mod, "fault_point", die)
+    run = RunResult(
+        "a", Candidate("tiny", "finetune", "x"), {}, "ok", {"accuracy": 0.8}, Cost(wall_s=4.0, train_flops=7.0)
+    )
+    with Ledger(tmp_path) as led:
+        led.checkpoint("a", Cost(wall_s=1.0, train_flops=2.0), step=5)
+        with pytest.raises(KeyboardInterrupt):
+            led.add(run)
+        assert led.get("a") is None
+        (lost,) = led.settle_interrupted()
+    assert (lost.step, lost.cost) == (None, run.cost)  # the finished run's cost, not the mid-training one

@@ -179,7 +179,7 @@ def test_yaml_tags_that_build_python_objects_are_refused(
     hostile.write_text(f'train: !!python/object/apply:os.system ["touch {marker}"]\n')
     flag = "--config" if where == "config" else "--ladder"
     data = write_csv(tmp_path / "data.csv", synthetic_rows(40))
-    code = main(["--data", str(data), flag, str(hostile), "--out", str(tmp_path / "run")])
+    code = main(["--data", str(data), flag, str(hostile), "--out", str(tmp_path / "run"), "--target", "accuracy=0.8"])
     kind = "Config" if where == "config" else "Ladder"
     assert code == 2
     assert _errors(capsys.readouterr().err) == [
@@ -244,7 +244,8 @@ def test_a_from_report_naming_a_traversing_model_is_refused(tmp_path: Path, caps
     (earlier / "report.json").write_text(json.dumps(report))
     data = write_csv(tmp_path / "data.csv", synthetic_rows(40))
     out = tmp_path / "run"
-    code = main(["--data", str(data), "--from", str(earlier), "--out", str(out), "--set", "metering.codecarbon=false"])
+    argv = ["--data", str(data), "--from", str(earlier), "--out", str(out), "--target", "accuracy=0.8"]
+    code = main([*argv, "--set", "metering.codecarbon=false"])
     assert code == 2
     assert _errors(capsys.readouterr().err) == [
         f"{earlier / 'report.json'} names the model '../../evil', not a valid rung name. "
