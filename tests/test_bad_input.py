@@ -530,6 +530,8 @@ def test_extremely_long_texts_are_truncated_not_a_crash(
             "train.epochs=1",
             "--set",
             "tuning.trials_per_rung=1",
+            "--set",
+            "ladder.probes=false",  # the fine-tune's training and test passes are what must cut the texts
         ]
     )
     # one epoch on 60 rows decides nothing (exit 1: not met); what matters is that nothing crashed
@@ -560,7 +562,17 @@ def test_a_disk_that_fills_up_while_saving_a_model_says_so_and_records_nothing_h
     monkeypatch.setattr(train_mod, "save_model_folder", full)
     out = tmp_path / "run"
     argv = ["--data", str(world.data), "--ladder", str(world.ladder), "--target", "accuracy=0.75", "--out", str(out)]
-    code = main([*argv, "--set", "metering.codecarbon=false", "--set", "tuning.trials_per_rung=1"])
+    code = main(
+        [
+            *argv,
+            "--set",
+            "metering.codecarbon=false",
+            "--set",
+            "tuning.trials_per_rung=1",
+            "--set",
+            "ladder.probes=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     dest = out / "runs" / "tiny-t1" / "model"

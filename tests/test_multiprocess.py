@@ -85,7 +85,7 @@ def test_accelerate_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     # rank 0 alone reports (stdout) and writes
-    assert done.stdout.count("recommended:") == 1, done.stdout
+    assert done.stdout.count("answer:") == 1, done.stdout
 
     one = json.loads((tmp_path / "single" / "report.json").read_text(encoding="utf-8"))
     two = json.loads((tmp_path / "multi" / "report.json").read_text(encoding="utf-8"))

@@ -119,6 +119,7 @@ def test_a_worker_whose_last_trial_another_worker_took_does_not_train_it(
         f"data.source={data}", f"ladder.name={ladder}", "criteria.floor=0.99", f"output.out={tmp_path / 'run'}",
         f"tuning.storage=journal:{journal}", "tuning.trials_per_rung=2", "metering.codecarbon=false",
         "rules.enabled=false", "train.epochs=1", "tuning.epochs_max=1", "train.batch_size=16",
+        "ladder.probes=false",
     ]  # fmt: skip
     config = build_config(overrides=sets)
     real_ask = RungTuner.ask
