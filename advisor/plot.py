@@ -35,27 +35,22 @@ def plot_png(report: Report) -> bytes:
     ]
     for r in points:
         faded = r["trial"] > 1 and not r["best_of_rung"] and not r["recommended"]
-        if r["low"] is not None:  # the confidence interval as an error bar, around its own estimate
-            # (a cross-validated interval is centred on the CV estimate, which the validation value may lie outside)
-            mid = r["interval_value"] if r.get("interval_value") is not None else r["value"]
-            err = [[max(mid - r["low"], 0.0)], [max(r["high"] - mid, 0.0)]]
-            ax.errorbar(r["train_pflops"], mid, yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
-        ax.scatter(r["train_pflops"], r["value"], s=40, color="tab:blue", alpha=0.35 if faded else 1.0, zorder=3)
-        ax.annotate(r["label"], (r["train_pflops"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        # each point is the estimate its interval is centred on: cross-validated for the baseline and
+        # probes (over train + validation), the validation split's for fine-tunes
+        r["shown"] = r["interval_value"] if r.get("interval_value") is not None else r["value"]
+        if r["low"] is not None:
+            err = [[max(r["shown"] - r["low"], 0.0)], [max(r["high"] - r["shown"], 0.0)]]
+            ax.errorbar(r["train_pflops"], r["shown"], yerr=err, fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3)
+        ax.scatter(r["train_pflops"], r["shown"], s=40, color="tab:blue", alpha=0.35 if faded else 1.0, zorder=3)
+        ax.annotate(r["label"], (r["train_pflops"], r["shown"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     rec = next((r for r in points if r["recommended"]), None)
     if rec is not None:
         ax.scatter(
-            rec["train_pflops"], rec["value"], s=260, marker="*", color="tab:green", zorder=4, label="recommended"
+            rec["train_pflops"], rec["shown"], s=260, marker="*", color="tab:green", zorder=4, label="recommended"
         )
     base = report.baseline
     if base is not None and metric in base.metrics:
         note = " (recommended)" if report.recommendation == base.run_id else ""
-        ax.axhline(
-            base.metrics[metric],
-            color="tab:gray",
-            linestyle=":",
-            label=f"baseline ({base.candidate.source}, FLOPs not applicable){note}",
-        )
         biv = next(
             (
                 base.intervals[k][metric]
@@ -63,6 +58,12 @@ def plot_png(report: Report) -> bytes:
                 if metric in base.intervals.get(k, {})
             ),
             None,
+        )
+        ax.axhline(
+            biv["value"] if biv is not None else base.metrics[metric],
+            color="tab:gray",
+            linestyle=":",
+            label=f"baseline ({base.candidate.source}, FLOPs not applicable){note}",
         )
         if biv is not None:
             ax.axhspan(biv["low"], biv["high"], color="tab:gray", alpha=0.12, label="baseline's interval")
@@ -82,7 +83,7 @@ def plot_png(report: Report) -> bytes:
         ax.set_xlim(1e-4, 1e1)
         ax.text(0.5, 0.5, "no transformer run with measured compute", transform=ax.transAxes, ha="center", color="gray")
     ax.set_xlabel("training compute, PFLOPs (log scale)")
-    ax.set_ylabel(f"validation {metric} ({crit.confidence:.0%} interval)")
+    ax.set_ylabel(f"{metric}, cross-validated or validation ({crit.confidence:.0%} interval)", fontsize=8)
     ax.set_title(f"{metric} against training compute")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
