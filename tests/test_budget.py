@@ -37,7 +37,7 @@ from advisor.cli import main
 from advisor.config import build_config
 from advisor.outcome import Report
 from advisor.types import Cost
-from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+from tests.conftest import make_tiny_model, synthetic_rows, weaken_baseline, write_csv
 
 FAST = [
     "train.epochs=6",
@@ -70,8 +70,10 @@ def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> 
     assert g.eval_flops == pytest.approx(encoder_forward_flops(cfg, 10, 2) * (2 * 2 + 4))
 
 
-@pytest.fixture
-def one_rung(tmp_path: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def one_rung(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A one-rung ladder (a 2-layer tiny BERT) and its 240 rows, shared by the module: nothing writes to them."""
+    tmp_path = tmp_path_factory.mktemp("one-rung")
     model = make_tiny_model(tmp_path / "tiny", seed=0, layers=2, hidden=32)
     ladder = tmp_path / "ladder.yaml"
     rung = {
@@ -287,29 +289,47 @@ def test_a_seconds_or_kwh_budget_too_small_for_the_distillation_stops_the_studen
     assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
 
 
-@pytest.mark.parametrize("refused", ["teacher", "teacher_logits"])
-def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
-    tmp_path: Path,
-    one_rung: tuple[Path, Path],
-    weak_baseline: None,
-    refused: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _teacher_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models cannot make a teacher that beats its own half-depth student: the check's evidence
+    is real, its verdict forced, so the logits pass (paid only when the teacher is ahead) is reached."""
     import dataclasses
 
     import distill.pipeline
 
     real = distill.pipeline.teacher_vs_control
-    # tiny models cannot make a teacher that beats its own half-depth student: the check's evidence
-    # is real, its verdict forced, so the logits pass (paid only when the teacher is ahead) is reached
     monkeypatch.setattr(
         distill.pipeline,
         "teacher_vs_control",
         lambda *a, **k: dataclasses.replace(real(*a, **k), verdict="teacher_better"),
     )
+
+
+#: the trial meets the floor but not max_params: the climb distils it
+DISTIL = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
+
+
+@pytest.fixture(scope="module")
+def free_with_teacher_ahead(one_rung: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """The search without a budget, its teacher forced ahead (one search for both refused passes)."""
     ladder, data = one_rung
-    common = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
-    free = advise(_config(tmp_path, ladder, data, "free", *common))
+    with pytest.MonkeyPatch.context() as mp:
+        weaken_baseline(mp)
+        _teacher_ahead(mp)
+        return advise(_config(tmp_path_factory.mktemp("teacher-ahead"), ladder, data, "free", *DISTIL))
+
+
+@pytest.mark.parametrize("refused", ["teacher", "teacher_logits"])
+def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
+    tmp_path: Path,
+    one_rung: tuple[Path, Path],
+    free_with_teacher_ahead: Report,
+    weak_baseline: None,
+    refused: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _teacher_ahead(monkeypatch)
+    ladder, data = one_rung
+    free = free_with_teacher_ahead
     student = free.run("tiny-t1-student")
     assert student is not None and student.status == "ok", free.stop_reason
     phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
@@ -318,7 +338,7 @@ def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
         before += phases["teacher"].flops + phases["control"].flops
     # room for half of the refused pass: started, it would have crossed the budget
     budget = (before + 0.5 * phases[refused].flops) / 1e15
-    capped = advise(_config(tmp_path, ladder, data, "capped", *common, f"criteria.budget_pflops={budget}"))
+    capped = advise(_config(tmp_path, ladder, data, "capped", *DISTIL, f"criteria.budget_pflops={budget}"))
     stopped = capped.run("tiny-t1-student")
     assert stopped is not None and stopped.status == "budget" and "was not started" in (stopped.message or "")
     what = "scoring the teacher" if refused == "teacher" else "the teacher's logits pass"
