@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from advisor.advise import advise
+from advisor.baseline import _cross_validate as real_cross_validate
 from advisor.budget import Rates, forecast_run
 from advisor.cli import main
 from advisor.config import build_config
@@ -191,10 +192,13 @@ def test_an_exhausted_budget_exits_1_and_says_what_was_spent(
 @pytest.mark.slow
 @pytest.mark.parametrize("budget_name", ["seconds", "kwh"])
 def test_a_budget_smaller_than_the_baseline_stops_it_between_fits(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, budget_name: str
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, monkeypatch: pytest.MonkeyPatch, budget_name: str
 ) -> None:
+    import advisor.baseline as baseline_mod
     from advisor.baseline import fit_baseline
     from advisor.data import load_task_data
+
+    monkeypatch.setattr(baseline_mod, "_cross_validate", real_cross_validate)  # its folds are fits the budget stops
 
     ladder, _ = one_rung
     data = write_csv(tmp_path / "big.csv", synthetic_rows(1500))
