@@ -63,6 +63,8 @@ class Meter:
         device: the device the work runs on ("cpu", "cuda:0"); detected when None.
         reader: the energy reader; by default codecarbon or, if unavailable or disabled, none.
         sample_every_s: interval of the background memory/utilisation sampler.
+        clock: the wall clock, in seconds (``time.perf_counter``); tests pass a fake one so that a
+            seconds budget is decided without racing real time.
 
     Raises:
         ConfigError: the configured country or cloud region has no known grid intensity.
@@ -75,6 +77,7 @@ class Meter:
         device: str | None = None,
         reader: EnergyReader | None = None,
         sample_every_s: float = 0.5,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cfg = cfg if cfg is not None else MeteringConfig()
         self.phase = phase
@@ -83,6 +86,7 @@ class Meter:
             reader if reader is not None else make_reader(self.cfg, f"greenladder-{phase}", devices.gpus_in_use())
         )
         self.sample_every_s = sample_every_s
+        self._clock = clock
         if self.cfg.enabled and importlib.util.find_spec("codecarbon") is not None:
             grid_intensity_g_per_kwh(self.cfg)  # a mistyped location fails now, not after the work
         self._flops: dict[str, float] = {"train": 0.0, "eval": 0.0, "inference": 0.0}
@@ -132,7 +136,7 @@ class Meter:
         """FLOPs added and wall seconds elapsed so far in the open phase (what a budget watch reads)."""
         with self._lock:
             flops = sum(self._flops.values())
-        return flops, (time.perf_counter() - self._wall0) if self._active else 0.0
+        return flops, (self._clock() - self._wall0) if self._active else 0.0
 
     def energy_so_far(self) -> float | None:
         """kWh spent so far in the open phase, from the energy reader's live total; None when it
@@ -211,14 +215,14 @@ class Meter:
         self._active = True
         self._children0 = _children_cpu_s(self._process)
         self._cpu0 = time.process_time()
-        self._wall0 = time.perf_counter()
+        self._wall0 = self._clock()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # the cost is totalled even when the work failed: a failed run still spent energy
-        wall_s = time.perf_counter() - self._wall0
+        wall_s = self._clock() - self._wall0
         cpu_s = time.process_time() - self._cpu0 + max(_children_cpu_s(self._process) - self._children0, 0.0)
         for flush in self._before_close:
             flush()

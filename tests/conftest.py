@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import ipaddress
 import os
 import random
+import socket
+from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -14,6 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one BLAS/OpenMP thread, read when numpy, scipy and torch load (after this file): the work here is tiny,
+# and two threads on two busy cores made a TF-IDF baseline fit on 100 rows 3-4x slower (1.3-1.8 s
+# against 0.4 s; every climb fits it 8 times). Subprocesses the tests start inherit it.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 POSITIVE = ["great", "superb", "lovely", "excellent", "fine"]
 NEGATIVE = ["awful", "poor", "terrible", "bad", "dull"]
@@ -137,6 +147,15 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_blas_thread():  # type: ignore[no-untyped-def]
+    """One BLAS/OpenMP thread also where a library was loaded before the variables above were set."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():  # type: ignore[no-untyped-def]
     """Tiny models gain nothing from threads, and oversubscribed cores slow them ~50x."""
@@ -146,6 +165,93 @@ def one_torch_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: the marker of tests that may reach the network (the package index); every other test may not
+NETWORK_MARKER = "integration"
+
+
+class NetworkBlocked(OSError):
+    """A test outside the ``integration`` marker tried to reach another machine."""
+
+
+def _is_loopback(address: Any) -> bool:
+    if not isinstance(address, tuple):  # a Unix socket's path: this machine
+        return True
+    host = str(address[0])
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:  # a host name: resolving it already asks the network
+        return False
+
+
+@cache
+def _package_index_reachable() -> str | None:
+    """None when the package index answers, else why not (the integration tests fetch from it)."""
+    url = urlparse(os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple")
+    host, port = url.hostname or "pypi.org", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return None
+    except OSError as exc:
+        return f"the package index {host}:{port} is unreachable ({exc}); integration tests fetch from it"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move what the imports built (torch, transformers, scikit-learn: ~500k objects) out of the
+    garbage collector's sight. The Trainer runs a full ``gc.collect()`` after every training
+    (accelerate's ``clear_device_cache``), which took ~0.3-0.5 s each over that heap; frozen, it
+    takes microseconds. What a test creates is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test that fetches when the index is unreachable, before its fixtures start fetching."""
+    if item.get_closest_marker(NETWORK_MARKER) is not None:
+        why = _package_index_reachable()
+        if why is not None:
+            pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def no_network(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The default suite runs offline: a connection to another machine fails, and so does pip.
+
+    Loopback stays open (the PostgreSQL and multi-process tests talk over it). pip runs in a
+    subprocess (advisor/fetch.py), out of reach of the socket guard: it is given no index and no
+    local wheel folder, and the greenladder cache is an empty folder, so a test that would fetch a
+    pinned file fails here as on a fresh clone without network, also where an earlier run filled
+    the cache. Tests marked ``integration`` may fetch, and are skipped when the index is unreachable.
+    """
+    if request.node.get_closest_marker(NETWORK_MARKER) is not None:
+        return
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(address: Any) -> None:
+        if not _is_loopback(address):
+            raise NetworkBlocked(
+                f"{request.node.nodeid} tried to connect to {address}: the default suite runs offline; "
+                f"mark the test `{NETWORK_MARKER}` if it must reach the network"
+            )
+
+    def connect(self: socket.socket, address: Any) -> None:
+        refuse(address)
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        refuse(address)
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("GREENLADDER_CACHE", str(tmp_path_factory.mktemp("empty-greenladder-cache")))
 
 
 @pytest.fixture
@@ -158,16 +264,17 @@ def synthetic_csv(tmp_path: Path) -> Path:
     return write_csv(tmp_path / "reviews.csv", synthetic_rows(160))
 
 
-@pytest.fixture
-def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real baseline, made wrong on every validation row so that the ladder must be climbed.
+def weaken_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the real baseline wrong on every validation row, so that the ladder must be climbed.
 
     TF-IDF solves the keyword task outright. Its validation predictions, metrics and the
     cross-validated interval are replaced consistently (every row predicted as the next class), so
-    its verdict is a clear fail rather than a figure that disagrees with its own predictions.
+    its verdict is a clear fail rather than a figure that disagrees with its own predictions. The
+    cross-validation, whose result is dropped, is not run (5 of the baseline's 8 fits).
     """
     import dataclasses
 
+    import advisor.baseline as baseline
     import advisor.climb as climb
     import advisor.incremental as incremental
     from advisor.criteria import compute_metrics
@@ -186,5 +293,19 @@ def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
             details={**run.details, "cv": None},
         )
 
+    monkeypatch.setattr(baseline, "_cross_validate", lambda *_a, **_k: None)
     monkeypatch.setattr(climb, "fit_baseline", fit)
     monkeypatch.setattr(incremental, "fit_baseline", fit)  # --from refits the baseline on the expanded data
+
+
+@pytest.fixture
+def weak_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real baseline, made wrong on every validation row (:func:`weaken_baseline`) for one test."""
+    weaken_baseline(monkeypatch)
+
+
+def copy_run_dir(shared: Path, dest: Path) -> Path:
+    """A test's own copy of a run directory built once for its module (a test may write into it)."""
+    import shutil
+
+    return Path(shutil.copytree(shared, dest))

@@ -1,26 +1,24 @@
 """Hard budgets: a search stops inside a run before it would cross what the user allowed."""
 
-# Which test shows each budget stopping each phase (issue #16's "Done when"); tests named test_from_*
-# are in tests/test_incremental.py, the rest here.
+# Which test shows each budget stopping each phase (issue #16's "Done when"). FLOPs are counted, not
+# timed, so the FLOPs searches below are deterministic and run in the default suite. Seconds and kWh
+# are decided on a fake clock and energy reader in tests/test_budget_decisions.py (default suite:
+# "decisions"); the searches on the real clock, which compare the timings of two searches, are marked
+# slow ("real clock"). Tests named test_from_* are in tests/test_incremental.py.
 #
-# | phase / budget     | --budget-pflops                              | --budget-kwh                                  | --budget-seconds                                  |
-# |--------------------|----------------------------------------------|-----------------------------------------------|---------------------------------------------------|
-# | baseline (TF-IDF)  | not applicable: a TF-IDF fit has no counted  | test_a_budget_smaller_than_the_baseline_      | test_a_budget_smaller_than_the_baseline_          |
-# |                    | FLOPs (provenance not_applicable), so it     | stops_it_between_fits[kwh] (fresh search:     | stops_it_between_fits[seconds];                   |
-# |                    | cannot cross a FLOPs budget                  | live reading); test_the_baseline_watch_*      | test_the_baseline_watch_refuses_*[seconds]        |
-# | trial              | test_a_flops_budget_smaller_than_one_        | test_a_kwh_budget_stops_the_run_inside_the_   | test_a_seconds_budget_stops_the_run_inside_the_   |
-# |                    | training_stops_the_run_inside_the_budget     | budget[trial]                                 | budget[trial]                                     |
-# |                    | [trial]                                      |                                               |                                                   |
-# | small experiment   | ...[small experiment] (same test)            | ...[small experiment] (same test)             | ...[small experiment] (same test)                 |
-# | distillation       | test_a_flops_budget_too_small_for_the_       | test_a_seconds_or_kwh_budget_too_small_for_   | test_a_seconds_or_kwh_budget_too_small_for_the_   |
-# |                    | distillation_stops_the_student_mid_training; | the_distillation_stops_the_student_mid_       | distillation_stops_the_student_mid_training       |
-# |                    | test_a_teacher_pass_that_cannot_fit_the_     | training[kwh] (the control, trained first,    | [seconds]                                         |
-# |                    | budget_is_not_started (both teacher passes:  | is stopped)                                   |                                                   |
-# |                    | [teacher] and [teacher_logits])              |                                               |                                                   |
-# | --from             | test_from_leaves_room_for_judging_a_         | test_from_a_seconds_or_kwh_budget_stops_the_  | test_from_a_seconds_or_kwh_budget_stops_the_      |
-# |                    | continuation_the_budget_stops; test_from_    | continuation_inside_the_budget[kwh]           | continuation_inside_the_budget[seconds]           |
-# |                    | stops_before_a_continuation_that_would_      |                                               |                                                   |
-# |                    | break_the_budget                             |                                               |                                                   |
+# | phase / budget    | --budget-pflops                          | --budget-kwh / --budget-seconds                          |
+# |-------------------|------------------------------------------|----------------------------------------------------------|
+# | baseline (TF-IDF) | not applicable: a TF-IDF fit has no      | decisions: test_a_seconds_or_kwh_budget_smaller_than_the_ |
+# |                   | counted FLOPs (provenance not_applicable)| baseline_stops_it_between_fits, test_the_baseline_watch_*;|
+# |                   |                                          | real clock: test_a_budget_smaller_than_the_baseline_*     |
+# | trial, small      | test_a_flops_budget_smaller_than_one_    | decisions: test_a_seconds_or_kwh_budget_stops_a_real_     |
+# | experiment        | training_stops_the_run_inside_the_budget | training_*, test_the_budget_callback_*; real clock:       |
+# |                   | [trial], [small experiment]              | test_a_seconds_budget_*, test_a_kwh_budget_*              |
+# | distillation      | test_a_flops_budget_too_small_for_the_   | real clock: test_a_seconds_or_kwh_budget_too_small_for_   |
+# |                   | distillation_*; test_a_teacher_pass_that_| the_distillation_*; decisions: test_the_budget_watch_     |
+# |                   | cannot_fit_the_budget_is_not_started     | refuses_a_pass_outside_the_trainer_that_cannot_fit        |
+# | --from            | test_from_leaves_room_for_judging_*;     | real clock: test_from_a_seconds_or_kwh_budget_*; the same |
+# |                   | test_from_stops_before_a_continuation_*  | callback and Trainer as a trial (decisions above)         |
 #
 # Tolerances: FLOPs <= budget + 5%; seconds <= budget + 5% + START_UP_S; kWh <= budget + 5% +
 # START_UP_S at the run's own kWh per second.
@@ -29,18 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from advisor.advise import advise
-from advisor.budget import BudgetCallback, FitBudget, Rates, forecast_run
+from advisor.baseline import _cross_validate as real_cross_validate
+from advisor.budget import Rates, forecast_run
 from advisor.cli import main
 from advisor.config import build_config
 from advisor.outcome import Report
-from advisor.types import AcceptanceCriteria, Cost
-from tests.conftest import make_tiny_model, synthetic_rows, write_csv
+from advisor.types import Cost
+from tests.conftest import make_tiny_model, synthetic_rows, weaken_baseline, write_csv
 
 FAST = [
     "train.epochs=6",
@@ -56,33 +54,6 @@ FAST = [
 #: metered seconds outside any run's step loop that a seconds budget cannot stop mid-way: saving
 #: the partial model and timing its latency after the stop (stated in the README)
 START_UP_S = 3.0
-
-
-class FakeMeter:
-    def __init__(self) -> None:
-        self.flops, self.seconds = 0.0, 0.0
-
-    def so_far(self) -> tuple[float, float]:
-        return self.flops, self.seconds
-
-
-def test_the_budget_callback_stops_before_the_step_that_would_cross_the_budget() -> None:
-    crit = AcceptanceCriteria(budget_pflops=1.0)
-    cb = BudgetCallback(crit, Cost(train_flops=0.2e15), eval_flops=0.05e15, rates=Rates())
-    meter = FakeMeter()
-    cb.bind(meter, None)
-    control = SimpleNamespace(should_training_stop=False, should_evaluate=False, should_save=False)
-    steps = 0
-    while not control.should_training_stop:
-        meter.flops += 0.1e15  # each step costs 0.1 PFLOP
-        meter.seconds += 1.0
-        steps += 1
-        cb.on_step_end(None, None, control)
-    # it stops at the last step after which the judging pass (0.05) still fits: 0.2 + 0.7 + 0.05 <= 1.0,
-    # while one more step would have crossed the budget (0.2 + 0.8 + 0.05 > 1.0)
-    assert steps == 7
-    assert 0.2 + steps * 0.1 + 0.05 <= 1.0 + 1e-9 < 0.2 + (steps + 1) * 0.1 + 0.05
-    assert cb.stop_message is not None and "budget" in cb.stop_message and "PFLOPs" in cb.stop_message
 
 
 def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> None:
@@ -101,8 +72,10 @@ def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> 
     assert g.eval_flops == pytest.approx(encoder_forward_flops(cfg, 10, 2) * (2 * 2 + 4))
 
 
-@pytest.fixture
-def one_rung(tmp_path: Path) -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def one_rung(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A one-rung ladder (a 2-layer tiny BERT) and its 240 rows, shared by the module: nothing writes to them."""
+    tmp_path = tmp_path_factory.mktemp("one-rung")
     model = make_tiny_model(tmp_path / "tiny", seed=0, layers=2, hidden=32)
     ladder = tmp_path / "ladder.yaml"
     rung = {
@@ -165,6 +138,9 @@ def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budge
         assert capped.verdicts[run.run_id].state in ("fail", "undecided")
 
 
+# real clock: two searches' timings are compared, which a busy machine can upset; the same stop is
+# decided on a fake clock in test_budget_decisions.py
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["trial", "small experiment"])
 def test_a_seconds_budget_stops_the_run_inside_the_budget(
     advise_tiny: AdviseTiny, weak_baseline: None, phase: str
@@ -180,6 +156,9 @@ def test_a_seconds_budget_stops_the_run_inside_the_budget(
     assert capped.total_cost.wall_s <= 1.05 * budget + START_UP_S
 
 
+# real clock: two searches' timings are compared, which a busy machine can upset; the same stop is
+# decided on a fake clock in test_budget_decisions.py
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["trial", "small experiment"])
 def test_a_kwh_budget_stops_the_run_inside_the_budget(advise_tiny: AdviseTiny, weak_baseline: None, phase: str) -> None:
     small = ["tuning.small_fraction=0.5"] if phase == "small experiment" else []
@@ -209,74 +188,18 @@ def test_an_exhausted_budget_exits_1_and_says_what_was_spent(
 # ----------------------------------------------------------------------------- the baseline, between its fits
 
 
-@pytest.mark.parametrize(
-    "crit, spent, rates",
-    [
-        (AcceptanceCriteria(budget_seconds=10.0), Cost(wall_s=2.0), Rates()),
-        (AcceptanceCriteria(budget_kwh=0.1), Cost(energy_cpu_kwh=0.02), Rates(kwh_per_s=0.01)),
-    ],
-    ids=["seconds", "kwh"],
-)
-def test_the_baseline_watch_refuses_the_fit_forecast_to_cross_the_budget(
-    crit: AcceptanceCriteria, spent: Cost, rates: Rates
-) -> None:
-    watch = FitBudget(crit, spent, rates)
-    meter = FakeMeter()
-    watch.bind(meter)
-    fits = 0
-    while watch.next_fit(f"fit {fits + 1}"):
-        meter.seconds += 1.5 if fits == 0 else 1.0  # the first fit is the longest: it is the forecast
-        fits += 1
-    # after 6 fits (6.5 s) the next one, forecast at 1.5 s, still fits (2 + 6.5 + 1.5 = 10 s, or 0.1 kWh
-    # at 0.01 kWh/s); after 7 (7.5 s) it would not (11 s, 0.11 kWh)
-    assert fits == 7
-    assert watch.stop_message is not None and "fit 8" in watch.stop_message and "left" in watch.stop_message
-    assert not watch.next_fit("fit 9")  # once refused, the phase stays stopped
-
-
-def test_the_baseline_watch_cannot_check_kwh_without_an_energy_rate_or_a_live_reading() -> None:
-    watch = FitBudget(AcceptanceCriteria(budget_kwh=1e-9), Cost(), Rates())
-    meter = FakeMeter()
-    watch.bind(meter)
-    for _ in range(5):
-        assert watch.next_fit("a fit")
-        meter.seconds += 1.0
-    assert watch.stop_message is None
-
-
-class LiveEnergyMeter(FakeMeter):
-    """A meter whose energy reader says what the open phase has spent so far (codecarbon's running total)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kwh = 0.0
-
-    def energy_so_far(self) -> float | None:
-        return self.kwh
-
-
-def test_the_baseline_watch_forecasts_kwh_from_the_live_reading_on_a_fresh_search() -> None:
-    # no energy rate measured earlier (the baseline is the first phase): the live reading decides
-    watch = FitBudget(AcceptanceCriteria(budget_kwh=0.1), Cost(), Rates())
-    meter = LiveEnergyMeter()
-    watch.bind(meter)
-    fits = 0
-    while watch.next_fit(f"fit {fits + 1}"):
-        meter.seconds += 2.0 if fits == 0 else 1.0  # the first fit is the longest: it is the forecast
-        meter.kwh += 0.02 if fits == 0 else 0.01  # 0.01 kWh per second
-        fits += 1
-    # after 7 fits (8 s, 0.08 kWh) the next, forecast at 2 s and this phase's 0.01 kWh/s, still fits
-    # (0.1 kWh); after 8 (0.09 kWh) it would not (0.11 kWh)
-    assert fits == 8
-    assert watch.stop_message is not None and "fit 9" in watch.stop_message and "kWh" in watch.stop_message
-
-
+# real clock: two searches' timings are compared, which a busy machine can upset; the same stop is
+# decided on a fake clock in test_budget_decisions.py
+@pytest.mark.slow
 @pytest.mark.parametrize("budget_name", ["seconds", "kwh"])
 def test_a_budget_smaller_than_the_baseline_stops_it_between_fits(
-    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, budget_name: str
+    tmp_path: Path, one_rung: tuple[Path, Path], weak_baseline: None, monkeypatch: pytest.MonkeyPatch, budget_name: str
 ) -> None:
+    import advisor.baseline as baseline_mod
     from advisor.baseline import fit_baseline
     from advisor.data import load_task_data
+
+    monkeypatch.setattr(baseline_mod, "_cross_validate", real_cross_validate)  # its folds are fits the budget stops
 
     ladder, _ = one_rung
     data = write_csv(tmp_path / "big.csv", synthetic_rows(1500))
@@ -302,19 +225,6 @@ def test_a_budget_smaller_than_the_baseline_stops_it_between_fits(
 
 
 # ----------------------------------------------------------------------------- distillation
-
-
-def test_the_budget_watch_refuses_a_pass_outside_the_trainer_that_cannot_fit() -> None:
-    crit = AcceptanceCriteria(budget_pflops=1.0, budget_seconds=100.0, budget_kwh=1.0)
-    cb = BudgetCallback(crit, Cost(train_flops=0.6e15, wall_s=50.0), eval_flops=0.0, rates=Rates(1e13, 0.01))
-    assert cb.refuses("a pass", 0.3e15) is None  # 0.9 PFLOPs, 80 s, 0.8 kWh: it fits
-    why = cb.refuses("a pass", 0.5e15)  # 1.1 PFLOPs
-    assert why is not None and why.startswith("budget: a pass was not started") and "PFLOPs left" in why
-    cb.charge(Cost(wall_s=45.0))  # 95 s spent: 0.1 PFLOP at 1e13 FLOP/s is 10 s more
-    assert "s left" in (cb.refuses("a pass", 0.1e15) or "")
-    # without a measured FLOP rate the seconds and kWh of a pass are unknown: only FLOPs are checked
-    blind = BudgetCallback(AcceptanceCriteria(budget_seconds=1.0), Cost(wall_s=5.0), 0.0, Rates())
-    assert blind.refuses("a pass", 1e15) is None
 
 
 def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_training(
@@ -384,29 +294,47 @@ def test_a_seconds_or_kwh_budget_too_small_for_the_distillation_stops_the_studen
     assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
 
 
-@pytest.mark.parametrize("refused", ["teacher", "teacher_logits"])
-def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
-    tmp_path: Path,
-    one_rung: tuple[Path, Path],
-    weak_baseline: None,
-    refused: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _teacher_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny models cannot make a teacher that beats its own half-depth student: the check's evidence
+    is real, its verdict forced, so the logits pass (paid only when the teacher is ahead) is reached."""
     import dataclasses
 
     import distill.pipeline
 
     real = distill.pipeline.teacher_vs_control
-    # tiny models cannot make a teacher that beats its own half-depth student: the check's evidence
-    # is real, its verdict forced, so the logits pass (paid only when the teacher is ahead) is reached
     monkeypatch.setattr(
         distill.pipeline,
         "teacher_vs_control",
         lambda *a, **k: dataclasses.replace(real(*a, **k), verdict="teacher_better"),
     )
+
+
+#: the trial meets the floor but not max_params: the climb distils it
+DISTIL = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
+
+
+@pytest.fixture(scope="module")
+def free_with_teacher_ahead(one_rung: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """The search without a budget, its teacher forced ahead (one search for both refused passes)."""
     ladder, data = one_rung
-    common = ["metering.codecarbon=false", "criteria.floor=0.75", "criteria.max_params=5"]
-    free = advise(_config(tmp_path, ladder, data, "free", *common))
+    with pytest.MonkeyPatch.context() as mp:
+        weaken_baseline(mp)
+        _teacher_ahead(mp)
+        return advise(_config(tmp_path_factory.mktemp("teacher-ahead"), ladder, data, "free", *DISTIL))
+
+
+@pytest.mark.parametrize("refused", ["teacher", "teacher_logits"])
+def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
+    tmp_path: Path,
+    one_rung: tuple[Path, Path],
+    free_with_teacher_ahead: Report,
+    weak_baseline: None,
+    refused: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _teacher_ahead(monkeypatch)
+    ladder, data = one_rung
+    free = free_with_teacher_ahead
     student = free.run("tiny-t1-student")
     assert student is not None and student.status == "ok", free.stop_reason
     phases = {k: Cost.from_dict(v) for k, v in student.details["distill_phases"].items()}
@@ -415,7 +343,7 @@ def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
         before += phases["teacher"].flops + phases["control"].flops
     # room for half of the refused pass: started, it would have crossed the budget
     budget = (before + 0.5 * phases[refused].flops) / 1e15
-    capped = advise(_config(tmp_path, ladder, data, "capped", *common, f"criteria.budget_pflops={budget}"))
+    capped = advise(_config(tmp_path, ladder, data, "capped", *DISTIL, f"criteria.budget_pflops={budget}"))
     stopped = capped.run("tiny-t1-student")
     assert stopped is not None and stopped.status == "budget" and "was not started" in (stopped.message or "")
     what = "scoring the teacher" if refused == "teacher" else "the teacher's logits pass"

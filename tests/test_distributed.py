@@ -128,6 +128,8 @@ def _worker(rank: int, port: int, run_dir: str, results: dict[int, object]) -> N
         torch.distributed.destroy_process_group()
 
 
+# two spawned ranks and a manager process, each paying torch's imports: ~10 s, out of the default suite
+@pytest.mark.multiprocess
 def test_rank_zero_owns_the_run_dir_and_ranks_agree_on_each_run(tmp_path: Path) -> None:
     with Ledger(tmp_path) as ledger:  # an earlier run of this directory: both ranks must read it back
         ledger.add(_run("earlier", Cost(train_flops=5.0)))

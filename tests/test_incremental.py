@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,15 @@ from advisor.errors import DataError
 from advisor.head import extend_head
 from advisor.loading import load_for_classification
 from advisor.types import Candidate, Cost, RunResult
-from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
+from tests.conftest import (
+    copy_run_dir,
+    make_tiny_model,
+    synthetic_rows,
+    tiny_rung,
+    weaken_baseline,
+    write_csv,
+    write_ladder,
+)
 from tests.test_advise import FAST, _config
 
 
@@ -102,13 +109,24 @@ def _rows(n: int, seed: int, tag: str) -> list[tuple[str, str]]:
     return [(f"{t} {tag}", y) for t, y in synthetic_rows(n, seed=seed)]
 
 
-@pytest.fixture
-def earlier(tmp_path: Path, ladder: Path, weak_baseline: None) -> Iterator[Path]:
-    """An earlier run directory whose recommendation is tiny-a, trained on 200 rows."""
-    first = write_csv(tmp_path / "first.csv", _rows(200, 0, "a"))
-    report = advise(_config(tmp_path, ladder, first, floor=0.75))
+@pytest.fixture(scope="module")
+def earlier_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An earlier run directory whose recommendation is tiny-a, trained on 200 rows (one climb per module)."""
+    root = tmp_path_factory.mktemp("earlier")
+    a = make_tiny_model(root / "tiny-a", seed=0, layers=1, hidden=32)
+    ladder = write_ladder(root / "ladder.yaml", [tiny_rung(a, "tiny-a", description="1 layer")])
+    first = write_csv(root / "first.csv", _rows(200, 0, "a"))
+    with pytest.MonkeyPatch.context() as mp:
+        weaken_baseline(mp)
+        report = advise(_config(root, ladder, first, floor=0.75))
     assert report.recommendation == "tiny-a-t1"
-    yield tmp_path / "run"
+    return root / "run"
+
+
+@pytest.fixture
+def earlier(tmp_path: Path, earlier_once: Path, weak_baseline: None) -> Path:
+    """This test's copy of the earlier run directory; the baseline stays weak in the test's own climbs."""
+    return copy_run_dir(earlier_once, tmp_path / "run")
 
 
 def _earlier_hp(earlier: Path) -> dict:
@@ -246,6 +264,9 @@ def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
     assert capped.total_cost.flops <= 1.05 * budget * 1e15
 
 
+# real clock: the timings of two searches are compared, which a busy machine can upset; the callback
+# and Trainer it relies on are tested on a fake clock in tests/test_budget_decisions.py
+@pytest.mark.slow
 @pytest.mark.parametrize("budget_name", ["seconds", "kwh"])
 def test_from_a_seconds_or_kwh_budget_stops_the_continuation_inside_the_budget(
     tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch, budget_name: str

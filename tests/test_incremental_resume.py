@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from advisor.config import build_config
 from advisor.criteria import compute_metrics
 from advisor.data import column
 from advisor.stats import bonferroni
-from tests.conftest import make_tiny_model, write_csv
+from tests.conftest import copy_run_dir, make_tiny_model, weaken_baseline, write_csv
 from tests.test_advise import FAST, _config
 from tests.test_incremental import _from_config, _rows
 
@@ -38,23 +37,27 @@ def _rung(name: str, folder: Path, layers: int, optional: bool = False) -> dict:
     }
 
 
-@pytest.fixture
-def ladder(tmp_path: Path) -> Path:
-    """Two tiny random BERTs: the earlier climb recommends tiny-a, tiny-b is the rung above it."""
-    a = make_tiny_model(tmp_path / "tiny-a", seed=0, layers=1, hidden=32)
-    b = make_tiny_model(tmp_path / "tiny-b", seed=1, layers=2, hidden=32)
-    path = tmp_path / "ladder.yaml"
-    path.write_text(yaml.safe_dump({"rungs": [_rung("tiny-a", a, 1), _rung("tiny-b", b, 2)]}))
-    return path
-
-
-@pytest.fixture
-def earlier(tmp_path: Path, ladder: Path, weak_baseline: None) -> Iterator[Path]:
-    """An earlier run directory whose recommendation is tiny-a (the ladder's first rung), on 200 rows."""
-    first = write_csv(tmp_path / "first.csv", _rows(200, 0, "a"))
-    report = advise(_config(tmp_path, ladder, first, floor=0.75))
+@pytest.fixture(scope="module")
+def earlier_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An earlier run directory whose recommendation is tiny-a on 200 rows (one climb per module); its
+    ladder has two tiny random BERTs, tiny-b the rung above tiny-a."""
+    root = tmp_path_factory.mktemp("earlier")
+    a = make_tiny_model(root / "tiny-a", seed=0, layers=1, hidden=32)
+    b = make_tiny_model(root / "tiny-b", seed=1, layers=2, hidden=32)
+    ladder = root / "ladder.yaml"
+    ladder.write_text(yaml.safe_dump({"rungs": [_rung("tiny-a", a, 1), _rung("tiny-b", b, 2)]}))
+    first = write_csv(root / "first.csv", _rows(200, 0, "a"))
+    with pytest.MonkeyPatch.context() as mp:
+        weaken_baseline(mp)
+        report = advise(_config(root, ladder, first, floor=0.75))
     assert report.recommendation == "tiny-a-t1", report.stop_reason
-    yield tmp_path / "run"
+    return root / "run"
+
+
+@pytest.fixture
+def earlier(tmp_path: Path, earlier_once: Path, weak_baseline: None) -> Path:
+    """This test's copy of the earlier run directory; the baseline stays weak in the test's own climbs."""
+    return copy_run_dir(earlier_once, tmp_path / "run")
 
 
 @pytest.fixture

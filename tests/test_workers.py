@@ -52,6 +52,8 @@ def _trials_run(storage: optuna.storages.BaseStorage, rung: str) -> list[optuna.
     return [t for t in every if t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get("over_budget")]
 
 
+# two fresh `advise` processes side by side: ~30-50 s on 2 cores, out of the default suite
+@pytest.mark.multiprocess
 def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
     rng = random.Random(0)
     # random labels: nothing reaches the floor, so the workers use the whole budget between them
@@ -147,6 +149,7 @@ def test_a_worker_whose_last_trial_another_worker_took_does_not_train_it(
     assert trials[-1].user_attrs.get("over_budget") is True  # given back, never trained
 
 
+@pytest.mark.postgres
 def test_two_workers_on_a_real_postgresql_study(tmp_path: Path) -> None:
     """Two ``advise`` processes share one study on a PostgreSQL server started here (pgserver, from
     the dev extra): no trial runs twice, nobody climbs past a rung another worker passed, and both
