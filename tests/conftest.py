@@ -293,7 +293,7 @@ def weaken_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
             details={**run.details, "cv": None},
         )
 
-    monkeypatch.setattr(baseline, "_cross_validate", lambda *_a, **_k: None)
+    monkeypatch.setattr(baseline, "cross_validate", lambda *_a, **_k: None)
     monkeypatch.setattr(climb, "fit_baseline", fit)
     monkeypatch.setattr(incremental, "fit_baseline", fit)  # --from refits the baseline on the expanded data
 

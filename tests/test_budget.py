@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from advisor.advise import advise
-from advisor.baseline import _cross_validate as real_cross_validate
+from advisor.baseline import cross_validate as real_cross_validate
 from advisor.budget import Rates, forecast_run
 from advisor.cli import main
 from advisor.config import build_config
@@ -199,7 +199,7 @@ def test_a_budget_smaller_than_the_baseline_stops_it_between_fits(
     from advisor.baseline import fit_baseline
     from advisor.data import load_task_data
 
-    monkeypatch.setattr(baseline_mod, "_cross_validate", real_cross_validate)  # its folds are fits the budget stops
+    monkeypatch.setattr(baseline_mod, "cross_validate", real_cross_validate)  # its folds are fits the budget stops
 
     ladder, _ = one_rung
     data = write_csv(tmp_path / "big.csv", synthetic_rows(1500))
