@@ -87,7 +87,16 @@ def test_same_command_same_seed_same_recommendation_and_metrics(inputs: tuple[Pa
     code_a, first = _advise(inputs, tmp_path / "a")
     code_b, second = _advise(inputs, tmp_path / "b")
     assert code_a == code_b
-    assert list(_outcome(first)["runs"]) == ["baseline", "tiny-a-t1", "tiny-a-t2", "tiny-b-t1", "tiny-b-t2"]
+    # the probes (one forward pass per text) come before the fine-tunes, in order of forecast compute
+    assert list(_outcome(first)["runs"]) == [
+        "baseline",
+        "tiny-a-probe",
+        "tiny-b-probe",
+        "tiny-a-t1",
+        "tiny-a-t2",
+        "tiny-b-t1",
+        "tiny-b-t2",
+    ]
     assert _outcome(first) == _outcome(second)
 
     # the seed is really used: another one changes the trials (one rung is enough to show it)

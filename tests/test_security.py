@@ -24,6 +24,7 @@ from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(REPO / "advisor").rglob("*.py"), *(REPO / "distill").rglob("*.py")])
 FAST = ["--set", "metering.codecarbon=false", "--set", "tuning.trials_per_rung=1", "--set", "train.epochs=1"]
+FAST += ["--set", "ladder.probes=false"]  # the fine-tune loads the weights (a probe opens them the same way)
 
 
 class _Payload:
