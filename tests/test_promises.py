@@ -634,9 +634,8 @@ def _anchors(path: Path) -> set[str]:
     return out
 
 
-#: files a page links to that the lead adds with their feature (the report page's screenshot);
-#: a link to one of these may point nowhere until then, any other link must resolve
-PENDING_FILES = {"docs/report.png"}
+#: files a page links to that are added with their feature; empty: every link must resolve
+PENDING_FILES: set[str] = set()
 
 
 def test_every_relative_link_in_the_pages_resolves_to_a_file_and_anchor() -> None:
