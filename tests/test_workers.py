@@ -84,6 +84,8 @@ def test_two_workers_share_each_rungs_trial_budget(tmp_path: Path) -> None:
         "tuning.epochs_max=1",
         "--set",
         "train.batch_size=16",
+        "--set",
+        "ladder.probes=false",  # the shared study is the fine-tunes' (probes have no trials)
     ]
     for returncode, err in _two_workers(common, tmp_path):
         assert returncode == 1, err[-2000:]  # no model met the floor
