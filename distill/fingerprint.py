@@ -35,12 +35,9 @@ POOLED_TEXTS, POOLED_LABELS = "the data's texts", "the data's labels"
 
 
 def _row_digest(parts: Iterable[str]) -> bytes:
-    digest = hashlib.sha256()
-    for part in parts:
-        raw = part.encode("utf-8")
-        digest.update(len(raw).to_bytes(8, "little"))
-        digest.update(raw)
-    return digest.digest()
+    from distill.teacher import texts_digest  # one length-prefixed digest of strings for both
+
+    return bytes.fromhex(texts_digest(list(parts)))
 
 
 def set_digest(rows: Iterable[Sequence[str]]) -> str:
