@@ -112,6 +112,18 @@ def cross_validate(
     }
 
 
+def _cross_validate_tfidf(
+    c: float, seed: int, texts: list[str], labels: list[int], train_size: int, next_fit: Callable[[str], bool]
+) -> dict[str, Any] | None:
+    """:func:`cross_validate` of the TF-IDF pipeline at ``c`` over ``texts``."""
+
+    def fit_predict(fit_idx: np.ndarray, held_idx: np.ndarray) -> Any:
+        fitted = _pipeline(c, seed).fit([texts[i] for i in fit_idx], [labels[i] for i in fit_idx])
+        return fitted.predict([texts[i] for i in held_idx])
+
+    return cross_validate(labels, train_size, seed, fit_predict, next_fit)
+
+
 def fit_baseline(
     data: TaskData,
     config: Config,
@@ -149,13 +161,7 @@ def fit_baseline(
         _, c, pipe = best
         val_pred = pipe.predict(val_x)
         metrics = compute_metrics(val_y, val_pred, data.label_names)
-        texts, labels = train_x + val_x, train_y + val_y
-
-        def fit_predict(fit_idx: np.ndarray, held_idx: np.ndarray) -> Any:
-            fitted = _pipeline(c, config.train.seed).fit([texts[i] for i in fit_idx], [labels[i] for i in fit_idx])
-            return fitted.predict([texts[i] for i in held_idx])
-
-        cv = cross_validate(labels, len(train_x), config.train.seed, fit_predict, next_fit)
+        cv = _cross_validate_tfidf(c, config.train.seed, train_x + val_x, train_y + val_y, len(train_x), next_fit)
         test_pred = pipe.predict(column(data.test, "text"))
         test_metrics = compute_metrics(column(data.test, "label"), test_pred, data.label_names)
     out = run_dir / "runs" / "baseline"
