@@ -35,6 +35,10 @@ from advisor.energy import EnergyReader, EnergyReading, grid_intensity_g_per_kwh
 from advisor.flops import PASSES, FlopsKind
 from advisor.types import Cost
 
+#: the wall clock a :class:`Meter` reads when it is given none (read when the meter is made, so a test
+#: can swap in a fake clock for every meter of a search)
+wall_clock: Callable[[], float] = time.perf_counter
+
 # ---------------------------------------------------------------------------------------------
 # the meter
 
@@ -63,8 +67,8 @@ class Meter:
         device: the device the work runs on ("cpu", "cuda:0"); detected when None.
         reader: the energy reader; by default codecarbon or, if unavailable or disabled, none.
         sample_every_s: interval of the background memory/utilisation sampler.
-        clock: the wall clock, in seconds (``time.perf_counter``); tests pass a fake one so that a
-            seconds budget is decided without racing real time.
+        clock: the wall clock, in seconds (:data:`wall_clock`, ``time.perf_counter``, when None); tests
+            pass a fake one so that a seconds budget is decided without racing real time.
 
     Raises:
         ConfigError: the configured country or cloud region has no known grid intensity.
@@ -77,7 +81,7 @@ class Meter:
         device: str | None = None,
         reader: EnergyReader | None = None,
         sample_every_s: float = 0.5,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.cfg = cfg if cfg is not None else MeteringConfig()
         self.phase = phase
@@ -86,7 +90,7 @@ class Meter:
             reader if reader is not None else make_reader(self.cfg, f"greenladder-{phase}", devices.gpus_in_use())
         )
         self.sample_every_s = sample_every_s
-        self._clock = clock
+        self._clock = clock if clock is not None else wall_clock
         if self.cfg.enabled and importlib.util.find_spec("codecarbon") is not None:
             grid_intensity_g_per_kwh(self.cfg)  # a mistyped location fails now, not after the work
         self._flops: dict[str, float] = {"train": 0.0, "eval": 0.0, "inference": 0.0}
@@ -157,7 +161,7 @@ class Meter:
         """
         if not self._active:
             raise RuntimeError("Meter.snapshot is for an open phase; read Meter.cost once it has closed.")
-        wall_s = time.perf_counter() - self._wall0
+        wall_s = self._clock() - self._wall0
         cpu_s = time.process_time() - self._cpu0 + max(_children_cpu_s(self._process) - self._children0, 0.0)
         read = getattr(self.reader, "reading_so_far", None)
         reading = read() if read is not None else None

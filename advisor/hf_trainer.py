@@ -112,6 +112,7 @@ def build_trainer(
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_QuietProgress())
+    if not args.disable_tqdm:  # the bar itself draws whatever disable_tqdm says
+        trainer.add_callback(_QuietProgress())
     trainer.add_callback(distributed.StopTogether())  # last: sees every other callback's stop
     return trainer

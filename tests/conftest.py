@@ -309,3 +309,84 @@ def copy_run_dir(shared: Path, dest: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(shared, dest))
+
+
+# ----------------------------------------------------------------------------- a clock the work advances
+
+
+class FakeClock:
+    """Wall seconds that pass only when the test (or the fake work) says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeEnergyReader:
+    """An energy reader drawing constant power on a fake clock, with a live total as codecarbon's."""
+
+    def __init__(self, clock: FakeClock, kwh_per_s: float) -> None:
+        self.clock, self.kwh_per_s = clock, kwh_per_s
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = self.clock()
+
+    def so_far(self) -> float | None:
+        return (self.clock() - self._t0) * self.kwh_per_s
+
+    def stop(self) -> Any:
+        from advisor.energy import EnergyReading
+
+        return EnergyReading(cpu_kwh=self.so_far() or 0.0, emissions_g=0.0, provenance="estimated")
+
+
+class OneSecondFit:
+    """A baseline pipeline whose every fit takes one second of the fake clock."""
+
+    def __init__(self, pipeline: Any, clock: FakeClock) -> None:
+        self.pipeline, self.clock = pipeline, clock
+
+    def fit(self, x: Any, y: Any) -> Any:
+        fitted = self.pipeline.fit(x, y)
+        self.clock.advance(1.0)
+        return fitted
+
+
+#: the fake power of :func:`work_clock`'s energy reader, in kWh per fake second
+WORK_KWH_PER_S = 1e-4
+
+
+@pytest.fixture
+def work_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Every meter of a search reads a fake clock that only the work advances: one second per training
+    step (any Trainer metered by :class:`advisor.counting.MeteringCallback`: trials, continuations,
+    distillations) and per TF-IDF fit; nothing else takes time. With ``metering.codecarbon=true`` the
+    energy reader draws :data:`WORK_KWH_PER_S` on that clock. Two searches of the same work then spend
+    the same seconds and kWh to the step, whatever else the machine is doing, so a test can set a
+    seconds or kWh budget from one search and know where it stops the other."""
+    import advisor.baseline as baseline_mod
+    import advisor.cost as cost_mod
+    from advisor.counting import MeteringCallback
+    from advisor.energy import NullReader
+
+    clock = FakeClock()
+    monkeypatch.setattr(cost_mod, "wall_clock", clock)
+
+    def reader(cfg: Any, *_a: Any, **_k: Any) -> Any:
+        return FakeEnergyReader(clock, WORK_KWH_PER_S) if cfg.enabled and cfg.codecarbon else NullReader()
+
+    monkeypatch.setattr(cost_mod, "make_reader", reader)
+
+    def step_end(self: Any, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        clock.advance(1.0)
+
+    monkeypatch.setattr(MeteringCallback, "on_step_end", step_end, raising=False)
+    real = baseline_mod._pipeline
+    monkeypatch.setattr(baseline_mod, "_pipeline", lambda c, seed: OneSecondFit(real(c, seed), clock))
+    return clock

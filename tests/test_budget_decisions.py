@@ -26,26 +26,21 @@ from advisor.budget import BudgetCallback, FitBudget, Rates
 from advisor.config import MeteringConfig, build_config
 from advisor.cost import Meter
 from advisor.data import load_task_data
-from advisor.energy import EnergyReading
 from advisor.policy import budget_exhausted, budget_refuses
 from advisor.train import train_run
 from advisor.types import AcceptanceCriteria, Candidate, Cost
-from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
+from tests.conftest import (
+    FakeClock,
+    FakeEnergyReader,
+    OneSecondFit,
+    make_tiny_model,
+    synthetic_rows,
+    tiny_rung,
+    write_csv,
+    write_ladder,
+)
 
 NO_CODECARBON = MeteringConfig(codecarbon=False)
-
-
-class FakeClock:
-    """Wall seconds that pass only when the test (or the fake work) says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeMeter:
@@ -67,23 +62,6 @@ class LiveEnergyMeter(FakeMeter):
 
     def energy_so_far(self) -> float | None:
         return self.kwh
-
-
-class FakeEnergyReader:
-    """An energy reader drawing constant power on a fake clock, with a live total as codecarbon's."""
-
-    def __init__(self, clock: FakeClock, kwh_per_s: float) -> None:
-        self.clock, self.kwh_per_s = clock, kwh_per_s
-        self._t0 = 0.0
-
-    def start(self) -> None:
-        self._t0 = self.clock()
-
-    def so_far(self) -> float | None:
-        return (self.clock() - self._t0) * self.kwh_per_s
-
-    def stop(self) -> EnergyReading:
-        return EnergyReading(cpu_kwh=self.so_far() or 0.0, emissions_g=0.0, provenance="estimated")
 
 
 def _control() -> SimpleNamespace:
@@ -361,18 +339,6 @@ def test_a_seconds_or_kwh_budget_stops_a_real_training_before_the_step_that_woul
     assert run.cost.wall_s == 10.0 and run.cost.energy_kwh == pytest.approx(0.1)
     # the partial model was judged on the validation rows and kept, like any early-stopped run
     assert run.metrics and len(run.val_predictions) == data.validation.num_rows and run.artifact is not None
-
-
-class OneSecondFit:
-    """A baseline pipeline whose every fit takes one second of the fake clock."""
-
-    def __init__(self, pipeline: Any, clock: FakeClock) -> None:
-        self.pipeline, self.clock = pipeline, clock
-
-    def fit(self, x: Any, y: Any) -> Any:
-        fitted = self.pipeline.fit(x, y)
-        self.clock.advance(1.0)
-        return fitted
 
 
 @pytest.mark.parametrize("budget", ["budget_seconds=4.5", "budget_kwh=0.045"], ids=["seconds", "kwh"])
