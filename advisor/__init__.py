@@ -74,4 +74,6 @@ def select_model(
             "{'accuracy': 0.9}, or set criteria.floor in a config file."
         )
     validate_metric_name(config.criteria.metric)
-    return advise(config, from_run=from_run, progress=progress, restart=restart)
+    from distill.compact import distil_run  # the climb's compaction step, composed here (advisor.distiller)
+
+    return advise(config, from_run=from_run, progress=progress, distiller=distil_run, restart=restart)

@@ -25,7 +25,7 @@ from advisor.cost import Meter
 from advisor.counting import MeteringCallback
 from advisor.criteria import PFLOP, closest_verdict, compute_metrics, fmt_num, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
-from advisor.distiller import Distiller, find_distiller
+from advisor.distiller import Distiller, unavailable
 from advisor.errors import RunDirError
 from advisor.gains import run_gains
 from advisor.inference import predict_labels
@@ -191,8 +191,9 @@ def advise(
         from_run: an earlier run directory whose recommended model is continued on the (expanded)
             data instead of climbing the ladder again (incremental training).
         progress: receives one line per step of work.
-        distiller: turns a run that is good enough but too big into a judged student; None uses
-            the installed one (``advisor.distiller.find_distiller``).
+        distiller: turns a run that is good enough but too big into a judged student
+            (``distill.compact.distil_run``, which the CLI and ``select_model`` pass); with None
+            such a student is recorded as unavailable (:data:`advisor.distiller.NO_DISTILLER`).
         restart: move the run directory's earlier records aside (``<out>.old-<time>``) and start
             afresh; without it, records made on other data, models or settings are refused
             (:mod:`advisor.rundir`).
@@ -227,7 +228,7 @@ def advise(
         for w in data.warnings:
             say(f"warning: {w}")
         if config.ladder.distil_on_ceiling and distiller is None:
-            distiller = find_distiller()  # loaded here, with a --from too: its climb may resume
+            distiller = unavailable()  # with a --from too: its climb may resume
         # a resumed climb keeps the ladder's distil_on_ceiling (resumption.plan changes only the rungs)
         start = functools.partial(
             Climb,

@@ -217,7 +217,15 @@ def run(argv: Sequence[str] | None = None) -> int:
             f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
             f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
         )
-    report = advise(config, from_run=args.from_run, progress=_progress if main_rank else None, restart=args.restart)
+    from distill.compact import distil_run  # the climb's compaction step, composed here (advisor.distiller)
+
+    report = advise(
+        config,
+        from_run=args.from_run,
+        progress=_progress if main_rank else None,
+        distiller=distil_run,
+        restart=args.restart,
+    )
     met = report.recommendation is not None and report.verdicts[report.recommendation].passed
     if not main_rank:
         return EXIT_OK  # rank 0 answers for the job; a non-zero exit here would make torchrun kill it

@@ -1,12 +1,13 @@
-"""How the climb reaches distillation: an interface its caller supplies, found without an import.
+"""How the climb reaches distillation: an interface its caller supplies.
 
 When a rung meets the metric floor and fails only ceilings (p95 latency, size on disk,
 parameters), a larger rung will not rescue it: larger rungs are slower and bigger still. The climb
 then hands that run to a :data:`Distiller`, which returns the student's RunResult, judged like any
-rung. ``advisor`` does not import ``distill`` (the dependency runs one way): the default distiller
-is the one a package declares under the entry-point group ``greenladder.distillers`` (greenladder
-declares ``distill.compact:distil_run`` in its pyproject.toml), and without one the climb records
-that distillation was unavailable instead of failing.
+rung. The climb does not import ``distill`` (the dependency runs one way): the entry points that
+compose the product, the ``advise`` command (:mod:`advisor.cli`) and :func:`advisor.select_model`,
+hand ``advise`` greenladder's distiller (``distill.compact.distil_run``), so a checkout used
+without ``pip install`` distils too. ``advise`` called with no distiller records that distillation
+was unavailable, and why, instead of failing.
 
 The climb passes the distiller its budget watch (``callbacks``, an
 :class:`advisor.budget.BudgetCallback` when a budget is set): the distiller charges it with the work
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,9 +59,6 @@ class Distiller(Protocol):
     ) -> RunResult: ...
 
 
-#: the entry-point group a package declares its distiller under
-ENTRY_POINT_GROUP = "greenladder.distillers"
-
 #: criteria a smaller model can fix; failing only these makes a run a teacher for distillation
 CEILINGS = frozenset({"max_latency_ms", "max_size_mb", "max_params"})
 
@@ -71,28 +68,18 @@ def only_ceilings_failed(verdict: Verdict) -> bool:
     return not verdict.passed and bool(verdict.failed) and set(verdict.failed) <= CEILINGS
 
 
-def find_distiller(name: str = "default") -> Distiller:
-    """The distiller declared as ``name`` under :data:`ENTRY_POINT_GROUP`, or :func:`unavailable`.
-
-    A declared one that cannot be loaded (a broken install) also gives :func:`unavailable`, whose
-    record says why, so the climb still finishes and reports it.
-    """
-    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-    if not found:
-        return _unavailable(
-            f"no distiller is installed (entry point {ENTRY_POINT_GROUP}:{name}); reinstall greenladder "
-            "(pip install -e .) so its `distill` package is registered, or set ladder.distil_on_ceiling: false"
-        )
-    try:
-        loaded = found[0].load()
-    except (ImportError, AttributeError) as exc:
-        return _unavailable(f"the distiller {found[0].value} could not be loaded ({type(exc).__name__}: {exc})")
-    if not callable(loaded):
-        return _unavailable(f"the distiller {found[0].value} is not callable")
-    return loaded  # type: ignore[no-any-return]
+#: why a climb handed no distiller records its students as unavailable
+NO_DISTILLER = (
+    "advise() was given no distiller: the advise command and select_model pass greenladder's own "
+    "(distill.compact.distil_run); pass it as advise(..., distiller=distil_run), or set "
+    "ladder.distil_on_ceiling: false"
+)
 
 
-def _unavailable(why: str) -> Distiller:
+def unavailable(why: str = NO_DISTILLER) -> Distiller:
+    """A distiller that trains nothing: its student record (status ``failed``, so a rerun given a
+    distiller distils instead of reading it back) says why."""
+
     def distil_unavailable(
         request: DistilRequest, progress: Progress | None = None, callbacks: Sequence[Any] = ()
     ) -> RunResult:

@@ -1,8 +1,8 @@
 """The advisor's compaction step: a rung good enough but too big becomes a distilled student.
 
 ``distil_run`` is an ``advisor.distiller.Distiller``: the climb hands it the run that met the floor
-but failed only ceilings, and judges the RunResult it returns like any rung. It is declared under
-the ``greenladder.distillers`` entry point, so ``advisor`` finds it without importing ``distill``.
+but failed only ceilings, and judges the RunResult it returns like any rung. The ``advise`` command
+and ``advisor.select_model`` hand it to the climb, which never imports ``distill`` itself.
 The student keeps half the teacher's layers (every other one). Decide before paying: the same
 student trained without the teacher (the control, the cheaper path) is trained first and compared
 with the teacher on the same validation rows (``distill.decide``); only when the paired interval

@@ -14,6 +14,7 @@ from advisor.cli import main
 from advisor.config import build_config
 from advisor.tuning import default_trial, probe_trial
 from advisor.types import Cost
+from distill.compact import distil_run
 from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
 
 # tiny random models that learn the keyword task in a few seconds (a high learning rate): the floors
@@ -249,7 +250,7 @@ def test_a_too_big_rung_whose_teacher_is_not_ahead_gives_the_student_trained_wit
 ) -> None:
     # on the keyword task the half-depth student learns alone what the teacher knows: the decide-first
     # check finds no evidence for the teacher, so no distilled student is paid for
-    report = advise(_too_big_config(tmp_path, ladder))
+    report = advise(_too_big_config(tmp_path, ladder), distiller=distil_run)
     assert [r.run_id for r in report.runs] == ["tiny-b-t1", "tiny-b-t1-student"]
     assert report.verdicts["tiny-b-t1"].failed == ("max_params",)
     student = report.run("tiny-b-t1-student")
@@ -287,7 +288,7 @@ def test_a_too_big_rung_whose_teacher_is_ahead_is_distilled_with_the_unlabelled_
     unlabeled = tmp_path / "more.txt"
     unlabeled.write_text("\n".join(text for text, _ in synthetic_rows(60, seed=7)) + "\n", encoding="utf-8")
     sets = [f"ladder.distil_unlabeled={unlabeled}", "ladder.distil_augment=1"]
-    report = advise(_too_big_config(tmp_path, ladder, sets))
+    report = advise(_too_big_config(tmp_path, ladder, sets), distiller=distil_run)
     student = report.run("tiny-b-t1-student")
     assert student.candidate.kind == "distilled" and student.candidate.layers == 1
     assert student.details["student_path"] == "distilled" and student.details["unlabeled_rows"] == 60

@@ -37,6 +37,7 @@ from advisor.cli import main
 from advisor.config import build_config
 from advisor.outcome import Report
 from advisor.types import Cost
+from distill.compact import distil_run
 from tests.conftest import FakeClock, make_tiny_model, synthetic_rows, weaken_baseline, write_csv
 
 FAST = [
@@ -50,6 +51,7 @@ FAST = [
     "tuning.trials_per_rung=1",
     "ladder.probes=false",  # these tests are about fine-tune rungs (probes: tests/test_probe.py)
 ]
+
 
 def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> None:
     from transformers import BertConfig
@@ -107,7 +109,8 @@ AdviseTiny = Callable[..., Report]
 @pytest.fixture
 def advise_tiny(tmp_path: Path, one_rung: tuple[Path, Path]) -> AdviseTiny:
     ladder, data = one_rung
-    return lambda out, *settings: advise(_config(tmp_path, ladder, data, out, *settings))
+    # with greenladder's distiller, as the advise command and select_model hand it to the climb
+    return lambda out, *settings: advise(_config(tmp_path, ladder, data, out, *settings), distiller=distil_run)
 
 
 @pytest.mark.parametrize("phase", ["trial", "small experiment"])
@@ -260,7 +263,9 @@ def free_with_teacher_ahead(one_rung: tuple[Path, Path], tmp_path_factory: pytes
     with pytest.MonkeyPatch.context() as mp:
         weaken_baseline(mp)
         _teacher_ahead(mp)
-        return advise(_config(tmp_path_factory.mktemp("teacher-ahead"), ladder, data, "free", *DISTIL))
+        return advise(
+            _config(tmp_path_factory.mktemp("teacher-ahead"), ladder, data, "free", *DISTIL), distiller=distil_run
+        )
 
 
 @pytest.mark.parametrize("refused", ["teacher", "teacher_logits"])
@@ -283,7 +288,9 @@ def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
         before += phases["teacher"].flops + phases["control"].flops
     # room for half of the refused pass: started, it would have crossed the budget
     budget = (before + 0.5 * phases[refused].flops) / 1e15
-    capped = advise(_config(tmp_path, ladder, data, "capped", *DISTIL, f"criteria.budget_pflops={budget}"))
+    capped = advise(
+        _config(tmp_path, ladder, data, "capped", *DISTIL, f"criteria.budget_pflops={budget}"), distiller=distil_run
+    )
     stopped = capped.run("tiny-t1-student")
     assert stopped is not None and stopped.status == "budget" and "was not started" in (stopped.message or "")
     what = "scoring the teacher" if refused == "teacher" else "the teacher's logits pass"

@@ -1,24 +1,27 @@
-"""The climb reaches distillation through an interface: found by entry point, never imported by advisor."""
+"""The climb reaches distillation through an interface its callers hand it; the climb never imports distill."""
 
 from __future__ import annotations
 
 import ast
-import sys
-import tomllib
-from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
-from advisor.distiller import ENTRY_POINT_GROUP, DistilRequest, find_distiller
+from advisor.distiller import DistilRequest, unavailable
 from advisor.types import Candidate, Cost, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_no_module_in_advisor_imports_distill():
+#: the entry points that compose the product: they hand the climb distill.compact.distil_run
+COMPOSERS = {"__init__.py", "cli.py"}
+
+
+def test_no_module_in_advisor_but_its_entry_points_imports_distill():
     offenders = []
-    for path in sorted((ROOT / "advisor").glob("*.py")):
+    for path in sorted((ROOT / "advisor").rglob("*.py")):
+        if path.relative_to(ROOT / "advisor").as_posix() in COMPOSERS:
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.Import):
@@ -29,22 +32,31 @@ def test_no_module_in_advisor_imports_distill():
     assert offenders == []
 
 
-def test_pyproject_declares_distills_distiller():
+@pytest.mark.parametrize("entry", ["cli", "select_model"])
+def test_the_command_and_the_python_api_hand_the_climb_greenladders_distiller(
+    entry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import advisor.advise
+    from advisor import select_model
+    from advisor.cli import main
     from distill.compact import distil_run
+    from tests.conftest import synthetic_rows, write_csv
 
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][ENTRY_POINT_GROUP]
-    assert EntryPoint(name="default", value=declared["default"], group=ENTRY_POINT_GROUP).load() is distil_run
+    handed = []
 
+    def record(*_a, distiller=None, **_k):  # type: ignore[no-untyped-def]
+        handed.append(distiller)
+        raise SystemExit(0)
 
-def test_the_distiller_is_found_by_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "fake_distiller.py").write_text("def distil(*args):\n    return 'fake student'\n", encoding="utf-8")
-    info = tmp_path / "fake_distiller-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-distiller\nVersion: 0.1\n", encoding="utf-8")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nfake = fake_distiller:distil\n", encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert find_distiller("fake")() == "fake student"
-    sys.modules.pop("fake_distiller", None)
+    monkeypatch.setattr(advisor.advise, "advise", record)
+    data = write_csv(tmp_path / "d.csv", synthetic_rows(40))
+    with pytest.raises(SystemExit):
+        if entry == "cli":
+            main(["--data", str(data), "--target", "accuracy=0.9", "--out", str(tmp_path / "o")])
+        else:
+            select_model(str(data), {"accuracy": 0.9}, tmp_path / "o")
+    # the real function object: a checkout used without pip install distils too (no entry point is read)
+    assert handed == [distil_run]
 
 
 def test_without_a_distiller_the_student_run_says_why_and_is_retried_later():
@@ -59,7 +71,8 @@ def test_without_a_distiller_the_student_run_says_why_and_is_retried_later():
     )
     messages: list[str] = []
     request = DistilRequest(teacher, None, None, Path("."), "rung-t1-student")  # type: ignore[arg-type]
-    run = find_distiller("no-such-distiller")(request, messages.append)
+    run = unavailable()(request, messages.append)
     assert run.status == "failed" and run.run_id == "rung-t1-student"  # failed runs are retried by the ledger
-    assert "distillation unavailable" in (run.message or "") and "distil_on_ceiling" in (run.message or "")
+    message = run.message or ""
+    assert "distillation unavailable" in message and "distil_run" in message and "distil_on_ceiling" in message
     assert messages and "distillation unavailable" in messages[0]
