@@ -20,7 +20,7 @@ import torch
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from advisor.errors import ConfigError
-from advisor.rules import HealthRule, RuleFiring
+from advisor.health import HealthRule, RuleFiring
 
 #: the signal the watchdog sends the training thread; its default action would end the process,
 #: so the handler is only ever installed while a run is being watched, and the previous one restored

@@ -1,0 +1,80 @@
+"""The code's shape, checked on the source: modules import each other without cycles (function-level
+imports included), and functions stay short enough to read."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("advisor", "distill")
+#: the longest a function may be, from its def line to its last line
+MAX_FUNCTION_LINES = 80
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imports(tree: ast.AST, mods: dict[str, Path]) -> set[str]:
+    """The project modules a module imports anywhere in its body (``from pkg import sub`` is ``pkg.sub``)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in mods]
+            found |= set(subs) if len(subs) == len(node.names) else {node.module, *subs}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m in mods}
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_another_in_a_cycle() -> None:
+    mods = _modules()
+    edges = {m: _imports(ast.parse(p.read_text(encoding="utf-8")), mods) - {m} for m, p in mods.items()}
+    assert _cycles(edges) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> None:
+    mods = {"a": Path("a.py"), "b": Path("b.py"), "c": Path("c.py")}
+    a = ast.parse("import b\n")
+    b = ast.parse("def f():\n    from c import x\n")
+    c = ast.parse("import a\n")
+    edges = {name: _imports(tree, mods) for name, tree in (("a", a), ("b", b), ("c", c))}
+    assert _cycles(edges) == [["a", "b", "c"]]
