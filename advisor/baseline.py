@@ -16,6 +16,7 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from advisor import runkey
 from advisor.budget import FitBudget
 from advisor.config import Config
 from advisor.cost import Meter
@@ -185,7 +186,7 @@ def fit_baseline(
     if stopped:
         say(f"baseline: stopped: {stopped}")
     return RunResult(
-        run_id="baseline",
+        key=runkey.BASELINE,
         candidate=candidate,
         hyperparameters={"C": c, "ngram_range": "1-2", "n_features": N_FEATURES},
         status="budget" if stopped else "ok",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor import distributed, policy, steps
+from advisor import distributed, policy, runkey, steps
 from advisor.baseline import fit_baseline
 from advisor.budget import (
     BudgetCallback,
@@ -188,7 +188,7 @@ class Climb:
         elif isinstance(action, policy.Skip):
             rung = self.rungs[action.rung]
             run = RunResult(
-                run_id=action.run_id,
+                key=action.key,
                 candidate=candidate_for(rung),
                 hyperparameters={},
                 status="skipped",
@@ -204,7 +204,7 @@ class Climb:
             parent = next(r for r in self.runs if r.run_id == action.parent)
             # the teacher's budget watch: the distiller charges it and reserves its student's passes
             watch = self._budget(parent.candidate.name)
-            request = DistilRequest(parent, self.data, self.config, self.run_dir, action.run_id)
+            request = DistilRequest(parent, self.data, self.config, self.run_dir, action.key)
             run = self.distiller(request, progress=self.say, callbacks=watch)
         elif isinstance(action, policy.Probe):
             run = self._probe(action)
@@ -233,7 +233,7 @@ class Climb:
         source = self._source(rung.name)
         pooling = checkpoint_pooling(source, rung.pooling)
         probe = dataclasses.replace(candidate_for(rung), name=action.run_id, kind="probe")
-        return fit_probe(probe, source, pooling, self.data, self.config, self.run_dir, action.run_id, self.say)
+        return fit_probe(probe, source, pooling, self.data, self.config, self.run_dir, action.key, self.say)
 
     def _source(self, rung_name: str) -> str:
         if rung_name not in self.sources:
@@ -262,7 +262,7 @@ class Climb:
             self.data,
             self.config,
             self.run_dir,
-            action.run_id,
+            action.key,
             {**hp, "batch_size": self.config.train.batch_size},
             extra_callbacks=[*callbacks, *self._budget(rung.name), checkpoint_to(self.ledger, action.run_id)],
             progress=self.say,
@@ -279,7 +279,7 @@ class Climb:
             done = [
                 r
                 for r in self.ledger.all()
-                if r.candidate.name == rung_name and r.run_id.startswith(f"{rung_name}-t") and r.status != "failed"
+                if r.key.role == "trial" and r.key.step == rung_name and r.status != "failed"
             ]
             # warm start: the best settings of the last rung climbed below this one
             below = [r for r in self.runs if policy.is_trial(r) and r.status == "ok" and metric in r.metrics]
@@ -327,7 +327,7 @@ class Climb:
         pruner = PruningCallback(trial, self.config.criteria.metric)
         run = self._train(action, hp, [pruner])
         extra: dict[str, Any] = {"trial_origin": origin}
-        small = next((r for r in self.runs if r.run_id == f"{rung.name}-small" and r.status == "ok"), None)
+        small = next((r for r in self.runs if r.key == runkey.small(rung.name) and r.status == "ok"), None)
         if small is not None:
             metric = self.config.criteria.metric
             forecast = forecast_full(
@@ -345,14 +345,14 @@ class Climb:
 
     def _after_trial(self, action: policy.Train, run: RunResult) -> None:
         """After a rung's first trial (trained or read back): queue the lr probe."""
-        if action.run_id.endswith("-t1"):
+        if action.key.number == 1:
             losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
             self._tuner(action.rung).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
 
     def _curves(self) -> list[tuple[float, float]]:
         metric, out = self.config.criteria.metric, []
         for name in self.rungs:
-            small = next((r for r in self.runs if r.run_id == f"{name}-small" and r.status == "ok"), None)
+            small = next((r for r in self.runs if r.key == runkey.small(name) and r.status == "ok"), None)
             full = [
                 r
                 for r in self.runs

@@ -100,7 +100,7 @@ def earlier_trials(from_dir: Path, name: str, metric: str, cont: Config) -> list
         trials = [
             (dict(r.hyperparameters), r.metrics.get(metric) if r.status == "ok" else None)
             for r in earlier.all()
-            if r.candidate.name == name and r.run_id.startswith(f"{name}-t") and r.status != "failed"
+            if r.key.role == "trial" and r.key.step == name and r.status != "failed"
         ]
     return [(hp, v) for hp, v in trials if _fits(hp, space)]
 

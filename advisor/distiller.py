@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from advisor.config import Config
 from advisor.data import TaskData
 from advisor.outcome import Verdict
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 
 Progress = Callable[[str], None]
@@ -40,14 +41,18 @@ class DistilRequest:
         data: the task's splits.
         config: the climb's configuration.
         run_dir: the run directory (the student is saved under ``runs/<run_id>/``).
-        run_id: the student's run id.
+        key: the student's identity (role "student", its step the teacher run's id).
     """
 
     teacher_run: RunResult
     data: TaskData
     config: Config
     run_dir: Path
-    run_id: str
+    key: RunKey
+
+    @property
+    def run_id(self) -> str:
+        return self.key.run_id
 
 
 class Distiller(Protocol):
@@ -89,14 +94,14 @@ def unavailable(why: str = NO_DISTILLER) -> Distiller:
         # distiller distils instead of reading this record back
         teacher = request.teacher_run
         message = f"distillation unavailable: {why}"
-        return unjudged_student(teacher, request.run_id, str(teacher.artifact), "failed", message, Cost())
+        return unjudged_student(teacher, request.key, str(teacher.artifact), "failed", message, Cost())
 
     return distil_unavailable
 
 
 def unjudged_student(
     teacher_run: RunResult,
-    run_id: str,
+    key: RunKey,
     source: str,
     status: str,
     message: str,
@@ -105,7 +110,7 @@ def unjudged_student(
 ) -> RunResult:
     """The record of a student that was never trained to the end (no distiller, a refused pass): no metrics."""
     return RunResult(
-        run_id=run_id,
+        key=key,
         candidate=Candidate(
             name=f"{teacher_run.candidate.name}-student",
             kind="distilled",

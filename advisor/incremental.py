@@ -48,6 +48,7 @@ from advisor.loading import load_for_classification
 from advisor.models import load_ladder, materialise
 from advisor.outcome import Verdict
 from advisor.policy import budget_refuses
+from advisor.runkey import RunKey
 from advisor.stats import bonferroni
 from advisor.train import quiet_libraries, train_run
 from advisor.tuning import PruningCallback, RungTuner
@@ -138,7 +139,7 @@ def continue_from(
                 *evaluation_reserve(val_pass_flops(source, data, config), len(data.validation), config.train.eval_rows)
             )
     runs: list[RunResult] = []
-    earlier = ledger.finished(f"{name}-earlier")
+    earlier = ledger.finished(RunKey("earlier", name).run_id)
     if earlier is None:
         say(f"{name}: judging the earlier model on the new validation split")
         earlier = _record(ledger, _judge_earlier(name, source, from_dir, data, config))
@@ -151,7 +152,7 @@ def continue_from(
     cont = continuation_config(config, earlier_run)
     schedule.update({k: getattr(cont.train, k) for k in ("learning_rate", "epochs", "warmup_ratio")})
     warm = earlier_trials(from_dir, name, metric, cont)
-    done = [r for r in ledger.all() if r.run_id.startswith(f"{name}-c") and r.status != "failed"]
+    done = [r for r in ledger.all() if r.key.role == "continuation" and r.key.step == name and r.status != "failed"]
     tuner = RungTuner(
         cont,
         previous=[*warm, *[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done]],
@@ -170,7 +171,8 @@ def continue_from(
     recommendation: str | None = None
     stop_reason, outcome = "", "not_met"
     for i in range(config.tuning.trials_per_rung):
-        run_id = f"{name}-c{i + 1}"
+        key = RunKey("continuation", name, i + 1)
+        run_id = key.run_id
         run = ledger.finished(run_id)
         if run is not None:
             say(f"{run_id}: read back from the ledger (not retrained)")
@@ -188,7 +190,7 @@ def continue_from(
                 train_data,
                 cont,
                 run_dir,
-                run_id,
+                key,
                 hp,
                 extra_callbacks=[pruner, *extra_callbacks, checkpoint_to(ledger, run_id)],
                 progress=say,
@@ -270,7 +272,7 @@ def _judge_earlier(name: str, source: Path, from_dir: Path, data: TaskData, conf
         preds = predict_labels(model, tok, column(data.validation, "text"), t.max_length)
         counter.close()
     return RunResult(
-        run_id=f"{name}-earlier",
+        key=RunKey("earlier", name),
         candidate=Candidate(name=name, kind="incremental", source=str(source), parent_run=str(from_dir)),
         hyperparameters={},
         status="ok",
@@ -296,7 +298,8 @@ def _scratch(
     if not config.incremental.compare_scratch:
         return None
     name = earlier.candidate.name
-    run_id = f"{name}-scratch"
+    key = RunKey("scratch", name)
+    run_id = key.run_id
     run = ledger.finished(run_id)
     if run is not None:
         say(f"{run_id}: read back from the ledger (not retrained)")
@@ -318,7 +321,7 @@ def _scratch(
     candidate = Candidate(name=name, kind="finetune", source=rung.source)
     hp["batch_size"] = config.train.batch_size
     watch = [*extra_callbacks, checkpoint_to(ledger, run_id)]
-    run = train_run(candidate, source, data, config, run_dir, run_id, hp, extra_callbacks=watch, progress=say)
+    run = train_run(candidate, source, data, config, run_dir, key, hp, extra_callbacks=watch, progress=say)
     run = dataclasses.replace(
         run, details={**run.details, "trial_origin": "from the pre-trained checkpoint, for comparison"}
     )

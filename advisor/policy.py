@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor import runkey
 from advisor.config import Config
 from advisor.criteria import (
     closest_failure,
@@ -32,6 +33,7 @@ from advisor.criteria import (
 )
 from advisor.forecast import forecast_full
 from advisor.outcome import Verdict
+from advisor.runkey import RunKey
 from advisor.stats import bonferroni
 from advisor.types import Cost, RunResult
 
@@ -43,8 +45,8 @@ class RungInfo:
     """What the policy knows of a step of the climb before taking it.
 
     A step is one way of using one encoder of the ladder: its fine-tune (``method`` "finetune",
-    named after the rung, trained as trials ``<name>-t<i>``) or its frozen-encoder probe ("probe",
-    named ``<encoder>-probe``, one run of that id). :mod:`advisor.steps` lists them cheapest first.
+    named after the rung, trained as trials) or its frozen-encoder probe ("probe", named after the
+    probe's run id, one run). :mod:`advisor.steps` lists them cheapest first.
     """
 
     name: str
@@ -104,54 +106,71 @@ class Evidence:
 
 
 def is_trial(run: RunResult) -> bool:
-    """Whether ``run`` is one of its rung's tuning trials (``<rung>-t<i>``): not a small experiment,
-    a skip, a probe, a student or a continuation. The one place a trial is recognised by its id."""
-    prefix = f"{run.candidate.name}-t"
-    return run.candidate.kind == "finetune" and run.run_id.startswith(prefix) and run.run_id[len(prefix) :].isdigit()
+    """Whether ``run`` is one of its rung's tuning trials: not a small experiment, a skip, a probe, a
+    student or a continuation."""
+    return run.key.role == "trial"
+
+
+def _on_rung(run: RunResult, rung: str) -> bool:
+    """Whether ``run`` is a trial, small experiment or skip of ``rung`` (what the climb does on it)."""
+    return run.key.step == rung and run.key.role in ("trial", "small", "skipped")
 
 
 # ----------------------------------------------------------------------------- actions
 
 
-@dataclass(frozen=True)
-class FitBaseline:
-    run_id: str = "baseline"
+class _Recorded:
+    """An action whose result is recorded as one run, identified by ``key``."""
+
+    key: RunKey
+
+    @property
+    def run_id(self) -> str:
+        return self.key.run_id
 
 
 @dataclass(frozen=True)
-class Train:
-    """Train ``rung``: trial ``run_id`` (``<rung>-t<i>``) or its small experiment (``<rung>-small``)."""
+class FitBaseline(_Recorded):
+    key: RunKey = runkey.BASELINE
+
+
+@dataclass(frozen=True)
+class Train(_Recorded):
+    """Train ``rung``: a trial (``key`` of role "trial") or its small experiment (role "small")."""
 
     rung: str
-    run_id: str
-    small: bool = False
+    key: RunKey
+
+    @property
+    def small(self) -> bool:
+        return self.key.role == "small"
 
 
 @dataclass(frozen=True)
-class Probe:
-    """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``run_id``."""
+class Probe(_Recorded):
+    """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``key``."""
 
     rung: str
-    run_id: str
+    key: RunKey
 
 
 @dataclass(frozen=True)
-class Skip:
+class Skip(_Recorded):
     """Record that ``rung`` is skipped (its forecast misses the floor), without training it."""
 
     rung: str
-    run_id: str
+    key: RunKey
     message: str
     #: the forecast behind the skip (``Forecast.to_dict()``)
     forecast: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class Distil:
-    """Distil ``parent`` (good enough, too big or slow) into a student recorded as ``run_id``."""
+class Distil(_Recorded):
+    """Distil ``parent`` (a run id: good enough, too big or slow) into a student recorded as ``key``."""
 
     parent: str
-    run_id: str
+    key: RunKey
 
 
 @dataclass(frozen=True)
@@ -199,7 +218,7 @@ def verdicts(evidence: Evidence, config: Config, rule: str = "interval") -> dict
     level = decision_level(evidence, config)
     out: dict[str, Verdict] = {}
     for run in evidence.runs:
-        if run.run_id.endswith("-small"):
+        if run.key.role == "small":
             continue
         iv = run_interval(run, config.criteria.metric, evidence.val_labels, evidence.num_labels, level)
         out[run.run_id] = judge(run, config.criteria, iv, rule=rule)
@@ -274,7 +293,7 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
             if probed is not None:
                 return probed
             continue
-        mine = [r for r in evidence.runs if r.candidate.name == rung.name and r.candidate.kind == "finetune"]
+        mine = [r for r in evidence.runs if _on_rung(r, rung.name)]
         trials = [r for r in mine if is_trial(r)]
         # 1. what was already decided on this rung
         stop = _settled(evidence, config, judged, rung.name, trials, budget_run)
@@ -283,16 +302,16 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
         skipped = next((r for r in mine if r.status == "skipped"), None)
         if skipped is None and len(trials) < config.tuning.trials_per_rung:
             # 2. before the rung starts: is it worth it, and does it fit?
-            if not trials and not any(r.run_id == f"{rung.name}-small" for r in mine):
-                gate = _gate(evidence, config, rung, previous_best, reference)
+            if not trials and not any(r.key.role == "small" for r in mine):
+                gate = _gate(evidence, config, judged, rung, previous_best, reference)
                 if gate is not None:
                     return gate
-            action = _next_on_rung(evidence, config, rung, mine, trials, curves)
+            action = _next_on_rung(evidence, config, judged, rung, mine, trials, curves)
             if action is not None:
                 return action
         # the rung is done: it becomes the reference for the next one
         ok = [r for r in trials if r.status == "ok" and metric in r.metrics]
-        small = next((r for r in mine if r.run_id == f"{rung.name}-small" and r.status == "ok"), None)
+        small = next((r for r in mine if r.key.role == "small" and r.status == "ok"), None)
         if ok:
             best = max(ok, key=lambda r: r.metrics[metric])
             if small is not None and metric in small.metrics:
@@ -313,10 +332,11 @@ def _probe_step(
 ) -> Action | RunResult | None:
     """A probe step: the action it calls for, or its finished run (the next step's reference), or None
     when it has no usable result (failed), and the climb goes on."""
-    run = evidence.run(step.name)
+    key = runkey.probe(step.rung)
+    run = evidence.run(key.run_id)
     if run is None:
-        gate = _gate(evidence, config, step, previous_best, reference)
-        return gate if gate is not None else Probe(step.rung, step.name)
+        gate = _gate(evidence, config, judged, step, previous_best, reference)
+        return gate if gate is not None else Probe(step.rung, key)
     if judged[run.run_id].passed:
         return Stop(f"{step.name} meets every criterion: costlier steps were not taken", run.run_id, "met")
     if run.status == "budget":
@@ -340,14 +360,15 @@ def _settled(
             return Stop(f"{rung} meets every criterion: larger rungs were not trained", run.run_id, "met")
     too_big = next((r for r in trials if only_ceilings_failed(judged[r.run_id])), None)
     if too_big is not None and config.ladder.distil_on_ceiling:
-        sid = f"{too_big.run_id}-student"
+        student_key = runkey.student(too_big.run_id)
+        sid = student_key.run_id
         student = evidence.run(sid)
         failed = ", ".join(judged[too_big.run_id].failed)
         if student is None:
             over = budget_exhausted(config, evidence.spent)
             if over is not None:
                 return _none_passed(judged, f"{rung} met the floor but not {failed}; not distilled: {over}", "budget")
-            return Distil(too_big.run_id, sid)
+            return Distil(too_big.run_id, student_key)
         if judged[sid].passed:  # a "finetune" student: the decide-first check kept the no-teacher control
             how = "distilled" if student.candidate.kind == "distilled" else "trained without the teacher"
             return Stop(f"{rung} met the floor but not {failed}; its student ({how}) meets every criterion", sid, "met")
@@ -373,13 +394,18 @@ def _settled(
 
 
 def _gate(
-    evidence: Evidence, config: Config, rung: RungInfo, previous_best: RunResult | None, reference: RunResult
+    evidence: Evidence,
+    config: Config,
+    judged: Mapping[str, Verdict],
+    rung: RungInfo,
+    previous_best: RunResult | None,
+    reference: RunResult,
 ) -> Action | None:
     """Refuse to start a rung that breaks a budget or is not worth its compute."""
     crit = config.criteria
     over = budget_exhausted(config, evidence.spent)
     if over is not None:
-        return _none_passed(verdicts(evidence, config), f"stopped before {rung.name}: {over}", "budget")
+        return _none_passed(judged, f"stopped before {rung.name}: {over}", "budget")
     forecast = evidence.forecasts.get(rung.name)
     trained = evidence.prior_candidates > 0 or any(
         r.candidate.kind in ("finetune", "probe") and r.status != "skipped" for r in evidence.runs
@@ -390,15 +416,13 @@ def _gate(
         # rung of a climb resumed after a continuation, must fit
         refused = budget_refuses(config, evidence.spent, forecast)
         if refused is not None:
-            return _none_passed(
-                verdicts(evidence, config), f"stopped before {rung.name}: {refused}", "budget", next_cost=forecast
-            )
+            return _none_passed(judged, f"stopped before {rung.name}: {refused}", "budget", next_cost=forecast)
     if crit.min_gain_per_pflop is not None and previous_best is not None:
         g = gain(previous_best, reference, crit.metric)
         gpp = gain_per_pflop(g, previous_best.cost) if g is not None else None
         if gpp is not None and gpp < crit.min_gain_per_pflop:
             return _none_passed(
-                verdicts(evidence, config),
+                judged,
                 f"stopped before {rung.name}: the last rung gained {gpp:.3g} points per PFLOP, "
                 f"below the minimum {crit.min_gain_per_pflop:g}",
             )
@@ -408,6 +432,7 @@ def _gate(
 def _next_on_rung(
     evidence: Evidence,
     config: Config,
+    judged: Mapping[str, Verdict],
     rung: RungInfo,
     mine: Sequence[RunResult],
     trials: Sequence[RunResult],
@@ -416,9 +441,9 @@ def _next_on_rung(
     """The rung's small experiment, its skip, or its next trial; None when the rung is done."""
     crit = config.criteria
     if config.tuning.small_fraction > 0 and not trials:
-        small = next((r for r in mine if r.run_id == f"{rung.name}-small"), None)
+        small = next((r for r in mine if r.key.role == "small"), None)
         if small is None:
-            return Train(rung.name, f"{rung.name}-small", small=True)
+            return Train(rung.name, runkey.small(rung.name))
         if small.status == "ok" and crit.metric in small.metrics:
             f = forecast_full(
                 small.metrics[crit.metric], config.tuning.small_fraction, len(evidence.val_labels), curves
@@ -426,7 +451,7 @@ def _next_on_rung(
             if f.optimistic < crit.floor:
                 return Skip(
                     rung.name,
-                    f"{rung.name}-skipped",
+                    runkey.skipped(rung.name),
                     f"skipped: forecast {crit.metric} {f.mean:.3f} ± {f.sigma:.3f} "
                     f"(optimistic {f.optimistic:.3f}) misses the floor {crit.floor:g}",
                     f.to_dict(),
@@ -437,17 +462,17 @@ def _next_on_rung(
     if trials:
         over = budget_exhausted(config, evidence.spent)
         if over is not None:
-            return _none_passed(verdicts(evidence, config), f"stopped during {rung.name}: {over}", "budget")
+            return _none_passed(judged, f"stopped during {rung.name}: {over}", "budget")
         last = trials[-1]
         refused = budget_refuses(config, evidence.spent, last.cost)
         if refused is not None:
             return _none_passed(
-                verdicts(evidence, config),
+                judged,
                 f"stopped before {rung.name}'s trial {len(trials) + 1}: {refused}",
                 "budget",
                 next_cost=last.cost,
             )
-    return Train(rung.name, f"{rung.name}-t{len(trials) + 1}")
+    return Train(rung.name, runkey.trial(rung.name, len(trials) + 1))
 
 
 def _none_passed(

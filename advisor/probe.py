@@ -40,6 +40,7 @@ from advisor.fetch import atomic_copytree
 from advisor.flops import encoder_shape, forward_coefficients
 from advisor.loading import count_parameters, load_encoder
 from advisor.models import POOLINGS
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Footprint, RunResult
 
 Progress = Callable[[str], None]
@@ -241,7 +242,7 @@ def fit_probe(
     data: TaskData,
     config: Config,
     run_dir: Path,
-    run_id: str,
+    key: RunKey,
     progress: Progress | None = None,
 ) -> RunResult:
     """Embed train and validation once with the frozen encoder at ``source``, fit and judge the head, save it.
@@ -251,6 +252,7 @@ def fit_probe(
     predictions over train + validation (folds the size of the training split), which the verdict
     uses as the baseline's does. The test split is not touched here.
     """
+    run_id = key.run_id
     say = progress or (lambda _m: None)
     t = config.train
     from advisor.train import dir_size_mb, quiet_libraries
@@ -281,7 +283,7 @@ def fit_probe(
 
     say(f"{run_id}: validation {config.criteria.metric} {metrics[config.criteria.metric]:.3f} (C={head.C:g})")
     return RunResult(
-        run_id=run_id,
+        key=key,
         candidate=Candidate(
             name=candidate.name,
             kind="probe",

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from advisor import runkey
 from advisor.budget import Rates, forecast_run
 from advisor.config import Config
 from advisor.errors import ConfigError
@@ -25,12 +26,10 @@ from advisor.models import Rung
 from advisor.policy import RungInfo
 from advisor.probe import probe_forward_flops
 
-PROBE_SUFFIX = "-probe"
-
 
 def probe_name(encoder: str) -> str:
     """The step (and run id) of ``encoder``'s probe."""
-    return f"{encoder}{PROBE_SUFFIX}"
+    return runkey.probe(encoder).run_id
 
 
 def steps_for(rungs: Sequence[Rung], config: Config) -> list[RungInfo]:

@@ -44,6 +44,7 @@ from advisor.inference import predict_labels, tokenize
 from advisor.ledger import fault_point
 from advisor.loading import count_parameters, load_for_classification
 from advisor.rules import first_firing, health_callbacks, steps_saved
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Footprint, RunResult
 from advisor.watchdog import Stalled, StallRule
 
@@ -120,7 +121,7 @@ def train_run(
     data: TaskData,
     config: Config,
     run_dir: Path,
-    run_id: str,
+    key: RunKey,
     hparams: Mapping[str, Any] | None = None,
     *,
     train_fraction: float = 1.0,
@@ -142,7 +143,7 @@ def train_run(
         data: the task's splits; the test split is not touched here.
         config: resolved configuration (train, rules, metering, criteria.metric are used).
         run_dir: the advisor's run directory; the model is saved under ``runs/<run_id>/model``.
-        run_id: unique id of this run in the ledger.
+        key: who the run is (its role, rung and number); its run id names it in the ledger.
         hparams: overrides of ``config.train`` (learning_rate, epochs, batch_size, warmup_ratio, weight_decay).
         train_fraction: train on this share of the training split (small experiments first).
         save_model: save the fine-tuned model (off for trials that only inform the search).
@@ -153,6 +154,7 @@ def train_run(
         ``stopped`` when a health rule or the pruner stopped it (with the best evaluation's metrics
         when there was one), ``failed`` when training raised.
     """
+    run_id = key.run_id
     say = progress or (lambda _m: None)
     hp = resolve_hparams(config, hparams or {})
     t, metric = config.train, config.criteria.metric
@@ -321,7 +323,7 @@ def train_run(
     )
     return distributed.agree(
         RunResult(
-            run_id,
+            key,
             used_candidate,
             hp,
             status,  # type: ignore[arg-type]

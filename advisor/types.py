@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from advisor.runkey import Role, RunKey
+
 #: Where a figure came from. ``measured``: hardware counters (RAPL, NVML) or a clock;
 #: ``estimated``: a power model from TDP and load; ``analytic``: a formula from the model shape and
 #: the tokens processed; ``not_applicable``: the figure has no meaning for this work (FLOPs of a
@@ -229,7 +231,8 @@ class RunResult:
     metrics measured before it stopped.
     """
 
-    run_id: str
+    #: who the run is (its role, step and number); :attr:`run_id` is made from it
+    key: RunKey
     candidate: Candidate
     hyperparameters: Mapping[str, Any]
     status: RunStatus
@@ -254,8 +257,8 @@ class RunResult:
     intervals: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.run_id:
-            raise ValueError("RunResult.run_id must be a non-empty string.")
+        if not isinstance(self.key, RunKey):
+            raise ValueError(f"RunResult.key must be a RunKey. Got {self.key!r}.")
         if self.status not in ("ok", "stopped", "budget", "failed", "skipped"):
             raise ValueError(f"RunResult.status must be ok/stopped/budget/failed/skipped. Got {self.status!r}.")
         if self.status == "ok" and not self.metrics:
@@ -280,9 +283,19 @@ class RunResult:
         object.__setattr__(self, "test_predictions", tuple(int(p) for p in self.test_predictions))
         object.__setattr__(self, "intervals", {k: dict(v) for k, v in self.intervals.items()})
 
+    @property
+    def run_id(self) -> str:
+        """The run's id, made from its :attr:`key`."""
+        return self.key.run_id
+
+    @property
+    def role(self) -> Role:
+        return self.key.role
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "key": self.key.to_dict(),
             "candidate": self.candidate.to_dict(),
             "hyperparameters": dict(self.hyperparameters),
             "status": self.status,
@@ -301,14 +314,16 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
         """The record from :meth:`to_dict`'s dict; also one written before ``footprint`` existed,
-        whose size, latency and parameters are read out of ``details``."""
+        whose size, latency and parameters are read out of ``details``, or before ``key`` existed,
+        whose key is read from its id (:meth:`RunKey.from_legacy_id`)."""
         details = dict(d.get("details", {}))
         if "footprint" in d:
             footprint = Footprint.from_dict(d["footprint"])
         else:
             footprint = Footprint.from_dict({k: details.pop(k) for k in FOOTPRINT_KEYS if k in details})
+        key = RunKey.from_dict(d["key"]) if "key" in d else RunKey.from_legacy_id(d["run_id"])
         return cls(
-            run_id=d["run_id"],
+            key=key,
             candidate=Candidate.from_dict(d["candidate"]),
             hyperparameters=d.get("hyperparameters", {}),
             status=d["status"],

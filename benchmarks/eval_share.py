@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from advisor.config import CONFIG_DIR, build_config
     from advisor.data import load_task_data
     from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.runkey import RunKey
     from advisor.train import train_run
 
     rows, raw = [], []
@@ -51,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         rung = {r.name: r for r in load_ladder("offline")}[args.rung]
         say(f"{args.rung}, eval_rows {n}: {len(data.train)} training, {len(data.validation)} validation rows")
         run = train_run(
-            candidate_for(rung), str(materialise(rung, None)), data, config, work, f"{args.rung}-{n}", save_model=True
+            candidate_for(rung),
+            str(materialise(rung, None)),
+            data,
+            config,
+            work,
+            RunKey("trial", args.rung, n),
+            save_model=True,
         )
         c = run.cost
         share = c.eval_flops / (c.train_flops + c.eval_flops)

@@ -18,6 +18,7 @@ from typing import Any
 
 from advisor.criteria import closest_verdict, judge, run_interval
 from advisor.outcome import Verdict
+from advisor.runkey import RunKey
 from advisor.types import AcceptanceCriteria, Candidate, Cost, RunResult
 
 
@@ -31,11 +32,11 @@ def judge_runs(
     runs: Sequence[RunResult], criteria: AcceptanceCriteria, val_labels: Sequence[int], num_labels: int
 ) -> dict[str, Verdict]:
     """Every candidate run judged (a ``-small`` experiment on a share of the data is not a candidate, as in ``advise``)."""
-    return {r.run_id: judge_run(r, criteria, val_labels, num_labels) for r in runs if not r.run_id.endswith("-small")}
+    return {r.run_id: judge_run(r, criteria, val_labels, num_labels) for r in runs if r.key.role != "small"}
 
 
 def predictions_run(
-    run_id: str,
+    key: RunKey,
     rung: str,
     source: str,
     hyperparameters: Mapping[str, Any],
@@ -45,7 +46,7 @@ def predictions_run(
     """A finished run made outside ``train_run`` (FLAML's pick) as a record ``judge`` takes: its metrics and predictions."""
     candidate = Candidate(name=rung, kind="finetune", source=source)
     hp = {k: v for k, v in hyperparameters.items() if v is not None}
-    return RunResult(run_id, candidate, hp, "ok", dict(metrics), Cost(), val_predictions=tuple(val_predictions))
+    return RunResult(key, candidate, hp, "ok", dict(metrics), Cost(), val_predictions=tuple(val_predictions))
 
 
 def evidence(run: RunResult, verdict: Verdict | None) -> dict[str, Any]:

@@ -114,6 +114,7 @@ def train_trials(
     """Every (rung, lr) trained to the end without pruning, its evaluations recorded; read back from ``cache``."""
     from advisor.config import build_config
     from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.runkey import RunKey
     from advisor.train import train_run
 
     config = build_config(
@@ -141,14 +142,14 @@ def train_trials(
         recorder = Recorder(config.criteria.metric)
         hp = {"learning_rate": lr, "epochs": args.epochs}
         source = str(materialise(ladder[rung_name], config.ladder.cache_dir))
-        run_id = f"{rung_name}-lr{lr:g}"
+        key = RunKey("trial", f"{rung_name}-lr{lr:g}", 1)
         run = train_run(
             candidate_for(ladder[rung_name]),
             source,
             data,
             config,
             work / "runs",
-            run_id,
+            key,
             hp,
             save_model=False,
             extra_callbacks=[recorder],

@@ -69,6 +69,7 @@ def one_run(source: str, data: Any, folder: Path, work: Path, rung: str, rules: 
     from advisor.inference import predict_labels
     from advisor.loading import load_for_classification
     from advisor.models import load_ladder, materialise
+    from advisor.runkey import RunKey
     from advisor.train import train_run
     from advisor.types import Candidate
 
@@ -83,10 +84,11 @@ def one_run(source: str, data: Any, folder: Path, work: Path, rung: str, rules: 
     )
     spec = {r.name: r for r in load_ladder(config.ladder.name)}[rung]
     model_dir = str(materialise(spec, config.ladder.cache_dir, progress=say))
-    run_id = f"{rung}-{'on' if rules else 'off'}-{abs(hash(tuple(sorted(hp.items())))) % 10_000}"
+    key = RunKey("trial", f"{rung}-{'on' if rules else 'off'}", abs(hash(tuple(sorted(hp.items())))) % 10_000)
+    run_id = key.run_id
     began = time.perf_counter()
     run = train_run(
-        Candidate(name=rung, kind="finetune", source=source), model_dir, data, config, work, run_id, hp, progress=say
+        Candidate(name=rung, kind="finetune", source=source), model_dir, data, config, work, key, hp, progress=say
     )
     wall = time.perf_counter() - began
     row: dict[str, Any] = {

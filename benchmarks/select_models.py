@@ -59,6 +59,8 @@ from common import (
 from judging import closest_evidence, evidence, judge_run, judge_runs, predictions_run
 from select_tables import reuse_notes, tables, trial_log, verdict_notes
 
+from advisor.runkey import RunKey
+
 DEFAULT_METHODS = "greenladder,exhaustive,optuna,flaml"
 DEFAULT_TRAIN_ROWS = 400
 
@@ -275,8 +277,8 @@ class RunReuse:
             key = self._key(run.candidate.name, dict(run.hyperparameters), config)
             self._runs.setdefault(key, (run, str((run_dir / run.artifact).resolve()), f"{method}/{run.run_id}"))
 
-    def find(self, rung: str, hp: dict[str, Any], config: Any, run_id: str) -> Any | None:
-        """The earlier run as ``run_id`` of the asking method, or None when there is none."""
+    def find(self, rung: str, hp: dict[str, Any], config: Any, key: Any) -> Any | None:
+        """The earlier run as run ``key`` of the asking method, or None when there is none."""
         from advisor.train import resolve_hparams
 
         found = self._runs.get(self._key(rung, resolve_hparams(config, hp), config)) if self.enabled else None
@@ -286,7 +288,7 @@ class RunReuse:
         if not Path(artifact).exists():
             return None
         details = {k: v for k, v in run.details.items() if k != "trial_origin"}
-        return dataclasses.replace(run, run_id=run_id, artifact=artifact, details={**details, "reused_from": origin})
+        return dataclasses.replace(run, key=key, artifact=artifact, details={**details, "reused_from": origin})
 
 
 def run_greenladder(args: argparse.Namespace, folder: Path, work: Path, data: Any, reuse: RunReuse) -> dict[str, Any]:
@@ -319,7 +321,7 @@ def _train(
     source: str,
     data: Any,
     run_dir: Path,
-    run_id: str,
+    key: Any,
     hp: dict[str, Any],
     reuse: RunReuse,
     method: str,
@@ -328,15 +330,15 @@ def _train(
     from advisor.train import train_run
 
     hp = {**hp, "batch_size": config.train.batch_size, "warmup_ratio": config.train.warmup_ratio}
-    earlier = reuse.find(rung.name, hp, config, run_id)
+    earlier = reuse.find(rung.name, hp, config, key)
     if earlier is not None:
         say(
-            f"{run_id}: the same run as {earlier.details['reused_from']} (rung, settings, seed, data): not trained "
+            f"{key.run_id}: the same run as {earlier.details['reused_from']} (rung, settings, seed, data): not trained "
             f"again, its metered cost is charged here; validation {config.criteria.metric} "
             f"{earlier.metrics.get(config.criteria.metric, float('nan')):.3f}"
         )
         return earlier
-    run = train_run(candidate_for(rung), source, data, config, run_dir, run_id, hp, progress=say)
+    run = train_run(candidate_for(rung), source, data, config, run_dir, key, hp, progress=say)
     reuse.add(run, run_dir, method, config)
     return run
 
@@ -367,7 +369,7 @@ def run_exhaustive(args: argparse.Namespace, folder: Path, work: Path, data: Any
     for name, (rung, source) in sources.items():
         for lr in args.lr_list:
             for epochs in args.epoch_list:
-                run_id = f"{name}-lr{lr:g}-e{epochs:g}"
+                key = RunKey("trial", f"{name}-lr{lr:g}-e{epochs:g}", 1)
                 runs.append(
                     _train(
                         config,
@@ -375,7 +377,7 @@ def run_exhaustive(args: argparse.Namespace, folder: Path, work: Path, data: Any
                         source,
                         data,
                         run_dir,
-                        run_id,
+                        key,
                         {"learning_rate": lr, "epochs": epochs},
                         reuse,
                         "exhaustive",
@@ -402,7 +404,7 @@ def run_optuna(args: argparse.Namespace, folder: Path, work: Path, data: Any, re
         epochs = float(trial.suggest_int("epochs", e_lo, e_hi))
         rung, source = sources[name]
         hp = {"learning_rate": lr, "epochs": epochs}
-        run = _train(config, rung, source, data, run_dir, f"{name}-trial{i}", hp, reuse, "optuna")
+        run = _train(config, rung, source, data, run_dir, RunKey("trial", name, i), hp, reuse, "optuna")
         runs.append(run)
         value = run.metrics.get(args.metric) if run.status == "ok" else None
         study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
@@ -576,7 +578,7 @@ def _flaml_pick(
 
     metrics = compute_metrics(column(data.validation, "label"), val_predictions, data.label_names)
     rung = path_to_rung.get(path, path)
-    return predictions_run("flaml-best", rung, path, hp, metrics, val_predictions)
+    return predictions_run(RunKey("trial", "flaml-best", 1), rung, path, hp, metrics, val_predictions)
 
 
 def _flaml_flops_for_one(

@@ -114,6 +114,7 @@ def train_all(
     from advisor.inference import predict_labels
     from advisor.loading import load_for_classification
     from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.runkey import RunKey
     from advisor.train import train_run
 
     data, key = load_unit(name, seed, args)
@@ -128,7 +129,7 @@ def train_all(
     for rung_name in rungs:
         rung = ladder[rung_name]
         source = str(materialise(rung, None))
-        run = train_run(candidate_for(rung), source, data, config, out, f"{rung_name}-t1")
+        run = train_run(candidate_for(rung), source, data, config, out, RunKey("trial", rung_name, 1))
         test_pred: list[int] = []
         if run.artifact:
             model, tok = load_for_classification(str(out / run.artifact), data.label_names)

@@ -87,7 +87,7 @@ def distil_run(
         say(f"{run_id}: stopped: {refused}")
         source = str(teacher_dir.relative_to(run_dir))
         details = {"teacher_run": teacher_run.run_id, "steps": 0}
-        return unjudged_student(teacher_run, run_id, source, "budget", str(refused), refused.spent, details)
+        return unjudged_student(teacher_run, request.key, source, "budget", str(refused), refused.spent, details)
     dest = work / "model"
     save_model_folder(student, student_tok, dest)
     shutil.rmtree(work / "runs", ignore_errors=True)  # each model once: the student is in dest, the rest not kept
@@ -100,7 +100,7 @@ def distil_run(
     student_score = best.metrics.get(metric)
     retention = student_score / teacher_score if teacher_score and student_score is not None else None
     return RunResult(
-        run_id=run_id,
+        key=request.key,
         candidate=dataclasses.replace(
             best.candidate,
             name=f"{teacher_run.candidate.name}-student",

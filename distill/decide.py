@@ -3,8 +3,9 @@
 Distillation only pays when the teacher knows more than the student learns from the labels alone.
 Before the distilled students are trained, the teacher and the first no-teacher control (the
 cheap path: the same student trained on the labels) are compared on the same validation rows:
-a paired bootstrap interval of the accuracy difference (:func:`advisor.stats.paired_gain`, resampling rows)
-and McNemar's exact test on the rows where they disagree (McNemar 1947). When the interval does not
+a paired bootstrap interval of the difference in the metric the student is judged by
+(:func:`advisor.stats.paired_gain`, resampling rows) and, for accuracy, McNemar's exact test on the
+rows where they disagree (McNemar 1947). When the interval does not
 lie above ``margin``, the report says so and recommends the cheaper path.
 
 With a transfer set (unlabelled texts, augmented copies) the bar is lower: the teacher labels
@@ -24,17 +25,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from advisor.stats import paired_gain
+from advisor.stats import metric_value, paired_gain
 
 Verdict = Literal["teacher_better", "no_evidence", "control_better"]
 
 
 @dataclass(frozen=True)
 class TeacherCheck:
-    """Teacher against the no-teacher control on the same rows (accuracy)."""
+    """Teacher against the no-teacher control on the same rows, in ``metric``."""
 
-    teacher_accuracy: float
-    control_accuracy: float
+    metric: str
+    teacher_score: float
+    control_score: float
     #: teacher minus control, with its paired bootstrap interval
     difference: float
     low: float
@@ -44,8 +46,8 @@ class TeacherCheck:
     n: int
     teacher_only: int
     control_only: int
-    #: McNemar's exact two-sided p-value on the discordant rows
-    p_value: float
+    #: McNemar's exact two-sided p-value on the discordant rows (accuracy); None for other metrics
+    p_value: float | None
     margin: float
     verdict: Verdict
 
@@ -58,6 +60,7 @@ def teacher_vs_control(
     control_predictions: Sequence[int],
     labels: Sequence[int],
     *,
+    metric: str = "accuracy",
     margin: float = 0.0,
     confidence: float = 0.95,
     resamples: int = 2000,
@@ -69,7 +72,8 @@ def teacher_vs_control(
         teacher_predictions: ``[N]`` the teacher's predicted label per row.
         control_predictions: ``[N]`` the control's, same rows in the same order.
         labels: ``[N]`` the true labels.
-        margin: the teacher must beat the control by more than this (accuracy, 0-1) for the
+        metric: what they are compared in: the metric the student is chosen and judged by.
+        margin: the teacher must beat the control by more than this (in ``metric``, 0-1) for the
             verdict ``teacher_better``: the lower end of the interval must exceed it.
         confidence: of the two-sided bootstrap interval.
         resamples: bootstrap resamples of the rows.
@@ -82,7 +86,7 @@ def teacher_vs_control(
         )
     num_labels = 1 + int(max(max(labels), max(teacher_predictions), max(control_predictions)))
     gain = paired_gain(
-        "accuracy",
+        metric,
         labels,
         teacher_predictions,
         control_predictions,
@@ -95,11 +99,11 @@ def teacher_vs_control(
     t = np.asarray(teacher_predictions) == np.asarray(labels)
     c = np.asarray(control_predictions) == np.asarray(labels)
     teacher_only, control_only = int((t & ~c).sum()), int((c & ~t).sum())
-    p = gain.p_value if gain.p_value is not None else 1.0
     verdict: Verdict = "teacher_better" if low > margin else "control_better" if high < 0 else "no_evidence"
     return TeacherCheck(
-        teacher_accuracy=float(t.mean()),
-        control_accuracy=float(c.mean()),
+        metric=metric,
+        teacher_score=metric_value(metric, labels, teacher_predictions, num_labels),
+        control_score=metric_value(metric, labels, control_predictions, num_labels),
         difference=gain.points / 100,
         low=low,
         high=high,
@@ -107,7 +111,7 @@ def teacher_vs_control(
         n=gain.n,
         teacher_only=teacher_only,
         control_only=control_only,
-        p_value=p,
+        p_value=gain.p_value,
         margin=margin,
         verdict=verdict,
     )
@@ -123,11 +127,11 @@ def worth_distilling(check: TeacherCheck, transfer_rows: int) -> bool:
 
 def describe(check: TeacherCheck, transfer_rows: int = 0) -> str:
     """One line for the report: the comparison with its interval and n, and what to do."""
+    mcnemar = f", McNemar p={check.p_value:.3g}" if check.p_value is not None else ""
     figures = (
-        f"teacher {check.teacher_accuracy:.3f} vs no-teacher control {check.control_accuracy:.3f} on the same "
-        f"{check.n} validation rows: difference {100 * check.difference:+.1f} points "
-        f"[{100 * check.low:+.1f}, {100 * check.high:+.1f}] ({100 * check.confidence:.0f}% paired bootstrap), "
-        f"McNemar p={check.p_value:.3g}"
+        f"{check.metric}: teacher {check.teacher_score:.3f} vs no-teacher control {check.control_score:.3f} on the "
+        f"same {check.n} validation rows: difference {100 * check.difference:+.1f} points "
+        f"[{100 * check.low:+.1f}, {100 * check.high:+.1f}] ({100 * check.confidence:.0f}% paired bootstrap){mcnemar}"
     )
     if check.verdict == "teacher_better":
         return f"{figures}. The teacher knows more than the student learns alone: distillation can pay."

@@ -16,6 +16,7 @@ from typing import Any
 
 from advisor.cost import Meter
 from advisor.data import TaskData, column
+from advisor.runkey import RunKey
 from advisor.stats import metric_interval
 from advisor.types import Cost, RunResult
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
@@ -50,7 +51,7 @@ def quantize_phase(
     save_int8(q, folder / INT8_WEIGHTS)
     run = runs.put(
         RunResult(
-            run_id="student-int8",
+            key=RunKey("quantized"),
             candidate=dataclasses.replace(best.candidate, name=f"{best.run_id}-int8", parent_run=best.run_id),
             hyperparameters={"quantization": "dynamic int8, nn.Linear"},
             status="ok",

@@ -23,6 +23,7 @@ from advisor.data import TaskData, column
 from advisor.inference import forward_flops
 from advisor.ledger import Ledger
 from advisor.loading import count_parameters, load_for_classification
+from advisor.runkey import RunKey
 from advisor.train import quiet_libraries, save_model_folder
 from advisor.types import Candidate, Cost, RunResult, RunStatus
 from distill.augment import augment
@@ -220,7 +221,7 @@ def _teacher_phase(
         judged = _judge(teacher, tokenizer, data, k.max_length, m)
     run = runs.put(
         RunResult(
-            run_id="teacher",
+            key=RunKey("teacher"),
             candidate=_candidate("teacher", config.teacher, teacher, "finetune"),
             hyperparameters=hp,
             status="ok",
@@ -265,7 +266,8 @@ def _train_one(
 
     ``callbacks`` holds this run's :class:`~distill.interrupted.RunningCost`, which meters it.
     """
-    run_id = f"{role}-seed{seed}"
+    key = RunKey(role, number=seed)  # type: ignore[arg-type]
+    run_id = key.run_id
     folder = work_dir / "runs" / run_id / "model"
     keeper = next(cb for cb in callbacks if isinstance(cb, RunningCost))
     torch.manual_seed(seed)  # a checkpoint student's new head starts the same for both roles
@@ -301,7 +303,7 @@ def _train_one(
     if facts.get("budget"):  # the partial student is judged and kept, like any budget-stopped run
         status, message = "budget", facts["budget"]
     return RunResult(
-        run_id=run_id,
+        key=key,
         candidate=_candidate(run_id, origin, model, "distilled" if with_teacher else "finetune", parent="teacher"),
         hyperparameters={**hp, "seed": seed, **({} if with_teacher else {"alpha": 1.0})},
         status=status,
@@ -343,7 +345,7 @@ def _seeds(
         for role in (["control"] if k.control else []) + ["distilled"]:
             if role == "distilled" and cheaper:
                 continue
-            run_id = f"{role}-seed{seed}"
+            run_id = RunKey(role, number=seed).run_id  # type: ignore[arg-type]
             run = runs.get(run_id)
             if run is None:
                 if role == "distilled" and outputs is None:
@@ -361,7 +363,10 @@ def _seeds(
                 break
             if role == "control" and check is None:
                 check = teacher_vs_control(
-                    teacher_run.val_predictions, run.val_predictions, column(data.validation, "label")
+                    teacher_run.val_predictions,
+                    run.val_predictions,
+                    column(data.validation, "label"),
+                    metric=config.criteria.metric,
                 )
                 say(f"before distilling: {describe(check, len(transfer))}")
                 cheaper = k.decide_first and not worth_distilling(check, len(transfer))

@@ -390,3 +390,15 @@ def work_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     real = baseline_mod._pipeline
     monkeypatch.setattr(baseline_mod, "_pipeline", lambda c, seed: OneSecondFit(real(c, seed), clock))
     return clock
+
+
+def key_for(name: str) -> Any:
+    """The key of a hand-made test record named ``name``: the key its id is written from when ``name``
+    is an id greenladder writes (``baseline``, ``small-t1``, ``a-probe`` ...), else trial 1 of a rung
+    of that name (its id ``<name>-t1``)."""
+    from advisor.runkey import RunKey
+
+    try:
+        return RunKey.from_legacy_id(name)
+    except ValueError:
+        return RunKey("trial", name, 1)

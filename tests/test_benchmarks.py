@@ -192,13 +192,21 @@ def _task(labels_flip: int | None = None, n_val: int = 300):  # type: ignore[no-
 
 def _run(run_id: str, labels: list[int], right: int, **kw):  # type: ignore[no-untyped-def]
     """A finished fine-tuning run right on the first ``right`` validation rows (as train_run records it)."""
+    from advisor.runkey import RunKey
     from advisor.types import Candidate, Cost, RunResult
 
     preds = [y if i < right else 1 - y for i, y in enumerate(labels)]
     candidate = Candidate(name=kw.pop("rung", "minilm-l3"), kind=kw.pop("kind", "finetune"), source="x")
     metrics = {"accuracy": right / len(labels)}
     return RunResult(
-        run_id, candidate, {"learning_rate": 1e-4}, "ok", metrics, Cost(train_flops=1e12), val_predictions=preds, **kw
+        RunKey("baseline") if run_id == "baseline" else RunKey("trial", run_id, 1),
+        candidate,
+        {"learning_rate": 1e-4},
+        "ok",
+        metrics,
+        Cost(train_flops=1e12),
+        val_predictions=preds,
+        **kw,
     )
 
 
@@ -212,14 +220,16 @@ def test_every_row_type_is_judged_by_its_lower_bound_as_advise_judges_it() -> No
     """A run at 0.967 on 300 rows (Wilson 95% about [0.940, 0.982]): yes at 0.9, undecided at 0.95, no at 0.99."""
     import dataclasses
 
+    from advisor.runkey import RunKey
+
     judging = _module("judging")
     labels = [i % 2 for i in range(300)]
     grid_run = _run("minilm-l3-lr0.0001-e3", labels, 290)
     reused = dataclasses.replace(
-        grid_run, run_id="minilm-l3-trial0", details={"reused_from": "greenladder/minilm-l3-t1"}
+        grid_run, key=RunKey("trial", "minilm-l3", 0), details={"reused_from": "greenladder/minilm-l3-t1"}
     )
     flaml = judging.predictions_run(
-        "flaml-best",
+        RunKey("trial", "flaml-best", 1),
         "minilm-l3",
         "/m",
         {"learning_rate": 1e-4, "num_train_epochs": None},
@@ -264,7 +274,7 @@ def test_select_models_row_says_yes_for_a_passing_pick_and_keeps_the_closest_run
     ]
     strict = build_config(overrides=["criteria.floor=0.97"])
     none = sm.summarise("greenladder", None, None, runs, Cost(train_flops=2e12), strict, 10.0, data)
-    assert none["meets_criteria"] is False and none["closest"]["run_id"] == "minilm-l6-b"
+    assert none["meets_criteria"] is False and none["closest"]["run_id"] == "minilm-l6-b-t1"
     assert "straddles 0.970" in none["closest"]["verdict"]["reasons"][0]
     args = sm.parse_args(["--data", "spamassassin", "--target", "accuracy=0.97"])
     main, targets = sm.tables([{**none, "picked_hparams": None}, row], args)

@@ -27,6 +27,7 @@ from advisor.config import MeteringConfig, build_config
 from advisor.cost import Meter
 from advisor.data import load_task_data
 from advisor.policy import budget_exhausted, budget_refuses
+from advisor.runkey import RunKey
 from advisor.train import train_run
 from advisor.types import AcceptanceCriteria, Candidate, Cost
 from tests.conftest import (
@@ -328,7 +329,7 @@ def test_a_seconds_or_kwh_budget_stops_a_real_training_before_the_step_that_woul
         data,
         config,
         tmp_path / "run",
-        "tiny-t1",
+        RunKey("trial", "tiny", 1),
         extra_callbacks=[OneSecondPerStep(clock), watch],
     )
     # 10.5 s (0.105 kWh) were left: after 10 steps the next would make 11

@@ -19,6 +19,7 @@ from advisor.criteria import (
 from advisor.errors import ConfigError
 from advisor.stats import Interval
 from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from tests.conftest import key_for
 
 PROV = {"time": "measured", "flops": "analytic", "energy": "estimated", "emissions": "estimated"}
 
@@ -34,7 +35,7 @@ def make_run(
     message: str | None = None,
 ) -> RunResult:
     return RunResult(
-        run_id=run_id,
+        key=key_for(run_id),
         candidate=Candidate(run_id, "finetune", "local/minilm", params_total=params),
         hyperparameters={},
         status=status,  # type: ignore[arg-type]

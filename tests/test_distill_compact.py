@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from advisor.distiller import DistilRequest, unavailable
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def test_the_command_and_the_python_api_hand_the_climb_greenladders_distiller(
 
 def test_without_a_distiller_the_student_run_says_why_and_is_retried_later():
     teacher = RunResult(
-        run_id="rung-t1",
+        key=RunKey("trial", "rung", 1),
         candidate=Candidate(name="rung", kind="finetune", source="x"),
         hyperparameters={},
         status="ok",
@@ -70,7 +71,7 @@ def test_without_a_distiller_the_student_run_says_why_and_is_retried_later():
         artifact="runs/rung-t1/model",
     )
     messages: list[str] = []
-    request = DistilRequest(teacher, None, None, Path("."), "rung-t1-student")  # type: ignore[arg-type]
+    request = DistilRequest(teacher, None, None, Path("."), RunKey("student", "rung-t1"))  # type: ignore[arg-type]
     run = unavailable()(request, messages.append)
     assert run.status == "failed" and run.run_id == "rung-t1-student"  # failed runs are retried by the ledger
     message = run.message or ""

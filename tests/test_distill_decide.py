@@ -64,3 +64,18 @@ def test_decide_first_without_the_control_it_compares_with_is_refused():
 
     with pytest.raises(ConfigError, match="distill.decide_first needs distill.control"):
         build_distill_config(extra={"teacher": "t", "distill": {"decide_first": True, "control": False}})
+
+
+def test_the_check_compares_in_the_metric_the_student_is_judged_by() -> None:
+    # 200 rows, 180 of class 0: the teacher finds half the rare class and misses 5 common rows, the
+    # control predicts the common class only. Accuracy calls them level; macro-F1 shows the teacher ahead.
+    labels = [0] * 180 + [1] * 20
+    teacher = [0] * 175 + [1] * 5 + [1] * 10 + [0] * 10
+    control = [0] * 200
+    by_accuracy = teacher_vs_control(teacher, control, labels)
+    by_f1 = teacher_vs_control(teacher, control, labels, metric="macro_f1")
+    assert by_accuracy.metric == "accuracy" and by_accuracy.verdict == "no_evidence"
+    assert by_accuracy.teacher_score == 0.925 and by_accuracy.control_score == 0.9
+    assert by_f1.metric == "macro_f1" and by_f1.verdict == "teacher_better", by_f1
+    assert by_f1.p_value is None and "McNemar" not in describe(by_f1)  # McNemar is for proportions
+    assert describe(by_f1).startswith("macro_f1: teacher")

@@ -10,6 +10,7 @@ import pytest
 from advisor.types import Candidate, Cost, Footprint, RunResult
 from distill.config import DistillCriteria, build_distill_config
 from distill.verdict import acceptance, gain_over, has_criteria, judge_form, per_unit
+from tests.conftest import key_for
 
 LABELS = [i % 2 for i in range(200)]
 
@@ -18,7 +19,7 @@ def _run(run_id: str, right: int, *, kind: str = "distilled") -> RunResult:
     """A run right on the first ``right`` of the 200 validation rows, wrong on the rest."""
     preds = [y if i < right else 1 - y for i, y in enumerate(LABELS)]
     return RunResult(
-        run_id=run_id,
+        key=key_for(run_id),
         candidate=Candidate(name=run_id, kind=kind, source="x", params_total=1000),  # type: ignore[arg-type]
         hyperparameters={"seed": 0},
         status="ok",

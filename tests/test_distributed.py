@@ -19,11 +19,12 @@ from advisor import devices, distributed
 from advisor.errors import ConfigError, RunDirError
 from advisor.ledger import Ledger, rank_run_dir
 from advisor.types import Candidate, Cost, RunResult
+from tests.conftest import key_for
 
 
 def _run(run_id: str, cost: Cost, accuracy: float = 0.5) -> RunResult:
     return RunResult(
-        run_id=run_id,
+        key=key_for(run_id),
         candidate=Candidate(name="tiny", kind="finetune", source="x"),
         hyperparameters={"learning_rate": 1e-4},
         status="ok",

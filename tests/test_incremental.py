@@ -18,6 +18,7 @@ from advisor.continuation import training_rows
 from advisor.errors import DataError
 from advisor.head import extend_head
 from advisor.loading import load_for_classification
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import (
     FakeClock,
@@ -57,7 +58,7 @@ def test_paired_difference_is_zero_for_the_same_predictions_and_excludes_zero_fo
 
 def test_the_from_scratch_forecast_scales_the_earlier_cost_by_training_tokens() -> None:
     earlier = RunResult(
-        run_id="r-t1",
+        key=RunKey("trial", "r", 1),
         candidate=Candidate(name="r", kind="finetune", source="x"),
         hyperparameters={"epochs": 3.0},
         status="ok",

@@ -8,45 +8,59 @@ import pytest
 
 from advisor.errors import RunDirError
 from advisor.ledger import Ledger, locked
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 
 
 def _run(run_id: str, acc: float = 0.8) -> RunResult:
     return RunResult(
-        run_id, Candidate("tiny", "finetune", "x"), {"learning_rate": 1e-4}, "ok", {"accuracy": acc}, Cost(wall_s=1.0)
+        RunKey.from_legacy_id(run_id),
+        Candidate("tiny", "finetune", "x"),
+        {"learning_rate": 1e-4},
+        "ok",
+        {"accuracy": acc},
+        Cost(wall_s=1.0),
     )
 
 
 def test_runs_are_read_back_after_reopening(tmp_path: Path) -> None:
     with Ledger(tmp_path) as led:
-        led.add(_run("a"))
-        led.add(_run("b", 0.9))
+        led.add(_run("tiny-t1"))
+        led.add(_run("tiny-t2", 0.9))
         led.set_meta("k", {"x": 1})
     with Ledger(tmp_path) as led:
-        assert [r.run_id for r in led.all()] == ["a", "b"]
-        assert led.get("b") == _run("b", 0.9)
+        assert [r.run_id for r in led.all()] == ["tiny-t1", "tiny-t2"]
+        assert led.get("tiny-t2") == _run("tiny-t2", 0.9)
         assert led.get("missing") is None
         assert led.get_meta("k") == {"x": 1}
 
 
 def test_records_are_write_once(tmp_path: Path) -> None:
     with Ledger(tmp_path) as led:
-        led.add(_run("a"))
+        led.add(_run("tiny-t1"))
         with pytest.raises(ValueError, match="write-once"):
-            led.add(_run("a", 0.1))
-        assert led.get("a").metrics["accuracy"] == 0.8
+            led.add(_run("tiny-t1", 0.1))
+        assert led.get("tiny-t1").metrics["accuracy"] == 0.8
 
 
 def test_a_failed_run_is_offered_again_and_its_retry_replaces_it(tmp_path: Path) -> None:
-    failed = RunResult("a", Candidate("tiny", "finetune", "x"), {}, "failed", {}, Cost(), message="out of memory")
+    failed = RunResult(
+        RunKey("trial", "tiny", 1),
+        Candidate("tiny", "finetune", "x"),
+        {},
+        "failed",
+        {},
+        Cost(),
+        message="out of memory",
+    )
     with Ledger(tmp_path) as led:
         led.add(failed)
-        assert led.get("a") == failed and led.finished("a") is None
-        led.add(_run("a", 0.7))
-        assert led.finished("a") == _run("a", 0.7)
-        assert [r.run_id for r in led.all()] == ["a"]
+        assert led.get("tiny-t1") == failed and led.finished("tiny-t1") is None
+        led.add(_run("tiny-t1", 0.7))
+        assert led.finished("tiny-t1") == _run("tiny-t1", 0.7)
+        assert [r.run_id for r in led.all()] == ["tiny-t1"]
         with pytest.raises(ValueError, match="write-once"):  # a finished run still is write-once
-            led.add(_run("a", 0.1))
+            led.add(_run("tiny-t1", 0.1))
 
 
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
@@ -74,18 +88,18 @@ def test_corrupt_ledger_gives_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_latest_checkpoint_of_an_unrecorded_run_is_booked_as_lost_once(tmp_path: Path) -> None:
     with Ledger(tmp_path) as led:
-        led.checkpoint("a", Cost(wall_s=1.0, train_flops=10.0), step=1)
-        led.checkpoint("a", Cost(wall_s=2.0, train_flops=20.0), step=2)  # the latest wins
-        led.checkpoint("b", Cost(wall_s=5.0), step=0)
-        led.add(_run("b"))  # recorded: its checkpoint is cleared with it
+        led.checkpoint("tiny-t1", Cost(wall_s=1.0, train_flops=10.0), step=1)
+        led.checkpoint("tiny-t1", Cost(wall_s=2.0, train_flops=20.0), step=2)  # the latest wins
+        led.checkpoint("tiny-t2", Cost(wall_s=5.0), step=0)
+        led.add(_run("tiny-t2"))  # recorded: its checkpoint is cleared with it
     with Ledger(tmp_path) as led:  # the next advise, after the kill
         lost = led.settle_interrupted()
-        assert [(x.run_id, x.step, x.cost.train_flops) for x in lost] == [("a", 2, 20.0)]
+        assert [(x.run_id, x.step, x.cost.train_flops) for x in lost] == [("tiny-t1", 2, 20.0)]
         assert led.settle_interrupted() == []  # settled once
-        led.checkpoint("a", Cost(wall_s=3.0, train_flops=30.0), step=3)  # killed again on the retry
+        led.checkpoint("tiny-t1", Cost(wall_s=3.0, train_flops=30.0), step=3)  # killed again on the retry
     with Ledger(tmp_path) as led:
         led.settle_interrupted()
-        assert [(x.run_id, x.step, x.cost.wall_s) for x in led.lost()] == [("a", 2, 2.0), ("a", 3, 3.0)]
+        assert [(x.run_id, x.step, x.cost.wall_s) for x in led.lost()] == [("tiny-t1", 2, 2.0), ("tiny-t1", 3, 3.0)]
 
 
 def test_a_run_killed_while_its_record_is_written_is_booked_with_its_whole_cost(
@@ -94,17 +108,22 @@ def test_a_run_killed_while_its_record_is_written_is_booked_with_its_whole_cost(
     import advisor.ledger as ledger_mod
 
     def die(name: str) -> None:
-        if name == "ledger:a":
+        if name == "ledger:tiny-t1":
             raise KeyboardInterrupt  # stands in for the kill: the transaction rolls back
 
     monkeypatch.setattr(ledger_mod, "fault_point", die)
     run = RunResult(
-        "a", Candidate("tiny", "finetune", "x"), {}, "ok", {"accuracy": 0.8}, Cost(wall_s=4.0, train_flops=7.0)
+        RunKey("trial", "tiny", 1),
+        Candidate("tiny", "finetune", "x"),
+        {},
+        "ok",
+        {"accuracy": 0.8},
+        Cost(wall_s=4.0, train_flops=7.0),
     )
     with Ledger(tmp_path) as led:
-        led.checkpoint("a", Cost(wall_s=1.0, train_flops=2.0), step=5)
+        led.checkpoint("tiny-t1", Cost(wall_s=1.0, train_flops=2.0), step=5)
         with pytest.raises(KeyboardInterrupt):
             led.add(run)
-        assert led.get("a") is None
+        assert led.get("tiny-t1") is None
         (lost,) = led.settle_interrupted()
     assert (lost.step, lost.cost) == (None, run.cost)  # the finished run's cost, not the mid-training one

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from advisor import runkey
 from advisor.config import build_config
 from advisor.gains import run_gains
 from advisor.policy import (
@@ -23,6 +24,7 @@ from advisor.policy import (
     verdicts,
 )
 from advisor.types import Candidate, Cost, RunResult
+from tests.conftest import key_for
 
 N = 600
 LABELS = tuple(i % 2 for i in range(N))
@@ -43,7 +45,7 @@ def run(
     name = run_id.split("-t")[0].split("-small")[0].split("-skipped")[0]
     preds = predictions(accuracy, seed=len(run_id)) if accuracy is not None and status != "failed" else ()
     return RunResult(
-        run_id=run_id,
+        key=key_for(run_id),
         candidate=Candidate(name, "baseline" if run_id == "baseline" else kind, "x", params_total=kw.pop("params", 1)),
         hyperparameters={"learning_rate": 1e-4, "epochs": 3.0, "warmup_ratio": 0.1},
         status=status,  # type: ignore[arg-type]
@@ -68,14 +70,14 @@ def ev(*runs: RunResult, **kw) -> Evidence:  # type: ignore[no-untyped-def]
 def test_the_climb_starts_with_the_baseline_and_then_the_smallest_rung(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     assert decide(ev(), cfg) == FitBaseline()
-    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", "small-t1")
+    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", runkey.trial("small", 1))
 
 
 def test_a_pass_needs_the_lower_bound_above_the_floor_not_the_point_estimate(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     # 0.77 on 600 rows: interval about [0.73, 0.80] straddles 0.75 -> undecided, the climb goes on
     near = decide(ev(run("baseline", 0.60), run("small-t1", 0.77)), cfg)
-    assert near == Train("small", "small-t2")
+    assert near == Train("small", runkey.trial("small", 2))
     judged = verdicts(ev(run("baseline", 0.60), run("small-t1", 0.77)), cfg)
     assert judged["small-t1"].state == "undecided"
     assert judged["small-t1"].rows_needed and judged["small-t1"].rows_needed > N
@@ -92,7 +94,7 @@ def test_the_baseline_that_clearly_passes_ends_the_climb(tmp_path: Path) -> None
 def test_a_clear_fail_moves_to_the_next_rung_after_its_trials(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     runs = [run("baseline", 0.60), run("small-t1", 0.62), run("small-t2", 0.65)]
-    assert decide(ev(*runs), cfg) == Train("medium", "medium-t1")
+    assert decide(ev(*runs), cfg) == Train("medium", runkey.trial("medium", 1))
 
 
 def test_no_pass_with_undecided_runs_says_how_many_rows_would_decide(tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ def test_the_bonferroni_family_is_fixed_before_the_climb(tmp_path: Path) -> None
 def test_a_run_meeting_the_floor_but_too_big_is_distilled_then_judged(tmp_path: Path) -> None:
     cfg = config(tmp_path, "criteria.max_params=5")
     runs = [run("baseline", 0.60, params=1), run("small-t1", 0.90, params=10)]
-    assert decide(ev(*runs), cfg) == Distil("small-t1", "small-t1-student")
+    assert decide(ev(*runs), cfg) == Distil("small-t1", runkey.student("small-t1"))
     student = run("small-t1-student", 0.88, kind="distilled", params=3)
     stop = decide(ev(*runs, student), cfg)
     assert isinstance(stop, Stop) and stop.recommendation == "small-t1-student"
@@ -141,14 +143,14 @@ def test_a_rung_whose_forecast_does_not_fit_the_budget_is_not_started(tmp_path: 
     assert "stopped before medium" in stop.reason and "0.4 PFLOPs left" in stop.reason
     assert stop.next_cost == big
     fits = decide(ev(*runs, forecasts={"medium": Cost(train_flops=0.3e15)}, spent=spent), cfg)
-    assert fits == Train("medium", "medium-t1")
+    assert fits == Train("medium", runkey.trial("medium", 1))
 
 
 def test_the_first_rung_starts_even_if_its_forecast_exceeds_the_budget(tmp_path: Path) -> None:
     # a partial model, stopped inside the run, is the best use of a budget smaller than one training
     cfg = config(tmp_path, "criteria.budget_pflops=0.1")
     action = decide(ev(run("baseline", 0.60), forecasts={"small": Cost(train_flops=1e15)}), cfg)
-    assert action == Train("small", "small-t1")
+    assert action == Train("small", runkey.trial("small", 1))
 
 
 def test_a_spent_budget_stops_before_the_next_trial(tmp_path: Path) -> None:
@@ -167,17 +169,19 @@ def test_a_worker_never_climbs_past_a_rung_another_worker_passed(tmp_path: Path)
     stop = decide(ev(run("baseline", 0.6), shared={"small": SharedStudy(started=2, best=0.9)}), cfg)
     assert isinstance(stop, Stop) and "another worker" in stop.reason
     used_up = decide(ev(run("baseline", 0.6), shared={"small": SharedStudy(started=2, best=0.6)}), cfg)
-    assert used_up == Train("medium", "medium-t1")
+    assert used_up == Train("medium", runkey.trial("medium", 1))
 
 
 def test_small_experiments_come_first_and_a_hopeless_rung_is_skipped(tmp_path: Path) -> None:
     cfg = config(tmp_path, "tuning.small_fraction=0.25", "criteria.floor=0.95")
-    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", "small-small", small=True)
+    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", runkey.small("small"))
     action = decide(ev(run("baseline", 0.60), run("small-small", 0.40)), cfg)
     assert isinstance(action, Skip) and action.rung == "small"
-    skipped = RunResult("small-skipped", Candidate("small", "finetune", "x"), {}, "skipped", {}, Cost(), message="x")
+    skipped = RunResult(
+        runkey.skipped("small"), Candidate("small", "finetune", "x"), {}, "skipped", {}, Cost(), message="x"
+    )
     after = decide(ev(run("baseline", 0.60), run("small-small", 0.40), skipped), cfg)
-    assert after == Train("medium", "medium-small", small=True)
+    assert after == Train("medium", runkey.small("medium"))
 
 
 def test_min_gain_per_pflop_stops_a_climb_that_no_longer_pays(tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from advisor import card, probe, steps
+from advisor import card, probe, runkey, steps
 from advisor.advise import advise
 from advisor.config import build_config
 from advisor.models import Rung
 from advisor.policy import Evidence, Probe, RungInfo, Stop, Train, decide
 from advisor.types import Candidate, Cost, RunResult
-from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
+from tests.conftest import key_for, make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
 
 
 def test_mean_pooling_ignores_padding_and_cls_takes_the_first_token() -> None:
@@ -166,7 +166,7 @@ def _run(run_id: str, kind: str, correct: int, n: int = 400) -> RunResult:
     labels = [i % 2 for i in range(n)]
     preds = [y if i < correct else 1 - y for i, y in enumerate(labels)]
     return RunResult(
-        run_id=run_id,
+        key=key_for(run_id),
         candidate=Candidate(name=run_id.split("-t")[0], kind=kind, source="s"),  # type: ignore[arg-type]
         hyperparameters={},
         status="ok",
@@ -192,11 +192,11 @@ def test_the_policy_takes_steps_in_the_given_order_and_stops_at_a_passing_probe(
         overrides=["criteria.floor=0.8", "tuning.trials_per_rung=1", "ladder.distil_on_ceiling=false"]
     )
     base = _run("baseline", "baseline", 240)
-    assert decide(_evidence([base], INFOS), config) == Probe("a", "a-probe")
+    assert decide(_evidence([base], INFOS), config) == Probe("a", runkey.probe("a"))
     weak = _run("a-probe", "probe", 250)
-    assert decide(_evidence([base, weak], INFOS), config) == Train("a", "a-t1")
+    assert decide(_evidence([base, weak], INFOS), config) == Train("a", runkey.trial("a", 1))
     trial = _run("a-t1", "finetune", 260)
-    assert decide(_evidence([base, weak, trial], INFOS), config) == Probe("b", "b-probe")
+    assert decide(_evidence([base, weak, trial], INFOS), config) == Probe("b", runkey.probe("b"))
     strong = _run("b-probe", "probe", 380)
     stop = decide(_evidence([base, weak, trial, strong], INFOS), config)
     assert isinstance(stop, Stop) and stop.recommendation == "b-probe" and stop.outcome == "met"
@@ -209,16 +209,24 @@ def test_each_probe_is_one_candidate_of_the_bonferroni_family() -> None:
     assert rung_candidates(INFOS, config) == 1 + 2 + 1
 
 
-def test_a_small_experiment_of_a_rung_whose_name_holds_dash_t_is_not_a_trial() -> None:
-    """``bert-tiny-small`` holds ``-t``: it must not become the next rung's warm start (it once could)."""
+def test_a_trial_is_known_by_its_key_whatever_its_rung_is_called() -> None:
+    """``bert-tiny-small`` holds ``-t`` and ``-small``: ids once parsed made its small experiment a
+    trial (the next rung's warm start). Roles are fields of the key now; only old records are read
+    from their ids, by the one legacy reader."""
     from advisor.policy import is_trial
+    from advisor.runkey import RunKey
 
-    def run(run_id: str, name: str, kind: str = "finetune") -> RunResult:
-        cand = Candidate(name=name, kind=kind, source="s")  # type: ignore[arg-type]
-        return RunResult(run_id, cand, {}, "ok", {"accuracy": 0.5}, Cost())
+    def run(key: RunKey, kind: str = "finetune") -> RunResult:
+        cand = Candidate(name=key.step or "baseline", kind=kind, source="s")  # type: ignore[arg-type]
+        return RunResult(key, cand, {}, "ok", {"accuracy": 0.5}, Cost())
 
-    assert is_trial(run("bert-tiny-t1", "bert-tiny")) and is_trial(run("x-t12", "x"))
-    assert not is_trial(run("bert-tiny-small", "bert-tiny"))
-    assert not is_trial(run("bert-tiny-probe", "bert-tiny-probe", "probe"))
-    assert not is_trial(run("bert-tiny-t1-student", "bert-tiny", "distilled"))
-    assert not is_trial(run("bert-tiny-tx", "bert-tiny"))
+    assert is_trial(run(RunKey("trial", "bert-tiny-small", 1))) and is_trial(run(RunKey("trial", "x", 12)))
+    assert not is_trial(run(RunKey("small", "bert-tiny")))
+    assert not is_trial(run(RunKey("probe", "bert-tiny"), "probe"))
+    assert not is_trial(run(RunKey("student", "bert-tiny-t1"), "distilled"))
+    assert not is_trial(run(RunKey("continuation", "bert-tiny", 1)))
+    # the legacy reader: the longest rung name that makes the id, then the role
+    assert RunKey.from_legacy_id("bert-tiny-small-t1") == RunKey("trial", "bert-tiny-small", 1)
+    assert RunKey.from_legacy_id("bert-tiny-t1-student") == RunKey("student", "bert-tiny-t1")
+    with pytest.raises(ValueError, match="not a run id"):
+        RunKey.from_legacy_id("bert-tiny-tx")

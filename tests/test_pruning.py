@@ -135,6 +135,7 @@ def test_a_real_training_records_the_sampled_rows_at_every_evaluation(tmp_path) 
     """train_run hands the callback its BestWeights: each evaluation's 20 sampled rows land on the trial."""
     from advisor.best import evaluation_rows
     from advisor.data import column, load_task_data
+    from advisor.runkey import RunKey
     from advisor.train import train_run
     from advisor.types import Candidate
     from tests.conftest import make_tiny_model, synthetic_rows, write_csv
@@ -148,7 +149,16 @@ def test_a_real_training_records_the_sampled_rows_at_every_evaluation(tmp_path) 
     trial, hp, _ = tuner.ask()
     callback = PruningCallback(trial, "accuracy")
     candidate = Candidate(name="tiny", kind="finetune", source=str(model))
-    run = train_run(candidate, str(model), data, config, tmp_path / "run", "tiny-t1", hp, extra_callbacks=[callback])
+    run = train_run(
+        candidate,
+        str(model),
+        data,
+        config,
+        tmp_path / "run",
+        RunKey("trial", "tiny", 1),
+        hp,
+        extra_callbacks=[callback],
+    )
     attrs = trial.user_attrs
     labels = column(data.validation, "label")
     sample = evaluation_rows(labels, 20, config.train.seed)

@@ -18,6 +18,7 @@ from advisor.gains import run_gains
 from advisor.outcome import REPORT_SCHEMA_VERSION, Report
 from advisor.pages import to_html, to_markdown, write_reports
 from advisor.report import rung_rows, to_json, to_table
+from advisor.runkey import RunKey
 from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
 
 CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)
@@ -47,7 +48,7 @@ def _cost(pflops: float, kwh: float, grams: float, wall: float, flops_prov: str 
 
 def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
     base = RunResult(
-        "baseline",
+        RunKey("baseline"),
         Candidate("baseline", "baseline", "tfidf+logreg", params_total=20_000),
         {"C": 4.0},
         "ok",
@@ -60,7 +61,7 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
     )
     l3 = Candidate("minilm-l3", "finetune", "paraphrase-MiniLM-L3-v2", params_total=17_400_000)
     l3_best = RunResult(
-        "l3-t0",
+        RunKey("trial", "l3", 0),
         l3,
         {"learning_rate": 1e-4},
         "ok",
@@ -70,7 +71,7 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         val_predictions=preds(0.74, 1),
     )
     l3_other = RunResult(
-        "l3-t1",
+        RunKey("trial", "l3", 1),
         l3,
         {"learning_rate": 3e-4},
         "stopped",
@@ -80,7 +81,7 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         val_predictions=preds(0.70, 2),
     )
     l6 = RunResult(
-        "l6-t0",
+        RunKey("trial", "l6", 0),
         Candidate(top_name, "finetune", "sentence-transformers/all-MiniLM-L6-v2", params_total=22_700_000, layers=6),
         {"learning_rate": 1e-4},
         "ok",
@@ -98,7 +99,13 @@ def make_report(top_name: str = "minilm-l6", recommend: bool = True) -> Report:
         },
     )
     skipped = RunResult(
-        "mpnet-t0", Candidate("mpnet", "finetune", "x/y"), {}, "skipped", {}, Cost(), message="over budget"
+        RunKey("trial", "mpnet", 0),
+        Candidate("mpnet", "finetune", "x/y"),
+        {},
+        "skipped",
+        {},
+        Cost(),
+        message="over budget",
     )
     runs = (l3_best, l3_other, l6, skipped)
     verdicts = {r.run_id: judge(r, CRIT, run_interval(r, "accuracy", LABELS, 2, 0.95)) for r in (base, *runs)}

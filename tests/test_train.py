@@ -17,6 +17,7 @@ from advisor.config import Config, build_config
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column, load_task_data
 from advisor.inference import predict_labels
+from advisor.runkey import RunKey
 from advisor.train import scratch_dir, train_run
 from advisor.types import Candidate
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
@@ -44,7 +45,7 @@ def _config(tmp_path: Path, *extra: str) -> Config:
 
 def _run(model: Path, data: TaskData, config: Config, tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
     candidate = Candidate(name="tiny", kind="finetune", source=str(model))
-    return train_run(candidate, str(model), data, config, tmp_path / "run", "tiny-t1", **kw)
+    return train_run(candidate, str(model), data, config, tmp_path / "run", RunKey("trial", "tiny", 1), **kw)
 
 
 def test_the_saved_model_is_the_judged_one_and_its_predictions_are_the_reported_ones(

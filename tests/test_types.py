@@ -6,6 +6,7 @@ import pytest
 
 from advisor.criteria import judge
 from advisor.outcome import Verdict
+from advisor.runkey import RunKey
 from advisor.stats import Interval
 from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
 
@@ -27,6 +28,9 @@ def test_costs_add_up_and_merge_provenance() -> None:
     assert sum([a, b]) == c
 
 
+R1 = RunKey("trial", "r", 1)
+
+
 def test_cost_rejects_negative_and_unknown_provenance() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         Cost(wall_s=-1)
@@ -36,18 +40,18 @@ def test_cost_rejects_negative_and_unknown_provenance() -> None:
 
 def test_run_result_refuses_inconsistent_states() -> None:
     with pytest.raises(ValueError, match="'ok' run must have metrics"):
-        RunResult("r1", CAND, {}, "ok", {}, Cost())
+        RunResult(R1, CAND, {}, "ok", {}, Cost())
     with pytest.raises(ValueError, match="cannot have metrics"):
-        RunResult("r1", CAND, {}, "failed", {"accuracy": 0.5}, Cost(), message="boom")
+        RunResult(R1, CAND, {}, "failed", {"accuracy": 0.5}, Cost(), message="boom")
     with pytest.raises(ValueError, match="must say why"):
-        RunResult("r1", CAND, {}, "failed", {}, Cost())
+        RunResult(R1, CAND, {}, "failed", {}, Cost())
     with pytest.raises(ValueError, match="must be a number"):
-        RunResult("r1", CAND, {}, "ok", {"accuracy": float("nan")}, Cost())
+        RunResult(R1, CAND, {}, "ok", {"accuracy": float("nan")}, Cost())
 
 
 def test_run_result_round_trips_through_dict() -> None:
     r = RunResult(
-        "r1",
+        R1,
         CAND,
         {"learning_rate": 1e-4},
         "ok",
