@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor import continuation, distributed, incremental, resumption, rundir
 from advisor.budget import spent_against_allowed
@@ -202,31 +202,12 @@ def advise(
         The Report (also written as report.json, report.md and report.html in the run directory).
     """
     say = progress or (lambda _m: None)
-    # validate the data before anything is written: bad input leaves no run directory behind
-    crit = config.criteria
-    wanted = rows_for_margin(crit.floor, config.data.validation_margin, crit.confidence)
-    data = load_task_data(config.data, progress=say, validation_rows=wanted)
-    validate_metric_name(config.criteria.metric, len(data.label_names))
-    if from_run is None:  # a bad ladder or model fails now, not hours into the climb
-        check_ladder(
-            config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
-        )
-    if from_run is not None:
-        # refuse a bad --from before anything is written
-        prev = continuation.previous_recommendation(Path(from_run), data, config)
-        resume = resumption.plan(config, prev)  # the climb that follows if the continuation fails
+    data, earlier = _check_inputs(config, from_run, say)
     # a multi-process job (accelerate launch): rank 0 owns run_dir, the others work in a scratch copy
     fp = rundir.fingerprint(config, data, from_run)
     run_dir = distributed.from_main(lambda: prepare_run_dir(config.output.out, restart, say))
     with rank_run_dir(run_dir) as run_dir, Ledger(run_dir) as ledger:
-        rundir.check(run_dir, ledger.get_meta("fingerprint"), fp)  # nothing stale is read back
-        ledger.set_meta("fingerprint", fp)
-        for lost in ledger.settle_interrupted():
-            at = f" at step {lost.step}" if lost.step is not None else " after it finished, before it was recorded"
-            say(f"{lost.run_id}: interrupted last time{at}; {_cost_words(lost.cost)} counted as lost to interruption")
-        save_config(config, run_dir / "config.yaml")
-        for w in data.warnings:
-            say(f"warning: {w}")
+        _open_run_dir(config, data, run_dir, ledger, fp, say)
         if config.ladder.distil_on_ceiling and distiller is None:
             distiller = unavailable()  # with a --from too: its climb may resume
         # a resumed climb keeps the ladder's distil_on_ceiling (resumption.plan changes only the rungs)
@@ -239,35 +220,79 @@ def advise(
             say=say,
             distiller=distiller if config.ladder.distil_on_ceiling else None,
         )
-        if from_run is not None:
-            c = incremental.continue_from(
-                config,
-                Path(from_run),
-                data,
-                run_dir,
-                ledger,
-                say,
-                extra_callbacks=_budget_watch(config, ledger),
-                later_candidates=resume.candidates,
-            )
-            if c.recommendation is None and resume.config is not None and c.outcome != "budget":
-                c = resumption.resume_climb(resume, c, prev, start, say)
-            elif c.recommendation is None:
-                c = resumption.not_resumed(resume, c)
-            return _finish(
-                config,
-                data,
-                run_dir,
-                ledger,
-                c.baseline,
-                list(c.runs),
-                c.verdicts,
-                c.recommendation,
-                c.stop_reason,
-                say,
-                {"outcome": c.outcome, **c.details},
-            )
+        if earlier is not None:
+            return _continue(config, earlier, data, run_dir, ledger, say, start)
         return _climb(config, data, run_dir, ledger, say, start(config))
+
+
+class _Earlier(NamedTuple):
+    """What ``--from`` names, read before anything is written."""
+
+    from_dir: Path
+    report: dict[str, Any]  # the earlier run's report
+    resume: resumption.Plan  # the climb that follows if the continuation fails
+
+
+def _check_inputs(config: Config, from_run: str | Path | None, say: Progress) -> tuple[TaskData, _Earlier | None]:
+    """The task's data, and the earlier run ``--from`` names: bad input fails here, before anything
+    is written (a bad ladder or model now, not hours into the climb)."""
+    crit = config.criteria
+    wanted = rows_for_margin(crit.floor, config.data.validation_margin, crit.confidence)
+    data = load_task_data(config.data, progress=say, validation_rows=wanted)
+    validate_metric_name(config.criteria.metric, len(data.label_names))
+    if from_run is not None:
+        prev = continuation.previous_recommendation(Path(from_run), data, config)
+        return data, _Earlier(Path(from_run), prev, resumption.plan(config, prev))
+    check_ladder(
+        config.ladder, allow_pickle=config.train.allow_pickle, trust_remote_code=config.train.trust_remote_code
+    )
+    return data, None
+
+
+def _open_run_dir(
+    config: Config, data: TaskData, run_dir: Path, ledger: Ledger, fp: dict[str, Any], say: Progress
+) -> None:
+    """Refuse records made on other data, models or settings; count runs a kill interrupted as lost;
+    save the resolved config beside the results."""
+    rundir.check(run_dir, ledger.get_meta("fingerprint"), fp)  # nothing stale is read back
+    ledger.set_meta("fingerprint", fp)
+    for lost in ledger.settle_interrupted():
+        at = f" at step {lost.step}" if lost.step is not None else " after it finished, before it was recorded"
+        say(f"{lost.run_id}: interrupted last time{at}; {_cost_words(lost.cost)} counted as lost to interruption")
+    save_config(config, run_dir / "config.yaml")
+    for w in data.warnings:
+        say(f"warning: {w}")
+
+
+def _continue(
+    config: Config,
+    earlier: _Earlier,
+    data: TaskData,
+    run_dir: Path,
+    ledger: Ledger,
+    say: Progress,
+    start: resumption.StartClimb,
+) -> Report:
+    """Continue the earlier recommendation (``--from``); if that fails within budget, resume the climb."""
+    c = incremental.continue_from(
+        config,
+        earlier.from_dir,
+        data,
+        run_dir,
+        ledger,
+        say,
+        extra_callbacks=_budget_watch(config, ledger),
+        later_candidates=earlier.resume.candidates,
+    )
+    if c.recommendation is None and earlier.resume.config is not None and c.outcome != "budget":
+        c = resumption.resume_climb(earlier.resume, c, earlier.report, start, say)
+    elif c.recommendation is None:
+        c = resumption.not_resumed(earlier.resume, c)
+    details = {"outcome": c.outcome, **c.details}
+    runs = list(c.runs)
+    return _finish(
+        config, data, run_dir, ledger, c.baseline, runs, c.verdicts, c.recommendation, c.stop_reason, say, details
+    )
 
 
 def _cost_words(cost: Cost) -> str:
@@ -293,12 +318,6 @@ def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
             lambda: Rates.measured(ledger.all()),  # measured when a run starts: the ledger is empty now
         )
     ]
-
-
-def _record(ledger: Ledger, run: RunResult) -> RunResult:
-    run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
-    ledger.add(run)
-    return run
 
 
 def _climb(

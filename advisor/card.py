@@ -175,10 +175,31 @@ def _card_figure(value: float, provenance: str | None) -> str:
 
 def model_card(report: Report, run: RunResult) -> str:
     """README.md for a saved model: hub-style YAML front matter, then how it was chosen and what it cost."""
-    metric = report.criteria.metric
-    meta = _card_meta(report, run)
-    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
-    c, cost, prov = run.candidate, run.cost, run.cost.provenance
+    front = yaml.safe_dump(_card_meta(report, run), sort_keys=False, allow_unicode=True)
+    lines = [
+        "---",
+        front.rstrip(),
+        "---",
+        "",
+        *_card_intro(report, run),
+        *_card_selection(report, run),
+        *_card_verdict(report, run),
+        *_card_cost(report, run),
+        "## How to load it",
+        "",
+        *_load_snippet(run),
+        "",
+        "Hyperparameters: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items())) or "defaults")
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _card_intro(report: Report, run: RunResult) -> list[str]:
+    """The card's title and what the model is: its kind, shape, task, data and labels."""
+    c = run.candidate
     shape = ", ".join(
         x
         for x in (
@@ -196,10 +217,6 @@ def model_card(report: Report, run: RunResult) -> str:
         "distilled": f"a student distilled from `{c.source}`",
     }[c.kind]
     lines = [
-        "---",
-        front.rstrip(),
-        "---",
-        "",
         f"# {md_escape(c.name)}",
         "",
         f"This is {what}"
@@ -215,30 +232,42 @@ def model_card(report: Report, run: RunResult) -> str:
         lines += ["", "Labels: " + ", ".join(md_escape(x) for x in labels) + "."]
     if c.parent_run:
         lines += ["", f"It continues from run `{c.parent_run}`."]
+    return lines
+
+
+def _card_selection(report: Report, run: RunResult) -> list[str]:
+    """How the climb chose it."""
     chosen = "It is the recommendation" if report.recommendation == run.run_id else "It was one of the runs"
-    lines += [
+    return [
         "",
         "## How it was selected",
         "",
         f"{chosen} of a greenladder climb: the TF-IDF baseline first, then pre-trained models from smallest "
         f"to largest, each judged against the acceptance criteria, stopping as soon as one passed. "
         f"The climb made {len(report.runs)} run(s) after the baseline and stopped because: {md_escape(report.stop_reason)}.",
-        "",
-        "## Criteria and verdict",
-        "",
     ]
+
+
+def _card_verdict(report: Report, run: RunResult) -> list[str]:
+    """Its verdict against the criteria, and its scores (on the test split where it was scored there)."""
+    lines = ["", "## Criteria and verdict", ""]
     verdict = report.verdicts.get(run.run_id)
     if verdict is None:
         lines.append("This run was not judged.")
     else:
-        lines.append(f"**{verdict.state.upper()}** on validation {metric}:")
+        lines.append(f"**{verdict.state.upper()}** on validation {report.criteria.metric}:")
         lines += [""] + [f"- {r}" for r in verdict.reasons]
     scores = run.test_metrics or run.metrics
     split = "test" if run.test_metrics else "validation"
     lines += ["", f"Scores on the {split} split:", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(scores.items())]
-    total = report.total_cost
-    lines += [
+    return lines
+
+
+def _card_cost(report: Report, run: RunResult) -> list[str]:
+    """What this model and the whole search cost, each figure with its provenance."""
+    cost, prov, total = run.cost, run.cost.provenance, report.total_cost
+    return [
         "",
         "## Cost",
         "",
@@ -254,16 +283,7 @@ def model_card(report: Report, run: RunResult) -> str:
         "Figures marked not_applicable have no meaning for this model (a TF-IDF fit has no FLOPs count); "
         "estimated energy comes from a power model, not hardware counters.",
         "",
-        "## How to load it",
-        "",
-        *_load_snippet(run),
-        "",
-        "Hyperparameters: "
-        + (", ".join(f"{k}={v}" for k, v in sorted(run.hyperparameters.items())) or "defaults")
-        + ".",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def _lost_lines(report: Report) -> list[str]:

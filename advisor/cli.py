@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.config import CONFIG_DIR, NO_FLOOR, build_config, earlier_bar, floor_given
+from advisor.config import CONFIG_DIR, NO_FLOOR, Config, build_config, earlier_bar, floor_given
 from advisor.criteria import fmt_count, fmt_num
 from advisor.datafiles import check_source
 from advisor.errors import ConfigError, GreenladderError
 from advisor.layering import deep_merge
+from advisor.outcome import Report
 
 EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
@@ -172,42 +173,20 @@ def _progress(message: str) -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    files = list(args.config)
-    if not files and not args.data and not args.from_run and DEMO_CONFIG.is_file():
-        files = [DEMO_CONFIG]  # the embedded default: demo dataset and demo criteria
-    extra = _extra(args)
-    inherited = _inherited_bar(args, files, extra)
-    if inherited:  # under the flags: a --max-params given now still wins
-        extra = deep_merge({"criteria": inherited}, extra)
-    config = build_config(files, args.overrides, extra)
-    from advisor.criteria import validate_metric_name
-
-    validate_metric_name(config.criteria.metric)
+    config, files, extra, inherited = _resolve(args)
     if args.list_datasets:
         from advisor.builtin_data import builtin_table
 
         print(builtin_table())
         return EXIT_OK
     if args.list_rungs or args.fetch_models:
-        from advisor.models import ladder_table, load_ladder, materialise
-
-        rungs = load_ladder(config.ladder.name)
-        if args.fetch_models:
-            for rung in rungs:
-                if rung.optional and rung.name not in config.ladder.rungs and not config.ladder.probes:
-                    _progress(f"{rung.name}: optional, not fetched (add --set 'ladder.rungs=[{rung.name}]')")
-                    continue
-                path = materialise(rung, config.ladder.cache_dir, progress=_progress)
-                _progress(f"{rung.name}: ready at {path}")
-        print(ladder_table(rungs, config.ladder.cache_dir))
+        _list_rungs(config, fetch=args.fetch_models)
         return EXIT_OK
     check_source(config.data.source)  # a mistyped path fails now, not after the heavy imports below
     if not floor_given(files, args.overrides, extra):
         raise ConfigError(NO_FLOOR)
     from advisor import distributed
     from advisor.advise import advise
-    from advisor.pages import lost_work_line, run_notes
-    from advisor.report import answer_lines, to_json, to_table
 
     main_rank = distributed.is_main()  # in a multi-process job the other ranks train in silence
     if main_rank and inherited:
@@ -230,27 +209,71 @@ def run(argv: Sequence[str] | None = None) -> int:
     if not main_rank:
         return EXIT_OK  # rank 0 answers for the job; a non-zero exit here would make torchrun kill it
     if args.json:
+        from advisor.report import to_json
+
         print(json.dumps(to_json(report), indent=2))
     else:
-        print(to_table(report))
-        for line in run_notes(report):
-            print(line)
-        lost = lost_work_line(report)
-        if lost:
-            print(lost)
-        print()
-        for line in answer_lines(report, config.output.out):
-            print(line)
-        if not report.recommendation:
-            closest = report.details.get("closest")
-            if closest:
-                v = report.verdicts.get(closest)
-                more = f"; about {v.rows_needed} validation rows would decide it" if v and v.rows_needed else ""
-                where = Path(config.output.out) / "runs" / closest / "model"
-                print(f"closest trained model: {closest}, kept in {where}{more}")
-        if report.details.get("outcome") == "budget":
-            print(f"budget: {_budget_words(report)}")
+        _print_answer(report, config)
     return EXIT_OK if met else EXIT_NOT_MET
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Config, list[Any], dict[str, Any], dict[str, Any]]:
+    """The config from the files, ``--set`` overrides and flags (the embedded demo when none names
+    data), with the bar of a ``--from`` run where no target is given; also the files, the flags'
+    settings and that inherited bar, which the checks that follow need."""
+    files = list(args.config)
+    if not files and not args.data and not args.from_run and DEMO_CONFIG.is_file():
+        files = [DEMO_CONFIG]  # the embedded default: demo dataset and demo criteria
+    extra = _extra(args)
+    inherited = _inherited_bar(args, files, extra)
+    if inherited:  # under the flags: a --max-params given now still wins
+        extra = deep_merge({"criteria": inherited}, extra)
+    config = build_config(files, args.overrides, extra)
+    from advisor.criteria import validate_metric_name
+
+    validate_metric_name(config.criteria.metric)
+    return config, files, extra, inherited
+
+
+def _list_rungs(config: Config, fetch: bool) -> None:
+    """Print the ladder's rungs (``--list-rungs``); with ``fetch`` (``--fetch-models``) fetch them first."""
+    from advisor.models import ladder_table, load_ladder, materialise
+
+    rungs = load_ladder(config.ladder.name)
+    if fetch:
+        for rung in rungs:
+            if rung.optional and rung.name not in config.ladder.rungs and not config.ladder.probes:
+                _progress(f"{rung.name}: optional, not fetched (add --set 'ladder.rungs=[{rung.name}]')")
+                continue
+            path = materialise(rung, config.ladder.cache_dir, progress=_progress)
+            _progress(f"{rung.name}: ready at {path}")
+    print(ladder_table(rungs, config.ladder.cache_dir))
+
+
+def _print_answer(report: Report, config: Config) -> None:
+    """The report as a table, its notes and the answer; where nothing passed, the closest model and,
+    when a budget stopped the climb, what was spent against what was allowed."""
+    from advisor.pages import lost_work_line, run_notes
+    from advisor.report import answer_lines, to_table
+
+    print(to_table(report))
+    for line in run_notes(report):
+        print(line)
+    lost = lost_work_line(report)
+    if lost:
+        print(lost)
+    print()
+    for line in answer_lines(report, config.output.out):
+        print(line)
+    if not report.recommendation:
+        closest = report.details.get("closest")
+        if closest:
+            v = report.verdicts.get(closest)
+            more = f"; about {v.rows_needed} validation rows would decide it" if v and v.rows_needed else ""
+            where = Path(config.output.out) / "runs" / closest / "model"
+            print(f"closest trained model: {closest}, kept in {where}{more}")
+    if report.details.get("outcome") == "budget":
+        print(f"budget: {_budget_words(report)}")
 
 
 def _budget_words(report: Any) -> str:

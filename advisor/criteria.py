@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import ConfigError
@@ -125,46 +126,74 @@ def judge(
         why = f": {run.message}" if run.message else ""
         return Verdict(run.run_id, "fail", (f"run {run.status}{why}",), ("status",), shortfall, iv)
 
-    passing: list[str] = []
-    failing: list[tuple[str, str]] = []
-    open_reasons: list[str] = []
-    rows_needed: int | None = None
+    checks = _Checks()
+    _check_floor(checks, criteria, value, interval, rule)
+    _check_params(checks, run, criteria)
+    _check_ceilings(checks, run, criteria)
+    reasons = tuple(r for _, r in checks.failing) + tuple(checks.open_reasons) + tuple(checks.passing)
+    floor_met = value is not None and not checks.open_reasons and all(k != "floor" for k, _ in checks.failing)
+    if checks.failing:
+        failed = tuple(k for k, _ in checks.failing)
+        return Verdict(run.run_id, "fail", reasons, failed, shortfall, iv, None, floor_met)
+    state: VerdictState = "undecided" if checks.open_reasons else "pass"
+    return Verdict(run.run_id, state, reasons, (), shortfall, iv, checks.rows_needed, floor_met)
 
-    def check(key: str, ok: bool, reason: str) -> None:
+
+@dataclass
+class _Checks:
+    """The reasons a verdict collects, criterion by criterion, in the order they were checked."""
+
+    passing: list[str] = field(default_factory=list)
+    failing: list[tuple[str, str]] = field(default_factory=list)  # (config key, reason)
+    open_reasons: list[str] = field(default_factory=list)  # what leaves the verdict undecided
+    rows_needed: int | None = None  # validation rows that would decide an undecided floor
+
+    def check(self, key: str, ok: bool, reason: str) -> None:
         if ok:
-            passing.append(reason)
+            self.passing.append(reason)
         else:
-            failing.append((key, reason))
+            self.failing.append((key, reason))
 
-    floor = criteria.floor
+
+def _check_floor(
+    checks: _Checks, criteria: AcceptanceCriteria, value: float | None, interval: Interval | None, rule: str
+) -> None:
+    """The metric floor: by the point estimate (rule ``point``) or by the interval's bounds."""
+    metric, floor = criteria.metric, criteria.floor
     if value is None:
-        check("floor", False, f"{metric} not measured")
+        checks.check("floor", False, f"{metric} not measured")
     elif rule == "point":
         ok = value >= floor
-        check("floor", ok, f"{metric} {value:.3f} {'>=' if ok else '<'} {floor:.3f} (point estimate)")
+        checks.check("floor", ok, f"{metric} {value:.3f} {'>=' if ok else '<'} {floor:.3f} (point estimate)")
     elif interval is None:
-        open_reasons.append(f"{metric} {value:.3f} has no interval: cannot show it clears {floor:.3f}")
+        checks.open_reasons.append(f"{metric} {value:.3f} has no interval: cannot show it clears {floor:.3f}")
     else:
         shown = f"{metric} {interval.text()} at {interval.level:.1%}"
         if interval.low >= floor:
-            check("floor", True, f"{shown}: lower bound >= {floor:.3f}")
+            checks.check("floor", True, f"{shown}: lower bound >= {floor:.3f}")
         elif interval.high < floor:
-            check("floor", False, f"{shown}: upper bound < {floor:.3f}")
+            checks.check("floor", False, f"{shown}: upper bound < {floor:.3f}")
         else:
-            rows_needed = rows_to_resolve(value, floor, interval.level)
-            more = f"; about {rows_needed} validation rows would decide it" if rows_needed else ""
-            open_reasons.append(f"{shown} straddles {floor:.3f}: undecided{more}")
+            checks.rows_needed = rows_to_resolve(value, floor, interval.level)
+            more = f"; about {checks.rows_needed} validation rows would decide it" if checks.rows_needed else ""
+            checks.open_reasons.append(f"{shown} straddles {floor:.3f}: undecided{more}")
 
-    if criteria.max_params is not None:
-        params = run.candidate.params_total if run.candidate.params_total is not None else run.footprint.params
-        if params is None:
-            check("max_params", False, f"params not measured (ceiling {fmt_count(criteria.max_params)})")
-        else:
-            ok = params <= criteria.max_params
-            check(
-                "max_params", ok, f"params {fmt_count(params)} {'<=' if ok else '>'} {fmt_count(criteria.max_params)}"
-            )
 
+def _check_params(checks: _Checks, run: RunResult, criteria: AcceptanceCriteria) -> None:
+    """``max_params``, on the candidate's total count where known, else the measured footprint."""
+    if criteria.max_params is None:
+        return
+    params = run.candidate.params_total if run.candidate.params_total is not None else run.footprint.params
+    limit = fmt_count(criteria.max_params)
+    if params is None:
+        checks.check("max_params", False, f"params not measured (ceiling {limit})")
+    else:
+        ok = params <= criteria.max_params
+        checks.check("max_params", ok, f"params {fmt_count(params)} {'<=' if ok else '>'} {limit}")
+
+
+def _check_ceilings(checks: _Checks, run: RunResult, criteria: AcceptanceCriteria) -> None:
+    """``max_size_mb`` and ``max_latency_ms``: measured, and failed outright when not measured."""
     ceilings = (
         ("max_size_mb", "size", run.footprint.size_mb, criteria.max_size_mb, "MB"),
         ("max_latency_ms", "p95 latency", run.footprint.latency_ms_p95, criteria.max_latency_ms, "ms"),
@@ -173,17 +202,10 @@ def judge(
         if limit is None:
             continue
         if measured is None:
-            check(key, False, f"{label} not measured (ceiling {fmt_num(limit)} {unit})")
+            checks.check(key, False, f"{label} not measured (ceiling {fmt_num(limit)} {unit})")
         else:
             ok = measured <= limit
-            check(key, ok, f"{label} {fmt_num(measured)} {unit} {'<=' if ok else '>'} {fmt_num(limit)} {unit}")
-
-    reasons = tuple(r for _, r in failing) + tuple(open_reasons) + tuple(passing)
-    floor_met = value is not None and not open_reasons and all(k != "floor" for k, _ in failing)
-    if failing:
-        return Verdict(run.run_id, "fail", reasons, tuple(k for k, _ in failing), shortfall, iv, None, floor_met)
-    state: VerdictState = "undecided" if open_reasons else "pass"
-    return Verdict(run.run_id, state, reasons, (), shortfall, iv, rows_needed, floor_met)
+            checks.check(key, ok, f"{label} {fmt_num(measured)} {unit} {'<=' if ok else '>'} {fmt_num(limit)} {unit}")
 
 
 #: criteria a smaller (distilled) model can meet where this one does not

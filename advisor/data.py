@@ -109,40 +109,12 @@ def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: 
     say = progress or (lambda _msg: None)
     raw, where, source = read_source(cfg.source, say)
     splits = _named_splits(raw, where)
-    first = splits["train"]
-    text_col = cfg.text_column if cfg.text_column is not None else _detect_text_column(first, cfg.label_column, where)
-    _require_column(splits, text_col, "text_column", where)
-    label_col = cfg.label_column if cfg.label_column is not None else _detect_label_column(first, text_col, where)
-    _require_column(splits, label_col, "label_column", where)
-    if text_col == label_col:
-        raise DataError(
-            f"{where}: text and label are both column {text_col!r}; set data.text_column and data.label_column."
-        )
-
+    text_col, label_col = _columns(splits, cfg, where)
     rows = {name: _extract(split, text_col, label_col, name, where) for name, split in splits.items()}
-    warnings: list[str] = []
-    removed = 0
-    for name, (texts, labels) in rows.items():
-        rows[name], dropped, conflicting = _dedup(texts, labels)
-        removed += dropped
-        if conflicting:
-            warnings.append(
-                f"{conflicting} duplicate texts in {name} had different labels; kept the first label of each"
-            )
+    rows, removed, warnings = _deduplicated(rows)
     label_names = _label_names([label for _, labels in rows.values() for label in labels], label_col, where)
-
-    cross = 0
-    if "test" in rows:
-        cross = len(set(rows["train"][0]) & set(rows["test"][0]))
-        if cross:
-            warnings.append(f"{cross} texts of the test split also occur in train; test scores may be optimistic")
-    if "validation" in rows and (overlap := len(set(rows["train"][0]) & set(rows["validation"][0]))):
-        warnings.append(f"{overlap} texts of the validation split also occur in train")
-    seen = set(rows["train"][1])
-    for name in ("validation", "test"):
-        if name in rows and (unseen := sorted(set(rows[name][1]) - seen)):
-            warnings.append(f"class(es) {', '.join(map(repr, unseen))} of {name} never occur in train")
-
+    cross, overlaps = _overlap_warnings(rows)
+    warnings += overlaps
     total = sum(len(texts) for texts, _ in rows.values())
     share = validation_share(cfg, total, validation_rows)
     rows = carve_missing_splits(rows, label_names, cfg, where, share)
@@ -152,14 +124,7 @@ def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: 
             f"interval of +-{cfg.validation_margin:g} near the floor needs: models that close to the floor will be "
             "undecided (more labelled rows, a wider data.validation_margin or a lower criteria.confidence decide more)"
         )
-    index = {name: i for i, name in enumerate(label_names)}
-    features = datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(label_names))}
-    )
-    built = {
-        name: datasets.Dataset.from_dict({"text": texts, "label": [index[x] for x in labels]}, features=features)
-        for name, (texts, labels) in rows.items()
-    }
+    built = _to_datasets(rows, label_names)
     data = TaskData(
         train=built["train"],
         validation=built["validation"],
@@ -177,6 +142,70 @@ def load_task_data(cfg: DataConfig, progress: Progress = None, validation_rows: 
         f"{data.validation.num_rows}, test {data.test.num_rows} rows; {removed} duplicate texts removed"
     )
     return data
+
+
+#: split name -> (texts, label names)
+Rows = dict[str, tuple[list[str], list[str]]]
+
+
+def _columns(splits: dict[str, datasets.Dataset], cfg: DataConfig, where: str) -> tuple[str, str]:
+    """The text and label columns: as configured, else detected on the train split; both must exist."""
+    first = splits["train"]
+    text_col = cfg.text_column if cfg.text_column is not None else _detect_text_column(first, cfg.label_column, where)
+    _require_column(splits, text_col, "text_column", where)
+    label_col = cfg.label_column if cfg.label_column is not None else _detect_label_column(first, text_col, where)
+    _require_column(splits, label_col, "label_column", where)
+    if text_col == label_col:
+        raise DataError(
+            f"{where}: text and label are both column {text_col!r}; set data.text_column and data.label_column."
+        )
+    return text_col, label_col
+
+
+def _deduplicated(rows: Rows) -> tuple[Rows, int, list[str]]:
+    """Each split without duplicate texts; how many rows were removed, and a warning per split whose
+    duplicates had different labels."""
+    out: Rows = {}
+    warnings: list[str] = []
+    removed = 0
+    for name, (texts, labels) in rows.items():
+        out[name], dropped, conflicting = _dedup(texts, labels)
+        removed += dropped
+        if conflicting:
+            warnings.append(
+                f"{conflicting} duplicate texts in {name} had different labels; kept the first label of each"
+            )
+    return out, removed, warnings
+
+
+def _overlap_warnings(rows: Rows) -> tuple[int, list[str]]:
+    """Texts of the test split also in train (their count), and warnings for texts shared between
+    splits and for classes of validation or test that train never shows."""
+    warnings: list[str] = []
+    cross = 0
+    if "test" in rows:
+        cross = len(set(rows["train"][0]) & set(rows["test"][0]))
+        if cross:
+            warnings.append(f"{cross} texts of the test split also occur in train; test scores may be optimistic")
+    if "validation" in rows and (overlap := len(set(rows["train"][0]) & set(rows["validation"][0]))):
+        warnings.append(f"{overlap} texts of the validation split also occur in train")
+    seen = set(rows["train"][1])
+    for name in ("validation", "test"):
+        if name in rows and (unseen := sorted(set(rows[name][1]) - seen)):
+            warnings.append(f"class(es) {', '.join(map(repr, unseen))} of {name} never occur in train")
+    return cross, warnings
+
+
+def _to_datasets(rows: Rows, label_names: tuple[str, ...]) -> dict[str, datasets.Dataset]:
+    """Each split as a ``datasets.Dataset`` of ``text`` and a ``label`` ClassLabel over ``label_names``."""
+    index = {name: i for i, name in enumerate(label_names)}
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(label_names))}
+    )
+    return {
+        name: datasets.Dataset.from_dict({"text": texts, "label": [index[x] for x in labels]}, features=features)
+        for name, (texts, labels) in rows.items()
+    }
 
 
 def column(split: datasets.Dataset, name: str) -> list[Any]:

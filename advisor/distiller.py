@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from advisor.config import Config
 from advisor.data import TaskData
-from advisor.outcome import Verdict
 from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 
@@ -62,15 +61,6 @@ class Distiller(Protocol):
     def __call__(
         self, request: DistilRequest, progress: Progress | None = None, callbacks: Sequence[Any] = ()
     ) -> RunResult: ...
-
-
-#: criteria a smaller model can fix; failing only these makes a run a teacher for distillation
-CEILINGS = frozenset({"max_latency_ms", "max_size_mb", "max_params"})
-
-
-def only_ceilings_failed(verdict: Verdict) -> bool:
-    """True when the run met the floor and failed nothing but ceilings."""
-    return not verdict.passed and bool(verdict.failed) and set(verdict.failed) <= CEILINGS
 
 
 #: why a climb handed no distiller records its students as unavailable

@@ -55,6 +55,7 @@ from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Candidate, Cost, RunResult
 
 Progress = Callable[[str], None]
+Judge = Callable[[RunResult], Verdict]
 
 
 class Continued(NamedTuple):
@@ -76,6 +77,51 @@ def candidates_judged(config: Config) -> int:
     return 2 + config.tuning.trials_per_rung
 
 
+@dataclasses.dataclass(frozen=True)
+class _Setting:
+    """What every step of a continuation works with."""
+
+    config: Config
+    from_dir: Path
+    data: TaskData
+    run_dir: Path
+    ledger: Ledger
+    say: Progress
+    extra_callbacks: Sequence[TrainerCallback]
+
+
+class _Earlier(NamedTuple):
+    """The earlier model and what is known of the rows it was trained on."""
+
+    name: str  # the recommended rung
+    run: RunResult  # the earlier run that trained it, from its run directory
+    source: Path  # where the model to continue lies (its head extended, if asked)
+    seen: frozenset[str] | None  # its training texts, when the earlier run's data can be read back
+    unseen_rows: list[int]  # validation rows it was not trained on
+    notes: list[str]
+
+
+class _Plan(NamedTuple):
+    """The continuation trials' settings, tuner and the forecasts the budget checks against."""
+
+    train_data: TaskData
+    config: Config  # the continuation's training config
+    schedule: dict[str, Any]
+    warm: list[tuple[dict[str, Any], float | None]]  # the earlier run's trials the tuner was told
+    tuner: RungTuner
+    scratch_forecast: tuple[Cost, str]
+    first_forecast: Cost
+
+
+class _Trials(NamedTuple):
+    """What the continuation trials produced."""
+
+    runs: list[RunResult]
+    recommendation: str | None
+    stop_reason: str
+    outcome: str
+
+
 def continue_from(
     config: Config,
     from_dir: Path,
@@ -94,65 +140,116 @@ def continue_from(
             validation rows; counted in the Bonferroni family from the start, so a verdict here does
             not depend on whether the climb follows.
     """
+    s = _Setting(config, from_dir, data, run_dir, ledger, say, extra_callbacks)
     prev = previous_recommendation(from_dir, data, config)
-    rec, name = prev["recommendation"], str(prev["recommendation"]["candidate"]["name"])
+    baseline = _baseline(s)
+    judge = _validation_judge(config, data, later_candidates)
+    verdicts = {"baseline": judge(baseline)}
+    if prev["recommendation"]["candidate"]["kind"] == "baseline":
+        return _refitted_baseline(baseline, verdicts, from_dir)
+    earlier = _prepare_earlier(s, prev)
+    _reserve_evaluation(s, earlier.source)
+    judged = _judged_earlier(s, earlier)
+    verdicts[judged.run_id] = judge(judged)
+    plan = _plan(s, prev, earlier)
+    trials = _run_trials(s, plan, earlier, baseline.cost + judged.cost, judge, verdicts)
+    scratch = _scratch(config, prev, earlier.run, data, run_dir, ledger, say, extra_callbacks)
+    if scratch is not None:
+        verdicts[scratch.run_id] = judge(scratch)
+    best = _best(trials.runs, config.criteria.metric)
+    recommendation, stop_reason = _fall_back(s, earlier.name, trials, best, scratch, verdicts)
+    comparison = _comparison(s, earlier, judged, plan, trials.runs, best, scratch)
+    outcome = "met" if recommendation is not None else trials.outcome
+    runs = [judged, *trials.runs, *([scratch] if scratch is not None else [])]
+    return Continued(baseline, runs, verdicts, recommendation, stop_reason, {"incremental": comparison}, outcome)
+
+
+def _baseline(s: _Setting) -> RunResult:
+    """The TF-IDF baseline on the expanded data: read back from the ledger, or fitted (within budget)."""
+    baseline = s.ledger.get("baseline")
+    if baseline is not None:
+        return baseline
+    watch = None
+    if any_budget(s.config.criteria):
+        spent = sum((r.cost for r in s.ledger.all()), Cost())
+        watch = FitBudget(s.config.criteria, spent, Rates.measured(s.ledger.all()))
+    return _record(s.ledger, fit_baseline(s.data, s.config, s.run_dir, progress=s.say, budget=watch))
+
+
+def _validation_judge(config: Config, data: TaskData, later_candidates: int) -> Judge:
+    """Judge a run from its interval on the validation rows, Bonferroni-corrected over the candidates
+    judged here: the baseline, the earlier model as it stands, each continuation trial and the
+    from-scratch comparison (and the runs of a climb that may follow)."""
     criteria, metric = config.criteria, config.criteria.metric
-    baseline = ledger.get("baseline")
-    if baseline is None:
-        watch = None
-        if any_budget(criteria):
-            watch = FitBudget(criteria, sum((r.cost for r in ledger.all()), Cost()), Rates.measured(ledger.all()))
-        baseline = _record(ledger, fit_baseline(data, config, run_dir, progress=say, budget=watch))
-    # decided from intervals, Bonferroni-corrected over the candidates judged here: the baseline, the
-    # earlier model as it stands, each continuation trial and the from-scratch comparison
     val_labels, k = column(data.validation, "label"), len(data.label_names)
     level = bonferroni(criteria.confidence, 1 + candidates_judged(config) + later_candidates)
 
-    def judge(run: RunResult, criteria: Any) -> Verdict:
+    def judge(run: RunResult) -> Verdict:
         return judge_run(run, criteria, run_interval(run, metric, val_labels, k, level))
 
-    verdicts = {"baseline": judge(baseline, criteria)}
-    if rec["candidate"]["kind"] == "baseline":
-        # a TF-IDF model costs next to nothing to fit: refitting it on all the data is the continuation
-        passed = verdicts["baseline"].passed
-        reason = "the earlier recommendation was the TF-IDF baseline; refitted on the expanded data, it " + (
-            "meets every criterion" if passed else f"fails ({'; '.join(verdicts['baseline'].failed)})"
-        )
-        details = {"incremental": {"from": str(from_dir), "from_run": "baseline", "refitted_baseline": True}}
-        return Continued(
-            baseline, [], verdicts, "baseline" if passed else None, reason, details, "met" if passed else "not_met"
-        )
+    return judge
 
-    earlier_run = recommended_run(prev, from_dir)
-    seen = earlier_train_texts(from_dir, say)
-    val_texts = column(data.validation, "text")
+
+def _refitted_baseline(baseline: RunResult, verdicts: dict[str, Verdict], from_dir: Path) -> Continued:
+    """An earlier TF-IDF recommendation: a TF-IDF model costs next to nothing to fit, so refitting it
+    on all the data is the continuation."""
+    passed = verdicts["baseline"].passed
+    reason = "the earlier recommendation was the TF-IDF baseline; refitted on the expanded data, it " + (
+        "meets every criterion" if passed else f"fails ({'; '.join(verdicts['baseline'].failed)})"
+    )
+    details = {"incremental": {"from": str(from_dir), "from_run": "baseline", "refitted_baseline": True}}
+    return Continued(
+        baseline, [], verdicts, "baseline" if passed else None, reason, details, "met" if passed else "not_met"
+    )
+
+
+def _prepare_earlier(s: _Setting, prev: dict[str, Any]) -> _Earlier:
+    """The earlier recommended run, the validation rows it never saw, and its model (head extended to
+    new classes with ``incremental.extend_head``)."""
+    run = recommended_run(prev, s.from_dir)
+    seen = earlier_train_texts(s.from_dir, s.say)
+    val_texts = column(s.data.validation, "text")
     unseen_rows = [i for i, t in enumerate(val_texts) if seen is None or t not in seen]
-    notes = overlap_notes(seen, len(val_texts) - len(unseen_rows), column(data.test, "text"))
-    source = from_dir / "model"
+    notes = overlap_notes(seen, len(val_texts) - len(unseen_rows), column(s.data.test, "text"))
+    source = s.from_dir / "model"
     old_labels = prev["dataset"]["label_names"]
-    if config.incremental.extend_head and set(data.label_names) != set(old_labels):
-        source = extend_head(source, old_labels, data.label_names, run_dir / "runs" / "head", config)
-        notes.append(f"the head was extended to {', '.join(data.label_names)}; earlier classes kept their weights")
-    for cb in extra_callbacks:  # leave room for the pass that judges a continuation the budget stops
+    new_labels = s.data.label_names
+    if s.config.incremental.extend_head and set(new_labels) != set(old_labels):
+        source = extend_head(source, old_labels, new_labels, s.run_dir / "runs" / "head", s.config)
+        notes.append(f"the head was extended to {', '.join(new_labels)}; earlier classes kept their weights")
+    name = str(prev["recommendation"]["candidate"]["name"])
+    return _Earlier(name, run, source, seen, unseen_rows, notes)
+
+
+def _reserve_evaluation(s: _Setting, source: Path) -> None:
+    """Leave room in every budget callback for the pass that judges a continuation the budget stops."""
+    for cb in s.extra_callbacks:
         if isinstance(cb, BudgetCallback):
-            cb.reserve(
-                *evaluation_reserve(val_pass_flops(source, data, config), len(data.validation), config.train.eval_rows)
-            )
-    runs: list[RunResult] = []
-    earlier = ledger.finished(RunKey("earlier", name).run_id)
-    if earlier is None:
-        say(f"{name}: judging the earlier model on the new validation split")
-        earlier = _record(ledger, _judge_earlier(name, source, from_dir, data, config))
-    else:
-        say(f"{earlier.run_id}: read back from the ledger (not judged again)")
-    runs.append(earlier)
-    verdicts[earlier.run_id] = judge(earlier, criteria)
-    spent = baseline.cost + earlier.cost
-    train_data, schedule = training_rows(data, seen, config)
-    cont = continuation_config(config, earlier_run)
+            val_flops = val_pass_flops(source, s.data, s.config)
+            cb.reserve(*evaluation_reserve(val_flops, len(s.data.validation), s.config.train.eval_rows))
+
+
+def _judged_earlier(s: _Setting, earlier: _Earlier) -> RunResult:
+    """The earlier model as it stands on the new validation split: read back from the ledger, or judged."""
+    name = earlier.name
+    judged = s.ledger.finished(RunKey("earlier", name).run_id)
+    if judged is not None:
+        s.say(f"{judged.run_id}: read back from the ledger (not judged again)")
+        return judged
+    s.say(f"{name}: judging the earlier model on the new validation split")
+    return _record(s.ledger, _judge_earlier(name, earlier.source, s.from_dir, s.data, s.config))
+
+
+def _plan(s: _Setting, prev: dict[str, Any], earlier: _Earlier) -> _Plan:
+    """The rows and schedule to continue with, a tuner told the earlier trials and those finished
+    here, and the forecasts: training from scratch, and a first continuation trial (from-scratch
+    scaled by epochs and rows trained)."""
+    config, name, metric = s.config, earlier.name, s.config.criteria.metric
+    train_data, schedule = training_rows(s.data, earlier.seen, config)
+    cont = continuation_config(config, earlier.run)
     schedule.update({k: getattr(cont.train, k) for k in ("learning_rate", "epochs", "warmup_ratio")})
-    warm = earlier_trials(from_dir, name, metric, cont)
-    done = [r for r in ledger.all() if r.key.role == "continuation" and r.key.step == name and r.status != "failed"]
+    warm = earlier_trials(s.from_dir, name, metric, cont)
+    done = [r for r in s.ledger.all() if r.key.role == "continuation" and r.key.step == name and r.status != "failed"]
     tuner = RungTuner(
         cont,
         previous=[*warm, *[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done]],
@@ -160,88 +257,124 @@ def continue_from(
         prune_after=math.ceil(len(train_data.train) / config.train.batch_size),
     )
     old_train = prev.get("dataset", {}).get("splits", {}).get("train", {})
-    scratch_forecast = forecast_scratch(earlier_run, old_train, data.summary()["splits"]["train"])
-    # a first trial's cost, for the budget check: from-scratch scaled by epochs and rows trained
-    scale = (cont.train.epochs / float(earlier_run.hyperparameters.get("epochs") or config.train.epochs)) * (
-        len(train_data.train) / len(data.train)
-    )
+    scratch_forecast = forecast_scratch(earlier.run, old_train, s.data.summary()["splits"]["train"])
+    earlier_epochs = float(earlier.run.hyperparameters.get("epochs") or config.train.epochs)
+    scale = (cont.train.epochs / earlier_epochs) * (len(train_data.train) / len(s.data.train))
     first_forecast = scaled_cost(scratch_forecast[0], scale)
-    candidate = Candidate(name=name, kind="incremental", source=str(source), parent_run=str(from_dir))
+    return _Plan(train_data, cont, schedule, warm, tuner, scratch_forecast, first_forecast)
+
+
+def _run_trials(
+    s: _Setting, plan: _Plan, earlier: _Earlier, spent: Cost, judge: Judge, verdicts: dict[str, Verdict]
+) -> _Trials:
+    """The continuation trials, each read back from the ledger or trained, until one passes, the
+    budget refuses the next, or ``tuning.trials_per_rung`` are done. Judges each into ``verdicts``."""
+    name = earlier.name
+    candidate = Candidate(name=name, kind="incremental", source=str(earlier.source), parent_run=str(s.from_dir))
     continued: list[RunResult] = []
-    recommendation: str | None = None
-    stop_reason, outcome = "", "not_met"
-    for i in range(config.tuning.trials_per_rung):
+    outcome = "not_met"
+    for i in range(s.config.tuning.trials_per_rung):
         key = RunKey("continuation", name, i + 1)
         run_id = key.run_id
-        run = ledger.finished(run_id)
+        run = s.ledger.finished(run_id)
         if run is not None:
-            say(f"{run_id}: read back from the ledger (not retrained)")
+            s.say(f"{run_id}: read back from the ledger (not retrained)")
         else:
-            forecast = continued[-1].cost if continued else first_forecast
-            if over := budget_refuses(config, spent, forecast):
-                stop_reason, outcome = f"stopped before {run_id}: {over}", "budget"
-                break
-            trial, hp, origin = tuner.ask()
-            pruner = PruningCallback(trial, metric)
-            hp = {**hp, "batch_size": config.train.batch_size}
-            run = train_run(
-                candidate,
-                str(source),
-                train_data,
-                cont,
-                run_dir,
-                key,
-                hp,
-                extra_callbacks=[pruner, *extra_callbacks, checkpoint_to(ledger, run_id)],
-                progress=say,
-            )
-            run = dataclasses.replace(run, details={**run.details, "trial_origin": f"continuation {origin}"})
-            tuner.tell(trial, run.metrics.get(metric) if run.status == "ok" else None, pruned=bool(pruner.stop_message))
-            _record(ledger, run)
-        runs.append(run)
+            forecast = continued[-1].cost if continued else plan.first_forecast
+            if over := budget_refuses(s.config, spent, forecast):
+                return _Trials(continued, None, f"stopped before {run_id}: {over}", "budget")
+            run = _train_trial(s, plan, candidate, key)
         continued.append(run)
         spent = spent + run.cost
         if i == 0:
             losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
-            tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
-        verdicts[run_id] = judge(run, criteria)
+            plan.tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
+        verdicts[run_id] = judge(run)
         if run.status == "budget":
             outcome = "budget"
         if verdicts[run_id].passed:
-            recommendation = run_id
-            stop_reason = f"{name} continued from {from_dir} meets every criterion"
-            break
+            return _Trials(continued, run_id, f"{name} continued from {s.from_dir} meets every criterion", outcome)
+    return _Trials(continued, None, "", outcome)
 
-    scratch = _scratch(config, prev, earlier_run, data, run_dir, ledger, say, extra_callbacks)
-    if scratch is not None:
-        runs.append(scratch)
-        verdicts[scratch.run_id] = judge(scratch, criteria)
-    best = max((r for r in continued if r.status == "ok"), key=lambda r: r.metrics.get(metric, 0.0), default=None)
-    if recommendation is None:
-        if scratch is not None and verdicts[scratch.run_id].passed:
-            recommendation = scratch.run_id
-        elif verdicts["baseline"].passed:
-            recommendation = "baseline"
-        failed = "; ".join(verdicts[best.run_id].failed) if best is not None else "no continuation finished"
-        stop_reason = (stop_reason + "; " if stop_reason else "") + f"{name} continued from {from_dir} fails ({failed})"
-    y_val = column(data.validation, "label")
-    spent_runs = [earlier, *continued]  # judging the earlier model is part of what continuing cost
+
+def _train_trial(s: _Setting, plan: _Plan, candidate: Candidate, key: RunKey) -> RunResult:
+    """Train one continuation trial with the tuner's next settings, tell the tuner, record the run."""
+    metric, run_id = s.config.criteria.metric, key.run_id
+    trial, hp, origin = plan.tuner.ask()
+    pruner = PruningCallback(trial, metric)
+    hp = {**hp, "batch_size": s.config.train.batch_size}
+    run = train_run(
+        candidate,
+        candidate.source,
+        plan.train_data,
+        plan.config,
+        s.run_dir,
+        key,
+        hp,
+        extra_callbacks=[pruner, *s.extra_callbacks, checkpoint_to(s.ledger, run_id)],
+        progress=s.say,
+    )
+    run = dataclasses.replace(run, details={**run.details, "trial_origin": f"continuation {origin}"})
+    plan.tuner.tell(trial, run.metrics.get(metric) if run.status == "ok" else None, pruned=bool(pruner.stop_message))
+    return _record(s.ledger, run)
+
+
+def _best(continued: Sequence[RunResult], metric: str) -> RunResult | None:
+    """The continuation trial that finished with the highest metric, if any finished."""
+    return max((r for r in continued if r.status == "ok"), key=lambda r: r.metrics.get(metric, 0.0), default=None)
+
+
+def _fall_back(
+    s: _Setting,
+    name: str,
+    trials: _Trials,
+    best: RunResult | None,
+    scratch: RunResult | None,
+    verdicts: dict[str, Verdict],
+) -> tuple[str | None, str]:
+    """The recommendation and why: a passing continuation, else the from-scratch run or the baseline
+    if either passes, with the reason the continuation fell short."""
+    if trials.recommendation is not None:
+        return trials.recommendation, trials.stop_reason
+    recommendation = None
+    if scratch is not None and verdicts[scratch.run_id].passed:
+        recommendation = scratch.run_id
+    elif verdicts["baseline"].passed:
+        recommendation = "baseline"
+    failed = "; ".join(verdicts[best.run_id].failed) if best is not None else "no continuation finished"
+    prefix = trials.stop_reason + "; " if trials.stop_reason else ""
+    return recommendation, prefix + f"{name} continued from {s.from_dir} fails ({failed})"
+
+
+def _comparison(
+    s: _Setting,
+    earlier: _Earlier,
+    judged: RunResult,
+    plan: _Plan,
+    continued: Sequence[RunResult],
+    best: RunResult | None,
+    scratch: RunResult | None,
+) -> dict[str, Any]:
+    """What continuing cost and gained against training from scratch (measured or forecast), paired
+    on the same validation rows, with where the continuation started from."""
+    y_val = column(s.data.validation, "label")
+    spent_runs = [judged, *continued]  # judging the earlier model is part of what continuing cost
+    metric, k = s.config.criteria.metric, len(s.data.label_names)
     comparison = compare(
-        metric, len(data.label_names), y_val, unseen_rows, spent_runs, best, scratch, scratch_forecast, [earlier]
+        metric, k, y_val, earlier.unseen_rows, spent_runs, best, scratch, plan.scratch_forecast, [judged]
     )
     comparison.update(
         {
-            "from": str(from_dir),
-            "from_run": earlier_run.run_id,
+            "from": str(s.from_dir),
+            "from_run": earlier.run.run_id,
             "continued_runs": [r.run_id for r in continued],  # the cost also holds judging the earlier model
-            "from_hyperparameters": dict(earlier_run.hyperparameters),
-            "schedule": schedule,
-            "warm_start_trials": len(warm),
-            "notes": notes,
+            "from_hyperparameters": dict(earlier.run.hyperparameters),
+            "schedule": plan.schedule,
+            "warm_start_trials": len(plan.warm),
+            "notes": earlier.notes,
         }
     )
-    outcome = "met" if recommendation is not None else outcome
-    return Continued(baseline, runs, verdicts, recommendation, stop_reason, {"incremental": comparison}, outcome)
+    return comparison
 
 
 # ----------------------------------------------------------------------------- runs

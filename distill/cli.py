@@ -19,6 +19,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distil a fine-tuned teacher into a smaller student; compare with the same student "
         "trained without the teacher, and measure size, speed and compute.",
     )
+    _add_models_and_data(p)
+    _add_settings(p)
+    _add_criteria(p)
+    p.add_argument(
+        "--keep-control",
+        action="store_true",
+        default=None,
+        help="keep the no-teacher controls' models too (by default only the delivered student is kept)",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="move a used --out folder aside (to <out>.old-<n>) and start afresh instead of resuming",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _add_models_and_data(p: argparse.ArgumentParser) -> None:
+    """The teacher, the student, and the data they learn from."""
     p.add_argument("--teacher", help="teacher folder, hub id, or offline rung name (e.g. minilm-l6)")
     p.add_argument("--data", help="built-in dataset name, data file or folder (see `advise --list-datasets`)")
     group = p.add_mutually_exclusive_group()
@@ -44,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="load pytorch_model.bin-only checkpoints (read with weights_only=True); only if you trust them",
     )
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """Config files, overrides and the flags for the most used distillation settings."""
     p.add_argument("--config", action="append", default=[], help="YAML file(s), e.g. configs/distill.yaml")
     p.add_argument(
         "--set",
@@ -74,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="refuse (with a message) instead of fine-tuning a teacher that has no head for the labels",
     )
+
+
+def _add_criteria(p: argparse.ArgumentParser) -> None:
+    """What the student must meet."""
     p.add_argument(
         "--target",
         metavar="METRIC=VALUE",
@@ -88,19 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-latency-ms", type=float, help="ceiling on the student's p95 CPU latency at batch 1 (ms)")
     p.add_argument("--max-size-mb", type=float, help="ceiling on the delivered student's size on disk (MB)")
-    p.add_argument(
-        "--keep-control",
-        action="store_true",
-        default=None,
-        help="keep the no-teacher controls' models too (by default only the delivered student is kept)",
-    )
-    p.add_argument(
-        "--restart",
-        action="store_true",
-        help="move a used --out folder aside (to <out>.old-<n>) and start afresh instead of resuming",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
 
 
 def _extra(args: argparse.Namespace) -> dict[str, Any]:

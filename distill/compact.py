@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from advisor.cost import Meter
@@ -23,10 +24,11 @@ from advisor.data import column
 from advisor.distiller import DistilRequest, unjudged_student
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
-from advisor.types import Footprint, RunResult
+from advisor.types import Cost, Footprint, RunResult
 from distill.compress import model_latency
-from distill.config import build_distill_config
+from distill.config import DistillConfig, build_distill_config
 from distill.pipeline import distill_models
+from distill.summary import DistillReport
 from distill.teacher import PassRefused
 from distill.transfer import read_unlabeled
 
@@ -47,10 +49,38 @@ def distil_run(
     run_dir = request.run_dir
     say = progress or (lambda _m: None)
     teacher_dir = run_dir / str(teacher_run.artifact)
+    source = str(teacher_dir.relative_to(run_dir))  # the student's source: its teacher's model
     work = run_dir / "runs" / run_id
+    dcfg = _student_config(request, teacher_dir, work)
+    unlabeled_path = config.ladder.distil_unlabeled
+    unlabeled = read_unlabeled(unlabeled_path, config.data.text_column) if unlabeled_path else []
+    say(f"{run_id}: distilling {teacher_run.run_id} into a half-depth student (it met the floor but not a ceiling)")
+    with quiet_libraries():
+        teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
+    # no ledger here: the climb's own ledger records the student's run
+    try:
+        report, student, student_tok = distill_models(
+            teacher, tokenizer, data, dcfg, work_dir=work, unlabeled=unlabeled, progress=say, callbacks=callbacks
+        )
+    except PassRefused as refused:  # a teacher pass forecast past the budget: no student to judge
+        say(f"{run_id}: stopped: {refused}")
+        details = {"teacher_run": teacher_run.run_id, "steps": 0}
+        return unjudged_student(teacher_run, request.key, source, "budget", str(refused), refused.spent, details)
+    dest = work / "model"
+    save_model_folder(student, student_tok, dest)
+    shutil.rmtree(work / "runs", ignore_errors=True)  # each model once: the student is in dest, the rest not kept
+    with Meter(config.metering, phase=f"latency {run_id}") as meter:
+        lat = model_latency(student.cpu(), student_tok, column(data.validation, "text"), config.train.max_length, 30)
+    return _student_run(request, report, source, dest, lat, meter.cost, len(unlabeled))
+
+
+def _student_config(request: DistilRequest, teacher_dir: Path, work: Path) -> DistillConfig:
+    """The distillation settings: the teacher run's epochs and learning rate, the climb's data,
+    metering, rules and metric, one seed, and the control trained first (decide before paying)."""
+    config, run_dir = request.config, request.run_dir
     t = config.train
-    hp = teacher_run.hyperparameters
-    dcfg = build_distill_config(
+    hp = request.teacher_run.hyperparameters
+    return build_distill_config(
         extra={
             "teacher": str(teacher_dir),
             "out": str(work),
@@ -73,29 +103,22 @@ def distil_run(
             "criteria": {"metric": config.criteria.metric, "confidence": config.criteria.confidence},
         }
     )
-    unlabeled_path = config.ladder.distil_unlabeled
-    unlabeled = read_unlabeled(unlabeled_path, config.data.text_column) if unlabeled_path else []
-    say(f"{run_id}: distilling {teacher_run.run_id} into a half-depth student (it met the floor but not a ceiling)")
-    with quiet_libraries():
-        teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
-    # no ledger here: the climb's own ledger records the student's run
-    try:
-        report, student, student_tok = distill_models(
-            teacher, tokenizer, data, dcfg, work_dir=work, unlabeled=unlabeled, progress=say, callbacks=callbacks
-        )
-    except PassRefused as refused:  # a teacher pass forecast past the budget: no student to judge
-        say(f"{run_id}: stopped: {refused}")
-        source = str(teacher_dir.relative_to(run_dir))
-        details = {"teacher_run": teacher_run.run_id, "steps": 0}
-        return unjudged_student(teacher_run, request.key, source, "budget", str(refused), refused.spent, details)
-    dest = work / "model"
-    save_model_folder(student, student_tok, dest)
-    shutil.rmtree(work / "runs", ignore_errors=True)  # each model once: the student is in dest, the rest not kept
-    with Meter(config.metering, phase=f"latency {run_id}") as meter:
-        lat = model_latency(student.cpu(), student_tok, column(data.validation, "text"), t.max_length, 30)
+
+
+def _student_run(
+    request: DistilRequest,
+    report: DistillReport,
+    source: str,
+    dest: Path,
+    lat: dict[str, float],
+    latency_cost: Cost,
+    unlabeled_rows: int,
+) -> RunResult:
+    """The saved student's record for the climb to judge: the distillation's cost plus the latency
+    measurement's, its retention of the teacher's score, and what the decide-first check found."""
+    teacher_run, run_dir, metric = request.teacher_run, request.run_dir, request.config.criteria.metric
     best = next(r for r in (*report.students, *report.controls) if r.run_id == report.saved_run)
     summary = report.summary
-    metric = config.criteria.metric
     teacher_score = report.teacher.metrics.get(metric)
     student_score = best.metrics.get(metric)
     retention = student_score / teacher_score if teacher_score and student_score is not None else None
@@ -104,14 +127,14 @@ def distil_run(
         candidate=dataclasses.replace(
             best.candidate,
             name=f"{teacher_run.candidate.name}-student",
-            source=str(teacher_dir.relative_to(run_dir)),
+            source=source,
             parent_run=teacher_run.run_id,
         ),
         hyperparameters=dict(best.hyperparameters),
         status="budget" if best.status == "budget" else "ok",
         message=best.message if best.status == "budget" else None,
         metrics=dict(best.metrics),
-        cost=report.total_cost + meter.cost,
+        cost=report.total_cost + latency_cost,
         artifact=str(dest.relative_to(run_dir)),
         details={
             "teacher_run": teacher_run.run_id,
@@ -125,7 +148,7 @@ def distil_run(
             "teacher_vs_control": summary.get("teacher_vs_control"),
             "teacher_vs_control_text": summary.get("teacher_vs_control_text"),
             "student_path": "distilled" if best.candidate.kind == "distilled" else "control",
-            "unlabeled_rows": len(unlabeled),
+            "unlabeled_rows": unlabeled_rows,
             "augmented_rows": summary.get("augmented_rows", 0),
         },
         footprint=Footprint(

@@ -1,4 +1,5 @@
-"""The phases after training: int8 quantisation, latency, the one test scoring, and the cost account.
+"""The phases after training: the delivered student, int8 quantisation, latency, the one test
+scoring, and the cost account.
 
 Each phase is metered; what it cost is a record (the int8 run) or an appended fact in the ledger's
 cost log (latency, test scoring), so a rerun reads it back and reports it once. :func:`account`
@@ -12,12 +13,14 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor.cost import Meter
 from advisor.data import TaskData, column
+from advisor.loading import load_for_classification
 from advisor.runkey import RunKey
 from advisor.stats import metric_interval
+from advisor.train import quiet_libraries
 from advisor.types import Cost, RunResult
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
 from distill.config import DistillConfig
@@ -26,6 +29,55 @@ from distill.teacher import TeacherOutputs, pass_cost
 from distill.trainer import evaluate
 
 Progress = Callable[[str], None]
+
+
+class Delivered(NamedTuple):
+    """The student to deliver, and what was measured of it."""
+
+    best: RunResult
+    student: Any
+    tokenizer: Any
+    quantized: RunResult | None
+    latency: dict[str, dict[str, float]]
+    sizes: dict[str, int]
+    students: list[RunResult]  # with the delivered one's test scores, when scored
+    controls: list[RunResult]
+
+
+def deliver(
+    runs: Runs,
+    config: DistillConfig,
+    data: TaskData,
+    teacher: tuple[Any, Any],
+    students: list[RunResult],
+    controls: list[RunResult],
+    work_dir: Path,
+    score_test: bool,
+    say: Progress,
+) -> Delivered:
+    """The best student by the metric, loaded, quantised when asked, timed against ``teacher`` (a
+    model and its tokenizer) and, with ``score_test``, scored on the test split.
+
+    Without a distilled student (the cheaper path, or a control the budget stopped before its seed's
+    student started) the control is the student: the small model trained directly.
+    """
+    teacher_model, tokenizer = teacher
+    best = max(students or controls, key=lambda r: r.metrics[config.criteria.metric])
+    with quiet_libraries():
+        student, student_tok = load_for_classification(str(runs.folder(work_dir, best)), tuple(data.label_names))
+    student.eval()
+    teacher_model.cpu()
+    sizes = {"teacher": state_dict_bytes(teacher_model), "student": state_dict_bytes(student)}
+    q, quantized_run = quantize_phase(runs, config, data, best, student, student_tok, work_dir, sizes, say)
+    models = {"teacher": (teacher_model, tokenizer), "student": (student, student_tok)}
+    if q is not None:
+        models["student_int8"] = (q, student_tok)
+    latency = measure_latency(runs, config, best.run_id, models, column(data.validation, "text"), say)
+    if score_test:
+        best, quantized_run = score_test_once(runs, config, data, best, quantized_run, models, say)
+        students = [best if r.run_id == best.run_id else r for r in students]
+        controls = [best if r.run_id == best.run_id else r for r in controls]
+    return Delivered(best, student, student_tok, quantized_run, latency, sizes, students, controls)
 
 
 def quantize_phase(

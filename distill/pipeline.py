@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -22,17 +22,16 @@ from advisor.cost import Meter
 from advisor.data import TaskData, column
 from advisor.inference import forward_flops
 from advisor.ledger import Ledger
-from advisor.loading import count_parameters, load_for_classification
+from advisor.loading import count_parameters
 from advisor.runkey import RunKey
-from advisor.train import quiet_libraries, save_model_folder
+from advisor.train import save_model_folder
 from advisor.types import Candidate, Cost, RunResult, RunStatus
 from distill.augment import augment
-from distill.compress import state_dict_bytes
 from distill.config import DistillConfig, KDConfig
 from distill.decide import TeacherCheck, describe, teacher_vs_control, worth_distilling
 from distill.interrupted import RunningCost, recover_lost
 from distill.losses import NO_LABEL
-from distill.phases import account, measure_latency, quantize_phase, score_test_once
+from distill.phases import Delivered, account, deliver
 from distill.records import Runs
 from distill.students import make_student
 from distill.summary import DistillReport, summarise
@@ -120,78 +119,106 @@ def distill_models(
     keep = work_dir if ledger is not None else None  # running costs are saved only where a rerun reads them
     if ledger is not None:
         recover_lost(work_dir, runs, say)
-    k, metric = config.distill, config.criteria.metric
-    texts = column(data.train, "text")
     make_student(config, teacher, tokenizer, tuple(data.label_names))  # a bad map or checkpoint fails first
     teacher.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))  # latency is measured on the CPU
-    watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
-    teacher_run = runs.get("teacher") or _teacher_phase(
-        runs, keep, teacher, tokenizer, data, config, teacher_needs_finetune, work_dir, watch, say
+    teacher_run = _scored_teacher(
+        runs, keep, teacher, tokenizer, data, config, teacher_needs_finetune, work_dir, callbacks, say
     )
-    say(f"teacher: validation {metric} {teacher_run.metrics[metric]:.4f}")
-    for cb in watch:  # the teacher's pass ran outside any Trainer the watch can see
-        cb.charge(teacher_run.cost)
-
-    transfer = list(unlabeled)
-    added = augment(texts, k.augment, seed=k.seeds[0])  # [] when distill.augment is 0
-    if added:
-        say(f"augmentation: {len(added)} perturbed copies of the labelled texts join the transfer set")
-    transfer += added
+    transfer, added = _transfer_set(column(data.train, "text"), unlabeled, config.distill, say)
     trained = _seeds(runs, keep, teacher, tokenizer, data, config, teacher_run, transfer, work_dir, callbacks, say)
-    students, controls, outputs, check, cheaper = trained
-
-    # without a distilled student (the cheaper path, or a control the budget stopped before its
-    # seed's student started) the control is the student: the small model trained directly
-    best = max(students or controls, key=lambda r: r.metrics[metric])
-    with quiet_libraries():
-        student, student_tok = load_for_classification(str(runs.folder(work_dir, best)), tuple(data.label_names))
-    student.eval()
-    teacher.cpu()
-    sizes = {"teacher": state_dict_bytes(teacher), "student": state_dict_bytes(student)}
-    q, quantized_run = quantize_phase(runs, config, data, best, student, student_tok, work_dir, sizes, say)
-    models = {"teacher": (teacher, tokenizer), "student": (student, student_tok)}
-    if q is not None:
-        models["student_int8"] = (q, student_tok)
-    latency = measure_latency(runs, config, best.run_id, models, column(data.validation, "text"), say)
-    if score_test:
-        best, quantized_run = score_test_once(runs, config, data, best, quantized_run, models, say)
-        students = [best if r.run_id == best.run_id else r for r in students]
-        controls = [best if r.run_id == best.run_id else r for r in controls]
-    costs = account(runs, teacher_run, students, controls, quantized_run, outputs)
+    d = deliver(runs, config, data, (teacher, tokenizer), trained.students, trained.controls, work_dir, score_test, say)
+    costs = account(runs, teacher_run, d.students, d.controls, d.quantized, trained.outputs)
     report = DistillReport(
         teacher=teacher_run,
-        students=tuple(students),
-        controls=tuple(controls),
-        quantized=quantized_run,
+        students=tuple(d.students),
+        controls=tuple(d.controls),
+        quantized=d.quantized,
         phases=costs.phases,
         notes=costs.notes,
         reused=costs.reused,
         lost=costs.lost,
-        latency=latency,
-        summary={
-            **summarise(
-                teacher_run,
-                students,
-                controls,
-                quantized_run,
-                latency,
-                sizes,
-                best.run_id,
-                metric=metric,
-                val_labels=column(data.validation, "label"),
-                num_labels=len(data.label_names),
-                level=config.criteria.confidence,
-            ),  # fmt: skip
-            "unlabeled_rows": len(transfer) - len(added),
-            "augmented_rows": len(added),
-            "cheaper_path": cheaper,
-            "teacher_vs_control": check.to_dict() if check is not None else None,
-            "teacher_vs_control_text": describe(check, len(transfer)) if check is not None else None,
-        },
-        saved_run=best.run_id,
+        latency=d.latency,
+        summary=_summary(config, data, teacher_run, trained, d, len(transfer) - added, added),
+        saved_run=d.best.run_id,
         config=config.to_dict(),
     )
-    return report, student, student_tok
+    return report, d.student, d.tokenizer
+
+
+class _Trained(NamedTuple):
+    """What the seeds trained, and what decided whether a distilled student was worth paying for."""
+
+    students: list[RunResult]
+    controls: list[RunResult]
+    outputs: TeacherOutputs | None  # the teacher's outputs (None when no student needed them)
+    check: TeacherCheck | None  # the teacher-vs-control check
+    cheaper: bool  # the cheaper path was taken: no distilled student
+
+
+def _scored_teacher(
+    runs: Runs,
+    keep: Path | None,
+    teacher: Any,
+    tokenizer: Any,
+    data: TaskData,
+    config: DistillConfig,
+    needs_finetune: bool,
+    work_dir: Path,
+    callbacks: Sequence[Any],
+    say: Progress,
+) -> RunResult:
+    """The teacher's run: read back, or fine-tuned when needed and scored, its cost charged to the budget."""
+    watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
+    teacher_run = runs.get("teacher") or _teacher_phase(
+        runs, keep, teacher, tokenizer, data, config, needs_finetune, work_dir, watch, say
+    )
+    say(f"teacher: validation {config.criteria.metric} {teacher_run.metrics[config.criteria.metric]:.4f}")
+    for cb in watch:  # the teacher's pass ran outside any Trainer the watch can see
+        cb.charge(teacher_run.cost)
+    return teacher_run
+
+
+def _transfer_set(texts: list[str], unlabeled: Sequence[str], k: KDConfig, say: Progress) -> tuple[list[str], int]:
+    """The texts the teacher's logits teach without labels: the unlabelled ones, then ``distill.augment``
+    perturbed copies of each labelled text; also how many copies were added."""
+    added = augment(texts, k.augment, seed=k.seeds[0])  # [] when distill.augment is 0
+    if added:
+        say(f"augmentation: {len(added)} perturbed copies of the labelled texts join the transfer set")
+    return [*unlabeled, *added], len(added)
+
+
+def _summary(
+    config: DistillConfig,
+    data: TaskData,
+    teacher_run: RunResult,
+    trained: _Trained,
+    d: Delivered,
+    unlabeled_rows: int,
+    augmented_rows: int,
+) -> dict[str, Any]:
+    """The report's headline numbers, with the transfer set's make-up and the teacher-vs-control check."""
+    check = trained.check
+    headline = summarise(
+        teacher_run,
+        d.students,
+        d.controls,
+        d.quantized,
+        d.latency,
+        d.sizes,
+        d.best.run_id,
+        metric=config.criteria.metric,
+        val_labels=column(data.validation, "label"),
+        num_labels=len(data.label_names),
+        level=config.criteria.confidence,
+    )
+    return {
+        **headline,
+        "unlabeled_rows": unlabeled_rows,
+        "augmented_rows": augmented_rows,
+        "cheaper_path": trained.cheaper,
+        "teacher_vs_control": check.to_dict() if check is not None else None,
+        "teacher_vs_control_text": describe(check, unlabeled_rows + augmented_rows) if check is not None else None,
+    }
 
 
 def _teacher_phase(
@@ -293,9 +320,6 @@ def _train_one(
     save_model_folder(model, tok, folder)
     say(f"{run_id}: validation {config.criteria.metric} {judged['metrics'][config.criteria.metric]:.4f}")
     rule = facts.get("rule")
-    if rule is not None and rule["rule"] == "overfit":
-        # early stopping in the usual sense: the student learned, more steps would make it worse
-        facts["early_stop"], rule = rule["message"], None
     status: RunStatus = "ok"
     message: str | None = None
     if rule is not None:
@@ -324,12 +348,8 @@ def _train_one(
 def _seeds(
     runs: Runs, keep: Path | None, teacher: Any, tokenizer: Any, data: TaskData, config: DistillConfig,
     teacher_run: RunResult, transfer: list[str], work_dir: Path, callbacks: Sequence[Any], say: Progress,
-) -> tuple[list[RunResult], list[RunResult], TeacherOutputs | None, TeacherCheck | None, bool]:  # fmt: skip
-    """Per seed, the control (the cheap path, first) and the distilled student, each read back or trained.
-
-    Returns the students, the controls, the teacher's outputs (None when no student needed them),
-    the teacher-vs-control check, and whether the cheaper path was taken (no distilled student).
-    """
+) -> _Trained:  # fmt: skip
+    """Per seed, the control (the cheap path, first) and the distilled student, each read back or trained."""
     k = config.distill
     texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
     watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
@@ -375,4 +395,4 @@ def _seeds(
         if any(r.status == "budget" for r in (*students, *controls)):
             break  # the budget is spent: no further seed starts
 
-    return students, controls, outputs, check, cheaper
+    return _Trained(students, controls, outputs, check, cheaper)
