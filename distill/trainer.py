@@ -13,23 +13,26 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import DataCollatorWithPadding
 
 from advisor.batching import BucketTrainer
 from advisor.config import RulesConfig
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
+from advisor.hf_trainer import CustomLoss, build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.rules import LossNotDecreasingRule, first_firing, health_callbacks
+from advisor.stopping import bind_meter, end_watchdogs, stopped_by
 from advisor.train import quiet_libraries, scratch_dir
+from advisor.watchdog import Stalled
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
@@ -135,8 +138,12 @@ def train_student(
     rules: RulesConfig | None = None,
     progress: Callable[[str], None] | None = None,
     callbacks: Sequence[Any] = (),
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Train ``model`` in place on the rows, with the teacher's soft targets when given.
+
+    The Trainer is the one every rung trains with (:func:`advisor.hf_trainer.build_trainer`): the
+    same batching, precision, evaluation batch and stopping across processes; only the loss differs.
 
     Args:
         model: a sequence-classification model (the student, or a teacher being fine-tuned).
@@ -151,8 +158,9 @@ def train_student(
         teacher: cached teacher outputs; None trains on the labels only.
         validation: texts and labels evaluated once per epoch (the health rules read the loss).
         rules: training-health rules; defaults when None.
-        callbacks: more Trainer callbacks; one with ``bind`` (the budget watch) is bound to ``meter``
-            and this run's counter first.
+        callbacks: more Trainer callbacks; each :class:`advisor.stopping.RunWatcher` (the budget
+            watch, the running cost) is bound to ``meter`` and this run's counter first.
+        precision: as ``train.precision`` ("auto": bf16 or fp16 on a GPU that has it, fp32 on a CPU).
 
     Returns:
         Training facts: steps, total_steps, final_loss, the health rule that fired, if one did, and
@@ -166,77 +174,71 @@ def train_student(
     with quiet_libraries():
         train_ds = tokenize(_rows(texts, labels, teacher, hidden), tokenizer, settings.max_length)
         val_ds = tokenize(_rows(*validation, None, False), tokenizer, settings.max_length) if validation else None
-    projection: torch.nn.Module | None = None
-    if hidden and teacher is not None and teacher.pooled is not None:
-        width = int(model.config.hidden_size)
-        if width != teacher.pooled.shape[-1]:
-            torch.manual_seed(seed)
-            projection = torch.nn.Linear(width, int(teacher.pooled.shape[-1]))
-            projection.to(next(model.parameters()).device)
-    on_gpu = torch.cuda.is_available()
+    loss = CustomLoss(
+        partial(DistillTrainer, kd=settings if teacher is not None else None,
+                projection=_projection(model, teacher, seed) if hidden else None),
+        _Collator(tokenizer),
+    )  # fmt: skip
     steps_per_epoch = max(1, math.ceil(len(train_ds) / settings.batch_size))
     total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
     scratch = scratch_dir(scratch_root, run_id)
-    checks = health_rules(rules if rules is not None else RulesConfig(), on_gpu, unlabelled)
-    args = TrainingArguments(
-        output_dir=str(scratch),
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=64,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        warmup_steps=int(settings.warmup_ratio * total_steps),
-        weight_decay=settings.weight_decay,
-        eval_strategy="epoch" if val_ds is not None else "no",
-        save_strategy="no",
-        logging_strategy="steps",
-        logging_steps=1,  # health rules read every step's loss
-        report_to="none",
-        seed=seed,
-        use_cpu=not on_gpu,
-        remove_unused_columns=False,  # the teacher's columns reach compute_loss
-        disable_tqdm=True,
-    )
+    checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
     metering = MeteringCallback(meter, model.config, num_labels=int(model.config.num_labels))
-    for cb in callbacks:  # the budget watch reads this run's meter as it goes
-        if hasattr(cb, "bind"):
-            cb.bind(meter, metering)
-    trainer = DistillTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=_Collator(tokenizer),
-        processing_class=tokenizer,
-        callbacks=[metering, *checks, *callbacks],
-        kd=settings if teacher is not None else None,
-        projection=projection,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    bind_meter(callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
+    hp = {k: getattr(settings, k) for k in ("learning_rate", "epochs", "warmup_ratio", "weight_decay")}
+    trainer = build_trainer(model, tokenizer, (train_ds, val_ds), scratch, hp, (settings.batch_size, 1),
+                            (total_steps, "epoch"), [metering, *checks, *callbacks], seed=seed, precision=precision,
+                            loss=loss)  # fmt: skip
     say(
         f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
         f"({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
     )
+    _train(trainer, checks, metering, scratch)
+    model.eval()
+    return _facts(trainer.state, total_steps, steps_per_epoch, [*checks, *callbacks])
+
+
+def _train(trainer: BucketTrainer, checks: Sequence[Any], metering: MeteringCallback, scratch: Path) -> None:
+    """Train; the watchdogs, the counter and the scratch folder end with the run, also when it raised.
+    A hung step ends it too: the stall rule holds the firing, which the facts return as any rule's."""
     try:
-        trainer.train()
+        try:
+            trainer.train()
+        finally:  # no Stalled after this
+            end_watchdogs(checks)
+    except Stalled:
+        pass
     finally:
-        for rule in checks:  # watchdog threads end with the run, also when it raised
-            if hasattr(rule, "stop"):
-                rule.stop()
         metering.flush()
         metering.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    model.eval()
-    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+
+
+def _projection(model: Any, teacher: TeacherOutputs | None, seed: int) -> torch.nn.Module | None:
+    """A map from the student's pooled state to the teacher's width for the hidden-state loss, or
+    None when the widths match (or the teacher has no pooled states)."""
+    if teacher is None or teacher.pooled is None:
+        return None
+    width, target = int(model.config.hidden_size), int(teacher.pooled.shape[-1])
+    if width == target:
+        return None
+    torch.manual_seed(seed)
+    projection = torch.nn.Linear(width, target)
+    return projection.to(next(model.parameters()).device)
+
+
+def _facts(state: Any, total_steps: int, steps_per_epoch: int, callbacks: Sequence[Any]) -> dict[str, Any]:
+    """Steps, the last epoch's mean loss, the health rule that fired and why the budget stopped the run."""
+    losses = [float(h["loss"]) for h in state.log_history if "loss" in h]
     facts: dict[str, Any] = {
-        "steps": trainer.state.global_step,
+        "steps": state.global_step,
         "total_steps": total_steps,
         "final_loss": sum(losses[-steps_per_epoch:]) / len(losses[-steps_per_epoch:]) if losses else float("nan"),
     }
-    stopped = next((cb.stop_message for cb in callbacks if getattr(cb, "stop_status", None) == "budget"), None)
-    if stopped:
-        facts["budget"] = stopped
-    firing = first_firing(checks)
+    stopper = stopped_by(callbacks)
+    if stopper is not None and stopper.stop_status == "budget":
+        facts["budget"] = stopper.stop_message
+    firing = first_firing(callbacks)
     if firing is not None:
         facts["rule"] = {"rule": firing.rule, "step": firing.step, "message": firing.message}
     return facts
