@@ -100,7 +100,7 @@ def build_trainer(
         model=model,
         args=args,
         train_dataset=datasets[0],
-        eval_dataset=datasets[1],  # sorted by length: each batch padded to little more than its texts
+        eval_dataset=datasets[1],  # a rung's is sorted by length: each batch padded to little more than its texts
         data_collator=loss.collator if loss is not None else DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=best.compute_metrics if best is not None else None,
