@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import math
 import shutil
 import tempfile
@@ -32,7 +31,7 @@ from transformers import (
 
 from advisor import devices, distributed
 from advisor.baseline import latency_ms
-from advisor.batching import BucketTrainer, is_out_of_memory, smaller_batch, sort_by_length
+from advisor.batching import BucketTrainer, first_line, is_out_of_memory, release_memory, smaller_batch, sort_by_length
 from advisor.best import BestWeights, EarlyStopping, MetricsFn, eval_history, evaluation_rows, patience_for
 from advisor.config import Config, TrainConfig
 from advisor.cost import Meter
@@ -301,7 +300,7 @@ def _fit(
         s.say(f"{s.run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
         s.metering.close()  # its hook holds the old model; the next Trainer attaches it to the new one
         del trainer, held.model
-        _release_memory()
+        release_memory()
         held.batch = smaller
         held.model, held.tokenizer = load()
 
@@ -325,9 +324,27 @@ def _attempt(held: _Held, s: _Setup) -> tuple[BucketTrainer, BestWeights, list[T
 def _train_once(
     trainer: BucketTrainer, callbacks: Sequence[TrainerCallback], batch: tuple[int, int]
 ) -> tuple[tuple[int, int] | None, str | None]:
-    """Train one attempt: ``(smaller batch, error's first line)`` when it ran out of memory at a batch
-    that can be halved; ``(None, why it failed)`` when it raised anything else; ``(None, None)``
-    when it ended (a stall included: the stall rule holds the firing)."""
+    """:func:`train_attempt`, with an error other than a halvable out-of-memory one recorded as
+    ``(None, why it failed)``; ``(None, None)`` when the attempt ended."""
+    try:
+        retry = train_attempt(trainer, callbacks, batch)
+    except GreenladderError:
+        raise
+    except Exception as exc:  # a crash in one run must not end the climb; record it
+        return None, f"training raised {type(exc).__name__}: {first_line(exc)}"
+    return retry if retry is not None else (None, None)
+
+
+def train_attempt(
+    trainer: BucketTrainer, callbacks: Sequence[TrainerCallback], batch: tuple[int, int]
+) -> tuple[tuple[int, int], str] | None:
+    """Train one attempt at ``batch`` (rows per device, accumulation); its watchdogs end with it.
+
+    Returns:
+        ``(smaller batch, the error's first line)`` when it ran out of memory at a batch that can be
+        halved (the caller restarts from the first weights at it); None when it ended, a hung step
+        included (the stall rule holds the firing). Any other error is raised.
+    """
     try:
         try:
             trainer.train()
@@ -335,15 +352,13 @@ def _train_once(
             end_watchdogs(callbacks)
     except Stalled:
         pass
-    except GreenladderError:
-        raise
-    except Exception as exc:  # a crash in one run must not end the climb; record it
+    except Exception as exc:
         # only plain data leaves this block: the exception's traceback pins the failed step's tensors
         smaller = smaller_batch(*batch) if is_out_of_memory(exc) else None
-        if smaller is not None:
-            return smaller, _first_line(exc)
-        return None, f"training raised {type(exc).__name__}: {_first_line(exc)}"
-    return None, None
+        if smaller is None:
+            raise
+        return smaller, first_line(exc)
+    return None
 
 
 def _outcome(
@@ -441,17 +456,6 @@ def _used_candidate(candidate: Candidate, model: PreTrainedModel, params: int, n
         hidden=getattr(model.config, "hidden_size", candidate.hidden),
         parent_run=candidate.parent_run,
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [""])[0][:200]
-
-
-def _release_memory() -> None:
-    """Give back what a failed attempt held before the next one allocates (host and device)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
-from advisor.batching import BucketTrainer
+from advisor.batching import BucketTrainer, release_memory
 from advisor.config import RulesConfig
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
@@ -30,9 +30,8 @@ from advisor.criteria import compute_metrics
 from advisor.hf_trainer import CustomLoss, build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.rules import LossNotDecreasingRule, first_firing, health_callbacks
-from advisor.stopping import bind_meter, end_watchdogs, stopped_by
-from advisor.train import quiet_libraries, scratch_dir
-from advisor.watchdog import Stalled
+from advisor.stopping import bind_meter, stopped_by
+from advisor.train import quiet_libraries, scratch_dir, train_attempt
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
@@ -174,44 +173,70 @@ def train_student(
     with quiet_libraries():
         train_ds = tokenize(_rows(texts, labels, teacher, hidden), tokenizer, settings.max_length)
         val_ds = tokenize(_rows(*validation, None, False), tokenizer, settings.max_length) if validation else None
-    loss = CustomLoss(
-        partial(DistillTrainer, kd=settings if teacher is not None else None,
-                projection=_projection(model, teacher, seed) if hidden else None),
-        _Collator(tokenizer),
-    )  # fmt: skip
+    projection = _projection(model, teacher, seed) if hidden else None
+    kd = settings if teacher is not None else None
+    loss = CustomLoss(partial(DistillTrainer, kd=kd, projection=projection), _Collator(tokenizer))
     steps_per_epoch = max(1, math.ceil(len(train_ds) / settings.batch_size))
     total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
     scratch = scratch_dir(scratch_root, run_id)
-    checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
     metering = MeteringCallback(meter, model.config, num_labels=int(model.config.num_labels))
     bind_meter(callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
     hp = {k: getattr(settings, k) for k in ("learning_rate", "epochs", "warmup_ratio", "weight_decay")}
-    trainer = build_trainer(model, tokenizer, (train_ds, val_ds), scratch, hp, (settings.batch_size, 1),
-                            (total_steps, "epoch"), [metering, *checks, *callbacks], seed=seed, precision=precision,
-                            loss=loss)  # fmt: skip
+
+    def attempt(batch: tuple[int, int]) -> tuple[BucketTrainer, list[Any]]:
+        checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
+        trainer = build_trainer(model, tokenizer, (train_ds, val_ds), scratch, hp, batch, (total_steps, "epoch"),
+                                [metering, *checks, *callbacks], seed=seed, precision=precision, loss=loss)  # fmt: skip
+        return trainer, checks
+
     say(
         f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
         f"({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
     )
-    _train(trainer, checks, metering, scratch)
-    model.eval()
-    return _facts(trainer.state, total_steps, steps_per_epoch, [*checks, *callbacks])
-
-
-def _train(trainer: BucketTrainer, checks: Sequence[Any], metering: MeteringCallback, scratch: Path) -> None:
-    """Train; the watchdogs, the counter and the scratch folder end with the run, also when it raised.
-    A hung step ends it too: the stall rule holds the firing, which the facts return as any rule's."""
     try:
-        try:
-            trainer.train()
-        finally:  # no Stalled after this
-            end_watchdogs(checks)
-    except Stalled:
-        pass
-    finally:
+        trainer, checks, retries = _fit(attempt, (settings.batch_size, 1), [model, projection], metering, say, run_id)
+    finally:  # the counter and the scratch folder end with the run, also when it raised
         metering.flush()
         metering.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    model.eval()
+    return {**_facts(trainer.state, total_steps, steps_per_epoch, [*checks, *callbacks]), **retries}
+
+
+def _fit(
+    attempt: Callable[[tuple[int, int]], tuple[BucketTrainer, list[Any]]],
+    batch: tuple[int, int],
+    modules: Sequence[torch.nn.Module | None],
+    metering: MeteringCallback,
+    say: Callable[[str], None],
+    run_id: str,
+) -> tuple[BucketTrainer, list[Any], dict[str, Any]]:
+    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.train.train_attempt`).
+
+    Each attempt that does is recorded in ``oom_retries``; the next restarts from the first weights
+    of ``modules`` (the student, its projection) at half the rows per device with twice the
+    accumulation: the same effective batch, data order and steps. Returns the last attempt's
+    Trainer and health rules, and the retries' facts.
+    """
+    kept = [m for m in modules if m is not None]
+    first = [{k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for m in kept]
+    facts: dict[str, Any] = {}
+    while True:
+        trainer, checks = attempt(batch)
+        retry = train_attempt(trainer, checks, batch)
+        if retry is None:
+            if batch[1] > 1:
+                facts["per_device_batch_size"], facts["gradient_accumulation_steps"] = batch
+            return trainer, checks, facts
+        smaller, why = retry
+        facts.setdefault("oom_retries", []).append({"batch_size": batch[0], "accumulation": batch[1], "error": why})
+        say(f"{run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
+        metering.close()  # the next Trainer attaches its hook again
+        del trainer
+        release_memory()
+        for module, state in zip(kept, first, strict=True):
+            module.load_state_dict(state)
+        batch = smaller
 
 
 def _projection(model: Any, teacher: TeacherOutputs | None, seed: int) -> torch.nn.Module | None:

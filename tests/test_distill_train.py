@@ -13,7 +13,7 @@ import torch
 import yaml
 from datasets import Dataset
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, TrainerCallback
 
 from advisor.config import MeteringConfig
 from advisor.cost import Meter
@@ -351,8 +351,6 @@ def test_a_student_whose_step_hangs_is_ended_and_the_stall_is_returned_as_its_ru
     import threading
     import time
 
-    from transformers import TrainerCallback
-
     from advisor.config import RulesConfig
 
     class HangAt(TrainerCallback):
@@ -368,3 +366,38 @@ def test_a_student_whose_step_hangs_is_ended_and_the_stall_is_returned_as_its_ru
     assert time.monotonic() - began < 60
     assert facts["rule"]["rule"] == "stall" and facts["rule"]["step"] == 1 and facts["steps"] == 1
     assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
+
+
+class OutOfMemoryAtStep2(TrainerCallback):
+    """Raises the error CUDA raises before the second step of the first attempt (after one update)."""
+
+    def __init__(self) -> None:
+        self.batches, self.starts, self.at_error = [], [], None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.batches.append((args.per_device_train_batch_size, args.gradient_accumulation_steps))
+        self.starts.append([p.detach().clone() for p in model.parameters()])
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if len(self.batches) == 1 and state.global_step == 1:
+            self.at_error = [p.detach().clone() for p in model.parameters()]
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_a_student_that_runs_out_of_memory_restarts_from_its_first_weights_at_half_the_batch(tok, tmp_path):
+    texts, labels = rows(64, seed=7)
+    settings = dataclasses.replace(FAST, epochs=1, batch_size=16)
+    oom = OutOfMemoryAtStep2()
+    with Meter(OFF, phase="t") as m:
+        facts = train_student(tiny(layers=1, seed=3), tok, texts, labels, settings, seed=0, scratch_root=tmp_path,
+                              run_id="t", meter=m, callbacks=[oom])  # fmt: skip
+    assert oom.batches == [(16, 1), (8, 2)]  # the same effective batch
+    assert facts["oom_retries"] == [
+        {"batch_size": 16, "accumulation": 1, "error": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+    ]
+    assert (facts["per_device_batch_size"], facts["gradient_accumulation_steps"]) == (8, 2)
+    assert facts["steps"] == facts["total_steps"] == 4
+    # one update had changed the weights when memory ran out; the retry started from the first ones
+    assert any(not torch.equal(a, b) for a, b in zip(oom.starts[0], oom.at_error, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(oom.starts[0], oom.starts[1], strict=True))
+    assert not list(tmp_path.glob(".scratch/trainer-t-*"))
