@@ -139,10 +139,8 @@ def train_student(
     callbacks: Sequence[Any] = (),
     precision: str = "auto",
 ) -> dict[str, Any]:
-    """Train ``model`` in place on the rows, with the teacher's soft targets when given.
-
-    The Trainer is the one every rung trains with (:func:`advisor.hf_trainer.build_trainer`): the
-    same batching, precision, evaluation batch and stopping across processes; only the loss differs.
+    """Train ``model`` in place on the rows, with the teacher's soft targets when given, by the
+    Trainer every rung trains with (:func:`advisor.hf_trainer.build_trainer`): only the loss differs.
 
     Args:
         model: a sequence-classification model (the student, or a teacher being fine-tuned).
@@ -162,8 +160,9 @@ def train_student(
         precision: as ``train.precision`` ("auto": bf16 or fp16 on a GPU that has it, fp32 on a CPU).
 
     Returns:
-        Training facts: steps, total_steps, final_loss, the health rule that fired, if one did, and
-        ``budget``: why a budget callback stopped the run, if one did.
+        Training facts: steps, total_steps, final_loss, the health rule that fired, if one did,
+        ``budget``: why a budget callback stopped the run, if one did, and ``oom_retries`` with the
+        batch that fitted, if memory ran out.
     """
     say = progress or (lambda _m: None)
     unlabelled = any(int(y) == NO_LABEL for y in labels)
