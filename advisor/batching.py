@@ -23,6 +23,7 @@ it the optimisation) stays the same.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -134,3 +135,15 @@ def smaller_batch(per_device: int, accumulation: int) -> tuple[int, int] | None:
         if effective % rows == 0:
             return rows, effective // rows
     return None
+
+
+def release_memory() -> None:
+    """Give back what a failed attempt held before the next one allocates (host and device)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (200 characters at most), for a record."""
+    return (str(exc).splitlines() or [""])[0][:200]

@@ -30,9 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import TrainerCallback
-
 from advisor.flops import PASSES, encoder_forward_flops
+from advisor.stopping import StopsRun
 from advisor.types import AcceptanceCriteria, Cost, RunResult
 
 PFLOP = 1e15
@@ -135,7 +134,7 @@ def any_budget(criteria: AcceptanceCriteria) -> bool:
     return any(x is not None for x in (criteria.budget_pflops, criteria.budget_kwh, criteria.budget_seconds))
 
 
-class BudgetCallback(TrainerCallback):
+class BudgetCallback(StopsRun):
     """Stops a run before its next step (plus one evaluation to judge it) would cross a budget.
 
     Reads the run's own meter as it goes: FLOPs counted so far (the metering callback's pending
@@ -163,6 +162,7 @@ class BudgetCallback(TrainerCallback):
         eval_flops: float,
         rates: Rates | Callable[[], Rates],
     ) -> None:
+        super().__init__()
         self.criteria = criteria
         self._spent_now = spent if callable(spent) else (lambda: spent)
         self._rates_now = rates if callable(rates) else (lambda: rates)
@@ -172,7 +172,6 @@ class BudgetCallback(TrainerCallback):
         self.reserve(eval_flops)
         self.meter: Any = None
         self.counter: Any = None
-        self.stop_message: str | None = None
         self._last: tuple[float, float] = (0.0, 0.0)
         self._steps = 0
 

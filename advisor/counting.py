@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from advisor.cost import Meter
 from advisor.flops import PASSES, forward_coefficients
+from advisor.stopping import RunWatcher
 from advisor.types import Cost
 
 
@@ -192,7 +193,7 @@ class MeteringCallback(TrainerCallback):
         self.flush()
 
 
-class CostCheckpoint(TrainerCallback):
+class CostCheckpoint(RunWatcher):
     """Records a training run's cost so far, so that work a kill interrupts is still counted.
 
     ``write(cost, step)`` gets the run's cost up to now (:meth:`advisor.cost.Meter.snapshot` plus the

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import optuna
 from scipy.stats import binomtest
-from transformers import TrainerCallback
 
 from advisor.stats import PairedGain, bonferroni, paired_gain
+from advisor.stopping import StopsRun
 
 #: user attributes a trial's evaluations are recorded in
 LABELS_ATTR = "sample_labels"
@@ -149,7 +149,7 @@ class PairedPruner(optuna.pruners.BasePruner):
         return prune_decision(self.metric, labels, mine, reference, int(attrs.get(CLASSES_ATTR, 2)), level)
 
 
-class PruningCallback(TrainerCallback):
+class PruningCallback(StopsRun):
     """Records each evaluation on the trial (its score and its predictions) and stops it when the pruner says so.
 
     ``train_run`` hands it the run's :class:`advisor.best.BestWeights` (``watch``), whose latest
@@ -157,9 +157,9 @@ class PruningCallback(TrainerCallback):
     """
 
     def __init__(self, trial: optuna.trial.Trial, metric: str) -> None:
+        super().__init__()
         self.trial = trial
         self.key = f"eval_{metric}"
-        self.stop_message: str | None = None
         self._best: Any = None
         self._num_labels = 2
 

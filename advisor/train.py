@@ -10,12 +10,14 @@ callbacks, and optional callbacks from the tuner (pruning).
 from __future__ import annotations
 
 import contextlib
-import gc
+import dataclasses
+import functools
 import math
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +32,24 @@ from transformers import (
 
 from advisor import devices, distributed
 from advisor.baseline import latency_ms
-from advisor.batching import is_out_of_memory, smaller_batch, sort_by_length
-from advisor.best import BestWeights, EarlyStopping, eval_history, evaluation_rows, patience_for
-from advisor.config import Config
+from advisor.batching import BucketTrainer, first_line, is_out_of_memory, release_memory, smaller_batch, sort_by_length
+from advisor.best import BestWeights, EarlyStopping, MetricsFn, eval_history, evaluation_rows, patience_for
+from advisor.config import Config, TrainConfig
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import GreenladderError
 from advisor.fetch import atomic_copytree
-from advisor.hf_trainer import build_trainer
+from advisor.hf_trainer import build_trainer, precision_here
 from advisor.inference import predict_labels, tokenize
 from advisor.ledger import fault_point
 from advisor.loading import count_parameters, load_for_classification
-from advisor.rules import first_firing, health_callbacks, steps_saved
+from advisor.rules import health_callbacks
 from advisor.runkey import RunKey
-from advisor.types import Candidate, Footprint, RunResult
-from advisor.watchdog import Stalled, StallRule
+from advisor.stopping import bind_meter, end_watchdogs, run_stop, watch_evaluations
+from advisor.types import Candidate, Cost, Footprint, RunResult, RunStatus
+from advisor.watchdog import Stalled
 
 #: hyperparameters a trial may set; anything else is a programming error
 HPARAM_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_ratio", "weight_decay")
@@ -115,6 +118,53 @@ def scratch_dir(run_dir: Path, run_id: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"trainer-{run_id}-", dir=root))
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every attempt of one run shares: the rows, the step plan, the settings and the watchers.
+
+    Attributes:
+        train: the tokenised training rows.
+        validation: the tokenised rows scored at each evaluation, sorted by length.
+        order: evaluation row ``i`` is row ``order[i]`` of the scored rows.
+        sample: the validation rows scored during training (a stratified sample), or None: all of them.
+        steps: (total optimizer steps, steps between evaluations).
+    """
+
+    run_id: str
+    config: Config
+    hp: Mapping[str, Any]
+    train: Any
+    validation: Any
+    order: np.ndarray
+    sample: list[int] | None
+    steps: tuple[int, int]
+    out: Path
+    metering: MeteringCallback
+    extra: Sequence[TrainerCallback]
+    metrics_fn: MetricsFn
+    num_labels: int
+    say: Callable[[str], None]
+
+
+@dataclass
+class _Held:
+    """The model being trained and its batch: an out-of-memory error replaces the model and halves the batch."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    batch: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """The last attempt: its Trainer, best-weight keeper and callbacks, and why it failed (or None)."""
+
+    trainer: BucketTrainer
+    best: BestWeights
+    callbacks: list[TrainerCallback]
+    error: str | None
+
+
 def train_run(
     candidate: Candidate,
     model_source: str,
@@ -147,206 +197,280 @@ def train_run(
         hparams: overrides of ``config.train`` (learning_rate, epochs, batch_size, warmup_ratio, weight_decay).
         train_fraction: train on this share of the training split (small experiments first).
         save_model: save the fine-tuned model (off for trials that only inform the search).
-        extra_callbacks: more Trainer callbacks (the tuner's pruning callback).
+        extra_callbacks: more Trainer callbacks (the tuner's pruning callback); each
+            :class:`advisor.stopping.RunWatcher` is handed the run's meter and evaluations.
 
     Returns:
         A RunResult: ``ok`` with validation metrics (also when early stopping ended it),
         ``stopped`` when a health rule or the pruner stopped it (with the best evaluation's metrics
-        when there was one), ``failed`` when training raised.
+        when there was one), ``budget`` when the budget watch did, ``failed`` when training raised.
     """
     run_id = key.run_id
     say = progress or (lambda _m: None)
     hp = resolve_hparams(config, hparams or {})
-    t, metric = config.train, config.criteria.metric
+    load = functools.partial(_load, model_source, data.label_names, config.train)
+    held = _Held(*load(), batch=(hp["batch_size"], 1))
+    rows = _rows(data, held.tokenizer, config.train, train_fraction)
+    total_params, non_emb = count_parameters(held.model)
+    distributed.check_batch_split(hp["batch_size"])
+    tmp_out = scratch_dir(run_dir, run_id)
+    started = time.time()
+    details: dict[str, Any] = {}
+    with Meter(config.metering, phase=f"train {run_id}") as meter:
+        metering = MeteringCallback(meter, held.model.config, num_labels=len(data.label_names))
+        bind_meter(extra_callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
+        steps = _steps(len(rows[0]), hp, config.train.evals_per_epoch)
+        metrics_fn = _metrics_fn(run_id, data)
+        setup = _Setup(
+            run_id, config, hp, *rows, steps, tmp_out, metering, extra_callbacks, metrics_fn, len(data.label_names), say
+        )
+        fit = _fit(held, load, setup, candidate.name, details)
+        status, message, metrics, judged = _outcome(held, fit, setup, data, details)
+    shutil.rmtree(tmp_out, ignore_errors=True)
+    details.update(_facts(fit, setup, train_fraction, started))
+    if held.batch[1] > 1:
+        details["per_device_batch_size"], details["gradient_accumulation_steps"] = held.batch
+    artifact, footprint, cost = None, Footprint(params=total_params), meter.cost
+    # rank 0's record is the job's (agree below); a budget-stopped run's partial model is judged and kept
+    if status in ("ok", "budget") and metrics and save_model and distributed.is_main():
+        artifact, footprint, latency_cost = _deliver(held, data, config, run_dir, run_id, metering, total_params)
+        cost = cost + latency_cost
+    metering.close()
+    _say_ending(say, run_id, (status, message), metrics, config.criteria.metric, fit.best.step)
+    used = _used_candidate(candidate, held.model, total_params, non_emb)
+    predictions = tuple(int(x) for x in judged) if metrics else ()
+    record = RunResult(key, used, hp, status, metrics, cost, artifact, message, details=details, footprint=footprint)
+    return distributed.agree(dataclasses.replace(record, val_predictions=predictions))
 
-    def load() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-        set_seed(t.seed)  # a retry after an OOM starts from the very same weights and head
-        with quiet_libraries():
-            return load_for_classification(
-                model_source, data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
-            )
 
-    model, tokenizer = load()
+def _load(source: str, label_names: Sequence[str], t: TrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    set_seed(t.seed)  # a retry after an OOM starts from the very same weights and head
+    with quiet_libraries():
+        return load_for_classification(
+            source, label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
+        )
+
+
+def _rows(
+    data: TaskData, tokenizer: PreTrainedTokenizerBase, t: TrainConfig, train_fraction: float
+) -> tuple[Any, Any, np.ndarray, list[int] | None]:
+    """The tokenised training rows, the evaluation rows sorted by length with their ``order``, and
+    the validation ``sample`` they are (None: the whole split)."""
     with quiet_libraries():
         train_ds = tokenize(subsample(data.train, train_fraction, t.seed), tokenizer, t.max_length)
         sample = evaluation_rows(column(data.validation, "label"), t.eval_rows, t.seed)
         scored = data.validation if sample is None else data.validation.select(sample)
         val_ds, val_order = sort_by_length(tokenize(scored, tokenizer, t.max_length))
-    total_params, non_emb = count_parameters(model)
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / hp["batch_size"]))
-    total_steps = max(1, math.ceil(steps_per_epoch * hp["epochs"]))
-    eval_steps = max(1, steps_per_epoch // t.evals_per_epoch)
-    r = config.rules
-    distributed.check_batch_split(hp["batch_size"])
+    return train_ds, val_ds, val_order, sample
 
+
+def _steps(rows: int, hp: Mapping[str, Any], evals_per_epoch: int) -> tuple[int, int]:
+    """(total optimizer steps, steps between evaluations) of ``hp`` on ``rows`` training rows."""
+    steps_per_epoch = max(1, math.ceil(rows / hp["batch_size"]))
+    return max(1, math.ceil(steps_per_epoch * hp["epochs"])), max(1, steps_per_epoch // evals_per_epoch)
+
+
+def _metrics_fn(run_id: str, data: TaskData) -> MetricsFn:
     def metrics_fn(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
         fault_point(f"train:{run_id}")  # test-only crash injection mid-training (first evaluation)
         return compute_metrics(labels, ids, data.label_names)
 
-    tmp_out = scratch_dir(run_dir, run_id)
-    started = time.time()
-    status, message = "ok", None
-    details: dict[str, Any] = {}
-    batch = (hp["batch_size"], 1)
-    with Meter(config.metering, phase=f"train {run_id}") as meter:
-        metering = MeteringCallback(meter, model.config, num_labels=len(data.label_names))
-        for cb in extra_callbacks:  # the budget watch reads this run's meter as it goes
-            if hasattr(cb, "bind"):
-                cb.bind(meter, metering)
-        while True:
-            if t.freeze_embeddings:
-                model.get_input_embeddings().requires_grad_(False)
-            rules = health_callbacks(r, on_gpu=torch.cuda.is_available())
-            best = BestWeights(metric, metrics_fn, val_order)
-            for cb in extra_callbacks:  # the pruner compares trials on the rows each evaluation scored
-                if hasattr(cb, "watch"):
-                    cb.watch(best, len(data.label_names))
-            patience = patience_for(math.ceil(total_steps / eval_steps), r.early_stop_share, r.early_stop_min_patience)
-            stopper = EarlyStopping(metric, patience) if r.enabled else None
-            callbacks = [metering, best, *rules, *([stopper] if stopper else []), *extra_callbacks]
-            trainer = build_trainer(
-                model, tokenizer, (train_ds, val_ds), tmp_out, hp, batch, (total_steps, eval_steps), callbacks, config
-            )
-            say(
-                f"{run_id}: fine-tuning {candidate.name} ({total_steps} steps, lr {hp['learning_rate']:.2g}, "
-                f"{hp['epochs']:g} epochs, {len(train_ds)} examples"
-                + (f", batch {batch[0]} x {batch[1]} accumulated" if batch[1] > 1 else "")
-                + ")"
-            )
-            smaller: tuple[int, int] | None = None
-            try:
-                try:
-                    trainer.train()
-                finally:  # watchdogs end with the run, also when it raised; no Stalled after this
-                    for rule in rules:
-                        if isinstance(rule, StallRule):
-                            rule.stop()
-            except Stalled:
-                pass  # the stall rule holds the firing; the run is recorded as stopped below
-            except GreenladderError:
-                raise
-            except Exception as exc:  # a crash in one run must not end the climb; record it
-                smaller = smaller_batch(*batch) if is_out_of_memory(exc) else None
-                if smaller is not None:
-                    details.setdefault("oom_retries", []).append(
-                        {"batch_size": batch[0], "accumulation": batch[1], "error": _first_line(exc)}
-                    )
-                else:
-                    status, message = "failed", f"training raised {type(exc).__name__}: {_first_line(exc)}"
-            if smaller is None:
-                break
-            # outside the except block: the exception's traceback no longer pins the failed step's tensors
-            say(f"{run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
-            metering.close()  # its hook holds the old model; the next Trainer attaches it to the new one
-            del trainer, model
-            _release_memory()
-            batch = smaller
-            model, tokenizer = load()
-        firing = first_firing(rules)
-        stopper_cb = next((cb for cb in extra_callbacks if getattr(cb, "stop_message", None)), None)
-        pruned = getattr(stopper_cb, "stop_message", None)
-        if status == "ok" and firing is not None:
-            details["rule"] = {"rule": firing.rule, "step": firing.step, "numbers": dict(firing.numbers)}
-            details["steps_saved"] = steps_saved(firing, total_steps)
-            status, message = "stopped", f"stopped by rule {firing.rule} at step {firing.step}: {firing.message}"
-        elif status == "ok" and pruned:
-            # the pruner's "stopped", or the budget's "budget" (whose partial model is judged and kept)
-            status, message = getattr(stopper_cb, "stop_status", "stopped"), pruned
-            details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
-        elif status == "ok" and stopper is not None and stopper.stopped_step is not None:
-            details["early_stop"] = stopper.describe(metric)
-            details["steps_saved"] = max(0, total_steps - trainer.state.global_step)
-        if status == "ok" and best.step is None:
-            status, message = "failed", "no evaluation of the validation split completed; nothing to judge"
-        if status != "failed":
-            best.restore(model)  # the judged weights are the ones saved and measured below
-        metrics, judged = (best.metrics, best.predictions) if status != "failed" else ({}, best.predictions)
-        if metrics and sample is not None:  # the kept weights, scored once on the whole split
-            judged = predict_labels(model, tokenizer, column(data.validation, "text"), t.max_length)
-            metrics = compute_metrics(column(data.validation, "label"), judged, data.label_names)
-            metering.flush()
-            details["eval_rows"] = len(sample)
-    shutil.rmtree(tmp_out, ignore_errors=True)
-    details.update(
-        {
-            "steps": trainer.state.global_step,
-            "total_steps": total_steps,
-            "best_step": best.step,
-            "train_examples": len(train_ds),
-            "train_fraction": train_fraction,
-            "precision": devices.resolve_precision(
-                t.precision, torch.cuda.is_available(), torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            ),
-            "eval_history": eval_history(trainer.state.log_history, metric),
-            "hf_total_flos": float(getattr(trainer.state, "total_flos", 0.0) or 0.0),
-            "elapsed_s": time.time() - started,
-        }
-    )
-    if batch[1] > 1:
-        details["per_device_batch_size"], details["gradient_accumulation_steps"] = batch
-    artifact = None
-    footprint = Footprint(params=total_params)
-    cost = meter.cost
-    # rank 0's record is the job's (agree below); a budget-stopped run's partial model is judged and kept
-    if status in ("ok", "budget") and metrics and save_model and distributed.is_main():
-        dest = run_dir / "runs" / run_id / "model"
-        save_model_folder(model, tokenizer, dest)
-        artifact = str(dest.relative_to(run_dir))
-        with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
-            metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
-            lat_meter.before_close(metering.flush)
-            deployed: Any = model.to(devices.latency_device(config.criteria.latency_device))  # type: ignore[arg-type]
-            texts = column(data.validation, "text")
-            lat = latency_ms(lambda batch: predict_labels(deployed, tokenizer, batch, t.max_length), texts)
-        footprint = Footprint(
-            size_mb=dir_size_mb(dest),
-            params=total_params,
-            latency_device=devices.describe_device(config.criteria.latency_device),  # CPU by default
-            latency_ms_p50=lat["latency_ms_p50"],
-            latency_ms_p95=lat["latency_ms_p95"],
+    return metrics_fn
+
+
+def _fit(
+    held: _Held,
+    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
+    s: _Setup,
+    name: str,
+    details: dict[str, Any],
+) -> _Fitted:
+    """Train until an attempt does not run out of memory. Each one that does is recorded in
+    ``details["oom_retries"]``; the next starts from the same weights (``load``) at half the rows per
+    device with twice the gradient accumulation."""
+    while True:
+        trainer, best, callbacks = _attempt(held, s)
+        batch = held.batch
+        s.say(
+            f"{s.run_id}: fine-tuning {name} ({s.steps[0]} steps, lr {s.hp['learning_rate']:.2g}, "
+            f"{s.hp['epochs']:g} epochs, {len(s.train)} examples"
+            + (f", batch {batch[0]} x {batch[1]} accumulated" if batch[1] > 1 else "")
+            + ")"
         )
-        cost = cost + lat_meter.cost
-    metering.close()
+        smaller, why = _train_once(trainer, callbacks, batch)
+        if smaller is None:
+            return _Fitted(trainer, best, callbacks, why)
+        details.setdefault("oom_retries", []).append({"batch_size": batch[0], "accumulation": batch[1], "error": why})
+        s.say(f"{s.run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
+        s.metering.close()  # its hook holds the old model; the next Trainer attaches it to the new one
+        del trainer, held.model
+        release_memory()
+        held.batch = smaller
+        held.model, held.tokenizer = load()
+
+
+def _attempt(held: _Held, s: _Setup) -> tuple[BucketTrainer, BestWeights, list[TrainerCallback]]:
+    """One attempt's Trainer, with fresh health rules, best-weight keeper and early stopping."""
+    t, r, metric = s.config.train, s.config.rules, s.config.criteria.metric
+    if t.freeze_embeddings:
+        held.model.get_input_embeddings().requires_grad_(False)
+    rules = health_callbacks(r, on_gpu=torch.cuda.is_available())
+    best = BestWeights(metric, s.metrics_fn, s.order)
+    watch_evaluations(s.extra, best, s.num_labels)  # the pruner compares trials on the rows each evaluation scored
+    patience = patience_for(math.ceil(s.steps[0] / s.steps[1]), r.early_stop_share, r.early_stop_min_patience)
+    stopper = [EarlyStopping(metric, patience)] if r.enabled else []
+    callbacks = [s.metering, best, *rules, *stopper, *s.extra]
+    trainer = build_trainer(
+        held.model,
+        held.tokenizer,
+        (s.train, s.validation),
+        s.out,
+        s.hp,
+        held.batch,
+        s.steps,
+        callbacks,
+        seed=t.seed,
+        precision=t.precision,
+        torch_compile=t.torch_compile,
+    )
+    return trainer, best, callbacks
+
+
+def _train_once(
+    trainer: BucketTrainer, callbacks: Sequence[TrainerCallback], batch: tuple[int, int]
+) -> tuple[tuple[int, int] | None, str | None]:
+    """:func:`train_attempt`, with an error other than a halvable out-of-memory one recorded as
+    ``(None, why it failed)``; ``(None, None)`` when the attempt ended."""
+    try:
+        retry = train_attempt(trainer, callbacks, batch)
+    except GreenladderError:
+        raise
+    except Exception as exc:  # a crash in one run must not end the climb; record it
+        return None, f"training raised {type(exc).__name__}: {first_line(exc)}"
+    return retry if retry is not None else (None, None)
+
+
+def train_attempt(
+    trainer: BucketTrainer, callbacks: Sequence[TrainerCallback], batch: tuple[int, int]
+) -> tuple[tuple[int, int], str] | None:
+    """Train one attempt at ``batch`` (rows per device, accumulation); its watchdogs end with it.
+
+    Returns:
+        ``(smaller batch, the error's first line)`` when it ran out of memory at a batch that can be
+        halved (the caller restarts from the first weights at it); None when it ended, a hung step
+        included (the stall rule holds the firing). Any other error is raised.
+    """
+    try:
+        try:
+            trainer.train()
+        finally:  # watchdogs end with the run, also when it raised; no Stalled after this
+            end_watchdogs(callbacks)
+    except Stalled:
+        pass
+    except Exception as exc:
+        # only plain data leaves this block: the exception's traceback pins the failed step's tensors
+        smaller = smaller_batch(*batch) if is_out_of_memory(exc) else None
+        if smaller is None:
+            raise
+        return smaller, first_line(exc)
+    return None
+
+
+def _outcome(
+    held: _Held, fit: _Fitted, s: _Setup, data: TaskData, details: dict[str, Any]
+) -> tuple[RunStatus, str | None, dict[str, float], Any]:
+    """The run's status, message, metrics and per-row validation predictions, with the kept (best)
+    weights loaded into the model: they are the ones judged, saved and timed."""
+    if fit.error is not None:
+        return "failed", fit.error, {}, fit.best.predictions
+    stop = run_stop(fit.callbacks, s.steps[0], fit.trainer.state.global_step, s.config.criteria.metric)
+    details.update(stop.details)
+    if stop.status == "ok" and fit.best.step is None:
+        return "failed", "no evaluation of the validation split completed; nothing to judge", {}, fit.best.predictions
+    fit.best.restore(held.model)
+    metrics, judged = fit.best.metrics, fit.best.predictions
+    if metrics and s.sample is not None:  # the kept weights, scored once on the whole split
+        judged = predict_labels(held.model, held.tokenizer, column(data.validation, "text"), s.config.train.max_length)
+        metrics = compute_metrics(column(data.validation, "label"), judged, data.label_names)
+        s.metering.flush()
+        details["eval_rows"] = len(s.sample)
+    return stop.status, stop.message, metrics, judged
+
+
+def _facts(fit: _Fitted, s: _Setup, train_fraction: float, started: float) -> dict[str, Any]:
+    """The run's training facts for its record."""
+    state, metric = fit.trainer.state, s.config.criteria.metric
+    return {
+        "steps": state.global_step,
+        "total_steps": s.steps[0],
+        "best_step": fit.best.step,
+        "train_examples": len(s.train),
+        "train_fraction": train_fraction,
+        "precision": precision_here(s.config.train.precision),
+        "eval_history": eval_history(state.log_history, metric),
+        "hf_total_flos": float(getattr(state, "total_flos", 0.0) or 0.0),
+        "elapsed_s": time.time() - started,
+    }
+
+
+def _deliver(
+    held: _Held,
+    data: TaskData,
+    config: Config,
+    run_dir: Path,
+    run_id: str,
+    metering: MeteringCallback,
+    params: int,
+) -> tuple[str, Footprint, Cost]:
+    """Save the judged model under ``runs/<run_id>/model`` and time it: (its folder, relative to
+    ``run_dir``; its footprint; the latency passes' cost)."""
+    dest = run_dir / "runs" / run_id / "model"
+    model, tokenizer = held.model, held.tokenizer
+    save_model_folder(model, tokenizer, dest)
+    with Meter(config.metering, phase=f"latency {run_id}") as lat_meter:
+        metering.meter = lat_meter  # the latency passes are counted too, as this phase's cost
+        lat_meter.before_close(metering.flush)
+        deployed: Any = model.to(devices.latency_device(config.criteria.latency_device))  # type: ignore[arg-type]
+        texts = column(data.validation, "text")
+        max_length = config.train.max_length
+        lat = latency_ms(lambda batch: predict_labels(deployed, tokenizer, batch, max_length), texts)
+    footprint = Footprint(
+        size_mb=dir_size_mb(dest),
+        params=params,
+        latency_device=devices.describe_device(config.criteria.latency_device),  # CPU by default
+        latency_ms_p50=lat["latency_ms_p50"],
+        latency_ms_p95=lat["latency_ms_p95"],
+    )
+    return str(dest.relative_to(run_dir)), footprint, lat_meter.cost
+
+
+def _say_ending(
+    say: Callable[[str], None],
+    run_id: str,
+    ending: tuple[str, str | None],
+    metrics: Mapping[str, float],
+    metric: str,
+    best_step: int | None,
+) -> None:
+    status, message = ending
     if status == "ok" and metrics:
-        say(f"{run_id}: validation {metric} {metrics.get(metric, float('nan')):.3f} (best at step {best.step})")
+        say(f"{run_id}: validation {metric} {metrics.get(metric, float('nan')):.3f} (best at step {best_step})")
     elif message:
         say(f"{run_id}: {status}: {message}")
-    used_candidate = Candidate(
+
+
+def _used_candidate(candidate: Candidate, model: PreTrainedModel, params: int, non_embedding: int) -> Candidate:
+    """``candidate`` with the trained model's measured size and shape."""
+    return Candidate(
         name=candidate.name,
         kind=candidate.kind,
         source=candidate.source,
-        params_total=total_params,
-        params_non_embedding=non_emb,
+        params_total=params,
+        params_non_embedding=non_embedding,
         layers=getattr(model.config, "num_hidden_layers", candidate.layers),
         hidden=getattr(model.config, "hidden_size", candidate.hidden),
         parent_run=candidate.parent_run,
     )
-    return distributed.agree(
-        RunResult(
-            key,
-            used_candidate,
-            hp,
-            status,  # type: ignore[arg-type]
-            metrics,
-            cost,
-            artifact=artifact,
-            message=message,
-            details=details,
-            footprint=footprint,
-            val_predictions=tuple(int(x) for x in judged) if metrics else (),
-        )
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [""])[0][:200]
-
-
-def _release_memory() -> None:
-    """Give back what a failed attempt held before the next one allocates (host and device)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:

@@ -21,11 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from advisor.cost import Meter
 from advisor.criteria import fmt_num
 from advisor.ledger import fault_point, write_text_atomic
+from advisor.stopping import RunWatcher
 from advisor.types import Cost
 from distill.records import Runs
 
@@ -35,7 +34,7 @@ SNAPSHOT_EVERY_S = 10.0
 FOLDER = "inprogress"
 
 
-class RunningCost(TrainerCallback):
+class RunningCost(RunWatcher):
     """Saves one phase's running cost under ``<work_dir>/inprogress``; does nothing when ``work_dir`` is None.
 
     ``train_student`` binds it to the phase's meter and token counter (:meth:`bind`), as it does the

@@ -13,23 +13,25 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, TrainingArguments
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers import DataCollatorWithPadding
 
-from advisor.batching import BucketTrainer
+from advisor.batching import BucketTrainer, release_memory
 from advisor.config import RulesConfig
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
+from advisor.hf_trainer import CustomLoss, build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.rules import LossNotDecreasingRule, first_firing, health_callbacks
-from advisor.train import quiet_libraries, scratch_dir
+from advisor.stopping import bind_meter, stopped_by
+from advisor.train import quiet_libraries, scratch_dir, train_attempt
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
@@ -135,8 +137,10 @@ def train_student(
     rules: RulesConfig | None = None,
     progress: Callable[[str], None] | None = None,
     callbacks: Sequence[Any] = (),
+    precision: str = "auto",
 ) -> dict[str, Any]:
-    """Train ``model`` in place on the rows, with the teacher's soft targets when given.
+    """Train ``model`` in place on the rows, with the teacher's soft targets when given, by the
+    Trainer every rung trains with (:func:`advisor.hf_trainer.build_trainer`): only the loss differs.
 
     Args:
         model: a sequence-classification model (the student, or a teacher being fine-tuned).
@@ -151,12 +155,14 @@ def train_student(
         teacher: cached teacher outputs; None trains on the labels only.
         validation: texts and labels evaluated once per epoch (the health rules read the loss).
         rules: training-health rules; defaults when None.
-        callbacks: more Trainer callbacks; one with ``bind`` (the budget watch) is bound to ``meter``
-            and this run's counter first.
+        callbacks: more Trainer callbacks; each :class:`advisor.stopping.RunWatcher` (the budget
+            watch, the running cost) is bound to ``meter`` and this run's counter first.
+        precision: as ``train.precision`` ("auto": bf16 or fp16 on a GPU that has it, fp32 on a CPU).
 
     Returns:
-        Training facts: steps, total_steps, final_loss, the health rule that fired, if one did, and
-        ``budget``: why a budget callback stopped the run, if one did.
+        Training facts: steps, total_steps, final_loss, the health rule that fired, if one did,
+        ``budget``: why a budget callback stopped the run, if one did, and ``oom_retries`` with the
+        batch that fitted, if memory ran out.
     """
     say = progress or (lambda _m: None)
     unlabelled = any(int(y) == NO_LABEL for y in labels)
@@ -166,77 +172,97 @@ def train_student(
     with quiet_libraries():
         train_ds = tokenize(_rows(texts, labels, teacher, hidden), tokenizer, settings.max_length)
         val_ds = tokenize(_rows(*validation, None, False), tokenizer, settings.max_length) if validation else None
-    projection: torch.nn.Module | None = None
-    if hidden and teacher is not None and teacher.pooled is not None:
-        width = int(model.config.hidden_size)
-        if width != teacher.pooled.shape[-1]:
-            torch.manual_seed(seed)
-            projection = torch.nn.Linear(width, int(teacher.pooled.shape[-1]))
-            projection.to(next(model.parameters()).device)
-    on_gpu = torch.cuda.is_available()
+    projection = _projection(model, teacher, seed) if hidden else None
+    kd = settings if teacher is not None else None
+    loss = CustomLoss(partial(DistillTrainer, kd=kd, projection=projection), _Collator(tokenizer))
     steps_per_epoch = max(1, math.ceil(len(train_ds) / settings.batch_size))
     total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
     scratch = scratch_dir(scratch_root, run_id)
-    checks = health_rules(rules if rules is not None else RulesConfig(), on_gpu, unlabelled)
-    args = TrainingArguments(
-        output_dir=str(scratch),
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=64,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        warmup_steps=int(settings.warmup_ratio * total_steps),
-        weight_decay=settings.weight_decay,
-        eval_strategy="epoch" if val_ds is not None else "no",
-        save_strategy="no",
-        logging_strategy="steps",
-        logging_steps=1,  # health rules read every step's loss
-        report_to="none",
-        seed=seed,
-        use_cpu=not on_gpu,
-        remove_unused_columns=False,  # the teacher's columns reach compute_loss
-        disable_tqdm=True,
-    )
     metering = MeteringCallback(meter, model.config, num_labels=int(model.config.num_labels))
-    for cb in callbacks:  # the budget watch reads this run's meter as it goes
-        if hasattr(cb, "bind"):
-            cb.bind(meter, metering)
-    trainer = DistillTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=_Collator(tokenizer),
-        processing_class=tokenizer,
-        callbacks=[metering, *checks, *callbacks],
-        kd=settings if teacher is not None else None,
-        projection=projection,
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
+    bind_meter(callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
+    hp = {k: getattr(settings, k) for k in ("learning_rate", "epochs", "warmup_ratio", "weight_decay")}
+
+    def attempt(batch: tuple[int, int]) -> tuple[BucketTrainer, list[Any]]:
+        checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
+        trainer = build_trainer(model, tokenizer, (train_ds, val_ds), scratch, hp, batch, (total_steps, "epoch"),
+                                [metering, *checks, *callbacks], seed=seed, precision=precision, loss=loss)  # fmt: skip
+        return trainer, checks
+
     say(
         f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
         f"({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
     )
     try:
-        trainer.train()
-    finally:
-        for rule in checks:  # watchdog threads end with the run, also when it raised
-            if hasattr(rule, "stop"):
-                rule.stop()
+        trainer, checks, retries = _fit(attempt, (settings.batch_size, 1), [model, projection], metering, say, run_id)
+    finally:  # the counter and the scratch folder end with the run, also when it raised
         metering.flush()
         metering.close()
         shutil.rmtree(scratch, ignore_errors=True)
     model.eval()
-    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    return {**_facts(trainer.state, total_steps, steps_per_epoch, [*checks, *callbacks]), **retries}
+
+
+def _fit(
+    attempt: Callable[[tuple[int, int]], tuple[BucketTrainer, list[Any]]],
+    batch: tuple[int, int],
+    modules: Sequence[torch.nn.Module | None],
+    metering: MeteringCallback,
+    say: Callable[[str], None],
+    run_id: str,
+) -> tuple[BucketTrainer, list[Any], dict[str, Any]]:
+    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.train.train_attempt`).
+
+    Each attempt that does is recorded in ``oom_retries``; the next restarts from the first weights
+    of ``modules`` (the student, its projection) at half the rows per device with twice the
+    accumulation: the same effective batch, data order and steps. Returns the last attempt's
+    Trainer and health rules, and the retries' facts.
+    """
+    kept = [m for m in modules if m is not None]
+    first = [{k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for m in kept]
+    facts: dict[str, Any] = {}
+    while True:
+        trainer, checks = attempt(batch)
+        retry = train_attempt(trainer, checks, batch)
+        if retry is None:
+            if batch[1] > 1:
+                facts["per_device_batch_size"], facts["gradient_accumulation_steps"] = batch
+            return trainer, checks, facts
+        smaller, why = retry
+        facts.setdefault("oom_retries", []).append({"batch_size": batch[0], "accumulation": batch[1], "error": why})
+        say(f"{run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
+        metering.close()  # the next Trainer attaches its hook again
+        del trainer
+        release_memory()
+        for module, state in zip(kept, first, strict=True):
+            module.load_state_dict(state)
+        batch = smaller
+
+
+def _projection(model: Any, teacher: TeacherOutputs | None, seed: int) -> torch.nn.Module | None:
+    """A map from the student's pooled state to the teacher's width for the hidden-state loss, or
+    None when the widths match (or the teacher has no pooled states)."""
+    if teacher is None or teacher.pooled is None:
+        return None
+    width, target = int(model.config.hidden_size), int(teacher.pooled.shape[-1])
+    if width == target:
+        return None
+    torch.manual_seed(seed)
+    projection = torch.nn.Linear(width, target)
+    return projection.to(next(model.parameters()).device)
+
+
+def _facts(state: Any, total_steps: int, steps_per_epoch: int, callbacks: Sequence[Any]) -> dict[str, Any]:
+    """Steps, the last epoch's mean loss, the health rule that fired and why the budget stopped the run."""
+    losses = [float(h["loss"]) for h in state.log_history if "loss" in h]
     facts: dict[str, Any] = {
-        "steps": trainer.state.global_step,
+        "steps": state.global_step,
         "total_steps": total_steps,
         "final_loss": sum(losses[-steps_per_epoch:]) / len(losses[-steps_per_epoch:]) if losses else float("nan"),
     }
-    stopped = next((cb.stop_message for cb in callbacks if getattr(cb, "stop_status", None) == "budget"), None)
-    if stopped:
-        facts["budget"] = stopped
-    firing = first_firing(checks)
+    stopper = stopped_by(callbacks)
+    if stopper is not None and stopper.stop_status == "budget":
+        facts["budget"] = stopper.stop_message
+    firing = first_firing(callbacks)
     if firing is not None:
         facts["rule"] = {"rule": firing.rule, "step": firing.step, "message": firing.message}
     return facts

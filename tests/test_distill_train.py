@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import torch
 import yaml
 from datasets import Dataset
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, TrainerCallback
 
 from advisor.config import MeteringConfig
 from advisor.cost import Meter
@@ -313,3 +314,90 @@ def test_a_student_learning_from_unlabelled_rows_is_not_judged_by_its_loss_alone
     # NaN, and divergence (3x the start and a nat above it: far wider than the mix's swing), stay on
     assert {NanLossRule, DivergenceRule} <= {type(c) for c in mixed}
     assert health_rules(RulesConfig(enabled=False), False, unlabelled=True) == []
+
+
+def test_a_student_is_trained_by_the_trainer_factory_of_every_rung(tok, tmp_path, monkeypatch):
+    """Precision, the evaluation batch and the stop shared by every process come from advisor.hf_trainer."""
+    import distill.trainer as student_trainer
+    from advisor.distributed import StopTogether
+    from advisor.hf_trainer import EVAL_BATCH
+    from distill.trainer import DistillTrainer
+
+    built = []
+
+    def keep(*args, **kwargs):  # the real factory; the Trainer it built is kept for a look
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    build = student_trainer.build_trainer
+    monkeypatch.setattr(student_trainer, "build_trainer", keep)
+    texts, labels = rows(32, seed=4)
+    settings = dataclasses.replace(FAST, epochs=1)
+    with Meter(OFF, phase="t") as m:
+        facts = train_student(tiny(layers=1, seed=3), tok, texts, labels, settings, seed=0, scratch_root=tmp_path,
+                              run_id="t", meter=m, validation=rows(16, seed=5), precision="bf16")  # fmt: skip
+    (trainer,) = built
+    assert isinstance(trainer, DistillTrainer) and trainer.kd is None  # the no-teacher control: labels alone
+    assert trainer.args.bf16 and not trainer.args.fp16  # the precision asked for (bf16 autocasts on a CPU too)
+    assert trainer.args.per_device_eval_batch_size == EVAL_BATCH
+    assert any(isinstance(cb, StopTogether) for cb in trainer.callback_handler.callbacks)
+    assert trainer.args.eval_strategy == "epoch" and not trainer.args.remove_unused_columns
+    assert facts["steps"] == facts["total_steps"] == 2 and math.isfinite(facts["final_loss"])
+
+
+def test_a_student_whose_step_hangs_is_ended_and_the_stall_is_returned_as_its_rule(tok, tmp_path):
+    """The stall rule interrupts a hung step; the student comes back with the firing (it used to escape
+    train_student as an exception, so a hung student ended the distillation instead of being recorded)."""
+    import threading
+    import time
+
+    from advisor.config import RulesConfig
+
+    class HangAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                time.sleep(120)  # a step that never comes back, as far as the run is concerned
+
+    texts, labels = rows(64, seed=6)
+    began = time.monotonic()
+    with Meter(OFF, phase="t") as m:
+        facts = train_student(tiny(layers=1, seed=3), tok, texts, labels, FAST, seed=0, scratch_root=tmp_path,
+                              run_id="t", meter=m, rules=RulesConfig(stall_seconds=3.0), callbacks=[HangAt()])  # fmt: skip
+    assert time.monotonic() - began < 60
+    assert facts["rule"]["rule"] == "stall" and facts["rule"]["step"] == 1 and facts["steps"] == 1
+    assert not any(t.name == "greenladder-stall-watchdog" for t in threading.enumerate())
+
+
+class OutOfMemoryAtStep2(TrainerCallback):
+    """Raises the error CUDA raises before the second step of the first attempt (after one update)."""
+
+    def __init__(self) -> None:
+        self.batches, self.starts, self.at_error = [], [], None
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.batches.append((args.per_device_train_batch_size, args.gradient_accumulation_steps))
+        self.starts.append([p.detach().clone() for p in model.parameters()])
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if len(self.batches) == 1 and state.global_step == 1:
+            self.at_error = [p.detach().clone() for p in model.parameters()]
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_a_student_that_runs_out_of_memory_restarts_from_its_first_weights_at_half_the_batch(tok, tmp_path):
+    texts, labels = rows(64, seed=7)
+    settings = dataclasses.replace(FAST, epochs=1, batch_size=16)
+    oom = OutOfMemoryAtStep2()
+    with Meter(OFF, phase="t") as m:
+        facts = train_student(tiny(layers=1, seed=3), tok, texts, labels, settings, seed=0, scratch_root=tmp_path,
+                              run_id="t", meter=m, callbacks=[oom])  # fmt: skip
+    assert oom.batches == [(16, 1), (8, 2)]  # the same effective batch
+    assert facts["oom_retries"] == [
+        {"batch_size": 16, "accumulation": 1, "error": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+    ]
+    assert (facts["per_device_batch_size"], facts["gradient_accumulation_steps"]) == (8, 2)
+    assert facts["steps"] == facts["total_steps"] == 4
+    # one update had changed the weights when memory ran out; the retry started from the first ones
+    assert any(not torch.equal(a, b) for a, b in zip(oom.starts[0], oom.at_error, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(oom.starts[0], oom.starts[1], strict=True))
+    assert not list(tmp_path.glob(".scratch/trainer-t-*"))

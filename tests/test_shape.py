@@ -4,6 +4,7 @@ imports included), and functions stay short enough to read."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,3 +79,28 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> Non
     c = ast.parse("import a\n")
     edges = {name: _imports(tree, mods) for name, tree in (("a", a), ("b", b), ("c", c))}
     assert _cycles(edges) == [["a", "b", "c"]]
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert long == []
+
+
+def test_no_product_code_parses_a_run_id() -> None:
+    """Roles and numbers are read from a run's key; only RunKey.from_legacy_id reads an id (old records)."""
+    parsing = re.compile(
+        r"run_id\)?\.(endswith|startswith|split|rsplit|partition|rpartition|removesuffix|count)\(|run_id\["
+    )
+    found = []
+    for name, path in _modules().items():
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if parsing.search(line):
+                found.append(f"{name}:{i}: {line.strip()}")
+    assert found == []
+    assert parsing.search("if r.run_id.startswith(f'{rung}-t'):") and parsing.search("name = run_id[:-3]")
