@@ -168,10 +168,10 @@ class Climb:
     # -- actions --------------------------------------------------------------------------------
 
     def _do(self, action: policy.Action) -> RunResult:
-        known = self.ledger.get(getattr(action, "run_id", ""))
-        if known is not None and known.status == "failed" and not isinstance(action, policy.Skip):
-            self.say(f"{known.run_id}: failed last time ({known.message}); trying it again")
-            known = None
+        recorded = self.ledger.get(action.run_id) if not isinstance(action, policy.Stop) else None
+        known = policy.read_back(recorded, action)
+        if recorded is not None and known is None:
+            self.say(f"{recorded.run_id}: failed last time ({recorded.message}); trying it again")
         if known is not None:
             self.say(
                 f"{known.run_id}: read back from the ledger (not {'refitted' if known.run_id == 'baseline' else 'retrained'})"
@@ -282,12 +282,9 @@ class Climb:
                 if r.key.role == "trial" and r.key.step == rung_name and r.status != "failed"
             ]
             # warm start: the best settings of the last rung climbed below this one
-            below = [r for r in self.runs if policy.is_trial(r) and r.status == "ok" and metric in r.metrics]
-            below = [r for r in below if r.candidate.name != rung_name and r.candidate.kind == "finetune"]
+            best = policy.warm_start(self.runs, rung_name, metric)
             warm = self.warm_start
-            if below:
-                last = below[-1].candidate.name
-                best = max((r for r in below if r.candidate.name == last), key=lambda r: r.metrics[metric])
+            if best is not None:
                 warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
             run_dir = self.run_dir.resolve()
             self.tuners[rung_name] = RungTuner(
@@ -396,11 +393,9 @@ class Climb:
         """Forecast the next step not yet taken, when a budget is set and a transformer has run."""
         if not any_budget(self.config.criteria):
             return
-        tried = {r.candidate.name for r in self.runs if r.candidate.kind in ("finetune", "probe")}
-        if not tried and not any(r.cost.flops > 0 for r in self.before):
-            return  # no speed measured yet to forecast with
-        nxt = next((s for s in self.steps if s.name not in tried), None)
-        if nxt is None or nxt.name in self.forecasts:
+        speed_known = any(r.cost.flops > 0 for r in self.before)  # a continuation ran before the climb
+        nxt = policy.step_to_forecast(self.steps, self.runs, self.forecasts, speed_known)
+        if nxt is None:
             return
         train, val = self._token_lengths(next(iter(self.rungs)))
         t, k = self.config.train, len(self.data.label_names)

@@ -17,92 +17,57 @@ several trials does not turn noise into a pass.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from advisor import runkey
 from advisor.config import Config
 from advisor.criteria import (
     closest_failure,
-    fmt_num,
     gain,
     gain_per_pflop,
     judge,
     only_ceilings_failed,
     run_interval,
 )
+from advisor.evidence import (
+    Action,
+    Distil,
+    Evidence,
+    FitBaseline,
+    Probe,
+    RungInfo,
+    SharedStudy,
+    Skip,
+    Stop,
+    Train,
+)
 from advisor.forecast import forecast_full
 from advisor.outcome import Verdict
-from advisor.runkey import RunKey
+from advisor.spending import budget_exhausted, budget_refuses
 from advisor.stats import bonferroni
 from advisor.types import Cost, RunResult
 
-PFLOP = 1e15
+__all__ = [
+    "Action",
+    "Distil",
+    "Evidence",
+    "FitBaseline",
+    "Probe",
+    "RungInfo",
+    "SharedStudy",
+    "Skip",
+    "Stop",
+    "Train",
+    "budget_exhausted",
+    "budget_refuses",
+    "decide",
+    "decision_level",
+    "is_trial",
+    "read_back",
+    "step_to_forecast",
+    "verdicts",
+    "warm_start",
+]
 
-
-@dataclass(frozen=True)
-class RungInfo:
-    """What the policy knows of a step of the climb before taking it.
-
-    A step is one way of using one encoder of the ladder: its fine-tune (``method`` "finetune",
-    named after the rung, trained as trials) or its frozen-encoder probe ("probe", named after the
-    probe's run id, one run). :mod:`advisor.steps` lists them cheapest first.
-    """
-
-    name: str
-    params_non_embedding: int | None = None
-    optional: bool = False
-    method: str = "finetune"
-    #: the ladder rung whose encoder the step uses (the step's own name when empty)
-    encoder: str = ""
-    #: forecast training FLOPs of the step (a probe's pass over the training rows, a fine-tune's
-    #: first trial), the order of the climb; None when not forecast
-    forecast_flops: float | None = None
-
-    @property
-    def rung(self) -> str:
-        return self.encoder or self.name
-
-
-@dataclass(frozen=True)
-class SharedStudy:
-    """What other workers sharing a rung's study have done (read from the study storage)."""
-
-    started: int = 0
-    best: float | None = None
-    #: which trial holds ``best``, its settings and the worker (run directory) that ran it
-    where: str = ""
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Everything a decision may depend on.
-
-    Attributes:
-        rungs: the ladder, smallest first, as configured.
-        runs: every recorded run, in the order it was made (the baseline first).
-        val_labels: the validation split's labels (the rows every verdict is decided on).
-        num_labels: number of classes.
-        forecasts: forecast cost of each rung's next full trial (analytic FLOPs, measured speed).
-        shared: per rung, what other workers sharing the study did (empty without a shared study).
-        spent: what the search has spent so far, all phases (budgets are checked against it).
-        prior_candidates: runs judged on the same validation rows before this climb began, other
-            than the baseline (a ``--from`` continuation's: the earlier model, its trials, the
-            from-scratch run); they widen the Bonferroni family, and a climb that follows them
-            holds its first rung to its budget forecast like any later rung.
-    """
-
-    rungs: tuple[RungInfo, ...]
-    runs: tuple[RunResult, ...]
-    val_labels: tuple[int, ...]
-    num_labels: int
-    forecasts: Mapping[str, Cost] = field(default_factory=dict)
-    shared: Mapping[str, SharedStudy] = field(default_factory=dict)
-    spent: Cost = field(default_factory=Cost)
-    prior_candidates: int = 0
-
-    def run(self, run_id: str) -> RunResult | None:
-        return next((r for r in self.runs if r.run_id == run_id), None)
 
 
 def is_trial(run: RunResult) -> bool:
@@ -116,75 +81,40 @@ def _on_rung(run: RunResult, rung: str) -> bool:
     return run.key.step == rung and run.key.role in ("trial", "small", "skipped")
 
 
-# ----------------------------------------------------------------------------- actions
+# ----------------------------------------------------------------------------- the executor's choices
 
 
-class _Recorded:
-    """An action whose result is recorded as one run, identified by ``key``."""
-
-    key: RunKey
-
-    @property
-    def run_id(self) -> str:
-        return self.key.run_id
-
-
-@dataclass(frozen=True)
-class FitBaseline(_Recorded):
-    key: RunKey = runkey.BASELINE
+def read_back(known: RunResult | None, action: Action) -> RunResult | None:
+    """The recorded result to use instead of carrying ``action`` out: its finished record. A failed
+    run is done again (an out-of-memory or a crash may not recur); a skip is never redone, since
+    its record is the decision itself."""
+    if known is None or (known.status == "failed" and not isinstance(action, Skip)):
+        return None
+    return known
 
 
-@dataclass(frozen=True)
-class Train(_Recorded):
-    """Train ``rung``: a trial (``key`` of role "trial") or its small experiment (role "small")."""
-
-    rung: str
-    key: RunKey
-
-    @property
-    def small(self) -> bool:
-        return self.key.role == "small"
-
-
-@dataclass(frozen=True)
-class Probe(_Recorded):
-    """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``key``."""
-
-    rung: str
-    key: RunKey
+def warm_start(runs: Sequence[RunResult], rung: str, metric: str) -> RunResult | None:
+    """The run whose settings start ``rung``'s tuning: the best finished trial of the last rung
+    climbed below it (probes, small experiments, students and continuations are not trials); None
+    when no rung below finished a trial, and the tuner's own default starts."""
+    below = [r for r in runs if is_trial(r) and r.status == "ok" and metric in r.metrics and r.key.step != rung]
+    if not below:
+        return None
+    last = below[-1].key.step
+    return max((r for r in below if r.key.step == last), key=lambda r: r.metrics[metric])
 
 
-@dataclass(frozen=True)
-class Skip(_Recorded):
-    """Record that ``rung`` is skipped (its forecast misses the floor), without training it."""
-
-    rung: str
-    key: RunKey
-    message: str
-    #: the forecast behind the skip (``Forecast.to_dict()``)
-    forecast: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Distil(_Recorded):
-    """Distil ``parent`` (a run id: good enough, too big or slow) into a student recorded as ``key``."""
-
-    parent: str
-    key: RunKey
-
-
-@dataclass(frozen=True)
-class Stop:
-    """End the climb. ``outcome``: ``met`` (a recommendation), ``not_met`` or ``budget``."""
-
-    reason: str
-    recommendation: str | None
-    outcome: str
-    #: what the next rung would have cost (budget stops), for the message
-    next_cost: Cost | None = None
-
-
-Action = FitBaseline | Probe | Train | Skip | Distil | Stop
+def step_to_forecast(
+    steps: Sequence[RungInfo], runs: Sequence[RunResult], forecasts: Mapping[str, Cost], speed_known: bool
+) -> RungInfo | None:
+    """The step whose cost to forecast next (a budget is checked against it before it starts): the
+    first step not yet taken, once a transformer's speed has been measured (``speed_known``: a
+    transformer ran here or before the climb); None when there is nothing new to forecast."""
+    tried = {r.candidate.name for r in runs if r.candidate.kind in ("finetune", "probe")}
+    if not tried and not speed_known:
+        return None
+    step = next((s for s in steps if s.name not in tried), None)
+    return None if step is None or step.name in forecasts else step
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -223,39 +153,6 @@ def verdicts(evidence: Evidence, config: Config, rule: str = "interval") -> dict
         iv = run_interval(run, config.criteria.metric, evidence.val_labels, evidence.num_labels, level)
         out[run.run_id] = judge(run, config.criteria, iv, rule=rule)
     return out
-
-
-# ----------------------------------------------------------------------------- budgets
-
-_BUDGETS = (
-    ("budget_pflops", "compute", "PFLOPs", lambda c: c.flops / PFLOP),
-    ("budget_kwh", "energy", "kWh", lambda c: c.energy_kwh),
-    ("budget_seconds", "wall time", "s", lambda c: c.wall_s),
-)
-
-
-def budget_exhausted(config: Config, spent: Cost) -> str | None:
-    """Why the search may spend nothing more (a budget already reached), or None."""
-    for name, label, unit, used in _BUDGETS:
-        limit = getattr(config.criteria, name)
-        if limit is not None and used(spent) >= limit:
-            return f"the {label} budget of {fmt_num(limit)} {unit} is spent ({fmt_num(used(spent))} {unit})"
-    return None
-
-
-def budget_refuses(config: Config, spent: Cost, forecast: Cost) -> str | None:
-    """Why work forecast to cost ``forecast`` cannot fit in what is left of a budget, or None."""
-    for name, label, unit, used in _BUDGETS:
-        limit = getattr(config.criteria, name)
-        if limit is None or used(forecast) <= 0:
-            continue
-        left = limit - used(spent)
-        if used(forecast) > left:
-            return (
-                f"its forecast {fmt_num(used(forecast))} {unit} does not fit in the {fmt_num(max(left, 0.0))} {unit} "
-                f"left of the {label} budget ({fmt_num(limit)} {unit})"
-            )
-    return None
 
 
 # ----------------------------------------------------------------------------- the policy

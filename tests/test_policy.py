@@ -42,12 +42,14 @@ def predictions(accuracy: float, seed: int = 0) -> tuple[int, ...]:
 def run(
     run_id: str, accuracy: float | None, status: str = "ok", kind: str = "finetune", cost: Cost | None = None, **kw
 ) -> RunResult:
-    name = run_id.split("-t")[0].split("-small")[0].split("-skipped")[0]
+    key = key_for(run_id)
+    name = key.step or "baseline"
     preds = predictions(accuracy, seed=len(run_id)) if accuracy is not None and status != "failed" else ()
+    hp = kw.pop("hyperparameters", {"learning_rate": 1e-4, "epochs": 3.0, "warmup_ratio": 0.1})
     return RunResult(
-        key=key_for(run_id),
+        key=key,
         candidate=Candidate(name, "baseline" if run_id == "baseline" else kind, "x", params_total=kw.pop("params", 1)),
-        hyperparameters={"learning_rate": 1e-4, "epochs": 3.0, "warmup_ratio": 0.1},
+        hyperparameters=hp,
         status=status,  # type: ignore[arg-type]
         metrics={"accuracy": accuracy} if accuracy is not None and status != "failed" else {},
         cost=cost or Cost(train_flops=1e14, wall_s=10, provenance={"flops": "analytic"}),
@@ -208,3 +210,46 @@ def test_gains_are_paired_and_say_when_they_are_not_distinguishable(tmp_path: Pa
     assert gains["medium-t1"]["vs_previous"]["reference"] == "small-t1"
     assert gains["medium-t1"]["vs_previous"]["distinguishable"]
     assert gains["medium-t1"]["per_pflop"]["value"] == pytest.approx(200.0)  # 20 points / 0.1 PFLOP
+
+
+# ----------------------------------------------------------------------------- the executor's choices
+
+
+def test_a_finished_record_is_read_back_a_failed_one_redone_and_a_skip_never_redone() -> None:
+    from advisor.policy import read_back
+
+    action = Train("small", runkey.trial("small", 1))
+    done, failed = run("small-t1", 0.8), run("small-t1", None, status="failed")
+    assert read_back(done, action) is done
+    assert read_back(failed, action) is None and read_back(None, action) is None
+    skip = Skip("small", runkey.skipped("small"), "forecast misses")
+    recorded_skip = RunResult(
+        runkey.skipped("small"), Candidate("small", "finetune", "x"), {}, "skipped", {}, Cost(), message="x"
+    )
+    assert read_back(recorded_skip, skip) is recorded_skip
+
+
+def test_a_rung_starts_from_the_best_trial_of_the_last_rung_climbed_below_it() -> None:
+    from advisor.policy import warm_start
+
+    hp_best = {"learning_rate": 3e-4, "epochs": 4.0, "warmup_ratio": 0.1}
+    runs = [
+        run("baseline", 0.6),
+        run("small-t1", 0.70),
+        run("small-t2", 0.74, hyperparameters=hp_best),
+        run("small-small", 0.90),  # a small experiment is not a trial: never a warm start
+        run("medium-t1", 0.72),
+    ]
+    assert warm_start(runs[:4], "medium", "accuracy").hyperparameters == hp_best
+    assert warm_start(runs, "large", "accuracy").run_id == "medium-t1"  # the last rung climbed, not the best
+    assert warm_start(runs[:1], "small", "accuracy") is None  # no trial below: the tuner's default
+
+
+def test_the_next_step_is_forecast_once_a_transformers_speed_is_known() -> None:
+    from advisor.policy import step_to_forecast
+
+    base, small_trial = run("baseline", 0.6), run("small-t1", 0.7)
+    assert step_to_forecast(RUNGS, [base], {}, speed_known=False) is None  # nothing measured to forecast with
+    assert step_to_forecast(RUNGS, [base], {}, speed_known=True).name == "small"  # a --from continuation ran
+    assert step_to_forecast(RUNGS, [base, small_trial], {}, speed_known=False).name == "medium"
+    assert step_to_forecast(RUNGS, [base, small_trial], {"medium": Cost()}, speed_known=False) is None
