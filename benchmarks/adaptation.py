@@ -49,15 +49,33 @@ PFLOP = 1e15
 FLOOR_OFFSETS = (0.02, 0.05, 0.08)
 
 
-def _parser() -> Any:
-    p = benchmark_parser(__doc__, "movie-sentences,uncertainty", "datasets, comma-separated (built-in names or files)")
+def split_parser(doc: str | None, work_help: str) -> Any:
+    """The options of the benchmarks that run on adaptation's splits (this one, probe_heads.py)."""
+    p = benchmark_parser(doc, "movie-sentences,uncertainty", "datasets, comma-separated (built-in names or files)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--encoders", default="minilm-l3,minilm-l6,mpnet-base", help="rungs of the offline ladder")
     p.add_argument("--train-rows", type=int, default=400)
     p.add_argument("--eval-rows", type=int, default=300, help="validation and test rows each")
     p.add_argument("--max-length", type=int, default=64)
+    add_run_options(p, work_help)
+    return p
+
+
+def adaptation_split(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Path]:
+    """The split of ``source`` at ``seed`` every method is compared on, saved under ``work/splits``."""
+    return fixed_split(
+        source,
+        f"adapt-{data_slug(source)}",
+        train_rows=args.train_rows,
+        eval_rows=args.eval_rows,
+        seed=seed,
+        root=work / "splits",
+    )
+
+
+def _parser() -> Any:
+    p = split_parser(__doc__, "folder for the split folders and run directories (kept; a rerun resumes from them)")
     p.add_argument("--epochs", type=float, default=3.0)
-    add_run_options(p, "folder for the split folders and run directories (kept; a rerun resumes from them)")
     return p
 
 
@@ -66,14 +84,7 @@ def _train_all(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Any,
     from advisor.advise import advise
     from advisor.config import build_config
 
-    data, folder = fixed_split(
-        source,
-        f"adapt-{data_slug(source)}",
-        train_rows=args.train_rows,
-        eval_rows=args.eval_rows,
-        seed=seed,
-        root=work / "splits",
-    )
+    data, folder = adaptation_split(source, seed, args, work)
     out = work / "runs" / f"{data_slug(source)}-{args.train_rows}-{args.eval_rows}-seed{seed}"
     config = build_config(
         overrides=[
