@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from advisor.atomic import atomic_copytree
 from advisor.errors import ModelError
-from advisor.fetch import PinnedFile, atomic_copytree, cache_root, fetch, sha256_of
+from advisor.fetch import PinnedFile, cache_root, fetch, sha256_of
 
 MANIFEST = "greenladder.json"
 # the files of a transformers folder that fine-tuning needs (sentence-transformers extras are left out)

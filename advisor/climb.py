@@ -36,8 +36,9 @@ from advisor.config import Config
 from advisor.counting import checkpoint_to
 from advisor.data import TaskData, column
 from advisor.distiller import Distiller, DistilRequest
+from advisor.faults import fault_point
 from advisor.forecast import forecast_full
-from advisor.ledger import Ledger, fault_point
+from advisor.ledger import Ledger
 from advisor.models import Rung, candidate_for, load_ladder, materialise
 from advisor.outcome import Verdict
 from advisor.probe import checkpoint_pooling, fit_probe
@@ -184,7 +185,7 @@ class Climb:
             if any_budget(self.config.criteria):
                 budget = FitBudget(self.config.criteria, search_spent(self.runs), Rates.measured(self.runs))
             run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say, budget=budget)
-            fault_point("baseline")  # test-only crash injection (see advisor.ledger.fault_point)
+            fault_point("baseline")  # test-only crash injection (see advisor.faults.fault_point)
         elif isinstance(action, policy.Skip):
             rung = self.rungs[action.rung]
             run = RunResult(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,54 +86,4 @@ def fetch(pinned: PinnedFile, progress: Callable[[str], None] | None = None) -> 
             )
         os.replace(got, dest)
     say(f"verified {pinned.filename} (sha256 {pinned.sha256[:12]}...)")
-    return dest
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where the OS says it (Linux), else set and restored."""
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def as_ordinary_files(folder: Path) -> None:
-    """Give ``folder`` and everything in it the permissions of ordinary new files under the umask.
-
-    ``mkdtemp`` makes a folder only its owner can enter, and some writers (safetensors in
-    transformers 5) leave ``-rw-------`` files; a model handed to the user should be readable as
-    any file they make (``drwxr-xr-x`` / ``-rw-r--r--`` under the usual umask 022).
-    """
-    mask = current_umask()
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        if path.is_dir():
-            os.chmod(path, 0o777 & ~mask)
-        else:
-            os.chmod(path, (0o666 | (path.stat().st_mode & 0o111)) & ~mask)
-
-
-def atomic_copytree(build: Callable[[Path], None], dest: Path) -> Path:
-    """Build a folder with ``build(tmp_dir)`` and move it to ``dest`` only once it is complete.
-
-    The folder and its files get the umask's permissions (:func:`as_ordinary_files`), not the
-    owner-only ones of the temporary folder.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
-        build(tmp)
-        as_ordinary_files(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -11,8 +11,6 @@ writes here; the other ranks get a private copy of the ledger (:func:`rank_run_d
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import tempfile
 import time
@@ -26,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from advisor import distributed
 from advisor.errors import RunDirError
-from advisor.fetch import current_umask
+from advisor.faults import fault_point
 from advisor.types import Cost, RunResult
 
 LEDGER_NAME = "ledger.sqlite"
@@ -66,43 +64,6 @@ class LostWork:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LostWork:
         return cls(str(d["run_id"]), Cost.from_dict(d["cost"]), d.get("step"))
-
-
-def fault_point(name: str) -> None:
-    """Test-only crash injection: with ``GREENLADDER_FAULT=<name>`` the process dies here by SIGKILL.
-
-    The crash-safety tests use it to kill ``advise`` at named points (``baseline``, ``train:<run_id>``,
-    ``ledger:<run_id>``, ``report:<file>``) and check that a rerun loses nothing. Unset, it does nothing.
-    """
-    if os.environ.get("GREENLADDER_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def write_text_atomic(path: Path, text: str, *, fault: str | None = None) -> None:
-    """Write ``text`` so that ``path`` is either the old file or the complete new one, never half.
-
-    The text goes to a temporary file in the same folder (``.<name>.*.tmp``), synced, then renamed
-    over ``path``. The file gets the permissions of an ordinary new file (the umask's), not the
-    private ones ``mkstemp`` gives. ``fault`` names a :func:`fault_point` hit while the file is
-    half written (crash-safety tests).
-
-    Raises:
-        OSError: the folder cannot be written; the temporary file is removed.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = current_umask()
-    try:
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            if fault is not None:
-                fault_point(fault)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _acquire(run_dir: Path) -> FileLock:

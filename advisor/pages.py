@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from advisor.atomic import write_text_atomic
 from advisor.criteria import PFLOP, fmt_count, fmt_num
 from advisor.errors import RunDirError
-from advisor.ledger import write_text_atomic
 from advisor.outcome import Report
 from advisor.plot import plot_png
 from advisor.report import (

@@ -69,7 +69,6 @@ __all__ = [
 ]
 
 
-
 def is_trial(run: RunResult) -> bool:
     """Whether ``run`` is one of its rung's tuning trials: not a small experiment, a skip, a probe, a
     student or a continuation."""

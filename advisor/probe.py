@@ -30,13 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from advisor.atomic import atomic_copytree
 from advisor.baseline import cross_validate, latency_ms
 from advisor.config import Config
 from advisor.cost import Meter
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import ModelError
-from advisor.fetch import atomic_copytree
 from advisor.flops import encoder_shape, forward_coefficients
 from advisor.loading import count_parameters, load_encoder
 from advisor.models import POOLINGS

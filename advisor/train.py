@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from advisor import devices, distributed
+from advisor.atomic import atomic_copytree
 from advisor.baseline import latency_ms
 from advisor.batching import BucketTrainer, first_line, is_out_of_memory, release_memory, smaller_batch, sort_by_length
 from advisor.best import BestWeights, EarlyStopping, MetricsFn, eval_history, evaluation_rows, patience_for
@@ -40,10 +41,9 @@ from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import GreenladderError
-from advisor.fetch import atomic_copytree
+from advisor.faults import fault_point
 from advisor.hf_trainer import build_trainer, precision_here
 from advisor.inference import predict_labels, tokenize
-from advisor.ledger import fault_point
 from advisor.loading import count_parameters, load_for_classification
 from advisor.rules import health_callbacks
 from advisor.runkey import RunKey
@@ -476,7 +476,7 @@ def _used_candidate(candidate: Candidate, model: PreTrainedModel, params: int, n
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> None:
     """Save model (safetensors) and tokenizer into ``dest`` atomically: a reader never sees half a folder.
 
-    The folder and its files get the user's umask (:func:`advisor.fetch.atomic_copytree`).
+    The folder and its files get the user's umask (:func:`advisor.atomic.atomic_copytree`).
     """
 
     def build(tmp: Path) -> None:

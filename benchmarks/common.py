@@ -437,7 +437,7 @@ class ResultsWriter:
         Raises:
             ValueError: ``suffix`` is not a safe file name with at most one extension.
         """
-        from advisor.ledger import write_text_atomic
+        from advisor.atomic import write_text_atomic
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[a-z]+)?", suffix):
             raise ValueError(f"attachment suffix {suffix!r} must be a safe file name, e.g. 'report.json'")
@@ -461,7 +461,7 @@ class ResultsWriter:
         print(text, flush=True)
         md, js = self.out / f"{self.name}.md", self.out / f"{self.name}.json"
         payload = json.dumps({"command": self.command, "machine": self.info, "results": raw}, indent=2, default=str)
-        from advisor.ledger import write_text_atomic
+        from advisor.atomic import write_text_atomic
 
         for path, content in ((js, payload), (md, text)):
             try:

@@ -21,9 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from advisor.atomic import write_text_atomic
 from advisor.cost import Meter
 from advisor.criteria import fmt_num
-from advisor.ledger import fault_point, write_text_atomic
+from advisor.faults import fault_point
 from advisor.stopping import RunWatcher
 from advisor.types import Cost
 from distill.records import Runs

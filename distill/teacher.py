@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from advisor.atomic import write_file_atomic
 from advisor.budget import BudgetCallback
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
@@ -129,9 +129,7 @@ def teacher_outputs(
     if pooled is not None:
         tensors["pooled"] = pooled.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"max_length": str(max_length)})
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={"max_length": str(max_length)}))
     return TeacherOutputs(logits, pooled, key, path, cache_hit=False)
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from advisor.atomic import atomic_copytree
 from advisor.cli import DEMO_CONFIG, main
 from advisor.config import CONFIG_DIR, NO_FLOOR, floor_given
 from advisor.criteria import closest_metrics
-from advisor.fetch import atomic_copytree
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 REPO = Path(__file__).resolve().parent.parent

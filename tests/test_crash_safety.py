@@ -1,7 +1,7 @@
 """Crash safety: `advise` killed with SIGKILL at any point loses nothing, and a rerun finishes the job.
 
 The kills are deterministic: ``GREENLADDER_FAULT=<point>`` makes the process send itself SIGKILL at
-a named point (see ``advisor.ledger.fault_point``): after the baseline was fitted but before it was
+a named point (see ``advisor.faults.fault_point``): after the baseline was fitted but before it was
 recorded (``baseline``), at a rung's first mid-training evaluation (``train:<run_id>``), inside the
 ledger's write transaction (``ledger:<run_id>``) and half-way through writing a report
 (``report:<file>``). SIGKILL leaves no chance to clean up, as a power cut or the OOM killer would.
