@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
+from advisor.attempt import train_attempt
 from advisor.batching import BucketTrainer, release_memory
 from advisor.config import RulesConfig
 from advisor.cost import Meter
@@ -31,7 +32,7 @@ from advisor.hf_trainer import CustomLoss, build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.rules import LossNotDecreasingRule, first_firing, health_callbacks
 from advisor.stopping import bind_meter, stopped_by
-from advisor.train import quiet_libraries, scratch_dir, train_attempt
+from advisor.train import quiet_libraries, scratch_dir
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
@@ -210,7 +211,7 @@ def _fit(
     say: Callable[[str], None],
     run_id: str,
 ) -> tuple[BucketTrainer, list[Any], dict[str, Any]]:
-    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.train.train_attempt`).
+    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.attempt.train_attempt`).
 
     Each attempt that does is recorded in ``oom_retries``; the next restarts from the first weights
     of ``modules`` (the student, its projection) at half the rows per device with twice the
