@@ -102,14 +102,9 @@ def quantize_phase(
     say("quantising the student's Linear layers to int8 and re-measuring it")
     folder = work_dir / "runs" / "student-int8"
     with Meter(config.metering, phase="quantize") as m:
+        texts, labels = column(data.validation, "text"), column(data.validation, "label")
         metrics, preds = evaluate(
-            q,
-            student_tok,
-            column(data.validation, "text"),
-            column(data.validation, "label"),
-            tuple(data.label_names),
-            max_length=config.distill.max_length,
-            meter=m,
+            q, student_tok, texts, labels, tuple(data.label_names), max_length=config.distill.max_length, meter=m
         )
     folder.mkdir(parents=True, exist_ok=True)
     save_int8(q, folder / INT8_WEIGHTS)

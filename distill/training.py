@@ -194,13 +194,14 @@ def train_one(
     if with_teacher:  # the transfer set's rows carry no label: the teacher's logits teach them
         texts, labels = texts + transfer, labels + [NO_LABEL] * len(transfer)
     learn = texts, labels
-    val = column(data.validation, "text"), column(data.validation, "label")
     for cb in callbacks:  # leave room for the epoch's evaluation, and for _judge once stopped
         if isinstance(cb, BudgetCallback):
-            epoch_eval = forward_flops(model, tok, val[0], k.max_length, length_sorted=False)
-            cb.reserve(epoch_eval, forward_flops(model, tok, val[0], k.max_length), evaluate_on_stop=False)
+            val_texts = column(data.validation, "text")
+            epoch_eval = forward_flops(model, tok, val_texts, k.max_length, length_sorted=False)
+            cb.reserve(epoch_eval, forward_flops(model, tok, val_texts, k.max_length), evaluate_on_stop=False)
     with keeper.metered(Meter(config.metering, phase=run_id)) as m:
         teaching = outputs if with_teacher else None
+        val = column(data.validation, "text"), column(data.validation, "label")
         facts = job.train(
             model,
             tok,
