@@ -33,11 +33,6 @@ from distill.teacher import TeacherOutputs
 from distill.training import Job, logits_phase, teacher_phase, train_one
 
 Progress = Callable[[str], None]
-#: the distillation settings a student's record carries as its hyperparameters
-KD_HYPERPARAMETERS = (
-    *("alpha", "temperature", "hidden_weight"),
-    *("epochs", "learning_rate", "batch_size", "max_length", "warmup_ratio", "weight_decay"),
-)
 
 
 def distill_models(
@@ -177,7 +172,9 @@ def _seeds(job: Job, teacher_run: RunResult, transfer: list[str], callbacks: Seq
     k = config.distill
     texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
     watch = [cb for cb in callbacks if isinstance(cb, BudgetCallback)]
-    hp_kd = {f: getattr(k, f) for f in KD_HYPERPARAMETERS}
+    # the settings a student's record carries as its hyperparameters
+    hp_kd = {f: getattr(k, f) for f in ("alpha", "temperature", "hidden_weight", "epochs", "learning_rate")}
+    hp_kd |= {f: getattr(k, f) for f in ("batch_size", "max_length", "warmup_ratio", "weight_decay")}
     students: list[RunResult] = []
     controls: list[RunResult] = []
     outputs: TeacherOutputs | None = None
