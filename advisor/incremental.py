@@ -25,32 +25,18 @@ from advisor.baseline import fit_baseline
 from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve
 from advisor.comparison import compare, forecast_scratch, scaled_cost
 from advisor.config import Config
-from advisor.continuation import (
-    continuation_config,
-    earlier_train_texts,
-    earlier_trials,
-    overlap_notes,
-    previous_recommendation,
-    recommended_run,
-    training_rows,
-)
-from advisor.cost import Meter
-from advisor.counting import MeteringCallback, checkpoint_to
-from advisor.criteria import compute_metrics, run_interval
+from advisor.continuation import continuation_config, earlier_trials, previous_recommendation, training_rows
+from advisor.counting import checkpoint_to
 from advisor.criteria import judge as judge_run
+from advisor.criteria import run_interval
 from advisor.data import TaskData, column
-from advisor.errors import RunDirError
-from advisor.flops import encoder_forward_flops
-from advisor.head import extend_head
-from advisor.inference import predict_labels
+from advisor.earlier import Earlier, from_checkpoint, judge_earlier, prepare_earlier, val_pass_flops
 from advisor.ledger import Ledger
-from advisor.loading import load_for_classification
-from advisor.models import load_ladder, materialise
 from advisor.outcome import Verdict
 from advisor.policy import budget_refuses
 from advisor.runkey import RunKey
 from advisor.stats import bonferroni
-from advisor.train import quiet_libraries, train_run
+from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Candidate, Cost, RunResult
 
@@ -88,17 +74,6 @@ class _Setting:
     ledger: Ledger
     say: Progress
     extra_callbacks: Sequence[TrainerCallback]
-
-
-class _Earlier(NamedTuple):
-    """The earlier model and what is known of the rows it was trained on."""
-
-    name: str  # the recommended rung
-    run: RunResult  # the earlier run that trained it, from its run directory
-    source: Path  # where the model to continue lies (its head extended, if asked)
-    seen: frozenset[str] | None  # its training texts, when the earlier run's data can be read back
-    unseen_rows: list[int]  # validation rows it was not trained on
-    notes: list[str]
 
 
 class _Plan(NamedTuple):
@@ -147,7 +122,7 @@ def continue_from(
     verdicts = {"baseline": judge(baseline)}
     if prev["recommendation"]["candidate"]["kind"] == "baseline":
         return _refitted_baseline(baseline, verdicts, from_dir)
-    earlier = _prepare_earlier(s, prev)
+    earlier = prepare_earlier(prev, from_dir, data, run_dir, config, say)
     _reserve_evaluation(s, earlier.source)
     judged = _judged_earlier(s, earlier)
     verdicts[judged.run_id] = judge(judged)
@@ -203,24 +178,6 @@ def _refitted_baseline(baseline: RunResult, verdicts: dict[str, Verdict], from_d
     )
 
 
-def _prepare_earlier(s: _Setting, prev: dict[str, Any]) -> _Earlier:
-    """The earlier recommended run, the validation rows it never saw, and its model (head extended to
-    new classes with ``incremental.extend_head``)."""
-    run = recommended_run(prev, s.from_dir)
-    seen = earlier_train_texts(s.from_dir, s.say)
-    val_texts = column(s.data.validation, "text")
-    unseen_rows = [i for i, t in enumerate(val_texts) if seen is None or t not in seen]
-    notes = overlap_notes(seen, len(val_texts) - len(unseen_rows), column(s.data.test, "text"))
-    source = s.from_dir / "model"
-    old_labels = prev["dataset"]["label_names"]
-    new_labels = s.data.label_names
-    if s.config.incremental.extend_head and set(new_labels) != set(old_labels):
-        source = extend_head(source, old_labels, new_labels, s.run_dir / "runs" / "head", s.config)
-        notes.append(f"the head was extended to {', '.join(new_labels)}; earlier classes kept their weights")
-    name = str(prev["recommendation"]["candidate"]["name"])
-    return _Earlier(name, run, source, seen, unseen_rows, notes)
-
-
 def _reserve_evaluation(s: _Setting, source: Path) -> None:
     """Leave room in every budget callback for the pass that judges a continuation the budget stops."""
     for cb in s.extra_callbacks:
@@ -229,7 +186,7 @@ def _reserve_evaluation(s: _Setting, source: Path) -> None:
             cb.reserve(*evaluation_reserve(val_flops, len(s.data.validation), s.config.train.eval_rows))
 
 
-def _judged_earlier(s: _Setting, earlier: _Earlier) -> RunResult:
+def _judged_earlier(s: _Setting, earlier: Earlier) -> RunResult:
     """The earlier model as it stands on the new validation split: read back from the ledger, or judged."""
     name = earlier.name
     judged = s.ledger.finished(RunKey("earlier", name).run_id)
@@ -237,10 +194,10 @@ def _judged_earlier(s: _Setting, earlier: _Earlier) -> RunResult:
         s.say(f"{judged.run_id}: read back from the ledger (not judged again)")
         return judged
     s.say(f"{name}: judging the earlier model on the new validation split")
-    return _record(s.ledger, _judge_earlier(name, earlier.source, s.from_dir, s.data, s.config))
+    return _record(s.ledger, judge_earlier(name, earlier.source, s.from_dir, s.data, s.config))
 
 
-def _plan(s: _Setting, prev: dict[str, Any], earlier: _Earlier) -> _Plan:
+def _plan(s: _Setting, prev: dict[str, Any], earlier: Earlier) -> _Plan:
     """The rows and schedule to continue with, a tuner told the earlier trials and those finished
     here, and the forecasts: training from scratch, and a first continuation trial (from-scratch
     scaled by epochs and rows trained)."""
@@ -265,7 +222,7 @@ def _plan(s: _Setting, prev: dict[str, Any], earlier: _Earlier) -> _Plan:
 
 
 def _run_trials(
-    s: _Setting, plan: _Plan, earlier: _Earlier, spent: Cost, judge: Judge, verdicts: dict[str, Verdict]
+    s: _Setting, plan: _Plan, earlier: Earlier, spent: Cost, judge: Judge, verdicts: dict[str, Verdict]
 ) -> _Trials:
     """The continuation trials, each read back from the ledger or trained, until one passes, the
     budget refuses the next, or ``tuning.trials_per_rung`` are done. Judges each into ``verdicts``."""
@@ -348,7 +305,7 @@ def _fall_back(
 
 def _comparison(
     s: _Setting,
-    earlier: _Earlier,
+    earlier: Earlier,
     judged: RunResult,
     plan: _Plan,
     continued: Sequence[RunResult],
@@ -380,42 +337,6 @@ def _comparison(
 # ----------------------------------------------------------------------------- runs
 
 
-def val_pass_flops(source: Path, data: TaskData, config: Config) -> float:
-    """Forecast FLOPs of one validation pass of the model at ``source``: the meter's forward formula
-    over the split's token lengths, as the climb forecasts a rung's (``Climb._val_pass_flops``)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(source))
-    model_config = AutoConfig.from_pretrained(str(source))
-    limit = min(config.train.max_length, tok.model_max_length)
-    ids = tok(column(data.validation, "text"), truncation=True, max_length=limit)["input_ids"]
-    return sum(encoder_forward_flops(model_config, len(x), len(data.label_names)) for x in ids)
-
-
-def _judge_earlier(name: str, source: Path, from_dir: Path, data: TaskData, config: Config) -> RunResult:
-    """The earlier model as it stands, judged on the new validation split (a forward pass, metered)."""
-    t = config.train
-    with Meter(config.metering, phase=f"judge {name}-earlier") as meter:
-        with quiet_libraries():
-            model, tok = load_for_classification(
-                str(source), data.label_names, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code
-            )
-        counter = MeteringCallback(meter, num_labels=len(data.label_names))
-        counter.attach(model)
-        preds = predict_labels(model, tok, column(data.validation, "text"), t.max_length)
-        counter.close()
-    return RunResult(
-        key=RunKey("earlier", name),
-        candidate=Candidate(name=name, kind="incremental", source=str(source), parent_run=str(from_dir)),
-        hyperparameters={},
-        status="ok",
-        metrics=compute_metrics(column(data.validation, "label"), preds, data.label_names),
-        cost=meter.cost,
-        message="the earlier model, not trained again, judged on the new validation split",
-        val_predictions=tuple(int(p) for p in preds),
-    )
-
-
 def _scratch(
     config: Config,
     prev: dict[str, Any],
@@ -430,29 +351,13 @@ def _scratch(
     the expanded data, with the earlier winning settings (measured, for the comparison)."""
     if not config.incremental.compare_scratch:
         return None
-    name = earlier.candidate.name
-    key = RunKey("scratch", name)
+    key = RunKey("scratch", earlier.candidate.name)
     run_id = key.run_id
     run = ledger.finished(run_id)
     if run is not None:
         say(f"{run_id}: read back from the ledger (not retrained)")
         return run
-    ladder_name = prev.get("config", {}).get("ladder", {}).get("name", config.ladder.name)
-    rungs = {r.name: r for r in load_ladder(ladder_name)}
-    if name not in rungs:
-        raise RunDirError(
-            f"--compare-scratch: the ladder {ladder_name!r} of the earlier run has no rung {name!r}; "
-            "run without --compare-scratch (the saving is then forecast)."
-        )
-    rung = rungs[name]
-    source = str(materialise(rung, config.ladder.cache_dir, progress=say, allow_pickle=config.train.allow_pickle))
-    hp = {
-        k: earlier.hyperparameters[k]
-        for k in ("learning_rate", "epochs", "warmup_ratio")
-        if k in earlier.hyperparameters
-    }
-    candidate = Candidate(name=name, kind="finetune", source=rung.source)
-    hp["batch_size"] = config.train.batch_size
+    candidate, source, hp = from_checkpoint(config, prev, earlier, say)
     watch = [*extra_callbacks, checkpoint_to(ledger, run_id)]
     run = train_run(candidate, source, data, config, run_dir, key, hp, extra_callbacks=watch, progress=say)
     run = dataclasses.replace(

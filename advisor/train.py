@@ -17,39 +17,31 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from transformers import (
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TrainerCallback,
-    set_seed,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, set_seed
 
 from advisor import devices, distributed
 from advisor.atomic import atomic_copytree
+from advisor.attempt import Fitted, Held, Setup, fit_with_retry
+from advisor.attempt import train_attempt as train_attempt  # named here too, where callers first found it
 from advisor.baseline import latency_ms
-from advisor.batching import BucketTrainer, first_line, is_out_of_memory, release_memory, smaller_batch, sort_by_length
-from advisor.best import BestWeights, EarlyStopping, MetricsFn, eval_history, evaluation_rows, patience_for
+from advisor.batching import sort_by_length
+from advisor.best import MetricsFn, eval_history, evaluation_rows
 from advisor.config import Config, TrainConfig
 from advisor.cost import Meter
 from advisor.counting import MeteringCallback
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
-from advisor.errors import GreenladderError
 from advisor.faults import fault_point
-from advisor.hf_trainer import build_trainer, precision_here
+from advisor.hf_trainer import precision_here
 from advisor.inference import predict_labels, tokenize
 from advisor.loading import count_parameters, load_for_classification
-from advisor.rules import health_callbacks
 from advisor.runkey import RunKey
-from advisor.stopping import bind_meter, end_watchdogs, run_stop, watch_evaluations
+from advisor.stopping import bind_meter, run_stop
 from advisor.types import Candidate, Cost, Footprint, RunResult, RunStatus
-from advisor.watchdog import Stalled
 
 #: hyperparameters a trial may set; anything else is a programming error
 HPARAM_KEYS = ("learning_rate", "epochs", "batch_size", "warmup_ratio", "weight_decay")
@@ -118,53 +110,6 @@ def scratch_dir(run_dir: Path, run_id: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"trainer-{run_id}-", dir=root))
 
 
-@dataclass(frozen=True)
-class _Setup:
-    """What every attempt of one run shares: the rows, the step plan, the settings and the watchers.
-
-    Attributes:
-        train: the tokenised training rows.
-        validation: the tokenised rows scored at each evaluation, sorted by length.
-        order: evaluation row ``i`` is row ``order[i]`` of the scored rows.
-        sample: the validation rows scored during training (a stratified sample), or None: all of them.
-        steps: (total optimizer steps, steps between evaluations).
-    """
-
-    run_id: str
-    config: Config
-    hp: Mapping[str, Any]
-    train: Any
-    validation: Any
-    order: np.ndarray
-    sample: list[int] | None
-    steps: tuple[int, int]
-    out: Path
-    metering: MeteringCallback
-    extra: Sequence[TrainerCallback]
-    metrics_fn: MetricsFn
-    num_labels: int
-    say: Callable[[str], None]
-
-
-@dataclass
-class _Held:
-    """The model being trained and its batch: an out-of-memory error replaces the model and halves the batch."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    batch: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class _Fitted:
-    """The last attempt: its Trainer, best-weight keeper and callbacks, and why it failed (or None)."""
-
-    trainer: BucketTrainer
-    best: BestWeights
-    callbacks: list[TrainerCallback]
-    error: str | None
-
-
 def train_run(
     candidate: Candidate,
     model_source: str,
@@ -209,7 +154,7 @@ def train_run(
     say = progress or (lambda _m: None)
     hp = resolve_hparams(config, hparams or {})
     load = functools.partial(_load, model_source, data.label_names, config.train)
-    held = _Held(*load(), batch=(hp["batch_size"], 1))
+    held = Held(*load(), batch=(hp["batch_size"], 1))
     rows = _rows(data, held.tokenizer, config.train, train_fraction)
     total_params, non_emb = count_parameters(held.model)
     distributed.check_batch_split(hp["batch_size"])
@@ -221,10 +166,10 @@ def train_run(
         bind_meter(extra_callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
         steps = _steps(len(rows[0]), hp, config.train.evals_per_epoch)
         metrics_fn = _metrics_fn(run_id, data)
-        setup = _Setup(
+        setup = Setup(
             run_id, config, hp, *rows, steps, tmp_out, metering, extra_callbacks, metrics_fn, len(data.label_names), say
         )
-        fit = _fit(held, load, setup, candidate.name, details)
+        fit = fit_with_retry(held, load, setup, candidate.name, details)
         status, message, metrics, judged = _outcome(held, fit, setup, data, details)
     shutil.rmtree(tmp_out, ignore_errors=True)
     details.update(_facts(fit, setup, train_fraction, started))
@@ -278,106 +223,8 @@ def _metrics_fn(run_id: str, data: TaskData) -> MetricsFn:
     return metrics_fn
 
 
-def _fit(
-    held: _Held,
-    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
-    s: _Setup,
-    name: str,
-    details: dict[str, Any],
-) -> _Fitted:
-    """Train until an attempt does not run out of memory. Each one that does is recorded in
-    ``details["oom_retries"]``; the next starts from the same weights (``load``) at half the rows per
-    device with twice the gradient accumulation."""
-    while True:
-        trainer, best, callbacks = _attempt(held, s)
-        batch = held.batch
-        s.say(
-            f"{s.run_id}: fine-tuning {name} ({s.steps[0]} steps, lr {s.hp['learning_rate']:.2g}, "
-            f"{s.hp['epochs']:g} epochs, {len(s.train)} examples"
-            + (f", batch {batch[0]} x {batch[1]} accumulated" if batch[1] > 1 else "")
-            + ")"
-        )
-        smaller, why = _train_once(trainer, callbacks, batch)
-        if smaller is None:
-            return _Fitted(trainer, best, callbacks, why)
-        details.setdefault("oom_retries", []).append({"batch_size": batch[0], "accumulation": batch[1], "error": why})
-        s.say(f"{s.run_id}: out of memory at batch {batch[0]}; again at {smaller[0]} x {smaller[1]} accumulated")
-        s.metering.close()  # its hook holds the old model; the next Trainer attaches it to the new one
-        del trainer, held.model
-        release_memory()
-        held.batch = smaller
-        held.model, held.tokenizer = load()
-
-
-def _attempt(held: _Held, s: _Setup) -> tuple[BucketTrainer, BestWeights, list[TrainerCallback]]:
-    """One attempt's Trainer, with fresh health rules, best-weight keeper and early stopping."""
-    t, r, metric = s.config.train, s.config.rules, s.config.criteria.metric
-    if t.freeze_embeddings:
-        held.model.get_input_embeddings().requires_grad_(False)
-    rules = health_callbacks(r, on_gpu=torch.cuda.is_available())
-    best = BestWeights(metric, s.metrics_fn, s.order)
-    watch_evaluations(s.extra, best, s.num_labels)  # the pruner compares trials on the rows each evaluation scored
-    patience = patience_for(math.ceil(s.steps[0] / s.steps[1]), r.early_stop_share, r.early_stop_min_patience)
-    stopper = [EarlyStopping(metric, patience)] if r.enabled else []
-    callbacks = [s.metering, best, *rules, *stopper, *s.extra]
-    trainer = build_trainer(
-        held.model,
-        held.tokenizer,
-        (s.train, s.validation),
-        s.out,
-        s.hp,
-        held.batch,
-        s.steps,
-        callbacks,
-        seed=t.seed,
-        precision=t.precision,
-        torch_compile=t.torch_compile,
-    )
-    return trainer, best, callbacks
-
-
-def _train_once(
-    trainer: BucketTrainer, callbacks: Sequence[TrainerCallback], batch: tuple[int, int]
-) -> tuple[tuple[int, int] | None, str | None]:
-    """:func:`train_attempt`, with an error other than a halvable out-of-memory one recorded as
-    ``(None, why it failed)``; ``(None, None)`` when the attempt ended."""
-    try:
-        retry = train_attempt(trainer, callbacks, batch)
-    except GreenladderError:
-        raise
-    except Exception as exc:  # a crash in one run must not end the climb; record it
-        return None, f"training raised {type(exc).__name__}: {first_line(exc)}"
-    return retry if retry is not None else (None, None)
-
-
-def train_attempt(
-    trainer: BucketTrainer, callbacks: Sequence[TrainerCallback], batch: tuple[int, int]
-) -> tuple[tuple[int, int], str] | None:
-    """Train one attempt at ``batch`` (rows per device, accumulation); its watchdogs end with it.
-
-    Returns:
-        ``(smaller batch, the error's first line)`` when it ran out of memory at a batch that can be
-        halved (the caller restarts from the first weights at it); None when it ended, a hung step
-        included (the stall rule holds the firing). Any other error is raised.
-    """
-    try:
-        try:
-            trainer.train()
-        finally:  # watchdogs end with the run, also when it raised; no Stalled after this
-            end_watchdogs(callbacks)
-    except Stalled:
-        pass
-    except Exception as exc:
-        # only plain data leaves this block: the exception's traceback pins the failed step's tensors
-        smaller = smaller_batch(*batch) if is_out_of_memory(exc) else None
-        if smaller is None:
-            raise
-        return smaller, first_line(exc)
-    return None
-
-
 def _outcome(
-    held: _Held, fit: _Fitted, s: _Setup, data: TaskData, details: dict[str, Any]
+    held: Held, fit: Fitted, s: Setup, data: TaskData, details: dict[str, Any]
 ) -> tuple[RunStatus, str | None, dict[str, float], Any]:
     """The run's status, message, metrics and per-row validation predictions, with the kept (best)
     weights loaded into the model: they are the ones judged, saved and timed."""
@@ -397,7 +244,7 @@ def _outcome(
     return stop.status, stop.message, metrics, judged
 
 
-def _facts(fit: _Fitted, s: _Setup, train_fraction: float, started: float) -> dict[str, Any]:
+def _facts(fit: Fitted, s: Setup, train_fraction: float, started: float) -> dict[str, Any]:
     """The run's training facts for its record."""
     state, metric = fit.trainer.state, s.config.criteria.metric
     return {
@@ -414,7 +261,7 @@ def _facts(fit: _Fitted, s: _Setup, train_fraction: float, started: float) -> di
 
 
 def _deliver(
-    held: _Held,
+    held: Held,
     data: TaskData,
     config: Config,
     run_dir: Path,

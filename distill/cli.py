@@ -186,8 +186,10 @@ def check_paths(config: Any) -> None:
         # as advisor.readers tells a path from a built-in name or a hub id ("org/name")
         looks_like_path = value.startswith(("/", ".", "~")) or bool(path.suffix) or "\\" in value
         if looks_like_path and not path.exists():
-            raise DataError(f"{path}: no such file or folder ({what}). Check the path, or use a built-in dataset "
-                            "(`advise --list-datasets`).")  # fmt: skip
+            raise DataError(
+                f"{path}: no such file or folder ({what}). Check the path, or use a built-in dataset "
+                "(`advise --list-datasets`)."
+            )
 
 
 def _print_result(report: Any, out: str) -> None:

@@ -28,8 +28,20 @@ from distill.config import DistillConfig
 
 #: settings that do not change a recorded run (where things go, how they are measured, what is
 #: kept or judged afterwards) or whose content is digested instead of their path
-_NOT_RECORDED = ("out", "cache_dir", "compress", "metering", "criteria", "keep_control", "allow_pickle",
-                 "finetune_teacher", "teacher", "unlabeled", "data.source", "student.checkpoint")  # fmt: skip
+_NOT_RECORDED = (
+    "out",
+    "cache_dir",
+    "compress",
+    "metering",
+    "criteria",
+    "keep_control",
+    "allow_pickle",
+    "finetune_teacher",
+    "teacher",
+    "unlabeled",
+    "data.source",
+    "student.checkpoint",
+)
 _SPLITS = ("train", "validation", "test")
 POOLED_TEXTS, POOLED_LABELS = "the data's texts", "the data's labels"
 

@@ -76,8 +76,13 @@ class RunningCost(RunWatcher):
         """Write ``cost`` as the phase's latest running cost."""
         if self.path is None:
             return
-        record = {"id": self.id, "phase": self.phase, "step": self._step, "total_steps": self._total,
-                  "cost": cost.to_dict()}  # fmt: skip
+        record = {
+            "id": self.id,
+            "phase": self.phase,
+            "step": self._step,
+            "total_steps": self._total,
+            "cost": cost.to_dict(),
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.path, json.dumps(record))
         self._last = self.clock()

@@ -81,9 +81,16 @@ def deliver(
 
 
 def quantize_phase(
-    runs: Runs, config: DistillConfig, data: TaskData, best: RunResult, student: Any, student_tok: Any,
-    work_dir: Path, sizes: dict[str, int], say: Progress,
-) -> tuple[Any, RunResult | None]:  # fmt: skip
+    runs: Runs,
+    config: DistillConfig,
+    data: TaskData,
+    best: RunResult,
+    student: Any,
+    student_tok: Any,
+    work_dir: Path,
+    sizes: dict[str, int],
+    say: Progress,
+) -> tuple[Any, RunResult | None]:
     """The int8 form of the saved student, its validation metrics re-measured (once per saved student)."""
     if not config.compress.quantize:
         return None, None
@@ -95,10 +102,10 @@ def quantize_phase(
     say("quantising the student's Linear layers to int8 and re-measuring it")
     folder = work_dir / "runs" / "student-int8"
     with Meter(config.metering, phase="quantize") as m:
+        texts, labels = column(data.validation, "text"), column(data.validation, "label")
         metrics, preds = evaluate(
-            q, student_tok, column(data.validation, "text"), column(data.validation, "label"), tuple(data.label_names),
-            max_length=config.distill.max_length, meter=m,
-        )  # fmt: skip
+            q, student_tok, texts, labels, tuple(data.label_names), max_length=config.distill.max_length, meter=m
+        )
     folder.mkdir(parents=True, exist_ok=True)
     save_int8(q, folder / INT8_WEIGHTS)
     run = runs.put(
@@ -118,9 +125,13 @@ def quantize_phase(
 
 
 def measure_latency(
-    runs: Runs, config: DistillConfig, saved: str, models: Mapping[str, tuple[Any, Any]], texts: Sequence[str],
+    runs: Runs,
+    config: DistillConfig,
+    saved: str,
+    models: Mapping[str, tuple[Any, Any]],
+    texts: Sequence[str],
     say: Progress,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+) -> dict[str, dict[str, float]]:
     """Batch-1 CPU latency of each model on validation texts, measured once per saved student.
 
     ``models``: name -> (model, tokenizer). The values are kept in the ledger's metadata, the
@@ -132,17 +143,24 @@ def measure_latency(
     n = config.compress.latency_repeats
     say(f"measuring CPU latency (batch 1, p50/p95 over {n} calls)")
     with Meter(config.metering, phase="latency") as m:
-        latency = {name: model_latency(model, tok, texts[:64], config.distill.max_length, n)
-                   for name, (model, tok) in models.items()}  # fmt: skip
+        latency = {
+            name: model_latency(model, tok, texts[:64], config.distill.max_length, n)
+            for name, (model, tok) in models.items()
+        }
     runs.log_cost("latency", m.cost, saved_run=saved)
     runs.set_meta("latency", {"saved_run": saved, "latency": latency})
     return latency
 
 
 def score_test_once(
-    runs: Runs, config: DistillConfig, data: TaskData, best: RunResult, quantized: RunResult | None,
-    models: Mapping[str, tuple[Any, Any]], say: Progress,
-) -> tuple[RunResult, RunResult | None]:  # fmt: skip
+    runs: Runs,
+    config: DistillConfig,
+    data: TaskData,
+    best: RunResult,
+    quantized: RunResult | None,
+    models: Mapping[str, tuple[Any, Any]],
+    say: Progress,
+) -> tuple[RunResult, RunResult | None]:
     """Score the test split once, for the delivered student and its int8 form; never to choose.
 
     The scores (with their intervals) are kept in the ledger's metadata and read back on a rerun.
@@ -157,8 +175,9 @@ def score_test_once(
         with Meter(config.metering, phase="test") as m:
             for name in forms:
                 model, tok = models[name]
-                metrics, preds = evaluate(model, tok, texts, labels, tuple(data.label_names),
-                                          max_length=config.distill.max_length, meter=m)  # fmt: skip
+                metrics, preds = evaluate(
+                    model, tok, texts, labels, tuple(data.label_names), max_length=config.distill.max_length, meter=m
+                )
                 level, k = config.criteria.confidence, len(data.label_names)
                 intervals = {key: metric_interval(key, labels, preds, k, level).to_dict() for key in metrics}
                 scored[name] = {"metrics": metrics, "predictions": list(preds), "intervals": intervals}
@@ -169,9 +188,11 @@ def score_test_once(
     def with_test(run: RunResult, name: str) -> RunResult:
         got = recorded["forms"][name]
         return dataclasses.replace(
-            run, test_metrics=got["metrics"], test_predictions=tuple(got["predictions"]),
+            run,
+            test_metrics=got["metrics"],
+            test_predictions=tuple(got["predictions"]),
             intervals={**run.intervals, "test": got["intervals"]},
-        )  # fmt: skip
+        )
 
     return with_test(best, "student"), with_test(quantized, "student_int8") if quantized is not None else None
 

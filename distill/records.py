@@ -78,8 +78,13 @@ class Runs:
 
     def log_cost(self, phase: str, cost: Cost, status: CostStatus = "ran", **extra: Any) -> dict[str, Any]:
         """Append one fact: ``phase`` cost ``cost`` (``status`` "ran" or "lost"); returns it."""
-        fact = {"id": extra.pop("id", None) or uuid.uuid4().hex, "phase": phase, "status": status,
-                "cost": cost.to_dict(), **extra}  # fmt: skip
+        fact = {
+            "id": extra.pop("id", None) or uuid.uuid4().hex,
+            "phase": phase,
+            "status": status,
+            "cost": cost.to_dict(),
+            **extra,
+        }
         if self.ledger is None:
             self._costs.append(fact)
         else:

@@ -13,7 +13,7 @@ from typing import Any
 from advisor.criteria import validate_metric_name
 from advisor.data import TaskData, column, load_task_data
 from advisor.errors import ModelError
-from advisor.ledger import locked
+from advisor.ledger import Ledger, locked
 from advisor.types import Footprint
 from distill.compress import INT8_WEIGHTS, export_onnx, onnx_latency
 from distill.config import DistillConfig
@@ -61,25 +61,20 @@ def distill(config: DistillConfig, progress: Progress | None = None, *, restart:
         say(f"--restart: moved the earlier output folder aside to {move_aside(out)}")
     out.mkdir(parents=True, exist_ok=True)
     with locked(out), open_ledger(out, parts) as ledger:
-        teacher_run = ledger.finished("teacher")
         tuned = out / "teacher"
-        if teacher_run is not None and teacher_run.details.get("fine_tuned_here") and tuned.is_dir():
-            # the fine-tune is in the ledger: its result, not the original checkpoint, is the teacher
-            teacher, tokenizer, needs_finetune = load_teacher(str(tuned), label_names)
-        else:
-            teacher, tokenizer, needs_finetune = load_teacher(
-                source, label_names, allow_pickle=config.allow_pickle, seed=config.teacher_train.seed
-            )
-        if needs_finetune and not config.finetune_teacher:
-            raise ModelError(
-                f"The teacher {config.teacher} has no classification head for the labels {list(label_names)}, and "
-                "fine-tuning it was turned off (--no-finetune-teacher). Pass a teacher fine-tuned on these labels, "
-                "or drop --no-finetune-teacher to fine-tune it first (its cost is reported)."
-            )
+        teacher, tokenizer, needs_finetune = _teacher(ledger, tuned, source, label_names, config)
         report, student, student_tok = distill_models(
-            teacher, tokenizer, data, config, work_dir=out, teacher_needs_finetune=needs_finetune,
-            unlabeled=unlabeled, ledger=ledger, progress=say, score_test=True,
-        )  # fmt: skip
+            teacher,
+            tokenizer,
+            data,
+            config,
+            work_dir=out,
+            teacher_needs_finetune=needs_finetune,
+            unlabeled=unlabeled,
+            ledger=ledger,
+            progress=say,
+            score_test=True,
+        )
         folder = deliver(Runs(ledger, say), out, report, config.keep_control)
     student_dir = out / STUDENT
     extra: dict[str, Any] = {"folder": folder}
@@ -109,6 +104,32 @@ def distill(config: DistillConfig, progress: Progress | None = None, *, restart:
     (student_dir / "README.md").write_text(model_card(report, label_names), encoding="utf-8")
     write_reports(report, out)
     return report
+
+
+def _teacher(
+    ledger: Ledger, tuned: Path, source: str, label_names: tuple[str, ...], config: DistillConfig
+) -> tuple[Any, Any, bool]:
+    """The teacher, its tokenizer and whether it still needs fine-tuning: the fine-tune in ``tuned``
+    once the ledger holds it, else the checkpoint at ``source``.
+
+    Raises:
+        ModelError: it has no head for these labels and ``config.finetune_teacher`` is off.
+    """
+    teacher_run = ledger.finished("teacher")
+    if teacher_run is not None and teacher_run.details.get("fine_tuned_here") and tuned.is_dir():
+        # the fine-tune is in the ledger: its result, not the original checkpoint, is the teacher
+        teacher, tokenizer, needs_finetune = load_teacher(str(tuned), label_names)
+    else:
+        teacher, tokenizer, needs_finetune = load_teacher(
+            source, label_names, allow_pickle=config.allow_pickle, seed=config.teacher_train.seed
+        )
+    if needs_finetune and not config.finetune_teacher:
+        raise ModelError(
+            f"The teacher {config.teacher} has no classification head for the labels {list(label_names)}, and "
+            "fine-tuning it was turned off (--no-finetune-teacher). Pass a teacher fine-tuned on these labels, "
+            "or drop --no-finetune-teacher to fine-tune it first (its cost is reported)."
+        )
+    return teacher, tokenizer, needs_finetune
 
 
 def _forms(

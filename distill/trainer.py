@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
+from advisor.attempt import train_attempt
 from advisor.batching import BucketTrainer, release_memory
 from advisor.config import RulesConfig
 from advisor.cost import Meter
@@ -31,7 +32,7 @@ from advisor.hf_trainer import CustomLoss, build_trainer
 from advisor.inference import predict_labels, tokenize
 from advisor.rules import LossNotDecreasingRule, first_firing, health_callbacks
 from advisor.stopping import bind_meter, stopped_by
-from advisor.train import quiet_libraries, scratch_dir, train_attempt
+from advisor.train import quiet_libraries, scratch_dir
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
@@ -109,6 +110,21 @@ def _rows(texts: Sequence[str], labels: Sequence[int], teacher: TeacherOutputs |
     return Dataset.from_dict(columns)
 
 
+def _tokenised(
+    train: tuple[Sequence[str], Sequence[int], TeacherOutputs | None],
+    validation: tuple[Sequence[str], Sequence[int]] | None,
+    hidden: bool,
+    tokenizer: Any,
+    max_length: int,
+) -> tuple[Any, Any | None]:
+    """The tokenised training rows (texts, labels, the teacher's outputs when given; its hidden states
+    with ``hidden``) and validation rows, or None without validation."""
+    with quiet_libraries():
+        train_ds = tokenize(_rows(*train, hidden), tokenizer, max_length)
+        val_ds = tokenize(_rows(*validation, None, False), tokenizer, max_length) if validation else None
+    return train_ds, val_ds
+
+
 def health_rules(rules: RulesConfig, on_gpu: bool, unlabelled: bool) -> list[Any]:
     """The advisor's health rules for a student; without the loss rule when some of its rows are
     ``unlabelled``: each batch's loss then mixes cross-entropy on its labelled rows with
@@ -169,9 +185,7 @@ def train_student(
     if teacher is None and unlabelled:
         raise ValueError("Unlabelled rows need a teacher: the no-teacher control trains on labelled rows only.")
     hidden = teacher is not None and settings.hidden_weight > 0
-    with quiet_libraries():
-        train_ds = tokenize(_rows(texts, labels, teacher, hidden), tokenizer, settings.max_length)
-        val_ds = tokenize(_rows(*validation, None, False), tokenizer, settings.max_length) if validation else None
+    train_ds, val_ds = _tokenised((texts, labels, teacher), validation, hidden, tokenizer, settings.max_length)
     projection = _projection(model, teacher, seed) if hidden else None
     kd = settings if teacher is not None else None
     loss = CustomLoss(partial(DistillTrainer, kd=kd, projection=projection), _Collator(tokenizer))
@@ -182,11 +196,13 @@ def train_student(
     bind_meter(callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
     hp = {k: getattr(settings, k) for k in ("learning_rate", "epochs", "warmup_ratio", "weight_decay")}
 
+    build = partial(
+        build_trainer, model, tokenizer, (train_ds, val_ds), scratch, hp, seed=seed, precision=precision, loss=loss
+    )
+
     def attempt(batch: tuple[int, int]) -> tuple[BucketTrainer, list[Any]]:
         checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
-        trainer = build_trainer(model, tokenizer, (train_ds, val_ds), scratch, hp, batch, (total_steps, "epoch"),
-                                [metering, *checks, *callbacks], seed=seed, precision=precision, loss=loss)  # fmt: skip
-        return trainer, checks
+        return build(batch, (total_steps, "epoch"), [metering, *checks, *callbacks]), checks
 
     say(
         f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
@@ -210,7 +226,7 @@ def _fit(
     say: Callable[[str], None],
     run_id: str,
 ) -> tuple[BucketTrainer, list[Any], dict[str, Any]]:
-    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.train.train_attempt`).
+    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.attempt.train_attempt`).
 
     Each attempt that does is recorded in ``oom_retries``; the next restarts from the first weights
     of ``modules`` (the student, its projection) at half the rows per device with twice the

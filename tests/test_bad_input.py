@@ -465,7 +465,8 @@ def test_a_disk_that_fills_up_mid_write_leaves_the_old_files_and_says_to_free_sp
 ) -> None:
     """Rerunning the finished run rewrites its config.yaml, then its reports; the disk fills half-way through.
 
-    ENOSPC is simulated on the write path (half the text lands, then the write fails), as a full disk does.
+    ENOSPC is simulated where every file of the run directory is written (advisor.atomic): half the
+    text lands in the temporary file, then the write fails, as a full disk does.
     """
     import builtins
     import io
@@ -473,7 +474,9 @@ def test_a_disk_that_fills_up_mid_write_leaves_the_old_files_and_says_to_free_sp
 
     before = snapshot(world.existing)
     enospc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    real_fdopen, real_open, real_write_text = os.fdopen, builtins.open, Path.write_text
+    real_open = builtins.open
+    # the atomic writer's temporary files are named after their destination: .config.yaml.*, .report.*
+    filling = ".config.yaml." if where == "config" else ".report."
 
     class FillingUp(io.TextIOWrapper):
         def write(self, text: str) -> int:
@@ -481,22 +484,16 @@ def test_a_disk_that_fills_up_mid_write_leaves_the_old_files_and_says_to_free_sp
             self.flush()
             raise enospc
 
-    def full_fdopen(fd: int, mode: str = "r", *args, **kwargs):  # type: ignore[no-untyped-def]
-        if "w" in mode and "b" not in mode:  # the reports' atomic writer
-            return FillingUp(real_open(fd, "wb", closefd=True), encoding="utf-8")
-        return real_fdopen(fd, mode, *args, **kwargs)
+    def full_open(file, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        path = Path(file) if isinstance(file, (str, os.PathLike)) else None
+        if path is not None and path.parent == world.existing and path.name.startswith(filling) and "w" in mode:
+            return FillingUp(real_open(file, "wb"), encoding="utf-8")
+        return real_open(file, mode, *args, **kwargs)
 
-    def full_write_text(self: Path, data: str, *args, **kwargs) -> int:  # type: ignore[no-untyped-def]
-        if self.parent != world.existing:
-            return real_write_text(self, data, *args, **kwargs)
-        real_write_text(self, data[: len(data) // 2], *args, **kwargs)
-        raise enospc
-
+    monkeypatch.setattr(builtins, "open", full_open)
     if where == "config":
-        monkeypatch.setattr(Path, "write_text", full_write_text)
         expected = f"Cannot write {world.existing / 'config.yaml'} (No space left on device). Free disk space or pick another --out."
     else:
-        monkeypatch.setattr(os, "fdopen", full_fdopen)
         expected = f"Cannot write the reports into {world.existing} (No space left on device). Free space or pick another --out."
     code = main(_common(world))
     monkeypatch.undo()

@@ -65,7 +65,7 @@ def weak_continuation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every model ``--from`` judges or trains (the earlier one, the continuation, from-scratch)
     really runs, then is made wrong on every validation row, as ``weak_baseline`` does: the
     continuation fails the floor however well the tiny model learned, and the climb must resume."""
-    real_train, real_judge = incremental_mod.train_run, incremental_mod._judge_earlier
+    real_train, real_judge = incremental_mod.train_run, incremental_mod.judge_earlier
 
     def wrong(run, data):  # type: ignore[no-untyped-def]
         if not run.metrics:
@@ -83,7 +83,7 @@ def weak_continuation(monkeypatch: pytest.MonkeyPatch) -> None:
         return wrong(real_judge(name, source, from_dir, data, config), data)
 
     monkeypatch.setattr(incremental_mod, "train_run", train)
-    monkeypatch.setattr(incremental_mod, "_judge_earlier", judge)
+    monkeypatch.setattr(incremental_mod, "judge_earlier", judge)
 
 
 def _argv(tmp_path: Path, earlier: Path, *extra: str) -> list[str]:
