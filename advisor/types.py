@@ -4,15 +4,21 @@ Data flows one way: a :class:`Candidate` is trained (metered into a :class:`Cost
 :class:`RunResult`, judged against :class:`AcceptanceCriteria` into a
 :class:`~advisor.outcome.Verdict`, and all of it is gathered into a :class:`~advisor.outcome.Report`. Records check their own invariants on construction, so an
 inconsistent one cannot exist, and each converts to and from plain JSON-able dicts.
+
+Records are frozen all the way down: the mappings they hold (metrics, details, intervals,
+provenance ...) are :class:`FrozenMap` objects, with lists inside turned to tuples, so
+``run.metrics["accuracy"] = 1`` raises TypeError instead of changing a record others hold. Build a
+changed copy instead (``dataclasses.replace(run, details={**run.details, "x": 1})``);
+``to_dict()`` gives plain dicts and lists back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from advisor.runkey import Role, RunKey
 
@@ -44,6 +50,65 @@ SUMMED = (
 )
 #: the figures of a Cost for which the sum of two costs keeps the larger value
 MAXED = ("peak_rss_mb", "peak_gpu_mem_mb")
+
+
+K = TypeVar("K")
+V = TypeVar("V", covariant=True)
+
+
+class FrozenMap(Mapping[K, V]):
+    """A read-only mapping whose values are frozen too (see :func:`freeze`).
+
+    Not :class:`types.MappingProxyType`: records cross process boundaries pickled (torch's object
+    collectives in a multi-GPU job, :mod:`advisor.distributed`), and a mapping proxy cannot be
+    pickled or deep-copied; this can.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[K, V] | None = None) -> None:
+        self._data: dict[K, V] = {k: freeze(v) for k, v in (data or {}).items()}
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._data,))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` made read-only all the way down: mappings become :class:`FrozenMap`, lists and
+    tuples tuples, sets frozensets; anything else (numbers, strings, records) is kept as it is."""
+    if isinstance(value, FrozenMap):
+        return value  # frozen when it was made
+    if isinstance(value, Mapping):
+        return FrozenMap(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """:func:`freeze` undone, for writing out: mappings become plain dicts, tuples and lists lists,
+    frozensets sets (what JSON, YAML and callers that edit their own copy expect)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {thaw(v) for v in value}
+    return value
 
 
 def _merge_provenance(a: str, b: str) -> str:
@@ -97,7 +162,7 @@ class Cost:
         for group, label in self.provenance.items():
             if any(part not in PROVENANCES for part in label.split("+")):
                 raise ValueError(f"Cost.provenance[{group!r}] must be made of {PROVENANCES}. Got {label!r}.")
-        object.__setattr__(self, "provenance", dict(self.provenance))
+        object.__setattr__(self, "provenance", freeze(self.provenance))
 
     @property
     def flops(self) -> float:
@@ -135,7 +200,7 @@ class Cost:
         return NotImplemented  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
         d["flops"] = self.flops
         d["energy_kwh"] = self.energy_kwh
         return d
@@ -275,13 +340,10 @@ class RunResult:
         for name, value in {**self.metrics, **self.test_metrics}.items():
             if not isinstance(value, (int, float)) or math.isnan(value):
                 raise ValueError(f"RunResult {self.run_id}: metric {name!r} must be a number. Got {value!r}.")
-        object.__setattr__(self, "hyperparameters", dict(self.hyperparameters))
-        object.__setattr__(self, "metrics", dict(self.metrics))
-        object.__setattr__(self, "test_metrics", dict(self.test_metrics))
-        object.__setattr__(self, "details", dict(self.details))
+        for name in ("hyperparameters", "metrics", "test_metrics", "details", "intervals"):
+            object.__setattr__(self, name, freeze(getattr(self, name)))
         object.__setattr__(self, "val_predictions", tuple(int(p) for p in self.val_predictions))
         object.__setattr__(self, "test_predictions", tuple(int(p) for p in self.test_predictions))
-        object.__setattr__(self, "intervals", {k: dict(v) for k, v in self.intervals.items()})
 
     @property
     def run_id(self) -> str:
@@ -297,16 +359,16 @@ class RunResult:
             "run_id": self.run_id,
             "key": self.key.to_dict(),
             "candidate": self.candidate.to_dict(),
-            "hyperparameters": dict(self.hyperparameters),
+            "hyperparameters": thaw(self.hyperparameters),
             "status": self.status,
-            "metrics": dict(self.metrics),
-            "test_metrics": dict(self.test_metrics),
+            "metrics": thaw(self.metrics),
+            "test_metrics": thaw(self.test_metrics),
             "cost": self.cost.to_dict(),
             "artifact": self.artifact,
             "message": self.message,
-            "details": dict(self.details),
+            "details": thaw(self.details),
             "footprint": self.footprint.to_dict(),
-            "intervals": {k: dict(v) for k, v in self.intervals.items()},
+            "intervals": thaw(self.intervals),
             "val_predictions": list(self.val_predictions),
             "test_predictions": list(self.test_predictions),
         }
