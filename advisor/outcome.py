@@ -3,7 +3,7 @@
 The last two records of the flow described in :mod:`advisor.types`: a :class:`~advisor.types.RunResult`
 judged against :class:`~advisor.types.AcceptanceCriteria` gives a :class:`Verdict`, and the runs,
 verdicts, recommendation and total cost of one ``advise`` make a :class:`Report`. Both check their
-own invariants on construction and, like every record, hold read-only mappings (:func:`~advisor.types.freeze`).
+own invariants on construction and, like every record, hold read-only mappings (:mod:`advisor.frozen`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from advisor.types import AcceptanceCriteria, Cost, RunResult, freeze, thaw
+from advisor.frozen import freeze, thaw
+from advisor.types import AcceptanceCriteria, Cost, RunResult
 
 VerdictState = Literal["pass", "fail", "undecided"]
 

@@ -5,21 +5,20 @@ Data flows one way: a :class:`Candidate` is trained (metered into a :class:`Cost
 :class:`~advisor.outcome.Verdict`, and all of it is gathered into a :class:`~advisor.outcome.Report`. Records check their own invariants on construction, so an
 inconsistent one cannot exist, and each converts to and from plain JSON-able dicts.
 
-Records are frozen all the way down: the mappings they hold (metrics, details, intervals,
-provenance ...) are :class:`FrozenMap` objects, with lists inside turned to tuples, so
-``run.metrics["accuracy"] = 1`` raises TypeError instead of changing a record others hold. Build a
-changed copy instead (``dataclasses.replace(run, details={**run.details, "x": 1})``);
-``to_dict()`` gives plain dicts and lists back.
+Records are frozen all the way down (:mod:`advisor.frozen`): ``run.metrics["accuracy"] = 1`` or
+``run.details["cv"]["labels"] = ...`` raises TypeError instead of changing a record others hold.
+Build a changed copy instead: ``dataclasses.replace(run, details={**run.details, "x": 1})``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
+from advisor.frozen import freeze, thaw
 from advisor.runkey import Role, RunKey
 
 #: Where a figure came from. ``measured``: hardware counters (RAPL, NVML) or a clock;
@@ -50,65 +49,6 @@ SUMMED = (
 )
 #: the figures of a Cost for which the sum of two costs keeps the larger value
 MAXED = ("peak_rss_mb", "peak_gpu_mem_mb")
-
-
-K = TypeVar("K")
-V = TypeVar("V", covariant=True)
-
-
-class FrozenMap(Mapping[K, V]):
-    """A read-only mapping whose values are frozen too (see :func:`freeze`).
-
-    Not :class:`types.MappingProxyType`: records cross process boundaries pickled (torch's object
-    collectives in a multi-GPU job, :mod:`advisor.distributed`), and a mapping proxy cannot be
-    pickled or deep-copied; this can.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[K, V] | None = None) -> None:
-        self._data: dict[K, V] = {k: freeze(v) for k, v in (data or {}).items()}
-
-    def __getitem__(self, key: K) -> V:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[K]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"FrozenMap({self._data!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenMap, (self._data,))
-
-
-def freeze(value: Any) -> Any:
-    """``value`` made read-only all the way down: mappings become :class:`FrozenMap`, lists and
-    tuples tuples, sets frozensets; anything else (numbers, strings, records) is kept as it is."""
-    if isinstance(value, FrozenMap):
-        return value  # frozen when it was made
-    if isinstance(value, Mapping):
-        return FrozenMap(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
-    if isinstance(value, (set, frozenset)):
-        return frozenset(freeze(v) for v in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    """:func:`freeze` undone, for writing out: mappings become plain dicts, tuples and lists lists,
-    frozensets sets (what JSON, YAML and callers that edit their own copy expect)."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [thaw(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return {thaw(v) for v in value}
-    return value
 
 
 def _merge_provenance(a: str, b: str) -> str:

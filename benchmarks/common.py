@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.types import thaw
+from advisor.frozen import thaw
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.types import freeze
+from advisor.frozen import freeze
 from tests.conftest import synthetic_rows, write_csv
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

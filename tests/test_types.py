@@ -193,7 +193,7 @@ def test_verdict_and_report_mappings_are_read_only() -> None:
 def test_to_dict_gives_plain_dicts_and_lists_and_round_trips() -> None:
     import pickle
 
-    from advisor.types import FrozenMap
+    from advisor.frozen import FrozenMap
 
     run = _rich_run()
     d = run.to_dict()
