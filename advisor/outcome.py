@@ -3,7 +3,7 @@
 The last two records of the flow described in :mod:`advisor.types`: a :class:`~advisor.types.RunResult`
 judged against :class:`~advisor.types.AcceptanceCriteria` gives a :class:`Verdict`, and the runs,
 verdicts, recommendation and total cost of one ``advise`` make a :class:`Report`. Both check their
-own invariants on construction.
+own invariants on construction and, like every record, hold read-only mappings (:mod:`advisor.frozen`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from advisor.frozen import freeze, thaw
 from advisor.types import AcceptanceCriteria, Cost, RunResult
 
 VerdictState = Literal["pass", "fail", "undecided"]
@@ -48,8 +49,10 @@ class Verdict:
             raise ValueError(f"Verdict {self.run_id}: a {self.state!r} verdict cannot list failed criteria.")
         if self.state == "fail" and not self.failed:
             raise ValueError(f"Verdict {self.run_id}: a failing verdict must list the failed criteria.")
+        object.__setattr__(self, "reasons", tuple(self.reasons))
+        object.__setattr__(self, "failed", tuple(self.failed))
         if self.interval is not None:
-            object.__setattr__(self, "interval", dict(self.interval))
+            object.__setattr__(self, "interval", freeze(self.interval))
 
     @property
     def passed(self) -> bool:
@@ -63,7 +66,7 @@ class Verdict:
             "reasons": list(self.reasons),
             "failed": list(self.failed),
             "shortfall": self.shortfall,
-            "interval": self.interval,
+            "interval": thaw(self.interval),
             "rows_needed": self.rows_needed,
             "floor_met": self.floor_met,
         }
@@ -93,6 +96,9 @@ class Report:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        for name in ("dataset", "verdicts", "config", "details"):
+            object.__setattr__(self, name, freeze(getattr(self, name)))
         ids = {r.run_id for r in self.runs}
         if self.baseline is not None:
             ids.add(self.baseline.run_id)

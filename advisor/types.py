@@ -4,6 +4,10 @@ Data flows one way: a :class:`Candidate` is trained (metered into a :class:`Cost
 :class:`RunResult`, judged against :class:`AcceptanceCriteria` into a
 :class:`~advisor.outcome.Verdict`, and all of it is gathered into a :class:`~advisor.outcome.Report`. Records check their own invariants on construction, so an
 inconsistent one cannot exist, and each converts to and from plain JSON-able dicts.
+
+Records are frozen all the way down (:mod:`advisor.frozen`): ``run.metrics["accuracy"] = 1`` or
+``run.details["cv"]["labels"] = ...`` raises TypeError instead of changing a record others hold.
+Build a changed copy instead: ``dataclasses.replace(run, details={**run.details, "x": 1})``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from advisor.frozen import freeze, thaw
 from advisor.runkey import Role, RunKey
 
 #: Where a figure came from. ``measured``: hardware counters (RAPL, NVML) or a clock;
@@ -97,7 +102,7 @@ class Cost:
         for group, label in self.provenance.items():
             if any(part not in PROVENANCES for part in label.split("+")):
                 raise ValueError(f"Cost.provenance[{group!r}] must be made of {PROVENANCES}. Got {label!r}.")
-        object.__setattr__(self, "provenance", dict(self.provenance))
+        object.__setattr__(self, "provenance", freeze(self.provenance))
 
     @property
     def flops(self) -> float:
@@ -135,7 +140,7 @@ class Cost:
         return NotImplemented  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
         d["flops"] = self.flops
         d["energy_kwh"] = self.energy_kwh
         return d
@@ -275,13 +280,10 @@ class RunResult:
         for name, value in {**self.metrics, **self.test_metrics}.items():
             if not isinstance(value, (int, float)) or math.isnan(value):
                 raise ValueError(f"RunResult {self.run_id}: metric {name!r} must be a number. Got {value!r}.")
-        object.__setattr__(self, "hyperparameters", dict(self.hyperparameters))
-        object.__setattr__(self, "metrics", dict(self.metrics))
-        object.__setattr__(self, "test_metrics", dict(self.test_metrics))
-        object.__setattr__(self, "details", dict(self.details))
+        for name in ("hyperparameters", "metrics", "test_metrics", "details", "intervals"):
+            object.__setattr__(self, name, freeze(getattr(self, name)))
         object.__setattr__(self, "val_predictions", tuple(int(p) for p in self.val_predictions))
         object.__setattr__(self, "test_predictions", tuple(int(p) for p in self.test_predictions))
-        object.__setattr__(self, "intervals", {k: dict(v) for k, v in self.intervals.items()})
 
     @property
     def run_id(self) -> str:
@@ -297,16 +299,16 @@ class RunResult:
             "run_id": self.run_id,
             "key": self.key.to_dict(),
             "candidate": self.candidate.to_dict(),
-            "hyperparameters": dict(self.hyperparameters),
+            "hyperparameters": thaw(self.hyperparameters),
             "status": self.status,
-            "metrics": dict(self.metrics),
-            "test_metrics": dict(self.test_metrics),
+            "metrics": thaw(self.metrics),
+            "test_metrics": thaw(self.test_metrics),
             "cost": self.cost.to_dict(),
             "artifact": self.artifact,
             "message": self.message,
-            "details": dict(self.details),
+            "details": thaw(self.details),
             "footprint": self.footprint.to_dict(),
-            "intervals": {k: dict(v) for k, v in self.intervals.items()},
+            "intervals": thaw(self.intervals),
             "val_predictions": list(self.val_predictions),
             "test_predictions": list(self.test_predictions),
         }

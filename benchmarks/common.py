@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from advisor.frozen import thaw
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: acceptance floors used when --target is not given: the same for every method of a benchmark
@@ -220,9 +222,16 @@ def data_digest(data: Any) -> str:
     return h.hexdigest()
 
 
+def json_default(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself: a record's read-only mapping (``run.details``, a
+    verdict's interval) as the plain dict it holds, so it is written as an object and not as its
+    repr; anything else as text."""
+    return thaw(value) if isinstance(value, Mapping) else str(value)
+
+
 def cache_key(digest: str, settings: Mapping[str, Any]) -> str:
     """The key of a cached result: the data's :func:`data_digest` and every setting that changes the result."""
-    blob = json.dumps({"data": digest, "settings": dict(settings)}, sort_keys=True, default=str)
+    blob = json.dumps({"data": digest, "settings": dict(settings)}, sort_keys=True, default=json_default)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
@@ -389,7 +398,7 @@ class ResultsWriter:
             ) from exc
 
     def _append(self, record: dict[str, Any]) -> None:
-        line = json.dumps({"run_started": self.run_started, **record}, default=str)
+        line = json.dumps({"run_started": self.run_started, **record}, default=json_default)
         with self.jsonl.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
@@ -460,7 +469,9 @@ class ResultsWriter:
         print(flush=True)
         print(text, flush=True)
         md, js = self.out / f"{self.name}.md", self.out / f"{self.name}.json"
-        payload = json.dumps({"command": self.command, "machine": self.info, "results": raw}, indent=2, default=str)
+        payload = json.dumps(
+            {"command": self.command, "machine": self.info, "results": raw}, indent=2, default=json_default
+        )
         from advisor.atomic import write_text_atomic
 
         for path, content in ((js, payload), (md, text)):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from advisor.frozen import freeze
 from tests.conftest import synthetic_rows, write_csv
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -143,6 +144,21 @@ def test_a_finished_run_writes_markdown_json_and_lines(tmp_path: Path) -> None:
     assert md.stat().st_mode & 0o777 == writer.jsonl.stat().st_mode & 0o777, "as readable as any file written here"
     events = [json.loads(line)["event"] for line in writer.jsonl.read_text(encoding="utf-8").splitlines()]
     assert events == ["start", "result", "finished"]
+
+
+def test_a_records_details_among_the_results_are_written_as_json_objects(tmp_path: Path) -> None:
+    common = _module("common")
+    writer = common.ResultsWriter("eval_share-s-0123abcd", "python benchmarks/eval_share.py", tmp_path)
+    details = freeze({"cv": {"labels": [0, 1]}, "best_step": 40})  # what run.details holds
+    writer.record("trial", {"details": details})
+    md = writer.finish("Eval share", [], [], [{"details": details}])
+    assert json.loads(md.with_suffix(".json").read_text(encoding="utf-8"))["results"] == [
+        {"details": {"cv": {"labels": [0, 1]}, "best_step": 40}}
+    ]
+    lines = [json.loads(line) for line in writer.jsonl.read_text(encoding="utf-8").splitlines()]
+    assert [x["result"] for x in lines if x["event"] == "result"] == [
+        {"details": {"cv": {"labels": [0, 1]}, "best_step": 40}}
+    ]
 
 
 @pytest.mark.parametrize("script", list(SCRIPTS))
@@ -295,6 +311,9 @@ def test_cache_key_follows_the_content_and_the_settings_not_the_name() -> None:
     assert common.cache_key(common.data_digest(_task(labels_flip=7)), settings) != key
     assert common.cache_key(digest, {**settings, "epochs": 1.0}) != key
     assert common.cache_key(digest, dict(reversed(settings.items()))) == key
+    # a record's read-only mapping among the settings keys as the dict it holds, not as its repr
+    nested = {"hyperparameters": {"learning_rate": 2e-4, "layers": [0, 1]}}
+    assert common.cache_key(digest, {"x": freeze(nested)}) == common.cache_key(digest, {"x": nested})
 
 
 def test_reliability_cache_ignores_rows_keyed_on_name_and_seed_only(tmp_path: Path) -> None:

@@ -209,7 +209,7 @@ def test_new_labels_are_an_error_unless_the_head_is_extended(tmp_path: Path, ear
     again = advise(_from_config(tmp_path, rows, "incremental.extend_head=true"), from_run=earlier)
     run = again.run("tiny-a-c1")
     assert run.status == "ok" and any("head was extended" in n for n in again.details["incremental"]["notes"])
-    assert again.dataset["label_names"] == ["mixed", "neg", "pos"]
+    assert again.dataset["label_names"] == ("mixed", "neg", "pos")  # a record holds tuples, not lists
 
 
 def test_a_baseline_recommendation_is_refitted_on_the_expanded_data(tmp_path: Path, ladder: Path) -> None:

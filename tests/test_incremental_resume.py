@@ -146,8 +146,8 @@ def test_a_failed_continuation_resumes_the_climb_on_the_rung_above_and_a_rerun_t
     resumed = report.details["incremental"]["resumed_climb"]
     assert resumed == {
         "after": "tiny-a",
-        "rungs": ["tiny-b"],
-        "runs": ["tiny-b-t1"],
+        "rungs": ("tiny-b",),
+        "runs": ("tiny-b-t1",),
         "recommendation": "tiny-b-t1",
         "outcome": "met",
     }

@@ -115,3 +115,108 @@ def test_verdict_invariants() -> None:
         Verdict("r", state="maybe", reasons=("x",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot list failed"):
         Verdict("r", state="undecided", reasons=("x",), failed=("floor",))
+
+
+def _rich_run() -> RunResult:
+    """A run whose mappings nest: what a baseline's record holds (cv labels, intervals, a history)."""
+    return RunResult(
+        R1,
+        CAND,
+        {"learning_rate": 1e-4, "layers": [0, 1]},
+        "ok",
+        {"accuracy": 0.9},
+        Cost(wall_s=1.5, provenance={"time": "measured", "flops": "analytic"}),
+        test_metrics={"accuracy": 0.88},
+        details={"cv": {"labels": [0, 1, 1], "folds": 5}, "eval_history": [{"step": 10, "accuracy": 0.8}]},
+        intervals={"validation": {"accuracy": {"value": 0.9, "low": 0.85, "high": 0.94, "n": 400}}},
+        val_predictions=(0, 1, 1),
+    )
+
+
+def test_a_records_mappings_are_read_only_all_the_way_down() -> None:
+    run = _rich_run()
+    with pytest.raises(TypeError):
+        run.metrics["accuracy"] = 1.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        run.test_metrics["accuracy"] = 1.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        run.hyperparameters["learning_rate"] = 1.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        run.details["cv"]["labels"] = [1, 1, 1]
+    with pytest.raises(TypeError):
+        run.details["cv"]["labels"][0] = 1  # a list inside is a tuple
+    with pytest.raises(TypeError):
+        run.details["eval_history"][0]["accuracy"] = 1.0
+    with pytest.raises(TypeError):
+        run.intervals["validation"]["accuracy"]["low"] = 0.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del run.details["cv"]  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        run.cost.provenance["flops"] = "measured"  # type: ignore[index]
+    assert not hasattr(run.details, "update") and not hasattr(run.metrics, "pop")
+    # what the caller passed in is copied, not kept: changing it later leaves the record alone
+    metrics = {"accuracy": 0.5}
+    kept = RunResult(R1, CAND, {}, "ok", metrics, Cost())
+    metrics["accuracy"] = 0.99
+    assert kept.metrics["accuracy"] == 0.5
+
+
+def test_verdict_and_report_mappings_are_read_only() -> None:
+    from advisor.outcome import Report
+
+    verdict = Verdict("r-t1", "pass", ("ok",), interval={"value": 0.9, "low": 0.85, "high": 0.94, "n": 400})
+    assert verdict.interval is not None
+    with pytest.raises(TypeError):
+        verdict.interval["low"] = 0.0  # type: ignore[index]
+    run = _rich_run()
+    report = Report(
+        task="t",
+        dataset={"splits": {"validation": {"rows": 400}}},
+        criteria=AcceptanceCriteria(),
+        baseline=None,
+        runs=(run,),
+        verdicts={run.run_id: verdict},
+        recommendation=run.run_id,
+        stop_reason="met",
+        total_cost=run.cost,
+        details={"closest": None, "next_cost": {"pflops": 1.0}},
+    )
+    with pytest.raises(TypeError):
+        report.verdicts["x"] = verdict  # type: ignore[index]
+    with pytest.raises(TypeError):
+        report.details["next_cost"]["pflops"] = 2.0
+    with pytest.raises(TypeError):
+        report.dataset["splits"]["validation"]["rows"] = 1
+    assert report.verdicts[run.run_id] is verdict
+
+
+def test_to_dict_gives_plain_dicts_and_lists_and_round_trips() -> None:
+    import pickle
+
+    from advisor.frozen import FrozenMap
+
+    run = _rich_run()
+    d = run.to_dict()
+
+    def frozen_inside(x: object) -> bool:
+        if isinstance(x, dict):
+            return any(frozen_inside(v) for v in x.values())
+        if isinstance(x, list):
+            return any(frozen_inside(v) for v in x)
+        return isinstance(x, (FrozenMap, tuple))
+
+    assert not frozen_inside(d)
+    assert d["details"]["cv"]["labels"] == [0, 1, 1]
+    assert d["cost"]["provenance"] == {"time": "measured", "flops": "analytic"}
+    json.dumps(d)  # raises on anything JSON cannot write
+    assert RunResult.from_dict(d) == run
+    assert RunResult.from_dict(json.loads(json.dumps(d))) == run
+    # the dict is the caller's own: editing it leaves the record alone
+    d["details"]["cv"]["labels"].append(0)
+    assert run.details["cv"]["labels"] == (0, 1, 1)
+    verdict = Verdict("r-t1", "undecided", ("straddles",), interval={"value": 0.9, "n": 400})
+    assert type(verdict.to_dict()["interval"]) is dict
+    json.dumps(verdict.to_dict())
+    # records travel pickled between the ranks of a multi-GPU job (advisor.distributed.share)
+    assert pickle.loads(pickle.dumps(run)) == run
+    assert pickle.loads(pickle.dumps(verdict)) == verdict
