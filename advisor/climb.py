@@ -28,8 +28,6 @@ from advisor.budget import (
     Rates,
     any_budget,
     evaluation_reserve,
-    forecast_cost,
-    forecast_run,
     search_spent,
 )
 from advisor.config import Config
@@ -42,7 +40,7 @@ from advisor.ledger import Ledger
 from advisor.models import Rung, candidate_for, load_ladder, materialise
 from advisor.outcome import Verdict
 from advisor.probe import checkpoint_pooling, fit_probe
-from advisor.report import step_line
+from advisor.report import step_line, step_reference
 from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
 from advisor.types import Cost, RunResult
@@ -146,11 +144,7 @@ class Climb:
     def _announce(self, run: RunResult) -> None:
         """One line as each step finishes: metric with interval, verdict, cost, gain per PFLOP."""
         metric = self.config.criteria.metric
-        earlier = [r for r in self.runs[:-1] if r.status == "ok" and metric in r.metrics]
-        below = [r for r in earlier if r.candidate.name != run.candidate.name and r.run_id != "baseline"]
-        ref_name = below[-1].candidate.name if below else None
-        pool = [r for r in below if r.candidate.name == ref_name] or [r for r in earlier if r.run_id == "baseline"]
-        reference = max(pool, key=lambda r: r.metrics[metric]) if pool and run.run_id != "baseline" else None
+        reference = step_reference(self.runs[:-1], run, metric)
         self.say(step_line(run, self.verdicts().get(run.run_id), reference, metric))
 
     def verdicts(self) -> dict[str, Verdict]:
@@ -366,16 +360,7 @@ class Climb:
     def _token_lengths(self, rung_name: str) -> tuple[list[int], list[int]]:
         """Token count of every training and validation text, with the first rung's tokenizer."""
         if self._lengths is None:
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(self._source(rung_name))
-            limit = min(self.config.train.max_length, tok.model_max_length)
-
-            def lengths(split: Any) -> list[int]:
-                ids = tok(column(split, "text"), truncation=True, max_length=limit)["input_ids"]
-                return [len(x) for x in ids]
-
-            self._lengths = (lengths(self.data.train), lengths(self.data.validation))
+            self._lengths = steps.token_lengths(self._source(rung_name), self.data, self.config.train.max_length)
         return self._lengths
 
     def _model_config(self, rung_name: str) -> Any:
@@ -399,14 +384,7 @@ class Climb:
         if nxt is None:
             return
         train, val = self._token_lengths(next(iter(self.rungs)))
-        t, k = self.config.train, len(self.data.label_names)
         rates = Rates.measured([*self.before, *self.runs])
-        model_config = self._model_config(nxt.rung)
-        if nxt.method == "probe":
-            self.forecasts[nxt.name] = forecast_cost(
-                *steps.step_flops(nxt, model_config, train, val, k, self.config), rates
-            )
-            return
-        self.forecasts[nxt.name] = forecast_run(
-            model_config, train, val, t.epochs, t.evals_per_epoch, k, rates, t.eval_rows
-        )
+        k = len(self.data.label_names)
+        forecast = steps.forecast_step(nxt, self._model_config(nxt.rung), train, val, k, self.config, rates)
+        self.forecasts[nxt.name] = forecast

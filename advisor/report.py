@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,6 +292,18 @@ def md_escape(text: Any) -> str:
     """
     safe = _TAG_START.sub("&lt;", str(text).replace("&", "&amp;"))
     return safe.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def step_reference(earlier: Sequence[RunResult], run: RunResult, metric: str) -> RunResult | None:
+    """What a step's gain is measured against: the best finished run of the step before it (another
+    candidate), or the baseline; None for the baseline itself."""
+    if run.key.role == "baseline":
+        return None
+    done = [r for r in earlier if r.status == "ok" and metric in r.metrics]
+    below = [r for r in done if r.candidate.name != run.candidate.name and r.key.role != "baseline"]
+    last = below[-1].candidate.name if below else None
+    pool = [r for r in below if r.candidate.name == last] or [r for r in done if r.key.role == "baseline"]
+    return max(pool, key=lambda r: r.metrics[metric]) if pool else None
 
 
 def step_line(run: RunResult, verdict: Verdict | None, reference: RunResult | None, metric: str) -> str:

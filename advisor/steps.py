@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from advisor import runkey
-from advisor.budget import Rates, forecast_run
+from advisor.budget import Rates, forecast_cost, forecast_run
 from advisor.config import Config
 from advisor.errors import ConfigError
 from advisor.models import Rung
 from advisor.policy import RungInfo
 from advisor.probe import probe_forward_flops
+from advisor.types import Cost
 
 
 def probe_name(encoder: str) -> str:
@@ -89,6 +90,38 @@ def step_flops(
         shape, train_lengths, val_lengths, t.epochs, t.evals_per_epoch, num_labels, Rates(), t.eval_rows
     )
     return trial.train_flops, trial.eval_flops
+
+
+def forecast_step(
+    step: RungInfo,
+    model_config: Any,
+    train: Sequence[int],
+    val: Sequence[int],
+    num_labels: int,
+    config: Config,
+    rates: Rates,
+) -> Cost:
+    """What ``step`` is forecast to cost on this data at the speed measured so far: a probe's passes
+    over the rows, a fine-tune's first trial (``train``/``val``: token counts of the rows)."""
+    if step.method == "probe":
+        return forecast_cost(*step_flops(step, model_config, train, val, num_labels, config), rates)
+    t = config.train
+    return forecast_run(model_config, train, val, t.epochs, t.evals_per_epoch, num_labels, rates, t.eval_rows)
+
+
+def token_lengths(source: str, data: Any, max_length: int) -> tuple[list[int], list[int]]:
+    """Token count of every training and validation text with the tokenizer at ``source``."""
+    from transformers import AutoTokenizer
+
+    from advisor.data import column
+
+    tok = AutoTokenizer.from_pretrained(source)
+    limit = min(max_length, tok.model_max_length)
+
+    def lengths(split: Any) -> list[int]:
+        return [len(x) for x in tok(column(split, "text"), truncation=True, max_length=limit)["input_ids"]]
+
+    return lengths(data.train), lengths(data.validation)
 
 
 def order_steps(
