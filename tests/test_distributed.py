@@ -99,7 +99,7 @@ def _worker(rank: int, port: int, run_dir: str, results: dict[int, object]) -> N
             out["where_is_run_dir"] = where == path
             out["read_back"] = [r.run_id for r in ledger.all()]
             # every rank computes its own cost; the record is rank 0's, the cost the job's
-            mine = _run("new", Cost(wall_s=1.0 + rank, train_flops=10.0 * (rank + 1), tokens=rank + 1), 0.5 + rank)
+            mine = _run("tiny-t2", Cost(wall_s=1.0 + rank, train_flops=10.0 * (rank + 1), tokens=rank + 1), 0.5 + rank)
             agreed = distributed.agree(mine)
             ledger.add(agreed)
             out["agreed"] = (
@@ -133,20 +133,20 @@ def _worker(rank: int, port: int, run_dir: str, results: dict[int, object]) -> N
 @pytest.mark.multiprocess
 def test_rank_zero_owns_the_run_dir_and_ranks_agree_on_each_run(tmp_path: Path) -> None:
     with Ledger(tmp_path) as ledger:  # an earlier run of this directory: both ranks must read it back
-        ledger.add(_run("earlier", Cost(train_flops=5.0)))
+        ledger.add(_run("tiny-t1", Cost(train_flops=5.0)))
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(_free_port(), str(tmp_path), results), nprocs=2, join=True)
     zero, one = results[0], results[1]
     assert zero["where_is_run_dir"] and not one["where_is_run_dir"]
-    assert zero["read_back"] == one["read_back"] == ["earlier"]
+    assert zero["read_back"] == one["read_back"] == ["tiny-t1"]
     # rank 0's metrics; FLOPs and tokens of both ranks; the slower rank's wall time
     assert zero["agreed"] == one["agreed"] == (0.5, 30.0, 3, 2.0)
     assert zero["again_is_same"] and one["again_is_same"]
     assert zero["once"] == one["once"] == "computed on rank 0"
     assert zero["lock_error"] == one["lock_error"] and "Another advise process" in str(zero["lock_error"])
     with Ledger(tmp_path) as ledger:  # only rank 0 wrote here, once
-        assert [r.run_id for r in ledger.all()] == ["earlier", "new"]
-        assert ledger.get("new").cost.train_flops == 30.0  # type: ignore[union-attr]
+        assert [r.run_id for r in ledger.all()] == ["tiny-t1", "tiny-t2"]
+        assert ledger.get("tiny-t2").cost.train_flops == 30.0  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------------------------------------
