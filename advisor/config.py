@@ -139,6 +139,10 @@ def _range_problems(config: Config) -> list[str]:
     val = d.validation_fraction if d.validation_fraction is not None else MAX_VALIDATION_FRACTION
     if not (0 < val < 1 and 0 < d.test_fraction < 1 and val + d.test_fraction < 1):
         out.append("data.validation_fraction and data.test_fraction must each be in (0, 1) and sum to less than 1.")
+    if d.held_out_cap is not None and d.held_out_cap < 100:
+        out.append(
+            f"data.held_out_cap must be at least 100 rows, or null for the fractions alone. Got {d.held_out_cap}."
+        )
     if not 0 < d.validation_margin < 0.5:
         out.append(f"data.validation_margin must be in (0, 0.5). Got {d.validation_margin} instead.")
     for name in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch"):

@@ -29,6 +29,10 @@ class DataConfig:
     validation_margin: float = 0.03
     #: share of rows held out for the final test when the data has no test split
     test_fraction: float = 0.15
+    #: on a large dataset, a validation or test split carved out of it stops at this many rows (the
+    #: validation split at more when the floor's interval needs more); the rest trains. Only data
+    #: above 13,333 rows is affected (15% of it is more than 2,000). null: the fractions alone
+    held_out_cap: int | None = 2000
     #: seed of the stratified split, fixed so reruns see the same rows
     split_seed: int = 0
 

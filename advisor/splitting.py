@@ -19,12 +19,30 @@ from advisor.errors import DataError
 
 
 def validation_share(cfg: DataConfig, total_rows: int, wanted_rows: int | None) -> float:
-    """The validation fraction to carve: the configured one, or ``wanted_rows`` within the bounds."""
+    """The validation fraction to carve: the configured one, or ``wanted_rows`` within the bounds.
+
+    The bounds are 15% and 35% of the rows; on a large dataset the lower one is ``held_out_cap``
+    rows instead of 15%, so 100,000 rows give the ~2,000 an interval needs, not 15,000.
+    """
     if cfg.validation_fraction is not None:
         return cfg.validation_fraction
-    if not wanted_rows or total_rows <= 0:
+    if total_rows <= 0:
         return MIN_VALIDATION_FRACTION
-    return min(max(wanted_rows / total_rows, MIN_VALIDATION_FRACTION), MAX_VALIDATION_FRACTION)
+    lowest = MIN_VALIDATION_FRACTION
+    if cfg.held_out_cap is not None:
+        lowest = min(lowest, cfg.held_out_cap / total_rows)
+    return min(max((wanted_rows or 0) / total_rows, lowest), MAX_VALIDATION_FRACTION)
+
+
+def test_share(cfg: DataConfig, total_rows: int) -> float:
+    """The test fraction to carve: ``test_fraction``, at most ``held_out_cap`` rows on a large dataset.
+
+    The test split scores the baseline and the pick once; 2,000 rows give it an interval of about
+    +-2 points, and a share of a large dataset beyond that only withholds training rows.
+    """
+    if cfg.held_out_cap is None or total_rows <= 0:
+        return cfg.test_fraction
+    return min(cfg.test_fraction, cfg.held_out_cap / total_rows)
 
 
 def _min_class_rows(fractions: Sequence[float]) -> int:
@@ -58,7 +76,8 @@ def carve_missing_splits(
 
     When both are missing each fraction is a share of all rows; when one is, a share of train.
     """
-    wanted = [(name, fraction) for name, fraction in (("test", cfg.test_fraction), ("validation", validation_fraction))]
+    test_fraction = test_share(cfg, len(rows["train"][0]))  # the held-out splits are carved out of train
+    wanted = [(name, fraction) for name, fraction in (("test", test_fraction), ("validation", validation_fraction))]
     wanted = [(name, f) for name, f in wanted if name not in rows]
     if not wanted:
         return rows

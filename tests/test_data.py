@@ -279,6 +279,33 @@ def test_stratified_split_is_deterministic_and_stratified(tmp_path: Path) -> Non
             assert abs(counts[label] / split.num_rows - total / 340) < 0.03, (name, counts)
 
 
+def test_held_out_splits_of_a_large_dataset_are_sized_by_need_not_by_share() -> None:
+    from advisor.splitting import test_share, validation_share
+
+    cfg = DataConfig()
+    # up to 13,333 rows, 15% (2,000 rows) or more: as before
+    assert validation_share(cfg, 4_000, 500) == 0.15 and test_share(cfg, 4_000) == 0.15
+    assert validation_share(cfg, 4_000, 700) == 700 / 4_000 and validation_share(cfg, 4_000, 2_000) == 0.35
+    assert test_share(cfg, 13_000) == 0.15
+    # 100,000 rows: validation is what the interval needs, at least the cap; test is the cap
+    assert validation_share(cfg, 100_000, 1_843) * 100_000 == pytest.approx(2_000)
+    assert validation_share(cfg, 100_000, 3_500) * 100_000 == pytest.approx(3_500)
+    assert test_share(cfg, 100_000) * 100_000 == pytest.approx(2_000)
+    # null: the fractions alone; an explicit validation fraction always wins
+    uncapped = DataConfig(held_out_cap=None)
+    assert validation_share(uncapped, 100_000, 1_843) == 0.15 and test_share(uncapped, 100_000) == 0.15
+    assert validation_share(DataConfig(validation_fraction=0.2), 100_000, 1_843) == 0.2
+
+
+def test_a_large_file_trains_on_all_but_the_rows_its_held_out_splits_need(tmp_path: Path) -> None:
+    frame = balanced_rows(n_per_class=8_000)
+    data = load_task_data(DataConfig(source=str(write_csv(tmp_path / "big.csv", frame))), validation_rows=1_000)
+    sizes = {name: split.num_rows for name, split in data.splits().items()}
+    # 16,000 rows: 15% would hold out 2,400 each; the cap holds out 2,000 each (stratified rounding: +-1)
+    assert abs(sizes["validation"] - 2_000) <= 2 and abs(sizes["test"] - 2_000) <= 2, sizes
+    assert sizes["train"] == 16_000 - sizes["validation"] - sizes["test"]
+
+
 def test_given_splits_are_kept(tmp_path: Path) -> None:
     def part(offset: int) -> datasets.Dataset:
         frame = balanced_rows(n_per_class=10)
