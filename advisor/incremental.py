@@ -26,14 +26,15 @@ from advisor.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluat
 from advisor.comparison import compare, forecast_scratch, scaled_cost
 from advisor.config import Config
 from advisor.continuation import continuation_config, earlier_trials, previous_recommendation, training_rows
+from advisor.continuing import ContinuationEvidence, best_trial, continuation_recommendation, next_continuation
 from advisor.counting import checkpoint_to
 from advisor.criteria import judge as judge_run
 from advisor.criteria import run_interval
 from advisor.data import TaskData, column
 from advisor.earlier import Earlier, from_checkpoint, judge_earlier, prepare_earlier, val_pass_flops
+from advisor.evidence import Stop
 from advisor.ledger import Ledger
 from advisor.outcome import Verdict
-from advisor.policy import budget_refuses
 from advisor.runkey import RunKey
 from advisor.stats import bonferroni
 from advisor.train import train_run
@@ -89,12 +90,10 @@ class _Plan(NamedTuple):
 
 
 class _Trials(NamedTuple):
-    """What the continuation trials produced."""
+    """What the continuation trials produced, and how the policy ended them."""
 
     runs: list[RunResult]
-    recommendation: str | None
-    stop_reason: str
-    outcome: str
+    ended: Stop
 
 
 def continue_from(
@@ -131,10 +130,13 @@ def continue_from(
     scratch = _scratch(config, prev, earlier.run, data, run_dir, ledger, say, extra_callbacks)
     if scratch is not None:
         verdicts[scratch.run_id] = judge(scratch)
-    best = _best(trials.runs, config.criteria.metric)
-    recommendation, stop_reason = _fall_back(s, earlier.name, trials, best, scratch, verdicts)
+    best = best_trial(trials.runs, config.criteria.metric)
+    origin = str(from_dir)
+    recommendation, stop_reason = continuation_recommendation(
+        earlier.name, origin, trials.ended, best, scratch, verdicts
+    )
     comparison = _comparison(s, earlier, judged, plan, trials.runs, best, scratch)
-    outcome = "met" if recommendation is not None else trials.outcome
+    outcome = "met" if recommendation is not None else trials.ended.outcome
     runs = [judged, *trials.runs, *([scratch] if scratch is not None else [])]
     return Continued(baseline, runs, verdicts, recommendation, stop_reason, {"incremental": comparison}, outcome)
 
@@ -224,34 +226,34 @@ def _plan(s: _Setting, prev: dict[str, Any], earlier: Earlier) -> _Plan:
 def _run_trials(
     s: _Setting, plan: _Plan, earlier: Earlier, spent: Cost, judge: Judge, verdicts: dict[str, Verdict]
 ) -> _Trials:
-    """The continuation trials, each read back from the ledger or trained, until one passes, the
-    budget refuses the next, or ``tuning.trials_per_rung`` are done. Judges each into ``verdicts``."""
+    """Carry out the continuation trials the policy asks for (:func:`advisor.continuing.next_continuation`),
+    each read back from the ledger or trained, judging each into ``verdicts``, until it says stop."""
     name = earlier.name
     candidate = Candidate(name=name, kind="incremental", source=str(earlier.source), parent_run=str(s.from_dir))
     continued: list[RunResult] = []
-    outcome = "not_met"
-    for i in range(s.config.tuning.trials_per_rung):
-        key = RunKey("continuation", name, i + 1)
-        run_id = key.run_id
-        run = s.ledger.finished(run_id)
+    while True:
+        recorded = frozenset(
+            r.run_id
+            for r in s.ledger.all()
+            if r.key.role == "continuation" and r.key.step == name and r.status != "failed"
+        )
+        evidence = ContinuationEvidence(
+            name, str(s.from_dir), tuple(continued), dict(verdicts), recorded, spent, plan.first_forecast
+        )
+        action = next_continuation(evidence, s.config)
+        if isinstance(action, Stop):
+            return _Trials(continued, action)
+        run = s.ledger.finished(action.run_id)
         if run is not None:
-            s.say(f"{run_id}: read back from the ledger (not retrained)")
+            s.say(f"{action.run_id}: read back from the ledger (not retrained)")
         else:
-            forecast = continued[-1].cost if continued else plan.first_forecast
-            if over := budget_refuses(s.config, spent, forecast):
-                return _Trials(continued, None, f"stopped before {run_id}: {over}", "budget")
-            run = _train_trial(s, plan, candidate, key)
-        continued.append(run)
-        spent = spent + run.cost
-        if i == 0:
+            run = _train_trial(s, plan, candidate, action.key)
+        if not continued:  # the first trial's curve queues the tuner's learning-rate probe
             losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
             plan.tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
-        verdicts[run_id] = judge(run)
-        if run.status == "budget":
-            outcome = "budget"
-        if verdicts[run_id].passed:
-            return _Trials(continued, run_id, f"{name} continued from {s.from_dir} meets every criterion", outcome)
-    return _Trials(continued, None, "", outcome)
+        continued.append(run)
+        spent = spent + run.cost
+        verdicts[run.run_id] = judge(run)
 
 
 def _train_trial(s: _Setting, plan: _Plan, candidate: Candidate, key: RunKey) -> RunResult:
@@ -274,33 +276,6 @@ def _train_trial(s: _Setting, plan: _Plan, candidate: Candidate, key: RunKey) ->
     run = dataclasses.replace(run, details={**run.details, "trial_origin": f"continuation {origin}"})
     plan.tuner.tell(trial, run.metrics.get(metric) if run.status == "ok" else None, pruned=bool(pruner.stop_message))
     return _record(s.ledger, run)
-
-
-def _best(continued: Sequence[RunResult], metric: str) -> RunResult | None:
-    """The continuation trial that finished with the highest metric, if any finished."""
-    return max((r for r in continued if r.status == "ok"), key=lambda r: r.metrics.get(metric, 0.0), default=None)
-
-
-def _fall_back(
-    s: _Setting,
-    name: str,
-    trials: _Trials,
-    best: RunResult | None,
-    scratch: RunResult | None,
-    verdicts: dict[str, Verdict],
-) -> tuple[str | None, str]:
-    """The recommendation and why: a passing continuation, else the from-scratch run or the baseline
-    if either passes, with the reason the continuation fell short."""
-    if trials.recommendation is not None:
-        return trials.recommendation, trials.stop_reason
-    recommendation = None
-    if scratch is not None and verdicts[scratch.run_id].passed:
-        recommendation = scratch.run_id
-    elif verdicts["baseline"].passed:
-        recommendation = "baseline"
-    failed = "; ".join(verdicts[best.run_id].failed) if best is not None else "no continuation finished"
-    prefix = trials.stop_reason + "; " if trials.stop_reason else ""
-    return recommendation, prefix + f"{name} continued from {s.from_dir} fails ({failed})"
 
 
 def _comparison(

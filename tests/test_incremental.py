@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import advisor.continuing as continuing_mod
 import advisor.incremental as incremental_mod
 from advisor.advise import advise
 from advisor.cli import main
@@ -242,7 +243,7 @@ def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
 
     monkeypatch.setattr(incremental_mod, "train_run", watched)
     # the gate before a continuation (tested above) would refuse it outright: let it start, to be stopped inside
-    monkeypatch.setattr(incremental_mod, "budget_refuses", lambda *_a: None)
+    monkeypatch.setattr(continuing_mod, "budget_refuses", lambda *_a: None)
     rows = _rows(200, 0, "a") + _rows(200, 1, "b")
     never = ["criteria.floor=0.99", "tuning.trials_per_rung=1"]  # no continuation passes: nothing is test-scored
     free = advise(_from_config(tmp_path, rows, *never, f"output.out={tmp_path / 'free'}"), from_run=earlier)
@@ -271,7 +272,7 @@ def test_from_a_seconds_or_kwh_budget_stops_the_continuation_inside_the_budget(
     tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch, work_clock: FakeClock, budget_name: str
 ) -> None:
     # the gate before a continuation would refuse it outright: let it start, to be stopped inside
-    monkeypatch.setattr(incremental_mod, "budget_refuses", lambda *_a: None)
+    monkeypatch.setattr(continuing_mod, "budget_refuses", lambda *_a: None)
     rows = _rows(200, 0, "a") + _rows(200, 1, "b")
     # every step one second of the fake clock (work_clock): two searches spend the same to the step
     energy = f"metering.codecarbon={'true' if budget_name == 'kwh' else 'false'}"

@@ -23,6 +23,7 @@ from advisor.policy import (
     decide,
     verdicts,
 )
+from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import key_for
 
@@ -253,3 +254,72 @@ def test_the_next_step_is_forecast_once_a_transformers_speed_is_known() -> None:
     assert step_to_forecast(RUNGS, [base], {}, speed_known=True).name == "small"  # a --from continuation ran
     assert step_to_forecast(RUNGS, [base, small_trial], {}, speed_known=False).name == "medium"
     assert step_to_forecast(RUNGS, [base, small_trial], {"medium": Cost()}, speed_known=False) is None
+
+
+# ----------------------------------------------------------------------------- the --from continuation
+
+
+def _continuation(tmp_path: Path, *trials: RunResult, recorded: tuple[str, ...] = (), **kw):  # type: ignore[no-untyped-def]
+    from advisor.continuing import ContinuationEvidence
+
+    cfg = config(tmp_path, *kw.pop("sets", ()))
+    judged = verdicts(ev(run("baseline", 0.60), *trials), cfg)
+    spent = kw.pop("spent", Cost())
+    first = kw.pop("first_forecast", Cost(train_flops=1e14))
+    evidence = ContinuationEvidence("tiny", "/runs/earlier", tuple(trials), judged, frozenset(recorded), spent, first)
+    return evidence, cfg, judged
+
+
+def test_the_continuation_trains_its_trials_until_one_passes(tmp_path: Path) -> None:
+    from advisor.continuing import Continue, next_continuation
+
+    evidence, cfg, _ = _continuation(tmp_path)
+    assert next_continuation(evidence, cfg) == Continue(RunKey("continuation", "tiny", 1))
+    evidence, cfg, _ = _continuation(tmp_path, run("tiny-c1", 0.70))
+    assert next_continuation(evidence, cfg) == Continue(RunKey("continuation", "tiny", 2))
+    evidence, cfg, _ = _continuation(tmp_path, run("tiny-c1", 0.70), run("tiny-c2", 0.90))
+    stop = next_continuation(evidence, cfg)
+    assert stop == Stop("tiny continued from /runs/earlier meets every criterion", "tiny-c2", "met")
+
+
+def test_the_continuation_stops_when_its_trials_are_used_or_the_budget_cannot_fit_the_next(tmp_path: Path) -> None:
+    from advisor.continuing import Continue, next_continuation
+
+    used = _continuation(tmp_path, run("tiny-c1", 0.70), run("tiny-c2", 0.71))
+    assert next_continuation(*used[:2]) == Stop("", None, "not_met")  # trials_per_rung=2
+    stopped_inside = _continuation(tmp_path, run("tiny-c1", 0.70), run("tiny-c2", 0.71, status="budget"))
+    assert next_continuation(*stopped_inside[:2]).outcome == "budget"
+    # 1 PFLOP allowed, 0.95 spent: the next trial, forecast at the last one's 0.1, does not fit
+    sets = ("criteria.budget_pflops=1",)
+    tight, cfg, _ = _continuation(tmp_path, run("tiny-c1", 0.70), spent=Cost(train_flops=0.95e15), sets=sets)
+    refused = next_continuation(tight, cfg)
+    assert (
+        isinstance(refused, Stop)
+        and refused.outcome == "budget"
+        and refused.reason.startswith("stopped before tiny-c2")
+    )
+    # ... unless the ledger already holds it: a recorded trial is read back, not paid for again
+    held, cfg, _ = _continuation(
+        tmp_path, run("tiny-c1", 0.70), spent=Cost(train_flops=0.95e15), recorded=("tiny-c2",), sets=sets
+    )
+    assert next_continuation(held, cfg) == Continue(RunKey("continuation", "tiny", 2))
+
+
+def test_a_failed_continuation_falls_back_on_the_scratch_run_or_the_baseline_and_says_why(tmp_path: Path) -> None:
+    from advisor.continuing import best_trial, continuation_recommendation
+
+    trials = (run("tiny-c1", 0.60), run("tiny-c2", 0.65))
+    _, _, judged = _continuation(tmp_path, *trials)
+    ended = Stop("", None, "not_met")
+    best = best_trial(trials, "accuracy")
+    assert best is not None and best.run_id == "tiny-c2"
+    pick, why = continuation_recommendation("tiny", "/runs/earlier", ended, best, None, judged)
+    assert pick is None and why == "tiny continued from /runs/earlier fails (floor)"
+    scratch = run("tiny-scratch", 0.90)
+    _, _, with_scratch = _continuation(tmp_path, *trials, scratch)
+    assert continuation_recommendation("tiny", "/runs/earlier", ended, best, scratch, with_scratch)[0] == "tiny-scratch"
+    passed = Stop("tiny continued from /runs/earlier meets every criterion", "tiny-c2", "met")
+    assert continuation_recommendation("tiny", "/runs/earlier", passed, best, None, judged) == (
+        "tiny-c2",
+        passed.reason,
+    )
