@@ -271,11 +271,7 @@ class Climb:
     def _tuner(self, rung_name: str) -> RungTuner:
         if rung_name not in self.tuners:
             config, metric = self.config, self.config.criteria.metric
-            done = [
-                r
-                for r in self.ledger.all()
-                if r.key.role == "trial" and r.key.step == rung_name and r.status != "failed"
-            ]
+            done = self.ledger.finished_of("trial", rung_name)
             # warm start: the best settings of the last rung climbed below this one
             best = policy.warm_start(self.runs, rung_name, metric)
             warm = self.warm_start

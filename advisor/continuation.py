@@ -99,8 +99,7 @@ def earlier_trials(from_dir: Path, name: str, metric: str, cont: Config) -> list
     with Ledger(from_dir) as earlier:
         trials = [
             (dict(r.hyperparameters), r.metrics.get(metric) if r.status == "ok" else None)
-            for r in earlier.all()
-            if r.key.role == "trial" and r.key.step == name and r.status != "failed"
+            for r in earlier.finished_of("trial", name)
         ]
     return [(hp, v) for hp, v in trials if _fits(hp, space)]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from advisor.config import Config
-from advisor.evidence import Stop, _Recorded
+from advisor.evidence import Recorded, Stop
 from advisor.outcome import Verdict
 from advisor.runkey import RunKey
 from advisor.spending import budget_refuses
@@ -21,7 +21,7 @@ from advisor.types import Cost, RunResult
 
 
 @dataclass(frozen=True)
-class Continue(_Recorded):
+class Continue(Recorded):
     """Continue the earlier model once more: trial ``key`` (read back when ``key`` is recorded)."""
 
     key: RunKey

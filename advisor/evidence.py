@@ -85,7 +85,7 @@ class Evidence:
 # ----------------------------------------------------------------------------- actions
 
 
-class _Recorded:
+class Recorded:
     """An action whose result is recorded as one run, identified by ``key``."""
 
     key: RunKey
@@ -96,12 +96,12 @@ class _Recorded:
 
 
 @dataclass(frozen=True)
-class FitBaseline(_Recorded):
+class FitBaseline(Recorded):
     key: RunKey = runkey.BASELINE
 
 
 @dataclass(frozen=True)
-class Train(_Recorded):
+class Train(Recorded):
     """Train ``rung``: a trial (``key`` of role "trial") or its small experiment (role "small")."""
 
     rung: str
@@ -113,7 +113,7 @@ class Train(_Recorded):
 
 
 @dataclass(frozen=True)
-class Probe(_Recorded):
+class Probe(Recorded):
     """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``key``."""
 
     rung: str
@@ -121,7 +121,7 @@ class Probe(_Recorded):
 
 
 @dataclass(frozen=True)
-class Skip(_Recorded):
+class Skip(Recorded):
     """Record that ``rung`` is skipped (its forecast misses the floor), without training it."""
 
     rung: str
@@ -132,7 +132,7 @@ class Skip(_Recorded):
 
 
 @dataclass(frozen=True)
-class Distil(_Recorded):
+class Distil(Recorded):
     """Distil ``parent`` (a run id: good enough, too big or slow) into a student recorded as ``key``."""
 
     parent: str

@@ -208,7 +208,7 @@ def _plan(s: _Setting, prev: dict[str, Any], earlier: Earlier) -> _Plan:
     cont = continuation_config(config, earlier.run)
     schedule.update({k: getattr(cont.train, k) for k in ("learning_rate", "epochs", "warmup_ratio")})
     warm = earlier_trials(s.from_dir, name, metric, cont)
-    done = [r for r in s.ledger.all() if r.key.role == "continuation" and r.key.step == name and r.status != "failed"]
+    done = s.ledger.finished_of("continuation", name)
     tuner = RungTuner(
         cont,
         previous=[*warm, *[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done]],
@@ -231,12 +231,9 @@ def _run_trials(
     name = earlier.name
     candidate = Candidate(name=name, kind="incremental", source=str(earlier.source), parent_run=str(s.from_dir))
     continued: list[RunResult] = []
+    # what a rerun reads back: trials trained from here on are appended to ``continued`` as they finish
+    recorded = frozenset(r.run_id for r in s.ledger.finished_of("continuation", name))
     while True:
-        recorded = frozenset(
-            r.run_id
-            for r in s.ledger.all()
-            if r.key.role == "continuation" and r.key.step == name and r.status != "failed"
-        )
         evidence = ContinuationEvidence(
             name, str(s.from_dir), tuple(continued), dict(verdicts), recorded, spent, plan.first_forecast
         )

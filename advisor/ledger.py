@@ -25,6 +25,7 @@ from filelock import FileLock, Timeout
 from advisor import distributed
 from advisor.errors import RunDirError
 from advisor.faults import fault_point
+from advisor.runkey import Role
 from advisor.types import Cost, RunResult
 
 LEDGER_NAME = "ledger.sqlite"
@@ -183,6 +184,11 @@ class Ledger:
     def all(self) -> list[RunResult]:
         rows = self._db.execute("SELECT record FROM runs ORDER BY created, rowid").fetchall()
         return [RunResult.from_dict(json.loads(r[0])) for r in rows]
+
+    def finished_of(self, role: Role, step: str) -> list[RunResult]:
+        """The records of ``step``'s runs in ``role`` (its trials, its continuations ...) that did not
+        fail, in the order they were made."""
+        return [r for r in self.all() if r.key.role == role and r.key.step == step and r.status != "failed"]
 
     def add(self, run: RunResult) -> None:
         """Write one finished run; a run id already present is an error (records are write-once),

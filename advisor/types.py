@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from advisor.frozen import freeze, thaw
-from advisor.runkey import Role, RunKey
+from advisor.runkey import RunKey
 
 #: Where a figure came from. ``measured``: hardware counters (RAPL, NVML) or a clock;
 #: ``estimated``: a power model from TDP and load; ``analytic``: a formula from the model shape and
@@ -289,10 +289,6 @@ class RunResult:
     def run_id(self) -> str:
         """The run's id, made from its :attr:`key`."""
         return self.key.run_id
-
-    @property
-    def role(self) -> Role:
-        return self.key.role
 
     def to_dict(self) -> dict[str, Any]:
         return {
