@@ -37,9 +37,9 @@ from advisor.distiller import Distiller, DistilRequest
 from advisor.faults import fault_point
 from advisor.forecast import forecast_full
 from advisor.ledger import Ledger
-from advisor.models import Rung, candidate_for, load_ladder, materialise
+from advisor.models import candidate_for, ladder_rungs, materialise
 from advisor.outcome import Verdict
-from advisor.probe import checkpoint_pooling, fit_probe
+from advisor.probe import EmbeddingCache, checkpoint_pooling, fit_probe
 from advisor.report import step_line, step_reference
 from advisor.train import train_run
 from advisor.tuning import PruningCallback, RungTuner
@@ -50,14 +50,6 @@ Progress = Callable[[str], None]
 
 class _BudgetTaken(Exception):
     """A trial asked for in a shared study that another worker's trial had already used up."""
-
-
-def ladder_rungs(config: Config) -> tuple[Rung, ...]:
-    rungs = load_ladder(config.ladder.name)
-    if config.ladder.rungs:
-        wanted = set(config.ladder.rungs)
-        rungs = tuple(r for r in rungs if r.name in wanted)
-    return rungs
 
 
 class Climb:
@@ -98,13 +90,16 @@ class Climb:
         self.rungs = {r.name: r for r in ladder_rungs(config)}
         #: the climb's steps (probes and fine-tunes), put in order of forecast compute before the first
         #: step is taken (:meth:`_order`); until then in ladder order, which only their count matters for
-        self.steps: tuple[policy.RungInfo, ...] = tuple(steps.steps_for(tuple(self.rungs.values()), config))
+        self.steps: tuple[policy.RungInfo, ...] = tuple(
+            steps.steps_for(tuple(self.rungs.values()), config, len(data.train))
+        )
         self._ordered = False
         self.runs: list[RunResult] = []
         self.tuners: dict[str, RungTuner] = {}
         self.sources: dict[str, str] = {}
         self.forecasts: dict[str, Cost] = {}
         self.shared: dict[str, policy.SharedStudy] = {}
+        self.embeddings: dict[str, EmbeddingCache] = {}  # per encoder: a probe's rows, embedded once
         self._lengths: tuple[list[int], list[int]] | None = None
         self.val_labels = tuple(int(y) for y in column(data.validation, "label"))
 
@@ -120,6 +115,7 @@ class Climb:
             dict(self.shared),
             search_spent([*self.before, *self.runs]),
             self.prior_candidates,
+            len(self.data.train),
         )
 
     def run(self) -> policy.Stop:
@@ -130,7 +126,7 @@ class Climb:
             if not self._ordered and not isinstance(action, (policy.FitBaseline, policy.Stop)):
                 self._order()  # the first step past the baseline: now the order matters
                 continue
-            if isinstance(action, policy.Train) and not action.small and self._shared_changed(action):
+            if isinstance(action, policy.Train) and action.key.role == "trial" and self._shared_changed(action):
                 continue  # what other workers did changes the decision: ask again
             if isinstance(action, policy.Stop):
                 return action
@@ -171,7 +167,7 @@ class Climb:
             self.say(
                 f"{known.run_id}: read back from the ledger (not {'refitted' if known.run_id == 'baseline' else 'retrained'})"
             )
-            if isinstance(action, policy.Train) and not action.small:
+            if isinstance(action, policy.Train) and action.key.role == "trial":
                 self._after_trial(action, known)
             return known
         if isinstance(action, policy.FitBaseline):
@@ -184,7 +180,7 @@ class Climb:
             rung = self.rungs[action.rung]
             run = RunResult(
                 key=action.key,
-                candidate=candidate_for(rung),
+                candidate=dataclasses.replace(candidate_for(rung), name=action.key.step, kind=action.method),
                 hyperparameters={},
                 status="skipped",
                 metrics={},
@@ -205,6 +201,8 @@ class Climb:
             run = self._probe(action)
         elif isinstance(action, policy.Train) and action.small:
             run = self._train_small(action)
+        elif isinstance(action, policy.Train) and action.rows is not None:
+            run = self._train_sized(action)
         elif isinstance(action, policy.Train):
             run = self._train_trial(action)
         else:  # pragma: no cover - the policy has no other actions
@@ -228,7 +226,10 @@ class Climb:
         source = self._source(rung.name)
         pooling = checkpoint_pooling(source, rung.pooling)
         probe = dataclasses.replace(candidate_for(rung), name=action.run_id, kind="probe")
-        return fit_probe(probe, source, pooling, self.data, self.config, self.run_dir, action.key, self.say)
+        cache = self.embeddings.setdefault(rung.name, EmbeddingCache(len(self.data.train)))
+        return fit_probe(
+            probe, source, pooling, self.data, self.config, self.run_dir, action.key, self.say, action.rows, cache
+        )
 
     def _source(self, rung_name: str) -> str:
         if rung_name not in self.sources:
@@ -251,8 +252,11 @@ class Climb:
     def _train(self, action: policy.Train, hp: dict[str, Any], callbacks: list[Any], **kw: Any) -> RunResult:
         """Train the action's rung with ``hp`` (the configured batch size added), its budget watched."""
         rung = self.rungs[action.rung]
+        candidate = candidate_for(rung)
+        if action.key.role == "sized":  # named as its step, as a probe is
+            candidate = dataclasses.replace(candidate, name=action.run_id)
         return train_run(
-            candidate_for(rung),
+            candidate,
             self._source(rung.name),
             self.data,
             self.config,
@@ -267,6 +271,13 @@ class Climb:
     def _train_small(self, action: policy.Train) -> RunResult:
         self.say(f"{action.rung}: small experiment on {self.config.tuning.small_fraction:.0%} of the training data")
         return self._train(action, {}, [], train_fraction=self.config.tuning.small_fraction, save_model=False)
+
+    def _train_sized(self, action: policy.Train) -> RunResult:
+        """A data-size rung: the train section's settings on the first ``action.rows`` training rows
+        of a stratified order (the tuner's studies hold full-size trials only)."""
+        rows, total = action.rows or 0, len(self.data.train)
+        self.say(f"{action.rung}: fine-tuning on {rows:,} of the {total:,} training rows (a data-size rung)")
+        return self._train(action, {}, [], train_fraction=rows / total)
 
     def _tuner(self, rung_name: str) -> RungTuner:
         if rung_name not in self.tuners:

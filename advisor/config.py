@@ -161,6 +161,10 @@ def _range_problems(config: Config) -> list[str]:
         out.append("rules.loss_min_progress must be in [0, 1] and rules.early_stop_share in (0, 1].")
     if r.early_stop_min_patience < 1 or r.divergence_factor <= 1:
         out.append("rules.early_stop_min_patience must be at least 1 and rules.divergence_factor above 1.")
+    if u.grow_from is not None and (not isinstance(u.grow_from, int) or u.grow_from < 100):
+        out.append(f"The config key tuning.grow_from must be 100 rows or more, or null. Got {u.grow_from!r} instead.")
+    if not u.grow_factor > 1:
+        out.append(f"The config key tuning.grow_factor must be greater than 1. Got {u.grow_factor} instead.")
     if not 0 <= u.small_fraction < 1:
         out.append(f"The config key tuning.small_fraction must be in [0, 1). Got {u.small_fraction} instead.")
     if u.probe_factor <= 1:

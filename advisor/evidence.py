@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from advisor import runkey
 from advisor.runkey import RunKey
@@ -35,10 +35,19 @@ class RungInfo:
     #: forecast training FLOPs of the step (a probe's pass over the training rows, a fine-tune's
     #: first trial), the order of the climb; None when not forecast
     forecast_flops: float | None = None
+    #: a data-size rung: the training rows it uses (a stratified prefix); None: all of them
+    rows: int | None = None
+    #: a data-size rung's full-size step (the step it grows into); empty for a full-size step
+    grows: str = ""
 
     @property
     def rung(self) -> str:
         return self.encoder or self.name
+
+    @property
+    def family(self) -> str:
+        """The full-size step this step is, or grows into: its data-size rungs share its fate."""
+        return self.grows or self.name
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Evidence:
         forecasts: forecast cost of each rung's next full trial (analytic FLOPs, measured speed).
         shared: per rung, what other workers sharing the study did (empty without a shared study).
         spent: what the search has spent so far, all phases (budgets are checked against it).
+        train_rows: rows of the training split (data-size rungs forecast their curve to it).
         prior_candidates: runs judged on the same validation rows before this climb began, other
             than the baseline (a ``--from`` continuation's: the earlier model, its trials, the
             from-scratch run); they widen the Bonferroni family, and a climb that follows them
@@ -77,6 +87,8 @@ class Evidence:
     shared: Mapping[str, SharedStudy] = field(default_factory=dict)
     spent: Cost = field(default_factory=Cost)
     prior_candidates: int = 0
+    #: rows of the training split (what a data-size rung's learning curve is forecast to)
+    train_rows: int = 0
 
     def run(self, run_id: str) -> RunResult | None:
         return next((r for r in self.runs if r.run_id == run_id), None)
@@ -102,10 +114,12 @@ class FitBaseline(Recorded):
 
 @dataclass(frozen=True)
 class Train(Recorded):
-    """Train ``rung``: a trial (``key`` of role "trial") or its small experiment (role "small")."""
+    """Train ``rung``: a trial (``key`` of role "trial"), its small experiment (role "small"), or a
+    data-size rung (role "sized") on the first ``rows`` training rows of a stratified order."""
 
     rung: str
     key: RunKey
+    rows: int | None = None
 
     @property
     def small(self) -> bool:
@@ -114,21 +128,25 @@ class Train(Recorded):
 
 @dataclass(frozen=True)
 class Probe(Recorded):
-    """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``key``."""
+    """Embed the texts with ``rung``'s frozen encoder and fit a linear head, recorded as ``key``: on
+    every training row, or (a data-size rung) on the first ``rows`` of a stratified order."""
 
     rung: str
     key: RunKey
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
 class Skip(Recorded):
-    """Record that ``rung`` is skipped (its forecast misses the floor), without training it."""
+    """Record that a step of ``rung`` is skipped (its forecast misses the floor), without training it.
+    ``key.step`` names the step: the rung's fine-tune, or (``method`` "probe") its probe."""
 
     rung: str
     key: RunKey
     message: str
     #: the forecast behind the skip (``Forecast.to_dict()``)
     forecast: Mapping[str, Any] = field(default_factory=dict)
+    method: Literal["finetune", "probe"] = "finetune"
 
 
 @dataclass(frozen=True)

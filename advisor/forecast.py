@@ -86,3 +86,41 @@ def forecast_full(
     mean = 1.0 - error * fraction**POWER_LAW_ALPHA
     # the guessed exponent is itself uncertain: count half the predicted step as spread
     return Forecast(mean, math.hypot(noise, (mean - small_score) / 2.0), "power law", small_score, fraction)
+
+
+def forecast_curve(points: Sequence[tuple[int, float]], full_rows: int, n_validation: int) -> Forecast:
+    """Forecast the metric a step reaches on ``full_rows`` training rows from its data-size rungs.
+
+    Args:
+        points: (training rows, validation metric) of the step's runs on growing prefixes.
+        full_rows: rows of the whole training split.
+        n_validation: validation examples (for the binomial error).
+
+    With one size, the power law with the assumed exponent (:func:`forecast_full`). With two or
+    more, the exponent is fitted: the error rate's least-squares slope against the rows on log
+    scales, from the points' own noise (each score's binomial error, relative to its error rate)
+    an uncertainty on that slope, which the forecast's spread carries out to ``full_rows``. A curve
+    that did not fall is forecast not to fall (exponent 0), with the same spread: the optimistic
+    end still allows for noise having hidden a gain.
+    """
+    last_rows, last = max(points)
+    if len({n for n, _ in points}) < 2:
+        return forecast_full(last, last_rows / full_rows, n_validation)
+    xs = [math.log(n) for n, _ in points]
+    errors = [max(1.0 - s, 1e-3) for _, s in points]
+    ys = [math.log(e) for e in errors]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    # noise of log(error) at each point: sigma(error) / error
+    var_y = [binomial_sigma(s, n_validation) ** 2 / e**2 for (_, s), e in zip(points, errors, strict=True)]
+    slope_sigma = math.sqrt(sum(((x - mx) / sxx) ** 2 * v for x, v in zip(xs, var_y, strict=True)))
+    alpha = max(0.0, -slope)
+    ahead = math.log(full_rows / last_rows)
+    error = (1.0 - last) * math.exp(-alpha * ahead)
+    mean = 1.0 - error
+    noise = binomial_sigma(last, n_validation)
+    sigma = math.hypot(noise, error * ahead * slope_sigma, (mean - last) / 2.0)
+    return Forecast(
+        mean, sigma, f"learning curve over {len(points)} sizes (exponent {alpha:.2f})", last, last_rows / full_rows
+    )

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from advisor.builtin_models import BUILTIN_SOURCES, builtin_folder, manifest_ok
-from advisor.config import CONFIG_DIR, LadderConfig
+from advisor.config import CONFIG_DIR, Config, LadderConfig
 from advisor.errors import ConfigError, ModelError
 from advisor.loading import tokenizer_mismatch
 from advisor.sources import in_hf_cache, resolve_source, weight_files
@@ -310,3 +310,11 @@ def ladder_table(rungs: Sequence[Rung], cache_dir: str | None = None) -> str:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
     return "\n".join(lines)
+
+
+def ladder_rungs(config: Config) -> tuple[Rung, ...]:
+    rungs = load_ladder(config.ladder.name)
+    if config.ladder.rungs:
+        wanted = set(config.ladder.rungs)
+        rungs = tuple(r for r in rungs if r.name in wanted)
+    return rungs

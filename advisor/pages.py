@@ -51,6 +51,10 @@ def summary(report: Report) -> list[tuple[str, str]]:
             for split in ("cross_validation", "validation", "test")
             if metric in rec.intervals.get(split, {}) or (split == "validation" and metric in rec.metrics)
         )
+        if rec.key.role == "sized":
+            recommendation += (
+                f"; fitted on {int(rec.details.get('train_examples') or 0):,} training rows (a data-size rung)"
+            )
     level = report.details.get("decision_level")
     decided = f", decided at {level:.1%} per run (Bonferroni)" if level and level > crit.confidence + 1e-9 else ""
     wanted = [f"{metric} >= {crit.floor:.3f} with {crit.confidence:.0%} confidence{decided}"]
@@ -162,7 +166,11 @@ def run_notes(report: Report) -> list[str]:
             parts.append(
                 f"{int(d['steps_saved'])} of {int(d.get('total_steps') or 0)} training steps saved by stopping early"
             )
-        if d.get("train_fraction") not in (None, 1.0):
+        if run.key.role == "sized":
+            parts.append(f"a data-size rung: fitted on {int(d.get('train_examples') or 0):,} training rows")
+            if d.get("embeddings_reused"):
+                parts.append(f"{int(d['embeddings_reused']):,} rows' embeddings reused from smaller sizes")
+        elif d.get("train_fraction") not in (None, 1.0):
             parts.append(f"small experiment on {float(d['train_fraction']):.0%} of the training data")
         if parts:
             lines.append(f"{run.run_id}: " + "; ".join(parts) + ".")

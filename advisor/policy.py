@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from advisor import runkey
+from advisor.choices import is_trial, read_back, step_to_forecast, warm_start
 from advisor.config import Config
 from advisor.criteria import (
     closest_failure,
@@ -41,6 +42,7 @@ from advisor.evidence import (
     Train,
 )
 from advisor.forecast import forecast_full
+from advisor.growth import growth_gate
 from advisor.outcome import Verdict
 from advisor.spending import budget_exhausted, budget_refuses
 from advisor.stats import bonferroni
@@ -69,51 +71,9 @@ __all__ = [
 ]
 
 
-def is_trial(run: RunResult) -> bool:
-    """Whether ``run`` is one of its rung's tuning trials: not a small experiment, a skip, a probe, a
-    student or a continuation."""
-    return run.key.role == "trial"
-
-
 def _on_rung(run: RunResult, rung: str) -> bool:
     """Whether ``run`` is a trial, small experiment or skip of ``rung`` (what the climb does on it)."""
     return run.key.step == rung and run.key.role in ("trial", "small", "skipped")
-
-
-# ----------------------------------------------------------------------------- the executor's choices
-
-
-def read_back(known: RunResult | None, action: Action) -> RunResult | None:
-    """The recorded result to use instead of carrying ``action`` out: its finished record. A failed
-    run is done again (an out-of-memory or a crash may not recur); a skip is never redone, since
-    its record is the decision itself."""
-    if known is None or (known.status == "failed" and not isinstance(action, Skip)):
-        return None
-    return known
-
-
-def warm_start(runs: Sequence[RunResult], rung: str, metric: str) -> RunResult | None:
-    """The run whose settings start ``rung``'s tuning: the best finished trial of the last rung
-    climbed below it (probes, small experiments, students and continuations are not trials); None
-    when no rung below finished a trial, and the tuner's own default starts."""
-    below = [r for r in runs if is_trial(r) and r.status == "ok" and metric in r.metrics and r.key.step != rung]
-    if not below:
-        return None
-    last = below[-1].key.step
-    return max((r for r in below if r.key.step == last), key=lambda r: r.metrics[metric])
-
-
-def step_to_forecast(
-    steps: Sequence[RungInfo], runs: Sequence[RunResult], forecasts: Mapping[str, Cost], speed_known: bool
-) -> RungInfo | None:
-    """The step whose cost to forecast next (a budget is checked against it before it starts): the
-    first step not yet taken, once a transformer's speed has been measured (``speed_known``: a
-    transformer ran here or before the climb); None when there is nothing new to forecast."""
-    tried = {r.candidate.name for r in runs if r.candidate.kind in ("finetune", "probe")}
-    if not tried and not speed_known:
-        return None
-    step = next((s for s in steps if s.name not in tried), None)
-    return None if step is None or step.name in forecasts else step
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -131,11 +91,11 @@ def candidates_planned(evidence: Evidence, config: Config) -> int:
 
 def rung_candidates(rungs: Sequence[RungInfo], config: Config) -> int:
     """Candidates the climb's steps may put on the validation rows: every fine-tune trial, every probe,
-    and one student."""
+    every data-size rung, and one student."""
     climbed = [r for r in rungs if not r.optional or r.name in config.ladder.rungs]
-    probes = sum(1 for r in climbed if r.method == "probe")
-    trials = (len(climbed) - probes) * config.tuning.trials_per_rung
-    return probes + trials + (1 if config.ladder.distil_on_ceiling else 0)
+    single = sum(1 for r in climbed if r.method == "probe" or r.rows is not None)  # one run each
+    trials = (len(climbed) - single) * config.tuning.trials_per_rung
+    return single + trials + (1 if config.ladder.distil_on_ceiling else 0)
 
 
 def decision_level(evidence: Evidence, config: Config) -> float:
@@ -181,13 +141,15 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
     for rung in evidence.rungs:
         if rung.optional and rung.name not in config.ladder.rungs:
             continue
-        if rung.method == "probe":
-            probed = _probe_step(evidence, config, judged, rung, previous_best, reference)
-            if isinstance(probed, RunResult):
-                reference, previous_best = (previous_best or reference), probed
-                continue
-            if probed is not None:
-                return probed
+        if rung.rows is not None or rung.method == "probe":
+            if rung.rows is not None:
+                done = _sized_step(evidence, config, judged, rung, previous_best, reference, budget_run)
+            else:
+                done = _probe_step(evidence, config, judged, rung, previous_best, reference)
+            if isinstance(done, RunResult):
+                reference, previous_best = (previous_best or reference), done
+            elif done is not None:
+                return done
             continue
         mine = [r for r in evidence.runs if _on_rung(r, rung.name)]
         trials = [r for r in mine if is_trial(r)]
@@ -199,7 +161,9 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
         if skipped is None and len(trials) < config.tuning.trials_per_rung:
             # 2. before the rung starts: is it worth it, and does it fit?
             if not trials and not any(r.key.role == "small" for r in mine):
-                gate = _gate(evidence, config, judged, rung, previous_best, reference)
+                gate = growth_gate(evidence, config, judged, rung) or _gate(
+                    evidence, config, judged, rung, previous_best, reference
+                )
                 if gate is not None:
                     return gate
             action = _next_on_rung(evidence, config, judged, rung, mine, trials, curves)
@@ -228,12 +192,54 @@ def _probe_step(
 ) -> Action | RunResult | None:
     """A probe step: the action it calls for, or its finished run (the next step's reference), or None
     when it has no usable result (failed), and the climb goes on."""
+    if evidence.run(runkey.skipped(step.name).run_id) is not None:
+        return None  # left on its data-size rungs' learning curve
     key = runkey.probe(step.rung)
     run = evidence.run(key.run_id)
     if run is None:
-        gate = _gate(evidence, config, judged, step, previous_best, reference)
+        gate = growth_gate(evidence, config, judged, step) or _gate(
+            evidence, config, judged, step, previous_best, reference
+        )
         return gate if gate is not None else Probe(step.rung, key)
     if judged[run.run_id].passed:
+        return Stop(f"{step.name} meets every criterion: costlier steps were not taken", run.run_id, "met")
+    if run.status == "budget":
+        return _none_passed(judged, f"{run.run_id} was stopped by the budget: {run.message}", "budget")
+    if run.status == "ok" and config.criteria.metric in run.metrics:
+        return run
+    return None
+
+
+def _sized_step(
+    evidence: Evidence,
+    config: Config,
+    judged: Mapping[str, Verdict],
+    step: RungInfo,
+    previous_best: RunResult | None,
+    reference: RunResult,
+    budget_run: RunResult | None,
+) -> Action | RunResult | None:
+    """A data-size rung (a probe or a fine-tune on the first ``step.rows`` training rows): the action
+    it calls for, or its finished run (the next step's reference), or None (failed, or its step was
+    left on its learning curve), and the climb goes on. A data-size rung that passes is the
+    recommendation, trained on its rows only; one that is too big or slow is distilled like a trial."""
+    if evidence.run(runkey.skipped(step.family).run_id) is not None:
+        return None
+    assert step.rows is not None
+    key = runkey.sized(step.family, step.rows)
+    run = evidence.run(key.run_id)
+    if run is None:
+        gate = growth_gate(evidence, config, judged, step) or _gate(
+            evidence, config, judged, step, previous_best, reference
+        )
+        if gate is not None:
+            return gate
+        return (Probe if step.method == "probe" else Train)(step.rung, key, step.rows)
+    if step.method == "finetune":
+        settled = _settled(evidence, config, judged, step.name, [run], budget_run)
+        if settled is not None:
+            return settled
+    elif judged[run.run_id].passed:
         return Stop(f"{step.name} meets every criterion: costlier steps were not taken", run.run_id, "met")
     if run.status == "budget":
         return _none_passed(judged, f"{run.run_id} was stopped by the budget: {run.message}", "budget")

@@ -22,6 +22,8 @@ model card shows the same few lines.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,9 @@ Progress = Callable[[str], None]
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 #: texts per forward pass while embedding
 EMBED_BATCH = 64
+#: the head's C is chosen on a stratified sample of at most this many training rows: on more, a fit
+#: costs what a forward pass does and C barely matters (the chosen head is then fitted on every row)
+HEAD_SEARCH_ROWS = 4000
 HEAD_FILE, SPEC_FILE, ENCODER_DIR = "head.safetensors", "probe.json", "encoder"
 
 
@@ -156,11 +161,16 @@ def fit_head(x: np.ndarray, y: Sequence[int], num_labels: int, seed: int, c: flo
     z = (x - mean) / scale
     lr = LogisticRegression(max_iter=3000, random_state=seed)
     if c is None:
-        counts = np.bincount(labels)
+        pick = np.arange(len(labels))
+        if len(pick) > HEAD_SEARCH_ROWS:
+            from advisor.splitting import stratified_prefix
+
+            pick = stratified_prefix(labels, HEAD_SEARCH_ROWS, seed)
+        counts = np.bincount(labels[pick])
         folds = min(5, int(counts[counts > 0].min()))
         if folds >= 2 and len(C_GRID) > 1:
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-            search = GridSearchCV(lr, {"C": list(C_GRID)}, cv=cv, scoring="accuracy").fit(z, labels)
+            search = GridSearchCV(lr, {"C": list(C_GRID)}, cv=cv, scoring="accuracy").fit(z[pick], labels[pick])
             c = float(search.best_params_["C"])
         else:
             c = 1.0
@@ -235,6 +245,46 @@ class ProbeModel:
 # ----------------------------------------------------------------------------- the rung
 
 
+class EmbeddingCache:
+    """One encoder's pooled embeddings of the training and validation rows, each computed once.
+
+    A probe and its data-size rungs (the same encoder on growing stratified prefixes of the training
+    rows) share one: a larger size embeds only the rows the smaller ones did not, and the validation
+    rows once. Each run's meter is charged for the rows it embedded; ``reused`` counts the others.
+    """
+
+    def __init__(self, train_rows: int) -> None:
+        self.train: np.ndarray | None = None
+        self.have = np.zeros(train_rows, dtype=bool)
+        self.val: np.ndarray | None = None
+
+    def train_rows(self, idx: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, int]:
+        """Embeddings of training rows ``idx`` (computing the missing ones), and how many were reused."""
+        missing = idx[~self.have[idx]]
+        if len(missing):
+            vectors = compute(missing)
+            if self.train is None:
+                self.train = np.zeros((len(self.have), vectors.shape[1]), dtype=np.float32)
+            self.train[missing] = vectors
+            self.have[missing] = True
+        assert self.train is not None or not len(idx)
+        out = self.train[idx] if self.train is not None else np.zeros((0, 0), dtype=np.float32)
+        return out, int(len(idx) - len(missing))
+
+    def split_rows(
+        self, data: TaskData, idx: np.ndarray, vectors: Callable[..., np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Embeddings of training rows ``idx`` and of the validation split, and how many rows were reused.
+        ``vectors(texts, kind=...)`` embeds texts, charging its meter under ``kind``."""
+        texts = column(data.train, "text")
+        e_train, reused = self.train_rows(idx, lambda missing: vectors([texts[i] for i in missing], kind="train"))
+        if self.val is None:
+            self.val = vectors(column(data.validation, "text"), kind="eval")
+        else:
+            reused += len(data.validation)
+        return e_train, self.val, reused
+
+
 def fit_probe(
     candidate: Candidate,
     source: str,
@@ -244,27 +294,35 @@ def fit_probe(
     run_dir: Path,
     key: RunKey,
     progress: Progress | None = None,
+    rows: int | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> RunResult:
     """Embed train and validation once with the frozen encoder at ``source``, fit and judge the head, save it.
 
     The head is fitted on the training split (C by cross-validation there) and scored on the
     validation split (``metrics``, ``val_predictions``); ``details["cv"]`` holds out-of-fold
     predictions over train + validation (folds the size of the training split), which the verdict
-    uses as the baseline's does. The test split is not touched here.
+    uses as the baseline's does. The test split is not touched here. ``rows``: fit on the first
+    that many rows of a stratified order only (a data-size rung); ``cache``: embeddings already made.
     """
     run_id = key.run_id
     say = progress or (lambda _m: None)
     t = config.train
+    cache = cache if cache is not None else EmbeddingCache(len(data.train))
+    from advisor.splitting import stratified_prefix
     from advisor.train import dir_size_mb, quiet_libraries
 
     with Meter(config.metering, phase=run_id) as meter:
         with quiet_libraries():  # transformers' load report: a headless encoder drops its pooler, as expected
             model, tok = load_encoder(source, allow_pickle=t.allow_pickle, trust_remote_code=t.trust_remote_code)
-        train_x, train_y = column(data.train, "text"), [int(v) for v in column(data.train, "label")]
+        all_y = [int(v) for v in column(data.train, "label")]
+        idx = np.arange(len(all_y)) if rows is None else stratified_prefix(all_y, rows, t.seed)
+        train_y = [all_y[i] for i in idx]
         val_x, val_y = column(data.validation, "text"), [int(v) for v in column(data.validation, "label")]
-        say(f"{run_id}: embedding {len(train_x) + len(val_x)} texts with the frozen encoder ({pooling} pooling)")
-        e_train = embed(model, tok, train_x, pooling, t.max_length, meter, "train", say)
-        e_val = embed(model, tok, val_x, pooling, t.max_length, meter, "eval", say)
+        new = int((~cache.have[idx]).sum()) + (len(val_x) if cache.val is None else 0)
+        say(f"{run_id}: embedding {new} texts with the frozen encoder ({pooling} pooling)")
+        vectors = functools.partial(embed, model, tok, pooling=pooling, max_length=t.max_length, meter=meter, say=say)
+        e_train, e_val, reused = cache.split_rows(data, idx, vectors)
         k = len(data.label_names)
         head = fit_head(e_train, train_y, k, t.seed)
         val_pred = head.predict(e_val)
@@ -274,7 +332,7 @@ def fit_probe(
         def fit_predict(fit_idx: np.ndarray, held_idx: np.ndarray) -> np.ndarray:
             return fit_head(both[fit_idx], [labels[i] for i in fit_idx], k, t.seed, c=head.C).predict(both[held_idx])
 
-        cv = cross_validate(labels, len(train_x), t.seed, fit_predict)
+        cv = cross_validate(labels, len(idx), t.seed, fit_predict)
     dest = run_dir / "runs" / run_id / "model"
     save_probe(dest, model, tok, head, pooling, t.max_length, data.label_names)
     encoder_params = count_parameters(model)[0]
@@ -284,21 +342,19 @@ def fit_probe(
     say(f"{run_id}: validation {config.criteria.metric} {metrics[config.criteria.metric]:.3f} (C={head.C:g})")
     return RunResult(
         key=key,
-        candidate=Candidate(
-            name=candidate.name,
-            kind="probe",
-            source=candidate.source,
-            params_total=encoder_params + head_params,
-            params_non_embedding=candidate.params_non_embedding,
-            layers=candidate.layers,
-            hidden=candidate.hidden,
-        ),
+        candidate=dataclasses.replace(candidate, kind="probe", params_total=encoder_params + head_params),
         hyperparameters={"C": head.C, "pooling": pooling, "max_length": t.max_length},
         status="ok",
         metrics=metrics,
         cost=meter.cost,
         artifact=str(dest.relative_to(run_dir)),
-        details={"cv": cv, "embedding_dim": int(e_train.shape[1]), "head_params": head_params},
+        details={
+            "cv": cv,
+            "embedding_dim": int(e_train.shape[1]),
+            "head_params": head_params,
+            "train_examples": len(idx),
+            "embeddings_reused": reused,
+        },
         footprint=Footprint(
             dir_size_mb(dest), lat["latency_ms_p50"], lat["latency_ms_p95"], encoder_params + head_params, "cpu"
         ),

@@ -18,7 +18,8 @@ Role = Literal[
     "probe",  # a frozen encoder with a linear head (step: the encoder's rung)
     "trial",  # a fine-tune trial of a rung (number: 1, 2, ...)
     "small",  # a rung's small experiment on a fraction of the training rows
-    "skipped",  # a rung skipped on its small experiment's forecast
+    "skipped",  # a step skipped on a forecast (its small experiment's, or its learning curve's)
+    "sized",  # a data-size rung: a step on the first rows of the training split (step: the full step; number: rows)
     "student",  # the climb's compaction of a too-big run (step: the teacher run's id)
     "earlier",  # --from: the earlier model judged on the new data (step: its rung)
     "continuation",  # --from: a continuation trial (number: 1, 2, ...)
@@ -37,6 +38,7 @@ _FORMS: dict[str, str] = {
     "trial": "{step}-t{number}",
     "small": "{step}-small",
     "skipped": "{step}-skipped",
+    "sized": "{step}-n{number}",
     "student": "{step}-student",
     "earlier": "{step}-earlier",
     "continuation": "{step}-c{number}",
@@ -57,7 +59,8 @@ class RunKey:
         step: what it belongs to: the rung of a trial, small experiment, skip, continuation; the
             encoder's rung of a probe; the teacher run's id of a climb's student; empty for roles
             that stand alone (baseline, teacher, distilled, control, quantized).
-        number: the trial or continuation number (from 1), a distill student's seed (from 0); None
+        number: the trial or continuation number (from 1), a distill student's seed (from 0), a
+            data-size rung's training rows; None
             for roles that have none.
     """
 
@@ -118,6 +121,11 @@ def small(rung: str) -> RunKey:
 
 def skipped(rung: str) -> RunKey:
     return RunKey("skipped", rung)
+
+
+def sized(step: str, rows: int) -> RunKey:
+    """A data-size rung: ``step`` (a rung's fine-tune, or a probe's step name) on ``rows`` training rows."""
+    return RunKey("sized", step, rows)
 
 
 def student(teacher_run_id: str) -> RunKey:

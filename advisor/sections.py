@@ -137,6 +137,12 @@ class TuningConfig:
     #: full-data metric, and skip the rung when even the optimistic forecast misses the floor
     #: (0 turns it off; it costs this share of a training per rung and pays on larger datasets)
     small_fraction: float = 0.0
+    #: data-size rungs: on a training split of at least twice this many rows, each step (probe or
+    #: fine-tune) is first run on a stratified prefix of this many rows, grown by ``grow_factor``
+    #: while its learning curve says more rows can reach the floor, then on all rows (None: off)
+    grow_from: int | None = 2000
+    #: how much each data-size rung grows the rows (the last one is all rows)
+    grow_factor: float = 4.0
     #: search space: learning rate range (log scale)
     lr_min: float = 2e-5
     lr_max: float = 3e-4

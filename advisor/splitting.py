@@ -106,3 +106,24 @@ def carve_missing_splits(
         remaining_share -= fraction
     out["train"] = ([texts[i] for i in pool], [labels[i] for i in pool])
     return out
+
+
+def stratified_order(labels: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:
+    """An order of the rows whose every prefix is stratified: each class's rows, shuffled with
+    ``seed``, are spread evenly through the order, so the first ``n`` hold every class in its share
+    to within two rows. Data-size rungs and small experiments train on such prefixes; a larger one
+    holds a smaller one, so a step grown from one size to the next keeps the rows it had."""
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    position = np.empty(len(y), dtype=float)
+    for cls in np.unique(y):
+        rows = np.flatnonzero(y == cls)
+        rng.shuffle(rows)
+        # the i-th of a class's m rows sits at (i + u) / m of the way through, u a per-class offset
+        position[rows] = (np.arange(len(rows)) + rng.random()) / len(rows)
+    return np.argsort(position, kind="stable")
+
+
+def stratified_prefix(labels: Sequence[int] | np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """The indices of the first ``rows`` rows of :func:`stratified_order`, ascending (the split's order)."""
+    return np.sort(stratified_order(labels, seed)[:rows])

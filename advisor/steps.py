@@ -15,6 +15,7 @@ and the usual FFN of 4 x hidden), the tokens from the data as the first encoder'
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from advisor import runkey
 from advisor.budget import Rates, forecast_cost, forecast_run
 from advisor.config import Config
 from advisor.errors import ConfigError
+from advisor.growth import growth_sizes
 from advisor.models import Rung
 from advisor.policy import RungInfo
 from advisor.probe import probe_forward_flops
@@ -33,16 +35,31 @@ def probe_name(encoder: str) -> str:
     return runkey.probe(encoder).run_id
 
 
-def steps_for(rungs: Sequence[Rung], config: Config) -> list[RungInfo]:
+def steps_for(rungs: Sequence[Rung], config: Config, train_rows: int = 0) -> list[RungInfo]:
     """The steps a climb over ``rungs`` takes, in ladder order, without forecasts.
 
     Every encoder's probe when ``ladder.probes`` is on (optional encoders included: a probe is a
     forward pass, not a training run); its fine-tune unless the encoder is optional and not named
-    in ``ladder.rungs``.
+    in ``ladder.rungs``. On a training split of ``train_rows`` rows large enough for data-size rungs
+    (:func:`growth_sizes`), each of those steps is preceded by its data-size rungs.
 
     Raises:
         ConfigError: a probe's name is also the name of a rung.
     """
+    full = _full_steps(rungs, config)
+    sizes = growth_sizes(train_rows, config.tuning.grow_from, config.tuning.grow_factor)[:-1]
+    out: list[RungInfo] = []
+    for step in full:
+        for rows in sizes:
+            name = runkey.sized(step.name, rows).run_id
+            out.append(
+                RungInfo(name, step.params_non_embedding, False, step.method, step.rung, rows=rows, grows=step.name)
+            )
+        out.append(step)
+    return out
+
+
+def _full_steps(rungs: Sequence[Rung], config: Config) -> list[RungInfo]:
     names = {r.name for r in rungs}
     out: list[RungInfo] = []
     for rung in rungs:
@@ -80,6 +97,8 @@ def step_flops(
     ``rung`` is the ladder entry, or a transformers config of the encoder where one is at hand.
     """
     shape = shape_of(rung) if isinstance(rung, Rung) else rung
+    if step.rows is not None:  # a data-size rung: as many rows of the same lengths, on average
+        train_lengths = _scaled(train_lengths, step.rows)
     if step.method == "probe":
         return (
             sum(probe_forward_flops(shape, n, num_labels) for n in train_lengths),
@@ -105,8 +124,18 @@ def forecast_step(
     over the rows, a fine-tune's first trial (``train``/``val``: token counts of the rows)."""
     if step.method == "probe":
         return forecast_cost(*step_flops(step, model_config, train, val, num_labels, config), rates)
+    if step.rows is not None:
+        train = _scaled(train, step.rows)
     t = config.train
     return forecast_run(model_config, train, val, t.epochs, t.evals_per_epoch, num_labels, rates, t.eval_rows)
+
+
+def _scaled(lengths: Sequence[int], rows: int) -> list[int]:
+    """``rows`` token counts standing for a stratified prefix of ``lengths``: every k-th of them."""
+    if rows >= len(lengths):
+        return list(lengths)
+    stride = len(lengths) / rows
+    return [lengths[int(i * stride)] for i in range(rows)]
 
 
 def token_lengths(source: str, data: Any, max_length: int) -> tuple[list[int], list[int]]:
@@ -136,13 +165,8 @@ def order_steps(
     before its encoder's fine-tune)."""
     by_name = {r.name: r for r in rungs}
     costed = [
-        RungInfo(
-            s.name,
-            s.params_non_embedding,
-            s.optional,
-            s.method,
-            s.encoder,
-            step_flops(s, by_name[s.encoder], train_lengths, val_lengths, num_labels, config)[0],
+        dataclasses.replace(
+            s, forecast_flops=step_flops(s, by_name[s.encoder], train_lengths, val_lengths, num_labels, config)[0]
         )
         for s in steps
     ]
@@ -154,5 +178,6 @@ def order_table(steps: Sequence[RungInfo]) -> list[str]:
     return [
         f"  {i}. {s.name:<24} {'probe (frozen encoder + linear head)' if s.method == 'probe' else 'fine-tune':<38}"
         f" ~{(s.forecast_flops or 0.0) / 1e15:.2g} training PFLOPs"
+        + (f", {s.rows:,} training rows" if s.rows is not None else "")
         for i, s in enumerate(steps, 1)
     ]

@@ -86,11 +86,14 @@ def resolve_hparams(config: Config, hparams: Mapping[str, Any]) -> dict[str, Any
 
 
 def subsample(dataset: Any, fraction: float, seed: int) -> Any:
-    """A stratified-enough random subset: shuffle with the seed and keep the first fraction."""
+    """The first ``fraction`` of the rows in a stratified order (:func:`advisor.splitting.stratified_order`):
+    every class in its share, and a larger fraction holds a smaller one."""
     if fraction >= 1.0:
         return dataset
+    from advisor.splitting import stratified_prefix
+
     n = max(2, int(round(len(dataset) * fraction)))
-    return dataset.shuffle(seed=seed).select(range(n))
+    return dataset.select(stratified_prefix(column(dataset, "label"), n, seed))
 
 
 def dir_size_mb(path: Path) -> float:
