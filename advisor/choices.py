@@ -5,8 +5,9 @@ carries them out; :mod:`advisor.policy` re-exports them with the climb's decisio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from advisor import runkey
 from advisor.evidence import Action, RungInfo, Skip
 from advisor.types import Cost, RunResult
 
@@ -48,3 +49,19 @@ def step_to_forecast(
         return None
     step = next((s for s in steps if s.name not in tried), None)
     return None if step is None or step.name in forecasts else step
+
+
+def small_curves(runs: Sequence[RunResult], rungs: Iterable[str], metric: str) -> list[tuple[float, float]]:
+    """(small-experiment score, best full trial's score) of every rung in ``rungs`` that has both: the
+    learning curves the next small experiment's forecast transfers."""
+    out = []
+    for name in rungs:
+        small = next((r for r in runs if r.key == runkey.small(name) and r.status == "ok"), None)
+        full = [
+            r.metrics[metric]
+            for r in runs
+            if r.candidate.name == name and is_trial(r) and r.status == "ok" and metric in r.metrics
+        ]
+        if small is not None and full and metric in small.metrics:
+            out.append((small.metrics[metric], max(full)))
+    return out

@@ -14,6 +14,7 @@ inside each run, and distillation through the ``distiller`` its caller hands in.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from advisor.budget import (
     evaluation_reserve,
     search_spent,
 )
+from advisor.choices import small_curves
 from advisor.config import Config
 from advisor.counting import checkpoint_to
 from advisor.data import TaskData, column
@@ -227,8 +229,19 @@ class Climb:
         pooling = checkpoint_pooling(source, rung.pooling)
         probe = dataclasses.replace(candidate_for(rung), name=action.run_id, kind="probe")
         cache = self.embeddings.setdefault(rung.name, EmbeddingCache(len(self.data.train)))
+        checkpoint = functools.partial(self.ledger.checkpoint, action.run_id)
         return fit_probe(
-            probe, source, pooling, self.data, self.config, self.run_dir, action.key, self.say, action.rows, cache
+            probe,
+            source,
+            pooling,
+            self.data,
+            self.config,
+            self.run_dir,
+            action.key,
+            self.say,
+            action.rows,
+            cache,
+            checkpoint,
         )
 
     def _source(self, rung_name: str) -> str:
@@ -330,7 +343,10 @@ class Climb:
         if small is not None:
             metric = self.config.criteria.metric
             forecast = forecast_full(
-                small.metrics[metric], self.config.tuning.small_fraction, len(self.val_labels), self._curves()
+                small.metrics[metric],
+                self.config.tuning.small_fraction,
+                len(self.val_labels),
+                small_curves(self.runs, self.rungs, metric),
             )
             extra["forecast"] = forecast.to_dict()
         run = dataclasses.replace(run, details={**run.details, **extra})
@@ -347,20 +363,6 @@ class Climb:
         if action.key.number == 1:
             losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
             self._tuner(action.rung).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
-
-    def _curves(self) -> list[tuple[float, float]]:
-        metric, out = self.config.criteria.metric, []
-        for name in self.rungs:
-            small = next((r for r in self.runs if r.key == runkey.small(name) and r.status == "ok"), None)
-            full = [
-                r
-                for r in self.runs
-                if r.candidate.name == name and policy.is_trial(r) and r.status == "ok" and metric in r.metrics
-            ]
-            if small is not None and full and metric in small.metrics:
-                curves_best = max(r.metrics[metric] for r in full)
-                out.append((small.metrics[metric], curves_best))
-        return out
 
     # -- forecasts ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,12 @@ from advisor.cost import Meter
 from advisor.criteria import compute_metrics
 from advisor.data import TaskData, column
 from advisor.errors import ModelError
+from advisor.faults import fault_point
 from advisor.flops import encoder_shape, forward_coefficients
 from advisor.loading import count_parameters, load_encoder
 from advisor.models import POOLINGS
 from advisor.runkey import RunKey
-from advisor.types import Candidate, Footprint, RunResult
+from advisor.types import Candidate, Cost, Footprint, RunResult
 
 Progress = Callable[[str], None]
 
@@ -55,6 +57,8 @@ EMBED_BATCH = 64
 #: the head's C is chosen on a stratified sample of at most this many training rows: on more, a fit
 #: costs what a forward pass does and C barely matters (the chosen head is then fitted on every row)
 HEAD_SEARCH_ROWS = 4000
+#: seconds between two checkpoints of a probe's running cost (what a kill mid-embedding would lose)
+CHECKPOINT_EVERY_S = 30.0
 HEAD_FILE, SPEC_FILE, ENCODER_DIR = "head.safetensors", "probe.json", "encoder"
 
 
@@ -99,12 +103,13 @@ def embed(
     meter: Meter | None = None,
     kind: str = "train",
     say: Progress | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Pooled embeddings ``[N, H]`` (float32, input order) of ``texts`` by the frozen ``model``.
 
     Each batch's analytic FLOPs (padding included, at the batch's padded length) are added to
     ``meter`` under ``kind``: "train" for the rows the head is fitted on, "eval" for the rows it is
-    judged on, "inference" for scoring.
+    judged on, "inference" for scoring. ``on_batch`` is called after each batch is counted.
     """
     import torch
 
@@ -127,6 +132,8 @@ def embed(
                 useful = sum(probe_forward_flops(model.config, int(n), 0) for n in real)
                 meter.add_flops(kind, total, total - useful)  # type: ignore[arg-type]
                 meter.add_tokens(int(sum(real)), padded * len(real) - int(sum(real)))
+            if on_batch is not None:
+                on_batch()
             done += len(idx)
             if say is not None and len(texts) >= 4 * EMBED_BATCH and done // step != (done - len(idx)) // step:
                 say(f"  embedded {done}/{len(texts)} texts")
@@ -285,6 +292,21 @@ class EmbeddingCache:
         return e_train, self.val, reused
 
 
+def _every(checkpoint: Callable[[Cost], None] | None, meter: Meter, run_id: str) -> Callable[[], None]:
+    """After each embedding batch: the run's cost so far to ``checkpoint``, at most every
+    :data:`CHECKPOINT_EVERY_S` seconds (the first batch always); then the test-only crash point."""
+    last: list[float] = []
+
+    def after_batch() -> None:
+        now = time.monotonic()
+        if checkpoint is not None and (not last or now - last[0] >= CHECKPOINT_EVERY_S):
+            checkpoint(meter.snapshot())
+            last[:] = [now]
+        fault_point(f"probe:{run_id}")  # test-only crash injection mid-embedding
+
+    return after_batch
+
+
 def fit_probe(
     candidate: Candidate,
     source: str,
@@ -296,6 +318,7 @@ def fit_probe(
     progress: Progress | None = None,
     rows: int | None = None,
     cache: EmbeddingCache | None = None,
+    checkpoint: Callable[[Cost], None] | None = None,
 ) -> RunResult:
     """Embed train and validation once with the frozen encoder at ``source``, fit and judge the head, save it.
 
@@ -303,7 +326,9 @@ def fit_probe(
     validation split (``metrics``, ``val_predictions``); ``details["cv"]`` holds out-of-fold
     predictions over train + validation (folds the size of the training split), which the verdict
     uses as the baseline's does. The test split is not touched here. ``rows``: fit on the first
-    that many rows of a stratified order only (a data-size rung); ``cache``: embeddings already made.
+    that many rows of a stratified order only (a data-size rung); ``cache``: embeddings already made;
+    ``checkpoint`` is handed the run's cost so far after the first embedding batch and then every
+    :data:`CHECKPOINT_EVERY_S` seconds, so that a kill does not lose the count of what was spent.
     """
     run_id = key.run_id
     say = progress or (lambda _m: None)
@@ -321,7 +346,10 @@ def fit_probe(
         val_x, val_y = column(data.validation, "text"), [int(v) for v in column(data.validation, "label")]
         new = int((~cache.have[idx]).sum()) + (len(val_x) if cache.val is None else 0)
         say(f"{run_id}: embedding {new} texts with the frozen encoder ({pooling} pooling)")
-        vectors = functools.partial(embed, model, tok, pooling=pooling, max_length=t.max_length, meter=meter, say=say)
+        every = _every(checkpoint, meter, run_id)
+        vectors = functools.partial(
+            embed, model, tok, pooling=pooling, max_length=t.max_length, meter=meter, say=say, on_batch=every
+        )
         e_train, e_val, reused = cache.split_rows(data, idx, vectors)
         k = len(data.label_names)
         head = fit_head(e_train, train_y, k, t.seed)

@@ -22,6 +22,7 @@ from typing import Any
 from advisor.cost import Meter
 from advisor.data import column
 from advisor.distiller import DistilRequest, unjudged_student
+from advisor.ledger import Ledger
 from advisor.loading import load_for_classification
 from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
 from advisor.types import Cost, Footprint, RunResult
@@ -57,11 +58,23 @@ def distil_run(
     say(f"{run_id}: distilling {teacher_run.run_id} into a half-depth student (it met the floor but not a ceiling)")
     with quiet_libraries():
         teacher, tokenizer = load_for_classification(str(teacher_dir), data.label_names)
-    # no ledger here: the climb's own ledger records the student's run
+    # the phases' own records (control, teacher logits, students) and running costs, under the work
+    # folder: a rerun after a kill reads the finished phases back and counts the killed one as lost
+    # (the climb's ledger records the student's run; the run directory's fingerprint covers both)
+    work.mkdir(parents=True, exist_ok=True)
     try:
-        report, student, student_tok = distill_models(
-            teacher, tokenizer, data, dcfg, work_dir=work, unlabeled=unlabeled, progress=say, callbacks=callbacks
-        )
+        with Ledger(work) as phases:
+            report, student, student_tok = distill_models(
+                teacher,
+                tokenizer,
+                data,
+                dcfg,
+                work_dir=work,
+                unlabeled=unlabeled,
+                ledger=phases,
+                progress=say,
+                callbacks=callbacks,
+            )
     except PassRefused as refused:  # a teacher pass forecast past the budget: no student to judge
         say(f"{run_id}: stopped: {refused}")
         details = {"teacher_run": teacher_run.run_id, "steps": 0}
@@ -149,6 +162,8 @@ def _student_run(
             "teacher_vs_control_text": summary.get("teacher_vs_control_text"),
             "student_path": "distilled" if best.candidate.kind == "distilled" else "control",
             "unlabeled_rows": unlabeled_rows,
+            # phases a kill interrupted before this run finished: their cost is in ``cost`` (phase "lost")
+            "lost_to_interruption": [dict(f) for f in report.lost],
             "augmented_rows": summary.get("augmented_rows", 0),
         },
         footprint=Footprint(

@@ -272,6 +272,41 @@ def test_a_too_big_rung_whose_teacher_is_not_ahead_gives_the_student_trained_wit
     assert 0.9 <= entry["details"]["retention"] <= 1.2  # the student kept what the teacher knew
 
 
+def test_a_student_killed_mid_training_inside_advise_is_resumed_with_its_lost_work_counted(
+    tmp_path: Path, ladder: Path, weak_baseline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+    import os
+    import signal
+
+    import torch
+
+    import distill.interrupted
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(distill.interrupted, "SNAPSHOT_EVERY_S", 0.0)  # a snapshot at every step
+    config = _too_big_config(tmp_path, ladder)
+
+    def child() -> None:  # killed at the second step of the control student, inside the compaction step
+        os.environ["GREENLADDER_FAULT"] = "distill:control-seed0:step2"
+        advise(config, distiller=distil_run)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(timeout=300)
+    assert proc.exitcode == -signal.SIGKILL
+    report = advise(config, distiller=distil_run)
+    assert report.recommendation == "tiny-b-t1-student", report.stop_reason
+    student = report.run("tiny-b-t1-student")
+    (fact,) = student.details["lost_to_interruption"]
+    phases = student.details["distill_phases"]
+    # the killed control's work up to its last snapshot is counted, labelled, inside the student's cost
+    assert fact["run"] == "control-seed0" and fact["where"].startswith("step 2 of") and phases["lost"]["train_flops"] > 0
+    assert student.cost.train_flops == pytest.approx(sum(p["train_flops"] for p in phases.values()))
+    # the teacher's scoring, finished before the kill, was read back, not paid again
+    assert "teacher" in phases
+
+
 def test_a_too_big_rung_whose_teacher_is_ahead_is_distilled_with_the_unlabelled_and_augmented_texts(
     tmp_path: Path, ladder: Path, weak_baseline: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

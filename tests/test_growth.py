@@ -184,3 +184,34 @@ def test_a_climb_on_enough_rows_recommends_a_probe_fitted_on_a_prefix(tmp_path: 
     assert any("100 training rows" in line for line in lines)  # the order says each size's rows
     assert rec.test_metrics["accuracy"] >= 0.7
     assert (tmp_path / "run" / "model" / "head.safetensors").is_file()
+
+
+def test_a_probe_killed_mid_embedding_has_its_spending_counted_as_lost_on_the_rerun(
+    tmp_path: Path, weak_baseline: None
+) -> None:
+    import multiprocessing
+    import os
+    import signal
+
+    import torch
+
+    torch.set_num_threads(1)
+    config = probe_config(tmp_path, floor=0.7, extra=("ladder.rungs=[tiny-a]", "ladder.probes=true"))
+
+    def child() -> None:
+        os.environ["GREENLADDER_FAULT"] = "probe:tiny-a-probe"
+        advise(config, progress=lambda _m: None)
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(timeout=300)
+    assert proc.exitcode == -signal.SIGKILL  # killed after its first embedding batch
+    report = advise(config, progress=lambda _m: None)
+    assert report.recommendation == "tiny-a-probe", report.stop_reason
+    lost = report.details["lost_to_interruption"]
+    (fact,) = lost["runs"]
+    # checkpointed after the first batch: some, not all, of the probe's forward passes
+    assert fact["run_id"] == "tiny-a-probe" and 0 < fact["cost"]["train_flops"] < report.recommended.cost.train_flops
+    assert report.total_cost.train_flops == pytest.approx(
+        report.baseline.cost.train_flops + report.recommended.cost.train_flops + fact["cost"]["train_flops"]
+    )
