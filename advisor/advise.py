@@ -20,6 +20,7 @@ from advisor.climb import Climb
 from advisor.config import Config, save_config
 from advisor.criteria import PFLOP, closest_verdict, fmt_num, validate_metric_name
 from advisor.data import TaskData, column, load_task_data
+from advisor.devices import process_peak_rss_mb
 from advisor.distiller import Distiller, unavailable
 from advisor.errors import RunDirError
 from advisor.gains import run_gains
@@ -279,6 +280,7 @@ def _finish(
     greener = low_carbon_alternatives(total.energy_kwh, config.metering)
     extra["low_carbon_alternatives"] = [dataclasses.asdict(x) for x in greener]
     extra["dataset_summary"] = data.summary()
+    extra["peak_rss_mb"] = process_peak_rss_mb()
     if recommendation is None:
         closest = closest_verdict({k: v for k, v in verdicts.items() if k != "baseline"})
         if closest is not None and closest.state != "pass":

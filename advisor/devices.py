@@ -171,3 +171,14 @@ def latency_device(name: str) -> torch.device:
             "Measure latency where the model will run: set criteria.latency_device=cpu, or train on that GPU."
         )
     return device
+
+
+def process_peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (the kernel's high-water mark, so nothing
+    between samples is missed); None where the platform does not say (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 2**10  # bytes on macOS, KiB on Linux

@@ -81,6 +81,9 @@ def summary(report: Report) -> list[tuple[str, str]]:
         cost += f" at {total.location}"
     if total.device:
         cost += f" on {total.device}"
+    peak = report.details.get("peak_rss_mb")
+    if peak:
+        cost += f"; peak memory {fmt_num(float(peak))} MB resident"
     lost = report.details.get("lost_to_interruption")
     if isinstance(lost, Mapping):
         cost += f"; including {_cost_words(lost.get('cost') or {}, 'flops')} lost to interruption"

@@ -184,6 +184,10 @@ def test_a_climb_on_enough_rows_recommends_a_probe_fitted_on_a_prefix(tmp_path: 
     assert any("100 training rows" in line for line in lines)  # the order says each size's rows
     assert rec.test_metrics["accuracy"] >= 0.7
     assert (tmp_path / "run" / "model" / "head.safetensors").is_file()
+    # the process's peak resident memory is in the report (the kernel's high-water mark: at least
+    # the torch and transformers this process imported)
+    assert report.details["peak_rss_mb"] > 100
+    assert "peak memory" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_a_probe_killed_mid_embedding_has_its_spending_counted_as_lost_on_the_rerun(
