@@ -166,9 +166,7 @@ class Climb:
         if recorded is not None and known is None:
             self.say(f"{recorded.run_id}: failed last time ({recorded.message}); trying it again")
         if known is not None:
-            self.say(
-                f"{known.run_id}: read back from the ledger (not {'refitted' if known.run_id == 'baseline' else 'retrained'})"
-            )
+            self.say(f"{known.run_id}: read back from the ledger (not {'re' + _verb(known)})")
             if isinstance(action, policy.Train) and action.key.role == "trial":
                 self._after_trial(action, known)
             return known
@@ -190,7 +188,9 @@ class Climb:
                 message=action.message,
                 details={"forecast": dict(action.forecast)},
             )
-            self.say(f"{rung.name}: {action.message}")
+            self.say(f"{action.key.step}: {action.message}")
+            if action.method == "probe":
+                self.embeddings.pop(rung.name, None)  # the probe grows no further
         elif isinstance(action, policy.Distil):
             if self.distiller is None:
                 raise RuntimeError("the policy asked for a distillation but no distiller was supplied")
@@ -228,7 +228,8 @@ class Climb:
         source = self._source(rung.name)
         pooling = checkpoint_pooling(source, rung.pooling)
         probe = dataclasses.replace(candidate_for(rung), name=action.run_id, kind="probe")
-        cache = self.embeddings.setdefault(rung.name, EmbeddingCache(len(self.data.train)))
+        keep = self.embeddings.pop if action.rows is None else self.embeddings.setdefault  # kept while it may grow
+        cache = keep(rung.name, EmbeddingCache(len(self.data.train)))
         checkpoint = functools.partial(self.ledger.checkpoint, action.run_id)
         return fit_probe(
             probe,
@@ -286,8 +287,8 @@ class Climb:
         return self._train(action, {}, [], train_fraction=self.config.tuning.small_fraction, save_model=False)
 
     def _train_sized(self, action: policy.Train) -> RunResult:
-        """A data-size rung: the train section's settings on the first ``action.rows`` training rows
-        of a stratified order (the tuner's studies hold full-size trials only)."""
+        """A data-size rung: the train section's settings on a stratified prefix (no tuner: its studies
+        hold full-size trials)."""
         rows, total = action.rows or 0, len(self.data.train)
         self.say(f"{action.rung}: fine-tuning on {rows:,} of the {total:,} training rows (a data-size rung)")
         return self._train(action, {}, [], train_fraction=rows / total)
@@ -397,3 +398,7 @@ class Climb:
         k = len(self.data.label_names)
         forecast = steps.forecast_step(nxt, self._model_config(nxt.rung), train, val, k, self.config, rates)
         self.forecasts[nxt.name] = forecast
+
+
+def _verb(run: RunResult) -> str:
+    return {"baseline": "fitted", "probe": "fitted", "sized": "run"}.get(run.key.role, "trained")
