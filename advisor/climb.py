@@ -50,10 +50,6 @@ from advisor.types import Cost, RunResult
 Progress = Callable[[str], None]
 
 
-class _BudgetTaken(Exception):
-    """A trial asked for in a shared study that another worker's trial had already used up."""
-
-
 class Climb:
     """Carries out the policy's actions for one run directory.
 
@@ -132,10 +128,10 @@ class Climb:
                 continue  # what other workers did changes the decision: ask again
             if isinstance(action, policy.Stop):
                 return action
-            try:
-                self.runs.append(self._do(action))
-            except _BudgetTaken:
+            run = self._do(action)
+            if run is None:
                 continue  # another worker took the rung's last trial: read the study again
+            self.runs.append(run)
             self._announce(self.runs[-1])
             self._update_forecasts()
 
@@ -160,7 +156,9 @@ class Climb:
 
     # -- actions --------------------------------------------------------------------------------
 
-    def _do(self, action: policy.Action) -> RunResult:
+    def _do(self, action: policy.Action) -> RunResult | None:
+        """Carry ``action`` out (or read its record back) and record it; None when nothing was done
+        (a shared study's trial another worker took first)."""
         recorded = self.ledger.get(action.run_id) if not isinstance(action, policy.Stop) else None
         known = policy.read_back(recorded, action)
         if recorded is not None and known is None:
@@ -206,7 +204,10 @@ class Climb:
         elif isinstance(action, policy.Train) and action.rows is not None:
             run = self._train_sized(action)
         elif isinstance(action, policy.Train):
-            run = self._train_trial(action)
+            trained = self._train_trial(action)
+            if trained is None:
+                return None
+            run = trained
         else:  # pragma: no cover - the policy has no other actions
             raise TypeError(f"unknown action {action!r}")
         run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
@@ -330,13 +331,13 @@ class Climb:
         self.shared[action.rung] = now
         return True
 
-    def _train_trial(self, action: policy.Train) -> RunResult:
+    def _train_trial(self, action: policy.Train) -> RunResult | None:
         rung = self.rungs[action.rung]
         tuner = self._tuner(rung.name)
         trial, hp, origin = tuner.ask()
         if not tuner.claim(trial):
             self.say(f"{rung.name}: another worker took the rung's last trial; not training {action.run_id}")
-            raise _BudgetTaken(action.run_id)
+            return None
         pruner = PruningCallback(trial, self.config.criteria.metric)
         run = self._train(action, hp, [pruner])
         extra: dict[str, Any] = {"trial_origin": origin}

@@ -327,8 +327,7 @@ def fit_probe(
     predictions over train + validation (folds the size of the training split), which the verdict
     uses as the baseline's does. The test split is not touched here. ``rows``: fit on the first
     that many rows of a stratified order only (a data-size rung); ``cache``: embeddings already made;
-    ``checkpoint`` is handed the run's cost so far after the first embedding batch and then every
-    :data:`CHECKPOINT_EVERY_S` seconds, so that a kill does not lose the count of what was spent.
+    ``checkpoint`` gets the running cost as embedding goes (:func:`_every`), for a kill to be counted.
     """
     run_id = key.run_id
     say = progress or (lambda _m: None)

@@ -19,6 +19,7 @@ import torch
 from advisor.budget import BudgetCallback
 from advisor.cost import Meter
 from advisor.data import TaskData, column
+from advisor.hf_trainer import EVAL_BATCH
 from advisor.inference import forward_flops
 from advisor.loading import count_parameters
 from advisor.runkey import RunKey
@@ -197,7 +198,8 @@ def train_one(
     for cb in callbacks:  # leave room for the epoch's evaluation, and for _judge once stopped
         if isinstance(cb, BudgetCallback):
             val_texts = column(data.validation, "text")
-            epoch_eval = forward_flops(model, tok, val_texts, k.max_length, length_sorted=False)
+            # the Trainer's evaluation loop: the texts in their order, at its evaluation batch
+            epoch_eval = forward_flops(model, tok, val_texts, k.max_length, EVAL_BATCH, length_sorted=False)
             cb.reserve(epoch_eval, forward_flops(model, tok, val_texts, k.max_length), evaluate_on_stop=False)
     with keeper.metered(Meter(config.metering, phase=run_id)) as m:
         teaching = outputs if with_teacher else None
