@@ -219,3 +219,18 @@ def test_a_probe_killed_mid_embedding_has_its_spending_counted_as_lost_on_the_re
     assert report.total_cost.train_flops == pytest.approx(
         report.baseline.cost.train_flops + report.recommended.cost.train_flops + fact["cost"]["train_flops"]
     )
+
+
+def test_on_many_training_rows_the_cheap_models_skip_cross_validation_and_search_c_on_a_sample() -> None:
+    from advisor import baseline
+
+    def never(_fit: np.ndarray, _held: np.ndarray) -> np.ndarray:
+        raise AssertionError("no fold is fitted past CV_MAX_TRAIN_ROWS")
+
+    labels = [i % 3 for i in range(baseline.CV_MAX_TRAIN_ROWS + 2000)]
+    assert baseline.cross_validate(labels, baseline.CV_MAX_TRAIN_ROWS + 1, 0, never) is None
+    sample = baseline._search_rows(labels, seed=0)
+    assert len(sample) == baseline.SEARCH_ROWS and Counter(labels[i] for i in sample)[0] == pytest.approx(
+        baseline.SEARCH_ROWS / 3, abs=2
+    )
+    assert len(baseline._search_rows(labels[:500], seed=0)) == 500  # small data: every row, as before
