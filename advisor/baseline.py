@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
@@ -41,6 +42,10 @@ def _pipeline(c: float, seed: int) -> Pipeline:
             # own; saving took minutes), equal accuracy on the built-in datasets at 2^18 buckets
             ("hashing", HashingVectorizer(ngram_range=(1, 2), n_features=N_FEATURES, alternate_sign=False, norm=None)),
             ("tfidf", TfidfTransformer(sublinear_tf=True)),
+            # only the buckets the training rows use: an unused bucket's weights stay 0 (no data
+            # gradient, L2 pulls to 0), so the fit is the same, but the solver's vectors shrink from
+            # 2^18 x classes (45 WordNet classes on 2,000 rows: 287 s a fit) to the buckets used (28 s)
+            ("used", VarianceThreshold(0.0)),
             ("clf", LogisticRegression(C=c, max_iter=2000, random_state=seed)),
         ]
     )
