@@ -103,8 +103,14 @@ def _parser() -> Any:
     return p
 
 
-def _settings(args: Any) -> Any:
-    """Fill the defaults that --quick changes; check the numbers."""
+def parse_args(argv: list[str] | None) -> Any:
+    """The options, with the defaults --quick changes filled in and the numbers checked.
+
+    Raises:
+        BenchError: a number out of range, or a --data file that does not exist.
+    """
+    args = _parser().parse_args(argv)
+    args.slug = data_slug(args.data) if args.data else "wordnet"  # a missing file fails here
     q = args.quick
     args.sizes = [int(s) for s in (args.sizes or (QUICK_SIZES if q else SIZES)).split(",")]
     args.floors = [float(f) for f in args.floors.split(",")]
@@ -117,9 +123,10 @@ def _settings(args: Any) -> Any:
     return args
 
 
-def _name(args: Any) -> tuple[str, str]:
-    stem = data_slug(args.data) if args.data else "wordnet"
-    return f"scale-{stem}{'-quick' if args.quick else ''}", "The climb's cost against training rows"
+def result_name(args: Any) -> tuple[str, str]:
+    """File name and title of the results, from the data's slug."""
+    quick = "-quick" if args.quick else ""
+    return f"scale-{args.slug}{quick}", f"The climb's cost against training rows on {args.slug}{quick and ' (quick)'}"
 
 
 def _source_csv(args: Any, work: Path) -> Path:
@@ -314,8 +321,8 @@ def _what(phase: str, out: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _settings(_parser().parse_args(argv))
-    writer, title = open_results("scale.py", argv, args, _name, "climb or cost-only phase")
+    args = parse_args(argv)
+    writer, title = open_results("scale.py", argv, args, result_name, "climb or cost-only phase")
     with work_folder(args.work, "scale-") as work:
         csv = _source_csv(args, work)
         climbs = [] if args.no_climbs else run_climbs(args, csv, work, writer)

@@ -155,3 +155,41 @@ def test_cost_only_rows_repeat_with_a_marker_and_keep_every_class_when_fewer() -
     fewer = cost_only_rows(rows, 60)
     assert len(fewer) == 60 and sum(y == "rare" for _, y in fewer) >= MIN_CLASS_ROWS
     assert cost_only_rows(rows, 60) == fewer  # the same rows on every run
+
+
+def test_results_are_named_from_the_data_slug_and_quick_fills_its_defaults(tmp_path) -> None:
+    from benchmarks.common import data_slug
+    from benchmarks.scale import parse_args, result_name
+
+    data = write_csv([("a gloss", "x"), ("another", "y")], tmp_path / "my data v1.2" / "glosses.csv")
+    args = parse_args(["--quick", "--data", str(data)])
+    assert result_name(args)[0] == f"scale-{data_slug(str(data))}-quick"
+    assert (args.sizes, args.cost_only, args.rungs, args.grow_from) == ([500, 2000], 20_000, "minilm-l3", 250)
+    full = parse_args([])
+    assert result_name(full)[0] == "scale-wordnet"
+    assert (full.sizes, full.cost_only, full.grow_from) == ([1000, 5000, 20000, 50000], 200_000, 2000)
+
+
+def test_a_missing_data_file_is_one_line_and_exit_2_with_nothing_written(tmp_path, capsys) -> None:
+    from benchmarks.common import run_cli
+    from benchmarks.scale import main
+
+    out = tmp_path / "out"
+    assert run_cli(main, ["--quick", "--data", str(tmp_path / "nope.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such file or folder" in err
+    assert not out.exists()
+
+
+def test_the_arms_differ_only_in_the_data_size_rung_keys_and_an_old_config_runs_without_them(tmp_path) -> None:
+    from benchmarks.scale import WITH, WITHOUT, _overrides, climb, parse_args
+
+    args = parse_args(["--quick", "--set", "train.epochs=1"])
+    with_, without = (_overrides(args, tmp_path, 0.6, arm, True, tmp_path / "o") for arm in (WITH, WITHOUT))
+    assert set(with_) - set(without) == {"tuning.grow_from=250", "tuning.grow_factor=4"}
+    assert set(without) - set(with_) == {"tuning.grow_from=null"}
+    assert "ladder.rungs=[minilm-l3]" in without and without[-1] == "train.epochs=1"
+    old = _overrides(args, tmp_path, 0.6, WITHOUT, False, tmp_path / "o")
+    assert not any("grow" in o for o in old)
+    skipped = climb(args, tmp_path, 500, 0.6, WITH, False, tmp_path)  # nothing runs
+    assert "no tuning.grow_from" in skipped["skipped"] and not (tmp_path / "runs").exists()
