@@ -91,6 +91,13 @@ def recommendation_test(report: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"run_id": rec["run_id"], "value": iv["value"], "low": iv["low"], "high": iv["high"], "n": iv["n"]}
 
 
+def validation_scores(report: Mapping[str, Any]) -> dict[str, float | None]:
+    """Run id -> its validation score of the floor metric, baseline first, in climb order."""
+    metric = (report.get("criteria") or {}).get("metric", "accuracy")
+    runs = ([report["baseline"]] if report.get("baseline") else []) + list(report.get("runs") or [])
+    return {r["run_id"]: (r.get("metrics") or {}).get(metric) for r in runs}
+
+
 def growth_exponent(rows: Sequence[float], costs: Sequence[float]) -> float | None:
     """Least-squares slope of log(cost) against log(rows): cost ~ rows ** slope.
 
@@ -140,7 +147,7 @@ def climbs_table(climbs: Sequence[Mapping[str, Any]]) -> str:
         "climb wall s",
         "tool overhead s (share)",
         "process peak RSS MB",
-        "runs",
+        "runs (validation accuracy)",
     ]
     out = []
     for c in climbs:
@@ -164,7 +171,7 @@ def climbs_table(climbs: Sequence[Mapping[str, Any]]) -> str:
                 whole["wall_s"],
                 f"{fmt(over)} ({share:.0%})",
                 c["process_peak_rss_mb"],
-                " > ".join(r for name, p in ph.items() if name != TEST for r in p["runs"] if r),
+                " > ".join(f"{rid} {fmt(v)}" for rid, v in (c.get("val") or {}).items()),
             ]
         )
     return markdown_table(head, out)

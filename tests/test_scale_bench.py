@@ -145,7 +145,7 @@ def test_phases_group_runs_by_role_and_the_overhead_is_the_rest_of_the_wall_time
 
 
 def test_cost_only_rows_repeat_with_a_marker_and_keep_every_class_when_fewer() -> None:
-    from benchmarks.scale import MIN_CLASS_ROWS, cost_only_rows
+    from benchmarks.scale_cost import MIN_CLASS_ROWS, cost_only_rows
 
     rows = [(f"text {i}", "big") for i in range(200)] + [(f"rare {i}", "rare") for i in range(40)]
     more = cost_only_rows(rows, 500)
