@@ -122,10 +122,20 @@ def parse_args(argv: list[str] | None) -> Any:
     """
     args = _parser().parse_args(argv)
     args.slug = data_slug(args.data) if args.data else "wordnet"  # a missing file fails here
+    if not args.data and not (args.wordnet / "data.noun").is_file():
+        raise BenchError(
+            f"{args.wordnet}/data.noun not found: install WordNet 3.0 with `apt-get install wordnet-base`, "
+            "or give --wordnet DIR or --data CSV."
+        )
     q = args.quick
     sizes = args.sizes or ("1000,50000" if args.floor_check else QUICK_SIZES if q else SIZES)
-    args.sizes = [int(s) for s in sizes.split(",")]
-    args.floors = [float(f) for f in args.floors.split(",")]
+    try:
+        args.sizes = [int(s) for s in sizes.split(",")]
+        args.floors = [float(f) for f in args.floors.split(",")]
+    except ValueError:
+        raise BenchError(
+            "--sizes takes whole numbers and --floors numbers, comma-separated: --sizes 1000,5000"
+        ) from None
     args.grow_from = args.grow_from if args.grow_from is not None else (250 if q else 2000)
     args.cost_only = args.cost_only if args.cost_only is not None else (20_000 if q else 200_000)
     args.rungs = args.rungs if args.rungs is not None else ("minilm-l3" if q else "")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import say
+from benchmarks.common import BenchError, say
 from benchmarks.wordnet import write_csv
 
 #: rows of each class a cost-only subset keeps at least (all of a class that has fewer), so the
@@ -75,8 +75,12 @@ def run_cost_only(
         ("ledger", {"records": args.ledger_records, "work": str(work / "cost-only-ledger")}),
     ):
         say(f"cost-only {args.cost_only} rows: {phase}")
-        res = run_child({"job": phase, **common, **extra}, work, f"cost-{phase}")
-        res.update(phase=phase, rows=args.cost_only, what=_what(phase, res["out"]))
+        try:
+            res = run_child({"job": phase, **common, **extra}, work, f"cost-{phase}")
+            res.update(phase=phase, rows=args.cost_only, what=_what(phase, res["out"]))
+        except BenchError as exc:  # the other phases are still measured
+            res = {"phase": phase, "rows": args.cost_only, "what": f"failed: {exc}", "wall_s": None}
+            res.update(rss_before_mb=None, peak_rss_mb=None)
         writer.record(f"cost-only {phase}", res)
         phases.append(res)
     return phases
