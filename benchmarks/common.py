@@ -254,6 +254,7 @@ def fixed_split(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     root: Path | None = None,
+    data_options: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Path]:
     """Load ``source`` once, subsample, save it, and return (TaskData, folder every method reads).
 
@@ -268,13 +269,15 @@ def fixed_split(
         seed: the split and subsample seed, the same for every method.
         root: the folder to save it under (a benchmark's ``--work``); ``$TMPDIR/greenladder-bench``
             when None.
+        data_options: other ``data`` settings for the first load (e.g. ``{"held_out_cap": None}``:
+            carve 15 % shares, which a class of a few dozen rows in 100,000 survives).
     """
     import datasets
 
     from advisor.config import DataConfig
     from advisor.data import load_task_data
 
-    full = load_task_data(DataConfig(source=source, split_seed=seed), progress=progress)
+    full = load_task_data(DataConfig(source=source, split_seed=seed, **dict(data_options or {})), progress=progress)
     names = list(full.label_names)
     parts = {
         "train": _stratified_head(full.train, train_rows, seed),
