@@ -110,6 +110,7 @@ def _student_config(request: DistilRequest, teacher_dir: Path, work: Path) -> Di
                 "control": True,  # the cheaper path, trained first: the teacher must beat it
                 "decide_first": True,
                 "augment": config.ladder.distil_augment,
+                "precision": t.precision,  # students train as the climb's rungs do
             },
             "compress": {"quantize": False, "latency_repeats": 30},
             # students are chosen and compared by the climb's metric

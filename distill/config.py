@@ -64,6 +64,9 @@ class KDConfig(OptimConfig):
     #: deletion and replacement, a shuffled span); the teacher's logits on them train the student.
     #: 0 (off): benchmarked, a hint of a gain at ~15x the control's compute, not a default (BENCHMARKS §8)
     augment: int = 0
+    #: mixed precision of the students, as ``train.precision``: "auto" is bf16 or fp16 on a GPU that
+    #: has it, fp32 on a CPU; or force "fp32", "bf16" or "fp16" (GPU)
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,8 @@ def _range_problems(c: DistillConfig) -> list[str]:
     ):
         if getattr(k, name) <= 0:
             out.append(f"The {flag} value must be positive. Got {getattr(k, name)} instead.")
+    if k.precision not in ("auto", "fp32", "bf16", "fp16"):
+        out.append(f"The config key distill.precision must be auto, fp32, bf16 or fp16. Got {k.precision!r} instead.")
     if not 0 <= k.augment <= 20:
         out.append(f"The --augment value must be a number of copies from 0 to 20. Got {k.augment} instead.")
     if not k.seeds:

@@ -65,7 +65,16 @@ class Job:
         texts, labels = rows
         config = self.config
         return train_student(
-            model, tok, texts, labels, settings, scratch_root=self.work_dir, rules=config.rules, progress=self.say, **kw
+            model,
+            tok,
+            texts,
+            labels,
+            settings,
+            scratch_root=self.work_dir,
+            rules=config.rules,
+            progress=self.say,
+            precision=settings.precision,
+            **kw,
         )
 
 

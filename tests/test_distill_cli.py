@@ -329,3 +329,21 @@ def test_a_new_teacher_head_is_drawn_from_the_seed_not_from_the_process(tmp_path
     first = head(0)
     assert torch.equal(first, head(0))
     assert not torch.equal(first, head(1))
+
+
+def test_a_student_precision_that_does_not_exist_is_refused(capsys):
+    assert main(["--teacher", "x", "--set", "distill.precision=fp8"]) == 2
+    assert "distill.precision" in _one_line_error(capsys)
+
+
+def test_the_students_precision_reaches_their_trainer(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import distill.training
+    from distill.config import KDConfig
+
+    seen = {}
+    monkeypatch.setattr(distill.training, "train_student", lambda *a, **kw: seen.update(kw) or {})
+    job = SimpleNamespace(config=SimpleNamespace(rules=None), work_dir=tmp_path, say=print)
+    distill.training.Job.train(job, None, None, (["a"], [0]), KDConfig(precision="fp32"), seed=0)
+    assert seen["precision"] == "fp32"
