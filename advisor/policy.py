@@ -142,10 +142,7 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
         if rung.optional and rung.name not in config.ladder.rungs:
             continue
         if rung.rows is not None or rung.method == "probe":
-            if rung.rows is not None:
-                done = _sized_step(evidence, config, judged, rung, previous_best, reference, budget_run)
-            else:
-                done = _probe_step(evidence, config, judged, rung, previous_best, reference)
+            done = _one_run_step(evidence, config, judged, rung, previous_best, reference, budget_run)
             if isinstance(done, RunResult):
                 reference, previous_best = (previous_best or reference), done
             elif done is not None:
@@ -182,35 +179,7 @@ def decide(evidence: Evidence, config: Config, rule: str = "interval") -> Action
     return _none_passed(judged, "every rung of the ladder was tried and none met the criteria")
 
 
-def _probe_step(
-    evidence: Evidence,
-    config: Config,
-    judged: Mapping[str, Verdict],
-    step: RungInfo,
-    previous_best: RunResult | None,
-    reference: RunResult,
-) -> Action | RunResult | None:
-    """A probe step: the action it calls for, or its finished run (the next step's reference), or None
-    when it has no usable result (failed), and the climb goes on."""
-    if evidence.run(runkey.skipped(step.name).run_id) is not None:
-        return None  # left on its data-size rungs' learning curve
-    key = runkey.probe(step.rung)
-    run = evidence.run(key.run_id)
-    if run is None:
-        gate = growth_gate(evidence, config, judged, step) or _gate(
-            evidence, config, judged, step, previous_best, reference
-        )
-        return gate if gate is not None else Probe(step.rung, key)
-    if judged[run.run_id].passed:
-        return Stop(f"{step.name} meets every criterion: costlier steps were not taken", run.run_id, "met")
-    if run.status == "budget":
-        return _none_passed(judged, f"{run.run_id} was stopped by the budget: {run.message}", "budget")
-    if run.status == "ok" and config.criteria.metric in run.metrics:
-        return run
-    return None
-
-
-def _sized_step(
+def _one_run_step(
     evidence: Evidence,
     config: Config,
     judged: Mapping[str, Verdict],
@@ -219,14 +188,14 @@ def _sized_step(
     reference: RunResult,
     budget_run: RunResult | None,
 ) -> Action | RunResult | None:
-    """A data-size rung (a probe or a fine-tune on the first ``step.rows`` training rows): the action
-    it calls for, or its finished run (the next step's reference), or None (failed, or its step was
-    left on its learning curve), and the climb goes on. A data-size rung that passes is the
-    recommendation, trained on its rows only; one that is too big or slow is distilled like a trial."""
+    """A step that is one run: a probe, or a data-size rung (a probe or a fine-tune on the first
+    ``step.rows`` training rows). The action it calls for, or its finished run (the next step's
+    reference), or None (it failed, or its step was left on its learning curve) and the climb goes
+    on. A data-size rung that passes is the recommendation, trained on its rows only; a fine-tune's
+    that is too big or slow is distilled like a trial."""
     if evidence.run(runkey.skipped(step.family).run_id) is not None:
         return None
-    assert step.rows is not None
-    key = runkey.sized(step.family, step.rows)
+    key = runkey.probe(step.rung) if step.rows is None else runkey.sized(step.family, step.rows)
     run = evidence.run(key.run_id)
     if run is None:
         gate = growth_gate(evidence, config, judged, step) or _gate(
