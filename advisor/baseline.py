@@ -214,7 +214,10 @@ def fit_baseline(
     tmp.replace(model_path)
     size_mb = model_path.stat().st_size / 1e6
     lat = latency_ms(pipe.predict, val_x)
-    n_params = int(pipe.named_steps["clf"].coef_.size + pipe.named_steps["clf"].intercept_.size)
+    # the linear model over every hashed bucket (the weights of buckets no training row used are 0
+    # and not stored): what the model's size was before unused buckets were dropped from the fit
+    clf = pipe.named_steps["clf"]
+    n_params = int(N_FEATURES * clf.coef_.shape[0] + clf.intercept_.size)
     candidate = Candidate(
         name=BASELINE.name,
         kind="baseline",
