@@ -142,14 +142,13 @@ def train_trials(
         recorder = Recorder(config.criteria.metric)
         hp = {"learning_rate": lr, "epochs": args.epochs}
         source = str(materialise(ladder[rung_name], config.ladder.cache_dir))
-        key = RunKey("trial", f"{rung_name}-lr{lr:g}", 1)
         run = train_run(
             candidate_for(ladder[rung_name]),
             source,
             data,
             config,
             work / "runs",
-            key,
+            RunKey("trial", f"{rung_name}-lr{lr:g}", 1),
             hp,
             save_model=False,
             extra_callbacks=[recorder],
