@@ -301,7 +301,9 @@ def test_a_student_killed_mid_training_inside_advise_is_resumed_with_its_lost_wo
     (fact,) = student.details["lost_to_interruption"]
     phases = student.details["distill_phases"]
     # the killed control's work up to its last snapshot is counted, labelled, inside the student's cost
-    assert fact["run"] == "control-seed0" and fact["where"].startswith("step 2 of") and phases["lost"]["train_flops"] > 0
+    assert (
+        fact["run"] == "control-seed0" and fact["where"].startswith("step 2 of") and phases["lost"]["train_flops"] > 0
+    )
     assert student.cost.train_flops == pytest.approx(sum(p["train_flops"] for p in phases.values()))
     # the teacher's scoring, finished before the kill, was read back, not paid again
     assert "teacher" in phases
