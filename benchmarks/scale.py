@@ -46,6 +46,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -107,6 +108,12 @@ def _parser() -> Any:
         help="only the TF-IDF baseline's validation accuracy at each --sizes (the largest C of its grid; --grid: all)",
     )
     p.add_argument("--grid", action="store_true", help="--floor-check fits every C of the baseline's grid")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="work in this earlier run's folder (<work>/scale-*): its finished climbs and phases are read back",
+    )
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (train.max_length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, cost-only 20000, minilm-l3 only")
@@ -184,7 +191,11 @@ def run_child(spec: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
         BenchError: the process failed (its output is above).
     """
     spec_path, result_path = work / f"{name}.spec.json", work / f"{name}.result.json"
-    spec_path.write_text(json.dumps({**spec}))
+    text = json.dumps(spec)
+    if result_path.is_file() and spec_path.is_file() and spec_path.read_text() == text:
+        say(f"{name}: read back from {result_path} (measured by an earlier process with the same job)")
+        return {**json.loads(result_path.read_text()), "read_back": True}
+    spec_path.write_text(text)
     result_path.unlink(missing_ok=True)
     env = {
         **os.environ,
@@ -241,6 +252,7 @@ def climb(args: Any, folder: Path, rows: int, floor: float, arm: str, known: boo
         "phases": climb_phases(report, res["wall_s"]),
         "val": validation_scores(report),
         "process_peak_rss_mb": res["peak_rss_mb"],
+        "read_back": bool(res.get("read_back")),
         "report": res["report"],
     }
 
@@ -298,6 +310,15 @@ def run_climbs(args: Any, csv: Path, work: Path, writer: Any) -> list[dict[str, 
     return climbs
 
 
+def _work(args: Any) -> Any:
+    """The folder the run works in: ``--resume``'s (finished jobs read back), else a fresh one."""
+    if args.resume is None:
+        return work_folder(args.work, "scale-")
+    if not (args.resume / "wordnet.csv.gz").is_file() and not args.data:
+        raise BenchError(f"--resume {args.resume}: not a scale benchmark's work folder; give the folder the run named.")
+    return contextlib.nullcontext(args.resume)
+
+
 def _check_row(r: dict[str, Any]) -> list[Any]:
     return [r["rows"], r["C"], f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}], n={r['n']}"]
 
@@ -305,7 +326,7 @@ def _check_row(r: dict[str, Any]) -> list[Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     writer, title = open_results("scale.py", argv, args, result_name, "climb or cost-only phase")
-    with work_folder(args.work, "scale-") as work:
+    with _work(args) as work:
         csv = _source_csv(args, work)
         if args.floor_check:
             rows = floor_check(args, csv, work, writer)
@@ -329,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         "judging, ledger, reports); peak RSS of a phase: the largest of its runs' peaks as the meter saw them",
         "growth exponent: least-squares slope of log cost vs log rows over the sizes a phase ran at (1: linear)",
     ]
+    back = [c for c in [*climbs, *cost] if c.get("read_back")]
+    if back:
+        notes.append(f"{len(back)} of the jobs were measured by an earlier process and read back (--resume)")
     writer.finish(title, tables, notes, {"climbs": climbs, "cost_only": cost})
     return 0
 

@@ -193,3 +193,18 @@ def test_the_arms_differ_only_in_the_data_size_rung_keys_and_an_old_config_runs_
     assert not any("grow" in o for o in old)
     skipped = climb(args, tmp_path, 500, 0.6, WITH, False, tmp_path)  # nothing runs
     assert "no tuning.grow_from" in skipped["skipped"] and not (tmp_path / "runs").exists()
+
+
+def test_a_finished_job_is_read_back_and_a_changed_one_is_run_again(tmp_path) -> None:
+    import json
+
+    from benchmarks.common import BenchError
+    from benchmarks.scale import run_child
+
+    spec = {"job": "no-such-phase", "csv": "x.csv"}
+    (tmp_path / "job.spec.json").write_text(json.dumps(spec))
+    (tmp_path / "job.result.json").write_text(json.dumps({"wall_s": 1.5, "peak_rss_mb": 10.0}))
+    assert run_child(spec, tmp_path, "job") == {"wall_s": 1.5, "peak_rss_mb": 10.0, "read_back": True}
+    with pytest.raises(BenchError, match="job failed"):  # another job: run, and this one fails in its process
+        run_child({**spec, "csv": "y.csv"}, tmp_path, "job")
+    assert not (tmp_path / "job.result.json").exists()
