@@ -389,7 +389,7 @@ class ResultsWriter:
         self.name, self.command = name, command
         self.out = Path(out).expanduser() if out is not None else RESULTS
         self.jsonl = self.out / f"{name}.jsonl"
-        self.run_started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.run_started = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
         self.info = machine()
         self._record_error: str | None = None
         try:
@@ -514,6 +514,36 @@ def write_results(
     writer = ResultsWriter(safe_name(name), command, out)
     writer.record("all", raw)
     return writer.finish(title, tables, notes, raw)
+
+
+def earlier_rows(jsonl: Path, skip: str = "") -> list[dict[str, Any]]:
+    """The result rows of the latest run recorded in ``jsonl`` (a :class:`ResultsWriter`'s file), oldest first.
+
+    A run's rows share its ``run_started``; the run started at ``skip`` (the one now writing) is
+    passed over. A file that does not exist holds none.
+
+    Raises:
+        BenchError: a line of the file is not JSON.
+    """
+    if not jsonl.is_file():
+        return []
+    runs: dict[str, list[dict[str, Any]]] = {}
+    latest = None
+    for number, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BenchError(f"{jsonl} line {number}: not JSON ({exc.msg}); remove the line or the file.") from exc
+        started = record.get("run_started", "")
+        if started == skip:
+            continue
+        if record.get("event") == "start":
+            runs[started], latest = [], started
+        elif record.get("event") == "result" and isinstance(record.get("result"), dict):
+            runs.setdefault(started, []).append(record["result"])
+    return runs.get(latest, []) if latest is not None else []
 
 
 def open_results(

@@ -46,9 +46,11 @@ from typing import Any
 
 from common import (
     DEFAULT_TARGETS,
+    BenchError,
     add_run_options,
     data_digest,
     data_slug,
+    earlier_rows,
     open_results,
     run_cli,
     safe_name,
@@ -94,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reuse = "train every run, also one another method already trained with the same settings and seed"
     p.add_argument("--no-reuse", action="store_true", help=reuse)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="read back the methods the latest earlier run of these settings finished (its rows in <name>.jsonl)\n"
+        "and run only the others; FLAML's budget then comes from greenladder's recorded wall time",
+    )
     p.add_argument(
         "--quick", action="store_true", help="200 training rows, 64 tokens, 1 epoch, FLAML at 1x only: under 5 minutes"
     )
@@ -643,6 +651,13 @@ def main(argv: list[str] | None = None) -> int:
         *verdict_notes(rows, args),
         *trial_log(rows, args.metric),
         *reuse_notes(rows, args.no_reuse),
+        *(
+            [
+                f"Read back from the earlier run of these settings (`--resume`; its wall times and energy are that run's): {', '.join(r['method'] for r in rows if r.get('resumed'))}."
+            ]
+            if any(r.get("resumed") for r in rows)
+            else []
+        ),
         "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-bucketed "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
         "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
@@ -665,37 +680,73 @@ def run_methods(
     methods = [m.strip() for m in args.methods.split(",")]
     rows: list[dict[str, Any]] = []
     reuse = RunReuse(enabled=not args.no_reuse, data_sha256=args.data_sha256)
-    gl_wall = None
+    back = resumed(args, writer)
 
     def done(row: dict[str, Any]) -> None:
         rows.append(row)
         writer.record(row["method"], row)
         writer.show(f"{title}: after {row['method']}", tables(rows, args))
 
-    if "greenladder" in methods:
+    def read_back(label: str) -> bool:
+        row = back.get(label)
+        if row is not None:
+            say(f"== {label}: read back from the earlier run (--resume)")
+            done({**row, "resumed": True})
+        return row is not None
+
+    if "greenladder" in methods and not read_back("greenladder"):
         say("== greenladder advise")
         row = run_greenladder(args, folder, work, data, reuse)
         report = Path(row.pop("report_json"))
         if report.is_file():  # the report a reader checks greenladder's row against, kept beside the results
             kept = writer.attach("greenladder-report.json", report.read_text(encoding="utf-8"))
             row["report_file"] = kept.name if kept is not None else None
-        done(row)
-        gl_wall = row["wall_s"]
-    if "exhaustive" in methods:
-        say("== exhaustive grid")
-        done(run_exhaustive(args, folder, work, data, reuse))
-    if "optuna" in methods:
-        say("== optuna TPE")
-        done(run_optuna(args, folder, work, data, reuse))
+        done({**row, "data_sha256": args.data_sha256})
+    for method, heading, run in (
+        ("exhaustive", "exhaustive grid", run_exhaustive),
+        ("optuna", "optuna TPE", run_optuna),
+    ):
+        if method in methods and not any(read_back(label) for label in back if label.startswith(method)):
+            say(f"== {heading}")
+            done({**run(args, folder, work, data, reuse), "data_sha256": args.data_sha256})
     if "flaml" in methods:
+        gl_wall = next((r["wall_s"] for r in rows if r["method"] == "greenladder"), None)
         if gl_wall is None:
             done({"method": "FLAML", "error": "needs greenladder's wall time for its budget"})
         else:
             for mult in (float(x) for x in args.flaml_multiples.split(",")):
                 label = f"FLAML ({mult:g}x greenladder's time)"
-                say(f"== {label}: budget {mult * gl_wall:.0f} s")
-                done(run_flaml(args, folder, work, data, mult * gl_wall, label))
+                if not read_back(label):
+                    say(f"== {label}: budget {mult * gl_wall:.0f} s")
+                    done(
+                        {**run_flaml(args, folder, work, data, mult * gl_wall, label), "data_sha256": args.data_sha256}
+                    )
     return rows
+
+
+def resumed(args: argparse.Namespace, writer: Any) -> dict[str, dict[str, Any]]:
+    """With ``--resume``: the rows the latest earlier run of the same result name finished, by method label.
+
+    The same result name means the same data slug and settings (``result_name``); a row that records
+    the SHA-256 of its split must match this split's, else the earlier run measured other data.
+
+    Raises:
+        BenchError: an earlier row was measured on another split.
+    """
+    if not args.resume:
+        return {}
+    rows = [r for r in earlier_rows(writer.jsonl, skip=writer.run_started) if "error" not in r]
+    for row in rows:
+        if row.get("data_sha256", args.data_sha256) != args.data_sha256:
+            raise BenchError(
+                f"--resume: {writer.jsonl} holds {row['method']!r} measured on another split "
+                f"(SHA-256 {row['data_sha256'][:12]}, this one {args.data_sha256[:12]}); run without --resume."
+            )
+    say(
+        f"--resume: {len(rows)} finished method(s) in {writer.jsonl}"
+        + (f": {', '.join(r['method'] for r in rows)}" if rows else "")
+    )
+    return {row["method"]: row for row in rows}
 
 
 def result_name(args: argparse.Namespace) -> tuple[str, str]:
@@ -705,7 +756,7 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
     and leaves the default run's tables alone; ``<data>`` is the data's slug (``data_slug``).
     """
     name, title = f"select_models-{args.slug}", f"Model selection on {args.slug}"
-    extra = []
+    extra: list[str] = []
     if args.quick:
         name, title = name + "-quick", title + " (quick)"
     elif args.train_rows != DEFAULT_TRAIN_ROWS:

@@ -400,3 +400,44 @@ def test_pruner_check_replays_the_median_pruner_stopping_the_best_trial_and_the_
     median, paired = rows
     assert raw["best_trial"] == 3e-4 and median[4] != "0 of 6" and paired[4] == "0 of 6" and paired[5] == 0
     assert paired[3] != "0 of 18", "the paired pruner still stops the trial that is far behind"
+
+
+def test_select_models_resume_runs_only_the_missing_methods_with_the_recorded_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common, sm = _module("common"), _module("select_models")
+    args = sm.parse_args(
+        ["--data", "bbc-news", "--resume", "--methods", "greenladder,flaml", "--flaml-multiples", "1,3"]
+    )
+    args.data_sha256 = "a" * 64
+    name = sm.result_name(args)[0]
+    earlier = common.ResultsWriter(name, "cmd", tmp_path)
+    gl = {"method": "greenladder", "wall_s": 100.0, "picked": None}
+    earlier.record("greenladder", gl)
+    earlier.record("FLAML (1x greenladder's time)", {"method": "FLAML (1x greenladder's time)", "wall_s": 99.0})
+    budgets: list[float] = []
+
+    def flaml(args, folder, work, data, budget_s, label):  # type: ignore[no-untyped-def]
+        budgets.append(budget_s)
+        return {"method": label, "wall_s": budget_s}
+
+    monkeypatch.setattr(sm, "run_flaml", flaml)
+    monkeypatch.setattr(sm, "run_greenladder", lambda *a: pytest.fail("greenladder was recorded: read back"))
+    monkeypatch.setattr(sm, "tables", lambda rows, args: [])
+    writer = common.ResultsWriter(name, "cmd", tmp_path)
+    assert writer.run_started != earlier.run_started
+    rows = sm.run_methods(args, tmp_path, tmp_path, None, writer, "t")
+    assert budgets == [300.0], "only the 3x arm ran, its budget from greenladder's recorded wall time"
+    assert [r["method"] for r in rows] == [
+        "greenladder",
+        "FLAML (1x greenladder's time)",
+        "FLAML (3x greenladder's time)",
+    ]
+    assert rows[0]["resumed"] and rows[1]["resumed"] and "resumed" not in rows[2]
+    # the new run's group in the file is complete by itself, so a second resume finds every method
+    assert [r["method"] for r in common.earlier_rows(writer.jsonl)] == [r["method"] for r in rows]
+    # rows measured on another split are not mixed into this one's tables
+    other = common.ResultsWriter(name, "cmd", tmp_path)
+    other.record("greenladder", {**gl, "data_sha256": "b" * 64})
+    with pytest.raises(common.BenchError, match="another split"):
+        sm.resumed(args, common.ResultsWriter(name, "cmd", tmp_path))
