@@ -34,6 +34,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from common import (
+    BenchError,
     add_run_options,
     cache_key,
     data_digest,
@@ -45,7 +46,8 @@ from common import (
     split_for,
     work_folder,
 )
-from transformers import TrainerCallback
+
+from advisor.stopping import RunWatcher
 
 PRUNERS = ("median (before)", "paired (now)")
 
@@ -85,8 +87,12 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
     return f"pruner_check-{args.slug}" + ("-quick" if args.quick else ""), f"Pruner check on {args.slug}{quick}"
 
 
-class Recorder(TrainerCallback):
-    """Records each evaluation's score and its predictions on the sampled rows (``train_run`` calls ``watch``)."""
+class Recorder(RunWatcher):
+    """Records each evaluation's score and its predictions on the sampled rows.
+
+    A :class:`advisor.stopping.RunWatcher`, so ``train_run`` hands it each attempt's best-weight
+    keeper (``watch``), whose ``latest`` holds the predictions of the evaluation just made.
+    """
 
     def __init__(self, metric: str) -> None:
         self.key = f"eval_{metric}"
@@ -128,7 +134,8 @@ def train_trials(
     digest = data_digest(data)
     done = {}
     if cache is not None and cache.exists():
-        done = {r["key"]: r for r in map(json.loads, cache.read_text(encoding="utf-8").splitlines()) if r.get("key")}
+        records = map(json.loads, cache.read_text(encoding="utf-8").splitlines())
+        done = {r["key"]: r for r in records if r.get("key") and r.get("evals")}  # none recorded: train again
     trials = []
     for rung_name, lr in itertools.product(args.rung_list, args.lr_list):
         t = config.train
@@ -167,6 +174,11 @@ def train_trials(
             "num_labels": recorder.num_labels,
             "evals": recorder.evals,
         }
+        if not recorder.evals:
+            raise BenchError(
+                f"{rung_name} lr {lr:g}: no sampled evaluation was recorded, so no pruner could stop it; "
+                "the replay would show nothing (check train.evals_per_epoch and train.eval_rows)"
+            )
         if cache is not None:
             with cache.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")

@@ -402,6 +402,22 @@ def test_pruner_check_replays_the_median_pruner_stopping_the_best_trial_and_the_
     assert paired[3] != "0 of 18", "the paired pruner still stops the trial that is far behind"
 
 
+def test_pruner_check_recorder_is_handed_each_evaluation_as_the_pruner_is() -> None:
+    """train_run hands the best-weight keeper to RunWatchers only: a plain callback recorded nothing."""
+    import numpy as np
+
+    from advisor.stopping import watch_evaluations
+
+    check = _module("pruner_check")
+    recorder = check.Recorder("accuracy")
+    keeper = type("Keeper", (), {"latest": (np.array([0, 1, 1]), np.array([0, 1, 0]))})()
+    watch_evaluations([recorder], keeper, 2)
+    recorder.on_evaluate(
+        type("A", (), {"eval_steps": 13})(), type("S", (), {"global_step": 13})(), None, {"eval_accuracy": 0.667}
+    )
+    assert recorder.evals == [{"step": 13, "value": 0.667, "predictions": [0, 1, 0]}] and recorder.labels == [0, 1, 1]
+
+
 def test_select_models_resume_runs_only_the_missing_methods_with_the_recorded_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
