@@ -49,9 +49,9 @@ def select_model(
         advisor.errors.GreenladderError: for bad configuration, data, models or run directory.
     """
     from advisor.advise import advise
-    from advisor.config import build_config, earlier_bar, floor_given
-    from advisor.criteria import validate_metric_name
+    from advisor.config.settings import build_config, earlier_bar, floor_given
     from advisor.errors import ConfigError
+    from advisor.verdicts.criteria import validate_metric_name
 
     extra: dict[str, Any] = {}
     if data is not None:
@@ -74,6 +74,6 @@ def select_model(
             "{'accuracy': 0.9}, or set criteria.floor in a config file."
         )
     validate_metric_name(config.criteria.metric)
-    from distill.compact import distil_run  # the climb's compaction step, composed here (advisor.distiller)
+    from distill.compact import distil_run  # the climb's compaction step, composed here (advisor.climb.distiller)
 
     return advise(config, from_run=from_run, progress=progress, distiller=distil_run, restart=restart)

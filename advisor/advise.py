@@ -14,25 +14,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from advisor import continuation, distributed, incremental, resumption, rundir
-from advisor.budget import spent_against_allowed
-from advisor.climb import Climb
-from advisor.config import Config, save_config
-from advisor.criteria import PFLOP, closest_verdict, fmt_num, validate_metric_name
-from advisor.data import TaskData, column, load_task_data
-from advisor.devices import process_peak_rss_mb
-from advisor.distiller import Distiller, unavailable
+from advisor import distributed
+from advisor.climb.budget import spent_against_allowed
+from advisor.climb.distiller import Distiller, unavailable
+from advisor.climb.executor import Climb
+from advisor.climb.policy import budget_exhausted
+from advisor.climb.publish import evaluate_on_test, publish, published_artifact
+from advisor.config.settings import Config, save_config
+from advisor.data.task import TaskData, column, load_task_data
 from advisor.errors import RunDirError
-from advisor.gains import run_gains
-from advisor.ledger import Ledger, rank_run_dir
-from advisor.models import check_ladder
+from advisor.incremental import executor as incremental
+from advisor.incremental import inputs as continuation
+from advisor.incremental import resumption
+from advisor.metering.devices import process_peak_rss_mb
+from advisor.metering.regions import low_carbon_alternatives
+from advisor.models.ladder import check_ladder
 from advisor.outcome import Report, Verdict
-from advisor.pages import write_reports
-from advisor.policy import budget_exhausted
-from advisor.publish import evaluate_on_test, publish, published_artifact
-from advisor.regions import low_carbon_alternatives
-from advisor.stats import metric_interval, rows_for_margin
+from advisor.report.pages import write_reports
+from advisor.store import rundir
+from advisor.store.ledger import Ledger, rank_run_dir
 from advisor.types import Cost, RunResult
+from advisor.verdicts.criteria import PFLOP, closest_verdict, fmt_num, validate_metric_name
+from advisor.verdicts.gains import run_gains
+from advisor.verdicts.stats import metric_interval, rows_for_margin
 
 Progress = Callable[[str], None]
 
@@ -41,7 +45,7 @@ def prepare_run_dir(path: str | Path, restart: bool = False, say: Progress | Non
     """Create the run directory and check it is writable, without touching anything inside.
 
     With ``restart`` the records of an earlier advise in it are first moved to ``<path>.old-<time>``
-    (:func:`advisor.rundir.move_aside`); ``say`` is told where.
+    (:func:`advisor.store.rundir.move_aside`); ``say`` is told where.
     """
     run_dir = Path(path).expanduser()
     if restart:
@@ -88,16 +92,16 @@ def advise(
     """Find the smallest model that meets ``config.criteria``; write reports and the model to the run dir.
 
     Args:
-        config: the resolved configuration (see ``advisor.config.build_config``).
+        config: the resolved configuration (see ``advisor.config.settings.build_config``).
         from_run: an earlier run directory whose recommended model is continued on the (expanded)
             data instead of climbing the ladder again (incremental training).
         progress: receives one line per step of work.
         distiller: turns a run that is good enough but too big into a judged student
             (``distill.compact.distil_run``, which the CLI and ``select_model`` pass); with None
-            such a student is recorded as unavailable (:data:`advisor.distiller.NO_DISTILLER`).
+            such a student is recorded as unavailable (:data:`advisor.climb.distiller.NO_DISTILLER`).
         restart: move the run directory's earlier records aside (``<out>.old-<time>``) and start
             afresh; without it, records made on other data, models or settings are refused
-            (:mod:`advisor.rundir`).
+            (:mod:`advisor.store.rundir`).
 
     Returns:
         The Report (also written as report.json, report.md and report.html in the run directory).
@@ -185,10 +189,7 @@ def _continue(
         extra_callbacks=_budget_watch(config, ledger),
         later_candidates=earlier.resume.candidates,
     )
-    if c.recommendation is None and earlier.resume.config is not None and c.outcome != "budget":
-        c = resumption.resume_climb(earlier.resume, c, earlier.report, start, say)
-    elif c.recommendation is None:
-        c = resumption.not_resumed(earlier.resume, c)
+    c = resumption.after_continuation(earlier.resume, c, earlier.report, start, say)
     details = {"outcome": c.outcome, **c.details}
     runs = list(c.runs)
     return _finish(
@@ -207,7 +208,7 @@ def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
     The judging pass it must leave room for is reserved by ``incremental.continue_from``, which
     knows the model being continued.
     """
-    from advisor.budget import BudgetCallback, Rates, any_budget
+    from advisor.climb.budget import BudgetCallback, Rates, any_budget
 
     if not any_budget(config.criteria):
         return []

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.config import CONFIG_DIR, NO_FLOOR, Config, build_config, earlier_bar, floor_given
-from advisor.criteria import fmt_count, fmt_num
-from advisor.datafiles import check_source
+from advisor.config.layering import deep_merge
+from advisor.config.settings import CONFIG_DIR, NO_FLOOR, Config, build_config, earlier_bar, floor_given
+from advisor.data.datafiles import check_source
 from advisor.errors import ConfigError, GreenladderError
-from advisor.layering import deep_merge
 from advisor.outcome import Report
+from advisor.verdicts.criteria import fmt_count, fmt_num
 
 EXIT_OK, EXIT_NOT_MET, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
@@ -175,7 +175,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config, files, extra, inherited = _resolve(args)
     if args.list_datasets:
-        from advisor.builtin_data import builtin_table
+        from advisor.offline.builtin_data import builtin_table
 
         print(builtin_table())
         return EXIT_OK
@@ -196,7 +196,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             f"advise: task {config.task}, data {config.data.source}, ladder {config.ladder.name}, "
             f"criteria {config.criteria.metric} >= {config.criteria.floor:g}, run dir {config.output.out}"
         )
-    from distill.compact import distil_run  # the climb's compaction step, composed here (advisor.distiller)
+    from distill.compact import distil_run  # the climb's compaction step, composed here (advisor.climb.distiller)
 
     report = advise(
         config,
@@ -209,7 +209,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     if not main_rank:
         return EXIT_OK  # rank 0 answers for the job; a non-zero exit here would make torchrun kill it
     if args.json:
-        from advisor.report import to_json
+        from advisor.report.render import to_json
 
         print(json.dumps(to_json(report), indent=2))
     else:
@@ -229,7 +229,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Config, list[Any], dict[str, Any
     if inherited:  # under the flags: a --max-params given now still wins
         extra = deep_merge({"criteria": inherited}, extra)
     config = build_config(files, args.overrides, extra)
-    from advisor.criteria import validate_metric_name
+    from advisor.verdicts.criteria import validate_metric_name
 
     validate_metric_name(config.criteria.metric)
     return config, files, extra, inherited
@@ -237,7 +237,7 @@ def _resolve(args: argparse.Namespace) -> tuple[Config, list[Any], dict[str, Any
 
 def _list_rungs(config: Config, fetch: bool) -> None:
     """Print the ladder's rungs (``--list-rungs``); with ``fetch`` (``--fetch-models``) fetch them first."""
-    from advisor.models import ladder_table, load_ladder, materialise
+    from advisor.models.ladder import ladder_table, load_ladder, materialise
 
     rungs = load_ladder(config.ladder.name)
     if fetch:
@@ -253,8 +253,8 @@ def _list_rungs(config: Config, fetch: bool) -> None:
 def _print_answer(report: Report, config: Config) -> None:
     """The report as a table, its notes and the answer; where nothing passed, the closest model and,
     when a budget stopped the climb, what was spent against what was allowed."""
-    from advisor.pages import lost_work_line, run_notes
-    from advisor.report import answer_lines, to_table
+    from advisor.report.pages import lost_work_line, run_notes
+    from advisor.report.render import answer_lines, to_table
 
     print(to_table(report))
     for line in run_notes(report):

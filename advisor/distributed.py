@@ -8,7 +8,7 @@ for ever:
 
 * rank 0 alone owns the run directory (lock, ledger, reports, saved models); the other ranks work
   in a private scratch folder holding a copy of rank 0's ledger, so a resumed climb reads the same
-  runs back on every rank (:func:`advisor.ledger.rank_run_dir`);
+  runs back on every rank (:func:`advisor.store.ledger.rank_run_dir`);
 * a run's record is rank 0's, its cost summed over ranks (:func:`agree`): every rank then sees the
   same record, and the job's FLOPs, tokens and energy are all ranks' work, not one rank's share;
 * work that needs doing once (the final validation pass) runs on rank 0 and is sent to the others

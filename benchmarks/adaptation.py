@@ -10,9 +10,9 @@ on the test split and prints:
    accuracy with 95 % intervals, training PFLOPs, kWh and wall seconds; the paired test difference
    of each probe against the fine-tune of the same encoder and against the next smaller encoder's
    fine-tune (McNemar-style paired bootstrap on the same test rows), pooled over seeds;
-2. the climb replayed with greenladder's own decision function (``advisor.policy.decide``, one
+2. the climb replayed with greenladder's own decision function (``advisor.climb.policy.decide``, one
    trial per fine-tune rung, no distillation) at three floors per dataset, with probe rungs (steps
-   in order of forecast training FLOPs, :mod:`advisor.steps`) and without (fine-tunes in ladder
+   in order of forecast training FLOPs, :mod:`advisor.climb.steps`) and without (fine-tunes in ladder
    order): the recommendation, whether it meets the floor on test, and the FLOPs spent to reach it.
    The floors are the baseline's cross-validated accuracy plus 2, 5 and 8 points, fixed before any
    transformer result is read.
@@ -82,7 +82,7 @@ def _parser() -> Any:
 def _train_all(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Any, Path]:
     """Every step of the climb once, by ``advise`` itself, into ``work``; (config, report, run dir)."""
     from advisor.advise import advise
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
 
     data, folder = adaptation_split(source, seed, args, work)
     out = work / "runs" / f"{data_slug(source)}-{args.train_rows}-{args.eval_rows}-seed{seed}"
@@ -109,11 +109,11 @@ def _train_all(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Any,
 
 def _test_predictions(run: Any, out: Path, data: Any, config: Any) -> list[int]:
     """The run's saved model on the test split (the baseline's were recorded when it was fitted)."""
-    from advisor.data import column
-    from advisor.inference import predict_labels
-    from advisor.loading import load_for_classification
-    from advisor.probe import ProbeModel
-    from advisor.train import quiet_libraries
+    from advisor.data.task import column
+    from advisor.models.loading import load_for_classification
+    from advisor.training.inference import predict_labels
+    from advisor.training.probe import ProbeModel
+    from advisor.training.train import quiet_libraries
 
     if run.test_predictions:
         return list(run.test_predictions)
@@ -136,8 +136,8 @@ def _replay(report: Any, config: Any, data: Any, floor: float, probes: bool, ord
     """The climb's decisions on the recorded runs at ``floor``: what it takes, where it stops."""
     import dataclasses
 
-    from advisor import policy
-    from advisor.data import column
+    from advisor.climb import policy
+    from advisor.data.task import column
 
     crit = dataclasses.replace(config.criteria, floor=floor)
     ladder = dataclasses.replace(config.ladder, probes=probes)
@@ -162,9 +162,9 @@ def _replay(report: Any, config: Any, data: Any, floor: float, probes: bool, ord
 def _order(config: Any, data: Any, out: Path) -> Any:
     from transformers import AutoTokenizer
 
-    from advisor import steps
-    from advisor.climb import ladder_rungs
-    from advisor.data import column
+    from advisor.climb import steps
+    from advisor.climb.executor import ladder_rungs
+    from advisor.data.task import column
 
     rungs = ladder_rungs(config)
     tok = AutoTokenizer.from_pretrained(str(next(p for p in (out / "runs").glob("*-probe/model/encoder"))))
@@ -180,7 +180,7 @@ def _order(config: Any, data: Any, out: Path) -> Any:
 
 
 def _acc_iv(labels: list[int], preds: list[int], k: int) -> Any:
-    from advisor.stats import metric_interval
+    from advisor.verdicts.stats import metric_interval
 
     return metric_interval("accuracy", labels, preds, k, 0.95)
 
@@ -197,8 +197,8 @@ def _name(args: Any) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     writer, title = open_results("adaptation.py", argv, args, _name, "dataset-seed's runs")
-    from advisor.data import column
-    from advisor.stats import paired_gain
+    from advisor.data.task import column
+    from advisor.verdicts.stats import paired_gain
 
     work = Path(args.work or "/tmp/greenladder-bench/adaptation")
     encoders = [e.strip() for e in args.encoders.split(",")]
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         for seed in seeds:
             config, report, out = _train_all(source, seed, args, work)
-            from advisor.data import load_task_data
+            from advisor.data.task import load_task_data
 
             data = load_task_data(config.data)
             k, y = len(data.label_names), [int(v) for v in column(data.test, "label")]

@@ -1,7 +1,7 @@
 """What the benchmark scripts share: thread settings, one fixed data split, safe names, tables and result files.
 
 Every method in a benchmark reads the same split: :func:`fixed_split` loads the dataset once with
-``advisor.data.load_task_data`` (fixed seed), optionally keeps a stratified subset of each split,
+``advisor.data.task.load_task_data`` (fixed seed), optionally keeps a stratified subset of each split,
 and saves it as a ``datasets`` folder with train/validation/test splits, which ``load_task_data``
 reads back unchanged (given splits are kept). Nothing in a table is typed by hand.
 
@@ -181,7 +181,7 @@ def data_slug(source: str) -> str:
         BenchError: ``source`` is neither a built-in name nor an existing file or folder, and
             looks like a path.
     """
-    from advisor.builtin_data import BUILTINS
+    from advisor.offline.builtin_data import BUILTINS
 
     if source in BUILTINS:  # advise reads a built-in name first, even when a file of that name exists
         return source
@@ -274,8 +274,8 @@ def fixed_split(
     """
     import datasets
 
-    from advisor.config import DataConfig
-    from advisor.data import load_task_data
+    from advisor.config.settings import DataConfig
+    from advisor.data.task import load_task_data
 
     full = load_task_data(DataConfig(source=source, split_seed=seed, **dict(data_options or {})), progress=progress)
     names = list(full.label_names)

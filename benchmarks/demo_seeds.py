@@ -12,7 +12,7 @@ Usage::
     python benchmarks/demo_seeds.py --replay --set criteria.floor=0.75   # decisions at another floor
 
 ``--replay`` trains nothing: it reads the runs recorded in each seed's run directory and replays the
-climb's decision function (``advisor.policy.decide``) on them with the configuration given, so the
+climb's decision function (``advisor.climb.policy.decide``) on them with the configuration given, so the
 same trained runs can be judged at another floor or confidence. A run the replayed climb would ask
 for and that is not recorded is reported as missing.
 """
@@ -43,7 +43,7 @@ def main() -> int:
         return replay(args)
     set_threads(2)
     from advisor.advise import advise
-    from advisor.config import CONFIG_DIR, build_config
+    from advisor.config.settings import CONFIG_DIR, build_config
 
     rows, picks = [], {}
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -104,12 +104,12 @@ def _publish(path: Path, title: str, headers: list[str], rows: list[list], verdi
 
 def replay(args: argparse.Namespace) -> int:
     """The climb's decisions on each seed's recorded runs, under configs/demo.yaml plus ``--set``."""
-    from advisor.config import CONFIG_DIR, build_config
-    from advisor.data import column, load_task_data
-    from advisor.ledger import Ledger
-    from advisor.models import load_ladder
-    from advisor.policy import Evidence, RungInfo, Stop, decide, verdicts
-    from advisor.stats import rows_for_margin
+    from advisor.climb.policy import Evidence, RungInfo, Stop, decide, verdicts
+    from advisor.config.settings import CONFIG_DIR, build_config
+    from advisor.data.task import column, load_task_data
+    from advisor.models.ladder import load_ladder
+    from advisor.store.ledger import Ledger
+    from advisor.verdicts.stats import rows_for_margin
 
     rows, picks = [], {}
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -74,8 +74,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _source(name: str) -> str:
-    from advisor.builtin_models import BUILTIN_SOURCES
-    from advisor.sources import resolve_source
+    from advisor.models.sources import resolve_source
+    from advisor.offline.builtin_models import BUILTIN_SOURCES
 
     return str(resolve_source(f"pypi:{name}" if f"pypi:{name}" in BUILTIN_SOURCES else name, progress=say))
 
@@ -156,7 +156,7 @@ def test_scores(
     """
     from statistics import fmean
 
-    from advisor.loading import load_for_classification
+    from advisor.models.loading import load_for_classification
     from distill.compress import quantize_int8
     from distill.trainer import evaluate
 

@@ -11,7 +11,7 @@ labelled rows plus the teacher's logits on the transfer set (which the control c
 (``distill.augment``), the stronger teacher's logits on them: what a user without unlabelled text gets.
 
 Reported per seed: test accuracy of every model, each distilled student against the control as a
-paired bootstrap interval on the same test rows (``advisor.stats.paired_gain``, with McNemar's
+paired bootstrap interval on the same test rows (``advisor.verdicts.stats.paired_gain``, with McNemar's
 p), the decide-first check (teacher against control on validation, ``distill.decide``), and the
 compute each arm spent (teacher fine-tune, teacher logits, student training; FLOPs analytic, time
 measured). Pooled over seeds: the paired interval over all (seed, test row) pairs, and a t interval
@@ -97,8 +97,8 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def _source(name: str) -> str:
-    from advisor.builtin_models import BUILTIN_SOURCES
-    from advisor.sources import resolve_source
+    from advisor.models.sources import resolve_source
+    from advisor.offline.builtin_models import BUILTIN_SOURCES
 
     return str(resolve_source(f"pypi:{name}" if f"pypi:{name}" in BUILTIN_SOURCES else name, progress=say))
 
@@ -140,7 +140,7 @@ def _config(
 
 def test_predictions(run: Any, work: Path, data: Any, max_length: int) -> tuple[int, ...]:
     """The saved model's predicted label per test row (the pipeline keeps validation predictions only)."""
-    from advisor.loading import load_for_classification
+    from advisor.models.loading import load_for_classification
     from distill.trainer import evaluate
 
     model, tok = load_for_classification(str(work / str(run.artifact)), tuple(data.label_names))
@@ -172,7 +172,7 @@ def arms(args: argparse.Namespace) -> list[str]:
 
 def one_seed(args: argparse.Namespace, dataset: str, data: Any, seed: int, work: Path) -> dict[str, Any]:
     """Both teachers, the control and both distilled students on one seed's split; one table row."""
-    from advisor.stats import paired_gain
+    from advisor.verdicts.stats import paired_gain
     from distill.decide import teacher_vs_control
     from distill.pipeline import distill_models
     from distill.teacher import load_teacher
@@ -240,7 +240,7 @@ def pooled(rows: list[dict[str, Any]], arm: str) -> dict[str, Any]:
     import numpy as np
     from scipy import stats
 
-    from advisor.stats import paired_gain
+    from advisor.verdicts.stats import paired_gain
 
     a = [c for r in rows for c in r["arms"][arm]["correct"]]
     b = [c for r in rows for c in r["arms"]["control"]["correct"]]

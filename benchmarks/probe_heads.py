@@ -2,11 +2,11 @@
 
 For each dataset, split seed and encoder, the texts of the same splits ``benchmarks/adaptation.py``
 uses (``--train-rows`` training rows, ``--eval-rows`` validation and test rows each) are embedded
-once with the frozen encoder and the checkpoint's pooling (``advisor.probe.embed``). Every head is
+once with the frozen encoder and the checkpoint's pooling (``advisor.training.probe.embed``). Every head is
 fitted on the training embeddings with its regularisation C chosen by 5-fold cross-validation on
-them (the grid of ``advisor.probe.C_GRID``) and scored on validation and test:
+them (the grid of ``advisor.training.probe.C_GRID``) and scored on validation and test:
 
-* ``standardised`` (what greenladder ships, ``advisor.probe.fit_head``): logistic regression on
+* ``standardised`` (what greenladder ships, ``advisor.training.probe.fit_head``): logistic regression on
   embeddings standardised per dimension;
 * ``l2``: logistic regression on L2-normalised embeddings (the cosine geometry sentence encoders
   are trained for), no standardisation;
@@ -47,7 +47,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def head_predictions(head: str, e: dict[str, np.ndarray], y_train: list[int], k: int, seed: int) -> dict[str, Any]:
     """Fit ``head`` on the training embeddings; its C and its predictions on validation and test."""
-    from advisor.probe import fit_head
+    from advisor.training.probe import fit_head
 
     if head == "standardised":
         fitted = fit_head(e["train"], y_train, k, seed)
@@ -59,7 +59,7 @@ def head_predictions(head: str, e: dict[str, np.ndarray], y_train: list[int], k:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from advisor.probe import C_GRID
+    from advisor.training.probe import C_GRID
 
     cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     lr = LogisticRegression(max_iter=3000, random_state=seed)
@@ -69,11 +69,11 @@ def head_predictions(head: str, e: dict[str, np.ndarray], y_train: list[int], k:
 
 
 def _embed_splits(data: Any, encoder: str, max_length: int) -> dict[str, np.ndarray]:
-    from advisor.data import column
-    from advisor.loading import load_encoder
-    from advisor.models import load_ladder, materialise
-    from advisor.probe import checkpoint_pooling, embed
-    from advisor.train import quiet_libraries
+    from advisor.data.task import column
+    from advisor.models.ladder import load_ladder, materialise
+    from advisor.models.loading import load_encoder
+    from advisor.training.probe import checkpoint_pooling, embed
+    from advisor.training.train import quiet_libraries
 
     rung = {r.name: r for r in load_ladder("offline")}[encoder]
     source = materialise(rung, None)
@@ -87,7 +87,7 @@ def _embed_splits(data: Any, encoder: str, max_length: int) -> dict[str, np.ndar
 
 
 def _rows(results: list[dict[str, Any]]) -> list[list[Any]]:
-    from advisor.stats import paired_gain
+    from advisor.verdicts.stats import paired_gain
 
     rows = []
     keys = sorted({(r["data"], r["encoder"]) for r in results})
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"probe_heads-{slug}-{a.train_rows}rows", "Which linear head a frozen-encoder probe fits"
 
     writer, title = open_results("probe_heads.py", argv, args, name, "dataset-seed-encoder's heads")
-    from advisor.data import column
+    from advisor.data.task import column
 
     work = Path(args.work or "/tmp/greenladder-bench/adaptation")
     results: list[dict[str, Any]] = []

@@ -1,12 +1,12 @@
 """Does the pruner stop a trial that would have been the rung's best? The median pruner against the paired one.
 
 Every trial of a small grid (each rung x learning rates, same epochs) is trained to the end once,
-without pruning, through ``advisor.train.train_run``; each evaluation's score and predictions on
+without pruning, through ``advisor.training.train.train_run``; each evaluation's score and predictions on
 the sampled validation rows (``train.eval_rows``) are recorded. Then both pruners are replayed on
 those records, for every order in which the rung's trials could have been run: the median pruner
 greenladder shipped before (optuna's ``MedianPruner``, one startup trial, no pruning before the end
 of the first epoch, pruning also at the last evaluation as its callback did) and the paired pruner
-(``advisor.pruning``: the trial is stopped only when it is worse than the best finished trial on the
+(``advisor.climb.pruning``: the trial is stopped only when it is worse than the best finished trial on the
 same sampled rows, paired bootstrap and exact McNemar agreeing, at ``criteria.confidence`` with
 Bonferroni over its evaluations). Both replays run the very ``PruningCallback`` the climb uses.
 
@@ -47,7 +47,7 @@ from common import (
     work_folder,
 )
 
-from advisor.stopping import RunWatcher
+from advisor.training.stopping import RunWatcher
 
 PRUNERS = ("median (before)", "paired (now)")
 
@@ -90,7 +90,7 @@ def result_name(args: argparse.Namespace) -> tuple[str, str]:
 class Recorder(RunWatcher):
     """Records each evaluation's score and its predictions on the sampled rows.
 
-    A :class:`advisor.stopping.RunWatcher`, so ``train_run`` hands it each attempt's best-weight
+    A :class:`advisor.training.stopping.RunWatcher`, so ``train_run`` hands it each attempt's best-weight
     keeper (``watch``), whose ``latest`` holds the predictions of the evaluation just made.
     """
 
@@ -118,10 +118,10 @@ def train_trials(
     args: argparse.Namespace, folder: Path, work: Path, data: Any, cache: Path | None
 ) -> list[dict[str, Any]]:
     """Every (rung, lr) trained to the end without pruning, its evaluations recorded; read back from ``cache``."""
-    from advisor.config import build_config
-    from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.config.settings import build_config
+    from advisor.models.ladder import candidate_for, load_ladder, materialise
     from advisor.runkey import RunKey
-    from advisor.train import train_run
+    from advisor.training.train import train_run
 
     config = build_config(
         extra={
@@ -192,7 +192,7 @@ def replay(
     """The step each trial would have been stopped at (None: trained to the end), trials run in ``order``."""
     import optuna
 
-    from advisor.pruning import PairedPruner, PruningCallback
+    from advisor.climb.pruning import PairedPruner, PruningCallback
 
     warmup = min(t["eval_steps"] for t in trials)  # one epoch at one evaluation per epoch, as the climb sets it
     pruner: optuna.pruners.BasePruner = (
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         data, folder = split_for(args, f"pruner-{args.slug}", root=work)
         cache = args.work.expanduser() / "pruner_runs.jsonl" if args.work is not None else None
         trials = train_trials(args, folder, work, data, cache)
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
 
     criteria = build_config().criteria
     metric, level = criteria.metric, criteria.confidence

@@ -1,7 +1,7 @@
 """Training-health rules on and off: does any rule cost a rung accuracy, and what does evaluation cost?
 
 For each dataset and each offline rung, one training with the shipped defaults
-(``advisor.train.train_run``, lr 1e-4, 3 epochs, batch 32, same seed) with the rules on (broken-run
+(``advisor.training.train.train_run``, lr 1e-4, 3 epochs, batch 32, same seed) with the rules on (broken-run
 rules and early stopping on the criterion metric) and off. Both keep the best weights by the
 metric; the "last eval" column is what judging the last weights instead would have scored. Each
 pair is compared on the same validation and test rows. Then two runs that really are broken
@@ -64,13 +64,13 @@ def _cell(m: dict[str, Any]) -> str:
 
 def one_run(source: str, data: Any, folder: Path, work: Path, rung: str, rules: bool, hp: dict[str, Any], args: Any):
     """Train one rung once; validation and test accuracy of the kept weights, compute, timings."""
-    from advisor.config import build_config
-    from advisor.data import column
-    from advisor.inference import predict_labels
-    from advisor.loading import load_for_classification
-    from advisor.models import load_ladder, materialise
+    from advisor.config.settings import build_config
+    from advisor.data.task import column
+    from advisor.models.ladder import load_ladder, materialise
+    from advisor.models.loading import load_for_classification
     from advisor.runkey import RunKey
-    from advisor.train import train_run
+    from advisor.training.inference import predict_labels
+    from advisor.training.train import train_run
     from advisor.types import Candidate
 
     config = build_config(
@@ -138,7 +138,7 @@ def _paired(a: list[int], b: list[int], labels: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_threads(args.threads)
-    from advisor.data import column
+    from advisor.data.task import column
 
     train_rows = args.train_rows or (350 if args.quick else 1400)
     eval_rows = args.eval_rows or (75 if args.quick else 300)

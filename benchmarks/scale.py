@@ -172,7 +172,7 @@ def _source_csv(args: Any, work: Path) -> Path:
 
 def grow_keys_known() -> bool:
     """Whether the installed greenladder takes ``tuning.grow_from`` (data-size rungs)."""
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
     from advisor.errors import ConfigError
 
     try:
@@ -275,10 +275,10 @@ def split_at(args: Any, csv: Path, work: Path, rows: int) -> tuple[Any, Path]:
 
 def floor_check(args: Any, csv: Path, work: Path, writer: Any) -> list[dict[str, Any]]:
     """The TF-IDF baseline's validation accuracy at each size: the climb's pipeline and C grid
-    (``advisor.baseline``), without its cross-validation; what the default floors were chosen from."""
-    from advisor.baseline import C_GRID, _pipeline
-    from advisor.data import column
-    from advisor.stats import metric_interval
+    (``advisor.training.baseline``), without its cross-validation; what the default floors were chosen from."""
+    from advisor.data.task import column
+    from advisor.training.baseline import C_GRID, _pipeline
+    from advisor.verdicts.stats import metric_interval
 
     out = []
     for rows in args.sizes:

@@ -44,23 +44,23 @@ def rss_mb() -> float:
 
 
 def _data_config(csv: str) -> Any:
-    from advisor.config import DataConfig
+    from advisor.config.settings import DataConfig
 
     return DataConfig(source=csv, **DATA_OPTIONS)
 
 
 def _load(csv: str) -> Any:
-    from advisor.data import load_task_data
+    from advisor.data.task import load_task_data
 
     return load_task_data(_data_config(csv))
 
 
 def _encoder() -> tuple[Any, Any, str, str]:
     """The smallest offline encoder: (model, tokenizer, pooling, folder)."""
-    from advisor.loading import load_encoder
-    from advisor.models import load_ladder, materialise
-    from advisor.probe import checkpoint_pooling
-    from advisor.train import quiet_libraries
+    from advisor.models.ladder import load_ladder, materialise
+    from advisor.models.loading import load_encoder
+    from advisor.training.probe import checkpoint_pooling
+    from advisor.training.train import quiet_libraries
 
     rung = next(r for r in load_ladder("offline") if r.name == SMALLEST_ENCODER)
     folder = str(materialise(rung))
@@ -70,7 +70,7 @@ def _encoder() -> tuple[Any, Any, str, str]:
 
 
 def _all_texts(data: Any) -> list[str]:
-    from advisor.data import column
+    from advisor.data.task import column
 
     return [t for split in (data.train, data.validation, data.test) for t in column(split, "text")]
 
@@ -85,7 +85,7 @@ def _timed(before: Callable[[], Any], phase: Callable[[Any], Any]) -> dict[str, 
 
 
 def phase_load(spec: dict[str, Any]) -> dict[str, Any]:
-    """Read the CSV, check, deduplicate and carve the splits (``advisor.data.load_task_data``)."""
+    """Read the CSV, check, deduplicate and carve the splits (``advisor.data.task.load_task_data``)."""
 
     def load(_: Any) -> dict[str, int]:
         data = _load(spec["csv"])
@@ -96,12 +96,12 @@ def phase_load(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _import_data() -> None:
     """Import what loading needs, outside the timed part (imports are start-up, not the phase)."""
-    import advisor.data  # noqa: F401
+    import advisor.data.task  # noqa: F401
 
 
 def phase_tokenise(spec: dict[str, Any]) -> dict[str, Any]:
-    """Token counts of the training and validation texts (``advisor.steps.token_lengths``)."""
-    from advisor.steps import token_lengths
+    """Token counts of the training and validation texts (``advisor.climb.steps.token_lengths``)."""
+    from advisor.climb.steps import token_lengths
 
     def tokenise(state: tuple[Any, str]) -> int:
         train, val = token_lengths(state[1], state[0], spec["max_length"])
@@ -111,9 +111,9 @@ def phase_tokenise(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_baseline(spec: dict[str, Any]) -> dict[str, Any]:
-    """The TF-IDF baseline as the climb fits it (``advisor.baseline.fit_baseline``: C grid, CV, test, save)."""
-    from advisor.baseline import fit_baseline
-    from advisor.config import build_config
+    """The TF-IDF baseline as the climb fits it (``advisor.training.baseline.fit_baseline``: C grid, CV, test, save)."""
+    from advisor.config.settings import build_config
+    from advisor.training.baseline import fit_baseline
 
     config = build_config(
         overrides=[f"data.source={spec['csv']}", "data.held_out_cap=null", "metering.codecarbon=false"]
@@ -127,8 +127,8 @@ def phase_baseline(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_embed(spec: dict[str, Any]) -> dict[str, Any]:
-    """One probe embedding pass over every row with the smallest encoder (``advisor.probe.embed``)."""
-    from advisor.probe import embed
+    """One probe embedding pass over every row with the smallest encoder (``advisor.training.probe.embed``)."""
+    from advisor.training.probe import embed
 
     def run(state: tuple[list[str], Any]) -> list[int]:
         texts, (model, tok, pooling, _) = state
@@ -138,7 +138,7 @@ def phase_embed(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_ledger(spec: dict[str, Any]) -> dict[str, Any]:
-    """``records`` run records written to a ledger, then report.json/.md/.html (``advisor.pages.write_reports``)."""
+    """``records`` run records written to a ledger, then report.json/.md/.html (``advisor.report.pages.write_reports``)."""
     return _timed(
         lambda: _load(spec["csv"]), lambda data: write_ledger_and_reports(data, spec["records"], spec["work"])
     )
@@ -147,10 +147,10 @@ def phase_ledger(spec: dict[str, Any]) -> dict[str, Any]:
 def _record(data: Any, number: int) -> Any:
     """A finished fine-tune trial's record on ``data``'s validation split, as the climb writes one:
     metrics, one prediction per validation row (every ``number + 2``-th one wrong), a cost."""
-    from advisor.criteria import compute_metrics
-    from advisor.data import column
+    from advisor.data.task import column
     from advisor.runkey import RunKey
     from advisor.types import Candidate, Cost, RunResult
+    from advisor.verdicts.criteria import compute_metrics
 
     labels = [int(y) for y in column(data.validation, "label")]
     k = len(data.label_names)
@@ -173,12 +173,12 @@ def write_ledger_and_reports(data: Any, records: int, work: str) -> int:
     import dataclasses
 
     from advisor.advise import _with_intervals
-    from advisor.criteria import judge
-    from advisor.ledger import Ledger
     from advisor.outcome import Report
-    from advisor.pages import write_reports
-    from advisor.stats import metric_interval
+    from advisor.report.pages import write_reports
+    from advisor.store.ledger import Ledger
     from advisor.types import AcceptanceCriteria, Cost
+    from advisor.verdicts.criteria import judge
+    from advisor.verdicts.stats import metric_interval
 
     run_dir = Path(work)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +211,7 @@ def write_ledger_and_reports(data: Any, records: int, work: str) -> int:
 def run_climb(spec: dict[str, Any]) -> dict[str, Any]:
     """One climb by ``advise`` with ``spec["overrides"]``; its wall time and report path."""
     from advisor.advise import advise
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
 
     config = build_config(overrides=spec["overrides"])
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ Methods, all on the same split, seed, ladder, maximum length and acceptance crit
 * **FLAML**: ``AutoML(task="seq-classification")`` over the same rungs, with a time budget equal to
   greenladder's wall time, and again with a multiple of it.
 
-greenladder, exhaustive and optuna train through ``advisor.train.train_run``, so every one of their
+greenladder, exhaustive and optuna train through ``advisor.training.train.train_run``, so every one of their
 trainings is metered identically (analytic FLOPs from the tokens each forward pass saw, codecarbon
 energy, wall time). FLAML trains with its own loop: its wall time and energy are metered around
 ``fit``; its FLOPs are *estimated* from its trial log (real tokens only, padding not counted).
@@ -140,7 +140,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def make_config(args: argparse.Namespace, folder: Path, out: Path) -> Any:
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
 
     return build_config(
         extra={
@@ -163,7 +163,7 @@ def make_config(args: argparse.Namespace, folder: Path, out: Path) -> Any:
 
 def rung_sources(config: Any) -> dict[str, tuple[Any, str]]:
     """rung name -> (Rung, local folder), in ladder order."""
-    from advisor.models import load_ladder, materialise
+    from advisor.models.ladder import load_ladder, materialise
 
     wanted = list(config.ladder.rungs)
     rungs = {r.name: r for r in load_ladder(config.ladder.name)}
@@ -175,12 +175,12 @@ def rung_sources(config: Any) -> dict[str, tuple[Any, str]]:
 
 def test_eval(run: Any, run_dir: Path, data: Any, config: Any) -> tuple[dict[str, float], Any]:
     """Test metrics of a saved run, metered the way ``advise`` meters its final evaluation."""
-    from advisor.cost import Meter
-    from advisor.counting import MeteringCallback
-    from advisor.criteria import compute_metrics
-    from advisor.data import column
-    from advisor.inference import predict_labels
-    from advisor.loading import load_for_classification
+    from advisor.data.task import column
+    from advisor.metering.cost import Meter
+    from advisor.models.loading import load_for_classification
+    from advisor.training.counting import MeteringCallback
+    from advisor.training.inference import predict_labels
+    from advisor.verdicts.criteria import compute_metrics
 
     with Meter(config.metering, phase=f"test {run.run_id}") as meter:
         model, tok = load_for_classification(str(run_dir / str(run.artifact)), data.label_names)
@@ -207,7 +207,7 @@ def summarise(
     ``verdict`` and ``pick`` hold the pick's interval and reasons; ``closest`` the run that came closest
     when the pick does not pass (or when there is no pick), so that a reader can check the row.
     """
-    from advisor.data import column
+    from advisor.data.task import column
 
     metric = config.criteria.metric
     verdicts = judge_runs(runs, config.criteria, column(data.validation, "label"), len(data.label_names))
@@ -287,7 +287,7 @@ class RunReuse:
 
     def find(self, rung: str, hp: dict[str, Any], config: Any, key: Any) -> Any | None:
         """The earlier run as run ``key`` of the asking method, or None when there is none."""
-        from advisor.train import resolve_hparams
+        from advisor.training.train import resolve_hparams
 
         found = self._runs.get(self._key(rung, resolve_hparams(config, hp), config)) if self.enabled else None
         if found is None:
@@ -334,8 +334,8 @@ def _train(
     reuse: RunReuse,
     method: str,
 ) -> Any:
-    from advisor.models import candidate_for
-    from advisor.train import train_run
+    from advisor.models.ladder import candidate_for
+    from advisor.training.train import train_run
 
     hp = {**hp, "batch_size": config.train.batch_size, "warmup_ratio": config.train.warmup_ratio}
     earlier = reuse.find(rung.name, hp, config, key)
@@ -426,13 +426,13 @@ def _flaml_flops(log_file: Path, sources: dict[str, tuple[Any, str]], data: Any,
     """Estimated FLOPs of FLAML's trials from its log: (total, trials).
 
     Per trial: 3 x forward FLOPs over the real (unpadded) training tokens x epochs (Kaplan et al.
-    2020's 6N per token, via ``advisor.flops.forward_coefficients``) + one forward pass over the
+    2020's 6N per token, via ``advisor.metering.flops.forward_coefficients``) + one forward pass over the
     validation split per epoch. Padding is not counted, so this is a lower bound.
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from advisor.data import column
-    from advisor.flops import forward_coefficients
+    from advisor.data.task import column
+    from advisor.metering.flops import forward_coefficients
 
     any_source = next(iter(sources.values()))[1]
     tok = AutoTokenizer.from_pretrained(any_source)
@@ -468,9 +468,9 @@ def _flaml_flops(log_file: Path, sources: dict[str, tuple[Any, str]], data: Any,
 def run_flaml(
     args: argparse.Namespace, folder: Path, work: Path, data: Any, budget_s: float, label: str
 ) -> dict[str, Any]:
-    from advisor.cost import Meter
-    from advisor.criteria import compute_metrics
-    from advisor.data import column
+    from advisor.data.task import column
+    from advisor.metering.cost import Meter
+    from advisor.verdicts.criteria import compute_metrics
 
     config = make_config(args, folder, work / "flaml")
     sources = rung_sources(config)
@@ -581,8 +581,8 @@ def _flaml_pick(
     path: str, path_to_rung: dict[str, str], hp: dict[str, Any], val_predictions: list[int], data: Any
 ) -> Any:
     """FLAML's best model as a run record (metrics and predictions on the validation rows), judged like any other."""
-    from advisor.criteria import compute_metrics
-    from advisor.data import column
+    from advisor.data.task import column
+    from advisor.verdicts.criteria import compute_metrics
 
     metrics = compute_metrics(column(data.validation, "label"), val_predictions, data.label_names)
     rung = path_to_rung.get(path, path)
@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             if any(r.get("resumed") for r in rows)
             else []
         ),
-        "greenladder, exhaustive and optuna train through `advisor.train.train_run` (dynamic padding, length-bucketed "
+        "greenladder, exhaustive and optuna train through `advisor.training.train.train_run` (dynamic padding, length-bucketed "
         "batches, health rules; each saved model is timed for latency, as advise does); FLOPs "
         "are analytic from the tokens each forward pass saw, the test evaluation of the pick included.",
         "FLAML trains with its own Trainer loop (static padding to the maximum length), so its cost per trial differs; "

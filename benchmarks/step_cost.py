@@ -27,8 +27,8 @@ import time
 import torch
 from common import data_slug, markdown_table, open_results, run_cli
 
-from advisor.loading import load_for_classification
-from advisor.models import load_ladder, materialise
+from advisor.models.ladder import load_ladder, materialise
+from advisor.models.loading import load_for_classification
 
 
 def _set_dropout(model: torch.nn.Module, on: bool) -> None:
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = 3 if args.quick else args.steps
     texts, labels, label_names = None, None, ["a", "b"]
     if args.data:
-        from advisor.config import DataConfig
-        from advisor.data import column, load_task_data
+        from advisor.config.settings import DataConfig
+        from advisor.data.task import column, load_task_data
 
         data = load_task_data(DataConfig(source=args.data))
         texts, labels, label_names = column(data.train, "text"), column(data.train, "label"), list(data.label_names)

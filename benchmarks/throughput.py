@@ -2,15 +2,15 @@
 
 Both train the same checkpoint on the same sentences (one epoch over the same rows, batch 32, same
 learning rate and seed) with the Hugging Face ``Trainer``; they differ only in what
-``advisor.train`` changes:
+``advisor.training.train`` changes:
 
 * **greenladder**: no padding at tokenisation, each batch padded to its own longest text
-  (``DataCollatorWithPadding``), length-bucketed batches in shuffled order (``advisor.batching``), word embeddings frozen
+  (``DataCollatorWithPadding``), length-bucketed batches in shuffled order (``advisor.training.batching``), word embeddings frozen
   only when ``train.freeze_embeddings`` is set (off by default); optionally bf16 autocast;
 * **HF Trainer, padded**: ``tokenizer(padding="max_length")``, random batches, every weight trained.
 
 Reported: real (non-padding) tokens per second of training, and model FLOPs utilisation = analytic
-FLOPs per second (``advisor.counting.MeteringCallback``: 6N per token plus attention, Kaplan et al. 2020)
+FLOPs per second (``advisor.training.counting.MeteringCallback``: 6N per token plus attention, Kaplan et al. 2020)
 ÷ the machine's matrix-multiply peak, measured here with ``torch.matmul`` in the same precision and
 thread count. Timings are medians over rounds that alternate the methods.
 
@@ -96,13 +96,13 @@ def train_once(method: str, source: str, data: Any, args: argparse.Namespace) ->
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator, set_seed
 
-    from advisor.batching import BucketTrainer
-    from advisor.config import MeteringConfig, TrainConfig
-    from advisor.cost import Meter
-    from advisor.counting import MeteringCallback
-    from advisor.inference import tokenize
-    from advisor.loading import load_for_classification
-    from advisor.train import quiet_libraries
+    from advisor.config.settings import MeteringConfig, TrainConfig
+    from advisor.metering.cost import Meter
+    from advisor.models.loading import load_for_classification
+    from advisor.training.batching import BucketTrainer
+    from advisor.training.counting import MeteringCallback
+    from advisor.training.inference import tokenize
+    from advisor.training.train import quiet_libraries
 
     set_seed(args.seed)
     ours = method.startswith("greenladder")
@@ -253,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     writer, title = open_results("throughput.py", argv, args, result_name, "training's measurement")
     import torch
 
-    from advisor.builtin_models import BUILTIN_SOURCES
-    from advisor.sources import resolve_source
+    from advisor.models.sources import resolve_source
+    from advisor.offline.builtin_models import BUILTIN_SOURCES
 
     started = time.perf_counter()
     data, _ = fixed_split(args.data, split_name(args), train_rows=args.train_rows, seed=args.seed, progress=say)

@@ -31,8 +31,8 @@ from typing import Any
 from common import ResultsWriter, command_line, data_slug, markdown_table, run_cli
 
 from advisor.advise import advise
-from advisor.config import CONFIG_DIR, build_config
-from advisor.criteria import PFLOP
+from advisor.config.settings import CONFIG_DIR, build_config
+from advisor.verdicts.criteria import PFLOP
 
 METHODS = {
     "greenladder (default first, warm start, lr probe, TPE, paired pruning)": [
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = out_root / ("tpe" if "TPE" in method else "random")
         config = build_config([CONFIG_DIR / "demo.yaml"], [*base, *overrides], extra=_with_out(extra, run_dir))
         if args.quick:
-            from advisor import data as data_mod
+            from advisor.data import task as data_mod
 
             config = _quick_data(config, data_mod)
         start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 For each dataset and split seed, the baseline and each rung are trained once (one trial each, the
 default settings), and every run is scored on validation and test. Then the climb's own decision
-function (``advisor.policy.decide``) is replayed on those runs for several floors near the rungs'
+function (``advisor.climb.policy.decide``) is replayed on those runs for several floors near the rungs'
 scores, under (a) the point-estimate rule greenladder used before (a run passes when its
 validation metric reaches the floor) and (b) the interval rule (its lower confidence bound must
 clear the floor, Bonferroni-corrected over the candidates). Both rules judge the same trained
@@ -60,7 +60,7 @@ NAMED_SETTINGS = ("seeds", "train_rows", "validation_fraction", "test_fraction",
 
 def unit_config(name: str, seed: int, args: argparse.Namespace, out: Path | None = None) -> Any:
     """The configuration of one dataset and split seed (``out``: its run folder)."""
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
 
     return build_config(
         extra={
@@ -83,8 +83,8 @@ def unit_config(name: str, seed: int, args: argparse.Namespace, out: Path | None
 
 def load_unit(name: str, seed: int, args: argparse.Namespace) -> tuple[Any, str]:
     """The split of one dataset and seed, training rows cut as asked, and its cache key (content + settings)."""
-    from advisor.data import load_task_data
-    from advisor.models import load_ladder
+    from advisor.data.task import load_task_data
+    from advisor.models.ladder import load_ladder
 
     config = unit_config(name, seed, args)
     data = load_task_data(config.data)
@@ -109,13 +109,13 @@ def train_all(
     name: str, seed: int, args: argparse.Namespace, work: Path, rungs: tuple[str, ...] = RUNGS
 ) -> list[dict[str, Any]]:
     """Baseline and every rung on one split: validation and test predictions, cost; each row carries the cache key."""
-    from advisor.baseline import fit_baseline
-    from advisor.data import column
-    from advisor.inference import predict_labels
-    from advisor.loading import load_for_classification
-    from advisor.models import candidate_for, load_ladder, materialise
+    from advisor.data.task import column
+    from advisor.models.ladder import candidate_for, load_ladder, materialise
+    from advisor.models.loading import load_for_classification
     from advisor.runkey import RunKey
-    from advisor.train import train_run
+    from advisor.training.baseline import fit_baseline
+    from advisor.training.inference import predict_labels
+    from advisor.training.train import train_run
 
     data, key = load_unit(name, seed, args)
     slug = args.slugs[name]
@@ -157,10 +157,10 @@ def _row(
 
 def replay(rows: list[dict[str, Any]], floor: float, rule: str) -> dict[str, Any]:
     """The climb's decisions on these trained runs, at ``floor``, under ``rule``."""
-    from advisor.config import build_config
-    from advisor.policy import Evidence, FitBaseline, RungInfo, Stop, Train, decide
-    from advisor.stats import metric_value
+    from advisor.climb.policy import Evidence, FitBaseline, RungInfo, Stop, Train, decide
+    from advisor.config.settings import build_config
     from advisor.types import RunResult
+    from advisor.verdicts.stats import metric_value
 
     by_id = {r["run"]["run_id"]: r for r in rows}
     config = build_config(
@@ -278,7 +278,7 @@ def runs_for(args: argparse.Namespace, work: Path) -> dict[str, dict[int, list[d
 
 def summary_rows(slug: str, groups: dict[int, list[dict[str, Any]]]) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     """One table row per rule for one dataset, and the raw outcomes behind them."""
-    from advisor.stats import metric_value, wilson
+    from advisor.verdicts.stats import metric_value, wilson
 
     # floors where decisions are hard: around each model's mean test accuracy
     means: dict[str, list[float]] = {}

@@ -183,7 +183,7 @@ def check_paths(config: Any) -> None:
         if value is None:
             continue
         path = Path(value).expanduser()
-        # as advisor.readers tells a path from a built-in name or a hub id ("org/name")
+        # as advisor.data.readers tells a path from a built-in name or a hub id ("org/name")
         looks_like_path = value.startswith(("/", ".", "~")) or bool(path.suffix) or "\\" in value
         if looks_like_path and not path.exists():
             raise DataError(
@@ -193,7 +193,7 @@ def check_paths(config: Any) -> None:
 
 
 def _print_result(report: Any, out: str) -> None:
-    from advisor.criteria import fmt_num
+    from advisor.verdicts.criteria import fmt_num
     from distill.report import verdict_lines
 
     s = report.summary

@@ -1,6 +1,6 @@
 """The advisor's compaction step: a rung good enough but too big becomes a distilled student.
 
-``distil_run`` is an ``advisor.distiller.Distiller``: the climb hands it the run that met the floor
+``distil_run`` is an ``advisor.climb.distiller.Distiller``: the climb hands it the run that met the floor
 but failed only ceilings, and judges the RunResult it returns like any rung. The ``advise`` command
 and ``advisor.select_model`` hand it to the climb, which never imports ``distill`` itself.
 The student keeps half the teacher's layers (every other one). Decide before paying: the same
@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from advisor.cost import Meter
-from advisor.data import column
-from advisor.distiller import DistilRequest, unjudged_student
-from advisor.ledger import Ledger
-from advisor.loading import load_for_classification
-from advisor.train import dir_size_mb, quiet_libraries, save_model_folder
+from advisor.climb.distiller import DistilRequest, unjudged_student
+from advisor.data.task import column
+from advisor.metering.cost import Meter
+from advisor.models.loading import load_for_classification
+from advisor.store.ledger import Ledger
+from advisor.training.train import dir_size_mb, quiet_libraries, save_model_folder
 from advisor.types import Cost, Footprint, RunResult
 from distill.compress import model_latency
 from distill.config import DistillConfig, build_distill_config

@@ -2,7 +2,7 @@
 
 Dynamic int8 quantisation replaces each ``nn.Linear`` with a version whose weights are int8 and
 whose activations are quantised on the fly (no calibration data needed); it targets CPU inference.
-Latency has one definition in this project, ``advisor.baseline.latency_ms`` (p50/p95 of batch-1
+Latency has one definition in this project, ``advisor.training.baseline.latency_ms`` (p50/p95 of batch-1
 calls, tokenisation included), used here for the float and int8 students and the ONNX export.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from advisor.baseline import latency_ms
 from advisor.errors import ModelError
-from advisor.inference import predict_labels
+from advisor.training.baseline import latency_ms
+from advisor.training.inference import predict_labels
 
 #: file of the int8 student's weights, next to the float student's folder
 INT8_WEIGHTS = "student_int8.pt"
@@ -72,7 +72,7 @@ def load_int8(float_folder: str | Path, path: str | Path) -> torch.nn.Module:
 
 
 def model_latency(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, repeats: int) -> dict[str, float]:
-    """p50/p95 batch-1 CPU latency of a transformers classifier (``advisor.baseline.latency_ms``)."""
+    """p50/p95 batch-1 CPU latency of a transformers classifier (``advisor.training.baseline.latency_ms``)."""
     return latency_ms(lambda batch: predict_labels(model, tokenizer, batch, max_length), texts, repeats=repeats)
 
 

@@ -1,6 +1,6 @@
 """The distillation settings: one typed object from defaults, ``configs/distill.yaml``, flags and ``--set``.
 
-Same rules as ``advisor.config``: unknown keys and wrong types are errors, and every problem is
+Same rules as ``advisor.config.settings``: unknown keys and wrong types are errors, and every problem is
 reported at once in one :class:`~advisor.errors.ConfigError`.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor.config import DataConfig, MeteringConfig, OptimConfig, RulesConfig
+from advisor.config.layering import build_dataclass, merge_sources
+from advisor.config.settings import DataConfig, MeteringConfig, OptimConfig, RulesConfig
 from advisor.errors import ConfigError
-from advisor.layering import build_dataclass, merge_sources
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,13 @@ class CompressConfig:
     quantize: bool = False
     #: also export the student to ONNX (needs torch's exporter; see the README)
     onnx: bool = False
-    #: timed batch-1 calls for p50/p95 (``advisor.baseline.latency_ms``, tokenisation included)
+    #: timed batch-1 calls for p50/p95 (``advisor.training.baseline.latency_ms``, tokenisation included)
     latency_repeats: int = 50
 
 
 @dataclass(frozen=True)
 class DistillCriteria:
-    """What the delivered student must show, judged as ``advise`` judges a rung (``advisor.criteria.judge``):
+    """What the delivered student must show, judged as ``advise`` judges a rung (``advisor.verdicts.criteria.judge``):
     an interval verdict on the validation rows (pass, fail or undecided), plus measured ceilings."""
 
     #: the metric students are chosen, compared and judged by (any of ``advise``'s metrics)
@@ -195,7 +195,7 @@ def _range_problems(c: DistillConfig) -> list[str]:
 def _criteria_problems(k: DistillCriteria) -> list[str]:
     import difflib
 
-    from advisor.criteria import SUPPORTED_METRICS
+    from advisor.verdicts.criteria import SUPPORTED_METRICS
 
     out = []
     if k.metric not in SUPPORTED_METRICS:
@@ -228,12 +228,12 @@ def check_source(source: str) -> None:
     Raises:
         ModelError: the name is none of these while the hub is unreachable.
     """
-    from advisor import sources
-    from advisor.builtin_models import BUILTIN_SOURCES
     from advisor.errors import ModelError
+    from advisor.models import sources
+    from advisor.offline.builtin_models import BUILTIN_SOURCES
 
     if f"pypi:{source}" in BUILTIN_SOURCES or Path(source).expanduser().is_dir() or sources.looks_like_path(source):
-        return  # a folder that does not exist has its own message, from advisor.sources
+        return  # a folder that does not exist has its own message, from advisor.models.sources
     if sources.in_hf_cache(source) or not sources.hub_offline():
         return
     rungs = ", ".join(s.removeprefix("pypi:") for s in BUILTIN_SOURCES)

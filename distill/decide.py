@@ -4,13 +4,14 @@ Distillation only pays when the teacher knows more than the student learns from 
 Before the distilled students are trained, the teacher and the first no-teacher control (the
 cheap path: the same student trained on the labels) are compared on the same validation rows:
 a paired bootstrap interval of the difference in the metric the student is judged by
-(:func:`advisor.stats.paired_gain`, resampling rows) and, for accuracy, McNemar's exact test on the
+(:func:`advisor.verdicts.stats.paired_gain`, resampling rows) and, for accuracy, McNemar's exact test on the
 rows where they disagree (McNemar 1947). When the interval does not
 lie above ``margin``, the report says so and recommends the cheaper path.
 
 With a transfer set (unlabelled texts, augmented copies) the bar is lower: the teacher labels
 texts the control never sees, so a teacher level with the control still adds signal, and only a
-teacher shown *behind* it sends the run down the cheaper path (:func:`worth_distilling`). In
+teacher shown *behind* it sends the run down the cheaper path (the policy's
+:func:`advisor.climb.compaction.worth_distilling`). In
 ``benchmarks/distill_transfer.py`` (500 labels, 2,000 withheld texts, 3 seeds) the check found no
 evidence either way on every SpamAssassin seed, and the distilled students beat their control by
 +2.1 [+1.1, +3.2] points (same-family teacher) and +2.6 [+1.2, +3.9] (cross-family), pooled.
@@ -25,7 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from advisor.stats import metric_value, paired_gain
+from advisor.climb.compaction import worth_distilling
+from advisor.verdicts.stats import metric_value, paired_gain
 
 Verdict = Literal["teacher_better", "no_evidence", "control_better"]
 
@@ -117,14 +119,6 @@ def teacher_vs_control(
     )
 
 
-def worth_distilling(check: TeacherCheck, transfer_rows: int) -> bool:
-    """Whether to pay for the distilled student: without a transfer set, only when the teacher is
-    shown ahead of the control; with one, unless the teacher is shown behind it."""
-    if transfer_rows > 0:
-        return check.verdict != "control_better"
-    return check.verdict == "teacher_better"
-
-
 def describe(check: TeacherCheck, transfer_rows: int = 0) -> str:
     """One line for the report: the comparison with its interval and n, and what to do."""
     mcnemar = f", McNemar p={check.p_value:.3g}" if check.p_value is not None else ""
@@ -135,7 +129,7 @@ def describe(check: TeacherCheck, transfer_rows: int = 0) -> str:
     )
     if check.verdict == "teacher_better":
         return f"{figures}. The teacher knows more than the student learns alone: distillation can pay."
-    if transfer_rows > 0 and worth_distilling(check, transfer_rows):
+    if transfer_rows > 0 and worth_distilling(check.verdict, transfer_rows):
         return (
             f"{figures}. The teacher is not shown behind the control and labels {transfer_rows:,} texts the control "
             "cannot use: distillation can pay (a teacher level with its control gained about 2 points with a "

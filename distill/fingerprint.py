@@ -61,7 +61,7 @@ def set_digest(rows: Iterable[Sequence[str]]) -> str:
 
 
 def canonical_order(data: Any) -> Any:
-    """``data`` (an ``advisor.data.TaskData``) with each split's rows sorted by a hash of their text,
+    """``data`` (an ``advisor.data.task.TaskData``) with each split's rows sorted by a hash of their text,
     so the order of rows in a file changes nothing downstream. Texts are unique within a split."""
     splits = {}
     for name in _SPLITS:

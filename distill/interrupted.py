@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from advisor.atomic import write_text_atomic
-from advisor.cost import Meter
-from advisor.criteria import fmt_num
 from advisor.faults import fault_point
-from advisor.stopping import RunWatcher
+from advisor.metering.cost import Meter
+from advisor.training.stopping import RunWatcher
 from advisor.types import Cost
+from advisor.verdicts.criteria import fmt_num
 from distill.records import Runs
 
 #: seconds between snapshots: each writes ~1 kB atomically and, with energy metering, takes one

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from advisor.cost import Meter
-from advisor.data import TaskData, column
-from advisor.loading import load_for_classification
+from advisor.climb.compaction import student_to_keep
+from advisor.data.task import TaskData, column
+from advisor.metering.cost import Meter
+from advisor.models.loading import load_for_classification
 from advisor.runkey import RunKey
-from advisor.stats import metric_interval
-from advisor.train import quiet_libraries
+from advisor.training.train import quiet_libraries
 from advisor.types import Cost, RunResult
+from advisor.verdicts.stats import metric_interval
 from distill.compress import INT8_WEIGHTS, model_latency, quantize_int8, save_int8, state_dict_bytes
 from distill.config import DistillConfig
 from distill.records import Runs
@@ -62,7 +63,7 @@ def deliver(
     student started) the control is the student: the small model trained directly.
     """
     teacher_model, tokenizer = teacher
-    best = max(students or controls, key=lambda r: r.metrics[config.criteria.metric])
+    best = student_to_keep(students, controls, config.criteria.metric)
     with quiet_libraries():
         student, student_tok = load_for_classification(str(runs.folder(work_dir, best)), tuple(data.label_names))
     student.eval()

@@ -1,8 +1,8 @@
 """A whole distillation: teacher (fine-tuned first if needed), cached logits, students per seed with
 their no-teacher controls, then (``distill.phases``) int8 quantisation, latency and the one test scoring.
 
-Every phase runs inside its own ``advisor.cost.Meter`` and every finished run goes into the output
-folder's ledger (``advisor.ledger``), each student's weights beside it, so the same command run
+Every phase runs inside its own ``advisor.metering.cost.Meter`` and every finished run goes into the output
+folder's ledger (``advisor.store.ledger``), each student's weights beside it, so the same command run
 again reads the work back instead of repeating it; what is not a run (the logits pass, latency,
 test scoring, work lost to a kill) is a fact in the ledger's cost log (``distill.records``).
 Students are chosen and compared by ``criteria.metric`` on the validation rows.
@@ -10,20 +10,22 @@ Students are chosen and compared by ``criteria.metric`` on the validation rows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from advisor.budget import BudgetCallback
-from advisor.data import TaskData, column
-from advisor.ledger import Ledger
-from advisor.runkey import RunKey
+from advisor.climb.budget import BudgetCallback
+from advisor.climb.compaction import cheaper_path, needs_teacher_check
+from advisor.climb.policy import CompactionEvidence, Stop, decide
+from advisor.data.task import TaskData, column
+from advisor.store.ledger import Ledger
 from advisor.types import Cost, RunResult
 from distill.augment import augment
 from distill.config import DistillConfig, KDConfig
-from distill.decide import TeacherCheck, describe, teacher_vs_control, worth_distilling
+from distill.decide import TeacherCheck, describe, teacher_vs_control
 from distill.interrupted import RunningCost, recover_lost
 from distill.phases import Delivered, account, deliver
 from distill.records import Runs
@@ -167,7 +169,12 @@ def _summary(
 
 
 def _seeds(job: Job, teacher_run: RunResult, transfer: list[str], callbacks: Sequence[Any]) -> _Trained:
-    """Per seed, the control (the cheap path, first) and the distilled student, each read back or trained."""
+    """The controls and distilled students the policy asks for, in its order, each read back or trained.
+
+    :func:`advisor.climb.policy.decide` on a :class:`CompactionEvidence` says what comes next (per
+    seed the control, then the distilled student; none on the cheaper path; nothing after a budget
+    stop); this loop carries it out, and compares the teacher with the first control when asked.
+    """
     runs, data, config, say = job.runs, job.data, job.config, job.say
     k = config.distill
     texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
@@ -175,44 +182,33 @@ def _seeds(job: Job, teacher_run: RunResult, transfer: list[str], callbacks: Seq
     # the settings a student's record carries as its hyperparameters
     hp_kd = {f: getattr(k, f) for f in ("alpha", "temperature", "hidden_weight", "epochs", "learning_rate")}
     hp_kd |= {f: getattr(k, f) for f in ("batch_size", "max_length", "warmup_ratio", "weight_decay")}
-    students: list[RunResult] = []
-    controls: list[RunResult] = []
     outputs: TeacherOutputs | None = None
     check: TeacherCheck | None = None
-    cheaper = False  # decide_first and the teacher did not clear its bar: no distilled student is paid for
-    for seed in k.seeds:
-        # the control first: it is the cheap path the distilled student has to beat
-        for role in (["control"] if k.control else []) + ["distilled"]:
-            if role == "distilled" and cheaper:
-                continue
-            run_id = RunKey(role, number=seed).run_id  # type: ignore[arg-type]
-            run = runs.get(run_id)
-            if run is None:
-                if role == "distilled" and outputs is None:
-                    spent = sum((r.cost for r in (teacher_run, *students, *controls)), Cost())
-                    outputs = logits_phase(job, texts + transfer, watch, spent)
-                keeper = RunningCost(job.keep, run_id)
-                run = runs.put(
-                    train_one(job, role, seed, (texts, labels, transfer), outputs, hp_kd, [*callbacks, keeper])
-                )
-                keeper.done()
-                for cb in watch:
-                    cb.charge(run.cost)
-            (students if role == "distilled" else controls).append(run)
-            if run.status == "budget":
-                break
-            if role == "control" and check is None:
-                check = teacher_vs_control(
-                    teacher_run.val_predictions,
-                    run.val_predictions,
-                    column(data.validation, "label"),
-                    metric=config.criteria.metric,
-                )
-                say(f"before distilling: {describe(check, len(transfer))}")
-                cheaper = k.decide_first and not worth_distilling(check, len(transfer))
-                if cheaper:
-                    say("decide_first: no distilled student is trained; the control is kept as the student")
-        if any(r.status == "budget" for r in (*students, *controls)):
-            break  # the budget is spent: no further seed starts
-
-    return _Trained(students, controls, outputs, check, cheaper)
+    evidence = CompactionEvidence(tuple(k.seeds), k.control, k.decide_first, (), transfer_rows=len(transfer))
+    while not isinstance(action := decide(evidence), Stop):
+        run = runs.get(action.run_id)
+        if run is None:
+            if action.key.role == "distilled" and outputs is None:
+                spent = sum((r.cost for r in (teacher_run, *evidence.runs)), Cost())
+                outputs = logits_phase(job, texts + transfer, watch, spent)
+            keeper = RunningCost(job.keep, action.run_id)
+            role, seed = action.key.role, int(action.key.number or 0)
+            run = runs.put(train_one(job, role, seed, (texts, labels, transfer), outputs, hp_kd, [*callbacks, keeper]))
+            keeper.done()
+            for cb in watch:
+                cb.charge(run.cost)
+        evidence = dataclasses.replace(evidence, runs=(*evidence.runs, run))
+        if needs_teacher_check(evidence):
+            check = teacher_vs_control(
+                teacher_run.val_predictions,
+                run.val_predictions,
+                column(data.validation, "label"),
+                metric=config.criteria.metric,
+            )
+            say(f"before distilling: {describe(check, len(transfer))}")
+            evidence = dataclasses.replace(evidence, teacher_check=check.verdict)
+            if cheaper_path(evidence):
+                say("decide_first: no distilled student is trained; the control is kept as the student")
+    students = [r for r in evidence.runs if r.key.role == "distilled"]
+    controls = [r for r in evidence.runs if r.key.role == "control"]
+    return _Trained(students, controls, outputs, check, cheaper_path(evidence))

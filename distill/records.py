@@ -1,4 +1,4 @@
-"""The output folder's ledger (``advisor.ledger``): finished runs are read back, new ones written once.
+"""The output folder's ledger (``advisor.store.ledger``): finished runs are read back, new ones written once.
 
 A distillation's runs (teacher, controls, distilled students, int8 student) are records in
 ``<out>/ledger.sqlite``, and the phases that are not runs (teacher logits, latency, the test
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from advisor.errors import RunDirError
-from advisor.ledger import LEDGER_NAME, Ledger, locked
+from advisor.store.ledger import LEDGER_NAME, Ledger, locked
 from advisor.types import Cost, RunResult
 from distill.fingerprint import what_changed
 

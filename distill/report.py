@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from advisor.card import co2_eq_emissions
-from advisor.criteria import fmt_num
+from advisor.report.card import co2_eq_emissions
 from advisor.types import Cost, RunResult
+from advisor.verdicts.criteria import fmt_num
 
 _PHASE_NAMES = {
     "teacher": "teacher (fine-tune if needed, validation)",

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from advisor.criteria import validate_metric_name
-from advisor.data import TaskData, column, load_task_data
+from advisor.data.task import TaskData, column, load_task_data
 from advisor.errors import ModelError
-from advisor.ledger import Ledger, locked
+from advisor.store.ledger import Ledger, locked
 from advisor.types import Footprint
+from advisor.verdicts.criteria import validate_metric_name
 from distill.compress import INT8_WEIGHTS, export_onnx, onnx_latency
 from distill.config import DistillConfig
 from distill.fingerprint import canonical_order, fingerprint

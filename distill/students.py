@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from advisor import sources as advisor_sources
-from advisor.builtin_models import BUILTIN_SOURCES
 from advisor.errors import ConfigError, ModelError
-from advisor.loading import load_for_classification
-from advisor.train import quiet_libraries
+from advisor.models import sources as advisor_sources
+from advisor.models.loading import load_for_classification
+from advisor.offline.builtin_models import BUILTIN_SOURCES
+from advisor.training.train import quiet_libraries
 from distill.config import DistillConfig, check_source
 
 Progress = Callable[[str], None]

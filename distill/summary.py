@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from advisor.stats import metric_interval
 from advisor.types import Cost, RunResult
+from advisor.verdicts.stats import metric_interval
 from distill.verdict import gain_over
 
 #: phase -> how its figure came about, when it is not simply "ran in this call"

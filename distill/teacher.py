@@ -21,13 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from advisor.atomic import write_file_atomic
-from advisor.budget import BudgetCallback
-from advisor.cost import Meter
-from advisor.counting import MeteringCallback
+from advisor.climb.budget import BudgetCallback
 from advisor.errors import BudgetError, ModelError
-from advisor.inference import predict_logits
-from advisor.loading import load_for_classification
-from advisor.train import quiet_libraries
+from advisor.metering.cost import Meter
+from advisor.models.loading import load_for_classification
+from advisor.training.counting import MeteringCallback
+from advisor.training.inference import predict_logits
+from advisor.training.train import quiet_libraries
 from advisor.types import Cost
 from distill.losses import mean_pool
 

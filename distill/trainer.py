@@ -1,7 +1,7 @@
 """Distillation on the advisor's training stack: a ``BucketTrainer`` whose loss reads cached teacher logits.
 
 The same Trainer, length-bucketed batches, metering callback and health rules as the advisor's
-fine-tuning (``advisor.train``); only the loss differs. Each training row carries the teacher's
+fine-tuning (``advisor.training.train``); only the loss differs. Each training row carries the teacher's
 logits (cached once, see :mod:`distill.teacher`) as an extra column, so the teacher never runs
 during training and may use another tokenizer than the student. Rows labelled ``NO_LABEL`` (an
 unlabelled transfer set) learn from the teacher alone. Without teacher columns the loss is plain
@@ -22,17 +22,17 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
-from advisor.attempt import train_attempt
-from advisor.batching import BucketTrainer, release_memory
-from advisor.config import RulesConfig
-from advisor.cost import Meter
-from advisor.counting import MeteringCallback
-from advisor.criteria import compute_metrics
-from advisor.hf_trainer import CustomLoss, build_trainer
-from advisor.inference import predict_labels, tokenize
-from advisor.rules import LossNotDecreasingRule, first_firing, health_callbacks
-from advisor.stopping import bind_meter, stopped_by
-from advisor.train import quiet_libraries, scratch_dir
+from advisor.config.settings import RulesConfig
+from advisor.health.rules import LossNotDecreasingRule, first_firing, health_callbacks
+from advisor.metering.cost import Meter
+from advisor.training.attempt import train_attempt
+from advisor.training.batching import BucketTrainer, release_memory
+from advisor.training.counting import MeteringCallback
+from advisor.training.hf_trainer import CustomLoss, build_trainer
+from advisor.training.inference import predict_labels, tokenize
+from advisor.training.stopping import bind_meter, stopped_by
+from advisor.training.train import quiet_libraries, scratch_dir
+from advisor.verdicts.criteria import compute_metrics
 from distill.config import KDConfig
 from distill.losses import NO_LABEL, distillation_loss, hidden_state_loss, mean_pool
 from distill.teacher import TeacherOutputs
@@ -156,7 +156,7 @@ def train_student(
     precision: str = "auto",
 ) -> dict[str, Any]:
     """Train ``model`` in place on the rows, with the teacher's soft targets when given, by the
-    Trainer every rung trains with (:func:`advisor.hf_trainer.build_trainer`): only the loss differs.
+    Trainer every rung trains with (:func:`advisor.training.hf_trainer.build_trainer`): only the loss differs.
 
     Args:
         model: a sequence-classification model (the student, or a teacher being fine-tuned).
@@ -171,7 +171,7 @@ def train_student(
         teacher: cached teacher outputs; None trains on the labels only.
         validation: texts and labels evaluated once per epoch (the health rules read the loss).
         rules: training-health rules; defaults when None.
-        callbacks: more Trainer callbacks; each :class:`advisor.stopping.RunWatcher` (the budget
+        callbacks: more Trainer callbacks; each :class:`advisor.training.stopping.RunWatcher` (the budget
             watch, the running cost) is bound to ``meter`` and this run's counter first.
         precision: as ``train.precision`` ("auto": bf16 or fp16 on a GPU that has it, fp32 on a CPU).
 
@@ -226,7 +226,7 @@ def _fit(
     say: Callable[[str], None],
     run_id: str,
 ) -> tuple[BucketTrainer, list[Any], dict[str, Any]]:
-    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.attempt.train_attempt`).
+    """Train until an attempt does not run out of memory, as a rung does (:func:`advisor.training.attempt.train_attempt`).
 
     Each attempt that does is recorded in ``oom_retries``; the next restarts from the first weights
     of ``modules`` (the student, its projection) at half the rows per device with twice the

@@ -1,7 +1,7 @@
 """The runs of one distillation: the teacher (fine-tuned when its head is new) and its logits pass,
 and each student or no-teacher control, trained, judged on the validation rows and saved.
 
-Each phase meters itself (``advisor.cost.Meter``), records its run or cost fact in the output
+Each phase meters itself (``advisor.metering.cost.Meter``), records its run or cost fact in the output
 folder's ledger (``distill.records``) and charges its cost to the budget watch; the order of the
 phases and which of them run is :mod:`distill.pipeline`'s.
 """
@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from advisor.budget import BudgetCallback
-from advisor.cost import Meter
-from advisor.data import TaskData, column
-from advisor.hf_trainer import EVAL_BATCH
-from advisor.inference import forward_flops
-from advisor.loading import count_parameters
+from advisor.climb.budget import BudgetCallback
+from advisor.data.task import TaskData, column
+from advisor.metering.cost import Meter
+from advisor.models.loading import count_parameters
 from advisor.runkey import RunKey
-from advisor.train import save_model_folder
+from advisor.training.hf_trainer import EVAL_BATCH
+from advisor.training.inference import forward_flops
+from advisor.training.train import save_model_folder
 from advisor.types import Candidate, Cost, RunResult, RunStatus
 from distill.config import DistillConfig, KDConfig
 from distill.interrupted import RunningCost
@@ -117,7 +117,7 @@ def teacher_phase(job: Job, needs_finetune: bool, watch: Sequence[BudgetCallback
     texts, labels = column(data.train, "text"), [int(y) for y in column(data.train, "label")]
     if watch:  # forecast the teacher's passes (analytic FLOPs, as the meter counts them) first
         flops = forward_flops(teacher, tokenizer, column(data.validation, "text"), k.max_length)
-        if needs_finetune:  # x3 per training pass (advisor.flops.PASSES), every epoch
+        if needs_finetune:  # x3 per training pass (advisor.metering.flops.PASSES), every epoch
             flops += 3 * teacher_settings(config).epochs * forward_flops(teacher, tokenizer, texts, k.max_length)
         refuse_pass(watch, "scoring the teacher on validation", flops, Cost())
     keeper = RunningCost(job.keep, "teacher")

@@ -2,13 +2,13 @@
 
 Pure functions of the records: nothing here reads files, trains or prints.
 
-- The verdict is :func:`advisor.criteria.judge` with :func:`advisor.criteria.run_interval` on the
+- The verdict is :func:`advisor.verdicts.criteria.judge` with :func:`advisor.verdicts.criteria.run_interval` on the
   validation rows: ``pass`` when the metric's lower bound clears the floor and every ceiling holds,
   ``fail`` when the upper bound is below it or a ceiling is broken, ``undecided`` in between. A
   retention floor (``min_retention``) becomes the floor ``min_retention x`` the teacher's measured
   validation score: the teacher's score is taken as it was measured, the student's uncertainty
   decides. With a ``--target`` floor as well, the higher of the two applies.
-- The gain over the no-teacher control is :func:`advisor.stats.paired_gain` (paired bootstrap over
+- The gain over the no-teacher control is :func:`advisor.verdicts.stats.paired_gain` (paired bootstrap over
   the same validation rows, McNemar's exact p for accuracy), and per PFLOP and per kWh it is divided
   by everything the distillation spent (its total: teacher, logits, students, controls, lost work),
   interval ends divided the same way, None where the denominator was not measured.
@@ -20,10 +20,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from advisor.criteria import PFLOP, judge, run_interval
 from advisor.outcome import Verdict
-from advisor.stats import PairedGain, paired_gain
 from advisor.types import AcceptanceCriteria, Cost, Footprint, RunResult
+from advisor.verdicts.criteria import PFLOP, judge, run_interval
+from advisor.verdicts.stats import PairedGain, paired_gain
 from distill.config import DistillCriteria
 
 

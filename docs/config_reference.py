@@ -120,7 +120,7 @@ def _sections(root: type) -> list[tuple[str, type]]:
 
 def render() -> str:
     """The generated part of docs/configuration.md: one table per section of each tool."""
-    from advisor.config import Config
+    from advisor.config.settings import Config
     from distill.config import DistillConfig
 
     advise_notes = _yaml_comments(ROOT / "configs" / "default.yaml")

@@ -223,7 +223,7 @@ def no_network(
     """The default suite runs offline: a connection to another machine fails, and so does pip.
 
     Loopback stays open (the PostgreSQL and multi-process tests talk over it). pip runs in a
-    subprocess (advisor/fetch.py), out of reach of the socket guard: it is given no index and no
+    subprocess (advisor/offline/fetch.py), out of reach of the socket guard: it is given no index and no
     local wheel folder, and the greenladder cache is an empty folder, so a test that would fetch a
     pinned file fails here as on a fresh clone without network, also where an earlier run filled
     the cache. Tests marked ``integration`` may fetch, and are skipped when the index is unreachable.
@@ -274,11 +274,11 @@ def weaken_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     import dataclasses
 
-    import advisor.baseline as baseline
-    import advisor.climb as climb
-    import advisor.incremental as incremental
-    from advisor.criteria import compute_metrics
-    from advisor.data import column
+    import advisor.climb.executor as climb
+    import advisor.incremental.executor as incremental
+    import advisor.training.baseline as baseline
+    from advisor.data.task import column
+    from advisor.verdicts.criteria import compute_metrics
 
     real = climb.fit_baseline
 
@@ -341,7 +341,7 @@ class FakeEnergyReader:
         return (self.clock() - self._t0) * self.kwh_per_s
 
     def stop(self) -> Any:
-        from advisor.energy import EnergyReading
+        from advisor.metering.energy import EnergyReading
 
         return EnergyReading(cpu_kwh=self.so_far() or 0.0, emissions_g=0.0, provenance="estimated")
 
@@ -365,15 +365,15 @@ WORK_KWH_PER_S = 1e-4
 @pytest.fixture
 def work_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """Every meter of a search reads a fake clock that only the work advances: one second per training
-    step (any Trainer metered by :class:`advisor.counting.MeteringCallback`: trials, continuations,
+    step (any Trainer metered by :class:`advisor.training.counting.MeteringCallback`: trials, continuations,
     distillations) and per TF-IDF fit; nothing else takes time. With ``metering.codecarbon=true`` the
     energy reader draws :data:`WORK_KWH_PER_S` on that clock. Two searches of the same work then spend
     the same seconds and kWh to the step, whatever else the machine is doing, so a test can set a
     seconds or kWh budget from one search and know where it stops the other."""
-    import advisor.baseline as baseline_mod
-    import advisor.cost as cost_mod
-    from advisor.counting import MeteringCallback
-    from advisor.energy import NullReader
+    import advisor.metering.cost as cost_mod
+    import advisor.training.baseline as baseline_mod
+    from advisor.metering.energy import NullReader
+    from advisor.training.counting import MeteringCallback
 
     clock = FakeClock()
     monkeypatch.setattr(cost_mod, "wall_clock", clock)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import advisor.climb as climb_mod
+import advisor.climb.executor as climb_mod
 from advisor.advise import advise
 from advisor.cli import main
-from advisor.config import build_config
-from advisor.tuning import default_trial, probe_trial
+from advisor.climb.tuning import default_trial, probe_trial
+from advisor.config.settings import build_config
 from advisor.types import Cost
 from distill.compact import distil_run
 from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
@@ -235,7 +235,7 @@ def test_small_experiment_skips_rungs_whose_optimistic_forecast_misses_the_floor
 
 def _too_big_config(tmp_path: Path, ladder: Path, extra: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
     """tiny-b meets the floor but not max_params (set between the two rungs' sizes): the climb distils it."""
-    from advisor.loading import count_parameters, load_for_classification
+    from advisor.models.loading import count_parameters, load_for_classification
 
     data = write_csv(tmp_path / "data.csv", synthetic_rows(160))
     two_layers, _ = load_for_classification(str(tmp_path / "tiny-b"), ["neg", "pos"])

@@ -551,7 +551,7 @@ def test_a_disk_that_fills_up_while_saving_a_model_says_so_and_records_nothing_h
 ) -> None:
     import os
 
-    import advisor.train as train_mod
+    import advisor.training.train as train_mod
 
     def full(model, tokenizer, dest: Path) -> None:  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))

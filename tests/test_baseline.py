@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advisor import baseline
+from advisor.training import baseline
 
 
 def test_each_fold_is_fitted_on_as_many_rows_as_the_delivered_model() -> None:

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from advisor.batching import BucketSampler, padding_share
+from advisor.training.batching import BucketSampler, padding_share
 
 
 def _lengths(n: int, seed: int = 0) -> list[int]:
@@ -46,7 +46,7 @@ def test_trainer_reads_the_precomputed_length_column_the_trainer_strips(tmp_path
     import datasets
     from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
 
-    from advisor.batching import BucketTrainer
+    from advisor.training.batching import BucketTrainer
 
     model = BertForSequenceClassification(
         BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
@@ -63,7 +63,7 @@ def test_trainer_reads_the_precomputed_length_column_the_trainer_strips(tmp_path
 
 
 def test_after_out_of_memory_the_batch_halves_and_the_effective_batch_stays_exact() -> None:
-    from advisor.batching import is_out_of_memory, smaller_batch
+    from advisor.training.batching import is_out_of_memory, smaller_batch
 
     assert smaller_batch(32, 1) == (16, 2) and smaller_batch(16, 2) == (8, 4)
     assert smaller_batch(24, 1) == (12, 2) and smaller_batch(7, 1) == (1, 7)

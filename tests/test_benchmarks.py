@@ -193,7 +193,7 @@ def _task(labels_flip: int | None = None, n_val: int = 300):  # type: ignore[no-
     """A TaskData built in memory: 40 training rows, ``n_val`` validation and 20 test rows, two classes."""
     import datasets
 
-    from advisor.data import TaskData
+    from advisor.data.task import TaskData
 
     def split(prefix: str, n: int) -> datasets.Dataset:
         labels = [i % 2 for i in range(n)]
@@ -227,7 +227,7 @@ def _run(run_id: str, labels: list[int], right: int, **kw):  # type: ignore[no-u
 
 
 def _criteria(floor: float):  # type: ignore[no-untyped-def]
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
 
     return build_config(overrides=[f"criteria.floor={floor}"]).criteria
 
@@ -274,7 +274,7 @@ def test_every_row_type_is_judged_by_its_lower_bound_as_advise_judges_it() -> No
 
 
 def test_select_models_row_says_yes_for_a_passing_pick_and_keeps_the_closest_run_otherwise(tmp_path: Path) -> None:
-    from advisor.config import build_config
+    from advisor.config.settings import build_config
     from advisor.types import Cost
 
     sm = _module("select_models")
@@ -406,7 +406,7 @@ def test_pruner_check_recorder_is_handed_each_evaluation_as_the_pruner_is() -> N
     """train_run hands the best-weight keeper to RunWatchers only: a plain callback recorded nothing."""
     import numpy as np
 
-    from advisor.stopping import watch_evaluations
+    from advisor.training.stopping import watch_evaluations
 
     check = _module("pruner_check")
     recorder = check.Recorder("accuracy")

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from advisor.best import BestWeights, EarlyStopping, patience_for
+from advisor.training.best import BestWeights, EarlyStopping, patience_for
 from tests.conftest import tiny_classifier
 
 

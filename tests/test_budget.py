@@ -32,9 +32,9 @@ import pytest
 import yaml
 
 from advisor.advise import advise
-from advisor.budget import Rates, forecast_run
 from advisor.cli import main
-from advisor.config import build_config
+from advisor.climb.budget import Rates, forecast_run
+from advisor.config.settings import build_config
 from advisor.outcome import Report
 from advisor.types import Cost
 from distill.compact import distil_run
@@ -57,7 +57,7 @@ def test_the_forecast_of_a_run_is_the_meters_formula_over_the_datas_tokens() -> 
     from transformers import BertConfig
 
     cfg = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
-    from advisor.flops import encoder_forward_flops
+    from advisor.metering.flops import encoder_forward_flops
 
     f = forecast_run(cfg, [10, 20], [10], epochs=2, evals_per_epoch=1, num_labels=2, rates=Rates(flops_per_s=1e9))
     fwd = encoder_forward_flops(cfg, 10, 2) + encoder_forward_flops(cfg, 20, 2)
@@ -303,7 +303,7 @@ def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
 
 
 def test_a_sampled_evaluation_reserves_its_share_and_the_judging_pass_over_the_whole_split() -> None:
-    from advisor.budget import evaluation_reserve
+    from advisor.climb.budget import evaluation_reserve
 
     assert evaluation_reserve(100.0, 1000, 0) == (100.0, 100.0)  # every evaluation on all rows
     assert evaluation_reserve(100.0, 50, 64) == (100.0, 100.0)  # a split no larger than the sample

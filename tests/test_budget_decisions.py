@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 from transformers import TrainerCallback
 
-import advisor.baseline as baseline_mod
-import advisor.train as train_mod
+import advisor.training.baseline as baseline_mod
+import advisor.training.train as train_mod
 from advisor.advise import advise
-from advisor.budget import BudgetCallback, FitBudget, Rates
-from advisor.config import MeteringConfig, build_config
-from advisor.cost import Meter
-from advisor.data import load_task_data
-from advisor.policy import budget_exhausted, budget_refuses
+from advisor.climb.budget import BudgetCallback, FitBudget, Rates
+from advisor.climb.policy import budget_exhausted, budget_refuses
+from advisor.config.settings import MeteringConfig, build_config
+from advisor.data.task import load_task_data
+from advisor.metering.cost import Meter
 from advisor.runkey import RunKey
-from advisor.train import train_run
+from advisor.training.train import train_run
 from advisor.types import AcceptanceCriteria, Candidate, Cost
 from tests.conftest import (
     FakeClock,
@@ -45,7 +45,7 @@ NO_CODECARBON = MeteringConfig(codecarbon=False)
 
 
 class FakeMeter:
-    """What a budget watch reads from :class:`advisor.cost.Meter`: FLOPs and seconds so far."""
+    """What a budget watch reads from :class:`advisor.metering.cost.Meter`: FLOPs and seconds so far."""
 
     def __init__(self) -> None:
         self.flops, self.seconds = 0.0, 0.0

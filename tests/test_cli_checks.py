@@ -15,8 +15,8 @@ import pytest
 
 from advisor.atomic import atomic_copytree
 from advisor.cli import DEMO_CONFIG, main
-from advisor.config import CONFIG_DIR, NO_FLOOR, floor_given
-from advisor.criteria import closest_metrics
+from advisor.config.settings import CONFIG_DIR, NO_FLOOR, floor_given
+from advisor.verdicts.criteria import closest_metrics
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,7 +164,7 @@ def test_a_built_folder_gets_the_users_umask_not_mkdtemps_owner_only_mode(
 def test_a_saved_model_folder_is_readable_by_others_under_umask_022(tmp_path: Path) -> None:
     from transformers import AutoTokenizer, BertForSequenceClassification
 
-    from advisor.train import save_model_folder
+    from advisor.training.train import save_model_folder
 
     source = make_tiny_model(tmp_path / "tiny", layers=1)
     model = BertForSequenceClassification.from_pretrained(str(source), num_labels=2)

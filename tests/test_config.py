@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from advisor.config import CONFIG_DIR, Config, build_config
+from advisor.config.layering import parse_override
+from advisor.config.settings import CONFIG_DIR, Config, build_config
 from advisor.errors import ConfigError
-from advisor.layering import parse_override
 
 SHIPPED = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.parent == CONFIG_DIR)
 

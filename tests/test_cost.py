@@ -18,12 +18,12 @@ from transformers import (
     TrainingArguments,
 )
 
-from advisor.config import MeteringConfig
-from advisor.cost import Meter
-from advisor.counting import MeteringCallback
-from advisor.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh
+from advisor.config.settings import MeteringConfig
 from advisor.errors import ConfigError
-from advisor.flops import batch_flops
+from advisor.metering.cost import Meter
+from advisor.metering.energy import EnergyReading, NullReader, grid_intensity_g_per_kwh
+from advisor.metering.flops import batch_flops
+from advisor.training.counting import MeteringCallback
 from advisor.types import Cost
 
 NO_CODECARBON = MeteringConfig(codecarbon=False)
@@ -264,7 +264,7 @@ def test_callback_counts_real_and_padded_tokens_of_every_step_exactly(tmp_path, 
 
 @pytest.mark.parametrize("strategy", ["steps", "epoch"])  # advise evaluates every N steps; once an epoch too
 def test_checkpoints_hold_the_cost_so_far_before_each_evaluation_and_change_nothing(tmp_path, tokenizer, strategy):
-    from advisor.counting import CostCheckpoint
+    from advisor.training.counting import CostCheckpoint
 
     def train(checkpoint: CostCheckpoint | None):
         torch.manual_seed(0)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from advisor.cli import main
-from advisor.ledger import LOCK_NAME
+from advisor.store.ledger import LOCK_NAME
 from advisor.types import RunResult
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 

@@ -6,7 +6,9 @@ import dataclasses
 
 import pytest
 
-from advisor.criteria import (
+from advisor.errors import ConfigError
+from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.verdicts.criteria import (
     closest_failure,
     compute_metrics,
     gain,
@@ -16,9 +18,7 @@ from advisor.criteria import (
     run_interval,
     validate_metric_name,
 )
-from advisor.errors import ConfigError
-from advisor.stats import Interval
-from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.verdicts.stats import Interval
 from tests.conftest import key_for
 
 PROV = {"time": "measured", "flops": "analytic", "energy": "estimated", "emissions": "estimated"}

@@ -14,10 +14,10 @@ import datasets
 import pandas as pd
 import pytest
 
-from advisor.builtin_data import BUILTINS, builtin_table
-from advisor.config import DataConfig
-from advisor.data import TaskData, load_task_data
+from advisor.config.settings import DataConfig
+from advisor.data.task import TaskData, load_task_data
 from advisor.errors import DataError
+from advisor.offline.builtin_data import BUILTINS, builtin_table
 
 
 def balanced_rows(n_per_class: int = 20, labels: tuple[str, ...] = ("neg", "pos")) -> pd.DataFrame:
@@ -280,7 +280,7 @@ def test_stratified_split_is_deterministic_and_stratified(tmp_path: Path) -> Non
 
 
 def test_held_out_splits_of_a_large_dataset_are_sized_by_need_not_by_share() -> None:
-    from advisor.splitting import test_share, validation_share
+    from advisor.data.splitting import test_share, validation_share
 
     cfg = DataConfig()
     # up to 13,333 rows, 15% (2,000 rows) or more: as before

@@ -60,8 +60,8 @@ def reviews_csv(tmp_path: Path) -> Path:
 def finetuned_pickle_teacher(encoder_folder: Path, reviews_csv: Path, tmp_path: Path) -> Path:
     """A fine-tuned BertForSequenceClassification saved as pytorch_model.bin only, its head ordered
     [pos, neg] (the data's labels sort as [neg, pos]): what a user brings from plain transformers."""
-    from advisor.config import MeteringConfig
-    from advisor.cost import Meter
+    from advisor.config.settings import MeteringConfig
+    from advisor.metering.cost import Meter
     from distill.config import KDConfig
     from distill.trainer import train_student
 
@@ -306,7 +306,7 @@ def test_hidden_state_loss_still_refuses_another_vocabulary_before_any_training(
 
 
 def test_shipped_distill_yaml_loads_and_flags_override_it():
-    from advisor.config import CONFIG_DIR
+    from advisor.config.settings import CONFIG_DIR
     from distill.config import build_distill_config
 
     config = build_distill_config([CONFIG_DIR / "distill.yaml"], ["distill.seeds=[0, 1]"], {"teacher": "minilm-l6"})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.distiller import DistilRequest, unavailable
+from advisor.climb.distiller import DistilRequest, unavailable
 from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distill.decide import describe, teacher_vs_control, worth_distilling
+from advisor.climb.compaction import worth_distilling
+from distill.decide import describe, teacher_vs_control
 
 
 def test_a_teacher_clearly_ahead_is_worth_distilling():
@@ -38,8 +39,8 @@ def test_with_a_transfer_set_only_a_teacher_shown_behind_takes_the_cheaper_path(
     level, behind = teacher_vs_control(level_t, level_c, labels), teacher_vs_control(behind_t, level_c, labels)
     assert level.verdict == "no_evidence" and behind.verdict == "control_better"
     # without a transfer set the teacher must be shown ahead; with one, only shown behind stops it
-    assert not worth_distilling(level, 0) and worth_distilling(level, 2000)
-    assert not worth_distilling(behind, 0) and not worth_distilling(behind, 2000)
+    assert not worth_distilling(level.verdict, 0) and worth_distilling(level.verdict, 2000)
+    assert not worth_distilling(behind.verdict, 0) and not worth_distilling(behind.verdict, 2000)
     assert "labels 2,000 texts the control cannot use" in describe(level, 2000)
     assert "train the small student directly" in describe(behind, 2000)
 

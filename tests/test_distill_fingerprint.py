@@ -10,7 +10,7 @@ from pathlib import Path
 
 import datasets
 
-from advisor.data import TaskData, column
+from advisor.data.task import TaskData, column
 from distill.config import DistillConfig
 from distill.fingerprint import canonical_order, data_parts, fingerprint, folder_digest, what_changed
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import distill.interrupted
-from advisor.criteria import fmt_num
+from advisor.verdicts.criteria import fmt_num
 from distill.cli import main
 from distill.trainer import DistillTrainer
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv

@@ -15,8 +15,8 @@ from datasets import Dataset
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, TrainerCallback
 
-from advisor.config import MeteringConfig
-from advisor.cost import Meter
+from advisor.config.settings import MeteringConfig
+from advisor.metering.cost import Meter
 from advisor.types import Cost
 from distill.compress import load_int8, model_latency, quantize_int8, save_int8
 from distill.config import CompressConfig, DistillConfig, KDConfig, StudentConfig, TeacherTrainConfig
@@ -303,8 +303,8 @@ def test_the_control_refuses_unlabelled_rows_and_the_student_learns_from_them(te
 
 
 def test_a_student_learning_from_unlabelled_rows_is_not_judged_by_its_loss_alone():
-    from advisor.config import RulesConfig
-    from advisor.rules import DivergenceRule, LossNotDecreasingRule, NanLossRule
+    from advisor.config.settings import RulesConfig
+    from advisor.health.rules import DivergenceRule, LossNotDecreasingRule, NanLossRule
     from distill.trainer import health_rules
 
     labelled = health_rules(RulesConfig(), False, unlabelled=False)
@@ -317,10 +317,10 @@ def test_a_student_learning_from_unlabelled_rows_is_not_judged_by_its_loss_alone
 
 
 def test_a_student_is_trained_by_the_trainer_factory_of_every_rung(tok, tmp_path, monkeypatch):
-    """Precision, the evaluation batch and the stop shared by every process come from advisor.hf_trainer."""
+    """Precision, the evaluation batch and the stop shared by every process come from advisor.training.hf_trainer."""
     import distill.trainer as student_trainer
     from advisor.distributed import StopTogether
-    from advisor.hf_trainer import EVAL_BATCH
+    from advisor.training.hf_trainer import EVAL_BATCH
     from distill.trainer import DistillTrainer
 
     built = []
@@ -351,7 +351,7 @@ def test_a_student_whose_step_hangs_is_ended_and_the_stall_is_returned_as_its_ru
     import threading
     import time
 
-    from advisor.config import RulesConfig
+    from advisor.config.settings import RulesConfig
 
     class HangAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

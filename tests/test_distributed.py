@@ -15,9 +15,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from advisor import devices, distributed
+from advisor import distributed
 from advisor.errors import ConfigError, RunDirError
-from advisor.ledger import Ledger, rank_run_dir
+from advisor.metering import devices
+from advisor.store.ledger import Ledger, rank_run_dir
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import key_for
 
@@ -200,7 +201,7 @@ class FakeNvml:
 
 
 def test_the_sampler_reads_the_physical_gpus_in_use_not_torchs_indices(monkeypatch: pytest.MonkeyPatch) -> None:
-    from advisor.devices import Sampler
+    from advisor.metering.devices import Sampler
 
     # CUDA_VISIBLE_DEVICES=2,GPU-7f: torch's cuda:0 and cuda:1 are NVML's device 2 and that UUID
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -223,9 +224,9 @@ def test_token_counts_are_exact_when_dataparallel_replicas_call_the_hook_from_th
 
     from transformers import BertConfig
 
-    from advisor.config import MeteringConfig
-    from advisor.cost import Meter
-    from advisor.counting import MeteringCallback
+    from advisor.config.settings import MeteringConfig
+    from advisor.metering.cost import Meter
+    from advisor.training.counting import MeteringCallback
 
     config = BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
     masks = [torch.ones(2, 5 + i % 4, dtype=torch.long) for i in range(40)]

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig
 
 from advisor.errors import ModelError
-from advisor.flops import batch_flops, encoder_forward_flops, encoder_shape, non_embedding_params
+from advisor.metering.flops import batch_flops, encoder_forward_flops, encoder_shape, non_embedding_params
 
 TINY = BertConfig(
     vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, num_labels=3

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from advisor.forecast import POWER_LAW_ALPHA, binomial_sigma, forecast_full
+from advisor.climb.forecast import POWER_LAW_ALPHA, binomial_sigma, forecast_full
 
 
 def test_power_law_forecast_when_no_rung_below() -> None:

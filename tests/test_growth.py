@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from advisor import runkey, steps
+from advisor import runkey
 from advisor.advise import advise
-from advisor.config import build_config
-from advisor.forecast import forecast_curve
-from advisor.models import Rung
-from advisor.policy import Evidence, Probe, RungInfo, Skip, Stop, Train, candidates_planned, decide
-from advisor.probe import EmbeddingCache
-from advisor.splitting import stratified_order, stratified_prefix
+from advisor.climb import steps
+from advisor.climb.forecast import forecast_curve
+from advisor.climb.policy import Evidence, Probe, RungInfo, Skip, Stop, Train, candidates_planned, decide
+from advisor.config.settings import build_config
+from advisor.data.splitting import stratified_order, stratified_prefix
+from advisor.models.ladder import Rung
+from advisor.training.probe import EmbeddingCache
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import synthetic_rows, write_csv
 from tests.test_policy import LABELS, predictions
@@ -222,7 +223,7 @@ def test_a_probe_killed_mid_embedding_has_its_spending_counted_as_lost_on_the_re
 
 
 def test_on_many_training_rows_the_cheap_models_skip_cross_validation_and_search_c_on_a_sample() -> None:
-    from advisor import baseline
+    from advisor.training import baseline
 
     def never(_fit: np.ndarray, _held: np.ndarray) -> np.ndarray:
         raise AssertionError("no fold is fitted past CV_MAX_TRAIN_ROWS")

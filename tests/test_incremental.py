@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import advisor.continuing as continuing_mod
-import advisor.incremental as incremental_mod
+import advisor.climb.continuing as continuing_mod
+import advisor.incremental.executor as incremental_mod
 from advisor.advise import advise
 from advisor.cli import main
-from advisor.comparison import forecast_scratch, paired_difference
-from advisor.config import build_config
-from advisor.continuation import training_rows
+from advisor.config.settings import build_config
 from advisor.errors import DataError
-from advisor.head import extend_head
-from advisor.loading import load_for_classification
+from advisor.incremental.comparison import forecast_scratch, paired_difference
+from advisor.incremental.head import extend_head
+from advisor.incremental.inputs import training_rows
+from advisor.models.loading import load_for_classification
 from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import (
@@ -73,7 +73,7 @@ def test_the_from_scratch_forecast_scales_the_earlier_cost_by_training_tokens() 
 
 
 def test_extending_the_head_keeps_the_rows_of_the_labels_it_knew(tmp_path: Path) -> None:
-    from advisor.train import save_model_folder
+    from advisor.training.train import save_model_folder
 
     model, tok = load_for_classification(str(make_tiny_model(tmp_path / "tiny")), ["neg", "pos"])
     save_model_folder(model, tok, tmp_path / "trained")
@@ -90,7 +90,7 @@ def test_extending_the_head_keeps_the_rows_of_the_labels_it_knew(tmp_path: Path)
 def test_replay_keeps_every_new_row_and_the_asked_share_of_the_earlier_ones() -> None:
     import datasets
 
-    from advisor.data import TaskData, column
+    from advisor.data.task import TaskData, column
 
     rows = _rows(40, 0, "x")
     split = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [int(y == "pos") for _, y in rows]})
@@ -232,7 +232,7 @@ def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: 
 def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
     tmp_path: Path, earlier: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from advisor.budget import BudgetCallback, evaluation_reserve
+    from advisor.climb.budget import BudgetCallback, evaluation_reserve
 
     watches: list[BudgetCallback] = []
     real = incremental_mod.train_run

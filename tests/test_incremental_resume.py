@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-import advisor.climb as climb_mod
-import advisor.incremental as incremental_mod
-from advisor import resumption
+import advisor.climb.executor as climb_mod
+import advisor.incremental.executor as incremental_mod
 from advisor.advise import advise
 from advisor.cli import main
-from advisor.config import build_config
-from advisor.criteria import compute_metrics
-from advisor.data import column
-from advisor.stats import bonferroni
+from advisor.config.settings import build_config
+from advisor.data.task import column
+from advisor.incremental import resumption
+from advisor.verdicts.criteria import compute_metrics
+from advisor.verdicts.stats import bonferroni
 from tests.conftest import copy_run_dir, make_tiny_model, weaken_baseline, write_csv
 from tests.test_advise import FAST, _config
 from tests.test_incremental import _from_config, _rows

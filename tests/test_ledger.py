@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import RunDirError
-from advisor.ledger import Ledger, locked
 from advisor.runkey import RunKey
+from advisor.store.ledger import Ledger, locked
 from advisor.types import Candidate, Cost, RunResult
 
 
@@ -65,7 +65,7 @@ def test_a_failed_run_is_offered_again_and_its_retry_replaces_it(tmp_path: Path)
 
 def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from advisor.ledger import locked\n"
+        "import sys; from pathlib import Path; from advisor.store.ledger import locked\n"
         "from advisor.errors import RunDirError\n"
         "try:\n    with locked(Path(sys.argv[1])): pass\nexcept RunDirError as e:\n    print(e); sys.exit(7)\n"
     )
@@ -105,7 +105,7 @@ def test_the_latest_checkpoint_of_an_unrecorded_run_is_booked_as_lost_once(tmp_p
 def test_a_run_killed_while_its_record_is_written_is_booked_with_its_whole_cost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import advisor.ledger as ledger_mod
+    import advisor.store.ledger as ledger_mod
 
     def die(name: str) -> None:
         if name == "ledger:tiny-t1":

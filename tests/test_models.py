@@ -16,12 +16,13 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
-from advisor import builtin_models, sources
-from advisor.convert_onnx import bert_weights_from_onnx, convert_onnx_to_bert
 from advisor.errors import ConfigError, ModelError
-from advisor.fetch import fetch
-from advisor.loading import count_parameters, load_for_classification
-from advisor.models import Rung, candidate_for, is_available, ladder_table, load_ladder, materialise
+from advisor.models import sources
+from advisor.models.ladder import Rung, candidate_for, is_available, ladder_table, load_ladder, materialise
+from advisor.models.loading import count_parameters, load_for_classification
+from advisor.offline import builtin_models
+from advisor.offline.convert_onnx import bert_weights_from_onnx, convert_onnx_to_bert
+from advisor.offline.fetch import fetch
 
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]

@@ -18,7 +18,7 @@ import datasets
 import pytest
 
 from advisor.cli import main as advise_main
-from advisor.ledger import Ledger
+from advisor.store.ledger import Ledger
 from tests.conftest import KEYWORD_TASK_SETS, make_tiny_model, set_flags, synthetic_rows, tiny_rung, write_ladder
 
 ROOT = Path(__file__).resolve().parents[1]

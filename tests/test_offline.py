@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from advisor.errors import ModelError
-from advisor.fetch import PinnedFile, cache_root, fetch
+from advisor.offline.fetch import PinnedFile, cache_root, fetch
 
 
 def test_a_connection_to_another_machine_fails_at_once() -> None:

@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from advisor import runkey
-from advisor.config import build_config
-from advisor.gains import run_gains
-from advisor.policy import (
+from advisor.climb.policy import (
     Distil,
     Evidence,
     FitBaseline,
@@ -23,8 +21,10 @@ from advisor.policy import (
     decide,
     verdicts,
 )
+from advisor.config.settings import build_config
 from advisor.runkey import RunKey
 from advisor.types import Candidate, Cost, RunResult
+from advisor.verdicts.gains import run_gains
 from tests.conftest import key_for
 
 N = 600
@@ -217,7 +217,7 @@ def test_gains_are_paired_and_say_when_they_are_not_distinguishable(tmp_path: Pa
 
 
 def test_a_finished_record_is_read_back_a_failed_one_redone_and_a_skip_never_redone() -> None:
-    from advisor.policy import read_back
+    from advisor.climb.policy import read_back
 
     action = Train("small", runkey.trial("small", 1))
     done, failed = run("small-t1", 0.8), run("small-t1", None, status="failed")
@@ -231,7 +231,7 @@ def test_a_finished_record_is_read_back_a_failed_one_redone_and_a_skip_never_red
 
 
 def test_a_rung_starts_from_the_best_trial_of_the_last_rung_climbed_below_it() -> None:
-    from advisor.policy import warm_start
+    from advisor.climb.policy import warm_start
 
     hp_best = {"learning_rate": 3e-4, "epochs": 4.0, "warmup_ratio": 0.1}
     runs = [
@@ -247,7 +247,7 @@ def test_a_rung_starts_from_the_best_trial_of_the_last_rung_climbed_below_it() -
 
 
 def test_the_next_step_is_forecast_once_a_transformers_speed_is_known() -> None:
-    from advisor.policy import step_to_forecast
+    from advisor.climb.policy import step_to_forecast
 
     base, small_trial = run("baseline", 0.6), run("small-t1", 0.7)
     assert step_to_forecast(RUNGS, [base], {}, speed_known=False) is None  # nothing measured to forecast with
@@ -260,7 +260,7 @@ def test_the_next_step_is_forecast_once_a_transformers_speed_is_known() -> None:
 
 
 def _continuation(tmp_path: Path, *trials: RunResult, recorded: tuple[str, ...] = (), **kw):  # type: ignore[no-untyped-def]
-    from advisor.continuing import ContinuationEvidence
+    from advisor.climb.continuing import ContinuationEvidence
 
     cfg = config(tmp_path, *kw.pop("sets", ()))
     judged = verdicts(ev(run("baseline", 0.60), *trials), cfg)
@@ -271,28 +271,28 @@ def _continuation(tmp_path: Path, *trials: RunResult, recorded: tuple[str, ...] 
 
 
 def test_the_continuation_trains_its_trials_until_one_passes(tmp_path: Path) -> None:
-    from advisor.continuing import Continue, next_continuation
+    from advisor.climb.policy import Continue
 
     evidence, cfg, _ = _continuation(tmp_path)
-    assert next_continuation(evidence, cfg) == Continue(RunKey("continuation", "tiny", 1))
+    assert decide(evidence, cfg) == Continue(RunKey("continuation", "tiny", 1))
     evidence, cfg, _ = _continuation(tmp_path, run("tiny-c1", 0.70))
-    assert next_continuation(evidence, cfg) == Continue(RunKey("continuation", "tiny", 2))
+    assert decide(evidence, cfg) == Continue(RunKey("continuation", "tiny", 2))
     evidence, cfg, _ = _continuation(tmp_path, run("tiny-c1", 0.70), run("tiny-c2", 0.90))
-    stop = next_continuation(evidence, cfg)
+    stop = decide(evidence, cfg)
     assert stop == Stop("tiny continued from /runs/earlier meets every criterion", "tiny-c2", "met")
 
 
 def test_the_continuation_stops_when_its_trials_are_used_or_the_budget_cannot_fit_the_next(tmp_path: Path) -> None:
-    from advisor.continuing import Continue, next_continuation
+    from advisor.climb.policy import Continue
 
     used = _continuation(tmp_path, run("tiny-c1", 0.70), run("tiny-c2", 0.71))
-    assert next_continuation(*used[:2]) == Stop("", None, "not_met")  # trials_per_rung=2
+    assert decide(*used[:2]) == Stop("", None, "not_met")  # trials_per_rung=2
     stopped_inside = _continuation(tmp_path, run("tiny-c1", 0.70), run("tiny-c2", 0.71, status="budget"))
-    assert next_continuation(*stopped_inside[:2]).outcome == "budget"
+    assert decide(*stopped_inside[:2]).outcome == "budget"
     # 1 PFLOP allowed, 0.95 spent: the next trial, forecast at the last one's 0.1, does not fit
     sets = ("criteria.budget_pflops=1",)
     tight, cfg, _ = _continuation(tmp_path, run("tiny-c1", 0.70), spent=Cost(train_flops=0.95e15), sets=sets)
-    refused = next_continuation(tight, cfg)
+    refused = decide(tight, cfg)
     assert (
         isinstance(refused, Stop)
         and refused.outcome == "budget"
@@ -302,11 +302,11 @@ def test_the_continuation_stops_when_its_trials_are_used_or_the_budget_cannot_fi
     held, cfg, _ = _continuation(
         tmp_path, run("tiny-c1", 0.70), spent=Cost(train_flops=0.95e15), recorded=("tiny-c2",), sets=sets
     )
-    assert next_continuation(held, cfg) == Continue(RunKey("continuation", "tiny", 2))
+    assert decide(held, cfg) == Continue(RunKey("continuation", "tiny", 2))
 
 
 def test_a_failed_continuation_falls_back_on_the_scratch_run_or_the_baseline_and_says_why(tmp_path: Path) -> None:
-    from advisor.continuing import best_trial, continuation_recommendation
+    from advisor.climb.continuing import best_trial, continuation_recommendation
 
     trials = (run("tiny-c1", 0.60), run("tiny-c2", 0.65))
     _, _, judged = _continuation(tmp_path, *trials)
@@ -323,3 +323,110 @@ def test_a_failed_continuation_falls_back_on_the_scratch_run_or_the_baseline_and
         "tiny-c2",
         passed.reason,
     )
+
+
+# ----------------------------------------------------------------------------- resuming the climb after --from
+
+
+def test_the_climb_resumes_above_the_earlier_rung_unless_something_says_not_to() -> None:
+    from advisor.climb.policy import ResumeClimb, ResumptionEvidence
+
+    rungs = ("tiny", "small", "large")
+    plan = ResumptionEvidence("tiny", False, "offline", rungs)
+    assert decide(plan) == ResumeClimb(("small", "large")), "planned before the continuation runs"
+    failed = dataclasses.replace(plan, ended=Stop("", None, "not_met"))
+    assert decide(failed) == ResumeClimb(("small", "large"))
+    assert decide(dataclasses.replace(failed, earlier="baseline", from_baseline=True)) == ResumeClimb(rungs)
+    passed = Stop("tiny continued from /runs/earlier meets every criterion", "tiny-c1", "met")
+    assert decide(dataclasses.replace(plan, ended=passed)) == passed
+    budget = decide(dataclasses.replace(plan, ended=Stop("stopped before tiny-c2", None, "budget")))
+    assert isinstance(budget, Stop) and budget.outcome == "budget" and "budget does not allow" in budget.reason
+    off = decide(dataclasses.replace(failed, resume=False))
+    assert isinstance(off, Stop) and off.outcome == "not_met" and "--no-resume-climb" in off.reason
+    top = decide(dataclasses.replace(failed, earlier="large"))
+    assert isinstance(top, Stop) and "top rung" in top.reason
+    stranger = decide(dataclasses.replace(failed, earlier="huge"))
+    assert isinstance(stranger, Stop) and "not a rung of the ladder offline" in stranger.reason
+    unread = decide(dataclasses.replace(failed, climbable=None, unreadable="no such ladder"))
+    assert isinstance(unread, Stop) and "cannot be read (no such ladder)" in unread.reason
+
+
+# ----------------------------------------------------------------------------- the compaction step
+
+
+def _student(role: str, seed: int, accuracy: float, status: str = "ok", metric: str = "accuracy") -> RunResult:
+    r = run(RunKey(role, number=seed).run_id, accuracy, status=status)  # type: ignore[arg-type]
+    return dataclasses.replace(r, metrics={metric: accuracy}) if status == "ok" else r
+
+
+def test_each_seed_trains_its_control_first_then_the_distilled_student() -> None:
+    from advisor.climb.policy import CompactionEvidence, TrainStudent
+
+    e = CompactionEvidence(seeds=(0, 1), control=True, decide_first=False, runs=())
+    assert decide(e) == TrainStudent(RunKey("control", number=0))
+    c0 = _student("control", 0, 0.80)
+    e = dataclasses.replace(e, runs=(c0,), teacher_check="teacher_better")
+    assert decide(e) == TrainStudent(RunKey("distilled", number=0))
+    e = dataclasses.replace(e, runs=(c0, _student("distilled", 0, 0.84)))
+    assert decide(e) == TrainStudent(RunKey("control", number=1))
+    e = dataclasses.replace(e, runs=(*e.runs, _student("control", 1, 0.79), _student("distilled", 1, 0.83)))
+    assert decide(e) == Stop("every seed was trained", None, "done")
+    # without controls, only the distilled students
+    alone = CompactionEvidence(seeds=(3,), control=False, decide_first=True, runs=())
+    assert decide(alone) == TrainStudent(RunKey("distilled", number=3))
+
+
+def test_a_teacher_that_does_not_clear_its_bar_sends_the_step_down_the_cheaper_path() -> None:
+    from advisor.climb.compaction import needs_teacher_check
+    from advisor.climb.policy import CompactionEvidence, TrainStudent
+
+    c0 = _student("control", 0, 0.80)
+    before = CompactionEvidence(seeds=(0, 1), control=True, decide_first=True, runs=(c0,))
+    assert needs_teacher_check(before) and not needs_teacher_check(CompactionEvidence((0,), True, True, ()))
+    level = dataclasses.replace(before, teacher_check="no_evidence")
+    assert not needs_teacher_check(level)
+    assert decide(level) == TrainStudent(RunKey("control", number=1)), "no distilled student is paid for"
+    done = dataclasses.replace(level, runs=(c0, _student("control", 1, 0.81)))
+    assert decide(done) == Stop("the teacher did not clear its bar: the control is kept", None, "done")
+    # a transfer set lowers the bar: a teacher level with its control still adds signal, one behind does not
+    assert decide(dataclasses.replace(level, transfer_rows=500)) == TrainStudent(RunKey("distilled", number=0))
+    behind = dataclasses.replace(level, teacher_check="control_better", transfer_rows=500)
+    assert decide(behind) == TrainStudent(RunKey("control", number=1))
+    # without decide_first the students are trained whatever the check says
+    assert decide(dataclasses.replace(behind, decide_first=False)) == TrainStudent(RunKey("distilled", number=0))
+
+
+def test_a_run_the_budget_stopped_ends_the_compaction_step() -> None:
+    from advisor.climb.policy import CompactionEvidence
+
+    stopped = _student("distilled", 0, 0.5, status="budget")
+    e = CompactionEvidence(seeds=(0, 1), control=True, decide_first=False, runs=(_student("control", 0, 0.8), stopped))
+    action = decide(e)
+    assert isinstance(action, Stop) and action.outcome == "budget" and "distilled-seed0" in action.reason
+
+
+def test_the_student_kept_is_the_best_distilled_one_by_the_steps_metric_else_the_best_control() -> None:
+    from advisor.climb.compaction import student_to_keep
+
+    a, b = _student("distilled", 0, 0.70, metric="macro_f1"), _student("distilled", 1, 0.75, metric="macro_f1")
+    a = dataclasses.replace(a, metrics={"macro_f1": 0.70, "accuracy": 0.90})
+    b = dataclasses.replace(b, metrics={"macro_f1": 0.75, "accuracy": 0.80})
+    controls = [_student("control", 0, 0.95)]
+    assert student_to_keep([a, b], controls, "macro_f1") is b, "judged by the step's metric, not accuracy"
+    assert student_to_keep([a, b], controls, "accuracy") is a
+    assert student_to_keep([], controls, "accuracy") is controls[0], "the cheaper path keeps the control"
+    with pytest.raises(ValueError, match="nothing to keep"):
+        student_to_keep([], [], "accuracy")
+
+
+def test_decide_needs_the_config_for_the_climb_and_the_continuation() -> None:
+    with pytest.raises(TypeError, match="Evidence needs the config"):
+        decide(ev())  # type: ignore[call-overload]
+
+
+def test_a_worker_waits_on_a_shared_study_only_while_a_running_trial_may_still_pass_the_rung() -> None:
+    from advisor.climb.policy import wait_for_shared
+
+    assert not wait_for_shared(1, None, 2, 0.75), "a trial of the rung is still to start here"
+    assert wait_for_shared(2, None, 2, 0.75) and wait_for_shared(2, 0.70, 2, 0.75)
+    assert not wait_for_shared(2, 0.80, 2, 0.75), "a finished trial already reached the floor"

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from advisor import card, probe, runkey, steps
+from advisor import runkey
 from advisor.advise import advise
-from advisor.config import build_config
-from advisor.models import Rung
-from advisor.policy import Evidence, Probe, RungInfo, Stop, Train, decide
+from advisor.climb import steps
+from advisor.climb.policy import Evidence, Probe, RungInfo, Stop, Train, decide
+from advisor.config.settings import build_config
+from advisor.models.ladder import Rung
+from advisor.report import card
+from advisor.training import probe
 from advisor.types import Candidate, Cost, RunResult
 from tests.conftest import key_for, make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
 
@@ -203,7 +206,7 @@ def test_the_policy_takes_steps_in_the_given_order_and_stops_at_a_passing_probe(
 
 
 def test_each_probe_is_one_candidate_of_the_bonferroni_family() -> None:
-    from advisor.policy import rung_candidates
+    from advisor.climb.policy import rung_candidates
 
     config = build_config(overrides=["tuning.trials_per_rung=2", "ladder.distil_on_ceiling=false"])
     assert rung_candidates(INFOS, config) == 1 + 2 + 1
@@ -213,7 +216,7 @@ def test_a_trial_is_known_by_its_key_whatever_its_rung_is_called() -> None:
     """``bert-tiny-small`` holds ``-t`` and ``-small``: ids once parsed made its small experiment a
     trial (the next rung's warm start). Roles are fields of the key now; only old records are read
     from their ids, by the one legacy reader."""
-    from advisor.policy import is_trial
+    from advisor.climb.policy import is_trial
     from advisor.runkey import RunKey
 
     def run(key: RunKey, kind: str = "finetune") -> RunResult:

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from advisor.config import build_config
-from advisor.pruning import LOOKS_ATTR, PairedPruner, PruningCallback, predictions_attr, prune_decision
-from advisor.tuning import RungTuner
+from advisor.climb.pruning import LOOKS_ATTR, PairedPruner, PruningCallback, predictions_attr, prune_decision
+from advisor.climb.tuning import RungTuner
+from advisor.config.settings import build_config
 
 #: 64 sampled rows, two balanced classes (the default train.eval_rows)
 LABELS = [i % 2 for i in range(64)]
@@ -133,10 +133,10 @@ def test_without_recorded_predictions_nothing_is_pruned() -> None:
 
 def test_a_real_training_records_the_sampled_rows_at_every_evaluation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """train_run hands the callback its BestWeights: each evaluation's 20 sampled rows land on the trial."""
-    from advisor.best import evaluation_rows
-    from advisor.data import column, load_task_data
+    from advisor.data.task import column, load_task_data
     from advisor.runkey import RunKey
-    from advisor.train import train_run
+    from advisor.training.best import evaluation_rows
+    from advisor.training.train import train_run
     from advisor.types import Candidate
     from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 

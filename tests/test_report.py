@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
-from advisor.card import model_card
-from advisor.criteria import judge, run_interval
 from advisor.errors import RunDirError
-from advisor.gains import run_gains
 from advisor.outcome import REPORT_SCHEMA_VERSION, Report
-from advisor.pages import to_html, to_markdown, write_reports
-from advisor.report import rung_rows, to_json, to_table
+from advisor.report.card import model_card
+from advisor.report.pages import to_html, to_markdown, write_reports
+from advisor.report.render import rung_rows, to_json, to_table
 from advisor.runkey import RunKey
 from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.verdicts.criteria import judge, run_interval
+from advisor.verdicts.gains import run_gains
 
 CRIT = AcceptanceCriteria(metric="accuracy", floor=0.80, max_latency_ms=50, budget_pflops=10.0)
 N = 1000

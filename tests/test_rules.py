@@ -15,9 +15,9 @@ import torch
 from datasets import Dataset
 from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
-from advisor.config import RulesConfig
+from advisor.config.settings import RulesConfig
 from advisor.errors import ConfigError
-from advisor.rules import (
+from advisor.health.rules import (
     DivergenceRule,
     LossNotDecreasingRule,
     NanLossRule,
@@ -27,7 +27,7 @@ from advisor.rules import (
     health_callbacks,
     steps_saved,
 )
-from advisor.watchdog import LowUtilisationRule, Stalled, StallRule
+from advisor.health.watchdog import LowUtilisationRule, Stalled, StallRule
 from tests.conftest import tiny_classifier
 
 

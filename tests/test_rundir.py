@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from advisor import rundir
 from advisor.cli import main
-from advisor.config import build_config
-from advisor.data import load_task_data
+from advisor.config.settings import build_config
+from advisor.data.task import load_task_data
+from advisor.store import rundir
 from tests.conftest import make_tiny_model, synthetic_rows, tiny_rung, write_csv, write_ladder
 
 ROWS = synthetic_rows(120)

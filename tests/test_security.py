@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from advisor.cli import main
-from advisor.config import TrainConfig, build_config
+from advisor.config.settings import TrainConfig, build_config
 from advisor.errors import ConfigError
-from advisor.loading import load_for_classification
-from advisor.models import Rung, load_ladder
+from advisor.models.ladder import Rung, load_ladder
+from advisor.models.loading import load_for_classification
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -267,7 +267,7 @@ def test_nothing_is_passed_to_a_shell() -> None:
         if shell.search(line)
     ]
     assert offenders == []
-    # the one subprocess (pip download in advisor/fetch.py) gets an argument list, never a string
+    # the one subprocess (pip download in advisor/offline/fetch.py) gets an argument list, never a string
     for path in SOURCES:
         text = path.read_text(encoding="utf-8")
         for call in re.findall(r"subprocess\.(?:run|Popen|call|check_call|check_output)\(\s*([^,\)]+)", text):

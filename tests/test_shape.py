@@ -72,6 +72,23 @@ def test_no_module_imports_another_in_a_cycle() -> None:
     assert _cycles(edges) == []
 
 
+def test_no_package_of_advisor_imports_another_in_a_cycle() -> None:
+    """The subpackages are layers (docs/architecture.md): a package imports only those below it."""
+    mods = _modules()
+
+    def package(module: str) -> str:  # advisor.climb.policy -> advisor.climb; advisor.types stays itself
+        return ".".join(module.split(".")[:2])
+
+    edges: dict[str, set[str]] = {}
+    for m, p in mods.items():
+        if m.startswith("advisor."):
+            targets = {package(t) for t in _imports(ast.parse(p.read_text(encoding="utf-8")), mods)}
+            edges.setdefault(package(m), set()).update(
+                t for t in targets if t.startswith("advisor.") and t != package(m)
+            )
+    assert _cycles(edges) == []
+
+
 def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> None:
     mods = {"a": Path("a.py"), "b": Path("b.py"), "c": Path("c.py")}
     a = ast.parse("import b\n")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from advisor.config import build_config
+from advisor.climb.tuning import RungTuner, open_storage
+from advisor.config.settings import build_config
 from advisor.errors import ConfigError
-from advisor.tuning import RungTuner, open_storage
 
 
 def _tuner(tmp_path: Path, worker: str) -> RungTuner:
@@ -77,7 +77,7 @@ def test_postgresql_urls_get_the_psycopg_driver_or_a_clear_error(monkeypatch: py
     import importlib.util
 
     seen: list[str] = []
-    monkeypatch.setattr("advisor.tuning._rdb_storage", lambda url: seen.append(url) or url)
+    monkeypatch.setattr("advisor.climb.tuning._rdb_storage", lambda url: seen.append(url) or url)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     open_storage("postgresql://user@db/study")
     open_storage("postgresql+psycopg://user@db/study")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from advisor.criteria import SUPPORTED_METRICS, compute_metrics
-from advisor.stats import (
+from advisor.verdicts.criteria import SUPPORTED_METRICS, compute_metrics
+from advisor.verdicts.stats import (
     bonferroni,
     metric_interval,
     metric_value,

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerCallback
 
-from advisor.best import EarlyStopping
-from advisor.budget import BudgetCallback, Rates
-from advisor.counting import CostCheckpoint
-from advisor.pruning import PruningCallback
-from advisor.rules import DivergenceRule, NanLossRule, RuleFiring
-from advisor.stopping import RunStop, RunWatcher, StopsRun, bind_meter, run_stop, stopped_by
+from advisor.climb.budget import BudgetCallback, Rates
+from advisor.climb.pruning import PruningCallback
+from advisor.health.rules import DivergenceRule, NanLossRule, RuleFiring
+from advisor.training.best import EarlyStopping
+from advisor.training.counting import CostCheckpoint
+from advisor.training.stopping import RunStop, RunWatcher, StopsRun, bind_meter, run_stop, stopped_by
 from advisor.types import AcceptanceCriteria, Cost
 from distill.interrupted import RunningCost
 

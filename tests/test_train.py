@@ -12,14 +12,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
-import advisor.train as train_mod
-from advisor.config import Config, build_config
-from advisor.criteria import compute_metrics
-from advisor.data import TaskData, column, load_task_data
-from advisor.inference import predict_labels
+import advisor.training.train as train_mod
+from advisor.config.settings import Config, build_config
+from advisor.data.task import TaskData, column, load_task_data
 from advisor.runkey import RunKey
-from advisor.train import scratch_dir, train_run
+from advisor.training.inference import predict_labels
+from advisor.training.train import scratch_dir, train_run
 from advisor.types import Candidate
+from advisor.verdicts.criteria import compute_metrics
 from tests.conftest import make_tiny_model, synthetic_rows, write_csv
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import math
 
-from advisor.config import build_config
-from advisor.tuning import RungTuner, default_trial, probe_trial
+from advisor.climb.tuning import RungTuner, default_trial, probe_trial
+from advisor.config.settings import build_config
 
 
 def _trials(tuner: RungTuner, n: int) -> list[tuple[dict, str]]:

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from advisor.criteria import judge
 from advisor.outcome import Verdict
 from advisor.runkey import RunKey
-from advisor.stats import Interval
 from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.verdicts.criteria import judge
+from advisor.verdicts.stats import Interval
 
 CAND = Candidate(name="tiny", kind="finetune", source="x")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from advisor.ledger import Ledger
-from advisor.tuning import open_storage
+from advisor.climb.tuning import open_storage
+from advisor.store.ledger import Ledger
 from tests.conftest import (
     KEYWORD_TASK_SETS,
     make_tiny_model,
@@ -109,8 +109,8 @@ def test_a_worker_whose_last_trial_another_worker_took_does_not_train_it(
     """The race the subprocess test above can only hit by chance, made certain: just before this
     worker asks for the rung's last trial, a rival on the same study asks for (and finishes) one."""
     from advisor.advise import advise
-    from advisor.config import build_config
-    from advisor.tuning import RungTuner
+    from advisor.climb.tuning import RungTuner
+    from advisor.config.settings import build_config
 
     rng = random.Random(0)
     rows = [(text, rng.choice(["pos", "neg"])) for text, _ in synthetic_rows(120)]  # nothing passes

@@ -1,0 +1,405 @@
+"""The executor of the climb: asks :func:`advisor.climb.policy.decide` what to do, does it, records it.
+
+Each action's result goes into the ledger the moment it exists. On a rerun the loop is the same:
+the policy asks for the same actions in the same order (it is a function of the records), and an
+action whose result the ledger already holds is read back instead of being carried out, so
+resuming a killed climb is replaying its records.
+
+The executor owns everything with side effects that the policy must not do: the per-rung optuna
+studies (asked for hyperparameters, told results, read for what other workers did), materialising
+models, forecasting a rung's cost from its shape and the data's token lengths, the budget watch
+inside each run, and distillation through the ``distiller`` its caller hands in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from advisor import distributed, runkey
+from advisor.climb import policy, steps
+from advisor.climb.budget import (
+    BudgetCallback,
+    FitBudget,
+    Rates,
+    any_budget,
+    evaluation_reserve,
+    search_spent,
+)
+from advisor.climb.choices import small_curves
+from advisor.climb.distiller import Distiller, DistilRequest
+from advisor.climb.forecast import forecast_full
+from advisor.climb.tuning import PruningCallback, RungTuner
+from advisor.config.settings import Config
+from advisor.data.task import TaskData, column
+from advisor.faults import fault_point
+from advisor.models.ladder import candidate_for, ladder_rungs, materialise
+from advisor.outcome import Verdict
+from advisor.report.render import step_line, step_reference
+from advisor.store.ledger import Ledger
+from advisor.training.baseline import fit_baseline
+from advisor.training.counting import checkpoint_to
+from advisor.training.probe import EmbeddingCache, checkpoint_pooling, fit_probe
+from advisor.training.train import train_run
+from advisor.types import Cost, RunResult
+
+Progress = Callable[[str], None]
+
+
+class Climb:
+    """Carries out the policy's actions for one run directory.
+
+    Args:
+        config: the resolved configuration.
+        data: the task's splits.
+        run_dir: the run directory (models, scratch).
+        ledger: the run directory's ledger (results are recorded and read back here).
+        fingerprint: the run directory's fingerprint (names the shared optuna studies).
+        say: progress lines.
+        distiller: distils a run that meets the floor but not a ceiling; None turns that off.
+        before: runs made in this run directory before the climb (a ``--from`` continuation that
+            failed): their cost counts against the budgets; the policy does not judge them.
+        prior_candidates: how many runs were judged before the climb (see ``Evidence``).
+        warm_start: settings for the first rung's first trial when no rung below was climbed here
+            (the earlier run's winning settings on the rung below).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        data: TaskData,
+        run_dir: Path,
+        ledger: Ledger,
+        fingerprint: str,
+        say: Progress,
+        distiller: Distiller | None = None,
+        before: Sequence[RunResult] = (),
+        prior_candidates: int = 0,
+        warm_start: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config, self.data, self.run_dir, self.ledger = config, data, run_dir, ledger
+        self.fingerprint, self.say, self.distiller = fingerprint, say, distiller
+        self.before, self.prior_candidates = tuple(before), prior_candidates
+        self.warm_start = dict(warm_start) if warm_start else None
+        self.rungs = {r.name: r for r in ladder_rungs(config)}
+        #: the climb's steps (probes and fine-tunes), put in order of forecast compute before the first
+        #: step is taken (:meth:`_order`); until then in ladder order, which only their count matters for
+        self.steps: tuple[policy.RungInfo, ...] = tuple(
+            steps.steps_for(tuple(self.rungs.values()), config, len(data.train))
+        )
+        self._ordered = False
+        self.runs: list[RunResult] = []
+        self.tuners: dict[str, RungTuner] = {}
+        self.sources: dict[str, str] = {}
+        self.forecasts: dict[str, Cost] = {}
+        self.shared: dict[str, policy.SharedStudy] = {}
+        self.embeddings: dict[str, EmbeddingCache] = {}  # per encoder: a probe's rows, embedded once
+        self._lengths: tuple[list[int], list[int]] | None = None
+        self.val_labels = tuple(int(y) for y in column(data.validation, "label"))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def evidence(self) -> policy.Evidence:
+        return policy.Evidence(
+            self.steps,
+            tuple(self.runs),
+            self.val_labels,
+            len(self.data.label_names),
+            dict(self.forecasts),
+            dict(self.shared),
+            search_spent([*self.before, *self.runs]),
+            self.prior_candidates,
+            len(self.data.train),
+        )
+
+    def run(self) -> policy.Stop:
+        """Climb until the policy says stop; returns the stop (its reason and recommendation)."""
+        self._update_forecasts()  # a climb resumed after a continuation forecasts its first rung
+        while True:
+            action = policy.decide(self.evidence(), self.config)
+            if not self._ordered and not isinstance(action, (policy.FitBaseline, policy.Stop)):
+                self._order()  # the first step past the baseline: now the order matters
+                continue
+            if isinstance(action, policy.Train) and action.key.role == "trial" and self._shared_changed(action):
+                continue  # what other workers did changes the decision: ask again
+            if isinstance(action, policy.Stop):
+                return action
+            run = self._do(action)
+            if run is None:
+                continue  # another worker took the rung's last trial: read the study again
+            self.runs.append(run)
+            self._announce(self.runs[-1])
+            self._update_forecasts()
+
+    def _announce(self, run: RunResult) -> None:
+        """One line as each step finishes: metric with interval, verdict, cost, gain per PFLOP."""
+        metric = self.config.criteria.metric
+        reference = step_reference(self.runs[:-1], run, metric)
+        self.say(step_line(run, self.verdicts().get(run.run_id), reference, metric))
+
+    def verdicts(self) -> dict[str, Verdict]:
+        return policy.verdicts(self.evidence(), self.config)
+
+    def ending(self, stop: policy.Stop) -> dict[str, Any]:
+        """How the climb ended, for the report: the outcome, the decision level, the next step's cost."""
+        details: dict[str, Any] = {
+            "outcome": stop.outcome,
+            "decision_level": policy.decision_level(self.evidence(), self.config),
+        }
+        if stop.next_cost is not None:
+            details["next_cost"] = stop.next_cost.to_dict()
+        return details
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _do(self, action: policy.Action) -> RunResult | None:
+        """Carry ``action`` out (or read its record back) and record it; None when nothing was done
+        (a shared study's trial another worker took first)."""
+        recorded = self.ledger.get(action.run_id) if not isinstance(action, policy.Stop) else None
+        known = policy.read_back(recorded, action)
+        if recorded is not None and known is None:
+            self.say(f"{recorded.run_id}: failed last time ({recorded.message}); trying it again")
+        if known is not None:
+            self.say(f"{known.run_id}: read back from the ledger (not {'re' + _verb(known)})")
+            if isinstance(action, policy.Train) and action.key.role == "trial":
+                self._after_trial(action, known)
+            return known
+        if isinstance(action, policy.FitBaseline):
+            budget = None
+            if any_budget(self.config.criteria):
+                budget = FitBudget(self.config.criteria, search_spent(self.runs), Rates.measured(self.runs))
+            run = fit_baseline(self.data, self.config, self.run_dir, progress=self.say, budget=budget)
+            fault_point("baseline")  # test-only crash injection (see advisor.faults.fault_point)
+        elif isinstance(action, policy.Skip):
+            rung = self.rungs[action.rung]
+            run = RunResult(
+                key=action.key,
+                candidate=dataclasses.replace(candidate_for(rung), name=action.key.step, kind=action.method),
+                hyperparameters={},
+                status="skipped",
+                metrics={},
+                cost=Cost(),
+                message=action.message,
+                details={"forecast": dict(action.forecast)},
+            )
+            self.say(f"{action.key.step}: {action.message}")
+            if action.method == "probe":
+                self.embeddings.pop(rung.name, None)  # the probe grows no further
+        elif isinstance(action, policy.Distil):
+            if self.distiller is None:
+                raise RuntimeError("the policy asked for a distillation but no distiller was supplied")
+            parent = next(r for r in self.runs if r.run_id == action.parent)
+            # the teacher's budget watch: the distiller charges it and reserves its student's passes
+            watch = self._budget(parent.candidate.name)
+            request = DistilRequest(parent, self.data, self.config, self.run_dir, action.key)
+            run = self.distiller(request, progress=self.say, callbacks=watch)
+        elif isinstance(action, policy.Probe):
+            run = self._probe(action)
+        elif isinstance(action, policy.Train) and action.small:
+            run = self._train_small(action)
+        elif isinstance(action, policy.Train) and action.rows is not None:
+            run = self._train_sized(action)
+        elif isinstance(action, policy.Train):
+            trained = self._train_trial(action)
+            if trained is None:
+                return None
+            run = trained
+        else:  # pragma: no cover - the policy has no other actions
+            raise TypeError(f"unknown action {action!r}")
+        run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
+        self.ledger.add(run)
+        return run
+
+    def _order(self) -> None:
+        """Put the steps in order of forecast compute on this data, and say so."""
+        train, val = self._token_lengths(next(iter(self.rungs)))
+        k = len(self.data.label_names)
+        self.steps = steps.order_steps(self.steps, tuple(self.rungs.values()), train, val, k, self.config)
+        self._ordered = True
+        self.say("climb order (cheapest forecast first):")
+        for line in steps.order_table(self.steps):
+            self.say(line)
+
+    def _probe(self, action: policy.Probe) -> RunResult:
+        rung = self.rungs[action.rung]
+        source = self._source(rung.name)
+        pooling = checkpoint_pooling(source, rung.pooling)
+        probe = dataclasses.replace(candidate_for(rung), name=action.run_id, kind="probe")
+        keep = self.embeddings.pop if action.rows is None else self.embeddings.setdefault  # kept while it may grow
+        cache = keep(rung.name, EmbeddingCache(len(self.data.train)))
+        checkpoint = functools.partial(self.ledger.checkpoint, action.run_id)
+        return fit_probe(
+            probe,
+            source,
+            pooling,
+            self.data,
+            self.config,
+            self.run_dir,
+            action.key,
+            self.say,
+            action.rows,
+            cache,
+            checkpoint,
+        )
+
+    def _source(self, rung_name: str) -> str:
+        if rung_name not in self.sources:
+            rung = self.rungs[rung_name]
+            t = self.config.train
+            self.sources[rung_name] = str(
+                materialise(rung, self.config.ladder.cache_dir, progress=self.say, allow_pickle=t.allow_pickle)
+            )
+        return self.sources[rung_name]
+
+    def _budget(self, rung_name: str) -> list[Any]:
+        if not any_budget(self.config.criteria):
+            return []
+        eval_flops = self._val_pass_flops(rung_name)
+        runs = [*self.before, *self.runs]
+        watch = BudgetCallback(self.config.criteria, search_spent(runs), eval_flops, Rates.measured(runs))
+        watch.reserve(*evaluation_reserve(eval_flops, len(self.data.validation), self.config.train.eval_rows))
+        return [watch]
+
+    def _train(self, action: policy.Train, hp: dict[str, Any], callbacks: list[Any], **kw: Any) -> RunResult:
+        """Train the action's rung with ``hp`` (the configured batch size added), its budget watched."""
+        rung = self.rungs[action.rung]
+        candidate = candidate_for(rung)
+        if action.key.role == "sized":  # named as its step, as a probe is
+            candidate = dataclasses.replace(candidate, name=action.run_id)
+        return train_run(
+            candidate,
+            self._source(rung.name),
+            self.data,
+            self.config,
+            self.run_dir,
+            action.key,
+            {**hp, "batch_size": self.config.train.batch_size},
+            extra_callbacks=[*callbacks, *self._budget(rung.name), checkpoint_to(self.ledger, action.run_id)],
+            progress=self.say,
+            **kw,
+        )
+
+    def _train_small(self, action: policy.Train) -> RunResult:
+        self.say(f"{action.rung}: small experiment on {self.config.tuning.small_fraction:.0%} of the training data")
+        return self._train(action, {}, [], train_fraction=self.config.tuning.small_fraction, save_model=False)
+
+    def _train_sized(self, action: policy.Train) -> RunResult:
+        """A data-size rung: the train section's settings on a stratified prefix (no tuner: its studies
+        hold full-size trials)."""
+        rows, total = action.rows or 0, len(self.data.train)
+        self.say(f"{action.rung}: fine-tuning on {rows:,} of the {total:,} training rows (a data-size rung)")
+        return self._train(action, {}, [], train_fraction=rows / total)
+
+    def _tuner(self, rung_name: str) -> RungTuner:
+        if rung_name not in self.tuners:
+            config, metric = self.config, self.config.criteria.metric
+            done = self.ledger.finished_of("trial", rung_name)
+            # warm start: the best settings of the last rung climbed below this one
+            best = policy.warm_start(self.runs, rung_name, metric)
+            warm = self.warm_start
+            if best is not None:
+                warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
+            run_dir = self.run_dir.resolve()
+            self.tuners[rung_name] = RungTuner(
+                config,
+                previous=[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done],
+                warm_start=warm,
+                # workers sharing a study must not propose the same settings: each gets its own seed
+                seed=config.train.seed + (zlib.crc32(str(run_dir).encode()) if config.tuning.storage else 0),
+                study_name=f"greenladder-{self.fingerprint}-{rung_name}",
+                prune_after=math.ceil(len(self.data.train) / config.train.batch_size),
+                worker=str(run_dir),
+            )
+        return self.tuners[rung_name]
+
+    def _shared_changed(self, action: policy.Train) -> bool:
+        """Refresh what other workers did on the action's rung; True when it changed."""
+        if not self.config.tuning.storage or self.ledger.get(action.run_id) is not None:
+            return False
+        tuner = self._tuner(action.rung)
+        started, best = tuner.started(), tuner.best_value()
+        if policy.wait_for_shared(started, best, self.config.tuning.trials_per_rung, self.config.criteria.floor):
+            best = tuner.wait_for_others(self.say)  # a trial still running elsewhere may yet pass this rung
+        now = policy.SharedStudy(started, best, tuner.best_elsewhere() if best is not None else "")
+        if self.shared.get(action.rung) == now:
+            return False
+        self.shared[action.rung] = now
+        return True
+
+    def _train_trial(self, action: policy.Train) -> RunResult | None:
+        rung = self.rungs[action.rung]
+        tuner = self._tuner(rung.name)
+        trial, hp, origin = tuner.ask()
+        if not tuner.claim(trial):
+            self.say(f"{rung.name}: another worker took the rung's last trial; not training {action.run_id}")
+            return None
+        pruner = PruningCallback(trial, self.config.criteria.metric)
+        run = self._train(action, hp, [pruner])
+        extra: dict[str, Any] = {"trial_origin": origin}
+        small = next((r for r in self.runs if r.key == runkey.small(rung.name) and r.status == "ok"), None)
+        if small is not None:
+            metric = self.config.criteria.metric
+            forecast = forecast_full(
+                small.metrics[metric],
+                self.config.tuning.small_fraction,
+                len(self.val_labels),
+                small_curves(self.runs, self.rungs, metric),
+            )
+            extra["forecast"] = forecast.to_dict()
+        run = dataclasses.replace(run, details={**run.details, **extra})
+        tuner.tell(
+            trial,
+            run.metrics.get(self.config.criteria.metric) if run.status == "ok" else None,
+            pruned=pruner.stop_message is not None,
+        )
+        self._after_trial(action, run)
+        return run
+
+    def _after_trial(self, action: policy.Train, run: RunResult) -> None:
+        """After a rung's first trial (trained or read back): queue the lr probe."""
+        if action.key.number == 1:
+            losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
+            self._tuner(action.rung).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
+
+    # -- forecasts ------------------------------------------------------------------------------
+
+    def _token_lengths(self, rung_name: str) -> tuple[list[int], list[int]]:
+        """Token count of every training and validation text, with the first rung's tokenizer."""
+        if self._lengths is None:
+            self._lengths = steps.token_lengths(self._source(rung_name), self.data, self.config.train.max_length)
+        return self._lengths
+
+    def _model_config(self, rung_name: str) -> Any:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self._source(rung_name))
+
+    def _val_pass_flops(self, rung_name: str) -> float:
+        from advisor.metering.flops import encoder_forward_flops
+
+        _, val = self._token_lengths(rung_name)
+        cfg, k = self._model_config(rung_name), len(self.data.label_names)
+        return sum(encoder_forward_flops(cfg, n, k) for n in val)
+
+    def _update_forecasts(self) -> None:
+        """Forecast the next step not yet taken, when a budget is set and a transformer has run."""
+        if not any_budget(self.config.criteria):
+            return
+        speed_known = any(r.cost.flops > 0 for r in self.before)  # a continuation ran before the climb
+        nxt = policy.step_to_forecast(self.steps, self.runs, self.forecasts, speed_known)
+        if nxt is None:
+            return
+        train, val = self._token_lengths(next(iter(self.rungs)))
+        rates = Rates.measured([*self.before, *self.runs])
+        k = len(self.data.label_names)
+        forecast = steps.forecast_step(nxt, self._model_config(nxt.rung), train, val, k, self.config, rates)
+        self.forecasts[nxt.name] = forecast
+
+
+def _verb(run: RunResult) -> str:
+    return {"baseline": "fitted", "probe": "fitted", "sized": "run"}.get(run.key.role, "trained")
