@@ -73,10 +73,10 @@ def _with_intervals(run: RunResult, data: TaskData, level: float) -> RunResult:
     ):
         if preds and len(preds) == len(labels):
             out[split] = {m: metric_interval(m, labels, preds, k, level).to_dict() for m in metrics}
-    cv = run.details.get("cv")
-    if cv and cv.get("predictions"):
+    cv = run.cv
+    if cv is not None and cv.predictions:
         out["cross_validation"] = {
-            m: metric_interval(m, cv["labels"], cv["predictions"], k, level).to_dict() for m in run.metrics
+            m: metric_interval(m, cv.labels, cv.predictions, k, level).to_dict() for m in run.metrics
         }
     return dataclasses.replace(run, intervals=out)
 

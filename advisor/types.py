@@ -227,6 +227,46 @@ class Footprint:
 
 
 @dataclass(frozen=True)
+class CrossValidation:
+    """Out-of-fold predictions over train + validation, in folds the size of the training split: the
+    evidence the baseline's and a probe's verdicts rest on (many more rows than the validation split,
+    so a tighter interval; :func:`advisor.verdicts.criteria.run_interval`).
+
+    Attributes:
+        folds: how many folds.
+        train_size: rows each fold's model was fitted on.
+        labels: the true label of every row predicted, in the order predicted.
+        predictions: each row's out-of-fold prediction, in the same order.
+    """
+
+    folds: int
+    train_size: int
+    labels: tuple[int, ...]
+    predictions: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(int(v) for v in self.labels))
+        object.__setattr__(self, "predictions", tuple(int(v) for v in self.predictions))
+        if len(self.labels) != len(self.predictions):
+            raise ValueError(
+                f"CrossValidation: {len(self.labels)} labels but {len(self.predictions)} predictions; "
+                "every row predicted needs its label."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folds": self.folds,
+            "train_size": self.train_size,
+            "labels": list(self.labels),
+            "predictions": list(self.predictions),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CrossValidation:
+        return cls(int(d.get("folds", 0)), int(d.get("train_size", 0)), d.get("labels", ()), d.get("predictions", ()))
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One finished piece of training work and everything known about it.
 
@@ -260,8 +300,17 @@ class RunResult:
     test_predictions: tuple[int, ...] = ()
     #: split -> metric -> interval ({value, low, high, level, n, method}) for each split scored
     intervals: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    #: the baseline's or a probe's cross-validation, when it completed (written as ``details.cv``)
+    cv: CrossValidation | None = None
 
     def __post_init__(self) -> None:
+        if "cv" in self.details:  # a record written before ``cv`` was a field, or built the old way
+            old = self.details["cv"]
+            object.__setattr__(self, "details", {k: v for k, v in self.details.items() if k != "cv"})
+            if old and self.cv is None:
+                object.__setattr__(
+                    self, "cv", old if isinstance(old, CrossValidation) else CrossValidation.from_dict(old)
+                )
         if not isinstance(self.key, RunKey):
             raise ValueError(f"RunResult.key must be a RunKey. Got {self.key!r}.")
         if self.status not in ("ok", "stopped", "budget", "failed", "skipped"):
@@ -302,7 +351,7 @@ class RunResult:
             "cost": self.cost.to_dict(),
             "artifact": self.artifact,
             "message": self.message,
-            "details": thaw(self.details),
+            "details": {**thaw(self.details), **({"cv": self.cv.to_dict()} if self.cv is not None else {})},
             "footprint": self.footprint.to_dict(),
             "intervals": thaw(self.intervals),
             "val_predictions": list(self.val_predictions),

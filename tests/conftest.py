@@ -290,7 +290,7 @@ def weaken_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
             run,
             metrics=compute_metrics(labels, wrong, data.label_names),
             val_predictions=tuple(wrong),
-            details={**run.details, "cv": None},
+            cv=None,
         )
 
     monkeypatch.setattr(baseline, "cross_validate", lambda *_a, **_k: None)

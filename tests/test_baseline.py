@@ -19,11 +19,11 @@ def test_each_fold_is_fitted_on_as_many_rows_as_the_delivered_model() -> None:
         return pipe.predict([texts[i] for i in held_idx])
 
     cv = baseline.cross_validate(labels, 100, 0, fit_predict)
-    assert cv is not None and cv["folds"] == 5 and cv["train_size"] == 100
+    assert cv is not None and cv.folds == 5 and cv.train_size == 100
     # 5 folds, each fitted on 100 of its 320 rows; every row predicted once, out of fold
     assert fitted == [100] * 5
-    assert len(cv["predictions"]) == 400 and cv["labels"] == labels
-    assert np.mean(np.array(cv["predictions"]) == np.array(labels)) > 0.9
+    assert len(cv.predictions) == 400 and list(cv.labels) == labels
+    assert np.mean(np.array(cv.predictions) == np.array(labels)) > 0.9
     fitted.clear()
     # a training split larger than a fold's rows: the fold uses all it has
     baseline.cross_validate(labels, 10_000, 0, fit_predict)

@@ -362,7 +362,7 @@ def test_a_seconds_or_kwh_budget_smaller_than_the_baseline_stops_it_between_fits
     base = capped.baseline
     assert base.status == "budget" and base.message is not None
     assert "after 4 fits, cross-validation fold 2" in base.message
-    assert base.details["cv"] is None  # the cross-validation did not complete: the verdict rests on validation
+    assert base.cv is None  # the cross-validation did not complete: the verdict rests on validation
     assert base.cost.wall_s == 4.0 and base.cost.energy_kwh == pytest.approx(0.04)
     assert capped.runs == ()  # the climb ends: no transformer starts on a spent budget
     assert capped.details["outcome"] == "budget" and "baseline was stopped by the budget" in capped.stop_reason

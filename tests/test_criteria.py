@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from advisor.errors import ConfigError
-from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.types import AcceptanceCriteria, Candidate, Cost, CrossValidation, Footprint, RunResult
 from advisor.verdicts.criteria import (
     closest_failure,
     compute_metrics,
@@ -93,8 +93,8 @@ def test_the_interval_of_a_run_comes_from_its_predictions_or_the_baselines_cross
     got = run_interval(run, "accuracy", labels, 2, 0.95)
     assert got is not None and got.n == 200 and got.value == pytest.approx(0.8) and got.method == "wilson"
     assert got.low == pytest.approx(0.7391, abs=1e-3) and got.high == pytest.approx(0.8498, abs=1e-3)
-    cv = {"labels": labels * 5, "predictions": preds * 5}
-    base = dataclasses.replace(make_run("baseline", 0.8), details={"cv": cv})
+    cv = CrossValidation(5, len(labels), labels * 5, preds * 5)
+    base = dataclasses.replace(make_run("baseline", 0.8), cv=cv)
     tight = run_interval(base, "accuracy", labels, 2, 0.95)
     assert tight is not None and tight.n == 1000 and tight.high - tight.low < got.high - got.low
 

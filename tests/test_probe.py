@@ -97,9 +97,9 @@ def test_a_passing_probe_is_the_recommendation_saved_loaded_back_and_timed(
     rec = report.recommended
     assert rec is not None and rec.candidate.kind == "probe"
     # judged on out-of-fold predictions over train + validation, like the baseline
-    cv = rec.details["cv"]
-    assert len(cv["predictions"]) == len(cv["labels"]) > len(rec.val_predictions)
-    assert report.verdicts["tiny-a-probe"].interval["n"] == len(cv["labels"])
+    cv = rec.cv
+    assert cv is not None and len(cv.predictions) == len(cv.labels) > len(rec.val_predictions)
+    assert report.verdicts["tiny-a-probe"].interval["n"] == len(cv.labels)
     assert report.verdicts["tiny-a-probe"].interval["low"] >= 0.7
     # metered: the encoder's forward FLOPs on the training rows (train) and the validation rows (eval)
     assert rec.cost.train_flops > 0 and rec.cost.eval_flops > 0

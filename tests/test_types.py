@@ -6,7 +6,7 @@ import pytest
 
 from advisor.outcome import Verdict
 from advisor.runkey import RunKey
-from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.types import AcceptanceCriteria, Candidate, Cost, CrossValidation, Footprint, RunResult
 from advisor.verdicts.criteria import judge
 from advisor.verdicts.stats import Interval
 
@@ -81,14 +81,16 @@ def test_a_ledger_record_from_before_footprint_reads_size_latency_and_params_out
             "latency_ms_p95": 0.4,
             "params": 20_000,
             "latency_device": "cpu",
-            "cv": {"accuracy": 0.79},
+            "cv": {"folds": 5, "train_size": 2, "labels": [0, 1], "predictions": [0, 0]},
         },
     }
     run = RunResult.from_dict(old)
     assert run.footprint == Footprint(
         size_mb=3.1, latency_ms_p50=0.2, latency_ms_p95=0.4, params=20_000, latency_device="cpu"
     )
-    assert run.details == {"cv": {"accuracy": 0.79}}  # the figures live in one place only
+    assert run.details == {}  # the figures live in one place only: the footprint, the typed cross-validation
+    assert run.cv == CrossValidation(5, 2, (0, 1), (0, 0))
+    assert RunResult.from_dict(run.to_dict()) == run and run.to_dict()["details"]["cv"]["labels"] == [0, 1]
     # a ceiling judged on the old record reads the same figures a new record carries
     crit = AcceptanceCriteria(metric="accuracy", floor=0.5, max_size_mb=3.0, max_latency_ms=1.0)
     verdict = judge(run, crit, Interval(0.8, 0.75, 0.85, 0.95, 400, "wilson"))
@@ -127,7 +129,7 @@ def _rich_run() -> RunResult:
         {"accuracy": 0.9},
         Cost(wall_s=1.5, provenance={"time": "measured", "flops": "analytic"}),
         test_metrics={"accuracy": 0.88},
-        details={"cv": {"labels": [0, 1, 1], "folds": 5}, "eval_history": [{"step": 10, "accuracy": 0.8}]},
+        details={"split": {"labels": [0, 1, 1], "folds": 5}, "eval_history": [{"step": 10, "accuracy": 0.8}]},
         intervals={"validation": {"accuracy": {"value": 0.9, "low": 0.85, "high": 0.94, "n": 400}}},
         val_predictions=(0, 1, 1),
     )
@@ -142,15 +144,15 @@ def test_a_records_mappings_are_read_only_all_the_way_down() -> None:
     with pytest.raises(TypeError):
         run.hyperparameters["learning_rate"] = 1.0  # type: ignore[index]
     with pytest.raises(TypeError):
-        run.details["cv"]["labels"] = [1, 1, 1]
+        run.details["split"]["labels"] = [1, 1, 1]
     with pytest.raises(TypeError):
-        run.details["cv"]["labels"][0] = 1  # a list inside is a tuple
+        run.details["split"]["labels"][0] = 1  # a list inside is a tuple
     with pytest.raises(TypeError):
         run.details["eval_history"][0]["accuracy"] = 1.0
     with pytest.raises(TypeError):
         run.intervals["validation"]["accuracy"]["low"] = 0.0  # type: ignore[index]
     with pytest.raises(TypeError):
-        del run.details["cv"]  # type: ignore[attr-defined]
+        del run.details["split"]  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
         run.cost.provenance["flops"] = "measured"  # type: ignore[index]
     assert not hasattr(run.details, "update") and not hasattr(run.metrics, "pop")
@@ -206,17 +208,26 @@ def test_to_dict_gives_plain_dicts_and_lists_and_round_trips() -> None:
         return isinstance(x, (FrozenMap, tuple))
 
     assert not frozen_inside(d)
-    assert d["details"]["cv"]["labels"] == [0, 1, 1]
+    assert d["details"]["split"]["labels"] == [0, 1, 1]
     assert d["cost"]["provenance"] == {"time": "measured", "flops": "analytic"}
     json.dumps(d)  # raises on anything JSON cannot write
     assert RunResult.from_dict(d) == run
     assert RunResult.from_dict(json.loads(json.dumps(d))) == run
     # the dict is the caller's own: editing it leaves the record alone
-    d["details"]["cv"]["labels"].append(0)
-    assert run.details["cv"]["labels"] == (0, 1, 1)
+    d["details"]["split"]["labels"].append(0)
+    assert run.details["split"]["labels"] == (0, 1, 1)
     verdict = Verdict("r-t1", "undecided", ("straddles",), interval={"value": 0.9, "n": 400})
     assert type(verdict.to_dict()["interval"]) is dict
     json.dumps(verdict.to_dict())
     # records travel pickled between the ranks of a multi-GPU job (advisor.distributed.share)
     assert pickle.loads(pickle.dumps(run)) == run
     assert pickle.loads(pickle.dumps(verdict)) == verdict
+
+
+def test_a_cross_validation_is_a_typed_field_and_rows_need_their_labels() -> None:
+    cv = CrossValidation(5, 4, [0, 1, 1], [0, 1, 0])
+    run = RunResult(R1, CAND, {}, "ok", {"accuracy": 0.9}, Cost(), cv=cv)
+    assert run.cv is cv and run.cv.labels == (0, 1, 1) and "cv" not in run.details
+    assert RunResult.from_dict(run.to_dict()) == run
+    with pytest.raises(ValueError, match="every row predicted needs its label"):
+        CrossValidation(5, 4, [0, 1, 1], [0, 1])

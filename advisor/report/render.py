@@ -312,7 +312,7 @@ def step_line(run: RunResult, verdict: Verdict | None, reference: RunResult | No
     (the best run of the step before it, or the baseline)."""
     iv = verdict.interval if verdict is not None else None
     if iv:
-        cv = " cv" if iv.get("split") == "cross_validation" or run.details.get("cv") else ""
+        cv = " cv" if iv.get("split") == "cross_validation" or run.cv is not None else ""
         shown = f"{iv['value']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}] n={iv['n']}{cv}"
     else:
         shown = f"{run.metrics[metric]:.3f}" if metric in run.metrics else "-"
@@ -354,7 +354,7 @@ def answer_lines(report: Report, out: Path | str) -> list[str]:
         test = rec.intervals.get("test", {}).get(metric)
         lines.append(
             f"  decided on {_iv_text(verdict.interval if verdict else None)}"
-            + (" (cross-validated)" if rec.details.get("cv") else " (validation)")
+            + (" (cross-validated)" if rec.cv is not None else " (validation)")
             + (f"; test {_iv_text(test)}" if test else "")
         )
     else:

@@ -22,7 +22,7 @@ from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
 from advisor.metering.cost import Meter
 from advisor.training.stopping import FitGate
-from advisor.types import Candidate, Footprint, RunResult
+from advisor.types import Candidate, CrossValidation, Footprint, RunResult
 from advisor.verdicts.criteria import compute_metrics
 
 BASELINE = Candidate(name="baseline", kind="baseline", source="tfidf+logreg")
@@ -81,7 +81,7 @@ def cross_validate(
     seed: int,
     fit_predict: Callable[[np.ndarray, np.ndarray], Any],
     next_fit: Callable[[str], bool] = lambda _what: True,
-) -> dict[str, Any] | None:
+) -> CrossValidation | None:
     """Out-of-fold predictions of a cheap model over train + validation (stratified k-fold).
 
     ``fit_predict(fit_idx, held_idx)`` fits the model on the rows ``fit_idx`` and returns its
@@ -120,17 +120,12 @@ def cross_validate(
             except ValueError:  # a class too small to stratify at this size: plain subsample
                 fit_idx = resample(fit_idx, n_samples=train_size, replace=False, random_state=seed + fold)
         preds[held_idx] = fit_predict(np.asarray(fit_idx), np.asarray(held_idx))
-    return {
-        "folds": folds,
-        "train_size": int(min(train_size, len(y))),
-        "labels": [int(v) for v in y],
-        "predictions": [int(p) for p in preds],
-    }
+    return CrossValidation(folds, int(min(train_size, len(y))), tuple(int(v) for v in y), tuple(int(p) for p in preds))
 
 
 def _cross_validate_tfidf(
     c: float, seed: int, texts: list[str], labels: list[int], train_size: int, next_fit: Callable[[str], bool]
-) -> dict[str, Any] | None:
+) -> CrossValidation | None:
     """:func:`cross_validate` of the TF-IDF pipeline at ``c`` over ``texts``."""
 
     def fit_predict(fit_idx: np.ndarray, held_idx: np.ndarray) -> Any:
@@ -239,7 +234,7 @@ def fit_baseline(
         message=stopped,
         cost=meter.cost,
         artifact=str(model_path.relative_to(run_dir)),
-        details={"cv": cv},
+        cv=cv,
         footprint=Footprint(size_mb, lat["latency_ms_p50"], lat["latency_ms_p95"], n_params),
         val_predictions=tuple(int(x) for x in val_pred),
         test_predictions=tuple(int(x) for x in test_pred),

@@ -375,8 +375,8 @@ def fit_probe(
         metrics=metrics,
         cost=meter.cost,
         artifact=str(dest.relative_to(run_dir)),
+        cv=cv,
         details={
-            "cv": cv,
             "embedding_dim": int(e_train.shape[1]),
             "head_params": head_params,
             "train_examples": len(idx),

@@ -75,14 +75,14 @@ def run_interval(
     """The interval of ``run``'s validation ``metric`` at ``level``, from the best evidence the run has.
 
     In order: the baseline's cross-validated out-of-fold predictions over train + validation
-    (``details["cv"]``: many more rows, so a tighter interval); the run's own predictions on the
+    (:attr:`RunResult.cv`: many more rows, so a tighter interval); the run's own predictions on the
     validation rows; for an older record without predictions, a Wilson interval rebuilt from the
     point estimate and the number of rows (exact for accuracy, a rough guide for other metrics).
     None when the run has no such metric.
     """
-    cv = run.details.get("cv")
-    if cv and cv.get("labels") and cv.get("predictions"):
-        return metric_interval(metric, cv["labels"], cv["predictions"], num_labels, level)
+    cv = run.cv
+    if cv is not None and cv.labels:
+        return metric_interval(metric, cv.labels, cv.predictions, num_labels, level)
     if run.val_predictions and len(run.val_predictions) == len(val_labels):
         return metric_interval(metric, val_labels, run.val_predictions, num_labels, level)
     value = run.metrics.get(metric)
