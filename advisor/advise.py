@@ -134,7 +134,7 @@ class _Earlier(NamedTuple):
     """What ``--from`` names, read before anything is written."""
 
     from_dir: Path
-    report: dict[str, Any]  # the earlier run's report
+    report: Report  # the earlier run's report
     resume: resumption.Plan  # the climb that follows if the continuation fails
 
 

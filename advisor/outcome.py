@@ -71,6 +71,20 @@ class Verdict:
             "floor_met": self.floor_met,
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
+        """The verdict from :meth:`to_dict`'s dict (``passed`` is derived, not read)."""
+        return cls(
+            run_id=d["run_id"],
+            state=d["state"],
+            reasons=tuple(d.get("reasons", ())),
+            failed=tuple(d.get("failed", ())),
+            shortfall=float(d.get("shortfall", 0.0)),
+            interval=d.get("interval"),
+            rows_needed=d.get("rows_needed"),
+            floor_met=bool(d.get("floor_met", False)),
+        )
+
 
 REPORT_SCHEMA_VERSION = 3
 
@@ -114,3 +128,30 @@ class Report:
     @property
     def recommended(self) -> RunResult | None:
         return self.run(self.recommendation) if self.recommendation else None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Report:
+        """The report back from its report.json (:func:`advisor.report.render.to_json`): what ``--from``
+        reads. Each run's entry carries its verdict; the per-run gains and the table rows, derived
+        when the report was written, are not read back. Reports of earlier schema versions read back
+        too (their runs through :meth:`RunResult.from_dict`).
+
+        Raises:
+            KeyError, TypeError, ValueError: ``d`` is not a report this version can read.
+        """
+        baseline = d.get("baseline")
+        entries = [*([baseline] if baseline else []), *d.get("runs", [])]
+        rec = d.get("recommendation")
+        return cls(
+            task=str(d.get("task", "text-classification")),
+            dataset=d.get("dataset", {}),
+            criteria=AcceptanceCriteria.from_dict(d.get("criteria", {})),
+            baseline=RunResult.from_dict(baseline) if baseline else None,
+            runs=tuple(RunResult.from_dict(e) for e in d.get("runs", [])),
+            verdicts={e["run_id"]: Verdict.from_dict(e["verdict"]) for e in entries if e.get("verdict")},
+            recommendation=str(rec["run_id"]) if rec else None,
+            stop_reason=str(d.get("stop_reason", "")),
+            total_cost=Cost.from_dict(d.get("total_cost", {})),
+            config=d.get("config", {}),
+            details=d.get("details", {}),
+        )

@@ -443,3 +443,9 @@ class AcceptanceCriteria:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AcceptanceCriteria:
+        """The criteria from :meth:`to_dict`'s dict; keys a later version added are left at their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -17,6 +17,9 @@ from advisor.cli import main
 from advisor.config.settings import build_config
 from advisor.data.task import column
 from advisor.incremental import resumption
+from advisor.outcome import Report
+from advisor.runkey import RunKey
+from advisor.types import Candidate, Cost, RunResult
 from advisor.verdicts.criteria import compute_metrics
 from advisor.verdicts.stats import bonferroni
 from tests.conftest import copy_run_dir, make_tiny_model, weaken_baseline, write_csv
@@ -107,11 +110,17 @@ def test_the_plan_climbs_the_rungs_above_the_earlier_recommendation_of_the_earli
     path.write_text(yaml.safe_dump({"rungs": rungs}))
     config = build_config(overrides=["tuning.trials_per_rung=2", "ladder.distil_on_ceiling=false"])
 
-    def prev(name: str, kind: str = "finetune", chosen: list[str] | None = None) -> dict:
-        return {
-            "recommendation": {"candidate": {"name": name, "kind": kind}},
-            "config": {"ladder": {"name": str(path), "rungs": chosen or []}},
-        }
+    def prev(name: str, kind: str = "finetune", chosen: list[str] | None = None) -> Report:
+        """The earlier run's report as --from reads it back: its recommendation and its ladder."""
+        key = RunKey("baseline") if kind == "baseline" else RunKey("trial", name, 1)
+        rec = RunResult(key, Candidate(name, kind, "x"), {}, "ok", {"accuracy": 0.9}, Cost())
+        return Report.from_json(
+            {
+                "runs": [rec.to_dict()],
+                "recommendation": {"run_id": rec.run_id},
+                "config": {"ladder": {"name": str(path), "rungs": chosen or []}},
+            }
+        )
 
     above_r1 = resumption.plan(config, prev("r1"))
     assert above_r1.rungs == ("r2", "r3") and above_r1.why_not == ""  # the optional rung is not climbed

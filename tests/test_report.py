@@ -282,3 +282,33 @@ def test_schema_document_names_every_field_to_json_writes() -> None:
     out = to_json(make_report())
     for key in [*out, *out["runs"][0], *out["runs"][0]["cost"]]:
         assert f"`{key}`" in doc, key
+
+
+def test_a_report_reads_back_from_its_json_through_the_record_that_wrote_it() -> None:
+    """--from reads the earlier report.json as a Report: the same runs, verdicts, criteria and pick."""
+    report = make_report()
+    back = Report.from_json(json.loads(json.dumps(to_json(report))))
+    assert back.recommendation == report.recommendation and back.recommended == report.recommended
+    assert back.runs == report.runs and back.baseline == report.baseline
+    assert back.verdicts == report.verdicts and back.criteria == report.criteria
+    assert back.total_cost == report.total_cost and back.dataset == report.dataset
+    # a report written before runs carried their key, or verdicts their floor_met, still reads back
+    old = to_json(report)
+    for entry in [old["baseline"], *old["runs"]]:
+        entry.pop("key")
+        if entry.get("verdict"):
+            entry["verdict"].pop("floor_met")
+    legacy = Report.from_json(old)
+    assert [r.key for r in legacy.runs] == [r.key for r in report.runs]
+    assert legacy.recommended is not None and legacy.recommended.run_id == report.recommendation
+    with pytest.raises(ValueError, match="not one of its runs"):
+        Report.from_json({**old, "recommendation": {"run_id": "no-such-run"}})
+
+
+def test_from_refuses_a_report_it_cannot_read_back_in_one_line(tmp_path: Path) -> None:
+    from advisor.incremental.inputs import previous_recommendation
+
+    (tmp_path / "report.json").write_text(json.dumps({"recommendation": {"run_id": "gone-t1"}, "runs": []}))
+    with pytest.raises(RunDirError, match="not a report this greenladder can read") as err:
+        previous_recommendation(tmp_path, None)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value) and "--from" in str(err.value)

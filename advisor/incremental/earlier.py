@@ -21,6 +21,7 @@ from advisor.metering.cost import Meter
 from advisor.metering.flops import encoder_forward_flops
 from advisor.models.ladder import load_ladder, materialise
 from advisor.models.loading import load_for_classification
+from advisor.outcome import Report
 from advisor.runkey import RunKey
 from advisor.training.counting import MeteringCallback
 from advisor.training.inference import predict_labels
@@ -43,7 +44,7 @@ class Earlier(NamedTuple):
 
 
 def prepare_earlier(
-    prev: dict[str, Any], from_dir: Path, data: TaskData, run_dir: Path, config: Config, say: Progress
+    prev: Report, from_dir: Path, data: TaskData, run_dir: Path, config: Config, say: Progress
 ) -> Earlier:
     """The earlier recommended run, the validation rows it never saw, and its model (head extended to
     new classes with ``incremental.extend_head``)."""
@@ -53,13 +54,12 @@ def prepare_earlier(
     unseen_rows = [i for i, t in enumerate(val_texts) if seen is None or t not in seen]
     notes = overlap_notes(seen, len(val_texts) - len(unseen_rows), column(data.test, "text"))
     source = from_dir / "model"
-    old_labels = prev["dataset"]["label_names"]
+    old_labels = list(prev.dataset["label_names"])
     new_labels = data.label_names
     if config.incremental.extend_head and set(new_labels) != set(old_labels):
         source = extend_head(source, old_labels, new_labels, run_dir / "runs" / "head", config)
         notes.append(f"the head was extended to {', '.join(new_labels)}; earlier classes kept their weights")
-    name = str(prev["recommendation"]["candidate"]["name"])
-    return Earlier(name, run, source, seen, unseen_rows, notes)
+    return Earlier(run.candidate.name, run, source, seen, unseen_rows, notes)
 
 
 def val_pass_flops(source: Path, data: TaskData, config: Config) -> float:
@@ -99,7 +99,7 @@ def judge_earlier(name: str, source: Path, from_dir: Path, data: TaskData, confi
 
 
 def from_checkpoint(
-    config: Config, prev: dict[str, Any], earlier: RunResult, say: Progress
+    config: Config, prev: Report, earlier: RunResult, say: Progress
 ) -> tuple[Candidate, str, dict[str, Any]]:
     """The earlier run's rung from its pre-trained checkpoint, as the from-scratch comparison trains
     it: its candidate, the local folder to train from, and the earlier winning settings.
@@ -108,7 +108,7 @@ def from_checkpoint(
         RunDirError: the earlier run's ladder has no such rung (the saving can then only be forecast).
     """
     name = earlier.candidate.name
-    ladder_name = prev.get("config", {}).get("ladder", {}).get("name", config.ladder.name)
+    ladder_name = str(prev.config.get("ladder", {}).get("name", config.ladder.name))
     rungs = {r.name: r for r in load_ladder(ladder_name)}
     if name not in rungs:
         raise RunDirError(

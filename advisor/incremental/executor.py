@@ -31,7 +31,7 @@ from advisor.data.task import TaskData, column
 from advisor.incremental.comparison import compare, forecast_scratch, scaled_cost
 from advisor.incremental.earlier import Earlier, from_checkpoint, judge_earlier, prepare_earlier, val_pass_flops
 from advisor.incremental.inputs import continuation_config, earlier_trials, previous_recommendation, training_rows
-from advisor.outcome import Verdict
+from advisor.outcome import Report, Verdict
 from advisor.runkey import RunKey
 from advisor.store.ledger import Ledger
 from advisor.training.baseline import fit_baseline
@@ -120,7 +120,7 @@ def continue_from(
     baseline = _baseline(s)
     judge = _validation_judge(config, data, later_candidates)
     verdicts = {"baseline": judge(baseline)}
-    if prev["recommendation"]["candidate"]["kind"] == "baseline":
+    if prev.recommended is None or prev.recommended.candidate.kind == "baseline":
         return _refitted_baseline(baseline, verdicts, from_dir)
     earlier = prepare_earlier(prev, from_dir, data, run_dir, config, say)
     _reserve_evaluation(s, earlier.source)
@@ -200,7 +200,7 @@ def _judged_earlier(s: _Setting, earlier: Earlier) -> RunResult:
     return _record(s.ledger, judge_earlier(name, earlier.source, s.from_dir, s.data, s.config))
 
 
-def _plan(s: _Setting, prev: dict[str, Any], earlier: Earlier) -> _Plan:
+def _plan(s: _Setting, prev: Report, earlier: Earlier) -> _Plan:
     """The rows and schedule to continue with, a tuner told the earlier trials and those finished
     here, and the forecasts: training from scratch, and a first continuation trial (from-scratch
     scaled by epochs and rows trained)."""
@@ -216,7 +216,7 @@ def _plan(s: _Setting, prev: dict[str, Any], earlier: Earlier) -> _Plan:
         seed=config.train.seed,
         prune_after=math.ceil(len(train_data.train) / config.train.batch_size),
     )
-    old_train = prev.get("dataset", {}).get("splits", {}).get("train", {})
+    old_train = prev.dataset.get("splits", {}).get("train", {})
     scratch_forecast = forecast_scratch(earlier.run, old_train, s.data.summary()["splits"]["train"])
     earlier_epochs = float(earlier.run.hyperparameters.get("epochs") or config.train.epochs)
     scale = (cont.train.epochs / earlier_epochs) * (len(train_data.train) / len(s.data.train))
@@ -313,7 +313,7 @@ def _comparison(
 
 def _scratch(
     config: Config,
-    prev: dict[str, Any],
+    prev: Report,
     earlier: RunResult,
     data: TaskData,
     run_dir: Path,

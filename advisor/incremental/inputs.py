@@ -23,16 +23,18 @@ from advisor.config.settings import Config, build_config
 from advisor.data.task import TaskData, column, load_task_data
 from advisor.errors import DataError, GreenladderError, RunDirError
 from advisor.models.ladder import is_safe_name
+from advisor.outcome import Report
 from advisor.store.ledger import LEDGER_NAME, Ledger
 from advisor.types import RunResult
 
 Progress = Callable[[str], None]
 
 
-def previous_recommendation(from_dir: Path, data: TaskData, config: Config | None = None) -> dict[str, Any]:
+def previous_recommendation(from_dir: Path, data: TaskData, config: Config | None = None) -> Report:
     """Read and check the earlier run's recommendation before anything is written.
 
-    Returns the earlier report.json; raises RunDirError or DataError when it cannot be continued.
+    Returns the earlier report, read back through the record that wrote it (:meth:`Report.from_json`);
+    raises RunDirError or DataError when it cannot be continued.
     """
     prev_report_path = from_dir / "report.json"
     if not prev_report_path.is_file():
@@ -43,10 +45,18 @@ def previous_recommendation(from_dir: Path, data: TaskData, config: Config | Non
         raise RunDirError(
             f"{prev_report_path} is not valid JSON. Pass the run directory of a finished advise with --from."
         ) from None
-    rec = prev.get("recommendation")
-    if not rec:
+    if not prev.get("recommendation"):
         raise RunDirError(f"{from_dir} has no recommended model to continue from. Run advise without --from.")
-    old_labels = list(prev.get("dataset", {}).get("label_names", []))
+    try:
+        report = Report.from_json(prev)
+        rec = report.recommended
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(
+            f"{prev_report_path} is not a report this greenladder can read ({type(exc).__name__}: {exc}). "
+            "Pass the run directory of a finished advise with --from."
+        ) from None
+    assert rec is not None  # a report with a recommendation names one of its runs (checked by Report)
+    old_labels = list(report.dataset.get("label_names", []))
     new = sorted(set(data.label_names) - set(old_labels))
     extending = config is not None and config.incremental.extend_head
     if new and not extending:
@@ -58,27 +68,25 @@ def previous_recommendation(from_dir: Path, data: TaskData, config: Config | Non
         raise DataError(
             f"The expanded data has no rows of the earlier labels {', '.join(missing)}; keep every earlier label in the data."
         )
-    cand_info = rec["candidate"]
-    if not is_safe_name(str(cand_info.get("name", ""))):  # it names this run's folder
+    if not is_safe_name(rec.candidate.name):  # it names this run's folder
         raise RunDirError(
-            f"{prev_report_path} names the model {cand_info.get('name')!r}, not a valid rung name. "
+            f"{prev_report_path} names the model {rec.candidate.name!r}, not a valid rung name. "
             "Pass the run directory of a finished advise with --from."
         )
-    if cand_info["kind"] == "baseline":
-        return prev  # refitted on the expanded data: nothing to load
+    if rec.candidate.kind == "baseline":
+        return report  # refitted on the expanded data: nothing to load
     source = from_dir / "model"
     if not (source / "config.json").is_file():
         raise RunDirError(f"{source} does not hold the recommended model (was it deleted?). Run advise without --from.")
-    return prev
+    return report
 
 
-def recommended_run(prev: dict[str, Any], from_dir: Path) -> RunResult:
+def recommended_run(prev: Report, from_dir: Path) -> RunResult:
     """The earlier recommended run's full record (hyperparameters, cost), from its report."""
-    rid = prev["recommendation"].get("run_id")
-    for d in prev.get("runs", []):
-        if d.get("run_id") == rid:
-            return RunResult.from_dict(d)
-    raise RunDirError(f"{from_dir / 'report.json'} lists no run {rid!r}. Pass the run directory of a finished advise.")
+    rec = prev.recommended
+    if rec is None:
+        raise RunDirError(f"{from_dir / 'report.json'} recommends no run. Pass the run directory of a finished advise.")
+    return rec
 
 
 def earlier_train_texts(from_dir: Path, say: Progress) -> frozenset[str] | None:

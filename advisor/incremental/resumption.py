@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from advisor.climb.executor import Climb
 from advisor.climb.policy import ResumeClimb, ResumptionEvidence, RungInfo, Stop, decide, rung_candidates
@@ -31,6 +31,7 @@ from advisor.config.settings import Config
 from advisor.errors import GreenladderError
 from advisor.incremental.executor import Continued, candidates_judged
 from advisor.models.ladder import load_ladder
+from advisor.outcome import Report
 
 Progress = Callable[[str], None]
 #: a climb in the run directory being resumed, for a config (``Climb`` with the data, run
@@ -53,20 +54,20 @@ class Plan(NamedTuple):
     evidence: ResumptionEvidence | None = None
 
 
-def plan(config: Config, prev: dict[str, Any]) -> Plan:
+def plan(config: Config, prev: Report) -> Plan:
     """The rungs above the earlier recommendation, on the ladder the earlier run climbed, as the
     policy decides them (:func:`advisor.climb.policy.decide` on a :class:`ResumptionEvidence`).
 
     Args:
         prev: the earlier run's report.json (see :func:`advisor.incremental.inputs.previous_recommendation`).
     """
-    rec = prev["recommendation"]["candidate"]
-    earlier = prev.get("config", {}).get("ladder", {})
+    if prev.recommended is None:
+        raise ValueError("plan: the earlier report recommends nothing to continue from")
+    rec = prev.recommended.candidate
+    earlier = prev.config.get("ladder", {})
     ladder_name = str(earlier.get("name") or config.ladder.name)
     chosen = [str(r) for r in earlier.get("rungs") or []]
-    evidence = ResumptionEvidence(
-        str(rec["name"]), rec["kind"] == "baseline", ladder_name, None, config.incremental.resume_climb
-    )
+    evidence = ResumptionEvidence(rec.name, rec.kind == "baseline", ladder_name, None, config.incremental.resume_climb)
     try:
         rungs = {r.name: r for r in load_ladder(ladder_name)}
     except GreenladderError as exc:
@@ -83,7 +84,7 @@ def plan(config: Config, prev: dict[str, Any]) -> Plan:
     return Plan(climb_config, action.rungs, rung_candidates(infos, climb_config), "", evidence)
 
 
-def after_continuation(plan: Plan, c: Continued, prev: dict[str, Any], start: StartClimb, say: Progress) -> Continued:
+def after_continuation(plan: Plan, c: Continued, prev: Report, start: StartClimb, say: Progress) -> Continued:
     """What follows the continuation, as the policy decides it from how the continuation ended: the
     planned climb (:func:`resume_climb`), or the continuation as the run's outcome, its stop reason
     saying why no climb followed. A continuation that passed is returned as it is."""
@@ -100,17 +101,18 @@ def after_continuation(plan: Plan, c: Continued, prev: dict[str, Any], start: St
 def resume_climb(
     plan: Plan,
     c: Continued,
-    prev: dict[str, Any],
+    prev: Report,
     start: StartClimb,
     say: Progress,
 ) -> Continued:
     """Climb the planned rungs after a failed continuation; the result holds both parts."""
     if plan.config is None:
         raise ValueError("resume_climb needs a plan with rungs to climb")
-    rec = prev["recommendation"]
-    name, from_baseline = str(rec["candidate"]["name"]), rec["candidate"]["kind"] == "baseline"
-    earlier: dict[str, Any] = next((r for r in prev.get("runs", []) if r.get("run_id") == rec.get("run_id")), {})
-    hp = earlier.get("hyperparameters") or {}
+    earlier = prev.recommended
+    if earlier is None:
+        raise ValueError("resume_climb: the earlier report recommends nothing")
+    name, from_baseline = earlier.candidate.name, earlier.candidate.kind == "baseline"
+    hp = earlier.hyperparameters
     warm = {k: hp[k] for k in ("learning_rate", "epochs", "warmup_ratio") if k in hp} or None
     say(f"{name} does not meet the criteria on the expanded data: the climb resumes at {plan.rungs[0]}")
     climb = start(
