@@ -82,9 +82,17 @@ def _parser() -> Any:
 def _train_all(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Any, Path]:
     """Every step of the climb once, by ``advise`` itself, into ``work``; (config, report, run dir)."""
     from advisor.advise import advise
+
+    config, out = adaptation_config(source, seed, args, work)
+    report = advise(config, progress=say)
+    return config, report, out
+
+
+def adaptation_config(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Path]:
+    """The config every step of ``source`` at ``seed`` is trained with, and its run directory."""
     from advisor.config.settings import build_config
 
-    data, folder = adaptation_split(source, seed, args, work)
+    _, folder = adaptation_split(source, seed, args, work)
     out = work / "runs" / f"{data_slug(source)}-{args.train_rows}-{args.eval_rows}-seed{seed}"
     config = build_config(
         overrides=[
@@ -103,8 +111,7 @@ def _train_all(source: str, seed: int, args: Any, work: Path) -> tuple[Any, Any,
             f"output.out={out}",
         ]
     )
-    report = advise(config, progress=say)
-    return config, report, out
+    return config, out
 
 
 def _test_predictions(run: Any, out: Path, data: Any, config: Any) -> list[int]:
@@ -132,7 +139,7 @@ def _test_predictions(run: Any, out: Path, data: Any, config: Any) -> list[int]:
     return known[run.run_id]
 
 
-def _replay(report: Any, config: Any, data: Any, floor: float, probes: bool, order: Any) -> dict[str, Any]:
+def replay(report: Any, config: Any, data: Any, floor: float, probes: bool, order: Any) -> dict[str, Any]:
     """The climb's decisions on the recorded runs at ``floor``: what it takes, where it stops."""
     import dataclasses
 
@@ -159,7 +166,7 @@ def _replay(report: Any, config: Any, data: Any, floor: float, probes: bool, ord
         taken.append(run)
 
 
-def _order(config: Any, data: Any, out: Path) -> Any:
+def step_order(config: Any, data: Any, out: Path) -> Any:
     from transformers import AutoTokenizer
 
     from advisor.climb import steps
@@ -231,12 +238,12 @@ def main(argv: list[str] | None = None) -> int:
                         g = paired_gain("accuracy", y, test[rid], test[other], k, 0.95)
                         row[f"vs {other}"] = [g.points, g.low, g.high]
                 per_run.append(row)
-            order = _order(config, data, out)
+            order = step_order(config, data, out)
             base_cv = report.verdicts["baseline"].interval["value"]
             for offset in FLOOR_OFFSETS:
                 floor = round(base_cv + offset, 3)
                 for probes in (True, False):
-                    r = _replay(report, config, data, floor, probes, order)
+                    r = replay(report, config, data, floor, probes, order)
                     stop, rec = r.get("stop"), None
                     rec = stop.recommendation if stop is not None else None
                     met = None if rec is None else _acc_iv(y, test[rec], k).value >= floor

@@ -457,3 +457,9 @@ def test_select_models_resume_runs_only_the_missing_methods_with_the_recorded_bu
     other.record("greenladder", {**gl, "data_sha256": "b" * 64})
     with pytest.raises(common.BenchError, match="another split"):
         sm.resumed(args, common.ResultsWriter(name, "cmd", tmp_path))
+
+
+def test_order_replay_trains_nothing_and_says_where_the_recorded_runs_must_be(tmp_path: Path) -> None:
+    replay = _module("order_replay")
+    with pytest.raises(replay.BenchError, match="--work"):
+        replay.main(["--data", "uncertainty", "--out", str(tmp_path)])
