@@ -27,6 +27,7 @@ from advisor.health.rules import LossNotDecreasingRule, first_firing, health_cal
 from advisor.metering.cost import Meter
 from advisor.training.attempt import train_attempt
 from advisor.training.batching import BucketTrainer, release_memory
+from advisor.training.best import BestWeights
 from advisor.training.counting import MeteringCallback
 from advisor.training.hf_trainer import CustomLoss, build_trainer
 from advisor.training.inference import predict_labels, tokenize
@@ -154,6 +155,7 @@ def train_student(
     progress: Callable[[str], None] | None = None,
     callbacks: Sequence[Any] = (),
     precision: str = "auto",
+    keep_best: tuple[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on the rows, with the teacher's soft targets when given, by the
     Trainer every rung trains with (:func:`advisor.training.hf_trainer.build_trainer`): only the loss differs.
@@ -174,11 +176,14 @@ def train_student(
         callbacks: more Trainer callbacks; each :class:`advisor.training.stopping.RunWatcher` (the budget
             watch, the running cost) is bound to ``meter`` and this run's counter first.
         precision: as ``train.precision`` ("auto": bf16 or fp16 on a GPU that has it, fp32 on a CPU).
+        keep_best: ``(metric, label names)``: with ``validation``, each epoch's evaluation is scored in
+            ``metric`` and the weights of the best one are kept, as every rung's are
+            (:class:`advisor.training.best.BestWeights`); the model ends with them.
 
     Returns:
         Training facts: steps, total_steps, final_loss, the health rule that fired, if one did,
         ``budget``: why a budget callback stopped the run, if one did, and ``oom_retries`` with the
-        batch that fitted, if memory ran out.
+        batch that fitted, if memory ran out; ``best_step`` and ``best_metric`` with ``keep_best``.
     """
     say = progress or (lambda _m: None)
     unlabelled = any(int(y) == NO_LABEL for y in labels)
@@ -200,9 +205,14 @@ def train_student(
         build_trainer, model, tokenizer, (train_ds, val_ds), scratch, hp, seed=seed, precision=precision, loss=loss
     )
 
+    keepers: list[BestWeights] = []  # each attempt's, the last one's the run's
+
     def attempt(batch: tuple[int, int]) -> tuple[BucketTrainer, list[Any]]:
         checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
-        return build(batch, (total_steps, "epoch"), [metering, *checks, *callbacks]), checks
+        if keep_best is not None and val_ds is not None:
+            metric, names = keep_best
+            keepers.append(BestWeights(metric, lambda y, ids: compute_metrics(y, ids, names)))
+        return build(batch, (total_steps, "epoch"), [metering, *keepers[-1:], *checks, *callbacks]), checks
 
     say(
         f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
@@ -214,6 +224,9 @@ def train_student(
         metering.flush()
         metering.close()
         shutil.rmtree(scratch, ignore_errors=True)
+    best = keepers[-1] if keepers else None
+    if best is not None and best.restore(model):
+        retries |= {"best_step": best.step, "best_metric": best.metrics.get(best.metric)}
     model.eval()
     return {**_facts(trainer.state, total_steps, steps_per_epoch, [*checks, *callbacks]), **retries}
 

@@ -61,9 +61,11 @@ class Job:
     def train(
         self, model: Any, tok: Any, rows: tuple[list[str], list[int]], settings: KDConfig, **kw: Any
     ) -> dict[str, Any]:
-        """:func:`distill.trainer.train_student` on ``rows`` with this job's scratch folder, rules and progress."""
+        """:func:`distill.trainer.train_student` on ``rows`` with this job's scratch folder, rules and progress,
+        keeping the weights of the best evaluation in the metric the distillation is judged by."""
         texts, labels = rows
         config = self.config
+        kw.setdefault("keep_best", (config.criteria.metric, tuple(self.data.label_names)))
         return train_student(
             model,
             tok,

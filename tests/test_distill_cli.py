@@ -344,6 +344,14 @@ def test_the_students_precision_reaches_their_trainer(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(distill.training, "train_student", lambda *a, **kw: seen.update(kw) or {})
-    job = SimpleNamespace(config=SimpleNamespace(rules=None), work_dir=tmp_path, say=print)
+    criteria = SimpleNamespace(metric="macro_f1")
+    job = SimpleNamespace(
+        config=SimpleNamespace(rules=None, criteria=criteria),
+        data=SimpleNamespace(label_names=["a", "b"]),
+        work_dir=tmp_path,
+        say=print,
+    )
     distill.training.Job.train(job, None, None, (["a"], [0]), KDConfig(precision="fp32"), seed=0)
     assert seen["precision"] == "fp32"
+    # and students keep the weights of their best evaluation, judged in the distillation's metric
+    assert seen["keep_best"] == ("macro_f1", ("a", "b"))

@@ -401,3 +401,29 @@ def test_a_student_that_runs_out_of_memory_restarts_from_its_first_weights_at_ha
     assert any(not torch.equal(a, b) for a, b in zip(oom.starts[0], oom.at_error, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(oom.starts[0], oom.starts[1], strict=True))
     assert not list(tmp_path.glob(".scratch/trainer-t-*"))
+
+
+def test_a_student_ends_with_the_weights_of_its_best_evaluation_in_the_metric_it_is_judged_by(tok, tmp_path):
+    """As every rung does: each epoch's evaluation is scored, and the best one's weights are delivered."""
+    from advisor.training.inference import predict_labels
+    from advisor.verdicts.criteria import compute_metrics
+
+    class Scores(TrainerCallback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, float]] = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.seen.append((state.global_step, metrics["eval_accuracy"]))
+
+    texts, labels = rows(48, seed=7, noise=0.3)  # noisy labels: later epochs need not be the best
+    val_texts, val_labels = rows(24, seed=8)
+    scores = Scores()
+    model = tiny(layers=1, seed=3)
+    with Meter(OFF, phase="t") as m:
+        facts = train_student(model, tok, texts, labels, FAST, seed=0, scratch_root=tmp_path, run_id="t", meter=m,
+                              validation=(val_texts, val_labels), callbacks=[scores], keep_best=("accuracy", ("neg", "pos")))  # fmt: skip
+    assert len(scores.seen) == FAST.epochs
+    best_step, best = max(scores.seen, key=lambda s: (s[1], s[0]))  # of equal scores, the later is kept (as for rungs)
+    assert facts["best_step"] == best_step and facts["best_metric"] == pytest.approx(best)
+    delivered = compute_metrics(val_labels, predict_labels(model, tok, val_texts, FAST.max_length), ("neg", "pos"))
+    assert delivered["accuracy"] == pytest.approx(best)
