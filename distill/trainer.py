@@ -176,9 +176,8 @@ def train_student(
         callbacks: more Trainer callbacks; each :class:`advisor.training.stopping.RunWatcher` (the budget
             watch, the running cost) is bound to ``meter`` and this run's counter first.
         precision: as ``train.precision`` ("auto": bf16 or fp16 on a GPU that has it, fp32 on a CPU).
-        keep_best: ``(metric, label names)``: with ``validation``, each epoch's evaluation is scored in
-            ``metric`` and the weights of the best one are kept, as every rung's are
-            (:class:`advisor.training.best.BestWeights`); the model ends with them.
+        keep_best: ``(metric, label names)``: with ``validation``, the model ends with the weights of
+            its best evaluation in ``metric``, as every rung does (:class:`advisor.training.best.BestWeights`).
 
     Returns:
         Training facts: steps, total_steps, final_loss, the health rule that fired, if one did,
@@ -189,34 +188,26 @@ def train_student(
     unlabelled = any(int(y) == NO_LABEL for y in labels)
     if teacher is None and unlabelled:
         raise ValueError("Unlabelled rows need a teacher: the no-teacher control trains on labelled rows only.")
-    hidden = teacher is not None and settings.hidden_weight > 0
-    train_ds, val_ds = _tokenised((texts, labels, teacher), validation, hidden, tokenizer, settings.max_length)
-    projection = _projection(model, teacher, seed) if hidden else None
-    kd = settings if teacher is not None else None
-    loss = CustomLoss(partial(DistillTrainer, kd=kd, projection=projection), _Collator(tokenizer))
+    rows = (texts, labels, teacher)
+    train_ds, val_ds, loss, projection = _prepared(model, tokenizer, rows, validation, settings, seed)
     steps_per_epoch = max(1, math.ceil(len(train_ds) / settings.batch_size))
     total_steps = max(1, math.ceil(steps_per_epoch * settings.epochs))
     scratch = scratch_dir(scratch_root, run_id)
     metering = MeteringCallback(meter, model.config, num_labels=int(model.config.num_labels))
     bind_meter(callbacks, meter, metering)  # the budget watch reads this run's meter as it goes
     hp = {k: getattr(settings, k) for k in ("learning_rate", "epochs", "warmup_ratio", "weight_decay")}
-
     build = partial(
         build_trainer, model, tokenizer, (train_ds, val_ds), scratch, hp, seed=seed, precision=precision, loss=loss
     )
 
-    keepers: list[BestWeights] = []  # each attempt's, the last one's the run's
+    def attempt(batch: tuple[int, int]) -> tuple[BucketTrainer, list[Any]]:  # fresh rules and best-weight keeper
+        rules_now = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
+        checks = [*_best_keeper(keep_best if val_ds is not None else None), *rules_now]
+        return build(batch, (total_steps, "epoch"), [metering, *checks, *callbacks]), checks
 
-    def attempt(batch: tuple[int, int]) -> tuple[BucketTrainer, list[Any]]:
-        checks = health_rules(rules if rules is not None else RulesConfig(), torch.cuda.is_available(), unlabelled)
-        if keep_best is not None and val_ds is not None:
-            metric, names = keep_best
-            keepers.append(BestWeights(metric, lambda y, ids: compute_metrics(y, ids, names)))
-        return build(batch, (total_steps, "epoch"), [metering, *keepers[-1:], *checks, *callbacks]), checks
-
+    how = "distilling" if teacher is not None else "training on the labels alone"
     say(
-        f"{run_id}: {'distilling' if teacher is not None else 'training on the labels alone'} "
-        f"({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
+        f"{run_id}: {how} ({total_steps} steps, lr {settings.learning_rate:.2g}, {settings.epochs:g} epochs, {len(train_ds)} rows)"
     )
     try:
         trainer, checks, retries = _fit(attempt, (settings.batch_size, 1), [model, projection], metering, say, run_id)
@@ -224,11 +215,48 @@ def train_student(
         metering.flush()
         metering.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    best = keepers[-1] if keepers else None
-    if best is not None and best.restore(model):
-        retries |= {"best_step": best.step, "best_metric": best.metrics.get(best.metric)}
+    retries |= _restore_best(model, checks)
     model.eval()
     return {**_facts(trainer.state, total_steps, steps_per_epoch, [*checks, *callbacks]), **retries}
+
+
+def _prepared(
+    model: Any,
+    tokenizer: Any,
+    train: tuple[Sequence[str], Sequence[int], TeacherOutputs | None],
+    validation: tuple[Sequence[str], Sequence[int]] | None,
+    settings: KDConfig,
+    seed: int,
+) -> tuple[Any, Any | None, CustomLoss, torch.nn.Module | None]:
+    """The tokenised rows, the loss (KD with a teacher, cross-entropy without) and the hidden-state
+    projection it trains, if any."""
+    teacher = train[2]
+    hidden = teacher is not None and settings.hidden_weight > 0
+    train_ds, val_ds = _tokenised(train, validation, hidden, tokenizer, settings.max_length)
+    projection = _projection(model, teacher, seed) if hidden else None
+    kd = settings if teacher is not None else None
+    return (
+        train_ds,
+        val_ds,
+        CustomLoss(partial(DistillTrainer, kd=kd, projection=projection), _Collator(tokenizer)),
+        projection,
+    )
+
+
+def _restore_best(model: Any, checks: Sequence[Any]) -> dict[str, Any]:
+    """Load the best evaluation's weights into ``model`` when the attempt kept them; the facts to record."""
+    best = next((c for c in checks if isinstance(c, BestWeights)), None)
+    if best is None or not best.restore(model):
+        return {}
+    return {"best_step": best.step, "best_metric": best.metrics.get(best.metric)}
+
+
+def _best_keeper(keep_best: tuple[str, Sequence[str]] | None) -> list[BestWeights]:
+    """The attempt's keeper of its best evaluation's weights in ``keep_best``'s metric (none without)."""
+    if keep_best is None:
+        return []
+    metric, names = keep_best
+    return [BestWeights(metric, lambda y, ids: compute_metrics(y, ids, names))]
 
 
 def _fit(
