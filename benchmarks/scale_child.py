@@ -171,6 +171,7 @@ def write_ledger_and_reports(data: Any, records: int, work: str) -> int:
     from them (verdicts judged at a floor of 0.5, the dataset described as the climb describes it);
     returns the bytes of report.json."""
     import dataclasses
+    import shutil
 
     from advisor.advise import _with_intervals
     from advisor.outcome import Report
@@ -181,7 +182,8 @@ def write_ledger_and_reports(data: Any, records: int, work: str) -> int:
     from advisor.verdicts.stats import metric_interval
 
     run_dir = Path(work)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # the benchmark's own scratch: a phase killed earlier left its ledger
+    run_dir.mkdir(parents=True)
     criteria = AcceptanceCriteria(floor=0.5)
     runs = [_record(data, i + 1) for i in range(records)]
     with Ledger(run_dir) as ledger:
