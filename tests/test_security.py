@@ -238,8 +238,15 @@ def test_a_traversing_rung_name_stops_advise_before_anything_is_written(
 def test_a_from_report_naming_a_traversing_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     earlier = tmp_path / "earlier"
     (earlier / "model").mkdir(parents=True)
+    from advisor.runkey import RunKey
+    from advisor.types import Candidate, Cost, RunResult
+
+    run = RunResult(
+        RunKey("trial", "x", 1), Candidate("../../evil", "finetune", "x"), {}, "ok", {"accuracy": 0.9}, Cost()
+    )
     report = {
-        "recommendation": {"run_id": "x", "candidate": {"name": "../../evil", "kind": "finetune"}},
+        "recommendation": {"run_id": run.run_id, "candidate": run.candidate.to_dict()},
+        "runs": [run.to_dict()],
         "dataset": {"label_names": ["neg", "pos"]},
     }
     (earlier / "report.json").write_text(json.dumps(report))
