@@ -267,6 +267,27 @@ class CrossValidation:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """One evaluation while a run trained: its step, the criterion metric on the rows it scored (the
+    sampled ones, ``train.eval_rows``) and the validation loss. The learning-rate probe reads the
+    losses of a rung's first trial (:meth:`advisor.climb.tuning.RungTuner.queue_probe`).
+    """
+
+    step: int
+    metric: str
+    value: float | None
+    loss: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, self.metric: self.value, "eval_loss": self.loss}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Evaluation:
+        metric = next((k for k in d if k not in ("step", "eval_loss")), "")
+        return cls(int(d["step"]), metric, d.get(metric), d.get("eval_loss"))
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One finished piece of training work and everything known about it.
 
@@ -302,15 +323,13 @@ class RunResult:
     intervals: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     #: the baseline's or a probe's cross-validation, when it completed (written as ``details.cv``)
     cv: CrossValidation | None = None
+    #: training rows the model was fitted on (written as ``details.train_examples``)
+    train_examples: int | None = None
+    #: each evaluation while it trained, in order (written as ``details.eval_history``)
+    evaluations: tuple[Evaluation, ...] = ()
 
     def __post_init__(self) -> None:
-        if "cv" in self.details:  # a record written before ``cv`` was a field, or built the old way
-            old = self.details["cv"]
-            object.__setattr__(self, "details", {k: v for k, v in self.details.items() if k != "cv"})
-            if old and self.cv is None:
-                object.__setattr__(
-                    self, "cv", old if isinstance(old, CrossValidation) else CrossValidation.from_dict(old)
-                )
+        self._typed_from_details()
         if not isinstance(self.key, RunKey):
             raise ValueError(f"RunResult.key must be a RunKey. Got {self.key!r}.")
         if self.status not in ("ok", "stopped", "budget", "failed", "skipped"):
@@ -334,10 +353,40 @@ class RunResult:
         object.__setattr__(self, "val_predictions", tuple(int(p) for p in self.val_predictions))
         object.__setattr__(self, "test_predictions", tuple(int(p) for p in self.test_predictions))
 
+    def _typed_from_details(self) -> None:
+        """A record written before ``cv``, ``train_examples`` and ``evaluations`` were fields (or built
+        the old way) holds them in ``details``: they move to their fields, read-only and typed."""
+        details = dict(self.details)
+        cv, rows, history = (
+            details.pop("cv", None),
+            details.pop("train_examples", None),
+            details.pop("eval_history", None),
+        )
+        if cv and self.cv is None:
+            object.__setattr__(self, "cv", cv if isinstance(cv, CrossValidation) else CrossValidation.from_dict(cv))
+        if rows is not None and self.train_examples is None:
+            object.__setattr__(self, "train_examples", int(rows))
+        if history and not self.evaluations:
+            evaluations = (h if isinstance(h, Evaluation) else Evaluation.from_dict(h) for h in history)
+            object.__setattr__(self, "evaluations", tuple(evaluations))
+        object.__setattr__(self, "evaluations", tuple(self.evaluations))
+        object.__setattr__(self, "details", details)
+
     @property
     def run_id(self) -> str:
         """The run's id, made from its :attr:`key`."""
         return self.key.run_id
+
+    def _details_dict(self) -> dict[str, Any]:
+        """``details`` as report.json has always carried it: the typed fields written back in."""
+        out = thaw(self.details)
+        if self.cv is not None:
+            out["cv"] = self.cv.to_dict()
+        if self.train_examples is not None:
+            out["train_examples"] = self.train_examples
+        if self.evaluations:
+            out["eval_history"] = [e.to_dict() for e in self.evaluations]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -351,7 +400,7 @@ class RunResult:
             "cost": self.cost.to_dict(),
             "artifact": self.artifact,
             "message": self.message,
-            "details": {**thaw(self.details), **({"cv": self.cv.to_dict()} if self.cv is not None else {})},
+            "details": self._details_dict(),
             "footprint": self.footprint.to_dict(),
             "intervals": thaw(self.intervals),
             "val_predictions": list(self.val_predictions),

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         c = run.cost
         share = c.eval_flops / (c.train_flops + c.eval_flops)
-        history = [round(h["accuracy"], 3) for h in run.details.get("eval_history", [])]
+        history = [round(e.value, 3) for e in run.evaluations if e.value is not None]
         rows.append(
             [
                 n or "all",

@@ -144,7 +144,7 @@ def one(source: str, seed: int, args: argparse.Namespace, work: Path) -> dict[st
             "flops": cost.flops,
             "wall_s": cost.wall_s,
             "steps": run.details.get("steps"),
-            "train_examples": run.details.get("train_examples"),
+            "train_examples": run.train_examples,
             "hyperparameters": dict(run.hyperparameters),
         }
         if key != "scratch" and "scratch" in runs:

@@ -104,12 +104,12 @@ def one_run(source: str, data: Any, folder: Path, work: Path, rung: str, rules: 
         "train_flops": run.cost.train_flops,
         "eval_flops": run.cost.eval_flops,
         "wall_s": wall,
-        "eval_history": run.details.get("eval_history"),
+        "eval_history": [e.to_dict() for e in run.evaluations],
     }
     labels_val = list(column(data.validation, "label"))
     if run.val_predictions:
         row["val"] = _acc(run.val_predictions, labels_val)
-        last = (run.details.get("eval_history") or [{}])[-1].get("accuracy")
+        last = run.evaluations[-1].value if run.evaluations else None
         row["val_last_eval"] = last
     if run.artifact:
         model, tok = load_for_classification(str(work / run.artifact), data.label_names)

@@ -142,7 +142,7 @@ def test_second_trial_of_the_first_rung_is_the_lr_probe_read_off_the_first(
     report = advise(config)
     first, second = report.run("tiny-a-t1"), report.run("tiny-a-t2")
     assert first.details["trial_origin"] == "default"
-    losses = [h["eval_loss"] for h in first.details["eval_history"]]
+    losses = [h.loss for h in first.evaluations]
     expected = probe_trial(config, default_trial(config), losses, ok=first.status == "ok")
     assert expected is not None
     assert second.details["trial_origin"] == expected[1]

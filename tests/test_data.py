@@ -435,3 +435,26 @@ def test_drug_reviews_keep_the_given_test_split(builtin: Callable[[str], TaskDat
     assert three.cross_split_duplicates == 1
     assert not any("&#039;" in t for t in three.train["text"])
     assert not any(t.startswith('"') for t in three.train["text"])
+
+
+def test_a_rare_class_of_a_large_dataset_still_gets_a_row_in_each_capped_held_out_split(tmp_path: Path) -> None:
+    """WordNet's 45 lexicographer files: 117,659 rows, the smallest class 42. With the held-out splits
+    capped at 2,000 rows (1.7 %), a proportional cut gives it 0.7 rows: it used to be refused."""
+    from advisor.data.splitting import carve_missing_splits
+
+    texts = [f"row {i}" for i in range(30_000)]
+    labels = ["big"] * 20_000 + ["mid"] * 9_950 + ["rare"] * 45 + ["tiny"] * 5
+    rows = {"train": (texts, labels)}
+    cfg = DataConfig()
+    out = carve_missing_splits(rows, ("big", "mid", "rare", "tiny"), cfg, "data.csv", 2_000 / 30_000)
+    for name in ("validation", "test"):
+        held = out[name][1]
+        assert set(held) == {"big", "mid", "rare", "tiny"}, name  # every class judged, the rare ones once
+        assert abs(len(held) - 2_000) <= 4 and held.count("big") == round(20_000 * 2_000 / 30_000)
+    seen = [t for part in out.values() for t in part[0]]
+    assert sorted(seen) == sorted(texts), "every row in exactly one split"
+    assert out == carve_missing_splits(rows, ("big", "mid", "rare", "tiny"), cfg, "data.csv", 2_000 / 30_000)
+    # a class with no row to spare for training is still refused, in one line
+    few = {"train": (texts[:29_952], labels[:29_950] + ["tiny"] * 2)}
+    with pytest.raises(DataError, match="class 'tiny' has only 2 rows.*at least 3 per class"):
+        carve_missing_splits(few, ("big", "mid", "tiny"), cfg, "data.csv", 2_000 / 29_952)

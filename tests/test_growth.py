@@ -181,7 +181,7 @@ def test_a_climb_on_enough_rows_recommends_a_probe_fitted_on_a_prefix(tmp_path: 
     report = advise(config, progress=lines.append)
     assert report.recommendation == "tiny-a-probe-n100", report.stop_reason
     rec = report.recommended
-    assert rec is not None and rec.details["train_examples"] == 100
+    assert rec is not None and rec.train_examples == 100
     assert any("100 training rows" in line for line in lines)  # the order says each size's rows
     assert rec.test_metrics["accuracy"] >= 0.7
     assert (tmp_path / "run" / "model" / "head.safetensors").is_file()

@@ -163,7 +163,7 @@ def test_a_failed_continuation_resumes_the_climb_on_the_rung_above_and_a_rerun_t
     b = report.run("tiny-b-t1")
     # the rung above, from its pre-trained checkpoint, on the expanded data, started from the
     # earlier run's winning settings on the rung below
-    assert b.candidate.kind == "finetune" and b.details["train_examples"] == report.dataset["splits"]["train"]["rows"]
+    assert b.candidate.kind == "finetune" and b.train_examples == report.dataset["splits"]["train"]["rows"]
     earlier_doc = json.loads((earlier / "report.json").read_text())
     assert b.hyperparameters["learning_rate"] == earlier_doc["runs"][0]["hyperparameters"]["learning_rate"]
     # one Bonferroni family for both parts: baseline, earlier model, 2 continuation trials,

@@ -163,6 +163,6 @@ def test_a_real_training_records_the_sampled_rows_at_every_evaluation(tmp_path) 
     labels = column(data.validation, "label")
     sample = evaluation_rows(labels, 20, config.train.seed)
     assert sample is not None and attrs["sample_labels"] == [labels[i] for i in sample]
-    steps = [h["step"] for h in run.details["eval_history"]]
+    steps = [h.step for h in run.evaluations]
     assert len(steps) == 2 and all(len(attrs[predictions_attr(s)]) == 20 for s in steps)
     assert attrs[LOOKS_ATTR] == 2 and callback.stop_message is None  # the first trial has nobody to lose to

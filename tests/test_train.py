@@ -55,11 +55,13 @@ def test_the_saved_model_is_the_judged_one_and_its_predictions_are_the_reported_
     config = _config(tmp_path, "train.evals_per_epoch=2", "rules.enabled=false", "train.eval_rows=0")
     run = _run(model, data, config, tmp_path)
     assert run.status == "ok", run.message
-    history = run.details["eval_history"]
+    history = run.evaluations
     assert len(history) == 6  # 2 per epoch; the last at the last step
-    assert len({h["accuracy"] for h in history}) > 1 and 0 < sum(run.val_predictions) < len(run.val_predictions)
-    best = max(reversed(history), key=lambda h: h["accuracy"])  # the last of equals, as BestWeights keeps
-    assert run.details["best_step"] == best["step"] and run.metrics["accuracy"] == best["accuracy"]
+    assert len({h.value for h in history}) > 1 and 0 < sum(run.val_predictions) < len(run.val_predictions)
+    best = max(reversed(history), key=lambda h: h.value or 0.0)  # the last of equals, as BestWeights keeps
+    assert run.details["best_step"] == best.step and run.metrics["accuracy"] == best.value
+    assert run.to_dict()["details"]["eval_history"][0] == {"step": history[0].step, "accuracy": history[0].value,
+                                                           "eval_loss": history[0].loss}  # report.json as before  # fmt: skip
     # the predictions are those of the saved (best) weights, row for row, and the metrics come from them
     folder = tmp_path / "run" / str(run.artifact)
     saved = AutoModelForSequenceClassification.from_pretrained(folder)
@@ -80,7 +82,7 @@ def test_validation_is_not_run_again_after_training_when_each_evaluation_scores_
 
     monkeypatch.setattr(train_mod, "predict_labels", second_pass)
     run = _run(model, data, _config(tmp_path, "train.epochs=1", "train.eval_rows=0"), tmp_path, save_model=False)
-    assert run.status == "ok" and run.val_predictions and len(run.details["eval_history"]) == 1
+    assert run.status == "ok" and run.val_predictions and len(run.evaluations) == 1
     assert run.cost.eval_flops > 0
 
 
@@ -98,7 +100,7 @@ def test_evaluations_on_a_sample_then_the_kept_weights_judged_on_the_whole_split
     )
     sampled = _run(model, data, _config(tmp_path / "b", "train.eval_rows=20", "rules.enabled=false"), tmp_path / "b")
     assert sampled.status == "ok" and sampled.details["eval_rows"] == 20
-    assert len(sampled.details["eval_history"]) == 3
+    assert len(sampled.evaluations) == 3
     # the judged figures are the kept weights' on every validation row, not the 20-row sample's
     assert len(sampled.val_predictions) == n
     labels = np.asarray(column(data.validation, "label"))

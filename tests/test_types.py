@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -147,8 +148,8 @@ def test_a_records_mappings_are_read_only_all_the_way_down() -> None:
         run.details["split"]["labels"] = [1, 1, 1]
     with pytest.raises(TypeError):
         run.details["split"]["labels"][0] = 1  # a list inside is a tuple
-    with pytest.raises(TypeError):
-        run.details["eval_history"][0]["accuracy"] = 1.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.evaluations[0].value = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         run.intervals["validation"]["accuracy"]["low"] = 0.0  # type: ignore[index]
     with pytest.raises(TypeError):
@@ -231,3 +232,15 @@ def test_a_cross_validation_is_a_typed_field_and_rows_need_their_labels() -> Non
     assert RunResult.from_dict(run.to_dict()) == run
     with pytest.raises(ValueError, match="every row predicted needs its label"):
         CrossValidation(5, 4, [0, 1, 1], [0, 1])
+
+
+def test_evaluations_and_training_rows_are_typed_fields_written_as_report_json_always_had_them() -> None:
+    from advisor.types import Evaluation
+
+    old = {
+        **_rich_run().to_dict(),
+        "details": {"train_examples": 400, "eval_history": [{"step": 13, "macro_f1": 0.7, "eval_loss": 0.6}]},
+    }
+    run = RunResult.from_dict(old)
+    assert run.train_examples == 400 and run.evaluations == (Evaluation(13, "macro_f1", 0.7, 0.6),)
+    assert run.details == {} and run.to_dict()["details"] == old["details"]

@@ -363,7 +363,7 @@ class Climb:
     def _after_trial(self, action: policy.Train, run: RunResult) -> None:
         """After a rung's first trial (trained or read back): queue the lr probe."""
         if action.key.number == 1:
-            losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
+            losses = [e.loss for e in run.evaluations]
             self._tuner(action.rung).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
 
     # -- forecasts ------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Carve the validation and test splits a dataset does not bring out of its train rows.
 
 Stratified by label with ``data.split_seed`` (scikit-learn's ``train_test_split``), so reruns see
-the same rows; a class too small for every cut is a :class:`~advisor.errors.DataError` naming it.
-The validation share is sized from the rows an interval of the configured width needs.
+the same rows. The validation share is sized from the rows an interval of the configured width
+needs, and on a large dataset both held-out splits are capped (``data.held_out_cap``): there a rare
+class can be too small for a proportional cut to give it a row, so every class then gets its share
+rounded but at least one row in each held-out split (:func:`_carve_with_floor`). A class with fewer
+rows than the cuts need is a :class:`~advisor.errors.DataError` naming it.
 """
 
 from __future__ import annotations
@@ -85,7 +88,11 @@ def carve_missing_splits(
     minimum = _min_class_rows([f for _, f in wanted])
     counts = Counter(labels)
     small = [(name, counts[name]) for name in label_names if 0 < counts[name] < minimum]
+    capped = test_fraction < cfg.test_fraction or validation_fraction < MIN_VALIDATION_FRACTION  # held_out_cap
+    if small and capped and all(counts[name] > len(wanted) for name, _ in small):
+        return {**rows, **_carve_with_floor(texts, labels, wanted, cfg.split_seed)}  # at least a row of each
     if small:
+        minimum = min(minimum, len(wanted) + 1) if capped else minimum
         name, count = min(small, key=lambda item: item[1])
         cut = " and ".join(f"{n}_fraction={f}" for n, f in wanted)
         raise DataError(
@@ -106,6 +113,27 @@ def carve_missing_splits(
         remaining_share -= fraction
     out["train"] = ([texts[i] for i in pool], [labels[i] for i in pool])
     return out
+
+
+def _carve_with_floor(
+    texts: list[str], labels: list[str], wanted: list[tuple[str, float]], seed: int
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Each held-out split in ``wanted`` takes every class's share of its rows, rounded, and at least
+    one row of each class; the rest trains. Classes are shuffled with ``seed``; rows keep their order."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    held: dict[str, list[int]] = {name: [] for name, _ in wanted}
+    train: list[int] = []
+    for cls in sorted(set(labels)):
+        rows = rng.permutation(np.flatnonzero(y == cls))
+        start = 0
+        for name, fraction in wanted:
+            take = max(1, round(len(rows) * fraction))
+            held[name] += rows[start : start + take].tolist()
+            start += take
+        train += rows[start:].tolist()
+    parts = {**held, "train": train}
+    return {name: ([texts[i] for i in sorted(idx)], [labels[i] for i in sorted(idx)]) for name, idx in parts.items()}
 
 
 def stratified_order(labels: Sequence[int] | np.ndarray, seed: int) -> np.ndarray:

@@ -71,7 +71,7 @@ def forecast_scratch(
     summaries, ``{"rows", "mean_words"}``). Time, energy and emissions are scaled alike, to first
     order; the evaluation passes with them.
     """
-    old_rows = float(earlier.details.get("train_examples") or old_train.get("rows") or 0)
+    old_rows = float(earlier.train_examples or old_train.get("rows") or 0)
     old_words, new_words = float(old_train.get("mean_words") or 0), float(new_train.get("mean_words") or 0)
     if not old_rows or not old_words:
         factor, basis = 1.0, "forecast: the earlier run's measured cost, unscaled (its data summary is missing)"

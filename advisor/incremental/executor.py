@@ -248,7 +248,7 @@ def _run_trials(
         else:
             run = _train_trial(s, plan, candidate, action.key)
         if not continued:  # the first trial's curve queues the tuner's learning-rate probe
-            losses = [h.get("eval_loss") for h in run.details.get("eval_history", [])]
+            losses = [e.loss for e in run.evaluations]
             plan.tuner.queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
         continued.append(run)
         spent = spent + run.cost

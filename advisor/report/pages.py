@@ -52,9 +52,7 @@ def summary(report: Report) -> list[tuple[str, str]]:
             if metric in rec.intervals.get(split, {}) or (split == "validation" and metric in rec.metrics)
         )
         if rec.key.role == "sized":
-            recommendation += (
-                f"; fitted on {int(rec.details.get('train_examples') or 0):,} training rows (a data-size rung)"
-            )
+            recommendation += f"; fitted on {rec.train_examples or 0:,} training rows (a data-size rung)"
     level = report.details.get("decision_level")
     decided = f", decided at {level:.1%} per run (Bonferroni)" if level and level > crit.confidence + 1e-9 else ""
     wanted = [f"{metric} >= {crit.floor:.3f} with {crit.confidence:.0%} confidence{decided}"]
@@ -170,7 +168,7 @@ def run_notes(report: Report) -> list[str]:
                 f"{int(d['steps_saved'])} of {int(d.get('total_steps') or 0)} training steps saved by stopping early"
             )
         if run.key.role == "sized":
-            parts.append(f"a data-size rung: fitted on {int(d.get('train_examples') or 0):,} training rows")
+            parts.append(f"a data-size rung: fitted on {run.train_examples or 0:,} training rows")
             if d.get("embeddings_reused"):
                 parts.append(f"{int(d['embeddings_reused']):,} rows' embeddings reused from smaller sizes")
         elif d.get("train_fraction") not in (None, 1.0):

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from advisor.types import Evaluation
+
 MetricsFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
 
@@ -174,10 +176,10 @@ class EarlyStopping(TrainerCallback):
         )
 
 
-def eval_history(log_history: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
+def eval_history(log_history: Sequence[Mapping[str, Any]], metric: str) -> tuple[Evaluation, ...]:
     """Each evaluation's step, metric and validation loss, from the Trainer's log history."""
-    return [
-        {"step": h["step"], metric: h.get(f"eval_{metric}"), "eval_loss": h.get("eval_loss")}
+    return tuple(
+        Evaluation(int(h["step"]), metric, h.get(f"eval_{metric}"), h.get("eval_loss"))
         for h in log_history
         if f"eval_{metric}" in h
-    ]
+    )

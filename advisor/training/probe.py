@@ -376,10 +376,10 @@ def fit_probe(
         cost=meter.cost,
         artifact=str(dest.relative_to(run_dir)),
         cv=cv,
+        train_examples=len(idx),
         details={
             "embedding_dim": int(e_train.shape[1]),
             "head_params": head_params,
-            "train_examples": len(idx),
             "embeddings_reused": reused,
         },
         footprint=Footprint(

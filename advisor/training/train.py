@@ -189,7 +189,7 @@ def train_run(
     used = _used_candidate(candidate, held.model, total_params, non_emb)
     predictions = tuple(int(x) for x in judged) if metrics else ()
     record = RunResult(key, used, hp, status, metrics, cost, artifact, message, details=details, footprint=footprint)
-    return distributed.agree(dataclasses.replace(record, val_predictions=predictions))
+    return distributed.agree(dataclasses.replace(record, val_predictions=predictions, **_typed_facts(fit, setup)))
 
 
 def _load(source: str, label_names: Sequence[str], t: TrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -248,17 +248,23 @@ def _outcome(
     return stop.status, stop.message, metrics, judged
 
 
+def _typed_facts(fit: Fitted, s: Setup) -> dict[str, Any]:
+    """The record's typed training facts: the rows it was fitted on and each evaluation."""
+    return {
+        "train_examples": len(s.train),
+        "evaluations": eval_history(fit.trainer.state.log_history, s.config.criteria.metric),
+    }
+
+
 def _facts(fit: Fitted, s: Setup, train_fraction: float, started: float) -> dict[str, Any]:
     """The run's training facts for its record."""
-    state, metric = fit.trainer.state, s.config.criteria.metric
+    state = fit.trainer.state
     return {
         "steps": state.global_step,
         "total_steps": s.steps[0],
         "best_step": fit.best.step,
-        "train_examples": len(s.train),
         "train_fraction": train_fraction,
         "precision": precision_here(s.config.train.precision),
-        "eval_history": eval_history(state.log_history, metric),
         "hf_total_flos": float(getattr(state, "total_flos", 0.0) or 0.0),
         "elapsed_s": time.time() - started,
     }
