@@ -72,3 +72,22 @@ def test_rows_needed_and_bonferroni() -> None:
     assert rows_to_resolve(0.78, 0.78, 0.95) is None
     assert rows_for_margin(0.78, 0.03, 0.95) == pytest.approx(733, abs=2)
     assert bonferroni(0.95, 5) == pytest.approx(0.99)
+
+
+def test_the_bootstrap_is_drawn_in_chunks_with_the_draws_it_always_had() -> None:
+    """Chunked weights and a weighted bincount give the very confusion matrices of one dense draw and
+    a one-hot product (what the bootstrap did before), without a replicates x rows x classes^2 product."""
+    import numpy as np
+
+    from advisor.verdicts import stats
+
+    rng = np.random.default_rng(1)
+    n, k, replicates = 257, 7, 230  # replicates not a multiple of the chunk
+    y, p = rng.integers(0, k, n), rng.integers(0, k, n)
+    pairs = y * k + p
+    weights = np.random.default_rng(5).multinomial(n, np.full(n, 1.0 / n), size=replicates).astype(float)
+    onehot = np.zeros((n, k * k))
+    onehot[np.arange(n), pairs] = 1.0
+    dense = (weights @ onehot).reshape(-1, k, k)
+    (chunked,) = stats._boot_confusions([pairs], k, replicates, seed=5)
+    assert np.array_equal(chunked, dense) and chunked.sum(axis=(1, 2)).tolist() == [n] * replicates

@@ -144,16 +144,27 @@ def _pairs(y_true: Sequence[int], y_pred: Sequence[int], k: int) -> np.ndarray:
     return t * k + p
 
 
-def _weights(n: int, replicates: int, seed: int) -> np.ndarray:
-    """Bootstrap row weights, shape (replicates, n): each row counts how often that row was drawn."""
+#: bootstrap replicates drawn at a time: memory stays near this many times the rows, in floats
+_CHUNK = 100
+
+
+def _boot_confusions(pairs: Sequence[np.ndarray], k: int, replicates: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap confusion matrices, shape (replicates, k, k), of each of ``pairs`` (codes of the same
+    rows), all resampled with the same row weights: each replicate counts how often each row was
+    drawn (a multinomial of n draws over the n rows). The weights are drawn ``_CHUNK`` replicates at
+    a time (the same draws as all at once) and counted by one weighted bincount per chunk, so the
+    work grows with replicates x rows, not with the k x k cells too."""
+    n, k2 = int(pairs[0].size), k * k
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=replicates).astype(float)
-
-
-def _confusions(weights: np.ndarray, pairs: np.ndarray, k: int) -> np.ndarray:
-    onehot = np.zeros((pairs.size, k * k))
-    onehot[np.arange(pairs.size), pairs] = 1.0
-    return (weights @ onehot).reshape(-1, k, k)
+    out = [np.empty((replicates, k2)) for _ in pairs]
+    for start in range(0, replicates, _CHUNK):
+        size = min(_CHUNK, replicates - start)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float).ravel()
+        offsets = np.repeat(np.arange(size) * k2, n)  # replicate r's cells are r*k2 ... r*k2 + k2 - 1
+        for o, p in zip(out, pairs, strict=True):
+            codes = offsets + np.tile(np.asarray(p), size)
+            o[start : start + size] = np.bincount(codes, weights=weights, minlength=size * k2).reshape(size, k2)
+    return [o.reshape(-1, k, k) for o in out]
 
 
 def metric_value(metric: str, y_true: Sequence[int], y_pred: Sequence[int], num_labels: int) -> float:
@@ -195,7 +206,8 @@ def metric_interval(
     if n == 0:
         return Interval(0.0, 0.0, 1.0 if metric != "mcc" else 1.0, level, 0, "bootstrap")
     pairs = _pairs(y_true, y_pred, num_labels)
-    draws = _metric_from_confusion(metric, _confusions(_weights(n, replicates, seed), pairs, num_labels))
+    (confusions,) = _boot_confusions([pairs], num_labels, replicates, seed)
+    draws = _metric_from_confusion(metric, confusions)
     alpha = 1.0 - level
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
     return Interval(value, float(min(low, value)), float(max(high, value)), level, n, f"bootstrap ({replicates})")
@@ -223,10 +235,8 @@ def paired_gain(
         raise ValueError(f"paired_gain needs predictions of both models on the same {n} rows")
     pa, pb = _pairs(y_true, pred_a, num_labels), _pairs(y_true, pred_b, num_labels)
     point = metric_value(metric, y_true, pred_a, num_labels) - metric_value(metric, y_true, pred_b, num_labels)
-    w = _weights(n, replicates, seed)
-    diff = _metric_from_confusion(metric, _confusions(w, pa, num_labels)) - _metric_from_confusion(
-        metric, _confusions(w, pb, num_labels)
-    )
+    ca, cb = _boot_confusions([pa, pb], num_labels, replicates, seed)
+    diff = _metric_from_confusion(metric, ca) - _metric_from_confusion(metric, cb)
     alpha = 1.0 - level
     low, high = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
     p_value = None
