@@ -266,13 +266,13 @@ def _print_answer(report: Report, config: Config) -> None:
     for line in answer_lines(report, config.output.out):
         print(line)
     if not report.recommendation:
-        closest = report.details.get("closest")
+        closest = report.closest
         if closest:
             v = report.verdicts.get(closest)
             more = f"; about {v.rows_needed} validation rows would decide it" if v and v.rows_needed else ""
             where = Path(config.output.out) / "runs" / closest / "model"
             print(f"closest trained model: {closest}, kept in {where}{more}")
-    if report.details.get("outcome") == "budget":
+    if report.outcome == "budget":
         print(f"budget: {_budget_words(report)}")
 
 
@@ -283,11 +283,11 @@ def _budget_words(report: Any) -> str:
         f"spent {fmt_num(b['spent'])} of {fmt_num(b['allowed'])} {units[k]}"
         for k, b in report.details.get("budgets", {}).items()
     ]
-    nxt = report.details.get("next_cost")
-    if nxt:
+    nxt = report.next_cost
+    if nxt is not None:
         parts.append(
-            f"the next step would have cost about {fmt_num(nxt['flops'] / 1e15)} PFLOPs"
-            + (f", {fmt_num(nxt['wall_s'])} s" if nxt.get("wall_s") else "")
+            f"the next step would have cost about {fmt_num(nxt.flops / 1e15)} PFLOPs"
+            + (f", {fmt_num(nxt.wall_s)} s" if nxt.wall_s else "")
         )
     return "; ".join(parts)
 

@@ -94,7 +94,10 @@ class Report:
     """Everything one ``advise`` produced: the input to every report format.
 
     ``recommendation`` is the run_id of the recommended run, or None when no run met the criteria;
-    ``stop_reason`` says in words why the climb stopped.
+    ``stop_reason`` says in words why the climb stopped; ``outcome`` how it ended (``met``,
+    ``not_met``, ``budget``); ``closest`` the run that came closest when none passed; ``next_cost``
+    what the step a budget refused would have cost. report.json carries these three under
+    ``details``, as it always has; a report built with them there reads them into the fields.
     """
 
     task: str
@@ -108,8 +111,24 @@ class Report:
     total_cost: Cost
     config: Mapping[str, Any] = field(default_factory=dict)
     details: Mapping[str, Any] = field(default_factory=dict)
+    outcome: str | None = None
+    closest: str | None = None
+    next_cost: Cost | None = None
 
     def __post_init__(self) -> None:
+        details = dict(self.details)
+        outcome, closest, nxt = (
+            details.pop("outcome", None),
+            details.pop("closest", None),
+            details.pop("next_cost", None),
+        )
+        if outcome is not None and self.outcome is None:
+            object.__setattr__(self, "outcome", str(outcome))
+        if closest is not None and self.closest is None:
+            object.__setattr__(self, "closest", str(closest))
+        if nxt is not None and self.next_cost is None:
+            object.__setattr__(self, "next_cost", nxt if isinstance(nxt, Cost) else Cost.from_dict(nxt))
+        object.__setattr__(self, "details", details)
         object.__setattr__(self, "runs", tuple(self.runs))
         for name in ("dataset", "verdicts", "config", "details"):
             object.__setattr__(self, name, freeze(getattr(self, name)))

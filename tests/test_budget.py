@@ -127,7 +127,7 @@ def test_a_flops_budget_smaller_than_one_training_stops_the_run_inside_the_budge
     assert run.status == "budget" and "budget" in (run.message or "")
     assert run.details["steps"] < first.details["steps"]
     assert capped.total_cost.flops <= 1.05 * budget * 1e15
-    assert capped.details["outcome"] == "budget" and "budget" in capped.stop_reason
+    assert capped.outcome == "budget" and "budget" in capped.stop_reason
     assert capped.details["budgets"]["pflops"]["allowed"] == pytest.approx(budget)
     assert capped.details["budgets"]["pflops"]["spent"] <= 1.05 * budget
     # the partial model was judged on the validation rows like any early-stopped run
@@ -158,7 +158,7 @@ def test_a_seconds_or_kwh_budget_stops_the_run_inside_the_budget(
     # so far) reserved: at most half the trial's steps fit after the baseline's fits
     assert 0 < stopped.details["steps"] <= trial.details["steps"] // 2
     assert spent(capped.total_cost) <= budget
-    assert capped.details["outcome"] == "budget" and "budget" in capped.stop_reason
+    assert capped.outcome == "budget" and "budget" in capped.stop_reason
     assert stopped.metrics and len(stopped.val_predictions) == len(trial.val_predictions)
 
 
@@ -201,7 +201,7 @@ def test_a_flops_budget_too_small_for_the_distillation_stops_the_student_mid_tra
     assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
     assert 0 < stopped.details["steps"] < student.details["steps"]
     assert capped.total_cost.flops <= 1.05 * budget * 1e15
-    assert capped.details["outcome"] == "budget"
+    assert capped.outcome == "budget"
     assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
     # the partial student was judged on the validation rows like any stopped run
     assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
@@ -232,7 +232,7 @@ def test_a_seconds_or_kwh_budget_too_small_for_the_distillation_stops_the_studen
     assert capped.run("tiny-t1").status == "ok"  # the teacher's trial fitted and was not touched
     assert 0 < stopped.details["steps"] < student.details["steps"]
     assert spent(capped.total_cost) <= budget  # stopped before the step that would cross it
-    assert capped.details["outcome"] == "budget"
+    assert capped.outcome == "budget"
     assert "tiny-t1-student was stopped by the budget" in capped.stop_reason
     assert stopped.metrics and len(stopped.val_predictions) == len(student.val_predictions)
 
@@ -299,7 +299,7 @@ def test_a_teacher_pass_that_cannot_fit_the_budget_is_not_started(
     spent = 0.0 if refused == "teacher" else phases["teacher"].flops + phases["control"].flops
     assert stopped.cost.flops == pytest.approx(spent)
     assert capped.total_cost.flops <= budget * 1e15
-    assert capped.details["outcome"] == "budget" and "tiny-t1-student was stopped by the budget" in capped.stop_reason
+    assert capped.outcome == "budget" and "tiny-t1-student was stopped by the budget" in capped.stop_reason
 
 
 def test_a_sampled_evaluation_reserves_its_share_and_the_judging_pass_over_the_whole_split() -> None:

@@ -365,6 +365,6 @@ def test_a_seconds_or_kwh_budget_smaller_than_the_baseline_stops_it_between_fits
     assert base.cv is None  # the cross-validation did not complete: the verdict rests on validation
     assert base.cost.wall_s == 4.0 and base.cost.energy_kwh == pytest.approx(0.04)
     assert capped.runs == ()  # the climb ends: no transformer starts on a spent budget
-    assert capped.details["outcome"] == "budget" and "baseline was stopped by the budget" in capped.stop_reason
+    assert capped.outcome == "budget" and "baseline was stopped by the budget" in capped.stop_reason
     # the partial baseline is judged like any stopped run
     assert base.metrics and capped.verdicts["baseline"].state in ("fail", "undecided")

@@ -226,7 +226,7 @@ def test_from_stops_before_a_continuation_that_would_break_the_budget(tmp_path: 
     again = advise(config, from_run=earlier)
     assert [r.run_id for r in again.runs] == ["tiny-a-earlier"]
     assert "stopped before tiny-a-c1" in again.stop_reason and "compute budget" in again.stop_reason
-    assert "the climb was not resumed: the budget" in again.stop_reason and again.details["outcome"] == "budget"
+    assert "the climb was not resumed: the budget" in again.stop_reason and again.outcome == "budget"
 
 
 def test_from_leaves_room_for_judging_a_continuation_the_budget_stops(
@@ -294,7 +294,7 @@ def test_from_a_seconds_or_kwh_budget_stops_the_continuation_inside_the_budget(
     stopped = capped.run("tiny-a-c1")
     assert stopped.status == "budget" and "budget" in (stopped.message or ""), capped.stop_reason
     assert stopped.metrics and 0 < stopped.details["steps"] < c1.details["steps"]  # stopped inside, then judged
-    assert capped.details["outcome"] == "budget"
+    assert capped.outcome == "budget"
     assert spent(capped.total_cost) <= budget  # stopped before the step that would cross it
 
 

@@ -151,7 +151,7 @@ def test_a_failed_continuation_resumes_the_climb_on_the_rung_above_and_a_rerun_t
     assert "tiny-a continued from" in report.stop_reason and "fails" in report.stop_reason
     assert "the climb resumed above tiny-a (tiny-b)" in report.stop_reason
     assert "tiny-b meets every criterion" in report.stop_reason
-    assert report.details["outcome"] == "met"
+    assert report.outcome == "met"
     resumed = report.details["incremental"]["resumed_climb"]
     assert resumed == {
         "after": "tiny-a",

@@ -182,12 +182,12 @@ def test_verdict_and_report_mappings_are_read_only() -> None:
         recommendation=run.run_id,
         stop_reason="met",
         total_cost=run.cost,
-        details={"closest": None, "next_cost": {"pflops": 1.0}},
+        details={"budgets": {"pflops": {"spent": 1.0}}},
     )
     with pytest.raises(TypeError):
         report.verdicts["x"] = verdict  # type: ignore[index]
     with pytest.raises(TypeError):
-        report.details["next_cost"]["pflops"] = 2.0
+        report.details["budgets"]["pflops"]["spent"] = 2.0
     with pytest.raises(TypeError):
         report.dataset["splits"]["validation"]["rows"] = 1
     assert report.verdicts[run.run_id] is verdict
@@ -244,3 +244,19 @@ def test_evaluations_and_training_rows_are_typed_fields_written_as_report_json_a
     run = RunResult.from_dict(old)
     assert run.train_examples == 400 and run.evaluations == (Evaluation(13, "macro_f1", 0.7, 0.6),)
     assert run.details == {} and run.to_dict()["details"] == old["details"]
+
+
+def test_a_reports_outcome_closest_run_and_next_cost_are_typed_fields_written_where_they_always_were() -> None:
+    from advisor.outcome import Report
+    from advisor.report.render import to_json
+
+    run = RunResult(R1, CAND, {}, "ok", {"accuracy": 0.9}, Cost())
+    old_style = {"outcome": "budget", "closest": run.run_id, "next_cost": {"train_flops": 2e15}}
+    report = Report(
+        "text-classification", {}, AcceptanceCriteria(), None, (run,), {}, None, "stopped", Cost(), details=old_style
+    )
+    assert report.outcome == "budget" and report.closest == run.run_id and report.next_cost == Cost(train_flops=2e15)
+    assert report.details == {}
+    written = to_json(report)["details"]
+    assert written["outcome"] == "budget" and written["closest"] == run.run_id and written["next_cost"]["flops"] == 2e15
+    assert Report.from_json(to_json(report)).next_cost == report.next_cost

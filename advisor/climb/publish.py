@@ -67,7 +67,7 @@ def publish(
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, dest / name)
     freed = float(ledger.get_meta("disk_freed_mb") or 0.0)
-    keep = {report.recommendation, report.details.get("closest") if keep_closest else None}
+    keep = {report.recommendation, report.closest if keep_closest else None}
     if not keep_checkpoints:
         for run in report.runs:
             if run.artifact and run.run_id not in keep and run.candidate.kind != "baseline":

@@ -267,7 +267,12 @@ def to_json(report: Report) -> dict[str, Any]:
         "baseline": run_obj(report.baseline) if report.baseline is not None else None,
         "runs": [run_obj(r) for r in report.runs],
         "total_cost": report.total_cost.to_dict(),
-        "details": {k: v for k, v in report.details.items() if k != "gains"},
+        "details": {
+            **{k: v for k, v in report.details.items() if k != "gains"},
+            **({"outcome": report.outcome} if report.outcome is not None else {}),
+            **({"closest": report.closest} if report.closest is not None else {}),
+            **({"next_cost": report.next_cost.to_dict()} if report.next_cost is not None else {}),
+        },
         "config": dict(report.config),
     }
     return jsonable(out)
