@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.common import fmt, markdown_table
 
-PROBE_ROLES = ("probe", "sized-probe")
+PROBE_ROLES = ("probe",)
 FINETUNE_ROLES = ("trial", "small", "sized", "skipped")
 #: the phases every climb has, in table order before the per-encoder ones
 OVERHEAD, TEST, WHOLE = "tool overhead", "test scoring", "whole climb"
@@ -26,10 +26,13 @@ def phase_of(run: Mapping[str, Any]) -> str:
     """The phase a report.json run belongs to, from its key's role and step."""
     key = run.get("key") or {}
     role, step = key.get("role", ""), key.get("step", "")
+    cand = run.get("candidate") or {}
     if role == "baseline":
         return "baseline"
     if role in PROBE_ROLES:
         return f"probe {step}"
+    if role in ("sized", "skipped") and cand.get("kind") == "probe":  # a probe's data-size rung or skip
+        return f"probe {cand.get('name') or step}"
     if role in FINETUNE_ROLES:
         return f"fine-tune {step}"
     return f"{role} {step}".strip()

@@ -104,10 +104,19 @@ def test_the_ratio_compares_the_largest_size_with_a_tenth_of_it() -> None:
     assert ratio_sizes([2000]) is None
 
 
-def _run(role: str, step: str, wall: float, flops: float, rss: float, **details: object) -> dict:
+def _run(
+    role: str, step: str, wall: float, flops: float, rss: float, kind: str = "finetune", **details: object
+) -> dict:
     rid = {"baseline": "baseline", "probe": f"{step}-probe"}.get(role, f"{step}-{role}")
     cost = {"wall_s": wall, "flops": flops, "energy_kwh": 0.001, "peak_rss_mb": rss}
-    return {"run_id": rid, "key": {"role": role, "step": step}, "cost": cost, "details": details}
+    candidate = {"name": step.removesuffix("-probe"), "kind": kind}
+    return {
+        "run_id": rid,
+        "key": {"role": role, "step": step},
+        "candidate": candidate,
+        "cost": cost,
+        "details": details,
+    }
 
 
 def test_phases_group_runs_by_role_and_the_overhead_is_the_rest_of_the_wall_time() -> None:
@@ -115,7 +124,8 @@ def test_phases_group_runs_by_role_and_the_overhead_is_the_rest_of_the_wall_time
         "criteria": {"metric": "accuracy"},
         "baseline": _run("baseline", "", 10.0, 0.0, 900.0),
         "runs": [
-            _run("sized-probe", "minilm-l3", 4.0, 1e12, 1200.0, train_examples=250),
+            # a probe's data-size rung, keyed as the climb keys it: role sized, step the probe's full step
+            _run("sized", "minilm-l3-probe", 4.0, 1e12, 1200.0, kind="probe", train_examples=250),
             _run("probe", "minilm-l3", 6.0, 3e12, 1300.0),
             _run("sized", "minilm-l3", 20.0, 5e13, 1500.0, train_examples=1000),
             _run("trial", "minilm-l3", 50.0, 2e14, 1400.0, test_cost={"wall_s": 3.0, "flops": 1e12}),
