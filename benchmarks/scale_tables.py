@@ -22,20 +22,34 @@ FINETUNE_ROLES = ("trial", "small", "sized", "skipped")
 OVERHEAD, TEST, WHOLE = "tool overhead", "test scoring", "whole climb"
 
 
-def phase_of(run: Mapping[str, Any]) -> str:
-    """The phase a report.json run belongs to, from its key's role and step."""
+def phase_of(run: Mapping[str, Any], probe_steps: Mapping[str, str] | None = None) -> str:
+    """The phase a report.json run belongs to, from its key's role and step.
+
+    A probe's data-size rungs and skip are keyed with the probe's own step (its run id, made by
+    :func:`advisor.runkey.probe`); ``probe_steps`` maps those steps to their encoders
+    (:func:`probe_steps_of`), so that they count in the probe's phase.
+    """
     key = run.get("key") or {}
     role, step = key.get("role", ""), key.get("step", "")
-    cand = run.get("candidate") or {}
     if role == "baseline":
         return "baseline"
     if role in PROBE_ROLES:
         return f"probe {step}"
-    if role in ("sized", "skipped") and cand.get("kind") == "probe":  # a probe's data-size rung or skip
-        return f"probe {cand.get('name') or step}"
+    if step in (probe_steps or {}):
+        return f"probe {(probe_steps or {})[step]}"
     if role in FINETUNE_ROLES:
         return f"fine-tune {step}"
     return f"{role} {step}".strip()
+
+
+def probe_steps_of(report: Mapping[str, Any]) -> dict[str, str]:
+    """The probe step of each encoder the report's climb could probe -> that encoder."""
+    from advisor.runkey import probe
+
+    runs = ([report["baseline"]] if report.get("baseline") else []) + list(report.get("runs") or [])
+    encoders = {str(r) for r in ((report.get("config") or {}).get("ladder") or {}).get("rungs") or []}
+    encoders |= {str((r.get("key") or {}).get("step")) for r in runs if (r.get("key") or {}).get("role") == "probe"}
+    return {probe(e).run_id: e for e in encoders if e}
 
 
 def _cost(c: Mapping[str, Any] | None) -> dict[str, float]:
@@ -56,8 +70,9 @@ def climb_phases(report: Mapping[str, Any], climb_wall_s: float) -> dict[str, di
     """
     runs = ([report["baseline"]] if report.get("baseline") else []) + list(report.get("runs") or [])
     phases: dict[str, dict[str, Any]] = {}
+    steps = probe_steps_of(report)
     for run in runs:
-        cost, p = _cost(run.get("cost")), phases.setdefault(phase_of(run), _empty())
+        cost, p = _cost(run.get("cost")), phases.setdefault(phase_of(run, steps), _empty())
         for k in ("wall_s", "flops", "kwh"):
             p[k] += cost[k]
         p["peak_rss_mb"] = max(p["peak_rss_mb"], cost["peak_rss_mb"])
