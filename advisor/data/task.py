@@ -347,7 +347,7 @@ def _dedup(texts: list[str], labels: list[str]) -> tuple[tuple[list[str], list[s
 
     The rows come back sorted by text: a canonical order, so that the carved splits and the order
     of training depend on the rows' content, not on the order of the file. A reordered file is then
-    the same data, and a run directory made from it is reused (:mod:`advisor.fingerprint`).
+    the same data, and a run directory made from it is reused (:mod:`advisor.store.rundir`).
     """
     first: dict[str, str] = {}
     conflicting: set[str] = set()
