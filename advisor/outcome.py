@@ -1,7 +1,7 @@
 """What a climb concludes: a :class:`Verdict` per run, and the :class:`Report` that gathers them.
 
 The last two records of the flow described in :mod:`advisor.types`: a :class:`~advisor.types.RunResult`
-judged against :class:`~advisor.types.AcceptanceCriteria` gives a :class:`Verdict`, and the runs,
+judged against :class:`~advisor.acceptance.AcceptanceCriteria` gives a :class:`Verdict`, and the runs,
 verdicts, recommendation and total cost of one ``advise`` make a :class:`Report`. Both check their
 own invariants on construction and, like every record, hold read-only mappings (:mod:`advisor.frozen`).
 """
@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.frozen import freeze, thaw
-from advisor.types import AcceptanceCriteria, Cost, RunResult
+from advisor.types import Cost, RunResult
 
 VerdictState = Literal["pass", "fail", "undecided"]
 

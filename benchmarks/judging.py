@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.outcome import Verdict
 from advisor.runkey import RunKey
-from advisor.types import AcceptanceCriteria, Candidate, Cost, RunResult
+from advisor.types import Candidate, Cost, RunResult
 from advisor.verdicts.criteria import closest_verdict, judge, run_interval
 
 

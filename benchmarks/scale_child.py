@@ -173,11 +173,12 @@ def write_ledger_and_reports(data: Any, records: int, work: str) -> int:
     import dataclasses
     import shutil
 
+    from advisor.acceptance import AcceptanceCriteria
     from advisor.advise import _with_intervals
     from advisor.outcome import Report
     from advisor.report.pages import write_reports
     from advisor.store.ledger import Ledger
-    from advisor.types import AcceptanceCriteria, Cost
+    from advisor.types import Cost
     from advisor.verdicts.criteria import judge
     from advisor.verdicts.stats import metric_interval
 

@@ -20,8 +20,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.outcome import Verdict
-from advisor.types import AcceptanceCriteria, Cost, Footprint, RunResult
+from advisor.types import Cost, Footprint, RunResult
 from advisor.verdicts.criteria import PFLOP, judge, run_interval
 from advisor.verdicts.stats import PairedGain, paired_gain
 from distill.config import DistillCriteria

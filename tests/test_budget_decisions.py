@@ -21,6 +21,7 @@ from transformers import TrainerCallback
 
 import advisor.training.baseline as baseline_mod
 import advisor.training.train as train_mod
+from advisor.acceptance import AcceptanceCriteria
 from advisor.advise import advise
 from advisor.climb.budget import BudgetCallback, FitBudget, Rates
 from advisor.climb.policy import budget_exhausted, budget_refuses
@@ -29,7 +30,7 @@ from advisor.data.task import load_task_data
 from advisor.metering.cost import Meter
 from advisor.runkey import RunKey
 from advisor.training.train import train_run
-from advisor.types import AcceptanceCriteria, Candidate, Cost
+from advisor.types import Candidate, Cost
 from tests.conftest import (
     FakeClock,
     FakeEnergyReader,

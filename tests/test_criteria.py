@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.errors import ConfigError
-from advisor.types import AcceptanceCriteria, Candidate, Cost, CrossValidation, Footprint, RunResult
+from advisor.evaluations import CrossValidation
+from advisor.types import Candidate, Cost, Footprint, RunResult
 from advisor.verdicts.criteria import (
     closest_failure,
     compute_metrics,

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.errors import RunDirError
 from advisor.outcome import REPORT_SCHEMA_VERSION, Report
 from advisor.report.card import model_card
 from advisor.report.pages import to_html, to_markdown, write_reports
 from advisor.report.render import rung_rows, to_json, to_table
 from advisor.runkey import RunKey
-from advisor.types import AcceptanceCriteria, Candidate, Cost, Footprint, RunResult
+from advisor.types import Candidate, Cost, Footprint, RunResult
 from advisor.verdicts.criteria import judge, run_interval
 from advisor.verdicts.gains import run_gains
 

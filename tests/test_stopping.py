@@ -7,13 +7,14 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerCallback
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.climb.budget import BudgetCallback, Rates
 from advisor.climb.pruning import PruningCallback
 from advisor.health.rules import DivergenceRule, NanLossRule, RuleFiring
 from advisor.training.best import EarlyStopping
 from advisor.training.counting import CostCheckpoint
 from advisor.training.stopping import RunStop, RunWatcher, StopsRun, bind_meter, run_stop, stopped_by
-from advisor.types import AcceptanceCriteria, Cost
+from advisor.types import Cost
 from distill.interrupted import RunningCost
 
 

@@ -5,9 +5,11 @@ import json
 
 import pytest
 
+from advisor.acceptance import AcceptanceCriteria
+from advisor.evaluations import CrossValidation
 from advisor.outcome import Verdict
 from advisor.runkey import RunKey
-from advisor.types import AcceptanceCriteria, Candidate, Cost, CrossValidation, Footprint, RunResult
+from advisor.types import Candidate, Cost, Footprint, RunResult
 from advisor.verdicts.criteria import judge
 from advisor.verdicts.stats import Interval
 
@@ -235,7 +237,7 @@ def test_a_cross_validation_is_a_typed_field_and_rows_need_their_labels() -> Non
 
 
 def test_evaluations_and_training_rows_are_typed_fields_written_as_report_json_always_had_them() -> None:
-    from advisor.types import Evaluation
+    from advisor.evaluations import Evaluation
 
     old = {
         **_rich_run().to_dict(),

@@ -30,9 +30,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.metering.flops import PASSES, encoder_forward_flops
 from advisor.training.stopping import StopsRun
-from advisor.types import AcceptanceCriteria, Cost, RunResult
+from advisor.types import Cost, RunResult
 
 PFLOP = 1e15
 #: validation passes that judge the partial model once the budget stops a run (one evaluation,

@@ -1,6 +1,6 @@
 """The configuration's sections: typed dataclasses whose defaults each say why they have their value.
 
-:class:`advisor.config.settings.Config` gathers them (with :class:`~advisor.types.AcceptanceCriteria`, the
+:class:`advisor.config.settings.Config` gathers them (with :class:`~advisor.acceptance.AcceptanceCriteria`, the
 ``criteria`` section); :mod:`advisor.config.settings` resolves and checks them. :class:`OptimConfig` is
 shared with distillation's teacher and students (``distill.config``).
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.atomic import write_text_atomic
 from advisor.config.layering import build_dataclass, merge_sources
 from advisor.config.sections import (
@@ -31,7 +32,6 @@ from advisor.config.sections import (
 )
 from advisor.config.sections import OptimConfig as OptimConfig  # distill's teacher and students read it from here
 from advisor.errors import ConfigError, RunDirError
-from advisor.types import AcceptanceCriteria
 
 #: folder holding the YAML a user copies (shipped inside the package so installs find it)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"

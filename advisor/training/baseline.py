@@ -20,9 +20,10 @@ from sklearn.pipeline import Pipeline
 from advisor import runkey
 from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
+from advisor.evaluations import CrossValidation
 from advisor.metering.cost import Meter
 from advisor.training.stopping import FitGate
-from advisor.types import Candidate, CrossValidation, Footprint, RunResult
+from advisor.types import Candidate, Footprint, RunResult
 from advisor.verdicts.criteria import compute_metrics
 
 BASELINE = Candidate(name="baseline", kind="baseline", source="tfidf+logreg")

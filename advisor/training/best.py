@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from advisor.types import Evaluation
+from advisor.evaluations import Evaluation
 
 MetricsFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 

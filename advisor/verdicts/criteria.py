@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.errors import ConfigError
 from advisor.outcome import Verdict, VerdictState
-from advisor.types import AcceptanceCriteria, Cost, RunResult
+from advisor.types import Cost, RunResult
 from advisor.verdicts.stats import PROPORTIONS, Interval, metric_interval, rows_to_resolve, wilson
 
 #: metric name -> what it is; every name here is a key of :func:`compute_metrics`' result

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from advisor.types import AcceptanceCriteria, RunResult
+from advisor.acceptance import AcceptanceCriteria
+from advisor.types import RunResult
 from advisor.verdicts.stats import paired_gain
 
 PFLOP = 1e15
