@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from advisor.climb.budget import (
 from advisor.climb.choices import small_curves
 from advisor.climb.distiller import Distiller, DistilRequest
 from advisor.climb.forecast import forecast_full
-from advisor.climb.tuning import PruningCallback, RungTuner
+from advisor.climb.tuning import PruningCallback, RungTuner, rung_tuner
 from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
 from advisor.faults import fault_point
@@ -297,24 +295,14 @@ class Climb:
 
     def _tuner(self, rung_name: str) -> RungTuner:
         if rung_name not in self.tuners:
-            config, metric = self.config, self.config.criteria.metric
-            done = self.ledger.finished_of("trial", rung_name)
             # warm start: the best settings of the last rung climbed below this one
-            best = policy.warm_start(self.runs, rung_name, metric)
+            best = policy.warm_start(self.runs, rung_name, self.config.criteria.metric)
             warm = self.warm_start
             if best is not None:
                 warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
-            run_dir = self.run_dir.resolve()
-            self.tuners[rung_name] = RungTuner(
-                config,
-                previous=[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done],
-                warm_start=warm,
-                # workers sharing a study must not propose the same settings: each gets its own seed
-                seed=config.train.seed + (zlib.crc32(str(run_dir).encode()) if config.tuning.storage else 0),
-                study_name=f"greenladder-{self.fingerprint}-{rung_name}",
-                prune_after=math.ceil(len(self.data.train) / config.train.batch_size),
-                worker=str(run_dir),
-            )
+            done = self.ledger.finished_of("trial", rung_name)
+            where = (self.run_dir.resolve(), self.fingerprint)
+            self.tuners[rung_name] = rung_tuner(self.config, rung_name, done, warm, where, len(self.data.train))
         return self.tuners[rung_name]
 
     def _shared_changed(self, action: policy.Train) -> bool:

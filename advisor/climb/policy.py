@@ -50,6 +50,7 @@ from advisor.climb.evidence import (
     Stop,
     Train,
 )
+from advisor.climb.family import candidates_planned, decision_level, rung_candidates, verdicts
 from advisor.climb.forecast import forecast_full
 from advisor.climb.growth import growth_gate
 from advisor.climb.spending import budget_exhausted, budget_refuses
@@ -60,11 +61,8 @@ from advisor.verdicts.criteria import (
     closest_failure,
     gain,
     gain_per_pflop,
-    judge,
     only_ceilings_failed,
-    run_interval,
 )
-from advisor.verdicts.stats import bonferroni
 
 __all__ = [
     "Action",
@@ -85,10 +83,12 @@ __all__ = [
     "Train",
     "budget_exhausted",
     "budget_refuses",
+    "candidates_planned",
     "decide",
     "decision_level",
     "is_trial",
     "read_back",
+    "rung_candidates",
     "step_to_forecast",
     "verdicts",
     "wait_for_shared",
@@ -99,44 +99,6 @@ __all__ = [
 def _on_rung(run: RunResult, rung: str) -> bool:
     """Whether ``run`` is a trial, small experiment or skip of ``rung`` (what the climb does on it)."""
     return run.key.step == rung and run.key.role in ("trial", "small", "skipped")
-
-
-# ----------------------------------------------------------------------------- verdicts
-
-
-def candidates_planned(evidence: Evidence, config: Config) -> int:
-    """How many runs the climb may judge as candidates on the validation rows (the Bonferroni family).
-
-    The baseline, every planned trial of every rung, and one distilled student when distillation
-    is on, plus the candidates judged before the climb (``evidence.prior_candidates``). Fixed before
-    the climb starts, so a verdict does not depend on how far the climb got.
-    """
-    return 1 + rung_candidates(evidence.rungs, config) + evidence.prior_candidates
-
-
-def rung_candidates(rungs: Sequence[RungInfo], config: Config) -> int:
-    """Candidates the climb's steps may put on the validation rows: every fine-tune trial, every probe,
-    every data-size rung, and one student."""
-    climbed = [r for r in rungs if not r.optional or r.name in config.ladder.rungs]
-    single = sum(1 for r in climbed if r.method == "probe" or r.rows is not None)  # one run each
-    trials = (len(climbed) - single) * config.tuning.trials_per_rung
-    return single + trials + (1 if config.ladder.distil_on_ceiling else 0)
-
-
-def decision_level(evidence: Evidence, config: Config) -> float:
-    return bonferroni(config.criteria.confidence, candidates_planned(evidence, config))
-
-
-def verdicts(evidence: Evidence, config: Config, rule: str = "interval") -> dict[str, Verdict]:
-    """Every recorded run judged at the decision level (small experiments are not candidates)."""
-    level = decision_level(evidence, config)
-    out: dict[str, Verdict] = {}
-    for run in evidence.runs:
-        if run.key.role == "small":
-            continue
-        iv = run_interval(run, config.criteria.metric, evidence.val_labels, evidence.num_labels, level)
-        out[run.run_id] = judge(run, config.criteria, iv, rule=rule)
-    return out
 
 
 # ----------------------------------------------------------------------------- the policy

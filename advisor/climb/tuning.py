@@ -18,7 +18,9 @@ import importlib.util
 import math
 import random
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -27,6 +29,7 @@ from advisor import distributed
 from advisor.climb.pruning import PairedPruner, PruningCallback
 from advisor.config.settings import Config
 from advisor.errors import ConfigError
+from advisor.types import RunResult
 
 __all__ = ["PruningCallback", "RungTuner", "default_trial", "open_storage", "probe_trial", "search_space"]
 
@@ -126,6 +129,37 @@ OVER_BUDGET = "over_budget"
 def _counts(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a trial counts against the rung's budget: started, and not given back unrun."""
     return trial.state != optuna.trial.TrialState.WAITING and not trial.user_attrs.get(OVER_BUDGET)
+
+
+def told(runs: Sequence[RunResult], metric: str) -> list[tuple[Mapping[str, Any], float | None]]:
+    """What a tuner is told of finished trials: each one's settings and ``metric`` (None for a trial
+    that did not finish ``ok``)."""
+    return [(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in runs]
+
+
+def rung_tuner(
+    config: Config,
+    rung: str,
+    done: Sequence[RunResult],
+    warm: Mapping[str, Any] | None,
+    where: tuple[Path, str],
+    train_rows: int,
+) -> RungTuner:
+    """The climb's tuner for ``rung``: told the trials the ledger holds (``done``), starting from
+    ``warm``, its study named after the run directory's fingerprint (``where``: the resolved run
+    directory and its fingerprint). Workers sharing a study (``tuning.storage``) each get their own
+    seed, so that they do not propose the same settings."""
+    run_dir, fingerprint = where
+    shared = zlib.crc32(str(run_dir).encode()) if config.tuning.storage else 0
+    return RungTuner(
+        config,
+        previous=told(done, config.criteria.metric),
+        warm_start=warm,
+        seed=config.train.seed + shared,
+        study_name=f"greenladder-{fingerprint}-{rung}",
+        prune_after=math.ceil(train_rows / config.train.batch_size),
+        worker=str(run_dir),
+    )
 
 
 class RungTuner:

@@ -25,7 +25,7 @@ from advisor.climb.budget import BudgetCallback, FitBudget, Rates, any_budget, e
 from advisor.climb.continuing import ContinuationEvidence, best_trial, continuation_recommendation
 from advisor.climb.evidence import Stop
 from advisor.climb.policy import decide
-from advisor.climb.tuning import PruningCallback, RungTuner
+from advisor.climb.tuning import PruningCallback, RungTuner, told
 from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
 from advisor.incremental.comparison import compare, forecast_scratch, scaled_cost
@@ -212,7 +212,7 @@ def _plan(s: _Setting, prev: Report, earlier: Earlier) -> _Plan:
     done = s.ledger.finished_of("continuation", name)
     tuner = RungTuner(
         cont,
-        previous=[*warm, *[(r.hyperparameters, r.metrics.get(metric) if r.status == "ok" else None) for r in done]],
+        previous=[*warm, *told(done, metric)],
         seed=config.train.seed,
         prune_after=math.ceil(len(train_data.train) / config.train.batch_size),
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import optuna
 
-from advisor.climb.tuning import search_space
+from advisor.climb.tuning import search_space, told
 from advisor.config.settings import Config, build_config
 from advisor.data.task import TaskData, column, load_task_data
 from advisor.errors import DataError, GreenladderError, RunDirError
@@ -105,11 +105,8 @@ def earlier_trials(from_dir: Path, name: str, metric: str, cont: Config) -> list
         return []
     space = search_space(cont)
     with Ledger(from_dir) as earlier:
-        trials = [
-            (dict(r.hyperparameters), r.metrics.get(metric) if r.status == "ok" else None)
-            for r in earlier.finished_of("trial", name)
-        ]
-    return [(hp, v) for hp, v in trials if _fits(hp, space)]
+        trials = told(earlier.finished_of("trial", name), metric)
+    return [(dict(hp), v) for hp, v in trials if _fits(dict(hp), space)]
 
 
 def _fits(hp: dict[str, Any], space: dict[str, Any]) -> bool:
