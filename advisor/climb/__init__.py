@@ -3,6 +3,7 @@
 - ``policy``: :func:`decide` (evidence, config) -> the next action: the climb's, ``--from``'s
   (``continuing``: continue, stop, resume the climb) or the compaction step's (``compaction``);
 - ``evidence``: what a decision reads and the actions it returns;
+- ``family``: the Bonferroni family (candidates judged on the same rows) and the verdicts at its level;
 - ``choices``: the executor's own choices as pure functions (read back or redo, warm start, what to forecast);
 - ``steps``, ``growth``: the climb's steps in order of forecast training FLOPs, and their data-size rungs;
 - ``executor``: :class:`Climb`, which carries out actions, records each in the ledger, replays on resume;
