@@ -208,7 +208,8 @@ def _budget_watch(config: Config, ledger: Ledger) -> list[Any]:
     The judging pass it must leave room for is reserved by ``incremental.continue_from``, which
     knows the model being continued.
     """
-    from advisor.climb.budget import BudgetCallback, Rates, any_budget
+    from advisor.climb.budget import BudgetCallback, Rates
+    from advisor.climb.spending import any_budget
 
     if not any_budget(config.criteria):
         return []

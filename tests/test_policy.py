@@ -256,6 +256,71 @@ def test_the_next_step_is_forecast_once_a_transformers_speed_is_known() -> None:
     assert step_to_forecast(RUNGS, [base, small_trial], {"medium": Cost()}, speed_known=False) is None
 
 
+def test_the_steps_are_ordered_once_before_the_first_step_past_the_baseline(tmp_path: Path) -> None:
+    from advisor.climb.evidence import OrderSteps
+
+    cfg = config(tmp_path)
+    assert decide(ev(ordered=False), cfg) == FitBaseline()  # the baseline needs no order
+    assert decide(ev(run("baseline", 0.60), ordered=False), cfg) == OrderSteps()
+    assert isinstance(decide(ev(run("baseline", 0.95), ordered=False), cfg), Stop)  # nothing past it to order
+    assert decide(ev(run("baseline", 0.60)), cfg) == Train("small", runkey.trial("small", 1))
+
+
+def test_the_next_step_is_forecast_only_when_a_budget_will_be_checked_against_it(tmp_path: Path) -> None:
+    from advisor.climb.evidence import Forecast
+
+    runs = (run("baseline", 0.60), run("small-t1", 0.65), run("small-t2", 0.66))
+    budgeted = config(tmp_path, "criteria.budget_pflops=1")
+    assert decide(ev(*runs), budgeted) == Forecast(RUNGS[1])
+    over = decide(ev(*runs, forecasts={"medium": Cost(train_flops=2e15)}), budgeted)
+    assert isinstance(over, Stop) and over.outcome == "budget", "the forecast is decided on once it is in"
+    assert decide(ev(*runs), config(tmp_path)) == Train("medium", runkey.trial("medium", 1)), "no budget, no forecast"
+    passed = decide(ev(runs[0], run("small-t1", 0.95)), budgeted)
+    assert isinstance(passed, Stop) and passed.recommendation == "small-t1", "a stop needs no forecast"
+
+
+def test_a_trial_carries_the_settings_its_rung_starts_from(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    best = {"learning_rate": 3e-4, "epochs": 4.0, "warmup_ratio": 0.1}
+    runs = (run("baseline", 0.6), run("small-t1", 0.70), run("small-t2", 0.72, hyperparameters=best))
+    action = decide(ev(*runs), cfg)
+    assert action == Train("medium", runkey.trial("medium", 1)) and action.warm_start == best
+    earlier = {"learning_rate": 5e-5, "epochs": 2.0, "warmup_ratio": 0.0}  # a --from run's winning settings
+    assert decide(ev(runs[0], warm_start=earlier), cfg).warm_start == earlier
+    assert decide(ev(runs[0]), cfg).warm_start is None  # the tuner's own default
+    assert decide(ev(*runs, warm_start=earlier), cfg).warm_start == best, "a rung climbed here comes first"
+
+
+def test_a_recorded_step_is_read_back_and_a_failed_one_redone_by_the_policys_word(tmp_path: Path) -> None:
+    from advisor.climb.evidence import ReadBack, Redo
+
+    cfg = config(tmp_path)
+    base, done, failed = run("baseline", 0.6), run("small-t1", 0.70), run("small-t1", None, status="failed")
+    assert decide(ev(recorded={"baseline": base}), cfg) == ReadBack(FitBaseline(), base)
+    trial = Train("small", runkey.trial("small", 1))
+    assert decide(ev(base, recorded={"small-t1": done}), cfg) == ReadBack(trial, done)
+    assert decide(ev(base, recorded={"small-t1": failed}), cfg) == Redo(trial, failed)
+
+
+def test_a_shared_study_is_read_before_each_trial_and_waited_on_once_when_used_up(tmp_path: Path) -> None:
+    from advisor.climb.evidence import ReadShared, WaitForShared
+
+    cfg = config(tmp_path, f"tuning.storage=journal:{tmp_path / 'study.journal'}")
+    base = run("baseline", 0.6)
+    first, medium = Train("small", runkey.trial("small", 1)), Train("medium", runkey.trial("medium", 1))
+    assert decide(ev(base), cfg) == ReadShared(first)
+    assert decide(ev(base, shared={"small": SharedStudy(1, None, as_of=1)}), cfg) == first
+    stale = SharedStudy(1, None, as_of=0)  # read before this worker's last run
+    assert decide(ev(base, shared={"small": stale}), cfg) == ReadShared(first)
+    used_up = SharedStudy(2, 0.70, as_of=1)  # every trial started, none at the floor yet
+    assert decide(ev(base, shared={"small": used_up}), cfg) == WaitForShared("small")
+    waited = dataclasses.replace(used_up, waited=True)
+    assert decide(ev(base, shared={"small": waited}), cfg) == ReadShared(medium)
+    passed = decide(ev(base, shared={"small": SharedStudy(2, 0.90, as_of=1)}), cfg)
+    assert isinstance(passed, Stop) and "another worker" in passed.reason, "nothing to wait for"
+    assert decide(ev(base, recorded={"small-t1": run("small-t1", 0.7)}), cfg) != ReadShared(first)
+
+
 # ----------------------------------------------------------------------------- the --from continuation
 
 

@@ -215,3 +215,52 @@ def test_two_workers_on_a_real_postgresql_study(tmp_path: Path) -> None:
                 assert reports[1 - i]["recommendation"]["candidate"]["name"] == "tiny-a"
     finally:
         server.cleanup()
+
+
+def test_a_worker_that_finds_every_trial_started_elsewhere_waits_for_them_before_climbing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy asks for the wait (``WaitForShared``), the executor only carries it out: a rival
+    started both of the rung's trials before this worker read the study; one of them passes while
+    this worker waits, so this worker trains nothing and names the rival's trial."""
+    from advisor.advise import advise
+    from advisor.climb.tuning import RungTuner
+    from advisor.config.settings import build_config
+
+    rng = random.Random(0)
+    rows = [(text, rng.choice(["pos", "neg"])) for text, _ in synthetic_rows(120)]  # nothing passes here
+    data = write_csv(tmp_path / "noise.csv", rows)
+    ladder = write_ladder(
+        tmp_path / "ladder.yaml", [tiny_rung(make_tiny_model(tmp_path / "tiny-a", layers=1), "tiny-a")]
+    )
+    sets = [
+        f"data.source={data}", f"ladder.name={ladder}", "criteria.floor=0.99", f"output.out={tmp_path / 'run'}",
+        f"tuning.storage=journal:{tmp_path / 'study.journal'}", "tuning.trials_per_rung=2",
+        "metering.codecarbon=false", "rules.enabled=false", "train.epochs=1", "tuning.epochs_max=1",
+        "ladder.probes=false",
+    ]  # fmt: skip
+    config = build_config(overrides=sets)
+    real_started, real_wait = RungTuner.started, RungTuner.wait_for_others
+    running: list[tuple[RungTuner, optuna.trial.Trial]] = []
+    waited: list[int] = []
+
+    def started_after_a_rival(self: RungTuner) -> int:
+        if not running:  # this worker's first reading: the rival has just started both trials
+            rival = RungTuner(config, study_name=self.study.study_name, worker="/runs/rival", seed=99)
+            running.extend((rival, rival.ask()[0]) for _ in range(2))
+        return real_started(self)
+
+    def wait_while_the_rival_finishes(self: RungTuner, progress=None, **kw):  # type: ignore[no-untyped-def]
+        waited.append(real_started(self))
+        for (rival, trial), value in zip(running, (0.5, 0.995), strict=True):
+            rival.tell(trial, value)
+        return real_wait(self, progress, poll_s=0.05)
+
+    monkeypatch.setattr(RungTuner, "started", started_after_a_rival)
+    monkeypatch.setattr(RungTuner, "wait_for_others", wait_while_the_rival_finishes)
+    said: list[str] = []
+    report = advise(config, progress=said.append)
+    assert waited == [2], "\n".join(said)
+    assert [r.run_id for r in report.runs] == []  # nothing trained here: the rival's trial passed
+    assert "another worker sharing the study reached accuracy 0.995 on tiny-a" in report.stop_reason
+    assert "/runs/rival" in report.stop_reason

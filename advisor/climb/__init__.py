@@ -4,7 +4,8 @@
   (``continuing``: continue, stop, resume the climb) or the compaction step's (``compaction``);
 - ``evidence``: what a decision reads and the actions it returns;
 - ``family``: the Bonferroni family (candidates judged on the same rows) and the verdicts at its level;
-- ``choices``: the executor's own choices as pure functions (read back or redo, warm start, what to forecast);
+- ``choices``: the chores around each step that ``decide`` asks for (order, forecast, warm start, shared
+  study, read back or redo): the executor decides nothing;
 - ``steps``, ``growth``: the climb's steps in order of forecast training FLOPs, and their data-size rungs;
 - ``executor``: :class:`Climb`, which carries out actions, records each in the ledger, replays on resume;
 - ``publish``: the recommendation scored once on test, moved to ``model/`` with its card;

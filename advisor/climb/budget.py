@@ -131,10 +131,6 @@ def _left(criteria: AcceptanceCriteria, spent: Cost) -> dict[str, float]:
     return out
 
 
-def any_budget(criteria: AcceptanceCriteria) -> bool:
-    return any(x is not None for x in (criteria.budget_pflops, criteria.budget_kwh, criteria.budget_seconds))
-
-
 class BudgetCallback(StopsRun):
     """Stops a run before its next step (plus one evaluation to judge it) would cross a budget.
 

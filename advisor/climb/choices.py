@@ -1,16 +1,114 @@
-"""The executor's own choices, as pure functions of the records: read a run back or redo it, which
-run's settings start a rung's tuning, which step's cost to forecast next, whether to wait for the
-trials other workers are still running on a shared study. :mod:`advisor.climb.executor`
-carries them out; :mod:`advisor.climb.policy` re-exports them with the climb's decisions.
+"""The choices around each step of the climb, as pure functions of the evidence: when to order the
+steps, which step's cost to forecast next, which run's settings start a rung's tuning, when to read
+and when to wait for what other workers did on a shared study, whether to read a step's result
+back or to do it again. :func:`advisor.climb.policy.decide` asks for them as actions (the chores of
+:mod:`advisor.climb.evidence`) and :mod:`advisor.climb.executor` carries them out: the executor
+decides nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from advisor import runkey
-from advisor.climb.evidence import Action, RungInfo, Skip
+from advisor.climb.evidence import (
+    Action,
+    Evidence,
+    FitBaseline,
+    Forecast,
+    OrderSteps,
+    ReadBack,
+    ReadShared,
+    Redo,
+    RungInfo,
+    Skip,
+    Step,
+    Stop,
+    Train,
+    WaitForShared,
+)
+from advisor.climb.spending import any_budget
+from advisor.config.settings import Config
 from advisor.types import Cost, RunResult
+
+#: the settings a rung's tuning starts from when a rung below finished a trial
+WARM_KEYS = ("learning_rate", "epochs", "warmup_ratio")
+
+
+def before_acting(action: Step | Stop, evidence: Evidence, config: Config) -> Action:
+    """What to do before, or instead of, the climb's ``action``: wait for the trials other workers
+    still run on a rung just read as used up (even before a stop: one of them may pass the rung);
+    then, unless the climb stops, order the steps before the first step past the baseline; forecast
+    the next step when a budget will be checked against it (the climb is then decided again: the
+    forecast may refuse the step); give a trial its warm start, and read what the other workers of
+    a shared study did before training it; read a recorded result back, or redo a failed one."""
+    wait = wait_needed(evidence, config)
+    if wait is not None:
+        return wait
+    if isinstance(action, Stop):
+        return action
+    if not evidence.ordered and not isinstance(action, FitBaseline):
+        return OrderSteps()
+    forecast = forecast_needed(evidence, config)
+    if forecast is not None:
+        return forecast
+    if isinstance(action, Train) and is_trial_key(action):
+        action = dataclasses.replace(action, warm_start=warm_settings(evidence, action.rung, config.criteria.metric))
+        if config.tuning.storage and action.run_id not in evidence.recorded:
+            mine = evidence.shared.get(action.rung)
+            if mine is None or mine.as_of != len(evidence.runs):
+                return ReadShared(action)  # this worker's reading is older than its last run
+    return with_record(action, evidence)
+
+
+def forecast_needed(evidence: Evidence, config: Config) -> Forecast | None:
+    """The forecast a budget check needs: a budget is set, the steps are ordered, a transformer's
+    speed is known and the first step not yet taken has none; None when nothing is missing."""
+    if not evidence.ordered or not any_budget(config.criteria):
+        return None
+    step = step_to_forecast(evidence.rungs, evidence.runs, evidence.forecasts, evidence.speed_known)
+    return Forecast(step) if step is not None else None
+
+
+def is_trial_key(action: Train) -> bool:
+    return action.key.role == "trial"
+
+
+def warm_settings(evidence: Evidence, rung: str, metric: str) -> Mapping[str, Any] | None:
+    """The settings that start ``rung``'s tuning: the best trial of the last rung climbed below it
+    (:func:`warm_start`), else the ``--from`` run's (``evidence.warm_start``), else None."""
+    best = warm_start(evidence.runs, rung, metric)
+    if best is None:
+        return evidence.warm_start
+    return {k: best.hyperparameters[k] for k in WARM_KEYS}
+
+
+def wait_needed(evidence: Evidence, config: Config) -> WaitForShared | None:
+    """Wait, once, on a rung whose fresh reading of its shared study (made since this worker's last
+    run) shows every trial started and none finished at the floor (:func:`wait_for_shared`): a trial
+    still running elsewhere may yet pass it, and the climb, which reads the rung's trials as used
+    up, would otherwise move past it or stop."""
+    if not config.tuning.storage:
+        return None
+    trials, floor = config.tuning.trials_per_rung, config.criteria.floor
+    for rung, reading in evidence.shared.items():
+        fresh = reading.as_of == len(evidence.runs)
+        if fresh and not reading.waited and wait_for_shared(reading.started, reading.best, trials, floor):
+            return WaitForShared(rung)
+    return None
+
+
+def with_record(action: Step, evidence: Evidence) -> Step | ReadBack | Redo:
+    """``action`` itself, or its recorded result read back, or a redo of its failed record."""
+    recorded = evidence.recorded.get(action.run_id)
+    known = read_back(recorded, action)
+    if known is not None:
+        return ReadBack(action, known)
+    if recorded is not None:
+        return Redo(action, recorded)
+    return action
 
 
 def is_trial(run: RunResult) -> bool:

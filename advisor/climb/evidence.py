@@ -58,6 +58,11 @@ class SharedStudy:
     best: float | None = None
     #: which trial holds ``best``, its settings and the worker (run directory) that ran it
     where: str = ""
+    #: how many runs this worker had recorded when the study was read (a reading is fresh for the
+    #: decision it was made for, until the next run is recorded); None: not read by the executor
+    as_of: int | None = None
+    #: whether this reading came after waiting for the trials other workers were still running
+    waited: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,14 @@ class Evidence:
             than the baseline (a ``--from`` continuation's: the earlier model, its trials, the
             from-scratch run); they widen the Bonferroni family, and a climb that follows them
             holds its first rung to its budget forecast like any later rung.
+        recorded: the run directory's ledger, by run id: what an action's result already is (a
+            resumed climb reads it back; a failed record is done again).
+        warm_start: settings for the first fine-tune's first trial when no rung below finished a
+            trial here (a ``--from`` run's winning settings); None: the tuner's own default.
+        ordered: whether the steps are in order of forecast compute on this data (the executor
+            orders them before the first step past the baseline, when the policy asks).
+        speed_known: whether a transformer's speed was measured before this climb (a ``--from``
+            continuation ran): a forecast can then be made before the first step.
     """
 
     rungs: tuple[RungInfo, ...]
@@ -89,6 +102,10 @@ class Evidence:
     prior_candidates: int = 0
     #: rows of the training split (what a data-size rung's learning curve is forecast to)
     train_rows: int = 0
+    recorded: Mapping[str, RunResult] = field(default_factory=dict)
+    warm_start: Mapping[str, Any] | None = None
+    ordered: bool = True
+    speed_known: bool = False
 
     def run(self, run_id: str) -> RunResult | None:
         return next((r for r in self.runs if r.run_id == run_id), None)
@@ -120,6 +137,9 @@ class Train(Recorded):
     rung: str
     key: RunKey
     rows: int | None = None
+    #: a trial's: the settings that start its rung's tuning (the best trial of the last rung climbed
+    #: below, else the ``--from`` run's), None for the tuner's default; not part of the action's identity
+    warm_start: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def small(self) -> bool:
@@ -168,4 +188,61 @@ class Stop:
     next_cost: Cost | None = None
 
 
-Action = FitBaseline | Probe | Train | Skip | Distil | Stop
+#: an action whose result is one recorded run
+Step = FitBaseline | Probe | Train | Skip | Distil
+
+
+# ----------------------------------------------------------------------------- the executor's chores
+# Choices the executor used to make on its own, now asked for by the policy: none is recorded as a
+# run; each changes what the next decision sees.
+
+
+@dataclass(frozen=True)
+class OrderSteps:
+    """Put the steps in order of forecast training compute on this data and show the order: asked
+    for once, before the first step past the baseline."""
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Forecast ``step``'s cost from its encoder's shape, the data's tokens and the speed measured so
+    far (a budget is checked against it before the step starts)."""
+
+    step: RungInfo
+
+
+@dataclass(frozen=True)
+class ReadShared:
+    """Read what the other workers sharing ``trial``'s study did on its rung, before training it."""
+
+    trial: Train
+
+
+@dataclass(frozen=True)
+class WaitForShared:
+    """Wait for the trials other workers still run on ``rung`` (its study, just read, shows every
+    trial started and none finished at the floor: one still running may pass the rung), then read
+    the study again."""
+
+    rung: str
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """``action``'s result is already recorded (a resumed climb): use ``run`` instead of doing it."""
+
+    action: Step
+    run: RunResult
+
+
+@dataclass(frozen=True)
+class Redo:
+    """``action`` failed last time (``failed``, its record): do it again (an out-of-memory error or
+    a crash may not recur)."""
+
+    action: Step
+    failed: RunResult
+
+
+Chore = OrderSteps | Forecast | ReadShared | WaitForShared | ReadBack | Redo
+Action = FitBaseline | Probe | Train | Skip | Distil | Stop | Chore

@@ -1,9 +1,13 @@
 """The executor of the climb: asks :func:`advisor.climb.policy.decide` what to do, does it, records it.
 
 Each action's result goes into the ledger the moment it exists. On a rerun the loop is the same:
-the policy asks for the same actions in the same order (it is a function of the records), and an
-action whose result the ledger already holds is read back instead of being carried out, so
-resuming a killed climb is replaying its records.
+the policy asks for the same actions in the same order (it is a function of the records), and
+asks for an action whose result the ledger already holds to be read back (``ReadBack``) instead of
+carried out, so resuming a killed climb is replaying its records.
+
+The executor decides nothing: when to order the steps, which step to forecast, a trial's warm
+start, when to read or wait for a shared study and whether to redo a failed record are actions of
+the policy too (:mod:`advisor.climb.choices`).
 
 The executor owns everything with side effects that the policy must not do: the per-rung optuna
 studies (asked for hyperparameters, told results, read for what other workers did), materialising
@@ -25,13 +29,14 @@ from advisor.climb.budget import (
     BudgetCallback,
     FitBudget,
     Rates,
-    any_budget,
     evaluation_reserve,
     search_spent,
 )
 from advisor.climb.choices import small_curves
 from advisor.climb.distiller import Distiller, DistilRequest
+from advisor.climb.evidence import Forecast, OrderSteps, ReadBack, ReadShared, Redo, WaitForShared
 from advisor.climb.forecast import forecast_full
+from advisor.climb.spending import any_budget
 from advisor.climb.tuning import PruningCallback, RungTuner, rung_tuner
 from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
@@ -84,6 +89,7 @@ class Climb:
         self.fingerprint, self.say, self.distiller = fingerprint, say, distiller
         self.before, self.prior_candidates = tuple(before), prior_candidates
         self.warm_start = dict(warm_start) if warm_start else None
+        self.recorded = {r.run_id: r for r in ledger.all()}  # what a resumed climb reads back
         self.rungs = {r.name: r for r in ladder_rungs(config)}
         #: the climb's steps (probes and fine-tunes), put in order of forecast compute before the first
         #: step is taken (:meth:`_order`); until then in ladder order, which only their count matters for
@@ -113,26 +119,20 @@ class Climb:
             search_spent([*self.before, *self.runs]),
             self.prior_candidates,
             len(self.data.train),
+            recorded=dict(self.recorded),
+            warm_start=self.warm_start,
+            ordered=self._ordered,
+            speed_known=any(r.cost.flops > 0 for r in self.before),  # a continuation ran before the climb
         )
 
     def run(self) -> policy.Stop:
         """Climb until the policy says stop; returns the stop (its reason and recommendation)."""
-        self._update_forecasts()  # a climb resumed after a continuation forecasts its first rung
-        while True:
-            action = policy.decide(self.evidence(), self.config)
-            if not self._ordered and not isinstance(action, (policy.FitBaseline, policy.Stop)):
-                self._order()  # the first step past the baseline: now the order matters
-                continue
-            if isinstance(action, policy.Train) and action.key.role == "trial" and self._shared_changed(action):
-                continue  # what other workers did changes the decision: ask again
-            if isinstance(action, policy.Stop):
-                return action
+        while not isinstance(action := policy.decide(self.evidence(), self.config), policy.Stop):
             run = self._do(action)
-            if run is None:
-                continue  # another worker took the rung's last trial: read the study again
-            self.runs.append(run)
-            self._announce(self.runs[-1])
-            self._update_forecasts()
+            if run is not None:
+                self.runs.append(run)
+                self._announce(run)
+        return action
 
     def _announce(self, run: RunResult) -> None:
         """One line as each step finishes: metric with interval, verdict, cost, gain per PFLOP."""
@@ -156,17 +156,29 @@ class Climb:
     # -- actions --------------------------------------------------------------------------------
 
     def _do(self, action: policy.Action) -> RunResult | None:
-        """Carry ``action`` out (or read its record back) and record it; None when nothing was done
-        (a shared study's trial another worker took first)."""
-        recorded = self.ledger.get(action.run_id) if not isinstance(action, policy.Stop) else None
-        known = policy.read_back(recorded, action)
-        if recorded is not None and known is None:
-            self.say(f"{recorded.run_id}: failed last time ({recorded.message}); trying it again")
-        if known is not None:
-            self.say(f"{known.run_id}: read back from the ledger (not {'re' + _verb(known)})")
-            if isinstance(action, policy.Train) and action.key.role == "trial":
-                self._after_trial(action, known)
-            return known
+        """Carry ``action`` out; the run it made or read back, None for a chore that records none."""
+        if isinstance(action, OrderSteps):
+            self._order()
+        elif isinstance(action, Forecast):
+            self._forecast(action.step)
+        elif isinstance(action, ReadShared):
+            self._read_shared(self._tuner(action.trial), action.trial.rung, wait=False)
+        elif isinstance(action, WaitForShared):
+            self._read_shared(self.tuners[action.rung], action.rung, wait=True)
+        elif isinstance(action, ReadBack):
+            self.say(f"{action.run.run_id}: read back from the ledger (not {'re' + _verb(action.run)})")
+            if isinstance(action.action, policy.Train) and action.action.key.role == "trial":
+                self._after_trial(action.action, action.run)
+            return action.run
+        elif isinstance(action, Redo):
+            self.say(f"{action.failed.run_id}: failed last time ({action.failed.message}); trying it again")
+            return self._carry_out(action.action)
+        elif not isinstance(action, policy.Stop):
+            return self._carry_out(action)
+        return None
+
+    def _carry_out(self, action: policy.Step) -> RunResult | None:
+        """Do ``action`` and record its run; None when another worker took the shared trial first."""
         if isinstance(action, policy.FitBaseline):
             budget = None
             if any_budget(self.config.criteria):
@@ -202,15 +214,14 @@ class Climb:
             run = self._train_small(action)
         elif isinstance(action, policy.Train) and action.rows is not None:
             run = self._train_sized(action)
-        elif isinstance(action, policy.Train):
+        else:
             trained = self._train_trial(action)
             if trained is None:
                 return None
             run = trained
-        else:  # pragma: no cover - the policy has no other actions
-            raise TypeError(f"unknown action {action!r}")
         run = distributed.agree(run)  # one record per job: rank 0's, costed over all ranks
         self.ledger.add(run)
+        self.recorded[run.run_id] = run
         return run
 
     def _order(self) -> None:
@@ -293,38 +304,28 @@ class Climb:
         self.say(f"{action.rung}: fine-tuning on {rows:,} of the {total:,} training rows (a data-size rung)")
         return self._train(action, {}, [], train_fraction=rows / total)
 
-    def _tuner(self, rung_name: str) -> RungTuner:
-        if rung_name not in self.tuners:
-            # warm start: the best settings of the last rung climbed below this one
-            best = policy.warm_start(self.runs, rung_name, self.config.criteria.metric)
-            warm = self.warm_start
-            if best is not None:
-                warm = {k: best.hyperparameters[k] for k in ("learning_rate", "epochs", "warmup_ratio")}
-            done = self.ledger.finished_of("trial", rung_name)
+    def _tuner(self, trial: policy.Train) -> RungTuner:
+        """The rung's tuner, made on first use and started from the trial's warm start."""
+        if trial.rung not in self.tuners:
+            done = self.ledger.finished_of("trial", trial.rung)
             where = (self.run_dir.resolve(), self.fingerprint)
-            self.tuners[rung_name] = rung_tuner(self.config, rung_name, done, warm, where, len(self.data.train))
-        return self.tuners[rung_name]
+            warm = dict(trial.warm_start) if trial.warm_start is not None else None
+            self.tuners[trial.rung] = rung_tuner(self.config, trial.rung, done, warm, where, len(self.data.train))
+        return self.tuners[trial.rung]
 
-    def _shared_changed(self, action: policy.Train) -> bool:
-        """Refresh what other workers did on the action's rung; True when it changed."""
-        if not self.config.tuning.storage or self.ledger.get(action.run_id) is not None:
-            return False
-        tuner = self._tuner(action.rung)
-        started, best = tuner.started(), tuner.best_value()
-        if policy.wait_for_shared(started, best, self.config.tuning.trials_per_rung, self.config.criteria.floor):
-            best = tuner.wait_for_others(self.say)  # a trial still running elsewhere may yet pass this rung
-        now = policy.SharedStudy(started, best, tuner.best_elsewhere() if best is not None else "")
-        if self.shared.get(action.rung) == now:
-            return False
-        self.shared[action.rung] = now
-        return True
+    def _read_shared(self, tuner: RungTuner, rung: str, wait: bool) -> None:
+        """Read what other workers did on ``rung`` (after waiting for their running trials)."""
+        best = tuner.wait_for_others(self.say) if wait else tuner.best_value()
+        where = tuner.best_elsewhere() if best is not None else ""
+        self.shared[rung] = policy.SharedStudy(tuner.started(), best, where, len(self.runs), wait)
 
     def _train_trial(self, action: policy.Train) -> RunResult | None:
         rung = self.rungs[action.rung]
-        tuner = self._tuner(rung.name)
+        tuner = self._tuner(action)
         trial, hp, origin = tuner.ask()
         if not tuner.claim(trial):
             self.say(f"{rung.name}: another worker took the rung's last trial; not training {action.run_id}")
+            self.shared.pop(rung.name, None)  # the study changed: the policy has it read again
             return None
         pruner = PruningCallback(trial, self.config.criteria.metric)
         run = self._train(action, hp, [pruner])
@@ -352,7 +353,7 @@ class Climb:
         """After a rung's first trial (trained or read back): queue the lr probe."""
         if action.key.number == 1:
             losses = [e.loss for e in run.evaluations]
-            self._tuner(action.rung).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
+            self._tuner(action).queue_probe(run.hyperparameters, losses, ok=run.status == "ok")
 
     # -- forecasts ------------------------------------------------------------------------------
 
@@ -374,19 +375,14 @@ class Climb:
         cfg, k = self._model_config(rung_name), len(self.data.label_names)
         return sum(encoder_forward_flops(cfg, n, k) for n in val)
 
-    def _update_forecasts(self) -> None:
-        """Forecast the next step not yet taken, when a budget is set and a transformer has run."""
-        if not any_budget(self.config.criteria):
-            return
-        speed_known = any(r.cost.flops > 0 for r in self.before)  # a continuation ran before the climb
-        nxt = policy.step_to_forecast(self.steps, self.runs, self.forecasts, speed_known)
-        if nxt is None:
-            return
+    def _forecast(self, step: policy.RungInfo) -> None:
+        """Forecast ``step``'s cost from its encoder's shape, the token lengths and the measured speed."""
         train, val = self._token_lengths(next(iter(self.rungs)))
         rates = Rates.measured([*self.before, *self.runs])
         k = len(self.data.label_names)
-        forecast = steps.forecast_step(nxt, self._model_config(nxt.rung), train, val, k, self.config, rates)
-        self.forecasts[nxt.name] = forecast
+        self.forecasts[step.name] = steps.forecast_step(
+            step, self._model_config(step.rung), train, val, k, self.config, rates
+        )
 
 
 def _verb(run: RunResult) -> str:

@@ -11,10 +11,10 @@ can be tested by handing ``decide`` records made by hand.
 The same entry point decides for the steps beside the climb, each from its own evidence:
 ``advise --from`` (:class:`ContinuationEvidence`: the next continuation trial or the stop;
 :class:`ResumptionEvidence`: whether and where the climb resumes after it) and the compaction step
-(:class:`CompactionEvidence`: the next control or distilled student, or the stop). The executor's
-own choices (read a record back or redo it, the warm start, which step to forecast, waiting for
-the other workers of a shared study) are the pure
-functions of :mod:`advisor.climb.choices`, re-exported here.
+(:class:`CompactionEvidence`: the next control or distilled student, or the stop). The choices
+around each step of the climb (order the steps, forecast the next one, the warm start, read or
+wait for the other workers of a shared study, read a record back or redo it) are actions too
+(:mod:`advisor.climb.choices`): the executor decides nothing.
 
 Decisions rest on intervals, not point estimates (:func:`verdicts`): a run passes when the lower
 bound of its metric clears the floor, at the configured confidence corrected (Bonferroni) for the
@@ -28,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from typing import overload
 
 from advisor import runkey
-from advisor.climb.choices import is_trial, read_back, step_to_forecast, wait_for_shared, warm_start
+from advisor.climb.choices import (
+    before_acting,
+    is_trial,
+    read_back,
+    step_to_forecast,
+    wait_for_shared,
+    warm_start,
+)
 from advisor.climb.compaction import CompactionEvidence, TrainStudent, next_compaction
 from advisor.climb.continuing import (
     ContinuationEvidence,
@@ -47,6 +54,7 @@ from advisor.climb.evidence import (
     RungInfo,
     SharedStudy,
     Skip,
+    Step,
     Stop,
     Train,
 )
@@ -79,6 +87,7 @@ __all__ = [
     "RungInfo",
     "SharedStudy",
     "Skip",
+    "Step",
     "Stop",
     "Train",
     "budget_exhausted",
@@ -141,10 +150,10 @@ def decide(
         raise TypeError(f"decide: {type(evidence).__name__} needs the config")
     if isinstance(evidence, ContinuationEvidence):
         return next_continuation(evidence, config)
-    return _climb(evidence, config, rule)
+    return before_acting(_climb(evidence, config, rule), evidence, config)
 
 
-def _climb(evidence: Evidence, config: Config, rule: str) -> Action:
+def _climb(evidence: Evidence, config: Config, rule: str) -> Step | Stop:
     """The next action of the climb (see :func:`decide`)."""
     metric = config.criteria.metric
     baseline = evidence.run("baseline")
@@ -209,7 +218,7 @@ def _one_run_step(
     previous_best: RunResult | None,
     reference: RunResult,
     budget_run: RunResult | None,
-) -> Action | RunResult | None:
+) -> Step | Stop | RunResult | None:
     """A step that is one run: a probe, or a data-size rung (a probe or a fine-tune on the first
     ``step.rows`` training rows). The action it calls for, or its finished run (the next step's
     reference), or None (it failed, or its step was left on its learning curve) and the climb goes
@@ -246,7 +255,7 @@ def _settled(
     rung: str,
     trials: Sequence[RunResult],
     budget_run: RunResult | None,
-) -> Action | None:
+) -> Step | Stop | None:
     """A stop, or a distillation, that the rung's recorded trials already call for."""
     for run in trials:
         if judged[run.run_id].passed:
@@ -293,7 +302,7 @@ def _gate(
     rung: RungInfo,
     previous_best: RunResult | None,
     reference: RunResult,
-) -> Action | None:
+) -> Step | Stop | None:
     """Refuse to start a rung that breaks a budget or is not worth its compute."""
     crit = config.criteria
     over = budget_exhausted(config, evidence.spent)
@@ -330,7 +339,7 @@ def _next_on_rung(
     mine: Sequence[RunResult],
     trials: Sequence[RunResult],
     curves: Sequence[tuple[float, float]],
-) -> Action | None:
+) -> Step | Stop | None:
     """The rung's small experiment, its skip, or its next trial; None when the rung is done."""
     crit = config.criteria
     if config.tuning.small_fraction > 0 and not trials:

@@ -7,11 +7,18 @@ the step that would cross.
 
 from __future__ import annotations
 
+from advisor.acceptance import AcceptanceCriteria
 from advisor.config.settings import Config
 from advisor.types import Cost
 from advisor.verdicts.criteria import fmt_num
 
 PFLOP = 1e15
+
+
+def any_budget(criteria: AcceptanceCriteria) -> bool:
+    """Whether any budget (compute, energy, wall time) is set."""
+    return any(x is not None for x in (criteria.budget_pflops, criteria.budget_kwh, criteria.budget_seconds))
+
 
 _BUDGETS = (
     ("budget_pflops", "compute", "PFLOPs", lambda c: c.flops / PFLOP),

@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 from transformers import TrainerCallback
 
-from advisor.climb.budget import BudgetCallback, FitBudget, Rates, any_budget, evaluation_reserve
+from advisor.climb.budget import BudgetCallback, FitBudget, Rates, evaluation_reserve
 from advisor.climb.continuing import ContinuationEvidence, best_trial, continuation_recommendation
 from advisor.climb.evidence import Stop
 from advisor.climb.policy import decide
+from advisor.climb.spending import any_budget
 from advisor.climb.tuning import PruningCallback, RungTuner, told
 from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
