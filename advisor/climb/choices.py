@@ -54,7 +54,7 @@ def before_acting(action: Step | Stop, evidence: Evidence, config: Config) -> Ac
     forecast = forecast_needed(evidence, config)
     if forecast is not None:
         return forecast
-    if isinstance(action, Train) and is_trial_key(action):
+    if isinstance(action, Train) and is_trial(action):
         action = dataclasses.replace(action, warm_start=warm_settings(evidence, action.rung, config.criteria.metric))
         if config.tuning.storage and action.run_id not in evidence.recorded:
             mine = evidence.shared.get(action.rung)
@@ -70,10 +70,6 @@ def forecast_needed(evidence: Evidence, config: Config) -> Forecast | None:
         return None
     step = step_to_forecast(evidence.rungs, evidence.runs, evidence.forecasts, evidence.speed_known)
     return Forecast(step) if step is not None else None
-
-
-def is_trial_key(action: Train) -> bool:
-    return action.key.role == "trial"
 
 
 def warm_settings(evidence: Evidence, rung: str, metric: str) -> Mapping[str, Any] | None:
@@ -111,9 +107,9 @@ def with_record(action: Step, evidence: Evidence) -> Step | ReadBack | Redo:
     return action
 
 
-def is_trial(run: RunResult) -> bool:
-    """Whether ``run`` is one of its rung's tuning trials: not a small experiment, a skip, a probe, a
-    student or a continuation."""
+def is_trial(run: RunResult | Train) -> bool:
+    """Whether ``run`` (a record, or the action that makes one) is one of its rung's tuning trials:
+    not a small experiment, a skip, a probe, a student or a continuation."""
     return run.key.role == "trial"
 
 

@@ -88,6 +88,7 @@ class Climb:
         self.config, self.data, self.run_dir, self.ledger = config, data, run_dir, ledger
         self.fingerprint, self.say, self.distiller = fingerprint, say, distiller
         self.before, self.prior_candidates = tuple(before), prior_candidates
+        self.speed_known = any(r.cost.flops > 0 for r in self.before)  # a continuation ran before the climb
         self.warm_start = dict(warm_start) if warm_start else None
         self.recorded = {r.run_id: r for r in ledger.all()}  # what a resumed climb reads back
         self.rungs = {r.name: r for r in ladder_rungs(config)}
@@ -122,7 +123,7 @@ class Climb:
             recorded=dict(self.recorded),
             warm_start=self.warm_start,
             ordered=self._ordered,
-            speed_known=any(r.cost.flops > 0 for r in self.before),  # a continuation ran before the climb
+            speed_known=self.speed_known,
         )
 
     def run(self) -> policy.Stop:
@@ -167,7 +168,7 @@ class Climb:
             self._read_shared(self.tuners[action.rung], action.rung, wait=True)
         elif isinstance(action, ReadBack):
             self.say(f"{action.run.run_id}: read back from the ledger (not {'re' + _verb(action.run)})")
-            if isinstance(action.action, policy.Train) and action.action.key.role == "trial":
+            if isinstance(action.action, policy.Train) and policy.is_trial(action.action):
                 self._after_trial(action.action, action.run)
             return action.run
         elif isinstance(action, Redo):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from advisor.climb.choices import WARM_KEYS
 from advisor.config.settings import Config
 from advisor.data.task import TaskData, column
 from advisor.errors import RunDirError
@@ -117,10 +118,6 @@ def from_checkpoint(
         )
     rung = rungs[name]
     source = str(materialise(rung, config.ladder.cache_dir, progress=say, allow_pickle=config.train.allow_pickle))
-    hp = {
-        k: earlier.hyperparameters[k]
-        for k in ("learning_rate", "epochs", "warmup_ratio")
-        if k in earlier.hyperparameters
-    }
+    hp = {k: earlier.hyperparameters[k] for k in WARM_KEYS if k in earlier.hyperparameters}
     hp["batch_size"] = config.train.batch_size
     return Candidate(name=name, kind="finetune", source=rung.source), source, hp

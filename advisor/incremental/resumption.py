@@ -25,6 +25,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
+from advisor.climb.choices import WARM_KEYS
 from advisor.climb.executor import Climb
 from advisor.climb.policy import ResumeClimb, ResumptionEvidence, RungInfo, Stop, decide, rung_candidates
 from advisor.config.settings import Config
@@ -113,7 +114,7 @@ def resume_climb(
         raise ValueError("resume_climb: the earlier report recommends nothing")
     name, from_baseline = earlier.candidate.name, earlier.candidate.kind == "baseline"
     hp = earlier.hyperparameters
-    warm = {k: hp[k] for k in ("learning_rate", "epochs", "warmup_ratio") if k in hp} or None
+    warm = {k: hp[k] for k in WARM_KEYS if k in hp} or None
     say(f"{name} does not meet the criteria on the expanded data: the climb resumes at {plan.rungs[0]}")
     climb = start(
         plan.config,
